@@ -1,0 +1,12 @@
+/* accmig serve: placeholder until its issue lands; it says so and fails. */
+#include <stdio.h>
+
+#include "cli/cli.h"
+
+int cli_serve(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "accmig serve: not built yet\n");
+    return 2;
+}

@@ -1,0 +1,88 @@
+/* qm: the device model, a ZIP PF with N SR-IOV VFs behind a queue manager.
+ *
+ * This is the "silicon". Drivers reach it only through BAR2 register
+ * accesses (qm_bar_read/qm_bar_write) and DMA through each function's IOMMU
+ * domain; interrupts leave through the irq sink. qm_debug.h has a separate
+ * inspection API for tests and reports; no driver uses it.
+ *
+ * Functions are numbered as PCI functions: 0 = PF, 1..num_vfs = VFs.
+ *
+ * Contract
+ * - qm_bar_read/qm_bar_write: size 1, 2, 4 or 8 and naturally aligned, or
+ *   16 at the mailbox; off + size within the BAR. Anything else returns
+ *   -EINVAL and is counted as an access error (the value read is all-ones).
+ *   Unknown offsets read 0 and ignore writes (counted), returning 0.
+ *   Mailbox commands execute synchronously on the write that covers the last
+ *   mailbox byte and finish within the driver's 1 ms budget.
+ * - Accesses may come from any thread. Jobs run on the model's own worker
+ *   threads; the irq sink is called from those threads (or from the caller
+ *   of a register write) with no model lock held.
+ * - qm_function_reset is an FLR: the function's registers, queues, contexts,
+ *   pause state and pending interrupts return to reset values. Its IOMMU
+ *   mappings are the VMM's and stay.
+ */
+#ifndef ACCMIG_QM_H
+#define ACCMIG_QM_H
+
+#include <stdint.h>
+
+#include "iommu/iommu.h"
+#include "qm/qm_hw.h"
+
+#define QM_MAX_VFS 63u
+#define QM_MAX_QPS_PER_VF 64u
+#define QM_DEFAULT_VFS 4u
+#define QM_DEFAULT_QPS_PER_VF 4u
+
+struct qm_dev;
+
+struct qm_irq_sink {
+    /* Raise MSI vector `vector` of function `fn`. */
+    void (*raise)(void *opaque, unsigned fn, unsigned vector);
+    void *opaque;
+};
+
+struct qm_dev_config {
+    unsigned num_vfs;      /* 1..QM_MAX_VFS */
+    unsigned qps_per_vf;   /* 2..QM_MAX_QPS_PER_VF; the PF keeps its own share */
+    uint8_t revision;      /* QM_REV_V3 or QM_REV_V4 */
+    unsigned workers;      /* job worker threads, >= 1 */
+    struct qm_irq_sink irq;
+};
+
+/* Fills the defaults: 4 VFs, 4 queue pairs each, v4, 2 workers, no irq sink. */
+void qm_dev_config_default(struct qm_dev_config *cfg);
+
+/* Creates the device with its VFT programmed (each VF gets qps_per_vf
+ * contiguous queues) and worker threads started. -EINVAL on a bad config. */
+int qm_dev_create(const struct qm_dev_config *cfg, struct qm_dev **out);
+/* Stops the workers (cancelling jobs in flight) and frees everything. */
+void qm_dev_destroy(struct qm_dev *dev);
+
+unsigned qm_dev_num_functions(const struct qm_dev *dev); /* 1 + num_vfs */
+uint8_t qm_dev_revision(const struct qm_dev *dev);
+/* BAR2 size of a function: 4 MiB for the PF, 64 KiB for a VF. */
+uint64_t qm_bar_size(const struct qm_dev *dev, unsigned fn);
+
+int qm_bar_read(struct qm_dev *dev, unsigned fn, uint64_t off, void *data, unsigned size);
+int qm_bar_write(struct qm_dev *dev, unsigned fn, uint64_t off, const void *data, unsigned size);
+static inline int qm_bar_read32(struct qm_dev *dev, unsigned fn, uint64_t off, uint32_t *v)
+{
+    return qm_bar_read(dev, fn, off, v, 4);
+}
+static inline int qm_bar_write32(struct qm_dev *dev, unsigned fn, uint64_t off, uint32_t v)
+{
+    return qm_bar_write(dev, fn, off, &v, 4);
+}
+static inline int qm_bar_write64(struct qm_dev *dev, unsigned fn, uint64_t off, uint64_t v)
+{
+    return qm_bar_write(dev, fn, off, &v, 8);
+}
+
+/* The IOMMU domain DMA of function fn goes through (requester ID = fn). */
+struct iommu_domain *qm_dev_iommu(struct qm_dev *dev, unsigned fn);
+
+/* Function-level reset; -EINVAL for a bad fn. */
+int qm_function_reset(struct qm_dev *dev, unsigned fn);
+
+#endif

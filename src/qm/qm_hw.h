@@ -1,0 +1,215 @@
+/* qm_hw: the QM hardware interface as a driver sees it (register offsets,
+ * mailbox commands, doorbells, context and queue-entry layouts).
+ *
+ * These are facts of the device (spec/qm-zip-device.md), shared by the
+ * device model (qm/), the guest VF driver (guest/) and the migration driver
+ * (mig/). Nothing here reaches into the model: a driver that includes only
+ * this header could run against real silicon.
+ */
+#ifndef ACCMIG_QM_HW_H
+#define ACCMIG_QM_HW_H
+
+#include <stdint.h>
+
+#define QM_VENDOR_ID 0x19e5
+#define QM_ZIP_PF_DEVICE_ID 0xa250
+#define QM_ZIP_VF_DEVICE_ID 0xa251
+#define QM_REV_V3 0x30
+#define QM_REV_V4 0x50
+
+#define QM_PF_BAR2_SIZE (4u << 20)
+#define QM_VF_BAR2_SIZE (64u << 10)
+#define QM_VF_BAR2_V3_GUEST_SIZE (32u << 10) /* v3: the guest sees only the lower half */
+
+/* MSI vectors of a VF. */
+enum qm_vector { QM_VEC_EQ = 0, QM_VEC_AEQ = 1, QM_VEC_IFC = 2, QM_VEC_RSVD = 3, QM_NUM_VECTORS = 4 };
+
+/* Function-local registers (VF BAR2; also mirrored in the v4 PF window). */
+#define QM_AEQ_INT_SOURCE 0x0000
+#define QM_AEQ_INT_MASK 0x0004
+#define QM_EQ_INT_SOURCE 0x0008
+#define QM_EQ_INT_MASK 0x000c
+#define QM_IFC_INT_SOURCE_V 0x0020
+#define QM_IFC_INT_MASK 0x0024
+#define QM_IFC_INT_STATUS 0x0028
+#define QM_IFC_INT_SET_V 0x002c
+#define QM_QUE_ISO_CFG 0x0030
+#define QM_PAGE_SIZE 0x0034
+#define QM_VF_STATE 0x0060
+#define QM_CACHE_WB_START 0x0204
+#define QM_CACHE_WB_DONE 0x0208
+#define QM_MAILBOX 0x0300
+#define QM_MB_DATA_L 0x0304
+#define QM_MB_DATA_H 0x0308
+#define QM_MAILBOX_SIZE 16u
+#define QM_DB_SQCQ 0x1000
+#define QM_DB_EQAEQ 0x2000
+#define QM_EQC_SHADOW_V3 0x8000  /* v3 migration half of the VF BAR */
+#define QM_AEQC_SHADOW_V3 0x8020
+#define QM_V3_MIG_HALF 0x8000
+
+#define QM_VF_STATE_READY 0u
+#define QM_VF_STATE_NOT_READY 1u
+
+/* Capability registers (v3 values; CAP_VER = 1). */
+#define QM_CAP_VERSION 0x3100
+#define QM_CAP_EQ_AEQ_DEPTH 0x3104
+#define QM_CAP_SQ_CQ_DEPTH 0x3108
+#define QM_CAP_EQ_IRQ_TYPE 0x310c
+#define QM_CAP_AEQ_IRQ_TYPE 0x3110
+#define QM_CAP_ABN_IRQ_TYPE 0x3114
+#define QM_CAP_PF2VF_IRQ_TYPE 0x3118
+#define QM_CAP_IRQ_NUM 0x311c
+#define ZIP_CAP_CORE_NUM 0x313c
+#define ZIP_CAP_CORE_BITMAP 0x3140
+#define ZIP_CAP_DRV_ALG_BITMAP 0x3144
+#define ZIP_CAP_DEV_ALG_BITMAP 0x3148
+
+/* PF-only registers (PF BAR2). */
+#define QM_PF_VFT_CFG_OP_ENABLE 0x100054
+#define QM_PF_VFT_CFG_OP_WR 0x100058
+#define QM_PF_VFT_CFG_TYPE 0x10005c
+#define QM_PF_VFT_CFG 0x100060
+#define QM_PF_VFT_CFG_DATA_L 0x100064
+#define QM_PF_VFT_CFG_DATA_H 0x100068
+#define QM_PF_VFT_CFG_RDY 0x10006c
+#define QM_PF_IFC_READY_STATUS 0x100128
+#define QM_PF_IFC_INT_SET_P 0x100130
+#define QM_PF_IFC_INT_CFG 0x100134
+#define QM_PF_IFC_INT_SOURCE_P 0x100138
+#define QM_PF_MIG_REGION_SEL 0x100198
+
+/* v4: the PF's per-VF migration control window. vf_fn is the function
+ * number (first VF = 1). Offsets inside a window: */
+#define QM_PF_MIG_WINDOW_BASE 0x180000u
+#define QM_PF_MIG_WINDOW_SIZE 0x2000u
+#define QM_PF_MIG_WINDOW(vf_fn) (QM_PF_MIG_WINDOW_BASE + (uint64_t)(vf_fn) * QM_PF_MIG_WINDOW_SIZE)
+/* 0x0000..0x0fff: the VF's function-local registers (its own mailbox at
+ * 0x300, not shared with the guest). Defined here beyond the spec page: */
+#define QM_WIN_DB_SQCQ 0x1000    /* the VF's SQ/CQ doorbell, host side */
+#define QM_WIN_DB_EQAEQ 0x1008   /* the VF's EQ/AEQ doorbell, host side */
+#define QM_WIN_EQC_SHADOW 0x1c00 /* 7 dwords: live EQC; a write of dw6 loads it */
+#define QM_WIN_AEQC_SHADOW 0x1c20
+#define QM_WIN_QP_ACTIVE_L 0x1c40 /* ro: bitmap of queues with a loaded context, 0..31 */
+#define QM_WIN_QP_ACTIVE_H 0x1c44 /* ro: queues 32..63 */
+#define QM_WIN_INT_PENDING 0x1c48 /* rw: bit v = MSI vector v pending (held while paused) */
+#define QM_WIN_PAUSE_STATUS 0x1c4c /* ro: bit0 paused, bit1 all in-flight jobs retired */
+#define QM_WIN_IFC_MSG_L 0x1c50  /* rw: the pending PF->VF message (restore of IFC state) */
+#define QM_WIN_IFC_MSG_H 0x1c54
+#define QM_WIN_DB_IGNORED 0x1c58 /* ro: doorbells ignored as malformed (counter) */
+
+/* Mailbox. w0 = cmd[7:0] | status[12:9] | busy bit 13 | op bit 14. */
+#define QM_MB_CMD_SQC 0x0
+#define QM_MB_CMD_CQC 0x1
+#define QM_MB_CMD_EQC 0x2
+#define QM_MB_CMD_AEQC 0x3
+#define QM_MB_CMD_SQC_BT 0x4
+#define QM_MB_CMD_CQC_BT 0x5
+#define QM_MB_CMD_SQC_VFT_V2 0x6
+#define QM_MB_CMD_STOP_QP 0x8
+#define QM_MB_CMD_SRC 0xc
+#define QM_MB_CMD_DST 0xd
+#define QM_MB_CMD_PAUSE_QM 0xe
+#define QM_MB_CMD_RESUME_QM 0xf /* defined here: lift PAUSE_QM (window mailbox only) */
+#define QM_MB_BUSY_SHIFT 13
+#define QM_MB_OP_SHIFT 14
+#define QM_MB_STATUS_SHIFT 9
+#define QM_MB_STATUS_MASK 0xfu
+
+struct qm_mailbox {
+    uint16_t w0;
+    uint16_t queue_num;
+    uint32_t base_l;
+    uint32_t base_h;
+    uint32_t rsvd;
+} __attribute__((packed));
+_Static_assert(sizeof(struct qm_mailbox) == 16, "struct qm_mailbox is 16 bytes");
+
+/* SQC_VFT_V2 query result layout. */
+#define QM_VFT_BASE_SHIFT 28
+#define QM_VFT_BASE_MASK 0xffffull
+#define QM_VFT_VALID_SHIFT 44
+#define QM_VFT_NUM_SHIFT 45
+#define QM_VFT_NUM_MASK 0x3ffull
+
+/* Doorbells. */
+#define QM_DB_CMD_SQ 0u
+#define QM_DB_CMD_CQ 1u
+#define QM_DB_CMD_EQ 2u
+#define QM_DB_CMD_AEQ 3u
+static inline uint64_t qm_db_value(uint16_t qn, unsigned cmd, uint16_t index, uint16_t priority)
+{
+    return (uint64_t)(qn & 0xfffu) | (uint64_t)(cmd & 0xfu) << 12 | (uint64_t)index << 32 |
+           (uint64_t)priority << 48;
+}
+
+/* Contexts. */
+struct qm_sqc {
+    uint16_t head, tail;
+    uint32_t base_l, base_h;
+    uint32_t dw3;
+    uint16_t w8, rsvd0, pasid, w11, cq_num, w13;
+    uint32_t rsvd1;
+} __attribute__((packed));
+_Static_assert(sizeof(struct qm_sqc) == 32, "struct qm_sqc is 32 bytes");
+
+struct qm_cqc {
+    uint16_t head, tail;
+    uint32_t base_l, base_h;
+    uint32_t dw3;
+    uint16_t w8, rsvd0, pasid, w11;
+    uint32_t dw6, rsvd1;
+} __attribute__((packed));
+_Static_assert(sizeof(struct qm_cqc) == 32, "struct qm_cqc is 32 bytes");
+
+struct qm_eqc {
+    uint16_t head, tail;
+    uint32_t base_l, base_h;
+    uint32_t dw3;
+    uint32_t rsvd[2];
+    uint32_t dw6;
+} __attribute__((packed));
+_Static_assert(sizeof(struct qm_eqc) == 28, "struct qm_eqc is 28 bytes");
+#define qm_aeqc qm_eqc
+
+#define QM_SQ_DEPTH 1024u
+#define QM_CQ_DEPTH 1024u
+#define QM_EQ_DEPTH 2048u
+#define QM_AEQ_DEPTH 1024u
+#define QM_SQE_SIZE_LOG2 7u /* ZIP SQE: 128 bytes */
+#define QM_SQC_DW3(depth) (((depth) - 1u) | QM_SQE_SIZE_LOG2 << 12)
+#define QM_CQC_DW3(depth) (((depth) - 1u) | 4u << 12)
+#define QM_CQC_DW6_PHASE 1u
+#define QM_CQC_DW6_EQ_EN 2u
+#define QM_EQC_DW6(depth, phase) (((depth) - 1u) | (uint32_t)(phase) << 16)
+#define QM_SQC_W13(alg_type) (0x0010u | (uint16_t)(alg_type) << 8)
+
+struct qm_cqe {
+    uint32_t rsvd0;
+    uint16_t cmd_id, rsvd1;
+    uint16_t sq_head;
+    uint16_t sq_num;
+    uint16_t rsvd2;
+    uint16_t w7; /* bit0 phase */
+} __attribute__((packed));
+_Static_assert(sizeof(struct qm_cqe) == 16, "struct qm_cqe is 16 bytes");
+
+/* EQE: dw0 = cq number[15:0] | phase << 16. AEQE: qn | phase << 16 | type << 17. */
+#define QM_EQE_PHASE (1u << 16)
+#define QM_AEQE_TYPE_SHIFT 17
+enum qm_aeqe_type { QM_AEQE_CQ_OVERFLOW = 0, QM_AEQE_EQ_OVERFLOW = 1, QM_AEQE_CQE_ERROR = 2 };
+
+/* IFC messages (64-bit, cmd in the low 32 bits). */
+enum qm_ifc_cmd {
+    QM_IFC_PF_FLR_PREPARE = 1,
+    QM_IFC_PF_SRST_PREPARE = 2,
+    QM_IFC_PF_RESET_DONE = 3,
+    QM_IFC_VF_PREPARE_DONE = 4,
+    QM_IFC_VF_PREPARE_FAIL = 5,
+    QM_IFC_VF_START_DONE = 6,
+    QM_IFC_VF_START_FAIL = 7,
+    QM_IFC_PF_SET_QOS = 8,
+    QM_IFC_VF_GET_QOS = 9,
+};
+
+#endif

@@ -1,0 +1,49 @@
+/* zip: the ZIP engine that executes one submission queue entry.
+ *
+ * Contract
+ * - zip_engine_run decodes and validates a 128-byte SQE (a host copy the
+ *   caller fetched), reads the input and writes the output through the
+ *   function's IOMMU domain, and reports the result in the copy's dw0
+ *   (consumed), dw1 (produced) and dw3 (status[7:0]); the caller writes back
+ *   only those three dwords to the SQE slot. Every other dword is untouched.
+ * - Every malformed field, DMA fault, corrupt stream and size limit is a
+ *   status code (zip_hw.h), never a crash and never a write outside the
+ *   output buffer's mapped bytes. It returns 0 in all these cases.
+ * - Work proceeds in chunks of at most ZIP_CHUNK bytes of input; between
+ *   chunks the engine polls *cancel (may be NULL). A cancelled job returns
+ *   -ECANCELED and its SQE copy is left as it was (the job reruns later).
+ * - An engine holds codec state for one job at a time: one per worker thread.
+ */
+#ifndef ACCMIG_ZIP_H
+#define ACCMIG_ZIP_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "iommu/iommu.h"
+#include "zip/zip_hw.h"
+
+#define ZIP_CHUNK (64u << 10)
+
+struct zip_engine;
+
+struct zip_engine_stats {
+    uint64_t jobs;
+    uint64_t cancelled;
+    uint64_t errors;   /* jobs that ended with a status other than OK/negative-comp */
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+};
+
+/* Returns 0 or -ENOMEM. */
+int zip_engine_create(struct zip_engine **out);
+void zip_engine_destroy(struct zip_engine *e);
+
+/* dir comes from the queue's SQC (alg_type), not from the SQE. */
+int zip_engine_run(struct zip_engine *e, struct iommu_domain *d, uint32_t sqe[ZIP_SQE_DWORDS],
+                   enum zip_alg_dir dir, const atomic_bool *cancel);
+
+void zip_engine_stats_get(const struct zip_engine *e, struct zip_engine_stats *out);
+
+#endif
