@@ -1,0 +1,39 @@
+/* vf_io: how a guest reaches its VF, whatever the transport (in-process,
+ * vfio-user client): BAR2 MMIO and MSI. Guest RAM is reached directly
+ * (struct guest_ram) and the device DMAs into it at IOVA == guest physical
+ * address.
+ *
+ * Contract: mmio_read/mmio_write take size 1/2/4/8 (16 for the mailbox) and
+ * return 0 or a negative errno. irq_wait blocks until MSI vector `vector` has
+ * fired at least once since the last irq_wait on that vector, or timeout_ms
+ * passes (-ETIMEDOUT); it consumes the pending indication. All three may be
+ * called from several threads at once.
+ */
+#ifndef ACCMIG_GUEST_VF_IO_H
+#define ACCMIG_GUEST_VF_IO_H
+
+#include <stdint.h>
+
+struct vf_io {
+    int (*mmio_read)(void *opaque, uint64_t off, void *data, unsigned size);
+    int (*mmio_write)(void *opaque, uint64_t off, const void *data, unsigned size);
+    int (*irq_wait)(void *opaque, unsigned vector, int timeout_ms);
+    void *opaque;
+};
+
+/* Guest RAM as the guest (and its VMM) sees it: gpa 0 .. size-1 at host.
+ * cpu_dirty, when non-NULL, is the VMM's log of guest CPU writes at 4 KiB
+ * pages; the guest marks pages it writes with guest_ram_mark_dirty. */
+struct guest_ram {
+    uint8_t *host;
+    uint64_t size;
+    uint64_t *cpu_dirty;
+};
+
+static inline void *guest_ram_ptr(const struct guest_ram *ram, uint64_t gpa)
+{
+    return ram->host + gpa;
+}
+void guest_ram_mark_dirty(const struct guest_ram *ram, uint64_t gpa, uint64_t len);
+
+#endif

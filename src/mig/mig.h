@@ -1,0 +1,122 @@
+/* mig: VFIO migration (protocol v2) for one VF: the state machine, the
+ * migration driver that implements each arc with PF control-window register
+ * accesses only, the device-state stream, precopy info and DMA logging.
+ *
+ * This is what a VFIO variant driver is in the kernel: the vfio-user server
+ * (vfu/) and the in-process transport call it; it calls the device only via
+ * qm_bar_read/qm_bar_write (PF window in v4 mode, the VF's upper half in v3
+ * mode) and the VF's IOMMU domain for dirty logging.
+ *
+ * Contract
+ * - mig_set_state runs the kernel's next-step loop (vfio_mig_get_next_state)
+ *   to the target, one arc at a time; the state moves only after an arc
+ *   succeeds. On failure it returns a negative errno and mig_get_state tells
+ *   where the device is (ERROR only when the device cannot say). Targets that
+ *   are not reachable (ERROR, STOP_COPY -> PRE_COPY*) are -EINVAL and change
+ *   nothing. Re-setting the current state is a no-op returning 0.
+ * - The saving group (PRE_COPY, PRE_COPY_P2P, STOP_COPY) shares one stream
+ *   opened on entering it; RESUMING has its own. Leaving the group ends the
+ *   stream: later reads/writes fail with -EINVAL.
+ * - mig_read: in a saving state, copies up to len bytes and returns the count.
+ *   PRE_COPY/PRE_COPY_P2P: -ENOMSG when nothing is available now (temporary
+ *   end). STOP_COPY: 0 only once everything has been delivered (permanent).
+ *   Other states: -EINVAL.
+ * - mig_write: only in RESUMING; any segmentation; returns len or a negative
+ *   errno (-EINVAL for a stream already known to be bad or incompatible,
+ *   -EFBIG beyond the maximum stream size). A source whose match record is
+ *   incompatible is refused as soon as that record is complete, with a
+ *   message naming the mismatch (mig_last_error).
+ * - mig_reset: device (function-level) reset: state RUNNING, streams ended,
+ *   logging stopped.
+ * - Thread safety: one state lock per mig_dev serialises every call.
+ */
+#ifndef ACCMIG_MIG_H
+#define ACCMIG_MIG_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "iommu/iommu.h"
+#include "qm/qm.h"
+
+/* uAPI numbers (include/uapi/linux/vfio.h); Debian 12's header lacks the
+ * PRE_COPY parts, so accmig carries its own. */
+enum vfio_mig_state {
+    VFIO_MIG_STATE_ERROR = 0,
+    VFIO_MIG_STATE_STOP = 1,
+    VFIO_MIG_STATE_RUNNING = 2,
+    VFIO_MIG_STATE_STOP_COPY = 3,
+    VFIO_MIG_STATE_RESUMING = 4,
+    VFIO_MIG_STATE_RUNNING_P2P = 5,
+    VFIO_MIG_STATE_PRE_COPY = 6,
+    VFIO_MIG_STATE_PRE_COPY_P2P = 7,
+    VFIO_MIG_STATE_COUNT = 8,
+};
+
+#define VFIO_MIG_FLAG_STOP_COPY (1u << 0)
+#define VFIO_MIG_FLAG_P2P (1u << 1)
+#define VFIO_MIG_FLAG_PRE_COPY (1u << 2)
+#define VFIO_MIG_FLAGS_ALL (VFIO_MIG_FLAG_STOP_COPY | VFIO_MIG_FLAG_P2P | VFIO_MIG_FLAG_PRE_COPY)
+
+/* VFIO_DEVICE_FEATURE numbers. */
+#define VFIO_FEATURE_MIGRATION 1u
+#define VFIO_FEATURE_MIG_DEVICE_STATE 2u
+#define VFIO_FEATURE_DMA_LOGGING_START 6u
+#define VFIO_FEATURE_DMA_LOGGING_STOP 7u
+#define VFIO_FEATURE_DMA_LOGGING_REPORT 8u
+#define VFIO_FEATURE_MIG_DATA_SIZE 9u
+/* accmig vendor extension: precopy info over vfio-user (documented in docs/). */
+#define ACCMIG_FEATURE_PRECOPY_INFO 0x8001u
+
+const char *mig_state_name(enum vfio_mig_state s);
+
+/* The kernel's combined-transition algorithm as a pure function: the next
+ * arc from cur towards target given the advertised flags. Returns 0 and sets
+ * *next, or -EINVAL when target cannot be reached (ERROR in the table). */
+int mig_fsm_next_step(uint32_t flags, enum vfio_mig_state cur, enum vfio_mig_state target,
+                      enum vfio_mig_state *next);
+
+enum mig_hw_mode {
+    MIG_HW_V4 = 0, /* control through the PF's per-VF window (default) */
+    MIG_HW_V3 = 1, /* control through the VF BAR's upper half and shared mailbox */
+};
+
+struct mig_dev;
+
+struct mig_timing {  /* of the most recent arcs, in nanoseconds */
+    uint64_t quiesce_ns; /* -> RUNNING_P2P (PAUSE_QM) */
+    uint64_t save_ns;    /* STOP -> STOP_COPY (write-back + register save) */
+    uint64_t restore_ns; /* RESUMING -> STOP (validate + load) */
+    uint64_t resume_ns;  /* -> RUNNING (re-arm, doorbells) */
+};
+
+/* vf_fn is the PCI function number of the VF (1..num_vfs). */
+int mig_dev_create(struct qm_dev *dev, unsigned vf_fn, enum mig_hw_mode mode, struct mig_dev **out);
+void mig_dev_destroy(struct mig_dev *m);
+
+uint32_t mig_flags(const struct mig_dev *m); /* VFIO_MIG_FLAGS_ALL */
+enum vfio_mig_state mig_get_state(struct mig_dev *m);
+int mig_set_state(struct mig_dev *m, enum vfio_mig_state target);
+ssize_t mig_read(struct mig_dev *m, void *buf, size_t len);
+ssize_t mig_write(struct mig_dev *m, const void *buf, size_t len);
+/* -EINVAL outside PRE_COPY / PRE_COPY_P2P. */
+int mig_precopy_info(struct mig_dev *m, uint64_t *initial_bytes, uint64_t *dirty_bytes);
+/* Estimate of the STOP_COPY stream length; never 0; any state. */
+int mig_data_size(struct mig_dev *m, uint64_t *stop_copy_length);
+int mig_reset(struct mig_dev *m);
+void mig_timing_get(struct mig_dev *m, struct mig_timing *out);
+/* Human-readable reason of the last failed call ("" if none). */
+const char *mig_last_error(struct mig_dev *m);
+
+/* DMA logging with the uAPI's argument checks (spec/vfio-migration.md):
+ * nranges 0 is -EINVAL unless log_all (vfio-user: log every write);
+ * more than 4096/16 ranges -E2BIG; unaligned/overlapping -EINVAL; wrap
+ * -EOVERFLOW; already started -EBUSY... see mig/dirty.c. *page_size may be
+ * adjusted and is written back. */
+int mig_dma_logging_start(struct mig_dev *m, uint64_t *page_size, const struct iommu_range *ranges,
+                          uint32_t nranges, int log_all);
+int mig_dma_logging_stop(struct mig_dev *m);
+int mig_dma_logging_report(struct mig_dev *m, uint64_t iova, uint64_t length, uint64_t page_size,
+                           uint64_t *bitmap);
+
+#endif
