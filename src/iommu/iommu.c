@@ -1,0 +1,773 @@
+/* iommu: DMA domains, translation with permissions, fault counting and the
+ * DMA write dirty log. The contract and the design decisions are in iommu.h.
+ */
+#include "iommu/iommu.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "common/common.h"
+
+_Static_assert(sizeof(size_t) == sizeof(uint64_t), "iommu assumes a 64-bit host");
+
+#define IOMMU_PAGE_SHIFT 12u
+#define IOMMU_PERM_ALL (IOMMU_READ | IOMMU_WRITE)
+
+enum iommu_kind {
+    IOMMU_KIND_HOST,   /* caller's memory */
+    IOMMU_KIND_FD,     /* our own MAP_SHARED mmap of the caller's fd */
+    IOMMU_KIND_REMOTE, /* served by ops */
+};
+
+struct iommu_mapping {
+    uint64_t iova;
+    uint64_t size;
+    uint8_t *host; /* address of iova for HOST and FD (the mmap base for FD); NULL for REMOTE */
+    unsigned perm;
+    enum iommu_kind kind;
+    struct iommu_remote_ops ops; /* REMOTE only */
+    void *opaque;                /* REMOTE only */
+};
+
+/* One logged range: one bit per 4 KiB page, in an anonymous MAP_NORESERVE
+ * mapping so the pages of the bitmap that no write touches never cost memory.
+ * Bits are set with atomic ORs by concurrent DMA writers. */
+struct iommu_dirty_range {
+    uint64_t iova;
+    uint64_t length;
+    uint64_t *bits;
+    size_t bits_bytes;
+};
+
+struct iommu_domain {
+    uint16_t rid;
+
+    /* lock protects maps, nmaps, maps_cap, dranges, ndranges and dirty_on
+     * (dirty_on is also read without it, atomically, by iommu_dirty_active).
+     * Read-held by DMA (iommu_dma_read/write, begin..end); write-held by
+     * map/unmap and dirty start/stop/report. Reader-preferring: see iommu.h. */
+    pthread_rwlock_t lock;
+    struct iommu_mapping *maps; /* sorted by iova, non-overlapping */
+    uint32_t nmaps;
+    uint32_t maps_cap;
+    bool dirty_on;
+    struct iommu_dirty_range *dranges; /* sorted by iova, non-overlapping */
+    uint32_t ndranges;
+
+    /* Atomics, no lock: the index of the last mapping found (a hint checked
+     * before use, so a stale value is harmless), the number of open
+     * begin/end sections (for assertions), and the stats counters. */
+    uint32_t hint;
+    uint32_t sections;
+    struct iommu_stats stats;
+};
+
+static bool perm_valid(unsigned perm)
+{
+    return perm != 0 && (perm & ~(unsigned)IOMMU_PERM_ALL) == 0;
+}
+
+static void stat_add(uint64_t *counter, uint64_t n)
+{
+    __atomic_fetch_add(counter, n, __ATOMIC_RELAXED);
+}
+
+/* ---- creation and teardown ------------------------------------------------ */
+
+int iommu_domain_create(uint16_t requester_id, struct iommu_domain **out)
+{
+    struct iommu_domain *d = calloc(1, sizeof(*d));
+    pthread_rwlockattr_t attr;
+
+    if (d == NULL)
+        return -ENOMEM;
+    d->rid = requester_id;
+    if (pthread_rwlockattr_init(&attr) != 0)
+        goto err_free;
+    /* Readers must be able to re-enter while a writer waits (iommu.h). */
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_READER_NP);
+    if (pthread_rwlock_init(&d->lock, &attr) != 0) {
+        pthread_rwlockattr_destroy(&attr);
+        goto err_free;
+    }
+    pthread_rwlockattr_destroy(&attr);
+    *out = d;
+    return 0;
+
+err_free:
+    free(d);
+    return -ENOMEM;
+}
+
+static void mapping_release(struct iommu_mapping *m)
+{
+    if (m->kind == IOMMU_KIND_FD)
+        munmap(m->host, m->size);
+}
+
+static void dirty_ranges_free(struct iommu_dirty_range *r, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        munmap(r[i].bits, r[i].bits_bytes);
+    free(r);
+}
+
+/* Caller holds d->lock for writing. */
+static void unmap_all_locked(struct iommu_domain *d)
+{
+    for (uint32_t i = 0; i < d->nmaps; i++)
+        mapping_release(&d->maps[i]);
+    d->nmaps = 0;
+}
+
+void iommu_domain_destroy(struct iommu_domain *d)
+{
+    if (d == NULL)
+        return;
+    assert(__atomic_load_n(&d->sections, __ATOMIC_RELAXED) == 0);
+    unmap_all_locked(d);
+    free(d->maps);
+    dirty_ranges_free(d->dranges, d->ndranges);
+    pthread_rwlock_destroy(&d->lock);
+    free(d);
+}
+
+uint16_t iommu_domain_rid(const struct iommu_domain *d)
+{
+    return d->rid;
+}
+
+/* ---- the mapping table ---------------------------------------------------- */
+
+/* Index of the first mapping whose iova is > iova (0..nmaps).
+ * Caller holds d->lock. */
+static uint32_t mapping_upper_bound_locked(const struct iommu_domain *d, uint64_t iova)
+{
+    uint32_t lo = 0, hi = d->nmaps;
+
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (d->maps[mid].iova <= iova)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static bool mapping_contains(const struct iommu_mapping *m, uint64_t iova)
+{
+    return iova >= m->iova && iova - m->iova < m->size;
+}
+
+/* Index of the mapping that contains iova, or -1. Caller holds d->lock. */
+static int64_t mapping_find_locked(struct iommu_domain *d, uint64_t iova)
+{
+    uint32_t h = __atomic_load_n(&d->hint, __ATOMIC_RELAXED);
+    uint32_t i;
+
+    if (h < d->nmaps && mapping_contains(&d->maps[h], iova))
+        return h;
+    i = mapping_upper_bound_locked(d, iova);
+    if (i == 0 || !mapping_contains(&d->maps[i - 1], iova))
+        return -1;
+    __atomic_store_n(&d->hint, i - 1, __ATOMIC_RELAXED);
+    return i - 1;
+}
+
+/* The checks every map call shares. */
+static int map_args_check(uint64_t iova, uint64_t size, unsigned perm)
+{
+    uint64_t end;
+
+    if (!perm_valid(perm) || size == 0 || iova % IOMMU_PAGE_SIZE != 0 ||
+        size % IOMMU_PAGE_SIZE != 0)
+        return -EINVAL;
+    if (am_add_overflows_u64(iova, size, &end))
+        return -EOVERFLOW;
+    return 0;
+}
+
+/* Inserts m keeping the table sorted: -EEXIST on overlap, -ENOSPC when full,
+ * -ENOMEM. Caller holds d->lock for writing. */
+static int mapping_insert_locked(struct iommu_domain *d, const struct iommu_mapping *m)
+{
+    uint32_t i = mapping_upper_bound_locked(d, m->iova);
+
+    if (i > 0 && d->maps[i - 1].iova + d->maps[i - 1].size > m->iova)
+        return -EEXIST;
+    if (i < d->nmaps && d->maps[i].iova < m->iova + m->size)
+        return -EEXIST;
+    if (d->nmaps >= IOMMU_MAX_MAPPINGS)
+        return -ENOSPC;
+    if (d->nmaps == d->maps_cap) {
+        uint32_t cap = d->maps_cap ? AM_MIN(d->maps_cap * 2, IOMMU_MAX_MAPPINGS) : 16;
+        struct iommu_mapping *maps = realloc(d->maps, cap * sizeof(*maps));
+        if (maps == NULL)
+            return -ENOMEM;
+        d->maps = maps;
+        d->maps_cap = cap;
+    }
+    memmove(&d->maps[i + 1], &d->maps[i], (d->nmaps - i) * sizeof(*d->maps));
+    d->maps[i] = *m;
+    d->nmaps++;
+    return 0;
+}
+
+static int mapping_add(struct iommu_domain *d, const struct iommu_mapping *m)
+{
+    int rc;
+
+    pthread_rwlock_wrlock(&d->lock);
+    rc = mapping_insert_locked(d, m);
+    pthread_rwlock_unlock(&d->lock);
+    return rc;
+}
+
+int iommu_map_host(struct iommu_domain *d, uint64_t iova, uint64_t size, void *host, unsigned perm)
+{
+    struct iommu_mapping m = {
+        .iova = iova, .size = size, .host = host, .perm = perm, .kind = IOMMU_KIND_HOST,
+    };
+    uintptr_t host_end;
+    int rc = map_args_check(iova, size, perm);
+
+    if (rc != 0)
+        return rc;
+    if (host == NULL || __builtin_add_overflow((uintptr_t)host, size, &host_end))
+        return -EINVAL;
+    return mapping_add(d, &m);
+}
+
+int iommu_map_fd(struct iommu_domain *d, uint64_t iova, uint64_t size, int fd, uint64_t offset,
+                 unsigned perm)
+{
+    struct iommu_mapping m = { .iova = iova, .size = size, .perm = perm, .kind = IOMMU_KIND_FD };
+    int prot = 0;
+    uint64_t off_end;
+    void *p;
+    int rc = map_args_check(iova, size, perm);
+
+    if (rc != 0)
+        return rc;
+    if (offset % IOMMU_PAGE_SIZE != 0)
+        return -EINVAL;
+    if (am_add_overflows_u64(offset, size, &off_end) || off_end > (uint64_t)INT64_MAX)
+        return -EOVERFLOW;
+    if (perm & IOMMU_READ)
+        prot |= PROT_READ;
+    if (perm & IOMMU_WRITE)
+        prot |= PROT_WRITE;
+    /* mmap outside the lock: it can be slow and needs no table access. */
+    p = mmap(NULL, size, prot, MAP_SHARED, fd, (off_t)offset);
+    if (p == MAP_FAILED)
+        return -errno;
+    m.host = p;
+    rc = mapping_add(d, &m);
+    if (rc != 0)
+        munmap(p, size);
+    return rc;
+}
+
+int iommu_map_remote(struct iommu_domain *d, uint64_t iova, uint64_t size, unsigned perm,
+                     const struct iommu_remote_ops *ops, void *opaque)
+{
+    struct iommu_mapping m = {
+        .iova = iova, .size = size, .perm = perm, .kind = IOMMU_KIND_REMOTE, .opaque = opaque,
+    };
+    int rc = map_args_check(iova, size, perm);
+
+    if (rc != 0)
+        return rc;
+    if (ops == NULL || ((perm & IOMMU_READ) && ops->read == NULL) ||
+        ((perm & IOMMU_WRITE) && ops->write == NULL))
+        return -EINVAL;
+    m.ops = *ops;
+    return mapping_add(d, &m);
+}
+
+int iommu_unmap(struct iommu_domain *d, uint64_t iova, uint64_t size)
+{
+    struct iommu_mapping victim;
+    uint32_t i;
+
+    pthread_rwlock_wrlock(&d->lock);
+    i = mapping_upper_bound_locked(d, iova);
+    if (i == 0 || d->maps[i - 1].iova != iova || d->maps[i - 1].size != size) {
+        pthread_rwlock_unlock(&d->lock);
+        return -ENOENT;
+    }
+    i--;
+    victim = d->maps[i];
+    memmove(&d->maps[i], &d->maps[i + 1], (d->nmaps - i - 1) * sizeof(*d->maps));
+    d->nmaps--;
+    pthread_rwlock_unlock(&d->lock);
+    /* No reader can reach it any more: release it outside the lock. */
+    mapping_release(&victim);
+    return 0;
+}
+
+void iommu_unmap_all(struct iommu_domain *d)
+{
+    pthread_rwlock_wrlock(&d->lock);
+    unmap_all_locked(d);
+    pthread_rwlock_unlock(&d->lock);
+}
+
+unsigned iommu_mapping_count(struct iommu_domain *d)
+{
+    unsigned n;
+
+    pthread_rwlock_rdlock(&d->lock);
+    n = d->nmaps;
+    pthread_rwlock_unlock(&d->lock);
+    return n;
+}
+
+/* ---- the dirty log (DMA side) --------------------------------------------- */
+
+/* Index of the first logged range that ends after iova. Caller holds d->lock. */
+static uint32_t dirty_range_first_locked(const struct iommu_domain *d, uint64_t iova)
+{
+    uint32_t lo = 0, hi = d->ndranges;
+
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        const struct iommu_dirty_range *r = &d->dranges[mid];
+        if (r->iova + r->length <= iova)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Marks the 4 KiB pages of [iova, iova+len) that lie in logged ranges.
+ * iova+len does not wrap. Caller holds d->lock (read suffices: bits are
+ * set atomically). */
+static void dirty_mark_locked(struct iommu_domain *d, uint64_t iova, uint64_t len)
+{
+    uint64_t end = iova + len;
+
+    if (!d->dirty_on || len == 0)
+        return;
+    for (uint32_t i = dirty_range_first_locked(d, iova); i < d->ndranges; i++) {
+        const struct iommu_dirty_range *r = &d->dranges[i];
+        uint64_t lo, hi, first, last;
+
+        if (r->iova >= end)
+            break;
+        lo = AM_MAX(iova, r->iova);
+        hi = AM_MIN(end, r->iova + r->length);
+        first = (lo - r->iova) >> IOMMU_PAGE_SHIFT;
+        last = (hi - 1 - r->iova) >> IOMMU_PAGE_SHIFT;
+        am_bitmap_set_range(r->bits, first, last - first + 1);
+    }
+}
+
+/* ---- DMA ------------------------------------------------------------------- */
+
+static void fault_record(struct iommu_domain *d, uint64_t iova, unsigned perm, bool perm_fault)
+{
+    if (perm_fault)
+        stat_add(&d->stats.perm_faults, 1);
+    else if (perm & IOMMU_WRITE)
+        stat_add(&d->stats.write_faults, 1);
+    else
+        stat_add(&d->stats.read_faults, 1);
+    __atomic_store_n(&d->stats.last_fault_iova, iova, __ATOMIC_RELAXED);
+    am_log(AM_LOG_GUEST, "iommu", "rid %04x: %s %s fault at iova 0x%" PRIx64, d->rid,
+           (perm & IOMMU_WRITE) ? "write" : "read", perm_fault ? "permission" : "translation",
+           iova);
+}
+
+/* Checks that [iova, iova+len) (len > 0, no wrap) lies wholly in adjacent
+ * mappings that all allow perm. Returns the index of the mapping holding
+ * iova, or -EFAULT after counting the fault at its first offending byte.
+ * Caller holds d->lock. */
+static int64_t access_check_locked(struct iommu_domain *d, uint64_t iova, uint64_t len,
+                                   unsigned perm)
+{
+    uint64_t end = iova + len, pos = iova;
+    int64_t first = mapping_find_locked(d, iova);
+    uint32_t i;
+
+    if (first < 0) {
+        fault_record(d, iova, perm, false);
+        return -EFAULT;
+    }
+    for (i = (uint32_t)first;; i++) {
+        const struct iommu_mapping *m = &d->maps[i];
+        uint64_t m_end = m->iova + m->size;
+
+        if ((m->perm & perm) != perm) {
+            fault_record(d, pos, perm, true);
+            return -EFAULT;
+        }
+        if (end <= m_end)
+            return first;
+        pos = m_end;
+        if (i + 1 >= d->nmaps || d->maps[i + 1].iova != pos) {
+            fault_record(d, pos, perm, false);
+            return -EFAULT;
+        }
+    }
+}
+
+/* Copies len bytes starting in mapping idx, already checked by
+ * access_check_locked. Marks written bytes dirty after they land. Caller
+ * holds d->lock. */
+static int dma_copy_locked(struct iommu_domain *d, uint32_t idx, uint64_t iova, uint8_t *buf,
+                           uint64_t len, bool write)
+{
+    uint64_t start = iova;
+    int rc = 0;
+
+    while (len > 0) {
+        const struct iommu_mapping *m = &d->maps[idx++];
+        uint64_t off = iova - m->iova;
+        uint64_t chunk = AM_MIN(len, m->size - off);
+
+        if (m->kind == IOMMU_KIND_REMOTE) {
+            rc = write ? m->ops.write(m->opaque, iova, buf, chunk)
+                       : m->ops.read(m->opaque, iova, buf, chunk);
+            if (rc != 0) {
+                rc = rc < 0 ? rc : -EIO;
+                break;
+            }
+        } else if (write) {
+            memcpy(m->host + off, buf, chunk);
+        } else {
+            memcpy(buf, m->host + off, chunk);
+        }
+        iova += chunk;
+        buf += chunk;
+        len -= chunk;
+    }
+    if (write)
+        dirty_mark_locked(d, start, iova - start);
+    return rc;
+}
+
+static int dma_access(struct iommu_domain *d, uint64_t iova, uint8_t *buf, uint64_t len,
+                      bool write)
+{
+    uint64_t end;
+    int64_t idx;
+    int rc;
+
+    if (len == 0)
+        return 0;
+    if (buf == NULL || am_add_overflows_u64(iova, len, &end))
+        return -EINVAL;
+    pthread_rwlock_rdlock(&d->lock);
+    idx = access_check_locked(d, iova, len, write ? IOMMU_WRITE : IOMMU_READ);
+    rc = idx < 0 ? (int)idx : dma_copy_locked(d, (uint32_t)idx, iova, buf, len, write);
+    pthread_rwlock_unlock(&d->lock);
+    if (rc == 0)
+        stat_add(write ? &d->stats.bytes_written : &d->stats.bytes_read, len);
+    return rc;
+}
+
+int iommu_dma_read(struct iommu_domain *d, uint64_t iova, void *buf, uint64_t len)
+{
+    return dma_access(d, iova, buf, len, false);
+}
+
+int iommu_dma_write(struct iommu_domain *d, uint64_t iova, const void *buf, uint64_t len)
+{
+    /* dma_copy_locked only reads buf when write is true. */
+    return dma_access(d, iova, (uint8_t *)(uintptr_t)buf, len, true);
+}
+
+void iommu_dma_begin(struct iommu_domain *d)
+{
+    pthread_rwlock_rdlock(&d->lock);
+    __atomic_fetch_add(&d->sections, 1, __ATOMIC_RELAXED);
+}
+
+void iommu_dma_end(struct iommu_domain *d)
+{
+    uint32_t was = __atomic_fetch_sub(&d->sections, 1, __ATOMIC_RELAXED);
+
+    assert(was > 0);
+    (void)was;
+    pthread_rwlock_unlock(&d->lock);
+}
+
+int iommu_translate(struct iommu_domain *d, uint64_t iova, uint64_t len, unsigned perm, void **host)
+{
+    const struct iommu_mapping *m;
+    uint64_t end;
+    int64_t idx;
+
+    /* Only meaningful inside begin/end: the pointer lives until end. */
+    assert(__atomic_load_n(&d->sections, __ATOMIC_RELAXED) > 0);
+    if (len == 0 || !perm_valid(perm) || am_add_overflows_u64(iova, len, &end))
+        return -EINVAL;
+    idx = mapping_find_locked(d, iova);
+    if (idx < 0) {
+        fault_record(d, iova, perm, false);
+        return -EFAULT;
+    }
+    m = &d->maps[idx];
+    if (end - m->iova > m->size) {
+        /* Spans mappings: a fault if any byte is, else not ours to serve. */
+        idx = access_check_locked(d, iova, len, perm);
+        return idx < 0 ? (int)idx : -EREMOTE;
+    }
+    if ((m->perm & perm) != perm) {
+        fault_record(d, iova, perm, true);
+        return -EFAULT;
+    }
+    if (m->kind == IOMMU_KIND_REMOTE)
+        return -EREMOTE;
+    if (perm & IOMMU_WRITE)
+        dirty_mark_locked(d, iova, len);
+    *host = m->host + (iova - m->iova);
+    return 0;
+}
+
+/* ---- the dirty log (control side) ----------------------------------------- */
+
+static int range_cmp(const void *a, const void *b)
+{
+    const struct iommu_dirty_range *x = a, *y = b;
+
+    return x->iova < y->iova ? -1 : x->iova > y->iova;
+}
+
+/* Checks ranges per the VFIO uAPI rules and copies them, sorted, into *out. */
+static int dirty_ranges_from_args(uint64_t page_size, const struct iommu_range *ranges,
+                                  uint32_t nranges, struct iommu_dirty_range **out)
+{
+    struct iommu_dirty_range *r;
+    uint64_t end;
+
+    if (ranges == NULL)
+        return -EINVAL;
+    for (uint32_t i = 0; i < nranges; i++) {
+        if (ranges[i].length == 0 || ranges[i].iova % page_size != 0 ||
+            ranges[i].length % page_size != 0)
+            return -EINVAL;
+        if (am_add_overflows_u64(ranges[i].iova, ranges[i].length, &end))
+            return -EOVERFLOW;
+    }
+    r = calloc(nranges, sizeof(*r));
+    if (r == NULL)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < nranges; i++) {
+        r[i].iova = ranges[i].iova;
+        r[i].length = ranges[i].length;
+    }
+    qsort(r, nranges, sizeof(*r), range_cmp);
+    for (uint32_t i = 1; i < nranges; i++) {
+        if (r[i].iova < r[i - 1].iova + r[i - 1].length) {
+            free(r);
+            return -EINVAL;
+        }
+    }
+    *out = r;
+    return 0;
+}
+
+/* The mapped ranges, adjacent mappings merged. Caller holds d->lock. */
+static int dirty_ranges_from_maps_locked(const struct iommu_domain *d,
+                                         struct iommu_dirty_range **out, uint32_t *n_out)
+{
+    struct iommu_dirty_range *r = calloc(AM_MAX(d->nmaps, 1u), sizeof(*r));
+    uint32_t n = 0;
+
+    if (r == NULL)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < d->nmaps; i++) {
+        const struct iommu_mapping *m = &d->maps[i];
+
+        if (n > 0 && r[n - 1].iova + r[n - 1].length == m->iova) {
+            r[n - 1].length += m->size;
+            continue;
+        }
+        r[n].iova = m->iova;
+        r[n].length = m->size;
+        n++;
+    }
+    *out = r;
+    *n_out = n;
+    return 0;
+}
+
+/* -E2BIG when the ranges log more than IOMMU_DIRTY_MAX_BYTES in total. */
+static int dirty_ranges_total_check(const struct iommu_dirty_range *r, uint32_t n)
+{
+    uint64_t total = 0;
+
+    for (uint32_t i = 0; i < n; i++) {
+        if (am_add_overflows_u64(total, r[i].length, &total) || total > IOMMU_DIRTY_MAX_BYTES)
+            return -E2BIG;
+    }
+    return 0;
+}
+
+/* Gives each range its bitmap: 0 or -ENOMEM (then nothing stays mapped). */
+static int dirty_ranges_alloc(struct iommu_dirty_range *r, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t pages = r[i].length >> IOMMU_PAGE_SHIFT;
+        void *p;
+
+        r[i].bits_bytes = am_bitmap_words(pages) * sizeof(uint64_t);
+        p = mmap(NULL, r[i].bits_bytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED) {
+            for (uint32_t j = 0; j < i; j++)
+                munmap(r[j].bits, r[j].bits_bytes);
+            return -ENOMEM;
+        }
+        r[i].bits = p;
+    }
+    return 0;
+}
+
+int iommu_dirty_start(struct iommu_domain *d, uint64_t page_size, const struct iommu_range *ranges,
+                      uint32_t nranges)
+{
+    struct iommu_dirty_range *r = NULL;
+    uint32_t n = nranges;
+    int rc;
+
+    if (!AM_IS_POW2(page_size) || page_size < IOMMU_PAGE_SIZE)
+        return -EINVAL;
+    if (nranges > IOMMU_DIRTY_MAX_RANGES)
+        return -E2BIG;
+    if (nranges > 0) {
+        rc = dirty_ranges_from_args(page_size, ranges, nranges, &r);
+        if (rc != 0)
+            return rc;
+    }
+    pthread_rwlock_wrlock(&d->lock);
+    if (nranges == 0) {
+        rc = dirty_ranges_from_maps_locked(d, &r, &n);
+        if (rc != 0)
+            goto out_unlock;
+    }
+    rc = dirty_ranges_total_check(r, n);
+    if (rc == 0 && d->dirty_on)
+        rc = -EBUSY;
+    if (rc == 0)
+        rc = dirty_ranges_alloc(r, n);
+    if (rc != 0) {
+        free(r);
+        goto out_unlock;
+    }
+    d->dranges = r;
+    d->ndranges = n;
+    __atomic_store_n(&d->dirty_on, true, __ATOMIC_RELAXED);
+out_unlock:
+    pthread_rwlock_unlock(&d->lock);
+    return rc;
+}
+
+int iommu_dirty_stop(struct iommu_domain *d)
+{
+    struct iommu_dirty_range *r;
+    uint32_t n;
+
+    pthread_rwlock_wrlock(&d->lock);
+    if (!d->dirty_on) {
+        pthread_rwlock_unlock(&d->lock);
+        return -EINVAL;
+    }
+    r = d->dranges;
+    n = d->ndranges;
+    d->dranges = NULL;
+    d->ndranges = 0;
+    __atomic_store_n(&d->dirty_on, false, __ATOMIC_RELAXED);
+    pthread_rwlock_unlock(&d->lock);
+    dirty_ranges_free(r, n);
+    return 0;
+}
+
+bool iommu_dirty_active(struct iommu_domain *d)
+{
+    return __atomic_load_n(&d->dirty_on, __ATOMIC_RELAXED);
+}
+
+/* Moves the dirty 4 KiB pages [first, last_excl) of r into the report bitmap
+ * (report starts at iova, 2^shift bytes a bit) and clears them. Caller holds
+ * d->lock for writing. */
+static void dirty_range_report_locked(const struct iommu_dirty_range *r, uint64_t first,
+                                      uint64_t last_excl, uint64_t iova, unsigned shift,
+                                      uint64_t *bitmap)
+{
+    for (uint64_t w = first / 64; w <= (last_excl - 1) / 64; w++) {
+        uint64_t lo = AM_MAX(first, w * 64), hi = AM_MIN(last_excl, w * 64 + 64);
+        uint64_t mask = (hi - lo == 64) ? UINT64_MAX : ((UINT64_C(1) << (hi - lo)) - 1) << (lo % 64);
+        uint64_t dirty;
+
+        /* Load first: clearing a clean word would commit a bitmap page. */
+        if ((__atomic_load_n(&r->bits[w], __ATOMIC_RELAXED) & mask) == 0)
+            continue;
+        dirty = __atomic_fetch_and(&r->bits[w], ~mask, __ATOMIC_RELAXED) & mask;
+        while (dirty != 0) {
+            uint64_t page = w * 64 + (uint64_t)__builtin_ctzll(dirty);
+            uint64_t bit = (r->iova + (page << IOMMU_PAGE_SHIFT) - iova) >> shift;
+            /* First 4 KiB page after this report page, relative to the word. */
+            uint64_t next = (iova + ((bit + 1) << shift) - r->iova) >> IOMMU_PAGE_SHIFT;
+
+            bitmap[bit / 64] |= UINT64_C(1) << (bit % 64);
+            if (next - w * 64 >= 64)
+                break;
+            dirty &= ~((UINT64_C(1) << (next - w * 64)) - 1);
+        }
+    }
+}
+
+int iommu_dirty_report(struct iommu_domain *d, uint64_t iova, uint64_t length, uint64_t page_size,
+                       uint64_t *bitmap)
+{
+    unsigned shift;
+    uint64_t end;
+
+    if (!AM_IS_POW2(page_size) || page_size < IOMMU_PAGE_SIZE || length == 0 ||
+        iova % page_size != 0 || length % page_size != 0 || bitmap == NULL)
+        return -EINVAL;
+    if (am_add_overflows_u64(iova, length, &end))
+        return -EOVERFLOW;
+    shift = (unsigned)__builtin_ctzll(page_size);
+    /* For writing: a pointer from translate(IOMMU_WRITE) may be written until
+     * its section ends, so clear nothing while one is open (iommu.h). */
+    pthread_rwlock_wrlock(&d->lock);
+    if (!d->dirty_on) {
+        pthread_rwlock_unlock(&d->lock);
+        return -EINVAL;
+    }
+    memset(bitmap, 0, am_bitmap_words(length >> shift) * sizeof(uint64_t));
+    for (uint32_t i = dirty_range_first_locked(d, iova); i < d->ndranges; i++) {
+        const struct iommu_dirty_range *r = &d->dranges[i];
+        uint64_t lo, hi;
+
+        if (r->iova >= end)
+            break;
+        lo = AM_MAX(iova, r->iova);
+        hi = AM_MIN(end, r->iova + r->length);
+        dirty_range_report_locked(r, (lo - r->iova) >> IOMMU_PAGE_SHIFT,
+                                  (hi - r->iova) >> IOMMU_PAGE_SHIFT, iova, shift, bitmap);
+    }
+    pthread_rwlock_unlock(&d->lock);
+    return 0;
+}
+
+void iommu_stats_get(struct iommu_domain *d, struct iommu_stats *out)
+{
+    out->read_faults = __atomic_load_n(&d->stats.read_faults, __ATOMIC_RELAXED);
+    out->write_faults = __atomic_load_n(&d->stats.write_faults, __ATOMIC_RELAXED);
+    out->perm_faults = __atomic_load_n(&d->stats.perm_faults, __ATOMIC_RELAXED);
+    out->last_fault_iova = __atomic_load_n(&d->stats.last_fault_iova, __ATOMIC_RELAXED);
+    out->bytes_read = __atomic_load_n(&d->stats.bytes_read, __ATOMIC_RELAXED);
+    out->bytes_written = __atomic_load_n(&d->stats.bytes_written, __ATOMIC_RELAXED);
+}
