@@ -13,6 +13,15 @@
  *   chunks the engine polls *cancel (may be NULL). A cancelled job returns
  *   -ECANCELED and its SQE copy is left as it was (the job reruns later).
  * - An engine holds codec state for one job at a time: one per worker thread.
+ *   zip_engine_stats_get may be called from any thread.
+ * - Stateless jobs only: an SQE with dw7 bits 25-27 set is a bad SQE (0x01).
+ * - dw0/dw1 tell the bytes actually consumed/produced, also when the status
+ *   is an error (0 when the job was refused before any data moved).
+ * - Empty input: compression writes a complete empty stream (status 0x0d, as
+ *   it is larger than the input); decompression of nothing is 0x03.
+ * - The window field (0..4 = 4K, 8K, 16K, 24K, 32K) limits the compressor's
+ *   match distance (24K is used as 16K); it never limits decompression.
+ * - Hardware SGL walk rules: see zip_buf.c (zip_buf_from_sgl).
  */
 #ifndef ACCMIG_ZIP_H
 #define ACCMIG_ZIP_H
@@ -40,7 +49,11 @@ struct zip_engine_stats {
 int zip_engine_create(struct zip_engine **out);
 void zip_engine_destroy(struct zip_engine *e);
 
-/* dir comes from the queue's SQC (alg_type), not from the SQE. */
+/* dir comes from the queue's SQC (alg_type), not from the SQE.
+ * Returns 0 (result in sqe), -ECANCELED (sqe untouched), -EINVAL (e, d or sqe
+ * NULL, dir not a zip_alg_dir; sqe untouched), or -EIO when the codec library
+ * refused parameters the engine always gives it (a bug; logged). The engine
+ * holds iommu_dma_begin on d while it moves data. */
 int zip_engine_run(struct zip_engine *e, struct iommu_domain *d, uint32_t sqe[ZIP_SQE_DWORDS],
                    enum zip_alg_dir dir, const atomic_bool *cancel);
 

@@ -35,11 +35,15 @@
 #define ZIP_DW7_STATEFUL (1u << 26)
 #define ZIP_DW7_NEW_STREAM (1u << 27)
 #define ZIP_DW7_SQE_TYPE_SHIFT 28
+#define ZIP_DW7_STATEFUL_BITS (ZIP_DW7_FLUSH | ZIP_DW7_STATEFUL | ZIP_DW7_NEW_STREAM)
 #define ZIP_SQE_TYPE_V3 3u
 #define ZIP_DW8_OFFSET_MASK 0xffffffu
 #define ZIP_DW9_REQ_TYPE_MASK 0xffu
 #define ZIP_DW9_BUF_TYPE_SHIFT 8
+#define ZIP_DW9_BUF_TYPE_MASK 0xfu  /* after the shift */
 #define ZIP_DW9_WIN_SHIFT 12
+#define ZIP_DW9_WIN_MASK 0xfu       /* after the shift */
+#define ZIP_WIN_MAX 4u              /* 0..4 = 4K, 8K, 16K, 24K, 32K */
 
 enum zip_req_type { ZIP_REQ_DEFLATE = 1, ZIP_REQ_ZLIB = 2, ZIP_REQ_GZIP = 3 };
 enum zip_buf_type { ZIP_BUF_FLAT = 0, ZIP_BUF_SGL = 1 };
@@ -61,12 +65,12 @@ enum zip_status {
 /* Hardware SGL: 64-byte aligned header followed by 32-byte entries. */
 struct zip_sgl_hdr {
     uint64_t next_dma;          /* 0 = end of chain */
-    uint16_t entry_sum_in_chain;
+    uint16_t entry_sum_in_chain; /* the kernel writes the pool's capacity here, not a count: ignored */
     uint16_t entry_sum_in_sgl;  /* valid entries */
     uint16_t entry_length_in_sgl; /* capacity */
     uint16_t rsvd0;
-    uint64_t rsvd1[4];
-    uint64_t drv_ptr;           /* the kernel keeps a pointer here: ignored */
+    uint64_t rsvd1[5];
+    uint64_t drv_ptr;           /* header+56: the kernel keeps a pointer here: ignored */
 } __attribute__((packed));
 _Static_assert(sizeof(struct zip_sgl_hdr) == 64, "struct zip_sgl_hdr is 64 bytes");
 

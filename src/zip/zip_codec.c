@@ -1,0 +1,276 @@
+/* zip_codec: the deflate and inflate loops of one job.
+ *
+ * ISA-L igzip streams over the job's segments in pieces of at most ZIP_CHUNK
+ * bytes. A piece is guest memory itself when iommu_translate gives one host
+ * pointer for it (zero-copy), otherwise a bounce buffer moved with
+ * iommu_dma_read/iommu_dma_write (remote mappings, pieces spanning two
+ * mappings). The caller holds iommu_dma_begin for the whole job, so a
+ * translated pointer stays valid while the codec may use it; ISA-L keeps its
+ * own copy of the history it needs, so a piece is never touched again once
+ * the codec has moved past it.
+ *
+ * Formats: the driver writes (compress) or skips (decompress) the zlib/gzip
+ * header itself, so the device deals in body + trailer only: ISA-L's
+ * IGZIP_{ZLIB,GZIP}_NO_HDR writes exactly that, and ISAL_{ZLIB,GZIP}_NO_HDR_VER
+ * reads it and checks the trailer.
+ */
+#include <errno.h>
+
+#include "common/common.h"
+#include "zip/zip_int.h"
+
+/* A position in a zip_buf. */
+struct zip_cursor {
+    const struct zip_buf *buf;
+    uint32_t seg;
+    uint64_t seg_off;
+    uint64_t handed; /* bytes handed out as pieces so far */
+};
+
+/* The output piece the codec is writing into: guest memory, the bounce
+ * buffer, or the probe once the destination is used up. */
+struct zip_out {
+    struct zip_cursor cur;
+    uint8_t *base;
+    uint64_t iova;
+    uint32_t len;
+    uint32_t taken;    /* bytes of this piece already accounted for */
+    bool bounce;
+    bool probe;
+    uint64_t produced; /* bytes that reached the destination */
+};
+
+static bool zip_cancelled(const atomic_bool *cancel)
+{
+    return cancel && atomic_load_explicit(cancel, memory_order_acquire);
+}
+
+/* Returns the length (0 at the end) and device address of the next piece,
+ * without moving past it. */
+static uint32_t zip_cursor_peek(struct zip_cursor *c, uint64_t *iova)
+{
+    const struct zip_buf *b = c->buf;
+
+    if (c->seg < b->nsegs && c->seg_off == b->segs[c->seg].len) {
+        c->seg++;
+        c->seg_off = 0;
+    }
+    if (c->seg == b->nsegs)
+        return 0;
+    *iova = b->segs[c->seg].iova + c->seg_off;
+    return (uint32_t)AM_MIN(b->segs[c->seg].len - c->seg_off, (uint64_t)ZIP_CHUNK);
+}
+
+static void zip_cursor_advance(struct zip_cursor *c, uint32_t n)
+{
+    c->seg_off += n;
+    c->handed += n;
+}
+
+/* Points next and avail at the next input piece (avail stays 0 at the end). */
+static enum zip_status zip_in_next(struct zip_engine *e, struct iommu_domain *d,
+                                   struct zip_cursor *c, uint8_t **next, uint32_t *avail)
+{
+    uint64_t iova;
+    uint32_t n = zip_cursor_peek(c, &iova);
+    void *host;
+    int rc;
+
+    if (!n)
+        return ZIP_ST_OK;
+    rc = iommu_translate(d, iova, n, IOMMU_READ, &host);
+    if (rc == -EREMOTE) {
+        host = e->in_bounce;
+        rc = iommu_dma_read(d, iova, host, n);
+    }
+    if (rc)
+        return ZIP_ST_DMA_FAULT;
+    zip_cursor_advance(c, n);
+    *next = host;
+    *avail = n;
+    return ZIP_ST_OK;
+}
+
+static enum zip_status zip_out_next(struct zip_engine *e, struct iommu_domain *d,
+                                    struct zip_out *o, uint8_t **next, uint32_t *avail)
+{
+    uint64_t iova;
+    uint32_t n = zip_cursor_peek(&o->cur, &iova);
+    void *host;
+    int rc;
+
+    o->taken = 0;
+    o->bounce = false;
+    o->probe = n == 0;
+    if (o->probe) {
+        o->base = e->probe;
+        o->len = sizeof(e->probe);
+    } else {
+        rc = iommu_translate(d, iova, n, IOMMU_WRITE, &host);
+        if (rc == -EREMOTE) {
+            /* Whole range mapped and writable, but not one host pointer. */
+            host = e->out_bounce;
+            o->bounce = true;
+            rc = 0;
+        }
+        if (rc)
+            return ZIP_ST_DMA_FAULT;
+        zip_cursor_advance(&o->cur, n);
+        o->base = host;
+        o->iova = iova;
+        o->len = n;
+    }
+    *next = o->base;
+    *avail = o->len;
+    return ZIP_ST_OK;
+}
+
+/* Accounts for what the codec wrote into the current piece, given the space
+ * it left: flushes a bounce piece, and turns any byte in the probe into
+ * "destination too small". */
+static enum zip_status zip_out_settle(struct iommu_domain *d, struct zip_out *o, uint32_t avail)
+{
+    uint32_t used = o->len - avail;
+
+    if (used == o->taken)
+        return ZIP_ST_OK;
+    if (o->probe)
+        return ZIP_ST_DEST_TOO_SMALL;
+    if (o->bounce && iommu_dma_write(d, o->iova + o->taken, o->base + o->taken, used - o->taken))
+        return ZIP_ST_DMA_FAULT;
+    o->produced += used - o->taken;
+    o->taken = used;
+    return ZIP_ST_OK;
+}
+
+int zip_codec_compress(struct zip_engine *e, struct iommu_domain *d, const struct zip_req *q,
+                       const atomic_bool *cancel, struct zip_result *r)
+{
+    struct isal_zstream *zs = &e->deflate;
+    struct zip_cursor in = { .buf = &e->src };
+    struct zip_out out = { .cur = { .buf = &e->dst } };
+    enum zip_status st = ZIP_ST_OK;
+
+    isal_deflate_init(zs);
+    /* Level 1: the Kunpeng engine is a single-pass, throughput-first LZ77 +
+     * Huffman pipeline (hash-limited match search, one block per job), and
+     * ISA-L level 1 is the nearest in both ratio and speed; a higher level
+     * would make the model several times slower than the device it stands
+     * for, and the benchmark compares the model with raw ISA-L. */
+    zs->level = 1;
+    zs->level_buf = e->level_buf;
+    zs->level_buf_size = ISAL_DEF_LVL1_DEFAULT;
+    zs->hist_bits = q->hist_bits;
+    zs->gzip_flag = q->type == ZIP_REQ_ZLIB   ? IGZIP_ZLIB_NO_HDR
+                    : q->type == ZIP_REQ_GZIP ? IGZIP_GZIP_NO_HDR
+                                              : IGZIP_DEFLATE;
+    zs->flush = NO_FLUSH;
+    zs->end_of_stream = 0;
+    zs->avail_in = 0;
+    zs->avail_out = 0;
+
+    for (;;) {
+        uint32_t in_before, out_before, state_before;
+
+        if (zip_cancelled(cancel))
+            return -ECANCELED;
+        if (zs->avail_in == 0 && !zs->end_of_stream) {
+            st = zip_in_next(e, d, &in, &zs->next_in, &zs->avail_in);
+            if (st != ZIP_ST_OK)
+                break;
+            zs->end_of_stream = in.handed == e->src.len;
+        }
+        if (zs->avail_out == 0) {
+            st = zip_out_next(e, d, &out, &zs->next_out, &zs->avail_out);
+            if (st != ZIP_ST_OK)
+                break;
+        }
+        in_before = zs->avail_in;
+        out_before = zs->avail_out;
+        state_before = zs->internal_state.state;
+        if (isal_deflate(zs) != COMP_OK) {
+            am_log(AM_LOG_ERR, "zip", "isal_deflate refused its parameters");
+            return -EIO;
+        }
+        st = zip_out_settle(d, &out, zs->avail_out);
+        if (st != ZIP_ST_OK || zs->internal_state.state == ZSTATE_END)
+            break;
+        if (zs->avail_in == in_before && zs->avail_out == out_before &&
+            zs->internal_state.state == state_before) {
+            am_log(AM_LOG_ERR, "zip", "isal_deflate made no progress");
+            return -EIO;
+        }
+    }
+    r->status = st;
+    r->consumed = in.handed - zs->avail_in;
+    r->produced = out.produced;
+    if (st == ZIP_ST_OK && r->produced > e->src.len)
+        r->status = ZIP_ST_NEGATIVE_COMP;
+    return 0;
+}
+
+int zip_codec_decompress(struct zip_engine *e, struct iommu_domain *d, const struct zip_req *q,
+                         const atomic_bool *cancel, struct zip_result *r)
+{
+    struct inflate_state *is = &e->inflate;
+    struct zip_cursor in = { .buf = &e->src };
+    struct zip_out out = { .cur = { .buf = &e->dst } };
+    enum zip_status st = ZIP_ST_OK;
+    uint64_t unread;
+
+    isal_inflate_init(is);
+    is->crc_flag = q->type == ZIP_REQ_ZLIB   ? ISAL_ZLIB_NO_HDR_VER
+                   : q->type == ZIP_REQ_GZIP ? ISAL_GZIP_NO_HDR_VER
+                                             : ISAL_DEFLATE;
+    is->hist_bits = 0; /* the window field never limits decompression */
+    is->avail_in = 0;
+    is->avail_out = 0;
+
+    for (;;) {
+        uint32_t in_before, out_before;
+        int32_t bits_before;
+        enum isal_block_state state_before;
+        int rc;
+
+        if (zip_cancelled(cancel))
+            return -ECANCELED;
+        if (is->avail_in == 0) {
+            st = zip_in_next(e, d, &in, &is->next_in, &is->avail_in);
+            if (st != ZIP_ST_OK)
+                break;
+        }
+        if (is->avail_out == 0) {
+            st = zip_out_next(e, d, &out, &is->next_out, &is->avail_out);
+            if (st != ZIP_ST_OK)
+                break;
+        }
+        in_before = is->avail_in;
+        out_before = is->avail_out;
+        bits_before = is->read_in_length;
+        state_before = is->block_state;
+        rc = isal_inflate(is);
+        st = zip_out_settle(d, &out, is->avail_out);
+        if (st != ZIP_ST_OK)
+            break;
+        if (rc < 0 || rc == ISAL_NEED_DICT) {
+            st = ZIP_ST_CORRUPT; /* bad block, symbol, distance or trailer */
+            break;
+        }
+        if (is->block_state == ISAL_BLOCK_FINISH)
+            break;
+        if (is->avail_in == in_before && is->avail_out == out_before &&
+            is->read_in_length == bits_before && is->block_state == state_before) {
+            st = ZIP_ST_CORRUPT; /* the input ended before the stream did */
+            break;
+        }
+    }
+    /* ISA-L reads ahead into a bit buffer; whole bytes still in it at the end
+     * of the stream were not part of it. */
+    unread = is->avail_in;
+    if (is->block_state == ISAL_BLOCK_FINISH && is->read_in_length > 0)
+        unread += (uint32_t)is->read_in_length / 8;
+    r->status = st;
+    r->consumed = in.handed - AM_MIN(unread, in.handed);
+    r->produced = out.produced;
+    return 0;
+}
