@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "common/common.h"
 
@@ -250,6 +251,7 @@ int iommu_map_fd(struct iommu_domain *d, uint64_t iova, uint64_t size, int fd, u
     struct iommu_mapping m = { .iova = iova, .size = size, .perm = perm, .kind = IOMMU_KIND_FD };
     int prot = 0;
     uint64_t off_end;
+    struct stat st;
     void *p;
     int rc = map_args_check(iova, size, perm);
 
@@ -259,6 +261,10 @@ int iommu_map_fd(struct iommu_domain *d, uint64_t iova, uint64_t size, int fd, u
         return -EINVAL;
     if (am_add_overflows_u64(offset, size, &off_end) || off_end > (uint64_t)INT64_MAX)
         return -EOVERFLOW;
+    if (fstat(fd, &st) != 0)
+        return -errno;
+    if (S_ISREG(st.st_mode) && off_end > (uint64_t)st.st_size)
+        return -ENXIO;
     if (perm & IOMMU_READ)
         prot |= PROT_READ;
     if (perm & IOMMU_WRITE)

@@ -95,8 +95,11 @@ uint16_t iommu_domain_rid(const struct iommu_domain *d);
  * afterwards; mmap failure returns its errno. */
 /* host must not be NULL and host+size must not wrap (-EINVAL). */
 int iommu_map_host(struct iommu_domain *d, uint64_t iova, uint64_t size, void *host, unsigned perm);
-/* offset+size must fit in off_t (-EOVERFLOW). PROT_READ/PROT_WRITE follow
- * perm, so a read-only fd mapped with IOMMU_WRITE gives -EACCES. */
+/* offset+size must fit in off_t (-EOVERFLOW). For a regular file (memfd
+ * included) offset+size must not pass its current end (-ENXIO), so that DMA
+ * cannot raise SIGBUS; a file shrunk after mapping is the caller's problem.
+ * PROT_READ/PROT_WRITE follow perm, so a read-only fd mapped with
+ * IOMMU_WRITE gives -EACCES. */
 int iommu_map_fd(struct iommu_domain *d, uint64_t iova, uint64_t size, int fd, uint64_t offset,
                  unsigned perm);
 /* ops is copied; ops->read is required for IOMMU_READ and ops->write for
@@ -118,7 +121,9 @@ int iommu_dma_read(struct iommu_domain *d, uint64_t iova, void *buf, uint64_t le
 int iommu_dma_write(struct iommu_domain *d, uint64_t iova, const void *buf, uint64_t len);
 
 /* Pin the mapping table for zero-copy access (a read lock). Sections may be
- * open in many threads at once. */
+ * open in many threads at once and may nest in one thread. Inside a section
+ * (and inside a remote callback) never call map, unmap or iommu_dirty_*
+ * other than iommu_dirty_active: they wait for every section to end. */
 void iommu_dma_begin(struct iommu_domain *d);
 void iommu_dma_end(struct iommu_domain *d);
 /* Between begin and end: *host = the host address of [iova, iova+len) if it

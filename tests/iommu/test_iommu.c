@@ -334,6 +334,22 @@ static void test_translate_within_one_mapping_returns_the_host_address(void **st
     iommu_dma_end(f->d);
 }
 
+static void test_dma_sections_nest_in_one_thread(void **state)
+{
+    struct fixture *f = *state;
+    void *p = NULL;
+
+    assert_int_equal(iommu_map_host(f->d, 0x10000, PG, f->mem, IOMMU_READ), 0);
+    iommu_dma_begin(f->d);
+    iommu_dma_begin(f->d);
+    assert_int_equal(iommu_translate(f->d, 0x10000, 8, IOMMU_READ, &p), 0);
+    iommu_dma_end(f->d);
+    assert_int_equal(iommu_translate(f->d, 0x10008, 8, IOMMU_READ, &p), 0);
+    assert_ptr_equal(p, f->mem + 8);
+    iommu_dma_end(f->d);
+    assert_int_equal(iommu_unmap(f->d, 0x10000, PG), 0);
+}
+
 static void test_translate_spanning_two_mappings_is_eremote_and_not_counted(void **state)
 {
     struct fixture *f = *state;
@@ -563,6 +579,9 @@ static void test_fd_mapping_rejects_bad_offsets_and_passes_mmap_errors_on(void *
     assert_int_equal(iommu_map_fd(f->d, 0x80000, PG, fd, (uint64_t)INT64_MAX - 0xfff, IOMMU_READ),
                      -EOVERFLOW);
     assert_int_equal(iommu_map_fd(f->d, 0x80000, PG, -1, 0, IOMMU_READ), -EBADF);
+    /* Past the end of the file: DMA there would raise SIGBUS. */
+    assert_int_equal(iommu_map_fd(f->d, 0x80000, 2 * PG, fd, 3 * PG, IOMMU_READ), -ENXIO);
+    assert_int_equal(iommu_map_fd(f->d, 0x80000, 5 * PG, fd, 0, IOMMU_READ), -ENXIO);
     snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
     ro = open(path, O_RDONLY | O_CLOEXEC);
     assert_true(ro >= 0);
@@ -1151,6 +1170,7 @@ int main(void)
         T(test_dma_read_of_a_write_only_mapping_is_a_permission_fault),
         T(test_dma_of_zero_length_is_a_noop_and_a_wrapping_range_is_einval),
         T(test_translate_within_one_mapping_returns_the_host_address),
+        T(test_dma_sections_nest_in_one_thread),
         T(test_translate_spanning_two_mappings_is_eremote_and_not_counted),
         T(test_translate_spanning_into_a_gap_or_forbidden_mapping_is_efault),
         T(test_translate_of_an_unmapped_or_forbidden_range_is_efault_and_counted),
