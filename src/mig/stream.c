@@ -1,0 +1,535 @@
+/* mig/stream: encode, decode and validate the device-state stream (pure). */
+#include "mig/stream.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/common.h"
+
+const struct mig_reg_desc mig_saved_regs[MIG_REG_COUNT] = {
+    [MIG_REG_AEQ_INT_SOURCE] = {QM_AEQ_INT_SOURCE, "AEQ_INT_SOURCE", 0x1, MIG_REG_DERIVED},
+    [MIG_REG_AEQ_INT_MASK] = {QM_AEQ_INT_MASK, "AEQ_INT_MASK", 0x1, MIG_REG_WRITE},
+    [MIG_REG_EQ_INT_SOURCE] = {QM_EQ_INT_SOURCE, "EQ_INT_SOURCE", 0x1, MIG_REG_DERIVED},
+    [MIG_REG_EQ_INT_MASK] = {QM_EQ_INT_MASK, "EQ_INT_MASK", 0x1, MIG_REG_WRITE},
+    [MIG_REG_IFC_INT_SOURCE] = {QM_IFC_INT_SOURCE_V, "IFC_INT_SOURCE_V", 0x1, MIG_REG_DERIVED},
+    [MIG_REG_IFC_INT_MASK] = {QM_IFC_INT_MASK, "IFC_INT_MASK", 0x1, MIG_REG_WRITE},
+    [MIG_REG_IFC_INT_SET] = {QM_IFC_INT_SET_V, "IFC_INT_SET_V", 0x1, MIG_REG_WRITE},
+    [MIG_REG_QUE_ISO_CFG] = {QM_QUE_ISO_CFG, "QUE_ISO_CFG", 0x1, MIG_REG_CHECKED},
+    [MIG_REG_PAGE_SIZE] = {QM_PAGE_SIZE, "PAGE_SIZE", 0x3, MIG_REG_WRITE},
+    [MIG_REG_VF_STATE] = {QM_VF_STATE, "VF_STATE", 0x1, MIG_REG_WRITE},
+};
+
+#define MIG_PAGE_SIZE_MAX_CODE 2u /* 0 = 4K, 1 = 16K, 2 = 64K */
+#define MIG_NUM_VECTORS_MASK ((1u << QM_NUM_VECTORS) - 1u)
+
+static const struct {
+    uint16_t type;
+    const char *name;
+    uint32_t len;
+} mig_rec_types[] = {
+    {MIG_REC_MATCH, "MATCH", MIG_MATCH_LEN},
+    {MIG_REC_REGS, "REGS", MIG_REGS_LEN},
+    {MIG_REC_EQC, "EQC", MIG_EQC_LEN},
+    {MIG_REC_AEQC, "AEQC", MIG_EQC_LEN},
+    {MIG_REC_TABLES, "TABLES", MIG_TABLES_LEN},
+    {MIG_REC_QP_ACTIVE, "QP_ACTIVE", MIG_QP_ACTIVE_LEN},
+    {MIG_REC_IRQ, "IRQ", MIG_IRQ_LEN},
+    {MIG_REC_END, "END", MIG_END_LEN},
+};
+
+/* Records a READY source sends between MATCH and END, in this order. */
+static const uint16_t mig_state_records[] = {MIG_REC_REGS,   MIG_REC_EQC,       MIG_REC_AEQC,
+                                             MIG_REC_TABLES, MIG_REC_QP_ACTIVE, MIG_REC_IRQ};
+
+static int rec_known_index(uint16_t type)
+{
+    for (size_t i = 0; i < AM_ARRAY_SIZE(mig_rec_types); i++)
+        if (mig_rec_types[i].type == type)
+            return (int)i;
+    return -1;
+}
+
+const char *mig_rec_type_name(uint16_t type)
+{
+    int i = rec_known_index(type);
+
+    return i < 0 ? "unknown" : mig_rec_types[i].name;
+}
+
+static int fail(int rc, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fail(int rc, char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err != NULL && errlen > 0) {
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+/* ---- encoding ---------------------------------------------------------- */
+
+int mig_stream_put_header(uint8_t *buf, size_t cap, size_t *len, uint16_t major, uint16_t minor)
+{
+    if (!am_range_ok(*len, MIG_STREAM_HDR_LEN, cap))
+        return -ENOSPC;
+    memcpy(buf + *len, MIG_STREAM_MAGIC, 4);
+    am_st16(buf + *len + 4, major);
+    am_st16(buf + *len + 6, minor);
+    *len += MIG_STREAM_HDR_LEN;
+    return 0;
+}
+
+int mig_stream_put_record(uint8_t *buf, size_t cap, size_t *len, uint16_t type, uint16_t flags,
+                          const void *payload, uint32_t plen)
+{
+    uint64_t total;
+
+    if (am_add_overflows_u64(MIG_REC_HDR_LEN, plen, &total) || !am_range_ok(*len, total, cap))
+        return -ENOSPC;
+    am_st16(buf + *len, type);
+    am_st16(buf + *len + 2, flags);
+    am_st32(buf + *len + 4, plen);
+    if (plen > 0)
+        memcpy(buf + *len + MIG_REC_HDR_LEN, payload, plen);
+    *len += (size_t)total;
+    return 0;
+}
+
+int mig_stream_put_end(uint8_t *buf, size_t cap, size_t *len)
+{
+    uint8_t crc[MIG_END_LEN] = {0};
+    int rc = mig_stream_put_record(buf, cap, len, MIG_REC_END, MIG_REC_F_MANDATORY, crc,
+                                   sizeof(crc));
+
+    if (rc == 0)
+        am_st32(buf + *len - MIG_END_LEN, am_crc32c(0, buf, *len - MIG_END_LEN));
+    return rc;
+}
+
+static void match_pack(const struct mig_match *m, uint8_t p[MIG_MATCH_LEN])
+{
+    memset(p, 0, MIG_MATCH_LEN);
+    am_st16(p + 0, m->device_id);
+    p[2] = m->revision;
+    p[3] = m->format_major;
+    am_st16(p + 4, m->qp_num);
+    am_st16(p + 6, m->sq_depth);
+    am_st16(p + 8, m->cq_depth);
+    am_st16(p + 10, m->eq_depth);
+    am_st16(p + 12, m->aeq_depth);
+    /* p[14..15] reserved, zero */
+    am_st32(p + 16, m->que_iso_cfg);
+    am_st32(p + 20, m->vf_state);
+}
+
+static void match_unpack(const uint8_t p[MIG_MATCH_LEN], struct mig_match *m)
+{
+    m->device_id = am_le16(p + 0);
+    m->revision = p[2];
+    m->format_major = p[3];
+    m->qp_num = am_le16(p + 4);
+    m->sq_depth = am_le16(p + 6);
+    m->cq_depth = am_le16(p + 8);
+    m->eq_depth = am_le16(p + 10);
+    m->aeq_depth = am_le16(p + 12);
+    m->que_iso_cfg = am_le32(p + 16);
+    m->vf_state = am_le32(p + 20);
+}
+
+int mig_stream_encode_head(const struct mig_match *match, uint8_t *buf, size_t cap, size_t *len)
+{
+    uint8_t p[MIG_MATCH_LEN];
+    size_t n = 0;
+    int rc;
+
+    match_pack(match, p);
+    rc = mig_stream_put_header(buf, cap, &n, MIG_STREAM_MAJOR, MIG_STREAM_MINOR);
+    if (rc == 0)
+        rc = mig_stream_put_record(buf, cap, &n, MIG_REC_MATCH, MIG_REC_F_MANDATORY, p, sizeof(p));
+    if (rc == 0)
+        *len = n;
+    return rc;
+}
+
+static void dwords_pack(uint8_t *p, const uint32_t *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        am_st32(p + 4 * i, v[i]);
+}
+
+static void dwords_unpack(const uint8_t *p, uint32_t *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        v[i] = am_le32(p + 4 * i);
+}
+
+int mig_stream_encode_tail(const struct mig_vf_snapshot *snap, uint8_t *buf, size_t cap,
+                           size_t *len)
+{
+    uint8_t regs[MIG_REGS_LEN], eqc[MIG_EQC_LEN], aeqc[MIG_EQC_LEN], tables[MIG_TABLES_LEN],
+        qps[MIG_QP_ACTIVE_LEN], irq[MIG_IRQ_LEN];
+    const struct {
+        uint16_t type;
+        const uint8_t *payload;
+        uint32_t len;
+    } recs[] = {
+        {MIG_REC_REGS, regs, sizeof(regs)},        {MIG_REC_EQC, eqc, sizeof(eqc)},
+        {MIG_REC_AEQC, aeqc, sizeof(aeqc)},        {MIG_REC_TABLES, tables, sizeof(tables)},
+        {MIG_REC_QP_ACTIVE, qps, sizeof(qps)},     {MIG_REC_IRQ, irq, sizeof(irq)},
+    };
+    size_t n = *len;
+    int rc = 0;
+
+    if (snap != NULL) {
+        dwords_pack(regs, snap->regs, MIG_REG_COUNT);
+        dwords_pack(eqc, snap->eqc, 7);
+        dwords_pack(aeqc, snap->aeqc, 7);
+        am_st64(tables, snap->sqc_bt);
+        am_st64(tables + 8, snap->cqc_bt);
+        am_st64(qps, snap->qp_active);
+        am_st32(irq, snap->int_pending);
+        am_st32(irq + 4, 0);
+        am_st64(irq + 8, snap->ifc_msg);
+        for (size_t i = 0; i < AM_ARRAY_SIZE(recs) && rc == 0; i++)
+            rc = mig_stream_put_record(buf, cap, &n, recs[i].type, MIG_REC_F_MANDATORY,
+                                       recs[i].payload, recs[i].len);
+    }
+    if (rc == 0)
+        rc = mig_stream_put_end(buf, cap, &n);
+    if (rc == 0)
+        *len = n;
+    return rc;
+}
+
+size_t mig_stream_full_len(void)
+{
+    size_t n = MIG_STREAM_HDR_LEN;
+
+    for (size_t i = 0; i < AM_ARRAY_SIZE(mig_rec_types); i++)
+        n += MIG_REC_HDR_LEN + mig_rec_types[i].len;
+    return n;
+}
+
+/* ---- decoding ---------------------------------------------------------- */
+
+static int check_header(const uint8_t *b, size_t len, char *err, size_t errlen)
+{
+    uint16_t major;
+
+    if (len >= 4 && memcmp(b, MIG_STREAM_MAGIC, 4) != 0)
+        return fail(-EPROTO, err, errlen,
+                    "foreign stream: magic %02x %02x %02x %02x is not \"AMVF\"", b[0], b[1], b[2],
+                    b[3]);
+    if (len < MIG_STREAM_HDR_LEN)
+        return fail(-ENODATA, err, errlen, "truncated: %zu bytes, the header needs %u", len,
+                    MIG_STREAM_HDR_LEN);
+    major = am_le16(b + 4);
+    if (major != MIG_STREAM_MAJOR)
+        return fail(-EPROTONOSUPPORT, err, errlen,
+                    "format version %u.%u: this reader speaks major %u only", major,
+                    am_le16(b + 6), MIG_STREAM_MAJOR);
+    return 0;
+}
+
+/* Reads the record header at off; -EAGAIN when the header or payload does
+ * not fully lie in [0, len), -EBADMSG when it can never fit in a stream. */
+static int read_record(const uint8_t *b, size_t len, size_t off, struct mig_stream_record *r,
+                       char *err, size_t errlen)
+{
+    if (!am_range_ok(off, MIG_REC_HDR_LEN, len))
+        return -EAGAIN;
+    r->type = am_le16(b + off);
+    r->flags = am_le16(b + off + 2);
+    r->length = am_le32(b + off + 4);
+    r->offset = (uint32_t)off;
+    if (!am_range_ok(off + MIG_REC_HDR_LEN, r->length, MIG_STREAM_MAX))
+        return fail(-EBADMSG, err, errlen,
+                    "record %s (0x%04x) at offset %zu: length %u runs past the %u-byte limit",
+                    mig_rec_type_name(r->type), r->type, off, r->length, MIG_STREAM_MAX);
+    if (!am_range_ok(off + MIG_REC_HDR_LEN, r->length, len))
+        return -EAGAIN;
+    return 0;
+}
+
+/* A known record must have its type's exact length. */
+static int check_known_length(const struct mig_stream_record *r, char *err, size_t errlen)
+{
+    int i = rec_known_index(r->type);
+
+    if (i >= 0 && r->length != mig_rec_types[i].len)
+        return fail(-EBADMSG, err, errlen, "record %s at offset %u: length %u, expected %u",
+                    mig_rec_types[i].name, r->offset, r->length, mig_rec_types[i].len);
+    return 0;
+}
+
+static int check_match_values(const struct mig_match *m, char *err, size_t errlen)
+{
+    if (m->format_major != MIG_STREAM_MAJOR)
+        return fail(-EBADMSG, err, errlen, "MATCH: format major %u differs from the header's %u",
+                    m->format_major, MIG_STREAM_MAJOR);
+    if (m->qp_num == 0 || m->qp_num > MIG_MAX_QPS)
+        return fail(-EBADMSG, err, errlen, "MATCH: qp count %u out of range 1..%u", m->qp_num,
+                    MIG_MAX_QPS);
+    if (m->vf_state > QM_VF_STATE_NOT_READY)
+        return fail(-EBADMSG, err, errlen, "MATCH: VF_STATE %u is neither READY nor NOT_READY",
+                    m->vf_state);
+    return 0;
+}
+
+int mig_stream_peek_match(const void *buf, size_t len, struct mig_match *match, char *err,
+                          size_t errlen)
+{
+    const uint8_t *b = buf;
+    struct mig_stream_record r;
+    int rc;
+
+    if (len > MIG_STREAM_MAX)
+        return fail(-EFBIG, err, errlen, "stream of %zu bytes exceeds the %u-byte limit", len,
+                    MIG_STREAM_MAX);
+    rc = check_header(b, len, err, errlen);
+    if (rc == -ENODATA)
+        return -EAGAIN;
+    if (rc != 0)
+        return rc;
+    if (len >= MIG_STREAM_HDR_LEN + 2 && am_le16(b + MIG_STREAM_HDR_LEN) != MIG_REC_MATCH)
+        return fail(-EBADMSG, err, errlen, "first record is %s (0x%04x), not MATCH",
+                    mig_rec_type_name(am_le16(b + MIG_STREAM_HDR_LEN)),
+                    am_le16(b + MIG_STREAM_HDR_LEN));
+    rc = read_record(b, len, MIG_STREAM_HDR_LEN, &r, err, errlen);
+    if (rc == 0)
+        rc = check_known_length(&r, err, errlen);
+    if (rc != 0)
+        return rc;
+    match_unpack(b + MIG_STREAM_HDR_LEN + MIG_REC_HDR_LEN, match);
+    return check_match_values(match, err, errlen);
+}
+
+int mig_match_check(const struct mig_match *src, const struct mig_match *dst, char *err,
+                    size_t errlen)
+{
+    const struct {
+        const char *what;
+        uint32_t s, d;
+    } fields[] = {
+        {"format major", src->format_major, dst->format_major},
+        {"device id", src->device_id, dst->device_id},
+        {"revision", src->revision, dst->revision},
+        {"qp count", src->qp_num, dst->qp_num},
+        {"SQ depth", src->sq_depth, dst->sq_depth},
+        {"CQ depth", src->cq_depth, dst->cq_depth},
+        {"EQ depth", src->eq_depth, dst->eq_depth},
+        {"AEQ depth", src->aeq_depth, dst->aeq_depth},
+        {"isolation (QUE_ISO_CFG)", src->que_iso_cfg, dst->que_iso_cfg},
+    };
+
+    for (size_t i = 0; i < AM_ARRAY_SIZE(fields); i++)
+        if (fields[i].s != fields[i].d)
+            return fail(-EINVAL, err, errlen, "%s: source %#x, destination %#x", fields[i].what,
+                        fields[i].s, fields[i].d);
+    return 0;
+}
+
+/* Pass 1: the record structure, the END record and its CRC. */
+static int decode_structure(const uint8_t *b, size_t len, struct mig_stream_content *out,
+                            char *err, size_t errlen)
+{
+    struct mig_stream_record r;
+    size_t off = MIG_STREAM_HDR_LEN;
+    int rc;
+
+    for (;;) {
+        if (off == len)
+            return fail(-ENODATA, err, errlen, "truncated: %zu bytes and no END record", len);
+        rc = read_record(b, len, off, &r, err, errlen);
+        if (rc == -EAGAIN)
+            return fail(-ENODATA, err, errlen,
+                        "truncated: record at offset %zu needs more than the %zu bytes left", off,
+                        len - off);
+        if (rc != 0)
+            return rc;
+        if (out->nrecords == MIG_STREAM_MAX_RECORDS)
+            return fail(-EBADMSG, err, errlen, "more than %u records", MIG_STREAM_MAX_RECORDS);
+        out->records[out->nrecords++] = r;
+        if (out->nrecords == 1 && r.type != MIG_REC_MATCH)
+            return fail(-EBADMSG, err, errlen, "first record is %s (0x%04x), not MATCH",
+                        mig_rec_type_name(r.type), r.type);
+        rc = check_known_length(&r, err, errlen);
+        if (rc != 0)
+            return rc;
+        off += MIG_REC_HDR_LEN + r.length;
+        if (r.type == MIG_REC_END)
+            break;
+    }
+    out->crc_checked = true;
+    out->crc_stored = am_le32(b + off - MIG_END_LEN);
+    out->crc_computed = am_crc32c(0, b, off - MIG_END_LEN);
+    if (out->crc_stored != out->crc_computed)
+        return fail(-EBADMSG, err, errlen, "CRC32C mismatch: stored %08x, computed %08x",
+                    out->crc_stored, out->crc_computed);
+    if (off != len)
+        return fail(-EBADMSG, err, errlen, "%zu trailing bytes after the END record", len - off);
+    return 0;
+}
+
+static int check_snapshot_values(const struct mig_stream_content *c, char *err, size_t errlen)
+{
+    const struct mig_vf_snapshot *s = &c->state;
+    const uint32_t depths[2] = {c->match.eq_depth, c->match.aeq_depth};
+    const uint32_t *ctx[2] = {s->eqc, s->aeqc};
+    const char *names[2] = {"EQC", "AEQC"};
+
+    for (unsigned i = 0; i < MIG_REG_COUNT; i++) {
+        const struct mig_reg_desc *d = &mig_saved_regs[i];
+
+        if (s->regs[i] & ~d->valid_mask)
+            return fail(-EBADMSG, err, errlen, "REGS: %s = %#x has bits outside %#x", d->name,
+                        s->regs[i], d->valid_mask);
+    }
+    if (s->regs[MIG_REG_PAGE_SIZE] > MIG_PAGE_SIZE_MAX_CODE)
+        return fail(-EBADMSG, err, errlen, "REGS: PAGE_SIZE code %u is not 0, 1 or 2",
+                    s->regs[MIG_REG_PAGE_SIZE]);
+    if (s->regs[MIG_REG_VF_STATE] != QM_VF_STATE_READY)
+        return fail(-EBADMSG, err, errlen, "REGS: VF_STATE %u with state records (READY is 0)",
+                    s->regs[MIG_REG_VF_STATE]);
+    if (s->regs[MIG_REG_QUE_ISO_CFG] != c->match.que_iso_cfg)
+        return fail(-EBADMSG, err, errlen, "REGS: QUE_ISO_CFG %#x differs from MATCH's %#x",
+                    s->regs[MIG_REG_QUE_ISO_CFG], c->match.que_iso_cfg);
+    for (unsigned i = 0; i < 2; i++) {
+        uint32_t depth = (ctx[i][6] & 0xffffu) + 1u;
+        uint32_t head = ctx[i][0] & 0xffffu, tail = ctx[i][0] >> 16;
+
+        if (depth > depths[i])
+            return fail(-EBADMSG, err, errlen, "%s: depth %u exceeds the device's %u", names[i],
+                        depth, depths[i]);
+        if (head >= depth || tail >= depth)
+            return fail(-EBADMSG, err, errlen, "%s: head %u / tail %u outside depth %u",
+                        names[i], head, tail, depth);
+    }
+    if (c->match.qp_num < MIG_MAX_QPS && (s->qp_active >> c->match.qp_num) != 0)
+        return fail(-EBADMSG, err, errlen, "QP_ACTIVE: %#llx names queues beyond the %u of MATCH",
+                    (unsigned long long)s->qp_active, c->match.qp_num);
+    if (s->int_pending & ~MIG_NUM_VECTORS_MASK)
+        return fail(-EBADMSG, err, errlen, "IRQ: pending vectors %#x beyond the %u of a VF",
+                    s->int_pending, QM_NUM_VECTORS);
+    return 0;
+}
+
+/* Pass 2: decode the known records, skip unknown optional ones. */
+static int decode_records(const uint8_t *b, struct mig_stream_content *out, char *err,
+                          size_t errlen)
+{
+    struct mig_vf_snapshot *s = &out->state;
+    unsigned seen_state = 0; /* bit i: mig_state_records[i] present */
+    int rc;
+
+    for (unsigned i = 0; i < out->nrecords; i++) {
+        const struct mig_stream_record *r = &out->records[i];
+        const uint8_t *p = b + r->offset + MIG_REC_HDR_LEN;
+        unsigned bit = 0;
+
+        for (unsigned k = 0; k < AM_ARRAY_SIZE(mig_state_records); k++)
+            if (mig_state_records[k] == r->type)
+                bit = 1u << k;
+        if (bit != 0 && (seen_state & bit))
+            return fail(-EBADMSG, err, errlen, "record %s at offset %u appears twice",
+                        mig_rec_type_name(r->type), r->offset);
+        seen_state |= bit;
+        switch (r->type) {
+        case MIG_REC_MATCH:
+            if (i != 0)
+                return fail(-EBADMSG, err, errlen, "a second MATCH record at offset %u",
+                            r->offset);
+            match_unpack(p, &out->match);
+            out->have_match = true;
+            rc = check_match_values(&out->match, err, errlen);
+            if (rc != 0)
+                return rc;
+            break;
+        case MIG_REC_REGS:
+            dwords_unpack(p, s->regs, MIG_REG_COUNT);
+            break;
+        case MIG_REC_EQC:
+            dwords_unpack(p, s->eqc, 7);
+            break;
+        case MIG_REC_AEQC:
+            dwords_unpack(p, s->aeqc, 7);
+            break;
+        case MIG_REC_TABLES:
+            s->sqc_bt = am_le64(p);
+            s->cqc_bt = am_le64(p + 8);
+            break;
+        case MIG_REC_QP_ACTIVE:
+            s->qp_active = am_le64(p);
+            break;
+        case MIG_REC_IRQ:
+            s->int_pending = am_le32(p);
+            if (am_le32(p + 4) != 0)
+                return fail(-EBADMSG, err, errlen, "IRQ: reserved word is %#x, not 0",
+                            am_le32(p + 4));
+            s->ifc_msg = am_le64(p + 8);
+            break;
+        case MIG_REC_END:
+            break;
+        default:
+            if (r->flags & MIG_REC_F_MANDATORY)
+                return fail(-EBADMSG, err, errlen,
+                            "unknown mandatory record type 0x%04x at offset %u", r->type,
+                            r->offset);
+            out->skipped_optional++;
+            break;
+        }
+    }
+    if (seen_state == 0)
+        return 0;
+    for (unsigned k = 0; k < AM_ARRAY_SIZE(mig_state_records); k++)
+        if (!(seen_state & (1u << k)))
+            return fail(-EBADMSG, err, errlen, "state records present but %s is missing",
+                        mig_rec_type_name(mig_state_records[k]));
+    out->has_state = true;
+    return check_snapshot_values(out, err, errlen);
+}
+
+int mig_stream_decode(const void *buf, size_t len, struct mig_stream_content *out, char *err,
+                      size_t errlen)
+{
+    const uint8_t *b = buf;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (len > MIG_STREAM_MAX)
+        return fail(-EFBIG, err, errlen, "stream of %zu bytes exceeds the %u-byte limit", len,
+                    MIG_STREAM_MAX);
+    if (len == 0)
+        return fail(-ENODATA, err, errlen, "truncated: empty stream");
+    rc = check_header(b, len, err, errlen);
+    if (rc != 0)
+        return rc;
+    out->major = am_le16(b + 4);
+    out->minor = am_le16(b + 6);
+    rc = decode_structure(b, len, out, err, errlen);
+    if (rc != 0) {
+        /* Show what can be shown of a bad stream (inspect); the first
+         * error stands. Records are only decoded when every one of them
+         * was delimited (the END record was reached). */
+        char ignored[160];
+
+        if (out->crc_checked)
+            (void)decode_records(b, out, ignored, sizeof(ignored));
+        else if (out->nrecords > 0 && out->records[0].type == MIG_REC_MATCH &&
+                 out->records[0].length == MIG_MATCH_LEN) {
+            match_unpack(b + MIG_STREAM_HDR_LEN + MIG_REC_HDR_LEN, &out->match);
+            out->have_match = true;
+        }
+        return rc;
+    }
+    return decode_records(b, out, err, errlen);
+}
