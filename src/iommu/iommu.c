@@ -426,8 +426,8 @@ static int64_t access_check_locked(struct iommu_domain *d, uint64_t iova, uint64
 }
 
 /* Copies len bytes starting in mapping idx, already checked by
- * access_check_locked. Marks written bytes dirty after they land. Caller
- * holds d->lock. */
+ * access_check_locked. Marks written bytes dirty after they land (before a
+ * report could clear them, the data is in place). Caller holds d->lock. */
 static int dma_copy_locked(struct iommu_domain *d, uint32_t idx, uint64_t iova, uint8_t *buf,
                            uint64_t len, bool write)
 {
@@ -443,6 +443,8 @@ static int dma_copy_locked(struct iommu_domain *d, uint32_t idx, uint64_t iova, 
             rc = write ? m->ops.write(m->opaque, iova, buf, chunk)
                        : m->ops.read(m->opaque, iova, buf, chunk);
             if (rc != 0) {
+                /* Part of a failed write may have landed: log it too. */
+                iova += chunk;
                 rc = rc < 0 ? rc : -EIO;
                 break;
             }

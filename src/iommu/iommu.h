@@ -116,7 +116,8 @@ unsigned iommu_mapping_count(struct iommu_domain *d);
  * unmapped or lacks permission; -EINVAL if iova+len wraps. len 0 is a no-op.
  * The whole range is checked before any byte moves. A remote callback's error
  * is returned as is; pieces of the range before the failing remote piece have
- * then been transferred (and, for writes, are marked dirty). */
+ * then been transferred (and, for writes, they and the failing piece are
+ * marked dirty, as part of it may have landed). */
 int iommu_dma_read(struct iommu_domain *d, uint64_t iova, void *buf, uint64_t len);
 int iommu_dma_write(struct iommu_domain *d, uint64_t iova, const void *buf, uint64_t len);
 

@@ -418,6 +418,10 @@ static void test_translate_rejects_bad_arguments_without_counting_a_fault(void *
 
 /* ---- remote ranges ---------------------------------------------------------- */
 
+static void map_rw(struct fixture *f, uint64_t iova, uint64_t size, uint64_t host_off);
+static void report_expect(struct fixture *f, uint64_t iova, uint64_t len, uint64_t page_size,
+                          const uint64_t *expected, unsigned n);
+
 struct remote {
     uint8_t mem[4 * PG]; /* backs iova 0x40000.. */
     unsigned reads, writes;
@@ -497,6 +501,27 @@ static void test_a_failing_remote_callback_returns_its_error(void **state)
     r->fail_with = 7; /* a positive return is still a failure */
     assert_int_equal(iommu_dma_read(f->d, 0x40000, buf, sizeof(buf)), -EIO);
     assert_int_equal(stats_of(f->d).bytes_read + stats_of(f->d).bytes_written, 0);
+    iommu_unmap_all(f->d);
+    free(r);
+}
+
+static void test_a_write_failing_in_its_remote_piece_keeps_the_host_piece_and_logs_both(void **state)
+{
+    struct fixture *f = *state;
+    struct remote *r = calloc(1, sizeof(*r));
+    const struct iommu_range range = { 0x3f000, 2 * PG };
+    uint8_t buf[32];
+
+    assert_non_null(r);
+    map_rw(f, 0x3f000, PG, 0);
+    assert_int_equal(iommu_map_remote(f->d, 0x40000, PG, IOMMU_READ | IOMMU_WRITE, &remote_ops, r),
+                     0);
+    assert_int_equal(iommu_dirty_start(f->d, PG, &range, 1), 0);
+    memset(buf, 0x3c, sizeof(buf));
+    r->fail_with = -EPIPE;
+    assert_int_equal(iommu_dma_write(f->d, 0x40000 - 16, buf, sizeof(buf)), -EPIPE);
+    assert_memory_equal(f->mem + PG - 16, buf, 16);
+    report_expect(f, 0x3f000, 2 * PG, PG, (uint64_t[]){ 0, 1 }, 2);
     iommu_unmap_all(f->d);
     free(r);
 }
@@ -1177,6 +1202,7 @@ int main(void)
         T(test_translate_rejects_bad_arguments_without_counting_a_fault),
         T(test_remote_ranges_are_served_by_their_callbacks_with_device_iovas),
         T(test_a_failing_remote_callback_returns_its_error),
+        T(test_a_write_failing_in_its_remote_piece_keeps_the_host_piece_and_logs_both),
         T(test_map_remote_requires_the_callbacks_its_permissions_use),
         T(test_dma_spanning_host_and_remote_mappings_splits_at_the_boundary),
         T(test_fd_mapping_of_a_memfd_carries_dma_to_and_from_the_file),
