@@ -317,22 +317,28 @@ int mig_match_check(const struct mig_match *src, const struct mig_match *dst, ch
     const struct {
         const char *what;
         uint32_t s, d;
+        bool hex;
     } fields[] = {
-        {"format major", src->format_major, dst->format_major},
-        {"device id", src->device_id, dst->device_id},
-        {"revision", src->revision, dst->revision},
-        {"qp count", src->qp_num, dst->qp_num},
-        {"SQ depth", src->sq_depth, dst->sq_depth},
-        {"CQ depth", src->cq_depth, dst->cq_depth},
-        {"EQ depth", src->eq_depth, dst->eq_depth},
-        {"AEQ depth", src->aeq_depth, dst->aeq_depth},
-        {"isolation (QUE_ISO_CFG)", src->que_iso_cfg, dst->que_iso_cfg},
+        {"format major", src->format_major, dst->format_major, false},
+        {"device id", src->device_id, dst->device_id, true},
+        {"revision", src->revision, dst->revision, true},
+        {"qp count", src->qp_num, dst->qp_num, false},
+        {"SQ depth", src->sq_depth, dst->sq_depth, false},
+        {"CQ depth", src->cq_depth, dst->cq_depth, false},
+        {"EQ depth", src->eq_depth, dst->eq_depth, false},
+        {"AEQ depth", src->aeq_depth, dst->aeq_depth, false},
+        {"isolation (QUE_ISO_CFG)", src->que_iso_cfg, dst->que_iso_cfg, true},
     };
 
-    for (size_t i = 0; i < AM_ARRAY_SIZE(fields); i++)
-        if (fields[i].s != fields[i].d)
+    for (size_t i = 0; i < AM_ARRAY_SIZE(fields); i++) {
+        if (fields[i].s == fields[i].d)
+            continue;
+        if (fields[i].hex)
             return fail(-EINVAL, err, errlen, "%s: source %#x, destination %#x", fields[i].what,
                         fields[i].s, fields[i].d);
+        return fail(-EINVAL, err, errlen, "%s: source %u, destination %u", fields[i].what,
+                    fields[i].s, fields[i].d);
+    }
     return 0;
 }
 

@@ -1,0 +1,437 @@
+/* The device-state stream codec (pure): round trip, truncation, corruption,
+ * oversized and foreign streams, record rules, match compatibility. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/common.h"
+#include "mig/stream.h"
+
+static struct mig_match sample_match(void)
+{
+    return (struct mig_match){
+        .device_id = QM_ZIP_VF_DEVICE_ID,
+        .revision = QM_REV_V4,
+        .format_major = MIG_STREAM_MAJOR,
+        .qp_num = 4,
+        .sq_depth = 1024,
+        .cq_depth = 1024,
+        .eq_depth = 2048,
+        .aeq_depth = 1024,
+        .que_iso_cfg = 0,
+        .vf_state = QM_VF_STATE_READY,
+    };
+}
+
+static struct mig_vf_snapshot sample_snapshot(void)
+{
+    struct mig_vf_snapshot s;
+
+    memset(&s, 0, sizeof(s));
+    s.regs[MIG_REG_AEQ_INT_MASK] = 0;
+    s.regs[MIG_REG_EQ_INT_SOURCE] = 1;
+    s.regs[MIG_REG_IFC_INT_MASK] = 0;
+    s.regs[MIG_REG_PAGE_SIZE] = 0;
+    s.regs[MIG_REG_VF_STATE] = QM_VF_STATE_READY;
+    s.eqc[0] = 5u | 9u << 16; /* head 5, tail 9 */
+    s.eqc[1] = 0x10000;
+    s.eqc[6] = QM_EQC_DW6(2048, 1);
+    s.aeqc[1] = 0x20000;
+    s.aeqc[6] = QM_EQC_DW6(1024, 1);
+    s.sqc_bt = 0x300000;
+    s.cqc_bt = 0x301000;
+    s.qp_active = 0x5;
+    s.int_pending = 1u << QM_VEC_EQ;
+    s.ifc_msg = 0x1234000000003ull;
+    return s;
+}
+
+static void assert_match_equal(const struct mig_match *a, const struct mig_match *b)
+{
+    char err[160];
+
+    assert_int_equal(mig_match_check(a, b, err, sizeof(err)), 0);
+    assert_int_equal(a->vf_state, b->vf_state);
+}
+
+/* A complete stream; snap NULL = a NOT_READY source. */
+static size_t build(uint8_t *buf, const struct mig_match *m, const struct mig_vf_snapshot *snap)
+{
+    size_t len = 0;
+
+    assert_int_equal(mig_stream_encode_head(m, buf, MIG_STREAM_MAX, &len), 0);
+    assert_int_equal(mig_stream_encode_tail(snap, buf, MIG_STREAM_MAX, &len), 0);
+    return len;
+}
+
+static int decode(const uint8_t *buf, size_t len, struct mig_stream_content *c, char *err)
+{
+    return mig_stream_decode(buf, len, c, err, 160);
+}
+
+static void test_a_ready_stream_round_trips_and_fits_the_size_target(void **state)
+{
+    static struct mig_stream_content c;
+    struct mig_match m = sample_match();
+    struct mig_vf_snapshot s = sample_snapshot();
+    uint8_t buf[MIG_STREAM_MAX];
+    char err[160];
+    size_t len = build(buf, &m, &s);
+    (void)state;
+
+    assert_int_equal(len, mig_stream_full_len());
+    assert_true(len <= 512);
+    assert_int_equal(decode(buf, len, &c, err), 0);
+    assert_true(c.have_match && c.has_state && c.crc_checked);
+    assert_match_equal(&c.match, &m);
+    assert_memory_equal(&c.state, &s, sizeof(s));
+    assert_int_equal(c.nrecords, 8);
+    assert_int_equal(c.records[0].type, MIG_REC_MATCH);
+    assert_int_equal(c.records[7].type, MIG_REC_END);
+    assert_int_equal(c.crc_stored, c.crc_computed);
+}
+
+static void test_a_not_ready_stream_carries_only_the_match_data(void **state)
+{
+    static struct mig_stream_content c;
+    struct mig_match m = sample_match();
+    uint8_t buf[MIG_STREAM_MAX];
+    char err[160];
+    size_t len;
+    (void)state;
+
+    m.vf_state = QM_VF_STATE_NOT_READY;
+    len = build(buf, &m, NULL);
+    assert_int_equal(len, MIG_STREAM_HDR_LEN + 2 * MIG_REC_HDR_LEN + MIG_MATCH_LEN + MIG_END_LEN);
+    assert_int_equal(decode(buf, len, &c, err), 0);
+    assert_false(c.has_state);
+    assert_int_equal(c.match.vf_state, QM_VF_STATE_NOT_READY);
+    assert_int_equal(c.nrecords, 2);
+}
+
+static void test_every_truncation_length_is_refused(void **state)
+{
+    static struct mig_stream_content c;
+    struct mig_match m = sample_match();
+    struct mig_vf_snapshot s = sample_snapshot();
+    uint8_t buf[MIG_STREAM_MAX];
+    char err[160];
+    size_t len = build(buf, &m, &s);
+    (void)state;
+
+    for (size_t cut = 0; cut < len; cut++) {
+        int rc = decode(buf, cut, &c, err);
+
+        assert_int_equal(rc, -ENODATA);
+        assert_non_null(strstr(err, "truncated"));
+    }
+}
+
+static void test_every_single_byte_corruption_is_caught(void **state)
+{
+    static struct mig_stream_content c;
+    static const uint8_t flips[] = {0x01, 0x02, 0x10, 0x80, 0xff};
+    struct mig_match m = sample_match();
+    struct mig_vf_snapshot s = sample_snapshot();
+    uint8_t buf[MIG_STREAM_MAX], bad[MIG_STREAM_MAX];
+    char err[160];
+    size_t len = build(buf, &m, &s);
+    (void)state;
+
+    for (size_t i = 0; i < len; i++) {
+        for (size_t f = 0; f < sizeof(flips); f++) {
+            memcpy(bad, buf, len);
+            bad[i] ^= flips[f];
+            assert_true(decode(bad, len, &c, err) < 0);
+            assert_true(err[0] != '\0');
+        }
+    }
+}
+
+static void test_a_corrupted_payload_fails_the_crc_and_names_both_values(void **state)
+{
+    static struct mig_stream_content c;
+    struct mig_match m = sample_match();
+    struct mig_vf_snapshot s = sample_snapshot();
+    uint8_t buf[MIG_STREAM_MAX];
+    char err[160];
+    size_t len = build(buf, &m, &s);
+    (void)state;
+
+    buf[MIG_STREAM_HDR_LEN + MIG_REC_HDR_LEN + 40] ^= 0x04; /* inside REGS */
+    assert_int_equal(decode(buf, len, &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "CRC32C mismatch"));
+    assert_true(c.crc_checked);
+    assert_int_not_equal(c.crc_stored, c.crc_computed);
+    assert_int_equal(c.nrecords, 8); /* still listed, for inspect */
+}
+
+static void test_oversized_streams_and_record_lengths_are_refused(void **state)
+{
+    static struct mig_stream_content c;
+    static uint8_t big[MIG_STREAM_MAX + 1];
+    struct mig_match m = sample_match();
+    uint8_t buf[MIG_STREAM_MAX];
+    char err[160];
+    size_t len = build(buf, &m, NULL);
+    (void)state;
+
+    memcpy(big, buf, len);
+    assert_int_equal(decode(big, sizeof(big), &c, err), -EFBIG);
+    /* MATCH claiming 4 GiB, and claiming just past the limit. */
+    am_st32(buf + MIG_STREAM_HDR_LEN + 4, 0xffffffffu);
+    assert_int_equal(decode(buf, len, &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "limit"));
+    am_st32(buf + MIG_STREAM_HDR_LEN + 4, MIG_STREAM_MAX - MIG_STREAM_HDR_LEN - MIG_REC_HDR_LEN + 1);
+    assert_int_equal(decode(buf, len, &c, err), -EBADMSG);
+    /* A known record with a wrong (but in-bounds) length. */
+    len = build(buf, &m, NULL);
+    am_st32(buf + MIG_STREAM_HDR_LEN + 4, MIG_MATCH_LEN - 4);
+    assert_int_equal(decode(buf, len, &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "expected 24"));
+}
+
+static void test_foreign_magic_and_other_major_versions_are_refused(void **state)
+{
+    static struct mig_stream_content c;
+    struct mig_match m = sample_match();
+    uint8_t buf[MIG_STREAM_MAX];
+    char err[160];
+    size_t len = build(buf, &m, NULL);
+    (void)state;
+
+    memcpy(buf, "\xde\xde\xca\xde", 4); /* not ours */
+    assert_int_equal(decode(buf, len, &c, err), -EPROTO);
+    assert_non_null(strstr(err, "foreign"));
+    assert_int_equal(decode(buf, 3, &c, err), -ENODATA); /* too short to say */
+    len = build(buf, &m, NULL);
+    am_st16(buf + 4, 2);
+    assert_int_equal(decode(buf, len, &c, err), -EPROTONOSUPPORT);
+    assert_non_null(strstr(err, "2.0"));
+}
+
+/* Builds a stream from the head of m, extra records, then END. */
+static size_t build_with(uint8_t *buf, const struct mig_match *m, uint16_t type, uint16_t flags,
+                         const void *payload, uint32_t plen)
+{
+    size_t len = 0;
+
+    assert_int_equal(mig_stream_encode_head(m, buf, MIG_STREAM_MAX, &len), 0);
+    assert_int_equal(mig_stream_put_record(buf, MIG_STREAM_MAX, &len, type, flags, payload, plen),
+                     0);
+    assert_int_equal(mig_stream_put_end(buf, MIG_STREAM_MAX, &len), 0);
+    return len;
+}
+
+static void test_unknown_optional_records_are_skipped_and_mandatory_ones_refused(void **state)
+{
+    static struct mig_stream_content c;
+    struct mig_match m = sample_match();
+    uint8_t buf[MIG_STREAM_MAX], extra[40] = {1, 2, 3};
+    char err[160];
+    size_t len;
+    (void)state;
+
+    len = build_with(buf, &m, 0x0042, 0, extra, sizeof(extra));
+    assert_int_equal(decode(buf, len, &c, err), 0);
+    assert_int_equal(c.skipped_optional, 1);
+    assert_int_equal(c.nrecords, 3);
+    len = build_with(buf, &m, 0x0042, MIG_REC_F_MANDATORY, extra, sizeof(extra));
+    assert_int_equal(decode(buf, len, &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "unknown mandatory record type 0x0042"));
+    /* An empty optional record is fine too. */
+    len = build_with(buf, &m, 0x0100, 0, NULL, 0);
+    assert_int_equal(decode(buf, len, &c, err), 0);
+}
+
+static void test_record_order_and_completeness_rules_are_enforced(void **state)
+{
+    static struct mig_stream_content c;
+    struct mig_match m = sample_match();
+    struct mig_vf_snapshot s = sample_snapshot();
+    uint8_t buf[MIG_STREAM_MAX], p[MIG_MATCH_LEN] = {0};
+    char err[160];
+    size_t len = 0;
+    (void)state;
+
+    /* MATCH not first. */
+    assert_int_equal(mig_stream_put_header(buf, sizeof(buf), &len, 1, 0), 0);
+    assert_int_equal(mig_stream_put_record(buf, sizeof(buf), &len, 0x0042, 0, p, 4), 0);
+    assert_int_equal(mig_stream_put_end(buf, sizeof(buf), &len), 0);
+    assert_int_equal(decode(buf, len, &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "not MATCH"));
+    /* A second MATCH. */
+    len = build(buf, &m, NULL);
+    len -= MIG_REC_HDR_LEN + MIG_END_LEN;
+    assert_int_equal(mig_stream_put_record(buf, sizeof(buf), &len, MIG_REC_MATCH,
+                                           MIG_REC_F_MANDATORY,
+                                           buf + MIG_STREAM_HDR_LEN + MIG_REC_HDR_LEN,
+                                           MIG_MATCH_LEN),
+                     0);
+    assert_int_equal(mig_stream_put_end(buf, sizeof(buf), &len), 0);
+    assert_int_equal(decode(buf, len, &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "second MATCH"));
+    /* A state record alone. */
+    len = build_with(buf, &m, MIG_REC_QP_ACTIVE, MIG_REC_F_MANDATORY, "\1\0\0\0\0\0\0\0", 8);
+    assert_int_equal(decode(buf, len, &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "missing"));
+    /* Trailing bytes after END. */
+    len = build(buf, &m, &s);
+    buf[len] = 0;
+    assert_int_equal(decode(buf, len + 1, &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "trailing"));
+}
+
+static void test_state_values_out_of_range_are_refused(void **state)
+{
+    static struct mig_stream_content c;
+    struct mig_match m = sample_match();
+    uint8_t buf[MIG_STREAM_MAX];
+    char err[160];
+    struct mig_vf_snapshot s;
+    (void)state;
+
+    s = sample_snapshot();
+    s.regs[MIG_REG_PAGE_SIZE] = 3;
+    assert_int_equal(decode(buf, build(buf, &m, &s), &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "PAGE_SIZE"));
+    s = sample_snapshot();
+    s.regs[MIG_REG_EQ_INT_MASK] = 0x100;
+    assert_int_equal(decode(buf, build(buf, &m, &s), &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "EQ_INT_MASK"));
+    s = sample_snapshot();
+    s.regs[MIG_REG_VF_STATE] = QM_VF_STATE_NOT_READY;
+    assert_int_equal(decode(buf, build(buf, &m, &s), &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "VF_STATE"));
+    s = sample_snapshot();
+    s.qp_active = 1u << 4; /* queue 4 of a 4-queue VF */
+    assert_int_equal(decode(buf, build(buf, &m, &s), &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "QP_ACTIVE"));
+    s = sample_snapshot();
+    s.int_pending = 1u << 4;
+    assert_int_equal(decode(buf, build(buf, &m, &s), &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "IRQ"));
+    s = sample_snapshot();
+    s.eqc[0] = 2048; /* head == depth */
+    assert_int_equal(decode(buf, build(buf, &m, &s), &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "EQC"));
+    s = sample_snapshot();
+    s.aeqc[6] = QM_EQC_DW6(4096, 1); /* deeper than the device */
+    assert_int_equal(decode(buf, build(buf, &m, &s), &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "AEQC"));
+    s = sample_snapshot();
+    s.regs[MIG_REG_QUE_ISO_CFG] = 1; /* differs from MATCH */
+    assert_int_equal(decode(buf, build(buf, &m, &s), &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "QUE_ISO_CFG"));
+    m.qp_num = 0;
+    assert_int_equal(decode(buf, build(buf, &m, NULL), &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "qp count"));
+}
+
+static void test_incompatible_match_data_is_refused_naming_the_mismatch(void **state)
+{
+    const struct mig_match dst = sample_match();
+    struct mig_match src;
+    char err[160];
+    (void)state;
+
+    src = dst;
+    assert_int_equal(mig_match_check(&src, &dst, err, sizeof(err)), 0);
+    src.vf_state = QM_VF_STATE_NOT_READY; /* information only */
+    assert_int_equal(mig_match_check(&src, &dst, err, sizeof(err)), 0);
+    src = dst;
+    src.qp_num = 8;
+    assert_int_equal(mig_match_check(&src, &dst, err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "qp count: source 8, destination 4");
+    src = dst;
+    src.revision = QM_REV_V3;
+    assert_int_equal(mig_match_check(&src, &dst, err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "revision: source 0x30, destination 0x50");
+    src = dst;
+    src.device_id = 0xa256;
+    assert_int_equal(mig_match_check(&src, &dst, err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "device id: source 0xa256, destination 0xa251");
+    src = dst;
+    src.sq_depth = 512;
+    assert_int_equal(mig_match_check(&src, &dst, err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "SQ depth: source 512, destination 1024");
+    src = dst;
+    src.aeq_depth = 2048;
+    assert_int_equal(mig_match_check(&src, &dst, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "AEQ depth"));
+    src = dst;
+    src.que_iso_cfg = 1;
+    assert_int_equal(mig_match_check(&src, &dst, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "isolation"));
+}
+
+static void test_the_match_can_be_checked_from_a_prefix(void **state)
+{
+    struct mig_match m = sample_match(), got;
+    struct mig_vf_snapshot s = sample_snapshot();
+    uint8_t buf[MIG_STREAM_MAX];
+    size_t head = MIG_STREAM_HDR_LEN + MIG_REC_HDR_LEN + MIG_MATCH_LEN;
+    size_t len = build(buf, &m, &s);
+    char err[160];
+    (void)state;
+
+    for (size_t n = 0; n < head; n++)
+        assert_int_equal(mig_stream_peek_match(buf, n, &got, err, sizeof(err)), -EAGAIN);
+    for (size_t n = head; n <= len; n++) {
+        assert_int_equal(mig_stream_peek_match(buf, n, &got, err, sizeof(err)), 0);
+        assert_match_equal(&got, &m);
+    }
+    /* Foreign after 4 bytes, wrong first record after 10. */
+    memcpy(buf, "ELF\x7f", 4);
+    assert_int_equal(mig_stream_peek_match(buf, 4, &got, err, sizeof(err)), -EPROTO);
+    build(buf, &m, &s);
+    am_st16(buf + MIG_STREAM_HDR_LEN, MIG_REC_REGS);
+    assert_int_equal(mig_stream_peek_match(buf, 10, &got, err, sizeof(err)), -EBADMSG);
+    build(buf, &m, &s);
+    am_st32(buf + MIG_STREAM_HDR_LEN + 4, 100000);
+    assert_int_equal(mig_stream_peek_match(buf, 16, &got, err, sizeof(err)), -EBADMSG);
+    assert_int_equal(mig_stream_peek_match(buf, MIG_STREAM_MAX + 1, &got, err, sizeof(err)),
+                     -EFBIG);
+}
+
+static void test_encoders_refuse_a_buffer_that_is_too_small(void **state)
+{
+    struct mig_match m = sample_match();
+    struct mig_vf_snapshot s = sample_snapshot();
+    uint8_t buf[MIG_STREAM_MAX];
+    size_t len = 0;
+    (void)state;
+
+    assert_int_equal(mig_stream_encode_head(&m, buf, 20, &len), -ENOSPC);
+    assert_int_equal(len, 0);
+    assert_int_equal(mig_stream_encode_head(&m, buf, sizeof(buf), &len), 0);
+    assert_int_equal(mig_stream_encode_tail(&s, buf, 100, &len), -ENOSPC);
+    assert_int_equal(len, MIG_STREAM_HDR_LEN + MIG_REC_HDR_LEN + MIG_MATCH_LEN);
+    assert_string_equal(mig_rec_type_name(MIG_REC_IRQ), "IRQ");
+    assert_string_equal(mig_rec_type_name(0x1234), "unknown");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_ready_stream_round_trips_and_fits_the_size_target),
+        cmocka_unit_test(test_a_not_ready_stream_carries_only_the_match_data),
+        cmocka_unit_test(test_every_truncation_length_is_refused),
+        cmocka_unit_test(test_every_single_byte_corruption_is_caught),
+        cmocka_unit_test(test_a_corrupted_payload_fails_the_crc_and_names_both_values),
+        cmocka_unit_test(test_oversized_streams_and_record_lengths_are_refused),
+        cmocka_unit_test(test_foreign_magic_and_other_major_versions_are_refused),
+        cmocka_unit_test(test_unknown_optional_records_are_skipped_and_mandatory_ones_refused),
+        cmocka_unit_test(test_record_order_and_completeness_rules_are_enforced),
+        cmocka_unit_test(test_state_values_out_of_range_are_refused),
+        cmocka_unit_test(test_incompatible_match_data_is_refused_naming_the_mismatch),
+        cmocka_unit_test(test_the_match_can_be_checked_from_a_prefix),
+        cmocka_unit_test(test_encoders_refuse_a_buffer_that_is_too_small),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
