@@ -36,13 +36,22 @@ struct iommu_mapping {
 };
 
 /* One logged range: one bit per 4 KiB page, in an anonymous MAP_NORESERVE
- * mapping so the pages of the bitmap that no write touches never cost memory.
- * Bits are set with atomic ORs by concurrent DMA writers. */
+ * mapping without huge pages, so only the bitmap pages writes touch cost
+ * memory. A summary bit per block of IOMMU_DIRTY_BLOCK_WORDS bitmap words
+ * (16 MiB of iova) says the block may hold a set bit: a report reads only
+ * those blocks, so neither its time nor its memory grows with the size of
+ * the log (reading a clean 8 GiB bitmap would commit it). Bits are set with
+ * atomic ORs by concurrent DMA writers and cleared only by a report, which
+ * holds the lock for writing. */
+#define IOMMU_DIRTY_BLOCK_WORDS 64u
+#define IOMMU_DIRTY_BLOCK_PAGES (IOMMU_DIRTY_BLOCK_WORDS * 64u)
+
 struct iommu_dirty_range {
     uint64_t iova;
     uint64_t length;
     uint64_t *bits;
     size_t bits_bytes;
+    uint64_t *summary; /* calloc'd, one bit per block */
 };
 
 struct iommu_domain {
@@ -113,8 +122,10 @@ static void mapping_release(struct iommu_mapping *m)
 
 static void dirty_ranges_free(struct iommu_dirty_range *r, uint32_t n)
 {
-    for (uint32_t i = 0; i < n; i++)
+    for (uint32_t i = 0; i < n; i++) {
         munmap(r[i].bits, r[i].bits_bytes);
+        free(r[i].summary);
+    }
     free(r);
 }
 
@@ -373,6 +384,11 @@ static void dirty_mark_locked(struct iommu_domain *d, uint64_t iova, uint64_t le
         first = (lo - r->iova) >> IOMMU_PAGE_SHIFT;
         last = (hi - 1 - r->iova) >> IOMMU_PAGE_SHIFT;
         am_bitmap_set_range(r->bits, first, last - first + 1);
+        /* Test first: the summary line is shared by every writer. */
+        for (uint64_t b = first / IOMMU_DIRTY_BLOCK_PAGES; b <= last / IOMMU_DIRTY_BLOCK_PAGES; b++) {
+            if (!am_bitmap_test(r->summary, b))
+                am_bitmap_set(r->summary, b);
+        }
     }
 }
 
@@ -621,21 +637,32 @@ static int dirty_ranges_total_check(const struct iommu_dirty_range *r, uint32_t 
     return 0;
 }
 
-/* Gives each range its bitmap: 0 or -ENOMEM (then nothing stays mapped). */
+/* Gives each range its bitmap and summary: 0 or -ENOMEM (then nothing
+ * stays allocated). */
 static int dirty_ranges_alloc(struct iommu_dirty_range *r, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t pages = r[i].length >> IOMMU_PAGE_SHIFT;
+        uint64_t words = am_bitmap_words(r[i].length >> IOMMU_PAGE_SHIFT);
         void *p;
 
-        r[i].bits_bytes = am_bitmap_words(pages) * sizeof(uint64_t);
+        r[i].bits_bytes = words * sizeof(uint64_t);
         p = mmap(NULL, r[i].bits_bytes, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (p == MAP_FAILED) {
-            for (uint32_t j = 0; j < i; j++)
+        r[i].summary = calloc(am_bitmap_words(AM_ALIGN_UP(words, IOMMU_DIRTY_BLOCK_WORDS) /
+                                              IOMMU_DIRTY_BLOCK_WORDS),
+                              sizeof(uint64_t));
+        if (p == MAP_FAILED || r[i].summary == NULL) {
+            if (p != MAP_FAILED)
+                munmap(p, r[i].bits_bytes);
+            free(r[i].summary);
+            for (uint32_t j = 0; j < i; j++) {
                 munmap(r[j].bits, r[j].bits_bytes);
+                free(r[j].summary);
+            }
             return -ENOMEM;
         }
+        /* A huge page would commit 2 MiB of bitmap for one 4 KiB write. */
+        madvise(p, r[i].bits_bytes, MADV_NOHUGEPAGE);
         r[i].bits = p;
     }
     return 0;
@@ -705,33 +732,57 @@ bool iommu_dirty_active(struct iommu_domain *d)
     return __atomic_load_n(&d->dirty_on, __ATOMIC_RELAXED);
 }
 
-/* Moves the dirty 4 KiB pages [first, last_excl) of r into the report bitmap
- * (report starts at iova, 2^shift bytes a bit) and clears them. Caller holds
- * d->lock for writing. */
+/* Moves the dirty 4 KiB pages [first, last_excl) of word w of r into the
+ * report bitmap (report starts at iova, 2^shift bytes a bit) and clears them.
+ * Caller holds d->lock for writing. */
+static void dirty_word_report_locked(const struct iommu_dirty_range *r, uint64_t w,
+                                     uint64_t first, uint64_t last_excl, uint64_t iova,
+                                     unsigned shift, uint64_t *bitmap)
+{
+    uint64_t lo = AM_MAX(first, w * 64), hi = AM_MIN(last_excl, w * 64 + 64);
+    uint64_t mask = (hi - lo == 64) ? UINT64_MAX : ((UINT64_C(1) << (hi - lo)) - 1) << (lo % 64);
+    uint64_t dirty;
+
+    if ((__atomic_load_n(&r->bits[w], __ATOMIC_RELAXED) & mask) == 0)
+        return;
+    dirty = __atomic_fetch_and(&r->bits[w], ~mask, __ATOMIC_RELAXED) & mask;
+    while (dirty != 0) {
+        uint64_t page = w * 64 + (uint64_t)__builtin_ctzll(dirty);
+        uint64_t bit = (r->iova + (page << IOMMU_PAGE_SHIFT) - iova) >> shift;
+        /* First 4 KiB page after this report page: skip to it. */
+        uint64_t next = (iova + ((bit + 1) << shift) - r->iova) >> IOMMU_PAGE_SHIFT;
+
+        bitmap[bit / 64] |= UINT64_C(1) << (bit % 64);
+        if (next - w * 64 >= 64)
+            break;
+        dirty &= ~((UINT64_C(1) << (next - w * 64)) - 1);
+    }
+}
+
+/* Reports and clears the pages [first, last_excl) of r, visiting only the
+ * blocks the summary marks, and drops summary bits of blocks left clean.
+ * Caller holds d->lock for writing, so no bit is set meanwhile. */
 static void dirty_range_report_locked(const struct iommu_dirty_range *r, uint64_t first,
                                       uint64_t last_excl, uint64_t iova, unsigned shift,
                                       uint64_t *bitmap)
 {
-    for (uint64_t w = first / 64; w <= (last_excl - 1) / 64; w++) {
-        uint64_t lo = AM_MAX(first, w * 64), hi = AM_MIN(last_excl, w * 64 + 64);
-        uint64_t mask = (hi - lo == 64) ? UINT64_MAX : ((UINT64_C(1) << (hi - lo)) - 1) << (lo % 64);
-        uint64_t dirty;
+    uint64_t w_first = first / 64, w_last = (last_excl - 1) / 64;
+    uint64_t nwords = r->bits_bytes / sizeof(uint64_t);
 
-        /* Load first: clearing a clean word would commit a bitmap page. */
-        if ((__atomic_load_n(&r->bits[w], __ATOMIC_RELAXED) & mask) == 0)
+    for (uint64_t b = w_first / IOMMU_DIRTY_BLOCK_WORDS; b <= w_last / IOMMU_DIRTY_BLOCK_WORDS;
+         b++) {
+        uint64_t b_lo = b * IOMMU_DIRTY_BLOCK_WORDS;
+        uint64_t b_hi = AM_MIN(b_lo + IOMMU_DIRTY_BLOCK_WORDS, nwords);
+        bool clean = true;
+
+        if (!am_bitmap_test(r->summary, b))
             continue;
-        dirty = __atomic_fetch_and(&r->bits[w], ~mask, __ATOMIC_RELAXED) & mask;
-        while (dirty != 0) {
-            uint64_t page = w * 64 + (uint64_t)__builtin_ctzll(dirty);
-            uint64_t bit = (r->iova + (page << IOMMU_PAGE_SHIFT) - iova) >> shift;
-            /* First 4 KiB page after this report page, relative to the word. */
-            uint64_t next = (iova + ((bit + 1) << shift) - r->iova) >> IOMMU_PAGE_SHIFT;
-
-            bitmap[bit / 64] |= UINT64_C(1) << (bit % 64);
-            if (next - w * 64 >= 64)
-                break;
-            dirty &= ~((UINT64_C(1) << (next - w * 64)) - 1);
-        }
+        for (uint64_t w = AM_MAX(w_first, b_lo); w <= AM_MIN(w_last, b_hi - 1); w++)
+            dirty_word_report_locked(r, w, first, last_excl, iova, shift, bitmap);
+        for (uint64_t w = b_lo; w < b_hi && clean; w++)
+            clean = __atomic_load_n(&r->bits[w], __ATOMIC_RELAXED) == 0;
+        if (clean)
+            __atomic_fetch_and(&r->summary[b / 64], ~(UINT64_C(1) << (b % 64)), __ATOMIC_RELAXED);
     }
 }
 

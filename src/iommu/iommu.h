@@ -45,8 +45,10 @@
 #define IOMMU_PAGE_SIZE 4096u
 #define IOMMU_MAX_MAPPINGS 65535u
 /* iommu_dirty_start limits: number of explicit ranges, and total bytes logged
- * (2^48 B at 4 KiB = 2^36 bits: at most 8 GiB of bitmap address space, which
- * is reserved lazily, so a hostile client cannot make us commit it). */
+ * (2^48 B at 4 KiB = 2^36 bits: at most 8 GiB of bitmap address space,
+ * reserved lazily; memory is committed only where DMA writes land, and a
+ * report visits only 16 MiB blocks that hold writes, so a hostile client can
+ * make us spend neither memory nor time on a huge, clean log). */
 #define IOMMU_DIRTY_MAX_RANGES 4096u
 #define IOMMU_DIRTY_MAX_BYTES (UINT64_C(1) << 48)
 
