@@ -427,14 +427,17 @@ static int check_snapshot_values(const struct mig_stream_content *c, char *err, 
     return 0;
 }
 
-/* Pass 2: decode the known records, skip unknown optional ones. */
+/* Pass 2: decode the known records, skip unknown optional ones. Every
+ * record is decoded (for inspect) even after an error; the first error is
+ * the result. */
 static int decode_records(const uint8_t *b, struct mig_stream_content *out, char *err,
                           size_t errlen)
 {
     struct mig_vf_snapshot *s = &out->state;
     unsigned seen_state = 0; /* bit i: mig_state_records[i] present */
-    int rc;
+    int rc = 0;
 
+#define FIRST_ERROR(...) (rc = rc != 0 ? rc : fail(-EBADMSG, err, errlen, __VA_ARGS__))
     for (unsigned i = 0; i < out->nrecords; i++) {
         const struct mig_stream_record *r = &out->records[i];
         const uint8_t *p = b + r->offset + MIG_REC_HDR_LEN;
@@ -444,19 +447,19 @@ static int decode_records(const uint8_t *b, struct mig_stream_content *out, char
             if (mig_state_records[k] == r->type)
                 bit = 1u << k;
         if (bit != 0 && (seen_state & bit))
-            return fail(-EBADMSG, err, errlen, "record %s at offset %u appears twice",
-                        mig_rec_type_name(r->type), r->offset);
+            FIRST_ERROR("record %s at offset %u appears twice", mig_rec_type_name(r->type),
+                        r->offset);
         seen_state |= bit;
         switch (r->type) {
         case MIG_REC_MATCH:
-            if (i != 0)
-                return fail(-EBADMSG, err, errlen, "a second MATCH record at offset %u",
-                            r->offset);
+            if (i != 0) {
+                FIRST_ERROR("a second MATCH record at offset %u", r->offset);
+                break;
+            }
             match_unpack(p, &out->match);
             out->have_match = true;
-            rc = check_match_values(&out->match, err, errlen);
-            if (rc != 0)
-                return rc;
+            if (rc == 0)
+                rc = check_match_values(&out->match, err, errlen);
             break;
         case MIG_REC_REGS:
             dwords_unpack(p, s->regs, MIG_REG_COUNT);
@@ -476,24 +479,24 @@ static int decode_records(const uint8_t *b, struct mig_stream_content *out, char
             break;
         case MIG_REC_IRQ:
             s->int_pending = am_le32(p);
-            if (am_le32(p + 4) != 0)
-                return fail(-EBADMSG, err, errlen, "IRQ: reserved word is %#x, not 0",
-                            am_le32(p + 4));
             s->ifc_msg = am_le64(p + 8);
+            if (am_le32(p + 4) != 0)
+                FIRST_ERROR("IRQ: reserved word is %#x, not 0", am_le32(p + 4));
             break;
         case MIG_REC_END:
             break;
         default:
             if (r->flags & MIG_REC_F_MANDATORY)
-                return fail(-EBADMSG, err, errlen,
-                            "unknown mandatory record type 0x%04x at offset %u", r->type,
+                FIRST_ERROR("unknown mandatory record type 0x%04x at offset %u", r->type,
                             r->offset);
-            out->skipped_optional++;
+            else
+                out->skipped_optional++;
             break;
         }
     }
-    if (seen_state == 0)
-        return 0;
+#undef FIRST_ERROR
+    if (rc != 0 || seen_state == 0)
+        return rc;
     for (unsigned k = 0; k < AM_ARRAY_SIZE(mig_state_records); k++)
         if (!(seen_state & (1u << k)))
             return fail(-EBADMSG, err, errlen, "state records present but %s is missing",
