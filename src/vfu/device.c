@@ -1,0 +1,267 @@
+/* vfu/device: the qm_dev behind the server and its VFs as vfio-user
+ * devices: config space, interrupt routing, reset, command gating. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "vfu/vfu_dev.h"
+
+struct vfu_device {
+    struct qm_dev *qm;
+    unsigned num_vfs;
+    enum mig_hw_mode hw;
+    /* Filled before any job can run; read by the irq sink on worker
+     * threads without a lock (the array never changes afterwards). */
+    struct vfu_vf **vfs;
+};
+
+void vfu_device_config_default(struct vfu_device_config *cfg)
+{
+    cfg->num_vfs = QM_DEFAULT_VFS;
+    cfg->qps_per_vf = QM_DEFAULT_QPS_PER_VF;
+    cfg->hw = MIG_HW_V4;
+    cfg->workers = 2;
+}
+
+/* ---- interrupts ---- */
+
+void vfu_vf_msi_fire(struct vfu_vf *vf, unsigned v)
+{
+    static const uint64_t one = 1;
+    bool delivered = false;
+
+    if (v >= QM_NUM_VECTORS)
+        return;
+    pthread_mutex_lock(&vf->irq_lock);
+    if (vf->msi_efd[v] >= 0) {
+        /* EAGAIN only if the counter is about to overflow: the client has
+         * a pending indication already, so nothing is lost. */
+        if (write(vf->msi_efd[v], &one, sizeof(one)) == sizeof(one) || errno == EAGAIN)
+            delivered = true;
+    }
+    pthread_mutex_unlock(&vf->irq_lock);
+    if (delivered)
+        __atomic_fetch_add(&vf->irq_delivered, 1, __ATOMIC_RELAXED);
+    else
+        __atomic_fetch_add(&vf->irq_dropped, 1, __ATOMIC_RELAXED);
+}
+
+void vfu_vf_msi_set(struct vfu_vf *vf, unsigned start, unsigned count, const int *fds)
+{
+    pthread_mutex_lock(&vf->irq_lock);
+    for (unsigned i = 0; i < count && start + i < QM_NUM_VECTORS; i++) {
+        int *slot = &vf->msi_efd[start + i];
+        if (*slot >= 0)
+            close(*slot);
+        *slot = fds ? fds[i] : -1;
+    }
+    pthread_mutex_unlock(&vf->irq_lock);
+}
+
+void vfu_vf_irq_counts(struct vfu_vf *vf, uint64_t *delivered, uint64_t *dropped)
+{
+    *delivered = __atomic_load_n(&vf->irq_delivered, __ATOMIC_RELAXED);
+    *dropped = __atomic_load_n(&vf->irq_dropped, __ATOMIC_RELAXED);
+}
+
+/* The qm_dev irq sink: worker threads (or a register writer) raise MSI
+ * vector `vector` of function fn. The PF's own vectors have no client. */
+static void device_irq_raise(void *opaque, unsigned fn, unsigned vector)
+{
+    struct vfu_device *d = opaque;
+    struct vfu_vf *vf;
+
+    if (fn == 0 || fn > d->num_vfs)
+        return;
+    vf = __atomic_load_n(&d->vfs[fn - 1], __ATOMIC_ACQUIRE);
+    if (vf)
+        vfu_vf_msi_fire(vf, vector);
+}
+
+/* ---- reset ---- */
+
+int vfu_vf_reset(struct vfu_vf *vf)
+{
+    int ret = qm_function_reset(vf->qm, vf->fn);
+    int ret2 = mig_reset(vf->mig);
+
+    am_log(AM_LOG_INFO, "vfu", "%s: device reset (%s)", vf->name, ret || ret2 ? "failed" : "ok");
+    return ret ? ret : ret2;
+}
+
+/* A PCIe FLR written into Device Control is the same reset. */
+static void vf_cfg_flr(void *opaque)
+{
+    struct vfu_vf *vf = opaque;
+    am_log(AM_LOG_INFO, "vfu", "%s: function-level reset through config space", vf->name);
+    vfu_vf_reset(vf);
+}
+
+/* ---- gating ---- */
+
+#define ST(s) (1u << VFIO_MIG_STATE_##s)
+#define ST_ALL 0xffu
+#define ST_SAVING (ST(PRE_COPY) | ST(PRE_COPY_P2P) | ST(STOP_COPY))
+
+/* Which states admit each command (data, one row per command). Everything
+ * that only describes or configures the VMM side of the device (info,
+ * interrupts, DMA maps: QEMU restores MSI and may change its memory map
+ * during RESUMING), resets (the only way out of ERROR) and the feature
+ * interface work in every state; migration data only in its states. Region
+ * accesses are refined per region in vfu_region_access_allowed. */
+static const uint8_t cmd_states[VFU_CMD_MAX] = {
+    [VFU_CMD_VERSION] = ST_ALL,
+    [VFU_CMD_DMA_MAP] = ST_ALL,
+    [VFU_CMD_DMA_UNMAP] = ST_ALL,
+    [VFU_CMD_DEVICE_GET_INFO] = ST_ALL,
+    [VFU_CMD_DEVICE_GET_REGION_INFO] = ST_ALL,
+    [VFU_CMD_DEVICE_GET_REGION_IO_FDS] = ST_ALL,
+    [VFU_CMD_DEVICE_GET_IRQ_INFO] = ST_ALL,
+    [VFU_CMD_DEVICE_SET_IRQS] = ST_ALL,
+    [VFU_CMD_REGION_READ] = ST_ALL,
+    [VFU_CMD_REGION_WRITE] = ST_ALL,
+    [VFU_CMD_DEVICE_RESET] = ST_ALL,
+    [VFU_CMD_REGION_WRITE_MULTI] = ST_ALL,
+    [VFU_CMD_DEVICE_FEATURE] = ST_ALL,
+    [VFU_CMD_MIG_DATA_READ] = ST_SAVING,
+    [VFU_CMD_MIG_DATA_WRITE] = ST(RESUMING),
+};
+
+bool vfu_cmd_allowed(unsigned cmd, enum vfio_mig_state state)
+{
+    if (cmd >= VFU_CMD_MAX || (unsigned)state >= VFIO_MIG_STATE_COUNT)
+        return false;
+    return (cmd_states[cmd] >> state) & 1u;
+}
+
+/* ---- the device ---- */
+
+/* After the model's workers have stopped: nothing can raise any more. */
+static void vf_free(struct vfu_vf *vf)
+{
+    if (!vf)
+        return;
+    vfu_vf_msi_set(vf, 0, QM_NUM_VECTORS, NULL);
+    pthread_mutex_destroy(&vf->irq_lock);
+    free(vf);
+}
+
+static int vf_create(struct vfu_device *d, unsigned index, struct vfu_vf **out)
+{
+    struct vfu_vf *vf = calloc(1, sizeof(*vf));
+    int ret;
+
+    if (!vf)
+        return -ENOMEM;
+    vf->owner = d;
+    vf->qm = d->qm;
+    vf->index = index;
+    vf->fn = index + 1;
+    snprintf(vf->name, sizeof(vf->name), "vf%u", index);
+    vf->dom = qm_dev_iommu(d->qm, vf->fn);
+    vf->bar_size = d->hw == MIG_HW_V3 ? QM_VF_BAR2_V3_GUEST_SIZE : qm_bar_size(d->qm, vf->fn);
+    for (unsigned v = 0; v < QM_NUM_VECTORS; v++)
+        vf->msi_efd[v] = -1;
+    pthread_mutex_init(&vf->irq_lock, NULL);
+    vfu_pci_cfg_init(&vf->cfg, qm_dev_revision(d->qm), vf->bar_size, vf_cfg_flr, vf);
+    ret = mig_dev_create(d->qm, vf->fn, d->hw, &vf->mig);
+    if (ret) {
+        pthread_mutex_destroy(&vf->irq_lock);
+        free(vf);
+        return ret;
+    }
+    *out = vf;
+    return 0;
+}
+
+int vfu_device_create(const struct vfu_device_config *cfg, struct vfu_device **out)
+{
+    struct qm_dev_config qc;
+    struct vfu_device *d;
+    int ret;
+
+    if (cfg->num_vfs == 0 || cfg->num_vfs > QM_MAX_VFS || cfg->workers == 0 ||
+        (cfg->hw != MIG_HW_V3 && cfg->hw != MIG_HW_V4))
+        return -EINVAL;
+    d = calloc(1, sizeof(*d));
+    if (!d)
+        return -ENOMEM;
+    d->num_vfs = cfg->num_vfs;
+    d->hw = cfg->hw;
+    d->vfs = calloc(cfg->num_vfs, sizeof(*d->vfs));
+    if (!d->vfs) {
+        free(d);
+        return -ENOMEM;
+    }
+    qm_dev_config_default(&qc);
+    qc.num_vfs = cfg->num_vfs;
+    qc.qps_per_vf = cfg->qps_per_vf;
+    qc.revision = cfg->hw == MIG_HW_V3 ? QM_REV_V3 : QM_REV_V4;
+    qc.workers = cfg->workers;
+    qc.irq.raise = device_irq_raise;
+    qc.irq.opaque = d;
+    ret = qm_dev_create(&qc, &d->qm);
+    if (ret) {
+        free(d->vfs);
+        free(d);
+        return ret;
+    }
+    for (unsigned i = 0; i < cfg->num_vfs; i++) {
+        struct vfu_vf *vf;
+        ret = vf_create(d, i, &vf);
+        if (ret) {
+            vfu_device_destroy(d);
+            return ret;
+        }
+        __atomic_store_n(&d->vfs[i], vf, __ATOMIC_RELEASE);
+    }
+    *out = d;
+    return 0;
+}
+
+void vfu_device_destroy(struct vfu_device *d)
+{
+    if (!d)
+        return;
+    /* Migration drivers go while the model still stands; then the model
+     * (its workers stop, so no interrupt is raised after); then the VFs. */
+    for (unsigned i = 0; i < d->num_vfs; i++) {
+        if (d->vfs[i]) {
+            mig_dev_destroy(d->vfs[i]->mig);
+            d->vfs[i]->mig = NULL;
+        }
+    }
+    qm_dev_destroy(d->qm);
+    for (unsigned i = 0; i < d->num_vfs; i++)
+        vf_free(d->vfs[i]);
+    free(d->vfs);
+    free(d);
+}
+
+unsigned vfu_device_num_vfs(const struct vfu_device *d)
+{
+    return d->num_vfs;
+}
+
+struct vfu_vf *vfu_device_vf(struct vfu_device *d, unsigned index)
+{
+    return index < d->num_vfs ? d->vfs[index] : NULL;
+}
+
+struct qm_dev *vfu_device_qm(struct vfu_device *d)
+{
+    return d->qm;
+}
+
+struct mig_dev *vfu_vf_mig(struct vfu_vf *vf)
+{
+    return vf->mig;
+}
+
+unsigned vfu_vf_fn(const struct vfu_vf *vf)
+{
+    return vf->fn;
+}

@@ -1,0 +1,148 @@
+/* vfu/pci_cfg: the VF's configuration space as a table of fields and one
+ * dispatcher (STYLE 3). */
+#include <errno.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "qm/qm_hw.h"
+#include "vfu/vfu_pci.h"
+
+#define PCI_CLASS_ACCELERATOR 0x12u
+#define PCI_CAP_ID_MSI 0x05u
+#define PCI_CAP_ID_EXP 0x10u
+#define PCI_STATUS_CAP_LIST 0x0010u
+#define PCI_BAR_MEM_64 0x4u
+#define PCI_BAR_PREFETCH 0x8u
+#define PCI_MSI_64BIT 0x0080u
+#define PCI_MSI_MMC_4 (2u << 1) /* multiple message capable: 2^2 vectors */
+#define PCI_EXP_DEVCAP_FLR (1u << 28)
+#define PCI_EXP_DEVCAP_RBER (1u << 15)
+#define PCI_EXP_DEVCTL 0x08u
+#define PCI_EXP_DEVCTL_FLR (1u << 15)
+#define PCI_EXP_CAP_V2_ENDPOINT 0x0002u
+#define PCI_EXP_CAP_LEN 0x3cu
+
+enum cfg_hook { CFG_HOOK_NONE = 0, CFG_HOOK_FLR };
+
+struct cfg_field {
+    uint16_t off;
+    uint8_t size; /* 1, 2 or 4 */
+    uint32_t reset;
+    uint32_t wmask; /* bits a write may change */
+    uint32_t w1c;   /* bits a written 1 clears */
+    enum cfg_hook hook;
+    const char *name;
+};
+
+/* Everything not listed reads 0 and ignores writes. The revision byte and
+ * the BAR2 size bits depend on the device and are filled in by init. */
+static const struct cfg_field cfg_fields[] = {
+    /* type 0 header */
+    {0x00, 2, QM_VENDOR_ID, 0, 0, CFG_HOOK_NONE, "vendor"},
+    {0x02, 2, QM_ZIP_VF_DEVICE_ID, 0, 0, CFG_HOOK_NONE, "device"},
+    {0x04, 2, 0, 0x0406, 0, CFG_HOOK_NONE, "command"}, /* memory, bus master, INTx off */
+    {0x06, 2, PCI_STATUS_CAP_LIST, 0, 0xf900, CFG_HOOK_NONE, "status"},
+    {0x08, 4, PCI_CLASS_ACCELERATOR << 24, 0, 0, CFG_HOOK_NONE, "class_revision"},
+    {0x0c, 1, 0, 0xff, 0, CFG_HOOK_NONE, "cache_line"},
+    {0x18, 4, PCI_BAR_MEM_64 | PCI_BAR_PREFETCH, 0, 0, CFG_HOOK_NONE, "bar2_lo"},
+    {0x1c, 4, 0, 0xffffffffu, 0, CFG_HOOK_NONE, "bar2_hi"},
+    {0x2c, 2, QM_VENDOR_ID, 0, 0, CFG_HOOK_NONE, "subsys_vendor"},
+    {0x2e, 2, QM_ZIP_VF_DEVICE_ID, 0, 0, CFG_HOOK_NONE, "subsys_id"},
+    {0x34, 1, VFU_PCI_MSI_CAP, 0, 0, CFG_HOOK_NONE, "cap_ptr"},
+    {0x3c, 1, 0, 0xff, 0, CFG_HOOK_NONE, "int_line"},
+    /* MSI, 64-bit, 4 vectors, no per-vector masking */
+    {VFU_PCI_MSI_CAP + 0x0, 1, PCI_CAP_ID_MSI, 0, 0, CFG_HOOK_NONE, "msi_id"},
+    {VFU_PCI_MSI_CAP + 0x1, 1, VFU_PCI_EXP_CAP, 0, 0, CFG_HOOK_NONE, "msi_next"},
+    {VFU_PCI_MSI_CAP + 0x2, 2, PCI_MSI_64BIT | PCI_MSI_MMC_4, 0x0071, 0, CFG_HOOK_NONE, "msi_ctrl"},
+    {VFU_PCI_MSI_CAP + 0x4, 4, 0, 0xfffffffcu, 0, CFG_HOOK_NONE, "msi_addr_lo"},
+    {VFU_PCI_MSI_CAP + 0x8, 4, 0, 0xffffffffu, 0, CFG_HOOK_NONE, "msi_addr_hi"},
+    {VFU_PCI_MSI_CAP + 0xc, 2, 0, 0xffff, 0, CFG_HOOK_NONE, "msi_data"},
+    /* PCI Express v2 endpoint (0x3c bytes, the rest reads 0) */
+    {VFU_PCI_EXP_CAP + 0x0, 1, PCI_CAP_ID_EXP, 0, 0, CFG_HOOK_NONE, "exp_id"},
+    {VFU_PCI_EXP_CAP + 0x1, 1, 0, 0, 0, CFG_HOOK_NONE, "exp_next"},
+    {VFU_PCI_EXP_CAP + 0x2, 2, PCI_EXP_CAP_V2_ENDPOINT, 0, 0, CFG_HOOK_NONE, "exp_caps"},
+    {VFU_PCI_EXP_CAP + 0x4, 4, PCI_EXP_DEVCAP_FLR | PCI_EXP_DEVCAP_RBER, 0, 0, CFG_HOOK_NONE,
+     "exp_devcap"},
+    /* reset: max read request 512, no snoop, relaxed ordering; bit 15 is
+     * the write-only FLR trigger */
+    {VFU_PCI_EXP_CAP + PCI_EXP_DEVCTL, 2, 0x2810, 0x7fff, 0, CFG_HOOK_FLR, "exp_devctl"},
+    {VFU_PCI_EXP_CAP + 0xa, 2, 0, 0, 0x000f, CFG_HOOK_NONE, "exp_devsta"},
+};
+
+_Static_assert(VFU_PCI_EXP_CAP + PCI_EXP_CAP_LEN <= 0x100, "capabilities fit the legacy space");
+
+static void cfg_put(uint8_t *arr, unsigned off, unsigned size, uint32_t v)
+{
+    for (unsigned i = 0; i < size; i++)
+        arr[off + i] = (uint8_t)(v >> (8 * i));
+}
+
+void vfu_pci_cfg_reset(struct vfu_pci_cfg *cfg)
+{
+    memset(cfg->bytes, 0, sizeof(cfg->bytes));
+    memset(cfg->wmask, 0, sizeof(cfg->wmask));
+    memset(cfg->w1c, 0, sizeof(cfg->w1c));
+    for (size_t i = 0; i < AM_ARRAY_SIZE(cfg_fields); i++) {
+        const struct cfg_field *f = &cfg_fields[i];
+        cfg_put(cfg->bytes, f->off, f->size, f->reset);
+        cfg_put(cfg->wmask, f->off, f->size, f->wmask);
+        cfg_put(cfg->w1c, f->off, f->size, f->w1c);
+    }
+    cfg->bytes[0x08] = cfg->revision;
+    /* BAR2: address bits below the size read back as 0 (the size probe). */
+    cfg_put(cfg->wmask, 0x18, 4, (uint32_t)~(cfg->bar2_size - 1) & 0xfffffff0u);
+}
+
+void vfu_pci_cfg_init(struct vfu_pci_cfg *cfg, uint8_t revision, uint64_t bar2_size,
+                      void (*flr)(void *opaque), void *opaque)
+{
+    cfg->revision = revision;
+    cfg->bar2_size = bar2_size;
+    cfg->flr = flr;
+    cfg->opaque = opaque;
+    vfu_pci_cfg_reset(cfg);
+}
+
+int vfu_pci_cfg_read(const struct vfu_pci_cfg *cfg, uint64_t off, void *buf, uint64_t len)
+{
+    if (!am_range_ok(off, len, VFU_PCI_CFG_SIZE))
+        return -EINVAL;
+    memcpy(buf, cfg->bytes + off, len);
+    return 0;
+}
+
+/* The byte of value v (as written at off, len bytes) at config offset at,
+ * if the write covers it. */
+static bool cfg_written_byte(uint64_t off, uint64_t len, const uint8_t *v, unsigned at,
+                             uint8_t *out)
+{
+    if (at < off || at >= off + len)
+        return false;
+    *out = v[at - off];
+    return true;
+}
+
+int vfu_pci_cfg_write(struct vfu_pci_cfg *cfg, uint64_t off, const void *buf, uint64_t len)
+{
+    const uint8_t *v = buf;
+    bool flr = false;
+
+    if (!am_range_ok(off, len, VFU_PCI_CFG_SIZE))
+        return -EINVAL;
+    for (uint64_t i = 0; i < len; i++) {
+        uint8_t *b = &cfg->bytes[off + i];
+        uint8_t wm = cfg->wmask[off + i];
+        *b = (uint8_t)((*b & ~wm) | (v[i] & wm));
+        *b &= (uint8_t)~(v[i] & cfg->w1c[off + i]);
+    }
+    for (size_t i = 0; i < AM_ARRAY_SIZE(cfg_fields); i++) {
+        const struct cfg_field *f = &cfg_fields[i];
+        uint8_t hi;
+        if (f->hook == CFG_HOOK_FLR &&
+            cfg_written_byte(off, len, v, f->off + 1u, &hi) && (hi & (PCI_EXP_DEVCTL_FLR >> 8)))
+            flr = true;
+    }
+    if (flr && cfg->flr)
+        cfg->flr(cfg->opaque);
+    return 0;
+}

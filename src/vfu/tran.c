@@ -1,0 +1,411 @@
+/* vfu/tran: socket and buffer transports, message assembly and sending. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "vfu/vfu_tran.h"
+
+/* Control buffer for the descriptors of one recvmsg: room for the most any
+ * peer may send (QEMU: 16), so a bigger batch shows up as MSG_CTRUNC. */
+#define TRAN_CMSG_FDS 16u
+
+/* ---- socket transport ---- */
+
+static void sock_take_fds(struct msghdr *mh, int *fds, size_t max_fds, size_t *nfds,
+                          bool *fds_lost)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+        size_t n;
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < n; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            if (*nfds < max_fds) {
+                fds[(*nfds)++] = fd;
+            } else {
+                close(fd);
+                *fds_lost = true;
+            }
+        }
+    }
+    if (mh->msg_flags & MSG_CTRUNC)
+        *fds_lost = true; /* the kernel dropped (and closed) what did not fit */
+}
+
+static ssize_t sock_recv(struct vfu_tran *t, void *buf, size_t len, int *fds, size_t max_fds,
+                         size_t *nfds, bool *fds_lost)
+{
+    union {
+        char buf[CMSG_SPACE(TRAN_CMSG_FDS * sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    struct msghdr mh = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = ctl.buf,
+        .msg_controllen = sizeof(ctl.buf),
+    };
+    ssize_t n;
+
+    do {
+        n = recvmsg(t->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    sock_take_fds(&mh, fds, max_fds, nfds, fds_lost);
+    return n;
+}
+
+static int sock_send(struct vfu_tran *t, const struct iovec *iov_in, unsigned iovcnt,
+                     const int *fds, size_t nfds)
+{
+    union {
+        char buf[CMSG_SPACE(TRAN_CMSG_FDS * sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov[8];
+    struct msghdr mh = {.msg_iov = iov};
+    unsigned first = 0;
+
+    if (iovcnt > AM_ARRAY_SIZE(iov) || nfds > TRAN_CMSG_FDS)
+        return -EINVAL;
+    memcpy(iov, iov_in, iovcnt * sizeof(*iov));
+    if (nfds) {
+        struct cmsghdr *c;
+        memset(ctl.buf, 0, sizeof(ctl.buf));
+        mh.msg_control = ctl.buf;
+        mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+        c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+        memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+    }
+    while (first < iovcnt) {
+        ssize_t n;
+        mh.msg_iov = iov + first;
+        mh.msg_iovlen = iovcnt - first;
+        n = sendmsg(t->fd, &mh, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
+        }
+        /* Descriptors go with the first bytes only. */
+        mh.msg_control = NULL;
+        mh.msg_controllen = 0;
+        while (first < iovcnt && (size_t)n >= iov[first].iov_len) {
+            n -= (ssize_t)iov[first].iov_len;
+            first++;
+        }
+        if (first < iovcnt) {
+            iov[first].iov_base = (uint8_t *)iov[first].iov_base + n;
+            iov[first].iov_len -= (size_t)n;
+        }
+    }
+    return 0;
+}
+
+static const struct vfu_tran_ops sock_ops = {
+    .recv = sock_recv,
+    .send = sock_send,
+};
+
+void vfu_tran_sock_init(struct vfu_tran *t, int fd)
+{
+    t->ops = &sock_ops;
+    t->fd = fd;
+    t->ctx = NULL;
+}
+
+/* ---- buffer transport ---- */
+
+static ssize_t buf_recv(struct vfu_tran *t, void *buf, size_t len, int *fds, size_t max_fds,
+                        size_t *nfds, bool *fds_lost)
+{
+    struct vfu_buf_tran *b = t->ctx;
+    size_t n = b->in_len - b->in_pos;
+
+    (void)fds;
+    (void)max_fds;
+    (void)nfds;
+    (void)fds_lost;
+    if (n == 0)
+        return 0;
+    if (n > len)
+        n = len;
+    if (b->max_chunk && n > b->max_chunk)
+        n = b->max_chunk;
+    memcpy(buf, b->in + b->in_pos, n);
+    b->in_pos += n;
+    return (ssize_t)n;
+}
+
+static int buf_send(struct vfu_tran *t, const struct iovec *iov, unsigned iovcnt, const int *fds,
+                    size_t nfds)
+{
+    struct vfu_buf_tran *b = t->ctx;
+
+    (void)fds;
+    if (nfds)
+        return -EINVAL;
+    for (unsigned i = 0; i < iovcnt; i++) {
+        size_t room = b->out_cap - b->out_len;
+        size_t n = AM_MIN(room, iov[i].iov_len);
+        if (n && b->out)
+            memcpy(b->out + b->out_len, iov[i].iov_base, n);
+        if (b->out)
+            b->out_len += n;
+        b->out_total += iov[i].iov_len;
+    }
+    return 0;
+}
+
+static const struct vfu_tran_ops buf_ops = {
+    .recv = buf_recv,
+    .send = buf_send,
+};
+
+void vfu_tran_buf_init(struct vfu_tran *t, struct vfu_buf_tran *b)
+{
+    t->ops = &buf_ops;
+    t->fd = -1;
+    t->ctx = b;
+}
+
+/* ---- messages ---- */
+
+int vfu_msg_take_fd(struct vfu_msg *m, size_t i)
+{
+    int fd;
+    if (i >= m->nfds)
+        return -1;
+    fd = m->fds[i];
+    m->fds[i] = -1;
+    return fd;
+}
+
+void vfu_msg_release(struct vfu_msg *m)
+{
+    for (size_t i = 0; i < m->nfds; i++) {
+        if (m->fds[i] >= 0)
+            close(m->fds[i]);
+        m->fds[i] = -1;
+    }
+    m->nfds = 0;
+    free(m->payload);
+    m->payload = NULL;
+    m->len = 0;
+}
+
+void vfu_rx_init(struct vfu_rx *rx, unsigned expect_type, uint64_t max_size, size_t max_fds)
+{
+    memset(rx, 0, sizeof(*rx));
+    rx->expect_type = expect_type;
+    rx->max_size = max_size;
+    rx->max_fds = AM_MIN(max_fds, (size_t)VFU_MSG_MAX_FDS);
+}
+
+void vfu_rx_reset(struct vfu_rx *rx)
+{
+    vfu_msg_release(&rx->cur);
+    memset(&rx->cur, 0, sizeof(rx->cur));
+    rx->hdr_got = 0;
+    rx->payload_got = 0;
+}
+
+/* One transport read into [buf, buf+len), collecting descriptors into the
+ * message being assembled. */
+static ssize_t rx_read(struct vfu_rx *rx, struct vfu_tran *t, void *buf, size_t len)
+{
+    struct vfu_msg *m = &rx->cur;
+    return t->ops->recv(t, buf, len, m->fds + m->nfds, rx->max_fds - m->nfds, &m->nfds,
+                        &m->fds_lost);
+}
+
+int vfu_rx_step(struct vfu_rx *rx, struct vfu_tran *t, struct vfu_msg *out)
+{
+    struct vfu_msg *m = &rx->cur;
+    ssize_t n;
+    int ret;
+
+    /* Read exactly the header first, so one read never spans two messages
+     * and the size is known before anything is allocated. */
+    while (rx->hdr_got < sizeof(m->hdr)) {
+        n = rx_read(rx, t, (uint8_t *)&m->hdr + rx->hdr_got, sizeof(m->hdr) - rx->hdr_got);
+        if (n == -EAGAIN)
+            return 0;
+        if (n <= 0) {
+            vfu_rx_reset(rx);
+            return n == 0 ? -ECONNRESET : (int)n;
+        }
+        rx->hdr_got += (size_t)n;
+        if (rx->hdr_got < sizeof(m->hdr))
+            continue;
+        ret = vfu_hdr_check(&m->hdr, rx->expect_type, rx->max_size);
+        if (ret) {
+            out->hdr = m->hdr;
+            out->payload = NULL;
+            out->len = 0;
+            out->nfds = 0;
+            vfu_rx_reset(rx);
+            return ret;
+        }
+        m->len = m->hdr.size - sizeof(m->hdr);
+        if (m->len) {
+            m->payload = malloc(m->len);
+            if (!m->payload) {
+                vfu_rx_reset(rx);
+                return -ENOMEM;
+            }
+        }
+    }
+    while (rx->payload_got < m->len) {
+        n = rx_read(rx, t, m->payload + rx->payload_got, m->len - rx->payload_got);
+        if (n == -EAGAIN)
+            return 0;
+        if (n <= 0) {
+            vfu_rx_reset(rx);
+            return n == 0 ? -ECONNRESET : (int)n;
+        }
+        rx->payload_got += (size_t)n;
+    }
+    *out = *m;
+    for (size_t i = out->nfds; i < VFU_MSG_MAX_FDS; i++)
+        out->fds[i] = -1;
+    /* Ownership moved to out: forget without releasing. */
+    memset(m, 0, sizeof(*m));
+    rx->hdr_got = 0;
+    rx->payload_got = 0;
+    return 1;
+}
+
+int vfu_rx_wait(struct vfu_rx *rx, struct vfu_tran *t, struct vfu_msg *out, int timeout_ms)
+{
+    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
+                                       : am_now_ns() + (uint64_t)timeout_ms * 1000000u;
+
+    for (;;) {
+        struct pollfd p = {.fd = t->fd, .events = POLLIN};
+        int ret = vfu_rx_step(rx, t, out);
+        int wait_ms;
+        uint64_t now;
+
+        if (ret != 0)
+            return ret;
+        now = am_now_ns();
+        if (now >= deadline)
+            return -ETIMEDOUT;
+        wait_ms = deadline == UINT64_MAX ? -1 : (int)AM_MIN((deadline - now) / 1000000u + 1, 60000u);
+        ret = poll(&p, 1, wait_ms);
+        if (ret < 0 && errno != EINTR)
+            return -errno;
+    }
+}
+
+int vfu_send(struct vfu_tran *t, struct vfu_hdr *h, const struct iovec *parts, unsigned nparts,
+             const int *fds, size_t nfds)
+{
+    struct iovec iov[8];
+    uint64_t size = sizeof(*h);
+
+    if (nparts + 1 > AM_ARRAY_SIZE(iov))
+        return -EINVAL;
+    iov[0].iov_base = h;
+    iov[0].iov_len = sizeof(*h);
+    for (unsigned i = 0; i < nparts; i++) {
+        iov[i + 1] = parts[i];
+        size += parts[i].iov_len;
+    }
+    if (size > UINT32_MAX)
+        return -EMSGSIZE;
+    h->size = (uint32_t)size;
+    return t->ops->send(t, iov, nparts + 1, fds, nfds);
+}
+
+/* ---- UNIX sockets ---- */
+
+static int sock_addr(const char *path, struct sockaddr_un *sa)
+{
+    size_t n = strlen(path);
+    memset(sa, 0, sizeof(*sa));
+    sa->sun_family = AF_UNIX;
+    if (n == 0 || n >= sizeof(sa->sun_path))
+        return -ENAMETOOLONG;
+    memcpy(sa->sun_path, path, n + 1);
+    return 0;
+}
+
+int vfu_sock_listen(const char *path, int *out_fd)
+{
+    struct sockaddr_un sa;
+    struct stat st;
+    int fd, ret;
+
+    ret = sock_addr(path, &sa);
+    if (ret)
+        return ret;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode))
+            return -EEXIST;
+        if (unlink(path) != 0)
+            return -errno;
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+        goto fail;
+    /* Before listen(): nobody can connect while the mode is still wider. */
+    if (chmod(path, 0600) != 0 || listen(fd, 8) != 0)
+        goto fail_unlink;
+    *out_fd = fd;
+    return 0;
+fail_unlink:
+    ret = -errno;
+    unlink(path);
+    close(fd);
+    return ret;
+fail:
+    ret = -errno;
+    close(fd);
+    return ret;
+}
+
+int vfu_sock_connect(const char *path, int *out_fd)
+{
+    struct sockaddr_un sa;
+    int fd, ret;
+
+    ret = sock_addr(path, &sa);
+    if (ret)
+        return ret;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        ret = -errno;
+        close(fd);
+        return ret;
+    }
+    *out_fd = fd;
+    return 0;
+}
+
+int vfu_sock_set_send_timeout(int fd, int timeout_ms)
+{
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)
+        return -errno;
+    return 0;
+}

@@ -1,0 +1,115 @@
+/* vfu: the vfio-user device server. One PF (a qm_dev) with N VFs; each VF is
+ * served on its own UNIX socket (DIR/vf0.sock for function 1, ... mode
+ * 0600), one client at a time, to VMMs such as QEMU 10.1+
+ * (-device vfio-user-pci) or the accmig client library (vfu/client.h).
+ *
+ * Layers (libvfio-user style): vfu_msg.h (wire structs, codec), vfu_tran.h
+ * (socket and buffer transports, message assembly), this header (the VF
+ * device, a client session on it, and the server with its epoll loop).
+ *
+ * Contract
+ * - Threads: vfu_server_run runs one epoll loop in the caller's thread; it
+ *   serves every socket of every VF, one message at a time. The device
+ *   model's own worker threads raise interrupts (eventfd writes) and, for
+ *   DMA maps without an fd, send DMA_READ/DMA_WRITE to the client over the
+ *   twin socket; they never wait for the epoll thread, so a handler that
+ *   waits for the device (mailbox, PAUSE_QM, unmap) cannot deadlock.
+ * - Every message is validated before use (docs/usage.md lists the rules);
+ *   an error reply carries a positive errno; nothing is half applied except
+ *   REGION_WRITE_MULTI, whose writes before the failing one have happened
+ *   (as on a CPU).
+ * - A client that disconnects, dies, or breaks framing leaves its VF reset
+ *   (qm_function_reset + mig_reset: RUNNING, streams ended, logging off),
+ *   every DMA mapping removed, every interrupt eventfd closed, ready for
+ *   the next client.
+ * - Command gating by migration state: see vfu_cmd_allowed and
+ *   docs/usage.md. Config space reads and writes work in every state.
+ */
+#ifndef ACCMIG_VFU_H
+#define ACCMIG_VFU_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "mig/mig.h"
+#include "qm/qm.h"
+#include "vfu/vfu_tran.h"
+
+/* ---- the device: a qm_dev and its VFs as vfio-user devices ---- */
+
+struct vfu_device;
+struct vfu_vf;
+
+struct vfu_device_config {
+    unsigned num_vfs;     /* 1..QM_MAX_VFS */
+    unsigned qps_per_vf;  /* 2..QM_MAX_QPS_PER_VF */
+    enum mig_hw_mode hw;  /* V4: revision 0x50, BAR2 64 KiB; V3: 0x30, 32 KiB visible */
+    unsigned workers;     /* device job threads, >= 1 */
+};
+
+/* Defaults: 4 VFs, 4 queue pairs each, v4, 2 workers. */
+void vfu_device_config_default(struct vfu_device_config *cfg);
+/* Creates the qm_dev (its irq sink routes to the VFs' eventfds) and one
+ * migration device per VF. -EINVAL for a bad config, -ENOMEM, or what
+ * qm_dev_create / mig_dev_create return. */
+int vfu_device_create(const struct vfu_device_config *cfg, struct vfu_device **out);
+/* No session may be open. */
+void vfu_device_destroy(struct vfu_device *d);
+unsigned vfu_device_num_vfs(const struct vfu_device *d);
+/* index 0..num_vfs-1 (PCI function index + 1); NULL when out of range. */
+struct vfu_vf *vfu_device_vf(struct vfu_device *d, unsigned index);
+/* For tests and reports: the model underneath. */
+struct qm_dev *vfu_device_qm(struct vfu_device *d);
+struct mig_dev *vfu_vf_mig(struct vfu_vf *vf);
+unsigned vfu_vf_fn(const struct vfu_vf *vf);
+/* Interrupts delivered to an eventfd / raised with no eventfd set. */
+void vfu_vf_irq_counts(struct vfu_vf *vf, uint64_t *delivered, uint64_t *dropped);
+
+/* Which commands a migration state admits (the gating table). Region
+ * accesses are finer: config space always; BAR reads in every state but
+ * RESUMING and ERROR; BAR writes only in RUNNING, RUNNING_P2P, PRE_COPY,
+ * PRE_COPY_P2P and STOP. */
+bool vfu_cmd_allowed(unsigned cmd, enum vfio_mig_state state);
+
+/* ---- a client session on one VF ---- */
+
+struct vfu_session;
+
+/* Opens a session of the VF over transport t (t is copied; a socket fd in it
+ * stays the caller's). -EBUSY if the VF already has one, -ENOMEM. */
+int vfu_session_open(struct vfu_vf *vf, const struct vfu_tran *t, struct vfu_session **out);
+/* Handles every whole message the transport has now. Returns 0 when it
+ * would block (call again when readable), -ECONNRESET when the client
+ * closed, or another negative errno when the session must end (framing
+ * broken, reply not deliverable). */
+int vfu_session_process(struct vfu_session *s);
+/* Ends the session: the VF is reset, unmapped and its eventfds closed
+ * (the twin socket is shut down first, so DMA in flight fails fast). */
+void vfu_session_close(struct vfu_session *s);
+
+/* ---- the server ---- */
+
+struct vfu_server;
+
+struct vfu_server_config {
+    const char *dir; /* created (0700) if missing; sockets DIR/vf<i>.sock */
+    struct vfu_device_config dev;
+    /* Also stop on SIGTERM/SIGINT through a signalfd; the caller must have
+     * blocked both signals in every thread (pthread_sigmask). */
+    bool handle_signals;
+};
+
+/* Creates the device and listening sockets. -EINVAL, -ENAMETOOLONG, -EEXIST
+ * (a non-socket file in the way), or a socket/epoll errno. */
+int vfu_server_create(const struct vfu_server_config *cfg, struct vfu_server **out);
+/* Serves until vfu_server_stop (or a handled signal). 0 on a clean stop. */
+int vfu_server_run(struct vfu_server *s);
+/* Asks vfu_server_run to return; any thread, async-signal-safe. */
+void vfu_server_stop(struct vfu_server *s);
+/* Closes sessions (resetting their VFs), removes the sockets, frees all. */
+void vfu_server_destroy(struct vfu_server *s);
+/* The socket path of VF index i ("" when out of range). */
+const char *vfu_server_socket_path(const struct vfu_server *s, unsigned i);
+struct vfu_device *vfu_server_device(struct vfu_server *s);
+
+#endif
