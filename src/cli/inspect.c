@@ -86,8 +86,9 @@ static void text_fields(const struct mig_stream_content *c, const struct mig_str
         printf("      active queues %#llx\n", (unsigned long long)s->qp_active);
         return;
     case MIG_REC_IRQ:
-        printf("      pending vectors %#x, pending PF->VF message %#llx\n", s->int_pending,
-               (unsigned long long)s->ifc_msg);
+        printf("      pending vectors %#x, PF->VF message %#llx, VF->PF message %#llx\n",
+               s->int_pending, (unsigned long long)s->ifc_msg,
+               (unsigned long long)s->ifc_out_msg);
         return;
     case MIG_REC_END:
         printf("      crc32c %08x\n", c->crc_stored);
@@ -189,6 +190,7 @@ static json_object *json_fields(const struct mig_stream_content *c,
     case MIG_REC_IRQ:
         jadd_u(f, "int_pending", s->int_pending);
         jadd_u(f, "ifc_msg", s->ifc_msg);
+        jadd_u(f, "ifc_out_msg", s->ifc_out_msg);
         break;
     case MIG_REC_END:
         jadd_u(f, "crc32c", c->crc_stored);
@@ -247,7 +249,8 @@ static void print_json(const char *path, const uint8_t *buf, size_t len,
         json_object_object_add(o, "full_state", json_object_new_boolean(c->has_state));
     else
         json_object_object_add(o, "error", json_object_new_string(err));
-    printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+    printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+                                                          JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(o);
 }
 

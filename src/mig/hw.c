@@ -74,6 +74,13 @@ int mig_hw_read_pair(struct mig_hw *hw, uint64_t off, uint64_t *v)
     return rc;
 }
 
+int mig_hw_write_pair(struct mig_hw *hw, uint64_t off, uint64_t v)
+{
+    int rc = mig_hw_write32(hw, off, (uint32_t)v);
+
+    return rc != 0 ? rc : mig_hw_write32(hw, off + 4, (uint32_t)(v >> 32));
+}
+
 static void sleep_poll_period(void)
 {
     struct timespec ts = {0, MIG_HW_POLL_PERIOD_NS};

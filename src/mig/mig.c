@@ -212,6 +212,8 @@ static int mig_snapshot_read_locked(struct mig_dev *m, struct mig_vf_snapshot *s
         rc = mig_hw_read32(&m->hw, m->hw.mig_regs + QM_WIN_INT_PENDING, &s->int_pending);
     if (rc == 0)
         rc = mig_hw_read_pair(&m->hw, m->hw.mig_regs + QM_WIN_IFC_MSG_L, &s->ifc_msg);
+    if (rc == 0)
+        rc = mig_hw_read_pair(&m->hw, m->hw.mig_regs + QM_WIN_IFC_OUT_MSG_L, &s->ifc_out_msg);
     if (rc != 0)
         return mig_fail_locked(m, rc, AM_LOG_ERR, "reading the device state failed (%d)", rc);
     /* Restored here but never run: its queues still wait for their reload. */
@@ -337,10 +339,9 @@ static int mig_snapshot_load_locked(struct mig_dev *m, const struct mig_vf_snaps
     if (rc == 0 && s->cqc_bt != 0)
         rc = mig_hw_mailbox(&m->hw, QM_MB_CMD_CQC_BT, 0, s->cqc_bt, 0, NULL);
     if (rc == 0)
-        rc = mig_hw_write32(&m->hw, m->hw.mig_regs + QM_WIN_IFC_MSG_L, (uint32_t)s->ifc_msg);
+        rc = mig_hw_write_pair(&m->hw, m->hw.mig_regs + QM_WIN_IFC_MSG_L, s->ifc_msg);
     if (rc == 0)
-        rc = mig_hw_write32(&m->hw, m->hw.mig_regs + QM_WIN_IFC_MSG_H,
-                            (uint32_t)(s->ifc_msg >> 32));
+        rc = mig_hw_write_pair(&m->hw, m->hw.mig_regs + QM_WIN_IFC_OUT_MSG_L, s->ifc_out_msg);
     /* Held by the pause, delivered on RESUME_QM. */
     if (rc == 0)
         rc = mig_hw_write32(&m->hw, m->hw.mig_regs + QM_WIN_INT_PENDING, s->int_pending);

@@ -36,6 +36,7 @@ int mig_hw_read32(struct mig_hw *hw, uint64_t off, uint32_t *v);
 int mig_hw_write32(struct mig_hw *hw, uint64_t off, uint32_t v);
 /* A 64-bit value kept as two dwords, low at off, high at off + 4. */
 int mig_hw_read_pair(struct mig_hw *hw, uint64_t off, uint64_t *v);
+int mig_hw_write_pair(struct mig_hw *hw, uint64_t off, uint64_t v);
 
 /* Polls (off & mask) == want every 10 us; gives up after budget_ns of wall
  * time AND at least budget_ns / 10 us reads, so a descheduled caller is not

@@ -197,6 +197,7 @@ int mig_stream_encode_tail(const struct mig_vf_snapshot *snap, uint8_t *buf, siz
         am_st32(irq, snap->int_pending);
         am_st32(irq + 4, 0);
         am_st64(irq + 8, snap->ifc_msg);
+        am_st64(irq + 16, snap->ifc_out_msg);
         for (size_t i = 0; i < AM_ARRAY_SIZE(recs) && rc == 0; i++)
             rc = mig_stream_put_record(buf, cap, &n, recs[i].type, MIG_REC_F_MANDATORY,
                                        recs[i].payload, recs[i].len);
@@ -480,6 +481,7 @@ static int decode_records(const uint8_t *b, struct mig_stream_content *out, char
         case MIG_REC_IRQ:
             s->int_pending = am_le32(p);
             s->ifc_msg = am_le64(p + 8);
+            s->ifc_out_msg = am_le64(p + 16);
             if (am_le32(p + 4) != 0)
                 FIRST_ERROR("IRQ: reserved word is %#x, not 0", am_le32(p + 4));
             break;

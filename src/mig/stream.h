@@ -48,7 +48,7 @@ enum mig_rec_type {
     MIG_REC_AEQC = 0x0004,      /* 28-byte AEQ context (live shadow) */
     MIG_REC_TABLES = 0x0005,    /* SQC and CQC table bases */
     MIG_REC_QP_ACTIVE = 0x0006, /* queues whose context was loaded */
-    MIG_REC_IRQ = 0x0007,       /* pending MSI vectors, pending PF->VF message */
+    MIG_REC_IRQ = 0x0007,       /* pending MSI vectors, IFC messages in flight both ways */
     MIG_REC_END = 0x7fff,       /* CRC32C of everything before its CRC field */
 };
 
@@ -59,7 +59,7 @@ enum mig_rec_type {
 #define MIG_EQC_LEN 28u
 #define MIG_TABLES_LEN 16u
 #define MIG_QP_ACTIVE_LEN 8u
-#define MIG_IRQ_LEN 16u
+#define MIG_IRQ_LEN 24u
 #define MIG_END_LEN 4u
 
 /* Identity of the source function: the destination refuses a stream whose
@@ -114,6 +114,7 @@ struct mig_vf_snapshot {
     uint64_t qp_active;   /* bit q: queue q had a loaded context */
     uint32_t int_pending; /* bit v: MSI vector v pending */
     uint64_t ifc_msg;     /* pending PF->VF message */
+    uint64_t ifc_out_msg; /* pending VF->PF message */
 };
 
 /* One record as found in a stream (decoded or not). */

@@ -48,6 +48,7 @@ static struct mig_vf_snapshot sample_snapshot(void)
     s.qp_active = 0x5;
     s.int_pending = 1u << QM_VEC_EQ;
     s.ifc_msg = 0x1234000000003ull;
+    s.ifc_out_msg = 0x4;
     return s;
 }
 
