@@ -17,6 +17,8 @@
  * - Stateless jobs only: an SQE with dw7 bits 25-27 set is a bad SQE (0x01).
  * - dw0/dw1 tell the bytes actually consumed/produced, also when the status
  *   is an error (0 when the job was refused before any data moved).
+ * - The engine writes only inside [dest + offset, + dest_avail_out); within
+ *   it, bytes past `produced` may have been used as codec scratch.
  * - Empty input: compression writes a complete empty stream (status 0x0d, as
  *   it is larger than the input); decompression of nothing is 0x03.
  * - The window field (0..4 = 4K, 8K, 16K, 24K, 32K) limits the compressor's

@@ -1161,6 +1161,44 @@ static void test_sgl_with_many_entries_and_chained_sgls_round_trips_every_format
     }
 }
 
+static void test_sgl_entries_of_one_byte_each_work_in_both_directions(void **state)
+{
+    struct fx *f = *state;
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    struct piece in[600], out[600];
+    size_t n = 500;
+    unsigned nin, nout;
+    uint32_t clen;
+
+    /* 500 one-byte entries: two SGLs of up to 255 entries. */
+    fill_text(f->data, n, 81);
+    nin = pieces_layout(in, n, 1, AREA);
+    pieces_scatter(f, in, nin, f->data);
+    nout = pieces_layout(out, 600, 1, AREA + 4 * MIB);
+    sqe_fill(sqe, ZIP_REQ_GZIP, ZIP_BUF_SGL, sgl_chain(f, SGLS, in, nin, 255, false), 0,
+             (uint32_t)n, sgl_chain(f, SGLS + 256 * KIB, out, nout, 255, false), 0, 600);
+    assert_int_equal(run(f, sqe, ZIP_ALG_COMPRESS, NULL), 0);
+    assert_int_equal(STATUS(sqe), ZIP_ST_OK);
+    clen = PRODUCED(sqe);
+    memcpy(f->ref + 8 * MIB, gzip_hdr, 10);
+    pieces_gather(f, out, clen, f->ref + 8 * MIB + 10);
+    assert_int_equal(zlib_inflate_exact(f->ref + 8 * MIB, 10 + clen, 31, f->ref, MIB), (long)n);
+    assert_memory_equal(f->ref, f->data, n);
+
+    /* And back, one byte in and one byte out per entry. */
+    nin = pieces_layout(in, clen, 1, AREA);
+    pieces_scatter(f, in, nin, f->ref + 8 * MIB + 10);
+    nout = pieces_layout(out, n, 1, AREA + 4 * MIB);
+    sqe_fill(sqe, ZIP_REQ_GZIP, ZIP_BUF_SGL, sgl_chain(f, SGLS, in, nin, 255, false), 0, clen,
+             sgl_chain(f, SGLS + 256 * KIB, out, nout, 255, false), 0, (uint32_t)n);
+    assert_int_equal(run(f, sqe, ZIP_ALG_DECOMPRESS, NULL), 0);
+    assert_int_equal(STATUS(sqe), ZIP_ST_OK);
+    assert_int_equal(CONSUMED(sqe), clen);
+    assert_int_equal(PRODUCED(sqe), n);
+    pieces_gather(f, out, nout, f->ref);
+    assert_memory_equal(f->ref, f->data, n);
+}
+
 static void test_sgl_offsets_count_data_bytes_across_entries(void **state)
 {
     struct fx *f = *state;
@@ -1454,6 +1492,7 @@ int main(void)
         T(test_cancel_set_before_the_job_returns_ecanceled_and_touches_nothing),
         T(test_cancel_during_a_job_returns_ecanceled_and_the_job_reruns_later),
         T(test_sgl_with_many_entries_and_chained_sgls_round_trips_every_format),
+        T(test_sgl_entries_of_one_byte_each_work_in_both_directions),
         T(test_sgl_offsets_count_data_bytes_across_entries),
         T(test_sgl_offset_past_its_data_or_a_chain_shorter_than_the_job_is_0x01),
         T(test_sgl_chains_that_loop_or_go_on_past_the_job_are_0x01),
