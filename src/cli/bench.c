@@ -1,12 +1,41 @@
-/* accmig bench: placeholder until its issue lands; it says so and fails. */
+/* accmig bench <name> [options]: dispatch to one benchmark (bench/). */
 #include <stdio.h>
+#include <string.h>
 
+#include "../../bench/bench.h"
 #include "cli/cli.h"
+
+struct bench_entry {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+};
+
+static const struct bench_entry bench_entries[] = {
+    {"engine", bench_engine, "ZIP throughput through the whole device path vs raw ISA-L"},
+};
+
+static void bench_usage(FILE *f)
+{
+    fprintf(f, "usage: accmig bench <name> [options]   (accmig bench <name> --help)\n\nbenchmarks:\n");
+    for (size_t i = 0; i < sizeof(bench_entries) / sizeof(bench_entries[0]); i++)
+        fprintf(f, "  %-8s %s\n", bench_entries[i].name, bench_entries[i].help);
+}
 
 int cli_bench(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "accmig bench: not built yet\n");
+    if (argc < 2) {
+        bench_usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        bench_usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(bench_entries) / sizeof(bench_entries[0]); i++)
+        if (strcmp(argv[1], bench_entries[i].name) == 0)
+            return bench_entries[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "accmig bench: unknown benchmark '%s'\n", argv[1]);
+    bench_usage(stderr);
     return 2;
 }

@@ -60,7 +60,7 @@ static const char *const wl_fail_names[WL_FAIL_COUNT] = {
     [WL_FAIL_LOST_DECOMP] = "decompression never completed",
 };
 
-enum wl_data_kind { WL_DATA_TEXT = 0, WL_DATA_RANDOM, WL_DATA_MIXED, WL_DATA_KINDS };
+#define WL_DATA_KINDS 3u
 
 /* A job in guest RAM (80 bytes). *_done are completion counts per tag,
  * written by the completion path; the rest by the vCPU running the job. */
@@ -295,10 +295,10 @@ static void wl_gen_random(uint8_t *p, size_t len, uint64_t *s)
 static void wl_gen(uint8_t *p, size_t len, unsigned kind, uint64_t *s)
 {
     size_t pos = 0;
-    unsigned k = kind;
+    unsigned k = 0;
 
-    if (kind != WL_DATA_MIXED) {
-        (kind == WL_DATA_TEXT ? wl_gen_text : wl_gen_random)(p, len, s);
+    if (kind != WORKLOAD_DATA_MIXED) {
+        (kind == WORKLOAD_DATA_TEXT ? wl_gen_text : wl_gen_random)(p, len, s);
         return;
     }
     while (pos < len) {
@@ -307,6 +307,13 @@ static void wl_gen(uint8_t *p, size_t len, unsigned kind, uint64_t *s)
         pos += run;
         k++;
     }
+}
+
+void workload_data_fill(uint8_t *buf, size_t len, enum workload_data_kind kind, uint64_t seed)
+{
+    uint64_t s = seed;
+
+    wl_gen(buf, len, kind, &s);
 }
 
 /* ---- tags ---- */

@@ -195,3 +195,38 @@ const struct vf_io *vmm_inproc_vf_io(struct vmm_inproc_vf *v)
 {
     return &v->io;
 }
+
+void vmm_inproc_host_destroy(struct vmm_inproc_host *h)
+{
+    vmm_inproc_vf_destroy(h->vf);
+    if (h->dev)
+        qm_dev_destroy(h->dev);
+    vmm_irq_router_destroy(h->irq);
+    h->vf = NULL;
+    h->dev = NULL;
+    h->irq = NULL;
+}
+
+int vmm_inproc_host_create(const struct qm_dev_config *cfg, unsigned fn, const struct guest_ram *ram,
+                           struct vmm_inproc_host *h)
+{
+    struct qm_dev_config c;
+    int ret;
+
+    if (!cfg || !h)
+        return -EINVAL;
+    h->vf = NULL;
+    h->dev = NULL;
+    h->irq = NULL;
+    c = *cfg;
+    ret = vmm_irq_router_create(1 + c.num_vfs, &h->irq);
+    if (ret)
+        return ret;
+    c.irq = vmm_irq_router_sink(h->irq);
+    ret = qm_dev_create(&c, &h->dev);
+    if (!ret)
+        ret = vmm_inproc_vf_create(h->dev, fn, h->irq, ram, &h->vf);
+    if (ret)
+        vmm_inproc_host_destroy(h);
+    return ret;
+}

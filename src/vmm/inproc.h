@@ -49,4 +49,19 @@ void vmm_inproc_vf_destroy(struct vmm_inproc_vf *v);
 /* The transport as the guest driver uses it; valid until destroy. */
 const struct vf_io *vmm_inproc_vf_io(struct vmm_inproc_vf *v);
 
+/* ---- one device instance with a guest's VF attached ---- */
+
+struct vmm_inproc_host {
+    struct vmm_irq_router *irq;
+    struct qm_dev *dev;
+    struct vmm_inproc_vf *vf;
+};
+
+/* Router + device (cfg as given; its irq sink is set here) + VF fn attached
+ * to ram. Errors of the three creates; on failure nothing is left over. */
+int vmm_inproc_host_create(const struct qm_dev_config *cfg, unsigned fn, const struct guest_ram *ram,
+                           struct vmm_inproc_host *h);
+/* Detach, destroy the device, then the router. A zeroed struct is a no-op. */
+void vmm_inproc_host_destroy(struct vmm_inproc_host *h);
+
 #endif
