@@ -11,6 +11,7 @@
  * wire's error field, and vfu_msg_release closes every descriptor no handler
  * took.
  */
+#include <assert.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -1053,6 +1054,8 @@ static int session_handle(struct vfu_session *s, struct vfu_msg *m, struct reply
     return e->fn(s, m, r);
 }
 
+/* Handles m and answers. The request's untaken descriptors are closed
+ * before the reply leaves, so a client that sees the reply sees them gone. */
 static int session_dispatch(struct vfu_session *s, struct vfu_msg *m)
 {
     struct reply r = {.fd = -1};
@@ -1061,11 +1064,13 @@ static int session_dispatch(struct vfu_session *s, struct vfu_msg *m)
     s->in_handler = true;
     ret = session_handle(s, m, &r);
     s->in_handler = false;
+    vfu_msg_release(m);
     return session_reply(s, m, ret, &r);
 }
 
 int vfu_session_process(struct vfu_session *s)
 {
+    assert(!s->in_handler); /* no re-entry from a device callback */
     for (unsigned i = 0; i < SESSION_MSGS_PER_CALL; i++) {
         struct vfu_msg m = {0};
         int ret = vfu_rx_step(&s->rx, &s->tran, &m);
@@ -1083,7 +1088,6 @@ int vfu_session_process(struct vfu_session *s)
         if (ret < 0)
             return ret;
         ret = session_dispatch(s, &m);
-        vfu_msg_release(&m);
         if (ret)
             return ret;
     }
@@ -1122,6 +1126,7 @@ void vfu_session_close(struct vfu_session *s)
 
     if (!s)
         return;
+    assert(!s->in_handler);
     vf = s->vf;
     /* Wake device threads waiting in twin DMA; new ones fail at once. */
     __atomic_store_n(&s->twin_broken, true, __ATOMIC_RELEASE);

@@ -1,0 +1,811 @@
+/* vfu/client: the vfio-user client library. */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "vfu/client.h"
+#include "vfu/vfu_tran.h"
+
+#define CLIENT_DEFAULT_TIMEOUT_MS 10000
+#define CLIENT_MAX_VECTORS 4u
+#define CLIENT_SEND_TIMEOUT_MS 10000
+
+/* Memory served to the server over the twin socket. */
+struct host_map {
+    uint64_t iova, size;
+    uint8_t *host;
+    unsigned perm;
+};
+
+struct vfu_client {
+    /* lock protects the main socket's request/reply exchange: tran, rx,
+     * next_id and broken. */
+    pthread_mutex_t lock;
+    int fd;
+    struct vfu_tran tran;
+    struct vfu_rx rx;
+    uint16_t next_id;
+    bool broken;
+    int timeout_ms;
+    uint64_t our_max_xfer;
+    struct vfu_client_server_caps caps;
+
+    /* MSI eventfds; changed only by irqs_enable/irqs_disable. */
+    int msi_efd[CLIENT_MAX_VECTORS];
+    unsigned nvec;
+
+    /* The twin socket and the thread serving DMA_READ/DMA_WRITE on it.
+     * host_lock protects hosts/nhosts against that thread. */
+    int twin_fd;
+    bool twin_running;
+    pthread_t twin_thread;
+    pthread_mutex_t host_lock;
+    struct host_map *hosts;
+    size_t nhosts;
+};
+
+/* ---- request / reply ---- */
+
+/* Sends cmd with the payload parts and fds; returns 0 with *rep the reply
+ * (caller releases) or a negative errno (error replies included). */
+static int client_call_msg(struct vfu_client *c, uint16_t cmd, const struct iovec *parts,
+                           unsigned nparts, const int *fds, size_t nfds, struct vfu_msg *rep)
+{
+    struct vfu_hdr h = {.cmd = cmd, .flags = VFU_HDR_TYPE_COMMAND};
+    int ret;
+
+    memset(rep, 0, sizeof(*rep));
+    pthread_mutex_lock(&c->lock);
+    if (c->broken) {
+        ret = -EIO;
+        goto out;
+    }
+    h.msg_id = ++c->next_id;
+    ret = vfu_send(&c->tran, &h, parts, nparts, fds, nfds);
+    if (ret)
+        goto out_broken;
+    ret = vfu_rx_wait(&c->rx, &c->tran, rep, c->timeout_ms);
+    if (ret < 0)
+        goto out_broken;
+    if (rep->hdr.msg_id != h.msg_id || rep->hdr.cmd != cmd) {
+        vfu_msg_release(rep);
+        ret = -EPROTO;
+        goto out_broken;
+    }
+    ret = 0;
+    if (rep->hdr.flags & VFU_HDR_ERROR) {
+        ret = rep->hdr.error ? -(int)AM_MIN(rep->hdr.error, 4095u) : -EIO;
+        vfu_msg_release(rep);
+    }
+    goto out;
+out_broken:
+    /* Replies can no longer be matched to requests. */
+    c->broken = true;
+out:
+    pthread_mutex_unlock(&c->lock);
+    return ret;
+}
+
+int vfu_client_call(struct vfu_client *c, uint16_t cmd, const void *req, size_t req_len,
+                    const int *fds, size_t nfds, void *rep, size_t rep_cap, size_t *rep_len)
+{
+    struct iovec part = {(void *)req, req_len};
+    struct vfu_msg m;
+    int ret = client_call_msg(c, cmd, &part, req_len ? 1 : 0, fds, nfds, &m);
+
+    if (ret)
+        return ret;
+    if (m.len > rep_cap || (m.len && !rep)) {
+        ret = -EMSGSIZE;
+    } else {
+        if (m.len)
+            memcpy(rep, m.payload, m.len);
+        if (rep_len)
+            *rep_len = m.len;
+    }
+    vfu_msg_release(&m);
+    return ret;
+}
+
+/* A call whose reply must be exactly rep_len bytes. */
+static int client_call_exact(struct vfu_client *c, uint16_t cmd, const void *req, size_t req_len,
+                             const int *fds, size_t nfds, void *rep, size_t rep_len)
+{
+    uint8_t none[1];
+    size_t got = 0;
+    int ret = vfu_client_call(c, cmd, req, req_len, fds, nfds, rep ? rep : none, rep_len, &got);
+    if (ret)
+        return ret;
+    return got == rep_len ? 0 : -EPROTO;
+}
+
+static uint64_t client_xfer(const struct vfu_client *c)
+{
+    return AM_MIN(c->caps.max_data_xfer_size, c->our_max_xfer);
+}
+
+/* ---- the twin socket ---- */
+
+static const struct host_map *host_find_locked(const struct vfu_client *c, uint64_t iova,
+                                               uint64_t len, unsigned perm)
+{
+    for (size_t i = 0; i < c->nhosts; i++) {
+        const struct host_map *h = &c->hosts[i];
+        if (iova >= h->iova && am_range_ok(iova - h->iova, len, h->size) && (h->perm & perm) == perm)
+            return h;
+    }
+    return NULL;
+}
+
+/* Serves one DMA_READ/DMA_WRITE from the server. */
+static int twin_serve(struct vfu_client *c, struct vfu_tran *t, struct vfu_msg *m)
+{
+    struct vfu_hdr h = {.msg_id = m->hdr.msg_id, .cmd = m->hdr.cmd, .flags = VFU_HDR_TYPE_REPLY};
+    struct vfu_dma_access req;
+    const struct host_map *hm;
+    struct iovec parts[2];
+    unsigned nparts = 0;
+    int err = 0;
+
+    if ((m->hdr.cmd != VFU_CMD_DMA_READ && m->hdr.cmd != VFU_CMD_DMA_WRITE) ||
+        m->len < sizeof(req)) {
+        err = EINVAL;
+    } else {
+        memcpy(&req, m->payload, sizeof(req));
+        if (req.count > c->our_max_xfer ||
+            (m->hdr.cmd == VFU_CMD_DMA_WRITE && m->len - sizeof(req) != req.count) ||
+            (m->hdr.cmd == VFU_CMD_DMA_READ && m->len != sizeof(req)))
+            err = EINVAL;
+    }
+    pthread_mutex_lock(&c->host_lock);
+    if (!err) {
+        hm = host_find_locked(c, req.addr, req.count,
+                              m->hdr.cmd == VFU_CMD_DMA_READ ? IOMMU_READ : IOMMU_WRITE);
+        if (!hm) {
+            err = EFAULT;
+        } else if (m->hdr.cmd == VFU_CMD_DMA_WRITE) {
+            memcpy(hm->host + (req.addr - hm->iova), m->payload + sizeof(req), req.count);
+            parts[nparts++] = (struct iovec){&req, sizeof(req)};
+        } else {
+            parts[nparts++] = (struct iovec){&req, sizeof(req)};
+            parts[nparts++] = (struct iovec){hm->host + (req.addr - hm->iova), req.count};
+        }
+    }
+    if (err) {
+        h.flags |= VFU_HDR_ERROR;
+        h.error = (uint32_t)err;
+        nparts = 0;
+    }
+    /* Sent under host_lock: the memory read stays mapped until sent. */
+    err = vfu_send(t, &h, parts, nparts, NULL, 0);
+    pthread_mutex_unlock(&c->host_lock);
+    return err;
+}
+
+static void *twin_thread_main(void *arg)
+{
+    struct vfu_client *c = arg;
+    struct vfu_tran t;
+    struct vfu_rx rx;
+
+    vfu_tran_sock_init(&t, c->twin_fd);
+    vfu_rx_init(&rx, VFU_HDR_TYPE_COMMAND, vfu_max_msg_size(c->our_max_xfer), 0);
+    for (;;) {
+        struct vfu_msg m;
+        int ret = vfu_rx_wait(&rx, &t, &m, -1);
+        if (ret < 0)
+            break; /* closed (destroy shuts the socket down) or broken */
+        ret = twin_serve(c, &t, &m);
+        vfu_msg_release(&m);
+        if (ret)
+            break;
+    }
+    vfu_rx_reset(&rx);
+    return NULL;
+}
+
+/* ---- connect / destroy ---- */
+
+static int client_version(struct vfu_client *c, bool want_twin)
+{
+    struct vfu_caps ours = {
+        .has_max_msg_fds = true, .max_msg_fds = 8,
+        .has_max_xfer = true, .max_xfer = c->our_max_xfer,
+        .has_max_dma_maps = true, .max_dma_maps = VFU_DEFAULT_MAX_DMA_MAPS,
+        .has_pgsizes = true, .pgsizes = VFU_DEFAULT_PGSIZES,
+        .has_write_multiple = true, .write_multiple = false,
+        .has_twin = want_twin, .twin_supported = want_twin,
+    };
+    struct vfu_version v = {.major = VFU_VERSION_MAJOR, .minor = VFU_VERSION_MINOR};
+    struct vfu_caps theirs = {0};
+    char json[512];
+    struct iovec parts[2];
+    struct vfu_msg m;
+    int n, ret;
+
+    n = vfu_caps_format(&ours, json, sizeof(json));
+    if (n < 0)
+        return n;
+    parts[0] = (struct iovec){&v, sizeof(v)};
+    parts[1] = (struct iovec){json, (size_t)n};
+    ret = client_call_msg(c, VFU_CMD_VERSION, parts, 2, NULL, 0, &m);
+    if (ret)
+        return ret;
+    ret = -EPROTO;
+    if (m.len < sizeof(v))
+        goto out;
+    memcpy(&v, m.payload, sizeof(v));
+    if (v.major != VFU_VERSION_MAJOR || v.minor > VFU_VERSION_MINOR)
+        goto out;
+    if (m.len > sizeof(v) &&
+        vfu_caps_parse((const char *)m.payload + sizeof(v), m.len - sizeof(v), &theirs))
+        goto out;
+    c->caps.major = v.major;
+    c->caps.minor = v.minor;
+    c->caps.max_msg_fds = theirs.has_max_msg_fds ? theirs.max_msg_fds : 1;
+    c->caps.max_data_xfer_size = theirs.has_max_xfer ? theirs.max_xfer : VFU_DEFAULT_MAX_XFER;
+    c->caps.max_dma_maps = theirs.has_max_dma_maps ? theirs.max_dma_maps : VFU_DEFAULT_MAX_DMA_MAPS;
+    c->caps.pgsizes = theirs.has_pgsizes ? theirs.pgsizes : VFU_DEFAULT_PGSIZES;
+    c->caps.write_multiple = theirs.has_write_multiple && theirs.write_multiple;
+    if (want_twin && theirs.twin_supported) {
+        /* Supported with a valid descriptor index, or the reply is
+         * inconsistent (the spec says: abort). */
+        if (!theirs.has_twin_fd_index || theirs.twin_fd_index >= m.nfds)
+            goto out;
+        c->twin_fd = vfu_msg_take_fd(&m, (size_t)theirs.twin_fd_index);
+    }
+    ret = 0;
+out:
+    vfu_msg_release(&m);
+    return ret;
+}
+
+int vfu_client_connect(const char *path, const struct vfu_client_opts *opts,
+                       struct vfu_client **out)
+{
+    struct vfu_client_opts def = {0};
+    struct vfu_client *c;
+    int ret;
+
+    if (!opts)
+        opts = &def;
+    if (opts->max_data_xfer_size > VFU_MAX_MAX_XFER)
+        return -EINVAL;
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->fd = c->twin_fd = -1;
+    for (unsigned v = 0; v < CLIENT_MAX_VECTORS; v++)
+        c->msi_efd[v] = -1;
+    c->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : CLIENT_DEFAULT_TIMEOUT_MS;
+    c->our_max_xfer = opts->max_data_xfer_size ? opts->max_data_xfer_size : VFU_DEFAULT_MAX_XFER;
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->host_lock, NULL);
+    ret = vfu_sock_connect(path, &c->fd);
+    if (ret)
+        goto fail;
+    vfu_sock_set_send_timeout(c->fd, CLIENT_SEND_TIMEOUT_MS);
+    vfu_tran_sock_init(&c->tran, c->fd);
+    /* Replies are bounded by what we ask for, and we never ask for more
+     * than our own transfer size. */
+    vfu_rx_init(&c->rx, VFU_HDR_TYPE_REPLY, vfu_max_msg_size(AM_MAX(c->our_max_xfer, 4096u)),
+                VFU_MSG_MAX_FDS);
+    ret = client_version(c, opts->twin_socket);
+    if (ret)
+        goto fail;
+    if (c->twin_fd >= 0) {
+        vfu_sock_set_send_timeout(c->twin_fd, CLIENT_SEND_TIMEOUT_MS);
+        ret = -pthread_create(&c->twin_thread, NULL, twin_thread_main, c);
+        if (ret)
+            goto fail;
+        c->twin_running = true;
+        c->caps.twin_socket = true;
+    }
+    *out = c;
+    return 0;
+fail:
+    vfu_client_destroy(c);
+    return ret;
+}
+
+void vfu_client_destroy(struct vfu_client *c)
+{
+    if (!c)
+        return;
+    if (c->fd >= 0)
+        close(c->fd); /* the server resets the VF and closes the twin */
+    if (c->twin_fd >= 0) {
+        shutdown(c->twin_fd, SHUT_RDWR);
+        if (c->twin_running)
+            pthread_join(c->twin_thread, NULL);
+        close(c->twin_fd);
+    }
+    for (unsigned v = 0; v < CLIENT_MAX_VECTORS; v++)
+        if (c->msi_efd[v] >= 0)
+            close(c->msi_efd[v]);
+    vfu_rx_reset(&c->rx);
+    free(c->hosts);
+    pthread_mutex_destroy(&c->host_lock);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+void vfu_client_server_caps(const struct vfu_client *c, struct vfu_client_server_caps *out)
+{
+    *out = c->caps;
+}
+
+/* ---- description ---- */
+
+int vfu_client_device_info(struct vfu_client *c, struct vfu_device_info *out)
+{
+    struct vfu_device_info req = {.argsz = sizeof(req)};
+    return client_call_exact(c, VFU_CMD_DEVICE_GET_INFO, &req, sizeof(req), NULL, 0, out,
+                             sizeof(*out));
+}
+
+int vfu_client_region_info(struct vfu_client *c, uint32_t index, struct vfu_region_info *out)
+{
+    struct vfu_region_info req = {.argsz = sizeof(req), .index = index};
+    uint8_t rep[256];
+    size_t got;
+    int ret = vfu_client_call(c, VFU_CMD_DEVICE_GET_REGION_INFO, &req, sizeof(req), NULL, 0, rep,
+                              sizeof(rep), &got);
+    if (ret)
+        return ret;
+    if (got < sizeof(*out))
+        return -EPROTO;
+    memcpy(out, rep, sizeof(*out));
+    return 0;
+}
+
+int vfu_client_irq_info(struct vfu_client *c, uint32_t index, struct vfu_irq_info *out)
+{
+    struct vfu_irq_info req = {.argsz = sizeof(req), .index = index};
+    return client_call_exact(c, VFU_CMD_DEVICE_GET_IRQ_INFO, &req, sizeof(req), NULL, 0, out,
+                             sizeof(*out));
+}
+
+/* ---- regions ---- */
+
+int vfu_client_region_read(struct vfu_client *c, uint32_t region, uint64_t off, void *buf,
+                           uint32_t len)
+{
+    struct vfu_region_access req = {.offset = off, .region = region, .count = len};
+    struct iovec part = {&req, sizeof(req)};
+    struct vfu_msg m;
+    int ret;
+
+    if (len == 0 || len > client_xfer(c))
+        return -EINVAL;
+    ret = client_call_msg(c, VFU_CMD_REGION_READ, &part, 1, NULL, 0, &m);
+    if (ret)
+        return ret;
+    ret = m.len == sizeof(req) + len ? 0 : -EPROTO;
+    if (!ret)
+        memcpy(buf, m.payload + sizeof(req), len);
+    vfu_msg_release(&m);
+    return ret;
+}
+
+int vfu_client_region_write(struct vfu_client *c, uint32_t region, uint64_t off, const void *buf,
+                            uint32_t len)
+{
+    struct vfu_region_access req = {.offset = off, .region = region, .count = len};
+    struct iovec parts[2] = {{&req, sizeof(req)}, {(void *)buf, len}};
+    struct vfu_msg m;
+    int ret;
+
+    if (len == 0 || len > client_xfer(c))
+        return -EINVAL;
+    ret = client_call_msg(c, VFU_CMD_REGION_WRITE, parts, 2, NULL, 0, &m);
+    if (ret)
+        return ret;
+    ret = m.len == sizeof(req) ? 0 : -EPROTO;
+    vfu_msg_release(&m);
+    return ret;
+}
+
+/* ---- DMA ---- */
+
+static uint32_t dma_flags(unsigned perm)
+{
+    return (perm & IOMMU_READ ? VFU_DMA_FLAG_READ : 0) | (perm & IOMMU_WRITE ? VFU_DMA_FLAG_WRITE : 0);
+}
+
+int vfu_client_dma_map_fd(struct vfu_client *c, uint64_t iova, uint64_t size, int fd,
+                          uint64_t offset, unsigned perm)
+{
+    struct vfu_dma_map req = {.argsz = sizeof(req), .flags = dma_flags(perm), .offset = offset,
+                              .addr = iova, .size = size};
+    if (fd < 0)
+        return -EINVAL;
+    return client_call_exact(c, VFU_CMD_DMA_MAP, &req, sizeof(req), &fd, 1, NULL, 0);
+}
+
+int vfu_client_dma_map_host(struct vfu_client *c, uint64_t iova, uint64_t size, void *host,
+                            unsigned perm)
+{
+    struct vfu_dma_map req = {.argsz = sizeof(req), .flags = dma_flags(perm), .addr = iova,
+                              .size = size};
+    struct host_map *grown;
+    int ret;
+
+    if (!c->caps.twin_socket)
+        return -ENOTSUP;
+    if (!host || size == 0)
+        return -EINVAL;
+    /* Registered before the map, so the server never sees a hole. */
+    pthread_mutex_lock(&c->host_lock);
+    grown = realloc(c->hosts, (c->nhosts + 1) * sizeof(*c->hosts));
+    if (grown) {
+        c->hosts = grown;
+        c->hosts[c->nhosts++] = (struct host_map){iova, size, host, perm};
+    }
+    pthread_mutex_unlock(&c->host_lock);
+    if (!grown)
+        return -ENOMEM;
+    ret = client_call_exact(c, VFU_CMD_DMA_MAP, &req, sizeof(req), NULL, 0, NULL, 0);
+    if (ret) {
+        pthread_mutex_lock(&c->host_lock);
+        c->nhosts--;
+        pthread_mutex_unlock(&c->host_lock);
+    }
+    return ret;
+}
+
+/* Forget host ranges the server no longer maps (all when all). */
+static void hosts_forget(struct vfu_client *c, uint64_t iova, uint64_t size, bool all)
+{
+    pthread_mutex_lock(&c->host_lock);
+    for (size_t i = 0; i < c->nhosts;) {
+        if (all || (c->hosts[i].iova == iova && c->hosts[i].size == size))
+            c->hosts[i] = c->hosts[--c->nhosts];
+        else
+            i++;
+    }
+    pthread_mutex_unlock(&c->host_lock);
+}
+
+int vfu_client_dma_unmap(struct vfu_client *c, uint64_t iova, uint64_t size)
+{
+    struct vfu_dma_unmap req = {.argsz = sizeof(req), .addr = iova, .size = size};
+    struct vfu_dma_unmap rep;
+    int ret = client_call_exact(c, VFU_CMD_DMA_UNMAP, &req, sizeof(req), NULL, 0, &rep,
+                                sizeof(rep));
+    if (!ret)
+        hosts_forget(c, iova, size, false);
+    return ret;
+}
+
+int vfu_client_dma_unmap_all(struct vfu_client *c)
+{
+    struct vfu_dma_unmap req = {.argsz = sizeof(req), .flags = VFU_DMA_UNMAP_FLAG_ALL};
+    struct vfu_dma_unmap rep;
+    int ret = client_call_exact(c, VFU_CMD_DMA_UNMAP, &req, sizeof(req), NULL, 0, &rep,
+                                sizeof(rep));
+    if (!ret)
+        hosts_forget(c, 0, 0, true);
+    return ret;
+}
+
+/* ---- interrupts ---- */
+
+int vfu_client_irqs_enable(struct vfu_client *c, unsigned nvec)
+{
+    struct vfu_irq_set req = {.argsz = sizeof(req),
+                              .flags = VFU_IRQ_SET_DATA_EVENTFD | VFU_IRQ_SET_ACTION_TRIGGER,
+                              .index = VFU_IRQ_MSI};
+    int efd[CLIENT_MAX_VECTORS];
+    unsigned per_msg;
+    int ret = 0;
+
+    if (nvec == 0 || nvec > CLIENT_MAX_VECTORS)
+        return -EINVAL;
+    vfu_client_irqs_disable(c);
+    for (unsigned v = 0; v < nvec; v++) {
+        efd[v] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (efd[v] < 0) {
+            ret = -errno;
+            while (v--)
+                close(efd[v]);
+            return ret;
+        }
+    }
+    /* No more descriptors per message than the server takes. */
+    per_msg = (unsigned)AM_MAX(AM_MIN(c->caps.max_msg_fds, (uint64_t)nvec), 1u);
+    for (unsigned v = 0; v < nvec && !ret; v += per_msg) {
+        req.start = v;
+        req.count = AM_MIN(per_msg, nvec - v);
+        ret = client_call_exact(c, VFU_CMD_DEVICE_SET_IRQS, &req, sizeof(req), efd + v, req.count,
+                                NULL, 0);
+    }
+    if (ret) {
+        for (unsigned v = 0; v < nvec; v++)
+            close(efd[v]);
+        vfu_client_irqs_disable(c);
+        return ret;
+    }
+    memcpy(c->msi_efd, efd, nvec * sizeof(int));
+    c->nvec = nvec;
+    return 0;
+}
+
+int vfu_client_irqs_disable(struct vfu_client *c)
+{
+    struct vfu_irq_set req = {.argsz = sizeof(req),
+                              .flags = VFU_IRQ_SET_DATA_NONE | VFU_IRQ_SET_ACTION_TRIGGER,
+                              .index = VFU_IRQ_MSI};
+    int ret = client_call_exact(c, VFU_CMD_DEVICE_SET_IRQS, &req, sizeof(req), NULL, 0, NULL, 0);
+
+    for (unsigned v = 0; v < CLIENT_MAX_VECTORS; v++) {
+        if (c->msi_efd[v] >= 0)
+            close(c->msi_efd[v]);
+        c->msi_efd[v] = -1;
+    }
+    c->nvec = 0;
+    return ret;
+}
+
+int vfu_client_irq_wait(struct vfu_client *c, unsigned vector, int timeout_ms)
+{
+    struct pollfd p;
+    uint64_t v;
+    int ret;
+
+    if (vector >= c->nvec || c->msi_efd[vector] < 0)
+        return -EINVAL;
+    p.fd = c->msi_efd[vector];
+    p.events = POLLIN;
+    do {
+        ret = poll(&p, 1, timeout_ms);
+    } while (ret < 0 && errno == EINTR);
+    if (ret < 0)
+        return -errno;
+    if (ret == 0)
+        return -ETIMEDOUT;
+    /* Another waiter may have taken it (EAGAIN): that firing is consumed. */
+    if (read(p.fd, &v, sizeof(v)) != sizeof(v) && errno != EAGAIN)
+        return -errno;
+    return 0;
+}
+
+int vfu_client_reset(struct vfu_client *c)
+{
+    return client_call_exact(c, VFU_CMD_DEVICE_RESET, NULL, 0, NULL, 0, NULL, 0);
+}
+
+/* ---- device features ---- */
+
+/* GET feature: reply data (after the 8-byte header) must be exactly len. */
+static int feature_get(struct vfu_client *c, uint32_t feature, const void *req_data,
+                       size_t req_len, void *out, size_t len)
+{
+    struct vfu_feature h = {.argsz = (uint32_t)(sizeof(h) + AM_MAX(len, req_len)),
+                            .flags = feature | VFU_FEATURE_GET};
+    struct iovec parts[2] = {{&h, sizeof(h)}, {(void *)req_data, req_len}};
+    struct vfu_msg m;
+    int ret = client_call_msg(c, VFU_CMD_DEVICE_FEATURE, parts, req_len ? 2 : 1, NULL, 0, &m);
+
+    if (ret)
+        return ret;
+    ret = m.len == sizeof(h) + len ? 0 : -EPROTO;
+    if (!ret)
+        memcpy(out, m.payload + sizeof(h), len);
+    vfu_msg_release(&m);
+    return ret;
+}
+
+/* SET feature; the echoed data (same length) is copied to out if given. */
+static int feature_set(struct vfu_client *c, uint32_t feature, const void *data, size_t len,
+                       void *out)
+{
+    struct vfu_feature h = {.argsz = (uint32_t)(sizeof(h) + len), .flags = feature | VFU_FEATURE_SET};
+    struct iovec parts[2] = {{&h, sizeof(h)}, {(void *)data, len}};
+    struct vfu_msg m;
+    int ret = client_call_msg(c, VFU_CMD_DEVICE_FEATURE, parts, len ? 2 : 1, NULL, 0, &m);
+
+    if (ret)
+        return ret;
+    ret = m.len == sizeof(h) + len ? 0 : -EPROTO;
+    if (!ret && out)
+        memcpy(out, m.payload + sizeof(h), len);
+    vfu_msg_release(&m);
+    return ret;
+}
+
+int vfu_client_mig_flags(struct vfu_client *c, uint64_t *flags)
+{
+    struct vfu_feature_migration out;
+    int ret = feature_get(c, VFIO_FEATURE_MIGRATION, NULL, 0, &out, sizeof(out));
+    if (!ret)
+        *flags = out.flags;
+    return ret;
+}
+
+int vfu_client_mig_state_get(struct vfu_client *c, enum vfio_mig_state *state)
+{
+    struct vfu_feature_mig_state out;
+    int ret = feature_get(c, VFIO_FEATURE_MIG_DEVICE_STATE, NULL, 0, &out, sizeof(out));
+    if (!ret)
+        *state = (enum vfio_mig_state)out.device_state;
+    return ret;
+}
+
+int vfu_client_mig_state_set(struct vfu_client *c, enum vfio_mig_state target)
+{
+    struct vfu_feature_mig_state req = {.device_state = (uint32_t)target, .data_fd = -1};
+    return feature_set(c, VFIO_FEATURE_MIG_DEVICE_STATE, &req, sizeof(req), NULL);
+}
+
+int vfu_client_mig_data_size(struct vfu_client *c, uint64_t *stop_copy_length)
+{
+    struct vfu_feature_mig_data_size out;
+    int ret = feature_get(c, VFIO_FEATURE_MIG_DATA_SIZE, NULL, 0, &out, sizeof(out));
+    if (!ret)
+        *stop_copy_length = out.stop_copy_length;
+    return ret;
+}
+
+int vfu_client_precopy_info(struct vfu_client *c, uint64_t *initial_bytes, uint64_t *dirty_bytes)
+{
+    struct vfu_feature_precopy_info out;
+    int ret = feature_get(c, ACCMIG_FEATURE_PRECOPY_INFO, NULL, 0, &out, sizeof(out));
+    if (!ret) {
+        *initial_bytes = out.initial_bytes;
+        *dirty_bytes = out.dirty_bytes;
+    }
+    return ret;
+}
+
+int vfu_client_dma_logging_start(struct vfu_client *c, uint64_t *page_size,
+                                 const struct iommu_range *ranges, uint32_t nranges)
+{
+    struct vfu_feature_dma_logging_control ctl = {.page_size = *page_size, .num_ranges = nranges};
+    size_t len = sizeof(ctl) + (size_t)nranges * sizeof(struct vfu_feature_dma_logging_range);
+    uint8_t *buf;
+    int ret;
+
+    if (nranges > VFU_DMA_LOGGING_MAX_RANGES || (nranges && !ranges))
+        return -EINVAL;
+    buf = malloc(len);
+    if (!buf)
+        return -ENOMEM;
+    memcpy(buf, &ctl, sizeof(ctl));
+    for (uint32_t i = 0; i < nranges; i++) {
+        struct vfu_feature_dma_logging_range w = {ranges[i].iova, ranges[i].length};
+        memcpy(buf + sizeof(ctl) + i * sizeof(w), &w, sizeof(w));
+    }
+    ret = feature_set(c, VFIO_FEATURE_DMA_LOGGING_START, buf, len, buf);
+    if (!ret) {
+        memcpy(&ctl, buf, sizeof(ctl));
+        *page_size = ctl.page_size;
+    }
+    free(buf);
+    return ret;
+}
+
+int vfu_client_dma_logging_stop(struct vfu_client *c)
+{
+    return feature_set(c, VFIO_FEATURE_DMA_LOGGING_STOP, NULL, 0, NULL);
+}
+
+/* One REPORT whose bitmap fits a transfer; bitmap receives its words. */
+static int logging_report_one(struct vfu_client *c, uint64_t iova, uint64_t length,
+                              uint64_t page_size, uint64_t *bitmap)
+{
+    struct vfu_feature_dma_logging_report req = {iova, length, page_size};
+    uint64_t bytes = am_bitmap_words(length / page_size) * 8;
+    struct vfu_feature h = {.argsz = (uint32_t)(sizeof(h) + sizeof(req) + bytes),
+                            .flags = VFIO_FEATURE_DMA_LOGGING_REPORT | VFU_FEATURE_GET};
+    struct iovec parts[2] = {{&h, sizeof(h)}, {&req, sizeof(req)}};
+    struct vfu_msg m;
+    int ret = client_call_msg(c, VFU_CMD_DEVICE_FEATURE, parts, 2, NULL, 0, &m);
+
+    if (ret)
+        return ret;
+    ret = m.len == sizeof(h) + sizeof(req) + bytes ? 0 : -EPROTO;
+    if (!ret)
+        memcpy(bitmap, m.payload + sizeof(h) + sizeof(req), bytes);
+    vfu_msg_release(&m);
+    return ret;
+}
+
+int vfu_client_dma_logging_report(struct vfu_client *c, uint64_t iova, uint64_t length,
+                                  uint64_t page_size, uint64_t *bitmap)
+{
+    /* Pages per request: whole u64 words of bitmap within a transfer. */
+    uint64_t max_pages = (client_xfer(c) - 64) / 8 * 64;
+    uint64_t end;
+
+    if (!AM_IS_POW2(page_size) || page_size < IOMMU_PAGE_SIZE || length == 0 ||
+        (iova | length) & (page_size - 1) || am_add_overflows_u64(iova, length, &end) || !bitmap)
+        return -EINVAL;
+    for (uint64_t done = 0; done < length;) {
+        uint64_t pages = AM_MIN((length - done) / page_size, max_pages);
+        int ret = logging_report_one(c, iova + done, pages * page_size, page_size,
+                                     bitmap + done / page_size / 64);
+        if (ret)
+            return ret;
+        done += pages * page_size;
+    }
+    return 0;
+}
+
+/* ---- migration data ---- */
+
+ssize_t vfu_client_mig_read(struct vfu_client *c, void *buf, size_t len)
+{
+    struct vfu_mig_data req;
+    struct iovec part = {&req, sizeof(req)};
+    struct vfu_msg m;
+    ssize_t ret;
+
+    len = AM_MIN(len, client_xfer(c) - sizeof(req));
+    if (len == 0)
+        return -EINVAL;
+    req.argsz = (uint32_t)(sizeof(req) + len);
+    req.size = (uint32_t)len;
+    ret = client_call_msg(c, VFU_CMD_MIG_DATA_READ, &part, 1, NULL, 0, &m);
+    if (ret)
+        return ret;
+    ret = -EPROTO;
+    if (m.len >= sizeof(req)) {
+        memcpy(&req, m.payload, sizeof(req));
+        if (req.size <= len && m.len == sizeof(req) + req.size) {
+            memcpy(buf, m.payload + sizeof(req), req.size);
+            ret = req.size;
+        }
+    }
+    vfu_msg_release(&m);
+    return ret;
+}
+
+int vfu_client_mig_write(struct vfu_client *c, const void *buf, size_t len)
+{
+    size_t chunk = client_xfer(c) - sizeof(struct vfu_mig_data);
+
+    for (size_t off = 0; off < len;) {
+        size_t n = AM_MIN(len - off, chunk);
+        struct vfu_mig_data req = {.argsz = sizeof(req), .size = (uint32_t)n};
+        struct iovec parts[2] = {{&req, sizeof(req)}, {(uint8_t *)buf + off, n}};
+        struct vfu_msg m;
+        int ret = client_call_msg(c, VFU_CMD_MIG_DATA_WRITE, parts, 2, NULL, 0, &m);
+        if (ret)
+            return ret;
+        vfu_msg_release(&m);
+        off += n;
+    }
+    return 0;
+}
+
+/* ---- the guest's door ---- */
+
+static int vfio_mmio_read(void *opaque, uint64_t off, void *data, unsigned size)
+{
+    return vfu_client_region_read(opaque, VFU_REGION_BAR2, off, data, size);
+}
+
+static int vfio_mmio_write(void *opaque, uint64_t off, const void *data, unsigned size)
+{
+    return vfu_client_region_write(opaque, VFU_REGION_BAR2, off, data, size);
+}
+
+static int vfio_irq_wait(void *opaque, unsigned vector, int timeout_ms)
+{
+    return vfu_client_irq_wait(opaque, vector, timeout_ms);
+}
+
+void vfu_client_vf_io(struct vfu_client *c, struct vf_io *io)
+{
+    io->mmio_read = vfio_mmio_read;
+    io->mmio_write = vfio_mmio_write;
+    io->irq_wait = vfio_irq_wait;
+    io->opaque = c;
+}
