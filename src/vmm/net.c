@@ -21,18 +21,24 @@
 #define NET_LISTEN_BACKLOG 8
 #define NET_CONNECT_RETRY_NS (20 * 1000 * 1000)
 
-static int parse_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* Writes "<problem> in endpoint '<input>'" (the input cut at 80 bytes, so
+ * the problem always fits) and returns -EINVAL. */
+static int parse_fail(char *err, size_t errlen, const char *whole, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-static int parse_fail(char *err, size_t errlen, const char *fmt, ...)
+static int parse_fail(char *err, size_t errlen, const char *whole, const char *fmt, ...)
 {
     va_list ap;
+    int n;
 
-    if (err != NULL && errlen > 0) {
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
+    if (err == NULL || errlen == 0)
+        return -EINVAL;
+    va_start(ap, fmt);
+    n = vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    if (whole != NULL && n >= 0 && (size_t)n < errlen)
+        snprintf(err + n, errlen - (size_t)n, " in endpoint '%.80s%s'", whole,
+                 strlen(whole) > 80 ? "..." : "");
     return -EINVAL;
 }
 
@@ -64,30 +70,28 @@ static int parse_tcp(const char *rest, const char *whole, struct vm_net_endpoint
         host = rest + 1;
         host_end = strchr(host, ']');
         if (host_end == NULL)
-            return parse_fail(err, errlen, "endpoint '%s': '[' without a closing ']'", whole);
+            return parse_fail(err, errlen, whole, "'[' without a closing ']'");
         if (host_end[1] != ':')
-            return parse_fail(err, errlen, "endpoint '%s': expected ':PORT' after ']'", whole);
+            return parse_fail(err, errlen, whole, "expected ':PORT' after ']'");
         port = host_end + 2;
     } else {
         host_end = strrchr(rest, ':');
         if (host_end == NULL)
-            return parse_fail(err, errlen, "endpoint '%s': missing ':PORT' (expected tcp:HOST:PORT)",
-                              whole);
+            return parse_fail(err, errlen, whole, "missing ':PORT' (expected tcp:HOST:PORT)");
         if (memchr(rest, ':', (size_t)(host_end - rest)) != NULL)
-            return parse_fail(err, errlen,
-                              "endpoint '%s': an IPv6 address must be in brackets, e.g. tcp:[::1]:4444",
-                              whole);
+            return parse_fail(err, errlen, whole,
+                              "an IPv6 address must be in brackets, e.g. tcp:[::1]:4444");
         port = host_end + 1;
     }
     hlen = (size_t)(host_end - host);
     if (hlen == 0)
-        return parse_fail(err, errlen, "endpoint '%s': empty host", whole);
+        return parse_fail(err, errlen, whole, "empty host");
     if (hlen >= sizeof(ep->host))
-        return parse_fail(err, errlen, "endpoint '%s': host longer than %zu bytes", whole,
+        return parse_fail(err, errlen, whole, "host longer than %zu bytes",
                           sizeof(ep->host) - 1);
     if (parse_port(port, &ep->port) != 0)
-        return parse_fail(err, errlen, "endpoint '%s': port '%s' is not a number in 0..65535",
-                          whole, port);
+        return parse_fail(err, errlen, whole, "port '%.16s' is not a number in 0..65535",
+                          port);
     memcpy(ep->host, host, hlen);
     ep->host[hlen] = '\0';
     ep->kind = VM_NET_TCP;
@@ -102,7 +106,7 @@ int vm_net_endpoint_parse(const char *s, struct vm_net_endpoint *ep, char *err, 
     if (err != NULL && errlen > 0)
         err[0] = '\0';
     if (s == NULL || ep == NULL)
-        return parse_fail(err, errlen, "no endpoint given");
+        return parse_fail(err, errlen, NULL, "no endpoint given");
     memset(&e, 0, sizeof(e));
     if (strncmp(s, "tcp:", 4) == 0) {
         ret = parse_tcp(s + 4, s, &e, err, errlen);
@@ -112,14 +116,14 @@ int vm_net_endpoint_parse(const char *s, struct vm_net_endpoint *ep, char *err, 
         size_t n = strlen(s + 5);
 
         if (n == 0)
-            return parse_fail(err, errlen, "endpoint '%s': empty UNIX socket path", s);
+            return parse_fail(err, errlen, s, "empty UNIX socket path");
         if (n >= sizeof(e.path))
-            return parse_fail(err, errlen, "endpoint '%s': UNIX socket path longer than %zu bytes",
-                              s, sizeof(e.path) - 1);
+            return parse_fail(err, errlen, s, "UNIX socket path longer than %zu bytes",
+                              sizeof(e.path) - 1);
         memcpy(e.path, s + 5, n + 1);
         e.kind = VM_NET_UNIX;
     } else {
-        return parse_fail(err, errlen, "endpoint '%s': expected tcp:HOST:PORT or unix:PATH", s);
+        return parse_fail(err, errlen, s, "expected tcp:HOST:PORT or unix:PATH");
     }
     *ep = e;
     return 0;

@@ -155,6 +155,11 @@ static int vms_fail(struct vmstream *s, int err, const char *fmt, ...)
         va_end(ap);
     }
     s->failed = err;
+    /* A source that failed is done with the connection: hanging up at once
+     * lets a destination that is draining stop waiting. (The destination
+     * hangs up itself after it has sent its reason.) */
+    if (s->role == VMSTREAM_SOURCE)
+        shutdown(s->fd, SHUT_RDWR);
     /* Peer mistakes in the guest tier; the rest is returned to the caller,
      * who reports it, so it is only information here. */
     am_log(err == -EBADMSG || err == -EPROTONOSUPPORT ? AM_LOG_GUEST : AM_LOG_INFO,
@@ -495,12 +500,14 @@ static int handshake_dest(struct vmstream *s, const struct vmstream_profile *min
     if (ret != 0) {
         if (wret == 0)
             send_reply(s, VMS_PHASE_HELLO, VMS_STATUS_REFUSED, s->err);
+        shutdown(s->fd, SHUT_RDWR);
         return ret;
     }
     if (wret != 0)
         return wret;
     if (profile_diff(&s->peer, mine, reason, sizeof(reason)) != 0) {
         send_reply(s, VMS_PHASE_HELLO, VMS_STATUS_REFUSED, reason);
+        shutdown(s->fd, SHUT_RDWR);
         return vms_fail(s, -ENOTSUP, "refused the source: %s", reason);
     }
     ret = send_reply(s, VMS_PHASE_HELLO, VMS_STATUS_OK, "");
@@ -876,13 +883,16 @@ static int recv_runs(struct recv_ctx *c, struct vms_run *runs, uint64_t *pages)
     for (uint32_t i = 0; i < c->h.nruns; i++) {
         /* npages is bounded by the RAM's page count before it is shifted,
          * so npages * 4096 cannot wrap. */
-        if (runs[i].gpa % VM_RAM_PAGE_SIZE != 0 || runs[i].npages == 0 ||
-            runs[i].npages > max_pages ||
+        if (runs[i].gpa % VM_RAM_PAGE_SIZE != 0)
+            return rec_fail(c, -EBADMSG, "run %u: gpa 0x%llx is not page-aligned", i,
+                            (unsigned long long)runs[i].gpa);
+        if (runs[i].npages == 0)
+            return rec_fail(c, -EBADMSG, "run %u: no pages", i);
+        if (runs[i].npages > max_pages ||
             !am_range_ok(runs[i].gpa, runs[i].npages << VM_RAM_PAGE_SHIFT, size))
-            return rec_fail(c, -EBADMSG, "run %u (gpa 0x%llx, %llu pages) is not page-aligned "
-                            "and non-empty inside RAM of 0x%llx bytes", i,
-                            (unsigned long long)runs[i].gpa, (unsigned long long)runs[i].npages,
-                            (unsigned long long)size);
+            return rec_fail(c, -EBADMSG, "run %u: gpa 0x%llx + %llu pages is beyond RAM of "
+                            "0x%llx bytes", i, (unsigned long long)runs[i].gpa,
+                            (unsigned long long)runs[i].npages, (unsigned long long)size);
         total += runs[i].npages; /* <= 64 runs * 2^24 pages: no wrap */
     }
     *pages = total;
@@ -1119,6 +1129,7 @@ static void recv_fail_answer(struct recv_ctx *c, int err)
         if (n == 0 || (n < 0 && errno != EINTR))
             break;
     }
+    shutdown(s->fd, SHUT_RDWR);
 }
 
 int vmstream_recv_loop(struct vmstream *s, struct vm_ram *ram,

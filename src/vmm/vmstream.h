@@ -34,7 +34,9 @@
  *                      still usable); any other failure is sticky: every later
  *                      call returns the same errno.
  * - The channel never owns the fd: the caller closes it after
- *   vmstream_destroy(). Records are read with every length, type, gpa and
+ *   vmstream_destroy(). A channel that failed has shut the connection down
+ *   (a destination after sending its reason), so the peer is not left
+ *   waiting. Records are read with every length, type, gpa and
  *   count checked against the negotiated RAM size before use; allocations
  *   are fixed at create time (about 1 MiB).
  * - Thread safety: one thread drives a channel; vmstream_abort() may be
