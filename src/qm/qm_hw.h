@@ -60,10 +60,23 @@ enum qm_vector { QM_VEC_EQ = 0, QM_VEC_AEQ = 1, QM_VEC_IFC = 2, QM_VEC_RSVD = 3,
 #define QM_CAP_ABN_IRQ_TYPE 0x3114
 #define QM_CAP_PF2VF_IRQ_TYPE 0x3118
 #define QM_CAP_IRQ_NUM 0x311c
+/* Further ZIP capability registers the Linux zip driver's table reads
+ * (zip_basic_cap_info); PF error masks and per-core algorithm bitmaps. */
+#define ZIP_CAP_QM_NFE_MASK 0x3124
+#define ZIP_CAP_QM_RESET_MASK 0x3128
+#define ZIP_CAP_QM_CE_MASK 0x312c
+#define ZIP_CAP_NFE_MASK 0x3130
+#define ZIP_CAP_RESET_MASK 0x3134
+#define ZIP_CAP_CE_MASK 0x3138
 #define ZIP_CAP_CORE_NUM 0x313c
 #define ZIP_CAP_CORE_BITMAP 0x3140
 #define ZIP_CAP_DRV_ALG_BITMAP 0x3144
 #define ZIP_CAP_DEV_ALG_BITMAP 0x3148
+#define ZIP_CAP_CORE1_ALG_BITMAP 0x314c
+#define ZIP_CAP_CORE2_ALG_BITMAP 0x3150
+#define ZIP_CAP_CORE3_ALG_BITMAP 0x3154
+#define ZIP_CAP_CORE4_ALG_BITMAP 0x3158
+#define ZIP_CAP_CORE5_ALG_BITMAP 0x315c
 
 /* PF-only registers (PF BAR2). */
 #define QM_PF_VFT_CFG_OP_ENABLE 0x100054
@@ -73,10 +86,17 @@ enum qm_vector { QM_VEC_EQ = 0, QM_VEC_AEQ = 1, QM_VEC_IFC = 2, QM_VEC_RSVD = 3,
 #define QM_PF_VFT_CFG_DATA_L 0x100064
 #define QM_PF_VFT_CFG_DATA_H 0x100068
 #define QM_PF_VFT_CFG_RDY 0x10006c
-#define QM_PF_IFC_READY_STATUS 0x100128
+#define QM_PF_IFC_READY_STATUS 0x100128   /* 64-bit: bit n = message to VF n not yet acked */
+#define QM_PF_IFC_READY_STATUS_H 0x10012c /* its upper half (Linux reads it with readq) */
 #define QM_PF_IFC_INT_SET_P 0x100130
 #define QM_PF_IFC_INT_CFG 0x100134
-#define QM_PF_IFC_INT_SOURCE_P 0x100138
+#define QM_PF_IFC_INT_SOURCE_P 0x100138   /* 64-bit W1C: bit n = VF n signalled the PF */
+#define QM_PF_IFC_INT_SOURCE_P_H 0x10013c
+#define QM_PF_IFC_SEND_ALL_VFS 0x7fu      /* IFC_INT_CFG[6:0] value: every VF */
+#define QM_PF_VFT_TYPE_SQC 0u
+#define QM_PF_VFT_TYPE_CQC 1u
+#define QM_PF_VFT_TYPE_SHAPER 2u
+#define QM_CQC_VFT_VALID (1ull << 28)
 #define QM_PF_MIG_REGION_SEL 0x100198
 
 /* v4: the PF's per-VF migration control window. vf_fn is the function
@@ -97,6 +117,21 @@ enum qm_vector { QM_VEC_EQ = 0, QM_VEC_AEQ = 1, QM_VEC_IFC = 2, QM_VEC_RSVD = 3,
 #define QM_WIN_IFC_MSG_L 0x1c50  /* rw: the pending PF->VF message (restore of IFC state) */
 #define QM_WIN_IFC_MSG_H 0x1c54
 #define QM_WIN_DB_IGNORED 0x1c58 /* ro: doorbells ignored as malformed (counter) */
+/* Added by the model (defined here): the VF's own pending message to the PF
+ * (what the VF's SRC stored and the PF's DST returns), for save/restore of an
+ * IFC exchange caught in flight. rw. */
+#define QM_WIN_IFC_OUT_MSG_L 0x1c5c
+#define QM_WIN_IFC_OUT_MSG_H 0x1c60
+#define QM_WIN_PAUSE_PAUSED (1u << 0)
+#define QM_WIN_PAUSE_RETIRED (1u << 1)
+
+/* v3 mode: the same host-side registers sit in the VF BAR's upper half.
+ * 0x8000/0x8020 are the EQC/AEQC shadows (as in Linux's hisi_acc_vfio_pci);
+ * every QM_WIN_* register above (window offsets 0x1000..0x1fff) also appears
+ * at QM_V3_MIG_HALF + that offset (QM_V3_WIN(QM_WIN_PAUSE_STATUS) = 0x9c4c).
+ * There is no separate host mailbox in v3: migration commands use the VF's
+ * own mailbox at 0x300, shared with the guest. */
+#define QM_V3_WIN(win_off) (QM_V3_MIG_HALF + (uint64_t)(win_off))
 
 /* Mailbox. w0 = cmd[7:0] | status[12:9] | busy bit 13 | op bit 14. */
 #define QM_MB_CMD_SQC 0x0
@@ -115,6 +150,15 @@ enum qm_vector { QM_VEC_EQ = 0, QM_VEC_AEQ = 1, QM_VEC_IFC = 2, QM_VEC_RSVD = 3,
 #define QM_MB_OP_SHIFT 14
 #define QM_MB_STATUS_SHIFT 9
 #define QM_MB_STATUS_MASK 0xfu
+/* Status values (defined here; the Linux driver only tests for non-zero). */
+#define QM_MB_ST_OK 0x0
+#define QM_MB_ST_BAD_CMD 0x1   /* unknown command, or op not supported for it */
+#define QM_MB_ST_BAD_QUEUE 0x2 /* queue_num >= the function's queue count */
+#define QM_MB_ST_BAD_ADDR 0x3  /* base 0 where memory is needed, or the DMA failed */
+#define QM_MB_ST_BAD_CTX 0x4   /* context content unusable (ring base 0, depth, entry size) */
+#define QM_MB_ST_DENIED 0x5    /* migration command from a mailbox not allowed to send it */
+#define QM_MB_ST_BAD_FN 0x6    /* SRC/DST/VFT naming a function that does not exist */
+#define QM_MB_ST_NO_CTX 0x7    /* dump (op=1) of a context that is not loaded */
 
 struct qm_mailbox {
     uint16_t w0;

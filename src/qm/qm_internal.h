@@ -1,0 +1,355 @@
+/* qm_internal: private structures of the device model, shared by the files
+ * of src/qm. Nothing outside src/qm includes this.
+ *
+ * Locking (the rule every file follows)
+ * - fn->lock protects all state of one function: its register array, mailbox
+ *   ports, queue contexts and positions, EQ/AEQ, pause state, counters of
+ *   jobs in flight and pending interrupts. Functions named *_locked need it.
+ *   No thread ever holds two function locks: effects on another function
+ *   (PF<->VF IFC, VFT changes) are queued in a struct qm_deferred and run by
+ *   qm_fn_unlock after the lock is dropped. MSIs are raised there too, so the
+ *   irq sink never runs under a model lock.
+ * - dev->sched_lock protects the runnable ring and each queue's `queued`
+ *   flag. It is a leaf lock: taken under fn->lock, never the other way round.
+ * - A worker runs the ZIP engine with no lock held; the commit (SQE result,
+ *   CQE, head advance, EQE) happens under fn->lock.
+ */
+#ifndef ACCMIG_QM_INTERNAL_H
+#define ACCMIG_QM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "qm/qm.h"
+#include "qm/qm_debug.h"
+#include "qm/qm_hw.h"
+#include "zip/zip.h"
+
+#define QM_LOG "qm"
+#define QM_NUM_FNS_MAX (1u + QM_MAX_VFS)
+#define QM_MAX_WORKERS 64u
+#define QM_PF_LOCAL_SIZE 0x4000u   /* PF BAR2: function-local registers */
+#define QM_PF_GLOBAL_BASE 0x100000u
+#define QM_PF_GLOBAL_SIZE 0x1000u
+#define QM_WIN_LOCAL_SIZE 0x1000u  /* window: VF local offsets 0..0xfff */
+#define QM_V3_SHADOW_SIZE 0x40u    /* VF 0x8000..0x803f: EQC/AEQC shadows */
+/* Budgets of commands that wait for workers; both stay well inside the
+ * driver's 1 ms mailbox timeout. */
+#define QM_PAUSE_WAIT_NS 700000u
+#define QM_STOP_WAIT_NS 700000u
+
+/* Which door an access came through. FN: the function's own BAR2. HOST: the
+ * PF window (v4) or the VF BAR's upper half (v3): the migration driver's. */
+enum qm_port { QM_PORT_FN = 0, QM_PORT_HOST = 1, QM_NUM_PORTS = 2 };
+
+/* Register address spaces, each a table. */
+enum qm_space { QM_SPACE_LOCAL, QM_SPACE_WIN, QM_SPACE_PF };
+
+enum qm_reg_access {
+    QM_RO,  /* writes ignored and counted */
+    QM_RW,  /* bits in wmask are written */
+    QM_W1C, /* writing 1 to a bit in wmask clears it */
+    QM_WO,  /* reads return the stored value (the reset value); writes go to the hook */
+};
+
+/* Indices of the per-function register array: function-local registers,
+ * then the host-side window registers. Order = ascending offset per table. */
+enum qm_fn_reg {
+    QM_R_AEQ_INT_SOURCE,
+    QM_R_AEQ_INT_MASK,
+    QM_R_EQ_INT_SOURCE,
+    QM_R_EQ_INT_MASK,
+    QM_R_IFC_INT_SOURCE_V,
+    QM_R_IFC_INT_MASK,
+    QM_R_IFC_INT_STATUS,
+    QM_R_IFC_INT_SET_V,
+    QM_R_QUE_ISO_CFG,
+    QM_R_PAGE_SIZE,
+    QM_R_VF_STATE,
+    QM_R_CACHE_WB_START,
+    QM_R_CACHE_WB_DONE,
+    QM_R_CAP_VERSION,
+    QM_R_CAP_EQ_AEQ_DEPTH,
+    QM_R_CAP_SQ_CQ_DEPTH,
+    QM_R_CAP_EQ_IRQ_TYPE,
+    QM_R_CAP_AEQ_IRQ_TYPE,
+    QM_R_CAP_ABN_IRQ_TYPE,
+    QM_R_CAP_PF2VF_IRQ_TYPE,
+    QM_R_CAP_IRQ_NUM,
+    QM_R_ZIP_QM_NFE_MASK,
+    QM_R_ZIP_QM_RESET_MASK,
+    QM_R_ZIP_QM_CE_MASK,
+    QM_R_ZIP_NFE_MASK,
+    QM_R_ZIP_RESET_MASK,
+    QM_R_ZIP_CE_MASK,
+    QM_R_ZIP_CORE_NUM,
+    QM_R_ZIP_CORE_BITMAP,
+    QM_R_ZIP_DRV_ALG_BITMAP,
+    QM_R_ZIP_DEV_ALG_BITMAP,
+    QM_R_ZIP_CORE1_ALG,
+    QM_R_ZIP_CORE2_ALG,
+    QM_R_ZIP_CORE3_ALG,
+    QM_R_ZIP_CORE4_ALG,
+    QM_R_ZIP_CORE5_ALG,
+    QM_R_LOCAL_COUNT,
+    /* window space (QM_WIN_*) */
+    QM_R_WIN_EQC0 = QM_R_LOCAL_COUNT,
+    QM_R_WIN_EQC6 = QM_R_WIN_EQC0 + 6,
+    QM_R_WIN_AEQC0,
+    QM_R_WIN_AEQC6 = QM_R_WIN_AEQC0 + 6,
+    QM_R_WIN_QP_ACTIVE_L,
+    QM_R_WIN_QP_ACTIVE_H,
+    QM_R_WIN_INT_PENDING,
+    QM_R_WIN_PAUSE_STATUS,
+    QM_R_WIN_IFC_MSG_L,
+    QM_R_WIN_IFC_MSG_H,
+    QM_R_WIN_DB_IGNORED,
+    QM_R_WIN_IFC_OUT_MSG_L,
+    QM_R_WIN_IFC_OUT_MSG_H,
+    QM_R_FN_COUNT,
+};
+
+/* PF-global registers (PF BAR2 0x100000..), stored in dev->pf_regs. */
+enum qm_pf_reg {
+    QM_PR_VFT_CFG_OP_ENABLE,
+    QM_PR_VFT_CFG_OP_WR,
+    QM_PR_VFT_CFG_TYPE,
+    QM_PR_VFT_CFG,
+    QM_PR_VFT_CFG_DATA_L,
+    QM_PR_VFT_CFG_DATA_H,
+    QM_PR_VFT_CFG_RDY,
+    QM_PR_IFC_READY_STATUS,
+    QM_PR_IFC_READY_STATUS_H,
+    QM_PR_IFC_INT_SET_P,
+    QM_PR_IFC_INT_CFG,
+    QM_PR_IFC_INT_SOURCE_P,
+    QM_PR_IFC_INT_SOURCE_P_H,
+    QM_PR_MIG_REGION_SEL,
+    QM_PR_COUNT,
+};
+
+struct qm_dev;
+struct qm_fn;
+
+/* Work to do after fn->lock is dropped (see the locking rule above). */
+struct qm_deferred {
+    unsigned irq_vectors;     /* MSI vectors of this function to raise */
+    bool pf_signal;           /* this VF set IFC_INT_SET_V: tell the PF */
+    bool pf_ready_clear;      /* this VF acked the PF's message */
+    uint64_t vf_notify;       /* PF: functions whose IFC source to set */
+    uint64_t vf_ack;          /* PF: functions whose IFC_INT_SET_V to clear */
+    uint64_t vft_changed;     /* PF: functions whose VFT changed */
+};
+
+/* Context handed to register hooks. */
+struct qm_access {
+    struct qm_dev *dev;
+    struct qm_fn *fn;         /* locked; the PF for QM_SPACE_PF */
+    enum qm_port port;
+    struct qm_deferred *d;
+};
+
+struct qm_reg;
+typedef uint32_t (*qm_reg_read_hook)(struct qm_access *a, const struct qm_reg *r);
+typedef void (*qm_reg_write_hook)(struct qm_access *a, const struct qm_reg *r, uint32_t old,
+                                  uint32_t val);
+
+struct qm_reg {
+    uint32_t off;
+    const char *name;
+    enum qm_reg_access access;
+    uint32_t reset;
+    uint32_t wmask;
+    qm_reg_read_hook read;    /* NULL: the stored value */
+    qm_reg_write_hook write;  /* called after the stored value changed */
+};
+
+struct qm_reg_table {
+    const struct qm_reg *regs;
+    unsigned count;
+    unsigned first;           /* index of regs[0] in the storage array */
+};
+
+/* A mailbox: the staging bytes as last written and the read-back image. */
+struct qm_mb_port {
+    uint8_t stage[QM_MAILBOX_SIZE];
+    uint16_t w0;              /* read-back: command, op, status; busy below */
+    uint64_t data;            /* MB_DATA_L/H */
+    bool exec_busy;           /* a command is executing or draining (STOP_QP) */
+    unsigned delay_reads;     /* test mode: busy reads still to report */
+};
+
+struct qm_sq {
+    struct qm_sqc ctx;        /* as loaded; head/tail live below */
+    uint64_t base;
+    uint16_t head, tail, depth;
+    uint32_t gen;             /* bumped on every (re)load, invalidation, reset */
+    bool loaded, reload;      /* reload: load from the SQC table on first use */
+    bool stopping, stopped, broken;
+    bool busy;                /* a worker holds the job at head */
+};
+
+struct qm_cq {
+    struct qm_cqc ctx;
+    uint64_t base;
+    uint16_t head, tail, depth;
+    uint16_t reserved;        /* slots promised to jobs in flight */
+    uint32_t gen;
+    bool loaded, reload;
+    bool phase, armed, stalled, broken, overflow_posted;
+};
+
+struct qm_queue {
+    struct qm_fn *fn;
+    uint16_t qn;
+    struct qm_sq sq;
+    struct qm_cq cq;
+    atomic_bool cancel;       /* polled by the ZIP engine between chunks */
+    bool queued;              /* on the runnable ring (dev->sched_lock) */
+    struct qm_mb_port *stop_port; /* mailbox whose STOP_QP completes when drained */
+};
+
+struct qm_xeq {               /* EQ or AEQ */
+    struct qm_eqc ctx;        /* dw3 and reserved words as loaded */
+    uint64_t base;
+    uint16_t head, tail, depth;
+    bool phase, valid, overflowed;
+};
+
+struct qm_fn_stats {          /* qm_debug.h counters, relaxed atomics */
+    atomic_uint_fast64_t jobs_done, jobs_cancelled, jobs_failed, jobs_dma_fault;
+    atomic_uint_fast64_t doorbells, doorbells_ignored, doorbells_held;
+    atomic_uint_fast64_t access_errors, unknown_reads, unknown_writes, ro_writes;
+    atomic_uint_fast64_t mb_commands, mb_errors, mb_ignored;
+    atomic_uint_fast64_t ring_faults, cq_full_stalls;
+    atomic_uint_fast64_t eqes_posted, eqes_dropped, aeqes_posted, aeqes_dropped;
+    atomic_uint_fast64_t msi_raised, msi_held;
+    atomic_uint_fast64_t cache_writebacks, table_loads, pauses, resumes, resets, cfg_errors;
+};
+#define QM_COUNT(fn, field) atomic_fetch_add_explicit(&(fn)->st.field, 1, memory_order_relaxed)
+
+struct qm_fn {
+    struct qm_dev *dev;
+    unsigned idx;             /* PCI function number = requester ID */
+    struct iommu_domain *dom;
+    pthread_mutex_t lock;     /* everything below except where noted */
+    pthread_cond_t cond;      /* jobs retired, queues drained (CLOCK_MONOTONIC) */
+    uint32_t regs[QM_R_FN_COUNT];
+    struct qm_mb_port mb[QM_NUM_PORTS];
+    uint8_t db_stage[QM_NUM_PORTS][2][8]; /* split doorbell writes */
+    uint16_t qp_base, qp_num; /* applied VFT (0 queues until programmed) */
+    uint64_t vft_word;        /* what SQC_VFT_V2 returns */
+    uint64_t sqc_bt, cqc_bt;
+    struct qm_xeq eq, aeq;
+    struct qm_queue q[QM_MAX_QPS_PER_VF];
+    bool paused;              /* PAUSE_QM */
+    bool resetting;           /* FLR in progress */
+    bool halted;              /* the AEQ could not be written: the function stops */
+    unsigned jobs_inflight;   /* queues with sq.busy */
+    unsigned mb_delay_reads;  /* test mode: qm_debug_set_mailbox_delay */
+    atomic_uint quiesce_waiters; /* threads waiting on cond (read without lock) */
+    unsigned int_pending;     /* vectors held while paused */
+    atomic_uint irq_inflight; /* MSIs decided but not yet raised (no lock) */
+    atomic_uint_fast64_t ifc_in;  /* PF->VF message (PF SRC, VF DST): no lock */
+    atomic_uint_fast64_t ifc_out; /* VF->PF message (VF SRC, PF DST): no lock */
+    struct qm_fn_stats st;    /* no lock */
+};
+
+struct qm_worker {
+    struct qm_dev *dev;
+    struct zip_engine *eng;
+    pthread_t thread;
+    uint32_t sqe[ZIP_SQE_DWORDS];
+};
+
+struct qm_dev {
+    struct qm_dev_config cfg;
+    unsigned nfn;
+    unsigned total_qps;       /* queue pool the VFT may hand out */
+    struct qm_fn *fn[QM_NUM_FNS_MAX];
+    /* Protected by fn[0]->lock (the PF's lock). */
+    uint32_t pf_regs[QM_PR_COUNT];
+    uint64_t vft_sqc[QM_NUM_FNS_MAX], vft_cqc[QM_NUM_FNS_MAX], vft_shaper[QM_NUM_FNS_MAX];
+    atomic_bool v4_windows;   /* copy of MIG_REGION_SEL bit0 on v4 (read without lock) */
+    /* Scheduler: dev->sched_lock protects ring, counts, stopping. */
+    pthread_mutex_t sched_lock;
+    pthread_cond_t sched_cond;
+    struct qm_queue **ring;
+    unsigned ring_cap, ring_head, ring_count;
+    bool stopping;
+    struct qm_worker *workers;
+    unsigned nworkers, nstarted;
+};
+
+/* qm_dev.c */
+void qm_fn_lock(struct qm_fn *fn);
+void qm_fn_unlock(struct qm_fn *fn, struct qm_deferred *d);
+void qm_fn_assert_locked(struct qm_fn *fn);
+/* Raise vector v now (after unlock) or hold it while paused. */
+void qm_fn_msi_locked(struct qm_fn *fn, struct qm_deferred *d, unsigned v);
+bool qm_fn_v4(const struct qm_dev *dev);
+bool qm_fn_can_run_locked(const struct qm_fn *fn);
+void qm_fn_wake_waiters_locked(struct qm_fn *fn);
+/* Wait on fn->cond until done(fn) or deadline (absolute, CLOCK_MONOTONIC ns;
+ * 0 = no deadline). Returns done(fn). */
+bool qm_fn_wait_locked(struct qm_fn *fn, bool (*done)(struct qm_fn *, void *), void *arg,
+                       uint64_t deadline_ns);
+/* done() for qm_fn_wait_locked: no job in flight, no MSI being raised. */
+bool qm_fn_quiesced(struct qm_fn *fn, void *arg);
+void qm_fn_reset_locked(struct qm_fn *fn, struct qm_deferred *d);
+
+/* qm_regs.c */
+extern const struct qm_reg_table qm_local_table, qm_win_table, qm_pf_table;
+void qm_regs_reset(uint32_t *storage, const struct qm_reg_table *t);
+int qm_regs_check_tables(void);
+/* One access inside a space, size already validated. */
+void qm_space_read(struct qm_access *a, enum qm_space sp, uint32_t off, uint8_t *data,
+                   unsigned size);
+void qm_space_write(struct qm_access *a, enum qm_space sp, uint32_t off, const uint8_t *data,
+                    unsigned size);
+bool qm_xeq_source(const struct qm_xeq *q);
+bool qm_vft_sqc_valid(const struct qm_dev *dev, uint64_t sqc_vft);
+void qm_pf_vft_apply(struct qm_dev *dev, unsigned fn);
+void qm_pf_ifc_signal(struct qm_dev *dev, unsigned vf);
+void qm_pf_ifc_ready_clear(struct qm_dev *dev, unsigned vf);
+void qm_vf_ifc_notify(struct qm_dev *dev, unsigned vf);
+void qm_vf_ifc_ack(struct qm_dev *dev, unsigned vf);
+
+/* qm_mailbox.c */
+void qm_mb_read(struct qm_access *a, uint32_t off, uint8_t *data, unsigned size);
+void qm_mb_write(struct qm_access *a, uint32_t off, const uint8_t *data, unsigned size);
+/* Ends an asynchronous STOP_QP on q (status OK), if one is pending. */
+void qm_mb_stop_port_release_locked(struct qm_fn *fn, struct qm_queue *q);
+
+/* qm_queue.c */
+void qm_db_execute(struct qm_access *a, uint64_t db, bool eq_port);
+int qm_sq_load_locked(struct qm_fn *fn, struct qm_queue *q, const struct qm_sqc *c);
+int qm_cq_load_locked(struct qm_fn *fn, struct qm_queue *q, const struct qm_cqc *c);
+int qm_xeq_load_locked(struct qm_fn *fn, struct qm_xeq *x, const struct qm_eqc *c, bool aeq);
+void qm_xeq_to_ctx(const struct qm_xeq *x, struct qm_eqc *c);
+void qm_sq_to_ctx(const struct qm_queue *q, struct qm_sqc *c);
+void qm_cq_to_ctx(const struct qm_queue *q, struct qm_cqc *c);
+void qm_queue_invalidate_locked(struct qm_fn *fn, struct qm_queue *q, bool sq, bool cq);
+void qm_queue_ensure_loaded_locked(struct qm_fn *fn, struct qm_queue *q);
+void qm_queue_kick_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_queue *q);
+void qm_fn_kick_all_locked(struct qm_fn *fn, struct qm_deferred *d);
+bool qm_queue_drained_locked(const struct qm_queue *q);
+/* The CQ the job at q's head would complete into, with a slot free for it;
+ * NULL when q may not fetch now. */
+struct qm_queue *qm_queue_fetchable_locked(struct qm_fn *fn, struct qm_queue *q);
+void qm_job_commit_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_queue *q,
+                          struct qm_queue *c, uint16_t slot, const uint32_t *sqe);
+void qm_post_aeqe_locked(struct qm_fn *fn, struct qm_deferred *d, uint16_t qn,
+                         enum qm_aeqe_type type);
+void qm_post_eqe_locked(struct qm_fn *fn, struct qm_deferred *d, uint16_t cqn);
+void qm_cache_writeback_locked(struct qm_fn *fn);
+void qm_fn_resume_events_locked(struct qm_fn *fn, struct qm_deferred *d);
+
+/* qm_worker.c */
+int qm_workers_start(struct qm_dev *dev);
+void qm_workers_stop(struct qm_dev *dev);
+void qm_sched_enqueue(struct qm_dev *dev, struct qm_queue *q);
+
+#endif
