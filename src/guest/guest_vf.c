@@ -19,6 +19,7 @@
 
 #define GVF_MB_POLL_NS 10000ull        /* the Linux driver polls busy every 10 us */
 #define GVF_MB_BUDGET_NS 1000000ull    /* ... and gives up after 1 ms */
+#define GVF_MB_MIN_POLLS 100u          /* 1 ms of 10 us polls, however long a sleep lasts */
 
 /* Capability register bits (0x3100). */
 #define GVF_CAP_VER_MASK 0xffu
@@ -140,26 +141,28 @@ static void gvf_sleep_ns(uint64_t ns)
     nanosleep(&ts, NULL);
 }
 
-/* Poll the mailbox busy bit for up to the driver's 1 ms budget. */
-static int gvf_mb_wait_ready(struct guest_vf *vf, uint32_t *w)
+/* Poll the mailbox busy bit every 10 us for budget_ns, and for at least
+ * GVF_MB_MIN_POLLS polls (a sleep of "10 us" often lasts far longer). */
+static int gvf_mb_wait_ready(struct guest_vf *vf, uint32_t *w, uint64_t budget_ns)
 {
-    uint64_t deadline = am_now_ns() + GVF_MB_BUDGET_NS;
+    uint64_t deadline = am_now_ns() + budget_ns;
 
-    for (;;) {
+    for (unsigned polls = 0;; polls++) {
         int ret = gvf_rd32(vf, QM_MAILBOX, w);
         if (ret)
             return ret;
         if (!(*w & (1u << QM_MB_BUSY_SHIFT)))
             return 0;
-        if (am_now_ns() > deadline)
+        if (polls >= GVF_MB_MIN_POLLS && am_now_ns() > deadline)
             return -ETIMEDOUT;
         gvf_sleep_ns(GVF_MB_POLL_NS);
     }
 }
 
 /* One mailbox command, as hisi_qm_mb: wait ready, one 16-byte store, wait
- * ready, check status. Caller holds mb_lock. */
-static int gvf_mb_locked(struct guest_vf *vf, uint8_t cmd, uint64_t base, uint16_t queue, int op)
+ * ready (done_budget_ns), check status. Caller holds mb_lock. */
+static int gvf_mb_budget_locked(struct guest_vf *vf, uint8_t cmd, uint64_t base, uint16_t queue,
+                                int op, uint64_t done_budget_ns)
 {
     struct qm_mailbox mb = {
         .w0 = (uint16_t)(cmd | 1u << QM_MB_BUSY_SHIFT | (op ? 1u << QM_MB_OP_SHIFT : 0)),
@@ -170,13 +173,13 @@ static int gvf_mb_locked(struct guest_vf *vf, uint8_t cmd, uint64_t base, uint16
     uint32_t w;
     int ret;
 
-    ret = gvf_mb_wait_ready(vf, &w);
+    ret = gvf_mb_wait_ready(vf, &w, GVF_MB_BUDGET_NS);
     if (!ret) {
         atomic_thread_fence(memory_order_release); /* the context in RAM first */
         ret = vf->io.mmio_write(vf->io.opaque, QM_MAILBOX, &mb, QM_MAILBOX_SIZE);
     }
     if (!ret)
-        ret = gvf_mb_wait_ready(vf, &w);
+        ret = gvf_mb_wait_ready(vf, &w, done_budget_ns);
     if (!ret && ((w >> QM_MB_STATUS_SHIFT) & QM_MB_STATUS_MASK))
         ret = -EIO;
     if (ret) {
@@ -185,6 +188,11 @@ static int gvf_mb_locked(struct guest_vf *vf, uint8_t cmd, uint64_t base, uint16
                ret);
     }
     return ret;
+}
+
+static int gvf_mb_locked(struct guest_vf *vf, uint8_t cmd, uint64_t base, uint16_t queue, int op)
+{
+    return gvf_mb_budget_locked(vf, cmd, base, queue, op, GVF_MB_BUDGET_NS);
 }
 
 static int gvf_mb(struct guest_vf *vf, uint8_t cmd, uint64_t base, uint16_t queue, int op)
@@ -927,10 +935,17 @@ int guest_vf_qp_stop(struct guest_vf *vf, unsigned qp, int timeout_ms)
     gvf_dirty(vf, q, sizeof(*q));
     pthread_mutex_unlock(&vf->qp_lock[qp]);
 
-    if (st->caps & GVF_CAP_STOP_QP)
-        ret = gvf_mb(vf, QM_MB_CMD_STOP_QP, 0, (uint16_t)qp, 0);
-    /* Reap what the drain completed (the Linux driver flushes its workqueue). */
+    /* A drain of long jobs outlasts the 1 ms mailbox budget: the device keeps
+     * busy set until the queue is empty, so wait for it up to timeout_ms.
+     * (The Linux driver logs a timeout here and carries on.) */
     deadline = am_now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000ull;
+    if (st->caps & GVF_CAP_STOP_QP) {
+        pthread_mutex_lock(&vf->mb_lock);
+        ret = gvf_mb_budget_locked(vf, QM_MB_CMD_STOP_QP, 0, (uint16_t)qp, 0,
+                                   AM_MAX(deadline - am_now_ns(), GVF_MB_BUDGET_NS));
+        pthread_mutex_unlock(&vf->mb_lock);
+    }
+    /* Reap what the drain completed (the Linux driver flushes its workqueue). */
     for (;;) {
         pthread_mutex_lock(&vf->poll_lock);
         int n = gvf_cq_drain_locked(vf, qp);
