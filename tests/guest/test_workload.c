@@ -1,0 +1,293 @@
+/* The guest workload end to end on the device model: every job verified
+ * exactly once; pausing the vCPUs mid-run leaves nothing half-submitted and
+ * nothing moving; resuming (also re-attached from RAM alone) finishes the
+ * run. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "common/common.h"
+#include "guest/workload.h"
+#include "qm/qm_debug.h"
+#include "vmm/inproc.h"
+#include "vmm/vm_ram.h"
+
+#define VF 1u
+
+struct fixture {
+    struct workload_config cfg;
+    struct vm_ram *ram;
+    const struct guest_ram *g;
+    struct vmm_inproc_host host;
+    struct workload *w;
+};
+
+static void small_config(struct workload_config *c)
+{
+    workload_config_default(c);
+    c->jobs = 60;
+    c->min_size = 1;
+    c->max_size = 96u << 10;
+    c->seed = 7;
+    c->sgl_percent = 30;
+}
+
+static struct fixture *fixture_new(const struct workload_config *cfg)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    struct qm_dev_config dc;
+
+    assert_non_null(f);
+    f->cfg = *cfg;
+    assert_int_equal(vm_ram_create(AM_ALIGN_UP(workload_ram_size(cfg), VM_RAM_PAGE_SIZE), &f->ram), 0);
+    f->g = vm_ram_guest(f->ram);
+    qm_dev_config_default(&dc);
+    assert_int_equal(vmm_inproc_host_create(&dc, VF, f->g, &f->host), 0);
+    assert_int_equal(workload_create(cfg, f->g, vmm_inproc_vf_io(f->host.vf), &f->w), 0);
+    return f;
+}
+
+static void fixture_free(struct fixture *f)
+{
+    workload_destroy(f->w);
+    vmm_inproc_host_destroy(&f->host);
+    vm_ram_destroy(f->ram);
+    free(f);
+}
+
+static void assert_all_verified_once(const struct workload *w, uint64_t jobs)
+{
+    struct workload_report r;
+
+    workload_report_get(w, &r);
+    assert_int_equal(r.jobs, jobs);
+    assert_int_equal(r.jobs_submitted, jobs);
+    assert_int_equal(r.jobs_completed, jobs);
+    assert_int_equal(r.jobs_verified, jobs);
+    assert_int_equal(r.jobs_failed, 0);
+    assert_int_equal(r.jobs_duplicated, 0);
+    assert_int_equal(r.jobs_lost, 0);
+    assert_int_equal(r.stray_completions, 0);
+    assert_int_equal(r.driver.bad_cqes, 0);
+    assert_int_equal(r.jobs_by_type[1] + r.jobs_by_type[2] + r.jobs_by_type[3], jobs);
+    assert_true(r.bytes_in > 0);
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void wait_steps(const struct workload *w, uint64_t steps)
+{
+    for (int i = 0; i < 6000 && workload_steps(w) < steps && !workload_done(w); i++)
+        sleep_ms(5);
+}
+
+static void test_a_small_run_verifies_every_job_exactly_once(void **state)
+{
+    struct workload_config c;
+    struct fixture *f;
+    struct workload_report r;
+    (void)state;
+
+    small_config(&c);
+    f = fixture_new(&c);
+    assert_int_equal(workload_vcpus_start(f->w), 0);
+    assert_int_equal(workload_vcpus_start(f->w), -EALREADY);
+    assert_int_equal(workload_wait(f->w, 120000), 0);
+    assert_true(workload_done(f->w));
+    assert_int_equal(workload_shutdown(f->w), 0);
+    assert_all_verified_once(f->w, c.jobs);
+    workload_report_get(f->w, &r);
+    assert_true(r.sgl_jobs > 0 && r.sgl_jobs < c.jobs);
+    assert_true(r.jobs_by_type[1] > 0 && r.jobs_by_type[2] > 0 && r.jobs_by_type[3] > 0);
+    assert_int_equal(r.driver.cqes, 2 * c.jobs);
+    fixture_free(f);
+}
+
+static void test_the_same_seed_gives_the_same_jobs(void **state)
+{
+    struct workload_config c;
+    struct fixture *a, *b;
+    struct workload_report ra, rb;
+    (void)state;
+
+    small_config(&c);
+    c.jobs = 12;
+    a = fixture_new(&c);
+    b = fixture_new(&c);
+    assert_int_equal(workload_vcpus_start(a->w), 0);
+    assert_int_equal(workload_vcpus_start(b->w), 0);
+    assert_int_equal(workload_wait(a->w, 60000), 0);
+    assert_int_equal(workload_wait(b->w, 60000), 0);
+    workload_report_get(a->w, &ra);
+    workload_report_get(b->w, &rb);
+    assert_int_equal(ra.bytes_in, rb.bytes_in);
+    assert_int_equal(ra.sgl_jobs, rb.sgl_jobs);
+    assert_memory_equal(ra.jobs_by_type, rb.jobs_by_type, sizeof(ra.jobs_by_type));
+    fixture_free(a);
+    fixture_free(b);
+}
+
+/* Pause, check the paused guest, check that nothing the guest owns moves,
+ * and that every SQ tail the driver wrote is the tail the device has. */
+static void pause_and_check(struct fixture *f)
+{
+    char why[160] = "";
+    uint64_t steps;
+    struct workload_report r1, r2;
+
+    assert_int_equal(workload_vcpus_pause(f->w), 0);
+    assert_int_equal(workload_vcpus_pause(f->w), -EINVAL); /* already paused */
+    if (workload_check_paused(f->w, why, sizeof(why)) != 0)
+        fail_msg("paused guest is inconsistent: %s", why);
+    for (unsigned q = 0; q < f->cfg.qps; q++) {
+        struct qm_sqc sqc;
+        assert_int_equal(guest_vf_qp_sqc_dump(workload_vf(f->w), q, &sqc), 0);
+        assert_int_equal(sqc.tail, guest_vf_qp_sq_tail(workload_vf(f->w), q));
+    }
+    steps = workload_steps(f->w);
+    workload_report_get(f->w, &r1);
+    sleep_ms(30);
+    workload_report_get(f->w, &r2);
+    assert_int_equal(workload_steps(f->w), steps);
+    assert_int_equal(r1.jobs_submitted, r2.jobs_submitted);
+    assert_int_equal(r1.jobs_verified, r2.jobs_verified);
+    assert_int_equal(r1.driver.cqes, r2.driver.cqes); /* nobody reaps while paused */
+}
+
+static void test_pausing_mid_run_leaves_nothing_half_submitted_and_resume_finishes(void **state)
+{
+    struct workload_config c;
+    struct fixture *f;
+    (void)state;
+
+    small_config(&c);
+    c.jobs = 150;
+    f = fixture_new(&c);
+    assert_int_equal(workload_vcpus_resume(f->w, NULL, NULL), -EINVAL); /* not running */
+    assert_int_equal(workload_vcpus_start(f->w), 0);
+    assert_int_equal(workload_check_paused(f->w, NULL, 0), -EPROTO); /* running */
+    for (unsigned round = 1; round <= 6 && !workload_done(f->w); round++) {
+        wait_steps(f->w, round * 80);
+        pause_and_check(f);
+        /* alternate a plain resume and a re-bind to the same RAM and VF */
+        if (round % 2)
+            assert_int_equal(workload_vcpus_resume(f->w, NULL, NULL), 0);
+        else
+            assert_int_equal(workload_vcpus_resume(f->w, f->g, vmm_inproc_vf_io(f->host.vf)), 0);
+    }
+    assert_int_equal(workload_wait(f->w, 120000), 0);
+    assert_int_equal(workload_shutdown(f->w), 0);
+    assert_all_verified_once(f->w, c.jobs);
+    fixture_free(f);
+}
+
+static void test_a_guest_reattached_from_ram_alone_finishes_the_run(void **state)
+{
+    struct workload_config c;
+    struct fixture *f;
+    uint64_t steps;
+    (void)state;
+
+    small_config(&c);
+    c.jobs = 80;
+    f = fixture_new(&c);
+    assert_int_equal(workload_vcpus_start(f->w), 0);
+    wait_steps(f->w, 150);
+    pause_and_check(f);
+    steps = workload_steps(f->w);
+    /* The "VMM process" goes away; a new one finds everything in RAM. */
+    workload_destroy(f->w);
+    f->w = NULL;
+    assert_int_equal(workload_attach(f->g, vmm_inproc_vf_io(f->host.vf), &f->w), 0);
+    assert_int_equal(workload_steps(f->w), steps);
+    assert_int_equal(workload_config_get(f->w)->jobs, c.jobs);
+    assert_int_equal(workload_vcpus_start(f->w), 0);
+    assert_int_equal(workload_wait(f->w, 120000), 0);
+    assert_int_equal(workload_shutdown(f->w), 0);
+    assert_all_verified_once(f->w, c.jobs);
+    fixture_free(f);
+}
+
+static void test_resume_on_ram_without_a_workload_is_refused_and_stays_paused(void **state)
+{
+    struct workload_config c;
+    struct fixture *f;
+    struct vm_ram *empty;
+    struct workload *w2 = NULL;
+    (void)state;
+
+    small_config(&c);
+    c.jobs = 30;
+    f = fixture_new(&c);
+    assert_int_equal(vm_ram_create(vm_ram_size(f->ram), &empty), 0);
+    assert_int_equal(workload_attach(vm_ram_guest(empty), vmm_inproc_vf_io(f->host.vf), &w2), -EINVAL);
+    assert_int_equal(workload_vcpus_start(f->w), 0);
+    assert_int_equal(workload_vcpus_pause(f->w), 0);
+    assert_int_equal(workload_vcpus_resume(f->w, vm_ram_guest(empty), NULL), -EINVAL);
+    assert_int_equal(workload_vcpus_pause(f->w), -EINVAL); /* still paused */
+    assert_int_equal(workload_vcpus_resume(f->w, NULL, NULL), 0);
+    assert_int_equal(workload_wait(f->w, 120000), 0);
+    assert_int_equal(workload_shutdown(f->w), 0);
+    assert_all_verified_once(f->w, c.jobs);
+    vm_ram_destroy(empty);
+    fixture_free(f);
+}
+
+static void test_config_check_names_what_is_wrong(void **state)
+{
+    struct workload_config c;
+    char why[128];
+    struct guest_ram tiny = {.host = (uint8_t *)why, .size = sizeof(why)};
+    struct vf_io io = {0};
+    struct workload *w = NULL;
+    (void)state;
+
+    workload_config_default(&c);
+    assert_int_equal(workload_config_check(&c, why, sizeof(why)), 0);
+    assert_int_equal(c.jobs, 2000);
+    assert_int_equal(c.qps, 4);
+    assert_int_equal(c.min_size, 1024);
+    assert_int_equal(c.max_size, 1u << 20);
+    c.qps = 3;
+    assert_int_equal(workload_config_check(&c, why, sizeof(why)), -EINVAL);
+    assert_non_null(strstr(why, "qps"));
+    workload_config_default(&c);
+    c.min_size = 2000;
+    c.max_size = 1000;
+    assert_int_equal(workload_config_check(&c, why, sizeof(why)), -EINVAL);
+    assert_non_null(strstr(why, "size"));
+    workload_config_default(&c);
+    c.jobs = 0;
+    assert_int_equal(workload_config_check(&c, why, sizeof(why)), -EINVAL);
+    assert_int_equal(workload_ram_size(&c), 0);
+    workload_config_default(&c);
+    c.max_size = WORKLOAD_MAX_SIZE + 1;
+    assert_int_equal(workload_config_check(&c, NULL, 0), -EINVAL);
+    workload_config_default(&c);
+    assert_int_equal(workload_create(&c, &tiny, &io, &w), -ENOSPC);
+    assert_null(w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_small_run_verifies_every_job_exactly_once),
+        cmocka_unit_test(test_the_same_seed_gives_the_same_jobs),
+        cmocka_unit_test(test_pausing_mid_run_leaves_nothing_half_submitted_and_resume_finishes),
+        cmocka_unit_test(test_a_guest_reattached_from_ram_alone_finishes_the_run),
+        cmocka_unit_test(test_resume_on_ram_without_a_workload_is_refused_and_stays_paused),
+        cmocka_unit_test(test_config_check_names_what_is_wrong),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
