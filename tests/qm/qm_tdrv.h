@@ -6,6 +6,7 @@
 #ifndef ACCMIG_TESTS_QM_TDRV_H
 #define ACCMIG_TESTS_QM_TDRV_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -14,6 +15,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "common/common.h"
 #include "qm/qm.h"
 #include "qm/qm_debug.h"
 #include "qm/qm_hw.h"
