@@ -263,6 +263,7 @@ void tvf_probe(struct tenv *e, struct tvf *v, unsigned fn)
     assert_int_equal(tmb(e, d, QM_MB_CMD_AEQC, 0, ctx, false, NULL), 0);
     v->eq_phase = true;
     v->aeq_phase = true;
+    v->eq_depth = QM_EQ_DEPTH;
     assert_int_equal(tmb(e, d, QM_MB_CMD_SQC_BT, 0, v->sqc_bt, false, NULL), 0);
     assert_int_equal(tmb(e, d, QM_MB_CMD_CQC_BT, 0, v->cqc_bt, false, NULL), 0);
     twr32(e, d, QM_PAGE_SIZE, 0);
@@ -274,6 +275,12 @@ void tvf_probe(struct tenv *e, struct tvf *v, unsigned fn)
 }
 
 void tvf_start_qp(struct tvf *v, unsigned qn, unsigned alg_type)
+{
+    tvf_start_qp_ex(v, qn, alg_type, QM_CQ_DEPTH, true);
+}
+
+void tvf_start_qp_ex(struct tvf *v, unsigned qn, unsigned alg_type, unsigned cq_depth,
+                     bool cq_events)
 {
     struct tenv *e = v->env;
     struct tqp *q = &v->qp[qn];
@@ -290,14 +297,32 @@ void tvf_start_qp(struct tvf *v, unsigned qn, unsigned alg_type)
     assert_int_equal(tmb(e, v->door, QM_MB_CMD_SQC, (uint16_t)qn, ctx, false, NULL), 0);
     cqc.base_l = (uint32_t)q->cq;
     cqc.base_h = (uint32_t)(q->cq >> 32);
-    cqc.dw3 = QM_CQC_DW3(QM_CQ_DEPTH);
-    cqc.dw6 = QM_CQC_DW6_PHASE | QM_CQC_DW6_EQ_EN;
+    cqc.dw3 = QM_CQC_DW3(cq_depth);
+    cqc.dw6 = QM_CQC_DW6_PHASE | (cq_events ? QM_CQC_DW6_EQ_EN : 0);
     memcpy(tmem_ptr(e, v->fn, ctx), &cqc, sizeof(cqc));
     assert_int_equal(tmb(e, v->door, QM_MB_CMD_CQC, (uint16_t)qn, ctx, false, NULL), 0);
-    memset(tmem_ptr(e, v->fn, q->cq), 0, QM_CQ_DEPTH * 16);
+    if (q->cq >= e->mem[v->fn].iova && q->cq < e->mem[v->fn].iova + e->mem[v->fn].size)
+        memset(tmem_ptr(e, v->fn, q->cq), 0, (size_t)cq_depth * 16);
     q->sq_tail = 0;
     q->cq_head = 0;
     q->cq_phase = true;
+    q->cq_depth = (uint16_t)cq_depth;
+}
+
+void tvf_load_eq(struct tvf *v, unsigned depth)
+{
+    struct qm_eqc eqc = {0};
+    uint64_t ctx = tmem_alloc(v->env, v->fn, 32, 32);
+
+    memset(tmem_ptr(v->env, v->fn, v->eqe), 0, QM_EQ_DEPTH * 4);
+    eqc.base_l = (uint32_t)v->eqe;
+    eqc.base_h = (uint32_t)(v->eqe >> 32);
+    eqc.dw6 = QM_EQC_DW6(depth, 1);
+    memcpy(tmem_ptr(v->env, v->fn, ctx), &eqc, sizeof(eqc));
+    assert_int_equal(tmb(v->env, v->door, QM_MB_CMD_EQC, 0, ctx, false, NULL), 0);
+    v->eq_head = 0;
+    v->eq_phase = true;
+    v->eq_depth = (uint16_t)depth;
 }
 
 uint16_t tvf_submit(struct tvf *v, unsigned qn, const uint32_t sqe[ZIP_SQE_DWORDS])
@@ -327,7 +352,7 @@ bool tvf_cqe_take(struct tvf *v, unsigned qn, uint16_t *slot)
         return false;
     *slot = cqe->sq_head;
     assert_int_equal(cqe->sq_num, qn);
-    q->cq_head = (uint16_t)((q->cq_head + 1) % QM_CQ_DEPTH);
+    q->cq_head = (uint16_t)((q->cq_head + 1) % q->cq_depth);
     if (q->cq_head == 0)
         q->cq_phase = !q->cq_phase;
     twr64(v->env, v->door, QM_DB_SQCQ, qm_db_value((uint16_t)qn, QM_DB_CMD_CQ, q->cq_head, 0));
@@ -365,7 +390,7 @@ unsigned tvf_eq_drain(struct tvf *v, uint16_t *cqns, unsigned max)
         if (n < max && cqns)
             cqns[n] = (uint16_t)dw0;
         n++;
-        v->eq_head = (uint16_t)((v->eq_head + 1) % QM_EQ_DEPTH);
+        v->eq_head = (uint16_t)((v->eq_head + 1) % v->eq_depth);
         if (v->eq_head == 0)
             v->eq_phase = !v->eq_phase;
     }
@@ -473,4 +498,16 @@ bool tvf_wait_idle(struct tvf *v, unsigned qn, int timeout_ms)
             return false;
         tsleep_us(100);
     }
+}
+
+bool twait_jobs_done(struct tenv *e, unsigned fn, uint64_t n, int timeout_ms)
+{
+    uint64_t end = am_now_ns() + (uint64_t)timeout_ms * 1000000u;
+
+    while (tcounters(e, fn).jobs_done < n) {
+        if (am_now_ns() > end)
+            return false;
+        tsleep_us(100);
+    }
+    return true;
 }

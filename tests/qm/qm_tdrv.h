@@ -53,7 +53,8 @@ struct tqp {
     uint64_t sq, cq;        /* ring IOVAs */
     uint16_t sq_tail, cq_head;
     bool cq_phase;
-    uint16_t depth;
+    uint16_t depth;         /* SQ depth */
+    uint16_t cq_depth;
 };
 
 struct tvf {
@@ -62,7 +63,7 @@ struct tvf {
     struct tdoor door;      /* the guest's door (the VF's own BAR) */
     uint32_t qp_base, qp_num;
     uint64_t eqe, aeqe, sqc_bt, cqc_bt;
-    uint16_t eq_head, aeq_head;
+    uint16_t eq_head, aeq_head, eq_depth;
     bool eq_phase, aeq_phase;
     struct tqp qp[QM_MAX_QPS_PER_VF];
 };
@@ -98,6 +99,11 @@ int tmb(struct tenv *e, struct tdoor d, uint8_t cmd, uint16_t qn, uint64_t base,
 /* The Linux VF probe + hisi_qm_start sequence on the VF's own door. */
 void tvf_probe(struct tenv *e, struct tvf *v, unsigned fn);
 void tvf_start_qp(struct tvf *v, unsigned qn, unsigned alg_type);
+/* Same with a CQ of cq_depth entries, events on or off. */
+void tvf_start_qp_ex(struct tvf *v, unsigned qn, unsigned alg_type, unsigned cq_depth,
+                     bool cq_events);
+/* Reload the EQ with a smaller depth (head, tail 0, phase 1). */
+void tvf_load_eq(struct tvf *v, unsigned depth);
 /* Write the SQE at the tail and ring the SQ doorbell; returns the slot. */
 uint16_t tvf_submit(struct tvf *v, unsigned qn, const uint32_t sqe[ZIP_SQE_DWORDS]);
 /* Copy the SQE slot back. */
@@ -125,5 +131,7 @@ struct qm_queue_debug tqueue(struct tenv *e, unsigned fn, unsigned qn);
 /* Wait until the queue has no job in flight and head == tail. */
 bool tvf_wait_idle(struct tvf *v, unsigned qn, int timeout_ms);
 void tsleep_us(unsigned us);
+/* Wait until fn has completed at least n jobs in total. */
+bool twait_jobs_done(struct tenv *e, unsigned fn, uint64_t n, int timeout_ms);
 
 #endif
