@@ -109,7 +109,7 @@ static int demo_parse(int argc, char **argv, struct demo_opts *o)
         {NULL, 0, NULL, 0},
     };
     char why[128];
-    uint32_t v;
+    uint32_t v = 0;
     int c, ret = 0;
 
     memset(o, 0, sizeof(*o));

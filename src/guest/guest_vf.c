@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -722,7 +723,10 @@ static int gvf_cq_take(struct guest_vf *vf, unsigned qp, struct guest_vf_complet
     tags = gvf_ptr(vf, q->tags_gpa);
     for (;;) {
         struct qm_cqe *cqe = &ring[q->cq_head];
-        uint16_t w7 = __atomic_load_n(&cqe->w7, __ATOMIC_ACQUIRE);
+        /* CQEs are 16-byte aligned in the ring, so w7 is 2-byte aligned. */
+        uint16_t w7 = __atomic_load_n((const uint16_t *)((const uint8_t *)cqe +
+                                                         offsetof(struct qm_cqe, w7)),
+                                      __ATOMIC_ACQUIRE);
         uint16_t slot;
         const uint32_t *sqe;
 
