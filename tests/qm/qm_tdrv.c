@@ -55,7 +55,8 @@ void tenv_fini(struct tenv *e)
 {
     qm_dev_destroy(e->dev);
     for (unsigned f = 0; f < e->nfn; f++)
-        munmap(e->mem[f].host, e->mem[f].size);
+        if (!e->mem[f].borrowed)
+            munmap(e->mem[f].host, e->mem[f].size);
     pthread_cond_destroy(&e->cond);
     pthread_mutex_destroy(&e->lock);
 }
@@ -69,6 +70,19 @@ uint64_t tmem_alloc(struct tenv *e, unsigned fn, uint64_t size, uint64_t align)
     m->used = off + size;
     memset(m->host + off, 0, size);
     return m->iova + off;
+}
+
+void tmem_adopt(struct tenv *dst, struct tenv *src, unsigned fn)
+{
+    struct iommu_domain *d = qm_dev_iommu(dst->dev, fn);
+
+    assert_int_equal(iommu_unmap(d, dst->mem[fn].iova, dst->mem[fn].size), 0);
+    munmap(dst->mem[fn].host, dst->mem[fn].size);
+    dst->mem[fn] = src->mem[fn];
+    dst->mem[fn].borrowed = true;
+    assert_int_equal(iommu_map_host(d, dst->mem[fn].iova, dst->mem[fn].size, dst->mem[fn].host,
+                                    IOMMU_READ | IOMMU_WRITE),
+                     0);
 }
 
 void *tmem_ptr(struct tenv *e, unsigned fn, uint64_t iova)

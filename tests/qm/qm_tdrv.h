@@ -37,6 +37,7 @@ struct tdoor {
 struct tmem {
     uint8_t *host;
     uint64_t iova, size, used;
+    bool borrowed;          /* another environment's memory (a migration) */
 };
 
 struct tenv {
@@ -73,6 +74,9 @@ struct tvf {
 void tenv_init(struct tenv *e, const struct qm_dev_config *cfg);
 void tenv_fini(struct tenv *e);
 uint64_t tmem_alloc(struct tenv *e, unsigned fn, uint64_t size, uint64_t align);
+/* Make function fn of dst use src's guest memory for fn (same IOVAs), as a
+ * destination host does after the RAM has migrated. */
+void tmem_adopt(struct tenv *dst, struct tenv *src, unsigned fn);
 void *tmem_ptr(struct tenv *e, unsigned fn, uint64_t iova);
 unsigned tenv_irqs(struct tenv *e, unsigned fn, unsigned vec);
 /* Wait until the count of (fn, vec) exceeds `seen`; false on timeout. */
