@@ -17,7 +17,7 @@
 #define VMS_MAGIC "ACCMIGVM"
 #define VMS_HELLO_MAX 4096u             /* a later minor may grow the hello */
 #define VMS_RUNS_MAX 64u                /* runs in one RAM / ZERO record */
-#define VMS_RAM_REC_PAGES 256u          /* data pages in one RAM record (1 MiB) */
+#define VMS_RAM_REC_PAGES 1024u         /* data pages in one RAM record (4 MiB) */
 #define VMS_DEV_MAX (UINT32_C(1) << 20) /* bytes in one DEV record */
 #define VMS_DEV_CHUNK (64u * 1024u)     /* what S asks the device for at once */
 #define VMS_DRAIN_MS 5000               /* drain bound when there is no timeout */

@@ -1163,14 +1163,14 @@ static void bad_ram_gpa_wraps(struct craft *c)
 }
 static void bad_ram_too_many_pages(struct craft *c)
 {
-    uint8_t t[32];
+    uint8_t t[5 * 16];
 
-    /* The run table alone: its pages could never fit a record. */
-    am_st64(t, 0);
-    am_st64(t + 8, 200);
-    am_st64(t + 16, 100 * PG);
-    am_st64(t + 24, 57);
-    craft_rec_ex(c, 2, 0, sizeof(t), 2, 0, t, sizeof(t), sizeof(t));
+    /* The run table alone: its 1025 pages could never fit a record. */
+    for (int i = 0; i < 5; i++) {
+        am_st64(t + 16 * i, 0);
+        am_st64(t + 16 * i + 8, 205);
+    }
+    craft_rec_ex(c, 2, 0, sizeof(t), 5, 0, t, sizeof(t), sizeof(t));
 }
 static void bad_ram_len_mismatch(struct craft *c)
 {
@@ -1229,7 +1229,7 @@ static void test_every_malformed_record_is_refused_with_a_reason(void **state)
     expect_record_refused(bad_ram_zero_pages, "run 0: no pages");
     expect_record_refused(bad_ram_count_overflow, "+ 4503599627370497 pages is beyond RAM");
     expect_record_refused(bad_ram_gpa_wraps, "is beyond RAM");
-    expect_record_refused(bad_ram_too_many_pages, "257 pages, at most 256 in one record");
+    expect_record_refused(bad_ram_too_many_pages, "1025 pages, at most 1024 in one record");
     expect_record_refused(bad_ram_len_mismatch, "does not match 1 runs of 2 pages");
     expect_record_refused(bad_ram_len_short_of_table, "length 8 shorter than its 1 runs");
     expect_record_refused(bad_zero_with_data, "(ZERO)");
