@@ -126,10 +126,12 @@ int mig_hw_mailbox(struct mig_hw *hw, unsigned cmd, uint16_t queue, uint64_t bas
     uint32_t w;
     int rc;
 
-    /* w0 is the low half of the mailbox's first dword. */
+    /* w0 is the low half of the mailbox's first dword. Busy before we
+     * send means someone else's command (v3: the guest shares the mailbox):
+     * nothing was sent, so say -EBUSY, not -ETIMEDOUT. */
     rc = mig_hw_poll32(hw, mb, MIG_HW_MB_BUSY, 0, MIG_HW_MB_BUDGET_NS, NULL);
     if (rc != 0)
-        return rc;
+        return rc == -ETIMEDOUT ? -EBUSY : rc;
     if (qm_bar_write(hw->dev, hw->fn, mb, &m, sizeof(m)) != 0)
         return -EIO;
     rc = mig_hw_poll32(hw, mb, MIG_HW_MB_BUSY, 0, MIG_HW_MB_BUDGET_NS, &w);

@@ -125,6 +125,9 @@ static int mig_pause_locked(struct mig_dev *m)
         m->broken = true; /* the command may or may not have run */
         return mig_fail_locked(m, rc, AM_LOG_ERR, "PAUSE_QM: mailbox stayed busy");
     }
+    if (rc == -EBUSY)
+        return mig_fail_locked(m, rc, AM_LOG_ERR, "PAUSE_QM: the mailbox is busy with another "
+                                                  "command (nothing sent)");
     if (rc != 0)
         return mig_fail_locked(m, rc, AM_LOG_ERR, "PAUSE_QM refused by the device");
     rc = mig_hw_poll32(&m->hw, m->hw.mig_regs + QM_WIN_PAUSE_STATUS, MIG_PAUSED_AND_RETIRED,

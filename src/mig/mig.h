@@ -20,7 +20,9 @@
  *   current state is a no-op returning 0.
  *   Errnos: -EINVAL (unreachable, ERROR state, incompatible or known-bad
  *   stream), -EIO (the device refused an access or command, or was not
- *   quiesced), -ETIMEDOUT (a poll ran out of budget), and for RESUMING ->
+ *   quiesced), -EBUSY (the mailbox was busy with another command before
+ *   ours was sent: in v3 the guest shares it; nothing changed), -ETIMEDOUT
+ *   (a poll ran out of budget), and for RESUMING ->
  *   STOP the stream's: -ENODATA truncated, -EPROTO foreign, -EPROTONOSUPPORT
  *   other major, -EBADMSG corrupt (see mig/stream.h).
  * - The device side: the function is paused (PAUSE_QM) in every state but

@@ -47,7 +47,9 @@ int mig_hw_poll32(struct mig_hw *hw, uint64_t off, uint32_t mask, uint32_t want,
 /* One mailbox command the way the driver does it: wait until not busy,
  * write the 16 bytes as one store, wait until not busy (10 us period, 1 ms
  * budget each), check status. For op=1 queries *data (if not NULL) gets
- * MB_DATA_H:MB_DATA_L. */
+ * MB_DATA_H:MB_DATA_L. -EBUSY: busy before sending (nothing was sent);
+ * -ETIMEDOUT: busy after sending (the command's fate is unknown); -EIO: a
+ * refused access or a status other than 0. */
 int mig_hw_mailbox(struct mig_hw *hw, unsigned cmd, uint16_t queue, uint64_t base, int op,
                    uint64_t *data);
 

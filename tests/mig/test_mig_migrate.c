@@ -128,6 +128,76 @@ static void test_aborting_from_every_step_back_to_running_loses_nothing(void **s
     side_destroy(&dst);
 }
 
+/* Every arc the driver implements on the saving side, one SET each, with
+ * jobs submitted whenever the VF runs and doorbells rung while it is paused
+ * (held by the device, acted on after the pause). */
+static void test_every_saving_side_arc_under_load_loses_nothing(void **state)
+{
+    static const enum vfio_mig_state walk[] = {
+        VFIO_MIG_STATE_PRE_COPY,     VFIO_MIG_STATE_PRE_COPY_P2P, VFIO_MIG_STATE_PRE_COPY,
+        VFIO_MIG_STATE_RUNNING,      VFIO_MIG_STATE_RUNNING_P2P,  VFIO_MIG_STATE_PRE_COPY_P2P,
+        VFIO_MIG_STATE_RUNNING_P2P,  VFIO_MIG_STATE_STOP,         VFIO_MIG_STATE_STOP_COPY,
+        VFIO_MIG_STATE_STOP,         VFIO_MIG_STATE_RUNNING_P2P,  VFIO_MIG_STATE_PRE_COPY_P2P,
+        VFIO_MIG_STATE_STOP_COPY,    VFIO_MIG_STATE_STOP,         VFIO_MIG_STATE_RUNNING_P2P,
+        VFIO_MIG_STATE_RUNNING,
+    };
+    static struct mig_side src, dst;
+    struct tdrv_cfg c = cfg_small;
+    uint8_t buf[MIG_STREAM_MAX];
+    (void)state;
+
+    c.in_len = 16 * 1024;
+    c.out_len = 32 * 1024;
+    pair_setup(&src, &dst, &c, 4, 4, 4);
+    assert_int_equal(tdrv_submit_many(&drv, 4, 16), 0);
+    for (size_t i = 0; i < sizeof(walk) / sizeof(walk[0]); i++) {
+        assert_int_equal(mig_set_state(src.mig, walk[i]), 0);
+        assert_int_equal(mig_get_state(src.mig), walk[i]);
+        if (walk[i] == VFIO_MIG_STATE_STOP_COPY)
+            assert_true(side_read_all(&src, buf, sizeof(buf), 0) > 0);
+        /* Running or not, the guest keeps ringing doorbells. */
+        assert_int_equal(tdrv_submit_many(&drv, 4, 8), 0);
+        tdrv_poll(&drv);
+    }
+    assert_int_equal(tdrv_drain(&drv), 0);
+    assert_int_equal(tdrv_check_exactly_once(&drv), 0);
+    assert_int_equal(drv.completions, 16 + 8 * sizeof(walk) / sizeof(walk[0]));
+    side_destroy(&src);
+    side_destroy(&dst);
+}
+
+static void test_a_guest_jamming_the_shared_v3_mailbox_only_denies_migration(void **state)
+{
+    static struct mig_side src, dst;
+    uint64_t size = tdrv_ram_size(&cfg_small);
+    struct qm_mailbox q = {.w0 = QM_MB_CMD_SQC_VFT_V2 | 1u << QM_MB_BUSY_SHIFT |
+                                 1u << QM_MB_OP_SHIFT};
+    (void)state;
+
+    side_create(&src, 4, QM_REV_V3, MIG_HW_V3, size);
+    side_create(&dst, 4, QM_REV_V3, MIG_HW_V3, size);
+    tdrv_bind(&drv, src.dev, 1, src.ram, size, &cfg_small);
+    assert_int_equal(tdrv_init(&drv), 0);
+    assert_int_equal(tdrv_qp_start(&drv, 0, 0), 0);
+    assert_int_equal(tdrv_submit_many(&drv, 1, 20), 0);
+    /* The guest's own command leaves the one mailbox busy far too long. */
+    assert_int_equal(qm_debug_set_mailbox_delay(src.dev, 1, 1000000), 0);
+    assert_int_equal(qm_bar_write(src.dev, 1, QM_MAILBOX, &q, sizeof(q)), 0);
+    assert_int_equal(mig_set_state(src.mig, VFIO_MIG_STATE_STOP_COPY), -EBUSY);
+    assert_int_equal(mig_get_state(src.mig), VFIO_MIG_STATE_RUNNING);
+    assert_non_null(strstr(mig_last_error(src.mig), "busy"));
+    /* The host and the guest's jobs carry on; once the guest lets go, the
+     * migration goes through. */
+    assert_int_equal(qm_debug_set_mailbox_delay(src.dev, 1, 0), 0);
+    for (int i = 0; i < 2000000 && (tdrv_reg_read(&drv, QM_MAILBOX) & (1u << QM_MB_BUSY_SHIFT));
+         i++)
+        ;
+    migrate(&src, &dst, 1, 0, NULL, NULL);
+    finish_on(&dst, 1, 10);
+    side_destroy(&src);
+    side_destroy(&dst);
+}
+
 static int cq_full(void *arg)
 {
     return tdrv_cq_pending(&drv, (unsigned)(uintptr_t)arg) == TDRV_DEPTH - 1;
@@ -382,6 +452,8 @@ int main(void)
         cmocka_unit_test(test_a_loaded_vf_migrates_with_precopy_and_every_job_completes_once),
         cmocka_unit_test(test_a_migration_straight_to_stop_copy_in_odd_pieces_works),
         cmocka_unit_test(test_aborting_from_every_step_back_to_running_loses_nothing),
+        cmocka_unit_test(test_every_saving_side_arc_under_load_loses_nothing),
+        cmocka_unit_test(test_a_guest_jamming_the_shared_v3_mailbox_only_denies_migration),
         cmocka_unit_test(test_a_full_cq_with_sqes_waiting_behind_it_migrates),
         cmocka_unit_test(test_unread_eq_entries_and_a_pending_ifc_message_survive),
         cmocka_unit_test(test_a_stopped_queue_stays_quiet_and_restarts_after_migration),
