@@ -250,6 +250,7 @@ struct plan {
     struct dev_sink *sink; /* to check the final answer comes after finish */
     int rounds;
     void (*mutate)(struct vm_ram *ram, int round);
+    void (*after_round)(struct plan *p);
     void (*stop_guest)(struct plan *p);
     void *guest;
     int sink_finished_at_end;
@@ -283,6 +284,8 @@ static int source_migrate(struct side *sd)
         memset(bitmap, 0, words * sizeof(uint64_t));
         if (p->mutate != NULL)
             p->mutate(sd->ram, r);
+        if (p->after_round != NULL)
+            p->after_round(p);
         vm_ram_dirty_collect(sd->ram, bitmap);
     }
     if (p->stop_guest != NULL)
@@ -508,8 +511,9 @@ static void test_untouched_ram_travels_as_zero_runs_and_stays_unbacked(void **st
 /* A guest that keeps writing while precopy runs. */
 struct busy_guest {
     struct vm_ram *ram;
-    int stop; /* atomic */
-    uint64_t writes;
+    int stop;        /* atomic */
+    uint64_t writes; /* atomic */
+    uint64_t seen;   /* writes at the end of the previous round */
     pthread_t t;
 };
 
@@ -523,9 +527,20 @@ static void *busy_guest_run(void *arg)
         x ^= x >> 7;
         x ^= x << 17;
         page_fill(g->ram, x % pages, x);
-        g->writes++;
+        __atomic_fetch_add(&g->writes, 1, __ATOMIC_RELEASE);
     }
     return NULL;
+}
+
+/* Between rounds: let the guest write a few pages for sure, so every round
+ * overlaps guest writes whatever the scheduling. */
+static void busy_guest_progress(struct plan *p)
+{
+    struct busy_guest *g = p->guest;
+
+    while (__atomic_load_n(&g->writes, __ATOMIC_ACQUIRE) < g->seen + 64)
+        nanosleep(&(struct timespec){.tv_nsec = 100000}, NULL);
+    g->seen = __atomic_load_n(&g->writes, __ATOMIC_ACQUIRE);
 }
 
 static void busy_guest_stop(struct plan *p)
@@ -540,7 +555,8 @@ static void test_pages_the_guest_writes_during_precopy_are_resent(void **state)
 {
     struct vm_ram *sram = ram_new(16 * MiB), *dram = ram_new(16 * MiB);
     struct busy_guest g = {.ram = sram};
-    struct plan plan = {.rounds = 4, .stop_guest = busy_guest_stop, .guest = &g};
+    struct plan plan = {.rounds = 4, .after_round = busy_guest_progress,
+                        .stop_guest = busy_guest_stop, .guest = &g};
     struct side src = {.prof = profile(16 * MiB), .ram = sram, .run = source_migrate, .ctx = &plan};
     struct side dst = {.prof = profile(16 * MiB), .ram = dram, .run = dest_receive};
 
@@ -550,7 +566,7 @@ static void test_pages_the_guest_writes_during_precopy_are_resent(void **state)
     run_pair(true, &src, &dst);
     assert_int_equal(src.ret, 0);
     assert_int_equal(dst.ret, 0);
-    assert_true(g.writes > 0);
+    assert_true(g.writes >= 4 * 64);
     assert_memory_equal(vm_ram_host(sram), vm_ram_host(dram), 16 * MiB);
     vm_ram_destroy(sram);
     vm_ram_destroy(dram);
