@@ -29,7 +29,7 @@
 #define BE_QP 0u
 #define BE_WINDOW 4u     /* 32 KiB: the largest window, ISA-L's default history */
 #define BE_HIST_BITS 15u /* what the engine maps window 4 to */
-#define BE_MAX_DEPTH 64u
+#define BE_MAX_DEPTH 256u
 #define BE_MAX_SIZE (8u << 20)
 #define BE_STATE_GPA 0x1000u
 #define BE_SEED 0x5eedull
@@ -74,7 +74,7 @@ static void be_usage(FILE *f)
             "  --size BYTES     job size (default: 4K, 64K and 1M in turn)\n"
             "  --jobs N         jobs per measurement (default: as many as --seconds allows)\n"
             "  --seconds S      length of each measurement when --jobs is not given (default 1)\n"
-            "  --depth N        jobs in flight on the queue (default 8, at most 64)\n"
+            "  --depth N        jobs in flight on the queue (default 32, at most 256)\n"
             "  --workers N      device job worker threads (default 1: one codec thread,\n"
             "                   like the raw side)\n"
             "  --rounds N       raw/engine alternations, best of each reported (default 3)\n"
@@ -94,13 +94,13 @@ static int be_parse(int argc, char **argv, struct be_opts *o)
     };
     uint64_t v;
     char *end;
-    int c;
+    int c, li = 0;
 
     *o = (struct be_opts){.sizes = {4u << 10, 64u << 10, 1u << 20}, .nsizes = 3, .seconds = 1.0,
-                          .depth = 8, .workers = 1, .rounds = 3};
+                          .depth = 32, .workers = 1, .rounds = 3};
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "", lo, &li)) != -1) {
         switch (c) {
         case O_SIZE:
             if (am_parse_u64(optarg, BE_MAX_SIZE, &v) || v == 0)
@@ -149,7 +149,7 @@ static int be_parse(int argc, char **argv, struct be_opts *o)
     }
     return 0;
 bad:
-    fprintf(stderr, "accmig bench engine: bad value '%s' for %s\n", optarg, argv[optind - 1]);
+    fprintf(stderr, "accmig bench engine: bad value '%s' for --%s\n", optarg, lo[li].name);
     be_usage(stderr);
     return -EINVAL;
 }

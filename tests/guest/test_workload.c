@@ -244,6 +244,75 @@ static void test_resume_on_ram_without_a_workload_is_refused_and_stays_paused(vo
     fixture_free(f);
 }
 
+/* A transport that loses the first SQ doorbell of queue 0 on the way. */
+struct lossy_io {
+    const struct vf_io *real;
+    int dropped;
+};
+
+static int lossy_read(void *opaque, uint64_t off, void *data, unsigned size)
+{
+    struct lossy_io *l = opaque;
+    return l->real->mmio_read(l->real->opaque, off, data, size);
+}
+
+static int lossy_write(void *opaque, uint64_t off, const void *data, unsigned size)
+{
+    struct lossy_io *l = opaque;
+    uint64_t v = 0;
+
+    if (off == QM_DB_SQCQ && size == 8) {
+        memcpy(&v, data, 8);
+        if ((v & 0xfff) == 0 && ((v >> 12) & 0xf) == QM_DB_CMD_SQ && !l->dropped) {
+            l->dropped = 1;
+            return 0;
+        }
+    }
+    return l->real->mmio_write(l->real->opaque, off, data, size);
+}
+
+static int lossy_irq_wait(void *opaque, unsigned vector, int timeout_ms)
+{
+    struct lossy_io *l = opaque;
+    return l->real->irq_wait(l->real->opaque, vector, timeout_ms);
+}
+
+static void test_a_job_that_never_completes_is_declared_lost_and_fails_the_run(void **state)
+{
+    struct workload_config c;
+    struct fixture *f;
+    struct lossy_io l = {0};
+    struct vf_io io = {lossy_read, lossy_write, lossy_irq_wait, &l};
+    struct workload_report r;
+    (void)state;
+
+    small_config(&c);
+    c.jobs = 3;
+    c.qps = 2;
+    c.vcpus = 1;
+    c.job_timeout_ms = 300;
+    f = fixture_new(&c); /* probes through the real transport */
+    workload_destroy(f->w);
+    l.real = vmm_inproc_vf_io(f->host.vf);
+    /* The same guest, now behind the lossy transport. */
+    assert_int_equal(workload_attach(f->g, &io, &f->w), 0);
+    assert_int_equal(workload_vcpus_start(f->w), 0);
+    assert_int_equal(workload_wait(f->w, 60000), 0);
+    assert_int_equal(l.dropped, 1);
+    workload_report_get(f->w, &r);
+    /* Job 0's doorbell was lost, so it timed out; job 1's doorbell moved the
+     * tail past it and it completed late: counted, yet the job failed. */
+    assert_int_equal(r.jobs_failed, 1);
+    assert_int_equal(r.first_failed_job, 0);
+    assert_non_null(strstr(r.first_failure, "never completed"));
+    assert_int_equal(r.jobs_verified, 2);
+    assert_int_equal(workload_shutdown(f->w), 0);
+    workload_report_get(f->w, &r);
+    assert_int_equal(r.jobs_lost, 0);
+    assert_int_equal(r.jobs_duplicated, 0);
+    fixture_free(f);
+}
+
 static void test_config_check_names_what_is_wrong(void **state)
 {
     struct workload_config c;
@@ -287,6 +356,7 @@ int main(void)
         cmocka_unit_test(test_pausing_mid_run_leaves_nothing_half_submitted_and_resume_finishes),
         cmocka_unit_test(test_a_guest_reattached_from_ram_alone_finishes_the_run),
         cmocka_unit_test(test_resume_on_ram_without_a_workload_is_refused_and_stays_paused),
+        cmocka_unit_test(test_a_job_that_never_completes_is_declared_lost_and_fails_the_run),
         cmocka_unit_test(test_config_check_names_what_is_wrong),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
