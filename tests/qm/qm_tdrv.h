@@ -67,6 +67,7 @@ struct tvf {
     uint16_t eq_head, aeq_head, eq_depth;
     bool eq_phase, aeq_phase;
     struct tqp qp[QM_MAX_QPS_PER_VF];
+    uint16_t last_sq_num;   /* sq_num of the last CQE taken */
 };
 
 /* Environment: device with cfg (NULL: defaults with 2 workers), memory

@@ -64,6 +64,7 @@ static void test_a_compression_job_completes_with_cqe_eqe_and_msi(void **state)
     assert_int_equal(trd32(&e, v.door, QM_EQ_INT_SOURCE) & 1u, 0);
     assert_true(tvf_cqe_take(&v, 0, &got));
     assert_int_equal(got, slot);
+    assert_int_equal(v.last_sq_num, 0);
     tvf_sqe(&v, 0, slot, back);
     tjob_check(&v, &j, back);
     /* Only dw0, dw1, dw3 changed. */
