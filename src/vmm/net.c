@@ -202,7 +202,8 @@ static int listen_unix(const struct vm_net_endpoint *ep, int *fd_out)
     int fd, ret;
 
     unix_addr(ep, &sa);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* Non-blocking so that vm_net_accept never blocks past its timeout. */
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     if (unix_path_is_stale(&sa))
@@ -227,7 +228,8 @@ static int listen_tcp(const struct vm_net_endpoint *ep, int *fd_out)
         return ret == -EHOSTUNREACH ? -EADDRNOTAVAIL : ret;
     ret = -EADDRNOTAVAIL;
     for (ai = res; ai != NULL; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                        ai->ai_protocol);
 
         if (fd < 0) {
             ret = -errno;
@@ -281,25 +283,37 @@ void vm_net_listen_close(const struct vm_net_endpoint *ep, int listen_fd)
         unlink(ep->path);
 }
 
+static int64_t remaining_ms(uint64_t deadline)
+{
+    uint64_t now = am_now_ns();
+
+    return now >= deadline ? 0 : (int64_t)((deadline - now + 999999) / 1000000);
+}
+
 int vm_net_accept(int listen_fd, int timeout_ms, int *fd_out)
 {
+    uint64_t deadline = am_now_ns() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000u;
     struct pollfd pfd = {.fd = listen_fd, .events = POLLIN};
     struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
+    socklen_t len;
     int fd, rc, ret;
 
-    do
-        rc = poll(&pfd, 1, timeout_ms < 0 ? -1 : timeout_ms);
-    while (rc < 0 && errno == EINTR);
-    if (rc < 0)
-        return -errno;
-    if (rc == 0)
-        return -ETIMEDOUT;
-    do
+    for (;;) {
+        rc = poll(&pfd, 1, timeout_ms < 0 ? -1 : (int)remaining_ms(deadline));
+        if (rc < 0 && errno != EINTR)
+            return -errno;
+        if (rc == 0)
+            return -ETIMEDOUT;
+        len = sizeof(ss);
+        /* The new socket is blocking (accept4 does not pass O_NONBLOCK on). */
         fd = accept4(listen_fd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC);
-    while (fd < 0 && errno == EINTR);
-    if (fd < 0)
-        return -errno;
+        if (fd >= 0)
+            break;
+        /* EAGAIN: the client went away between poll and accept. */
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+            errno != ECONNABORTED)
+            return -errno;
+    }
     if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
         ret = set_nodelay(fd);
         if (ret != 0) {
@@ -309,13 +323,6 @@ int vm_net_accept(int listen_fd, int timeout_ms, int *fd_out)
     }
     *fd_out = fd;
     return 0;
-}
-
-static int64_t remaining_ms(uint64_t deadline)
-{
-    uint64_t now = am_now_ns();
-
-    return now >= deadline ? 0 : (int64_t)((deadline - now + 999999) / 1000000);
 }
 
 /* One non-blocking connect attempt bounded by timeout_ms (< 0: none). */

@@ -3,7 +3,8 @@
  *
  * Contract
  * - Every function returns 0 or a negative errno; none keeps global state.
- * - Sockets are created close-on-exec and blocking; TCP ones get TCP_NODELAY.
+ * - Connected sockets are close-on-exec and blocking; TCP ones get
+ *   TCP_NODELAY. Listening sockets are non-blocking (vm_net_accept polls).
  *   Timeouts: vm_net_set_timeout() arms SO_RCVTIMEO/SO_SNDTIMEO, so every
  *   later blocking read or write on the socket gives up with -ETIMEDOUT when
  *   no byte moves for that long (no poll per call).
