@@ -125,7 +125,7 @@ static int demo_parse(int argc, char **argv, struct demo_opts *o)
         case OPT_MIN: ret = demo_parse_u32("--min-size", optarg, 1, WORKLOAD_MAX_SIZE, &o->wl.min_size); break;
         case OPT_MAX: ret = demo_parse_u32("--max-size", optarg, 1, WORKLOAD_MAX_SIZE, &o->wl.max_size); break;
         case OPT_SEED: {
-            uint64_t s;
+            uint64_t s = 0;
             ret = am_parse_u64(optarg, UINT64_MAX, &s);
             if (ret)
                 fprintf(stderr, "accmig demo: --seed wants a number, not '%s'\n", optarg);

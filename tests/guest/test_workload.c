@@ -290,7 +290,8 @@ static void test_a_job_that_never_completes_is_declared_lost_and_fails_the_run(v
     c.jobs = 3;
     c.qps = 2;
     c.vcpus = 1;
-    c.job_timeout_ms = 300;
+    c.max_size = 4096;
+    c.job_timeout_ms = 1000; /* long enough for a healthy small job on a loaded machine */
     f = fixture_new(&c); /* probes through the real transport */
     workload_destroy(f->w);
     l.real = vmm_inproc_vf_io(f->host.vf);
