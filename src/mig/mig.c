@@ -22,7 +22,7 @@
 #include "mig/mig_int.h"
 #include "mig/stream.h"
 
-#define MIG_PAUSED_AND_RETIRED 0x3u /* PAUSE_STATUS: bit0 paused, bit1 in-flight jobs retired */
+#define MIG_PAUSED_AND_RETIRED (QM_WIN_PAUSE_PAUSED | QM_WIN_PAUSE_RETIRED)
 
 void mig_lock(struct mig_dev *m)
 {
@@ -490,7 +490,6 @@ int mig_dev_create(struct qm_dev *dev, unsigned vf_fn, enum mig_hw_mode mode, st
     pthread_mutex_init(&m->lock, NULL);
     m->dev = dev;
     m->vf_fn = vf_fn;
-    m->mode = mode;
     m->state = VFIO_MIG_STATE_RUNNING;
     *out = m;
     return 0;

@@ -19,7 +19,6 @@ struct mig_dev {
 
     struct qm_dev *dev;
     unsigned vf_fn;
-    enum mig_hw_mode mode;
     struct mig_hw hw;
 
     enum vfio_mig_state state;
