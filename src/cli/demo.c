@@ -217,7 +217,7 @@ static void demo_print_json(const struct demo_run *run, const struct workload_re
     const struct demo_opts *o = &run->opts;
     json_object *j = json_object_new_object(), *d = json_object_new_object(),
                 *t = json_object_new_object();
-    double ms = (double)run->elapsed_ns / 1e6;
+    char ms[32];
 
     json_object_object_add(j, "verdict", json_object_new_string(ok ? "ok" : "failed"));
     json_object_object_add(j, "transport", json_object_new_string("inproc"));
@@ -240,7 +240,8 @@ static void demo_print_json(const struct demo_run *run, const struct workload_re
     json_object_object_add(j, "vcpus", json_object_new_int64(o->wl.vcpus));
     json_object_object_add(j, "seed", json_object_new_int64((int64_t)o->wl.seed));
     json_object_object_add(j, "migrations", json_object_new_int64(o->migrations));
-    json_object_object_add(j, "elapsed_ms", json_object_new_double(ms));
+    snprintf(ms, sizeof(ms), "%.1f", (double)run->elapsed_ns / 1e6);
+    json_object_object_add(j, "elapsed_ms", json_object_new_double_s(strtod(ms, NULL), ms));
     json_object_object_add(j, "migration_log", json_object_get(run->migration_log));
     json_object_object_add(d, "irqs", json_object_new_int64((int64_t)r->driver.irqs));
     json_object_object_add(d, "spurious_irqs", json_object_new_int64((int64_t)r->driver.spurious_irqs));
