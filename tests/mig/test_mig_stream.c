@@ -188,7 +188,8 @@ static void test_oversized_streams_and_record_lengths_are_refused(void **state)
     am_st32(buf + MIG_STREAM_HDR_LEN + 4, 0xffffffffu);
     assert_int_equal(decode(buf, len, &c, err), -EBADMSG);
     assert_non_null(strstr(err, "limit"));
-    am_st32(buf + MIG_STREAM_HDR_LEN + 4, MIG_STREAM_MAX - MIG_STREAM_HDR_LEN - MIG_REC_HDR_LEN + 1);
+    am_st32(buf + MIG_STREAM_HDR_LEN + 4,
+            MIG_STREAM_MAX - MIG_STREAM_HDR_LEN - MIG_REC_HDR_LEN + 1);
     assert_int_equal(decode(buf, len, &c, err), -EBADMSG);
     /* A known record with a wrong (but in-bounds) length. */
     len = build(buf, &m, NULL);
