@@ -333,6 +333,7 @@ void qm_sq_to_ctx(const struct qm_queue *q, struct qm_sqc *c);
 void qm_cq_to_ctx(const struct qm_queue *q, struct qm_cqc *c);
 void qm_queue_invalidate_locked(struct qm_fn *fn, struct qm_queue *q, bool sq, bool cq);
 void qm_queue_ensure_loaded_locked(struct qm_fn *fn, struct qm_queue *q);
+bool qm_queue_settle_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_queue *q);
 void qm_queue_kick_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_queue *q);
 void qm_fn_kick_all_locked(struct qm_fn *fn, struct qm_deferred *d);
 bool qm_queue_drained_locked(const struct qm_queue *q);

@@ -325,16 +325,16 @@ static void qm_queue_stop_finish_locked(struct qm_fn *fn, struct qm_queue *q)
     qm_fn_wake_waiters_locked(fn);
 }
 
-/* Schedule the queue if it can fetch; settle a pending STOP_QP. */
-void qm_queue_kick_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_queue *q)
+/* Settle a pending STOP_QP; then tell whether the queue may fetch now. */
+bool qm_queue_settle_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_queue *q)
 {
     qm_fn_assert_locked(fn);
     if (q->sq.stopping) {
-        if (qm_queue_drained_locked(q)) {
+        if (qm_queue_drained_locked(q) || q->sq.broken) {
             qm_queue_stop_finish_locked(fn, q);
-            return;
+            return false;
         }
-        if (!q->sq.busy && qm_fn_can_run_locked(fn) && !q->sq.broken) {
+        if (!q->sq.busy && qm_fn_can_run_locked(fn)) {
             struct qm_queue *c = qm_queue_target_cq(fn, q);
 
             /* The consumer asked to stop, so a full CQ can never drain: report
@@ -345,15 +345,17 @@ void qm_queue_kick_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_que
                     qm_post_aeqe_locked(fn, d, c->qn, QM_AEQE_CQ_OVERFLOW);
                 }
                 qm_queue_stop_finish_locked(fn, q);
-                return;
+                return false;
             }
         }
-        if (q->sq.broken) {
-            qm_queue_stop_finish_locked(fn, q);
-            return;
-        }
     }
-    if (qm_queue_fetchable_locked(fn, q))
+    return qm_queue_fetchable_locked(fn, q) != NULL;
+}
+
+/* Schedule the queue if it can fetch. */
+void qm_queue_kick_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_queue *q)
+{
+    if (qm_queue_settle_locked(fn, d, q))
         qm_sched_enqueue(fn->dev, q);
 }
 

@@ -1,28 +1,35 @@
 /* qm_worker: the job engines. Runnable queues wait on one FIFO ring; a worker
  * takes a queue, fetches the SQE at its head under the function lock, runs
  * the ZIP engine with no lock held, and commits under the lock again. A queue
- * is served by one worker at a time (sq.busy), so its jobs complete in order;
- * the worker puts it back on the ring if more work is waiting, which also
- * shares the workers fairly among queues. */
+ * is served by one worker at a time (sq.busy), so its jobs complete in order.
+ * With more work on its queue a worker keeps it while no other queue waits,
+ * and puts it back at the end of the ring otherwise (fair sharing without a
+ * hand-off per job). */
 #include <errno.h>
 #include <stdlib.h>
 
 #include "common/common.h"
 #include "qm/qm_internal.h"
 
-void qm_sched_enqueue(struct qm_dev *dev, struct qm_queue *q)
+static void qm_sched_push_locked(struct qm_dev *dev, struct qm_queue *q)
 {
-    pthread_mutex_lock(&dev->sched_lock);
     if (!dev->stopping && !q->queued) {
         dev->ring[(dev->ring_head + dev->ring_count) % dev->ring_cap] = q;
         dev->ring_count++;
         q->queued = true;
         pthread_cond_signal(&dev->sched_cond);
     }
+}
+
+void qm_sched_enqueue(struct qm_dev *dev, struct qm_queue *q)
+{
+    pthread_mutex_lock(&dev->sched_lock);
+    qm_sched_push_locked(dev, q);
     pthread_mutex_unlock(&dev->sched_lock);
 }
 
-static void qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
+/* One job of q. Returns true when q can fetch again right away. */
+static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
 {
     struct qm_fn *fn = q->fn;
     struct qm_deferred d = {0};
@@ -32,21 +39,23 @@ static void qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
     uint16_t slot;
     int r;
 
+    bool more;
+
     qm_fn_lock(fn);
     c = qm_queue_fetchable_locked(fn, q);
     if (c == NULL) {
-        qm_queue_kick_locked(fn, &d, q); /* settles a STOP_QP that waits on it */
+        qm_queue_settle_locked(fn, &d, q); /* a STOP_QP may wait on it */
         qm_fn_unlock(fn, &d);
-        return;
+        return false;
     }
     slot = q->sq.head;
     if (iommu_dma_read(fn->dom, q->sq.base + (uint64_t)slot * ZIP_SQE_SIZE, w->sqe, ZIP_SQE_SIZE)) {
         QM_COUNT(fn, ring_faults);
         q->sq.broken = true;
         qm_post_aeqe_locked(fn, &d, q->qn, QM_AEQE_CQE_ERROR);
-        qm_queue_kick_locked(fn, &d, q);
+        qm_queue_settle_locked(fn, &d, q);
         qm_fn_unlock(fn, &d);
-        return;
+        return false;
     }
     q->sq.busy = true;
     fn->jobs_inflight++;
@@ -81,9 +90,10 @@ static void qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
         if (r != 0 && r != -ECANCELED)
             am_log(AM_LOG_ERR, QM_LOG, "fn %u q %u: engine failed: %d", fn->idx, q->qn, r);
     }
-    qm_queue_kick_locked(fn, &d, q);
+    more = qm_queue_settle_locked(fn, &d, q);
     qm_fn_wake_waiters_locked(fn);
     qm_fn_unlock(fn, &d);
+    return more;
 }
 
 static void *qm_worker_main(void *arg)
@@ -103,7 +113,17 @@ static void *qm_worker_main(void *arg)
         dev->ring_count--;
         q->queued = false;
         pthread_mutex_unlock(&dev->sched_lock);
-        qm_worker_serve(w, q);
+        while (qm_worker_serve(w, q)) {
+            bool others;
+
+            pthread_mutex_lock(&dev->sched_lock);
+            others = dev->ring_count > 0 || dev->stopping;
+            if (others)
+                qm_sched_push_locked(dev, q);
+            pthread_mutex_unlock(&dev->sched_lock);
+            if (others)
+                break;
+        }
         pthread_mutex_lock(&dev->sched_lock);
     }
     pthread_mutex_unlock(&dev->sched_lock);

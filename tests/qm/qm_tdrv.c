@@ -360,7 +360,9 @@ bool tvf_cqe_take(struct tvf *v, unsigned qn, uint16_t *slot)
 {
     struct tqp *q = &v->qp[qn];
     struct qm_cqe *cqe = tmem_ptr(v->env, v->fn, q->cq + (uint64_t)q->cq_head * 16);
-    uint16_t w7 = __atomic_load_n(&cqe->w7, __ATOMIC_ACQUIRE);
+    /* The phase bit first, then the rest (the device writes it last). */
+    uint16_t *w7p = (uint16_t *)((uint8_t *)cqe + offsetof(struct qm_cqe, w7));
+    uint16_t w7 = __atomic_load_n(w7p, __ATOMIC_ACQUIRE);
 
     if ((w7 & 1u) != q->cq_phase)
         return false;
