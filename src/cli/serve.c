@@ -44,7 +44,8 @@ static int parse_uint(const char *opt, const char *s, uint64_t min, uint64_t max
 
 static int parse_args(int argc, char **argv, struct vfu_server_config *cfg)
 {
-    for (int i = 1; i < argc; i++) {
+    /* Every option takes a value. */
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int ret = 0;
 
@@ -62,7 +63,6 @@ static int parse_args(int argc, char **argv, struct vfu_server_config *cfg)
         }
         if (ret)
             return ret;
-        i++;
     }
     if (!cfg->dir) {
         fprintf(stderr, "accmig serve: --dir is required\n");
