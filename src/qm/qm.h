@@ -19,7 +19,17 @@
  *   of a register write) with no model lock held.
  * - qm_function_reset is an FLR: the function's registers, queues, contexts,
  *   pause state and pending interrupts return to reset values. Its IOMMU
- *   mappings are the VMM's and stay.
+ *   mappings are the VMM's and stay, and so does the VFT (device config).
+ *   Jobs in flight are cancelled first; the call waits for them.
+ * - BAR2 layout. VF: 0x0000..0x7fff function-local registers; 0x8000..
+ *   all-ones in v4 mode, the host-side registers in v3 mode (qm_hw.h,
+ *   QM_V3_WIN). PF: 0x0000..0x3fff its own function-local registers,
+ *   0x100000.. PF-global registers (VFT, IFC, MIG_REGION_SEL), and in v4 mode
+ *   one window per VF at QM_PF_MIG_WINDOW(fn). v4 mode = revision QM_REV_V4
+ *   with MIG_REGION_SEL bit0 set, which qm_dev_create does (as the PF driver
+ *   would); docs/driver-compat.md lists every behaviour the model defines.
+ * - MSI: vector 0 EQ, 1 AEQ, 2 PF<->VF messages; 3 is never raised. A
+ *   function paused by PAUSE_QM raises nothing (vectors are held).
  */
 #ifndef ACCMIG_QM_H
 #define ACCMIG_QM_H
