@@ -447,9 +447,62 @@ static void test_messages_to_functions_that_do_not_exist_fail(void **state)
     tenv_fini(&e);
 }
 
+/* The whole Linux VF bring-up and teardown, step by step. */
+static void test_the_linux_vf_probe_and_uninit_sequence_brings_the_function_up_and_down(void **state)
+{
+    struct tenv e;
+    struct tvf v;
+    struct qm_fn_debug d;
+    uint64_t w;
+
+    (void)state;
+    tenv_init(&e, NULL);
+    assert_int_equal(qm_debug_fn(e.dev, 1, &d), 0);
+    assert_false(d.eq_valid);
+    tvf_probe(&e, &v, 1);
+    assert_int_equal(qm_debug_fn(e.dev, 1, &d), 0);
+    assert_true(d.eq_valid && d.aeq_valid);
+    assert_int_equal(d.eq_depth, QM_EQ_DEPTH);
+    assert_int_equal(d.aeq_depth, QM_AEQ_DEPTH);
+    assert_true(d.eq_phase && d.aeq_phase);
+    assert_int_equal(d.sqc_bt, v.sqc_bt);
+    assert_int_equal(d.cqc_bt, v.cqc_bt);
+    assert_int_equal(d.qp_base, 4);
+    assert_int_equal(d.qp_num, 4);
+    assert_int_equal(trd32(&e, v.door, QM_VF_STATE), QM_VF_STATE_READY);
+    assert_int_equal(trd32(&e, v.door, QM_EQ_INT_MASK), 0);
+    assert_int_equal(trd32(&e, v.door, QM_AEQ_INT_MASK), 0);
+    assert_int_equal(trd32(&e, v.door, QM_IFC_INT_MASK), 0);
+    assert_int_equal(trd32(&e, v.door, QM_EQ_INT_SOURCE), 0);
+    assert_int_equal(tcounters(&e, 1).mb_errors, 0);
+    assert_int_equal(tcounters(&e, 1).doorbells_ignored, 0);
+    assert_int_equal(tcounters(&e, 1).unknown_writes, 0);
+    /* What the host migration driver checks before saving. */
+    assert_int_equal(trd32(&e, tdoor_window(1), QM_IFC_INT_STATUS), 0);
+    assert_int_equal(trd32(&e, tdoor_window(1), QM_IFC_INT_SET_V), 0);
+    /* Per transform: two queues; teardown: STOP_QP each. */
+    tvf_start_qp(&v, 0, ZIP_ALG_COMPRESS);
+    tvf_start_qp(&v, 1, ZIP_ALG_DECOMPRESS);
+    assert_int_equal(thost_rd32(&e, tdoor_window(1), QM_WIN_QP_ACTIVE_L), 3);
+    assert_int_equal(tmb(&e, v.door, QM_MB_CMD_STOP_QP, 0, 0, false, NULL), 0);
+    assert_int_equal(tmb(&e, v.door, QM_MB_CMD_STOP_QP, 1, 0, false, NULL), 0);
+    /* hisi_qm_uninit: cache write-back, VF_STATE = NOT_READY, IFC masked. */
+    twr32(&e, v.door, QM_IFC_INT_MASK, trd32(&e, v.door, QM_IFC_INT_MASK) | 1);
+    twr32(&e, v.door, QM_CACHE_WB_START, 1);
+    assert_int_equal(trd32(&e, v.door, QM_CACHE_WB_DONE) & 1u, 1);
+    twr32(&e, v.door, QM_VF_STATE, QM_VF_STATE_NOT_READY);
+    assert_int_equal(trd32(&e, tdoor_window(1), QM_VF_STATE), QM_VF_STATE_NOT_READY);
+    /* A second probe (module reload) works on the same function. */
+    tvf_probe(&e, &v, 1);
+    assert_int_equal(tmb(&e, v.door, QM_MB_CMD_SQC_BT, 0, 0, true, &w), 0);
+    assert_int_equal(w, v.sqc_bt);
+    tenv_fini(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_the_linux_vf_probe_and_uninit_sequence_brings_the_function_up_and_down),
         cmocka_unit_test(test_every_queue_context_command_loads_and_dumps),
         cmocka_unit_test(test_queue_commands_beyond_the_queue_count_fail_and_change_nothing),
         cmocka_unit_test(test_context_commands_with_base_zero_or_unmapped_fail),

@@ -648,6 +648,46 @@ static void test_a_priority_1_sq_doorbell_resumes_without_moving_the_tail(void *
     tenv_fini(&e);
 }
 
+static void test_table_base_commands_reload_contexts_from_the_table_on_first_use(void **state)
+{
+    struct tenv e;
+    struct tvf v;
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    struct tjob j;
+    uint16_t slot;
+    uint64_t ign;
+
+    (void)state;
+    tenv_init(&e, NULL);
+    tvf_probe(&e, &v, 1);
+    tvf_start_qp(&v, 0, ZIP_ALG_COMPRESS);
+    tvf_start_qp(&v, 1, ZIP_ALG_COMPRESS);
+    j = tjob_new(&e, 1, 1000, 1);
+    tjob_sqe(&j, sqe, 0);
+    tvf_submit(&v, 0, sqe);
+    assert_true(tvf_cqe_wait(&v, 0, &slot, T_TIMEOUT_MS));
+    twr32(&e, v.door, QM_CACHE_WB_START, 1);
+    /* Setting the bases again drops the cache; the tables hold the state. */
+    assert_int_equal(tmb(&e, v.door, QM_MB_CMD_SQC_BT, 0, v.sqc_bt, false, NULL), 0);
+    assert_int_equal(tmb(&e, v.door, QM_MB_CMD_CQC_BT, 0, v.cqc_bt, false, NULL), 0);
+    assert_false(tqueue(&e, 1, 0).sq_loaded);
+    assert_true(tqueue(&e, 1, 0).sq_reload_pending);
+    /* The next doorbell naming queue 0 loads it, position included. */
+    tvf_submit(&v, 0, sqe);
+    assert_true(tvf_cqe_wait(&v, 0, &slot, T_TIMEOUT_MS));
+    assert_int_equal(slot, 1);
+    assert_int_equal(tcounters(&e, 1).table_loads, 2);
+    /* Queue 1's slot was written back too; queue 2's is empty: no context. */
+    ign = tcounters(&e, 1).doorbells_ignored;
+    twr64(&e, v.door, QM_DB_SQCQ, qm_db_value(2, QM_DB_CMD_SQ, 1, 0));
+    assert_int_equal(tcounters(&e, 1).doorbells_ignored, ign + 1);
+    assert_false(tqueue(&e, 1, 2).sq_reload_pending);
+    tvf_submit(&v, 1, sqe);
+    assert_true(tvf_cqe_wait(&v, 1, &slot, T_TIMEOUT_MS));
+    assert_int_equal(tcounters(&e, 1).table_loads, 4);
+    tenv_fini(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -670,6 +710,7 @@ int main(void)
         cmocka_unit_test(test_an_eq_doorbell_that_leaves_entries_behind_interrupts_again),
         cmocka_unit_test(test_many_queues_of_many_functions_all_complete),
         cmocka_unit_test(test_a_priority_1_sq_doorbell_resumes_without_moving_the_tail),
+        cmocka_unit_test(test_table_base_commands_reload_contexts_from_the_table_on_first_use),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
