@@ -146,7 +146,7 @@ bool qm_fn_wait_locked(struct qm_fn *fn, bool (*done)(struct qm_fn *, void *), v
 
 /* Everything guest-visible back to reset values. The VFT, the IOMMU domain
  * and the debug counters are not function state and stay. */
-void qm_fn_reset_locked(struct qm_fn *fn, struct qm_deferred *d)
+static void qm_fn_reset_locked(struct qm_fn *fn, struct qm_deferred *d)
 {
     qm_fn_assert_locked(fn);
     if (fn->idx != 0 && (fn->regs[QM_R_IFC_INT_SOURCE_V] & 1u))

@@ -298,7 +298,6 @@ bool qm_fn_wait_locked(struct qm_fn *fn, bool (*done)(struct qm_fn *, void *), v
                        uint64_t deadline_ns);
 /* done() for qm_fn_wait_locked: no job in flight, no MSI being raised. */
 bool qm_fn_quiesced(struct qm_fn *fn, void *arg);
-void qm_fn_reset_locked(struct qm_fn *fn, struct qm_deferred *d);
 
 /* qm_regs.c */
 extern const struct qm_reg_table qm_local_table, qm_win_table, qm_pf_table;
@@ -336,7 +335,6 @@ void qm_queue_ensure_loaded_locked(struct qm_fn *fn, struct qm_queue *q);
 bool qm_queue_settle_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_queue *q);
 void qm_queue_kick_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_queue *q);
 void qm_fn_kick_all_locked(struct qm_fn *fn, struct qm_deferred *d);
-bool qm_queue_drained_locked(const struct qm_queue *q);
 /* The CQ the job at q's head would complete into, with a slot free for it;
  * NULL when q may not fetch now. */
 struct qm_queue *qm_queue_fetchable_locked(struct qm_fn *fn, struct qm_queue *q);
@@ -344,7 +342,6 @@ void qm_job_commit_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_que
                           struct qm_queue *c, uint16_t slot, const uint32_t *sqe);
 void qm_post_aeqe_locked(struct qm_fn *fn, struct qm_deferred *d, uint16_t qn,
                          enum qm_aeqe_type type);
-void qm_post_eqe_locked(struct qm_fn *fn, struct qm_deferred *d, uint16_t cqn);
 void qm_cache_writeback_locked(struct qm_fn *fn);
 void qm_fn_resume_events_locked(struct qm_fn *fn, struct qm_deferred *d);
 

@@ -241,7 +241,7 @@ void qm_post_aeqe_locked(struct qm_fn *fn, struct qm_deferred *d, uint16_t qn,
     QM_COUNT(fn, aeqes_posted);
 }
 
-void qm_post_eqe_locked(struct qm_fn *fn, struct qm_deferred *d, uint16_t cqn)
+static void qm_post_eqe_locked(struct qm_fn *fn, struct qm_deferred *d, uint16_t cqn)
 {
     struct qm_xeq *x = &fn->eq;
 
@@ -312,7 +312,7 @@ struct qm_queue *qm_queue_fetchable_locked(struct qm_fn *fn, struct qm_queue *q)
     return c;
 }
 
-bool qm_queue_drained_locked(const struct qm_queue *q)
+static bool qm_queue_drained_locked(const struct qm_queue *q)
 {
     return !q->sq.loaded || (q->sq.head == q->sq.tail && !q->sq.busy);
 }
@@ -361,6 +361,7 @@ void qm_queue_kick_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_que
 
 void qm_fn_kick_all_locked(struct qm_fn *fn, struct qm_deferred *d)
 {
+    qm_fn_assert_locked(fn);
     for (unsigned i = 0; i < fn->qp_num; i++)
         qm_queue_kick_locked(fn, d, &fn->q[i]);
 }
@@ -369,6 +370,7 @@ void qm_fn_kick_all_locked(struct qm_fn *fn, struct qm_deferred *d)
  * re-assert interrupts whose cause is still pending, restart fetching. */
 void qm_fn_resume_events_locked(struct qm_fn *fn, struct qm_deferred *d)
 {
+    qm_fn_assert_locked(fn);
     for (unsigned i = 0; i < fn->qp_num; i++) {
         struct qm_cq *cq = &fn->q[i].cq;
 
