@@ -4,11 +4,18 @@
  * ISA-L codec on the same input in the same run, with the engine's settings
  * (level 1, level buffer ISAL_DEF_LVL1_DEFAULT, 32 KiB window, raw deflate).
  *
- * Each size runs `rounds` alternations of raw and engine measurements of the
- * same job count; the best of each is reported (the least disturbed run).
- * With --json, one JSON object per size on its own line:
+ * Each size runs `rounds` pairs of measurements (raw, then engine, same job
+ * count, back to back); the ratio of each pair is taken and the median pair
+ * reported, which keeps a machine whose load drifts (other builds on a shared
+ * 2-core box) from favouring either side. With --json, one JSON object per
+ * size on its own line:
  *   {"bench":"engine","size":65536,"jobs":..,"depth":..,"workers":..,
- *    "mode":"irq","raw_mb_s":..,"engine_mb_s":..,"ratio":..,...}
+ *    "mode":"irq","raw_mb_s":..,"engine_mb_s":..,"ratio":..,
+ *    "ratio_min":..,"ratio_max":..,...}
+ * raw_mb_s/engine_mb_s are the medians of each side. The *_cpu_* fields
+ * divide by the process's CPU time instead of wall-clock time (device worker
+ * + guest thread for the engine): what the whole path costs, which a busy
+ * machine disturbs far less than it disturbs wall-clock rates.
  * MB = 10^6 bytes of input.
  */
 #include <errno.h>
@@ -17,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bench.h"
 #include "common/common.h"
@@ -33,6 +41,7 @@
 #define BE_MAX_SIZE (8u << 20)
 #define BE_STATE_GPA 0x1000u
 #define BE_SEED 0x5eedull
+#define BE_MAX_ROUNDS 99u
 
 struct be_opts {
     uint32_t sizes[3];
@@ -47,9 +56,24 @@ struct be_opts {
 };
 
 struct be_result {
-    double mb_s;
+    double mb_s;     /* input MB per wall-clock second */
+    double cpu_mb_s; /* input MB per CPU second of the whole process */
     uint64_t out_bytes; /* of one job */
 };
+
+static uint64_t be_cpu_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void be_rates(struct be_result *r, double bytes, uint64_t wall_ns, uint64_t cpu_ns)
+{
+    r->mb_s = bytes / ((double)AM_MAX(wall_ns, (uint64_t)1) / 1e9) / 1e6;
+    r->cpu_mb_s = bytes / ((double)AM_MAX(cpu_ns, (uint64_t)1) / 1e9) / 1e6;
+}
 
 /* The guest side of the benchmark: one VF, one compress queue, `depth`
  * output slots. Completion bookkeeping is host memory: the bench is never
@@ -73,11 +97,11 @@ static void be_usage(FILE *f)
             "  the raw ISA-L codec (same level 1, same input) in the same run.\n"
             "  --size BYTES     job size (default: 4K, 64K and 1M in turn)\n"
             "  --jobs N         jobs per measurement (default: as many as --seconds allows)\n"
-            "  --seconds S      length of each measurement when --jobs is not given (default 1)\n"
+            "  --seconds S      length of each measurement when --jobs is not given (default 0.5)\n"
             "  --depth N        jobs in flight on the queue (default 32, at most 256)\n"
             "  --workers N      device job worker threads (default 1: one codec thread,\n"
             "                   like the raw side)\n"
-            "  --rounds N       raw/engine alternations, best of each reported (default 3)\n"
+            "  --rounds N       raw/engine pairs, the median pair reported (default 7)\n"
             "  --poll           reap completions by polling instead of waiting for MSIs\n"
             "  --json           one JSON object per size\n");
 }
@@ -96,8 +120,8 @@ static int be_parse(int argc, char **argv, struct be_opts *o)
     char *end;
     int c, li = 0;
 
-    *o = (struct be_opts){.sizes = {4u << 10, 64u << 10, 1u << 20}, .nsizes = 3, .seconds = 1.0,
-                          .depth = 32, .workers = 1, .rounds = 3};
+    *o = (struct be_opts){.sizes = {4u << 10, 64u << 10, 1u << 20}, .nsizes = 3, .seconds = 0.5,
+                          .depth = 32, .workers = 1, .rounds = 7};
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", lo, &li)) != -1) {
@@ -129,7 +153,7 @@ static int be_parse(int argc, char **argv, struct be_opts *o)
             o->workers = (unsigned)v;
             break;
         case O_ROUNDS:
-            if (am_parse_u64(optarg, 100, &v) || v == 0)
+            if (am_parse_u64(optarg, BE_MAX_ROUNDS, &v) || v == 0)
                 goto bad;
             o->rounds = (unsigned)v;
             break;
@@ -222,7 +246,7 @@ static uint8_t *be_host(const struct be_ctx *x, uint64_t gpa)
 static int be_run_raw(struct be_ctx *x, uint32_t size, uint64_t jobs, struct be_result *r)
 {
     struct isal_zstream zs;
-    uint64_t t0 = am_now_ns();
+    uint64_t t0 = am_now_ns(), c0 = be_cpu_ns();
 
     for (uint64_t i = 0; i < jobs; i++) {
         isal_deflate_init(&zs);
@@ -241,14 +265,14 @@ static int be_run_raw(struct be_ctx *x, uint32_t size, uint64_t jobs, struct be_
             return -EIO;
         r->out_bytes = zs.total_out;
     }
-    r->mb_s = (double)size * (double)jobs / ((double)(am_now_ns() - t0) / 1e9) / 1e6;
+    be_rates(r, (double)size * (double)jobs, am_now_ns() - t0, be_cpu_ns() - c0);
     return 0;
 }
 
 /* The device path: keep `depth` jobs in flight on one queue. */
 static int be_run_engine(struct be_ctx *x, uint32_t size, uint64_t jobs, struct be_result *r)
 {
-    uint64_t submitted = 0, t0;
+    uint64_t submitted = 0, t0, c0;
     int ret = 0;
 
     x->nfree = 0;
@@ -256,6 +280,7 @@ static int be_run_engine(struct be_ctx *x, uint32_t size, uint64_t jobs, struct 
         x->free_slots[x->nfree++] = x->o->depth - 1 - i;
     x->completed = x->failed = 0;
     t0 = am_now_ns();
+    c0 = be_cpu_ns();
     while (x->completed < jobs) {
         while (x->nfree > 0 && submitted < jobs) {
             unsigned slot = x->free_slots[x->nfree - 1];
@@ -288,31 +313,86 @@ static int be_run_engine(struct be_ctx *x, uint32_t size, uint64_t jobs, struct 
         if (ret < 0)
             return ret;
     }
-    r->mb_s = (double)size * (double)jobs / ((double)(am_now_ns() - t0) / 1e9) / 1e6;
+    be_rates(r, (double)size * (double)jobs, am_now_ns() - t0, be_cpu_ns() - c0);
     r->out_bytes = x->last_produced;
     return x->failed ? -EIO : 0;
 }
 
-static void be_print(const struct be_opts *o, uint32_t size, uint64_t jobs, const struct be_result *raw,
-                     const struct be_result *eng)
+static int be_cmp_double(const void *a, const void *b)
 {
-    double ratio = raw->mb_s > 0 ? eng->mb_s / raw->mb_s : 0.0;
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
 
+static double be_median(double *v, unsigned n)
+{
+    qsort(v, n, sizeof(*v), be_cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+struct be_summary {
+    double raw_mb_s, engine_mb_s, ratio, ratio_min, ratio_max;
+    double raw_cpu_mb_s, engine_cpu_mb_s, cpu_ratio;
+    uint64_t raw_out, engine_out;
+};
+
+static void be_print(const struct be_opts *o, uint32_t size, uint64_t jobs, const struct be_summary *m)
+{
     if (o->json) {
         printf("{\"bench\":\"engine\",\"size\":%u,\"jobs\":%llu,\"depth\":%u,\"workers\":%u,"
                "\"rounds\":%u,\"mode\":\"%s\",\"level\":1,\"format\":\"deflate\","
                "\"raw_mb_s\":%.1f,\"engine_mb_s\":%.1f,\"ratio\":%.3f,"
+               "\"ratio_min\":%.3f,\"ratio_max\":%.3f,"
+               "\"raw_cpu_mb_s\":%.1f,\"engine_cpu_mb_s\":%.1f,\"cpu_ratio\":%.3f,"
                "\"raw_out_bytes\":%llu,\"engine_out_bytes\":%llu}\n",
                size, (unsigned long long)jobs, o->depth, o->workers, o->rounds,
-               o->poll ? "poll" : "irq", raw->mb_s, eng->mb_s, ratio,
-               (unsigned long long)raw->out_bytes, (unsigned long long)eng->out_bytes);
+               o->poll ? "poll" : "irq", m->raw_mb_s, m->engine_mb_s, m->ratio, m->ratio_min,
+               m->ratio_max, m->raw_cpu_mb_s, m->engine_cpu_mb_s, m->cpu_ratio,
+               (unsigned long long)m->raw_out, (unsigned long long)m->engine_out);
     } else {
-        printf("%8u B x %-7llu raw %8.1f MB/s   engine %8.1f MB/s   ratio %.3f   "
-               "(out %llu / %llu B)\n",
-               size, (unsigned long long)jobs, raw->mb_s, eng->mb_s, ratio,
-               (unsigned long long)raw->out_bytes, (unsigned long long)eng->out_bytes);
+        printf("%8u B x %-6llu raw %7.1f MB/s  engine %7.1f MB/s  ratio %.3f (%.3f..%.3f)  "
+               "per CPU-s: raw %.1f engine %.1f ratio %.3f\n",
+               size, (unsigned long long)jobs, m->raw_mb_s, m->engine_mb_s, m->ratio, m->ratio_min,
+               m->ratio_max, m->raw_cpu_mb_s, m->engine_cpu_mb_s, m->cpu_ratio);
     }
     fflush(stdout);
+}
+
+/* rounds pairs of raw + engine runs of jobs each; medians into *m. */
+static int be_measure(struct be_ctx *x, uint32_t size, uint64_t jobs, struct be_summary *m)
+{
+    double raw[BE_MAX_ROUNDS], eng[BE_MAX_ROUNDS], ratio[BE_MAX_ROUNDS];
+    double rawc[BE_MAX_ROUNDS], engc[BE_MAX_ROUNDS], cratio[BE_MAX_ROUNDS];
+    unsigned n = x->o->rounds;
+    int ret = 0;
+
+    for (unsigned k = 0; k < n && ret == 0; k++) {
+        struct be_result a, b;
+        ret = be_run_raw(x, size, jobs, &a);
+        if (!ret)
+            ret = be_run_engine(x, size, jobs, &b);
+        if (ret)
+            break;
+        raw[k] = a.mb_s;
+        eng[k] = b.mb_s;
+        ratio[k] = a.mb_s > 0 ? b.mb_s / a.mb_s : 0.0;
+        rawc[k] = a.cpu_mb_s;
+        engc[k] = b.cpu_mb_s;
+        cratio[k] = a.cpu_mb_s > 0 ? b.cpu_mb_s / a.cpu_mb_s : 0.0;
+        m->raw_out = a.out_bytes;
+        m->engine_out = b.out_bytes;
+    }
+    if (ret)
+        return ret;
+    m->raw_mb_s = be_median(raw, n);
+    m->engine_mb_s = be_median(eng, n);
+    m->ratio = be_median(ratio, n); /* sorts ratio[] */
+    m->ratio_min = ratio[0];
+    m->ratio_max = ratio[n - 1];
+    m->raw_cpu_mb_s = be_median(rawc, n);
+    m->engine_cpu_mb_s = be_median(engc, n);
+    m->cpu_ratio = be_median(cratio, n);
+    return 0;
 }
 
 int bench_engine(int argc, char **argv)
@@ -342,7 +422,7 @@ int bench_engine(int argc, char **argv)
     for (unsigned i = 0; i < o.nsizes && ret == 0; i++) {
         uint32_t size = o.sizes[i];
         uint64_t jobs = o.jobs;
-        struct be_result raw = {0}, eng = {0};
+        struct be_summary m = {0};
 
         if (!jobs) { /* calibrate on the raw codec */
             struct be_result cal;
@@ -351,18 +431,10 @@ int bench_engine(int argc, char **argv)
             jobs = (uint64_t)(cal.mb_s * 1e6 * o.seconds / size);
             jobs = AM_MAX(jobs, (uint64_t)16);
         }
-        for (unsigned k = 0; k < o.rounds && ret == 0; k++) {
-            struct be_result a, b;
-            ret = be_run_raw(&x, size, jobs, &a);
-            if (!ret)
-                ret = be_run_engine(&x, size, jobs, &b);
-            if (!ret && a.mb_s > raw.mb_s)
-                raw = a;
-            if (!ret && b.mb_s > eng.mb_s)
-                eng = b;
-        }
         if (!ret)
-            be_print(&o, size, jobs, &raw, &eng);
+            ret = be_measure(&x, size, jobs, &m);
+        if (!ret)
+            be_print(&o, size, jobs, &m);
     }
     if (ret)
         fprintf(stderr, "accmig bench engine: run failed: %s\n", strerror(-ret));
