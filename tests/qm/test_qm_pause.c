@@ -3,6 +3,8 @@
  * and the context tables carry a function to another device; FLR. */
 #include "qm_tdrv.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -500,6 +502,127 @@ static void test_pause_with_sixty_four_busy_queues_retires_every_job(void **stat
     tenv_fini(&e);
 }
 
+struct thost {
+    struct tenv *e;
+    unsigned vf, rounds;
+    atomic_bool stop;
+    unsigned errors, pauses;
+};
+
+/* The migration side, raw registers only (no cmocka calls off the main
+ * thread): pause, wait for retirement, hold a little, resume. */
+static int thost_mb(struct thost *h, uint8_t cmd)
+{
+    uint64_t base = QM_PF_MIG_WINDOW(h->vf);
+    struct qm_mailbox m = {.w0 = (uint16_t)(cmd | 1u << QM_MB_BUSY_SHIFT)};
+    uint32_t w0 = 0;
+
+    if (qm_bar_write(h->e->dev, 0, base + QM_MAILBOX, &m, sizeof(m)))
+        return -1;
+    for (int i = 0; i < 100000; i++) {
+        if (qm_bar_read32(h->e->dev, 0, base + QM_MAILBOX, &w0))
+            return -1;
+        if (!((w0 >> QM_MB_BUSY_SHIFT) & 1u))
+            return (w0 >> QM_MB_STATUS_SHIFT) & QM_MB_STATUS_MASK;
+        tsleep_us(10);
+    }
+    return -1;
+}
+
+static void *thost_main(void *arg)
+{
+    struct thost *h = arg;
+    uint64_t base = QM_PF_MIG_WINDOW(h->vf);
+
+    while (!atomic_load(&h->stop) && h->pauses < h->rounds) {
+        uint32_t st = 0;
+
+        if (thost_mb(h, QM_MB_CMD_PAUSE_QM) != 0)
+            h->errors++;
+        for (int i = 0; i < 100000 && st != 3; i++) {
+            qm_bar_read32(h->e->dev, 0, base + QM_WIN_PAUSE_STATUS, &st);
+            if (st != 3)
+                tsleep_us(10);
+        }
+        if (st != 3)
+            h->errors++;
+        h->pauses++;
+        tsleep_us(300);
+        if (thost_mb(h, QM_MB_CMD_RESUME_QM) != 0)
+            h->errors++;
+        tsleep_us(1500);
+    }
+    return NULL;
+}
+
+static void test_repeated_pause_and_resume_under_load_complete_every_job_once(void **state)
+{
+    enum { NQ = 4, NJOBS = 600, OUTSTANDING = 8 };
+    struct tenv e;
+    struct tvf v;
+    struct thost h = {.vf = 1, .rounds = 40};
+    pthread_t thr;
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    uint64_t src;
+    unsigned *seen = calloc(NJOBS, sizeof(unsigned));
+    unsigned sent[NQ] = {0}, got[NQ] = {0}, total = 0, next = 0;
+    uint64_t dst[NQ][OUTSTANDING];
+    const uint32_t len = 64u << 10;
+
+    (void)state;
+    assert_non_null(seen);
+    tenv_init(&e, NULL);
+    tvf_probe(&e, &v, 1);
+    src = tmem_alloc(&e, 1, len, 4096);
+    tfill(tmem_ptr(&e, 1, src), len, 77);
+    for (unsigned q = 0; q < NQ; q++) {
+        tvf_start_qp(&v, q, ZIP_ALG_COMPRESS);
+        for (unsigned k = 0; k < OUTSTANDING; k++)
+            dst[q][k] = tmem_alloc(&e, 1, len + len / 8, 4096);
+    }
+    h.e = &e;
+    atomic_init(&h.stop, false);
+    assert_int_equal(pthread_create(&thr, NULL, thost_main, &h), 0);
+    uint64_t deadline = am_now_ns() + 60ull * 1000000000u;
+
+    while (total < NJOBS) {
+        for (unsigned q = 0; q < NQ; q++) {
+            while (next < NJOBS && sent[q] - got[q] < OUTSTANDING) {
+                tsqe_flat(sqe, ZIP_REQ_DEFLATE, src, len, dst[q][sent[q] % OUTSTANDING],
+                          len + len / 8, next++);
+                tvf_submit(&v, q, sqe);
+                sent[q]++;
+            }
+            uint16_t slot;
+
+            while (tvf_cqe_take(&v, q, &slot)) {
+                uint32_t back[ZIP_SQE_DWORDS];
+
+                tvf_sqe(&v, q, slot, back);
+                assert_int_equal(slot, got[q] % QM_SQ_DEPTH);
+                assert_int_equal(back[ZIP_SQE_DW3] & 0xffu, ZIP_ST_OK);
+                assert_true(back[ZIP_SQE_TAG_L] < NJOBS);
+                seen[back[ZIP_SQE_TAG_L]]++;
+                got[q]++;
+                total++;
+            }
+        }
+        assert_true(am_now_ns() < deadline);
+        tsleep_us(50);
+    }
+    atomic_store(&h.stop, true);
+    pthread_join(thr, NULL);
+    for (unsigned i = 0; i < NJOBS; i++)
+        assert_int_equal(seen[i], 1);
+    assert_int_equal(h.errors, 0);
+    assert_true(h.pauses > 0);
+    assert_int_equal(tcounters(&e, 1).jobs_done, NJOBS);
+    print_message("%u pauses, %llu jobs cancelled and replayed\n", h.pauses,
+                  (unsigned long long)tcounters(&e, 1).jobs_cancelled);
+    free(seen);
+    tenv_fini(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -511,6 +634,7 @@ int main(void)
         cmocka_unit_test(test_the_v3_path_pauses_through_the_shared_mailbox_and_upper_half),
         cmocka_unit_test(test_a_function_reset_cancels_running_jobs_and_lifts_the_pause),
         cmocka_unit_test(test_pause_with_sixty_four_busy_queues_retires_every_job),
+        cmocka_unit_test(test_repeated_pause_and_resume_under_load_complete_every_job_once),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
