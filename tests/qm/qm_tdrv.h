@@ -43,10 +43,9 @@ struct tmem {
 struct tenv {
     struct qm_dev *dev;
     unsigned nfn;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
+    pthread_mutex_t lock;   /* protects irq_count (the sink runs on model threads) */
+    pthread_cond_t cond;    /* broadcast on every MSI */
     unsigned irq_count[T_NFN_MAX][QM_NUM_VECTORS];
-    bool irq_log;
     struct tmem mem[T_NFN_MAX];
 };
 
