@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -348,32 +349,36 @@ static int sock_addr(const char *path, struct sockaddr_un *sa)
 
 int vfu_sock_listen(const char *path, int *out_fd)
 {
-    struct sockaddr_un sa;
+    struct sockaddr_un sa, tmp = {0};
     struct stat st;
     int fd, ret;
 
     ret = sock_addr(path, &sa);
     if (ret)
         return ret;
-    if (lstat(path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode))
-            return -EEXIST;
-        if (unlink(path) != 0)
-            return -errno;
-    }
+    /* Bound under a temporary name, made 0600 and listening, then renamed:
+     * the final path only ever names a ready socket with the right mode. */
+    if (snprintf(tmp.sun_path, sizeof(tmp.sun_path), "%s.tmp", path) >=
+        (int)sizeof(tmp.sun_path))
+        return -ENAMETOOLONG;
+    tmp.sun_family = AF_UNIX;
+    if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode))
+        return -EEXIST;
+    if (lstat(tmp.sun_path, &st) == 0 && (!S_ISSOCK(st.st_mode) || unlink(tmp.sun_path) != 0))
+        return -EEXIST;
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+    if (bind(fd, (struct sockaddr *)&tmp, sizeof(tmp)) != 0)
         goto fail;
-    /* Before listen(): nobody can connect while the mode is still wider. */
-    if (chmod(path, 0600) != 0 || listen(fd, 8) != 0)
+    /* A stale socket at path is replaced by the rename. */
+    if (chmod(tmp.sun_path, 0600) != 0 || listen(fd, 8) != 0 || rename(tmp.sun_path, path) != 0)
         goto fail_unlink;
     *out_fd = fd;
     return 0;
 fail_unlink:
     ret = -errno;
-    unlink(path);
+    unlink(tmp.sun_path);
     close(fd);
     return ret;
 fail:

@@ -111,9 +111,10 @@ int vfu_send(struct vfu_tran *t, struct vfu_hdr *h, const struct iovec *parts, u
              const int *fds, size_t nfds);
 
 /* ---- UNIX sockets ---- */
-/* Binds and listens on path with mode 0600. A stale socket file at path is
- * removed first; any other kind of file there is -EEXIST. -ENAMETOOLONG if
- * the path does not fit sockaddr_un. */
+/* Binds and listens on path with mode 0600; path appears only once the
+ * socket listens (bound as "<path>.tmp", then renamed). A stale socket at
+ * path is replaced; any other kind of file there (or at <path>.tmp) is
+ * -EEXIST. -ENAMETOOLONG if "<path>.tmp" does not fit sockaddr_un. */
 int vfu_sock_listen(const char *path, int *out_fd);
 /* Connects a blocking, close-on-exec socket to path. */
 int vfu_sock_connect(const char *path, int *out_fd);

@@ -344,6 +344,21 @@ static void test_dma_map_refuses_bad_argsz_flags_sizes_alignment_and_wrap(void *
     assert_int_equal(test_count_fds(), f->base_fds);
 }
 
+static void test_dma_map_beyond_the_end_of_its_file_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    int fd = memfd(4096);
+    struct vfu_dma_map m = map_req(0, 8192, 3);
+
+    /* mmap would succeed and the first device access past EOF would kill
+     * the server with SIGBUS: refused up front. */
+    assert_int_equal(call_fds(f, VFU_CMD_DMA_MAP, &m, sizeof(m), &fd, 1), -ENXIO);
+    m = map_req(0, 4096, 3);
+    m.offset = 4096;
+    assert_int_equal(call_fds(f, VFU_CMD_DMA_MAP, &m, sizeof(m), &fd, 1), -ENXIO);
+    close(fd);
+}
+
 static void test_dma_map_over_an_existing_range_is_eexist(void **state)
 {
     struct fixture *f = *state;
@@ -1038,6 +1053,7 @@ int main(void)
         T(test_every_command_truncated_at_each_field_is_einval),
         T(test_dma_map_with_an_fd_then_unmap_of_the_exact_range_succeeds),
         T(test_dma_map_refuses_bad_argsz_flags_sizes_alignment_and_wrap),
+        T(test_dma_map_beyond_the_end_of_its_file_is_refused),
         T(test_dma_map_over_an_existing_range_is_eexist),
         T(test_dma_map_with_two_fds_is_einval_and_closes_both),
         T(test_dma_unmap_of_a_range_never_mapped_or_not_exactly_mapped_is_enoent),
