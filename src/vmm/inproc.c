@@ -75,8 +75,10 @@ static void vmm_irq_raise(void *opaque, unsigned fn, unsigned vector)
     pthread_mutex_lock(&l->lock);
     l->pending = true;
     l->count++;
-    pthread_cond_broadcast(&l->cond);
     pthread_mutex_unlock(&l->lock);
+    /* After the unlock, so the woken waiter does not block on the lock at
+     * once (a waiter tests pending under the lock, so no wake-up is lost). */
+    pthread_cond_broadcast(&l->cond);
 }
 
 struct qm_irq_sink vmm_irq_router_sink(struct vmm_irq_router *r)
