@@ -219,18 +219,6 @@ static int caps_build(const struct vfu_caps *c, struct json_object *caps)
         ret = caps_add_u64(caps, "pgsizes", c->pgsizes);
     if (!ret && c->has_write_multiple)
         ret = caps_add_bool(caps, "write_multiple", c->write_multiple);
-    if (!ret && c->has_migration) {
-        struct json_object *m = json_object_new_object();
-        if (!m)
-            return -ENOMEM;
-        if (json_object_object_add(caps, "migration", m)) {
-            json_object_put(m);
-            return -ENOMEM;
-        }
-        ret = caps_add_u64(m, "pgsize", c->migr_pgsize);
-        if (!ret)
-            ret = caps_add_u64(m, "max_bitmap_size", c->migr_max_bitmap);
-    }
     if (!ret && c->has_twin) {
         struct json_object *t = json_object_new_object();
         if (!t)

@@ -111,9 +111,10 @@ struct vfu_caps {
  * max_dma_maps 0 or > 65535, pgsizes without any size >= 4 KiB) is -EINVAL,
  * as is malformed JSON. Unknown keys are ignored. */
 int vfu_caps_parse(const char *json, size_t len, struct vfu_caps *out);
-/* Formats {"capabilities":{...}} with the keys whose has_* is set, into buf
- * (cap bytes, NUL included). Returns the length including the NUL, or
- * -ENOSPC when it does not fit, -ENOMEM. */
+/* Formats {"capabilities":{...}} with the keys whose has_* is set (the
+ * legacy "migration" object is parsed, never sent), into buf (cap bytes, NUL
+ * included). Returns the length including the NUL, or -ENOSPC when it does
+ * not fit, -ENOMEM. */
 int vfu_caps_format(const struct vfu_caps *caps, char *buf, size_t cap);
 
 /* ---- DMA_MAP (2) / DMA_UNMAP (3) ---- */
