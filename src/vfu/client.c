@@ -429,6 +429,27 @@ int vfu_client_dma_map_fd(struct vfu_client *c, uint64_t iova, uint64_t size, in
     return client_call_exact(c, VFU_CMD_DMA_MAP, &req, sizeof(req), &fd, 1, NULL, 0);
 }
 
+/* Forget the host ranges the server no longer maps: the one at iova/size
+ * (and host, when given), or all of them when all. */
+static void hosts_forget_match(struct vfu_client *c, uint64_t iova, uint64_t size,
+                               const void *host, bool all)
+{
+    pthread_mutex_lock(&c->host_lock);
+    for (size_t i = 0; i < c->nhosts;) {
+        const struct host_map *h = &c->hosts[i];
+        if (all || (h->iova == iova && h->size == size && (!host || h->host == host)))
+            c->hosts[i] = c->hosts[--c->nhosts];
+        else
+            i++;
+    }
+    pthread_mutex_unlock(&c->host_lock);
+}
+
+static void hosts_forget(struct vfu_client *c, uint64_t iova, uint64_t size, const void *host)
+{
+    hosts_forget_match(c, iova, size, host, false);
+}
+
 int vfu_client_dma_map_host(struct vfu_client *c, uint64_t iova, uint64_t size, void *host,
                             unsigned perm)
 {
@@ -452,25 +473,9 @@ int vfu_client_dma_map_host(struct vfu_client *c, uint64_t iova, uint64_t size, 
     if (!grown)
         return -ENOMEM;
     ret = client_call_exact(c, VFU_CMD_DMA_MAP, &req, sizeof(req), NULL, 0, NULL, 0);
-    if (ret) {
-        pthread_mutex_lock(&c->host_lock);
-        c->nhosts--;
-        pthread_mutex_unlock(&c->host_lock);
-    }
+    if (ret)
+        hosts_forget(c, iova, size, host);
     return ret;
-}
-
-/* Forget host ranges the server no longer maps (all when all). */
-static void hosts_forget(struct vfu_client *c, uint64_t iova, uint64_t size, bool all)
-{
-    pthread_mutex_lock(&c->host_lock);
-    for (size_t i = 0; i < c->nhosts;) {
-        if (all || (c->hosts[i].iova == iova && c->hosts[i].size == size))
-            c->hosts[i] = c->hosts[--c->nhosts];
-        else
-            i++;
-    }
-    pthread_mutex_unlock(&c->host_lock);
 }
 
 int vfu_client_dma_unmap(struct vfu_client *c, uint64_t iova, uint64_t size)
@@ -480,7 +485,7 @@ int vfu_client_dma_unmap(struct vfu_client *c, uint64_t iova, uint64_t size)
     int ret = client_call_exact(c, VFU_CMD_DMA_UNMAP, &req, sizeof(req), NULL, 0, &rep,
                                 sizeof(rep));
     if (!ret)
-        hosts_forget(c, iova, size, false);
+        hosts_forget(c, iova, size, NULL);
     return ret;
 }
 
@@ -491,7 +496,7 @@ int vfu_client_dma_unmap_all(struct vfu_client *c)
     int ret = client_call_exact(c, VFU_CMD_DMA_UNMAP, &req, sizeof(req), NULL, 0, &rep,
                                 sizeof(rep));
     if (!ret)
-        hosts_forget(c, 0, 0, true);
+        hosts_forget_match(c, 0, 0, NULL, true);
     return ret;
 }
 
