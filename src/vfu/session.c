@@ -1013,7 +1013,9 @@ static int session_reply(struct vfu_session *s, const struct vfu_msg *m, int ret
     int sret = 0;
 
     if (ret < 0) {
-        am_log(AM_LOG_GUEST, "vfu", "%s: msg %u %s: %s (%s)", s->vf->name, m->hdr.msg_id,
+        /* What we do not offer is its own log tier (STYLE 13). */
+        enum am_log_level lvl = ret == -ENOTSUP || ret == -ENOTTY ? AM_LOG_UNIMP : AM_LOG_GUEST;
+        am_log(lvl, "vfu", "%s: msg %u %s: %s (%s)", s->vf->name, m->hdr.msg_id,
                vfu_cmd_name(m->hdr.cmd), strerror(-ret), r->why ? r->why : "");
         h.flags |= VFU_HDR_ERROR;
         h.error = (uint32_t)-ret;
