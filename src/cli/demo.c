@@ -190,7 +190,12 @@ static int demo_host_create(struct vmm_inproc_host *h, const struct demo_opts *o
     return vmm_inproc_host_create(&cfg, DEMO_VF_FN, ram, h);
 }
 
-/* Start the guest and let it run to the end. */
+/* Start the guest and let it run to the end.
+ * Migration plugs in here: at each planned point (a share of the jobs
+ * finished, workload_report_get), workload_vcpus_pause, move RAM and the
+ * VF's device state (mig.h) to a second vmm_inproc_host, then
+ * workload_vcpus_resume(w, new RAM, new VF's vf_io), and append one object
+ * to run->migration_log. */
 static int demo_run_guest(struct demo_run *run)
 {
     uint64_t t0 = am_now_ns();
@@ -209,7 +214,8 @@ static int demo_run_guest(struct demo_run *run)
 static int demo_verdict(const struct workload_report *r)
 {
     return r->jobs_verified == r->jobs && r->jobs_failed == 0 && r->jobs_duplicated == 0 &&
-           r->jobs_lost == 0 && r->stray_completions == 0 && r->driver.bad_cqes == 0;
+           r->jobs_lost == 0 && r->stray_completions == 0 && r->driver.bad_cqes == 0 &&
+           r->queues_fatal == 0;
 }
 
 static void demo_print_json(const struct demo_run *run, const struct workload_report *r, int ok)
@@ -232,6 +238,7 @@ static void demo_print_json(const struct demo_run *run, const struct workload_re
     json_object_object_add(j, "bytes_in", json_object_new_int64((int64_t)r->bytes_in));
     json_object_object_add(j, "bytes_out", json_object_new_int64((int64_t)r->bytes_out));
     json_object_object_add(j, "sgl_jobs", json_object_new_int64((int64_t)r->sgl_jobs));
+    json_object_object_add(j, "queues_fatal", json_object_new_int64((int64_t)r->queues_fatal));
     json_object_object_add(t, "deflate", json_object_new_int64((int64_t)r->jobs_by_type[ZIP_REQ_DEFLATE]));
     json_object_object_add(t, "zlib", json_object_new_int64((int64_t)r->jobs_by_type[ZIP_REQ_ZLIB]));
     json_object_object_add(t, "gzip", json_object_new_int64((int64_t)r->jobs_by_type[ZIP_REQ_GZIP]));
@@ -283,10 +290,11 @@ static void demo_print_text(const struct demo_run *run, const struct workload_re
            r->bytes_in ? (double)r->bytes_out / (double)r->bytes_in : 0.0, s,
            s > 0 ? (double)r->bytes_in / s / 1e6 : 0.0);
     printf("  driver: %llu MSIs (%llu spurious), %llu EQEs, %llu CQEs (%llu found without an MSI), "
-           "%llu AEQEs\n",
+           "%llu AEQEs, %llu dead queues\n",
            (unsigned long long)r->driver.irqs, (unsigned long long)r->driver.spurious_irqs,
            (unsigned long long)r->driver.eqes, (unsigned long long)r->driver.cqes,
-           (unsigned long long)r->driver.cqes_without_irq, (unsigned long long)r->driver.aeqes);
+           (unsigned long long)r->driver.cqes_without_irq, (unsigned long long)r->driver.aeqes,
+           (unsigned long long)r->queues_fatal);
     if (!ok && r->first_failed_job != UINT64_MAX)
         printf("  first failure: job %llu: %s\n", (unsigned long long)r->first_failed_job,
                r->first_failure);

@@ -1108,6 +1108,8 @@ void workload_report_get(const struct workload *w, struct workload_report *r)
             r->bytes_out += job->hdr_len + (uint64_t)job->comp_produced;
         }
     }
+    for (unsigned q = 0; q < w->cfg.qps; q++)
+        r->queues_fatal += guest_vf_qp_state(w->vf, q) == GUEST_QP_FATAL;
     guest_vf_stats_get(w->vf, &r->driver);
 }
 

@@ -124,6 +124,7 @@ struct workload_report {
     uint64_t bytes_in;         /* input bytes of jobs whose compression completed */
     uint64_t bytes_out;        /* compressed bytes (headers included) of those */
     uint64_t sgl_jobs;
+    uint64_t queues_fatal;     /* queues an AEQE killed (driver state FATAL) */
     uint64_t jobs_by_type[4];  /* index = zip_req_type */
     uint64_t first_failed_job; /* UINT64_MAX if none */
     char first_failure[96];    /* why that job failed */

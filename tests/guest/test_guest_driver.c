@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <zlib.h>
@@ -656,6 +657,45 @@ static void test_a_broken_cq_ring_raises_an_aeqe_and_the_queue_dies(void **state
     assert_int_equal(iommu_map_host(d, 0, RAM_SIZE, guest_ram_ptr(f->g, 0), IOMMU_READ | IOMMU_WRITE), 0);
 }
 
+/* A transport whose MSIs never arrive: irq_wait only ever times out. */
+static int deaf_irq_wait(void *opaque, unsigned vector, int timeout_ms)
+{
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 200000};
+    (void)opaque;
+    (void)vector;
+    (void)timeout_ms;
+    nanosleep(&ts, NULL);
+    return -ETIMEDOUT;
+}
+
+static void test_lost_msis_delay_completions_but_lose_none(void **state)
+{
+    struct fixture *f = *state;
+    struct guest_zip_req r = {.type = ZIP_REQ_ZLIB, .buf_type = ZIP_BUF_FLAT, .src = DATA_GPA,
+                              .dst = DATA_GPA + 0x10000, .in_len = 3000, .out_off = 2,
+                              .dest_avail = 8192};
+    struct guest_vf_stats st;
+    struct guest_vf_completion c;
+
+    fill_text(f, DATA_GPA, 3000, 4);
+    start_pair(f);
+    f->io.irq_wait = deaf_irq_wait;
+    guest_vf_detach(f->vf);
+    assert_int_equal(guest_vf_attach(&f->io, f->g, STATE_GPA, &f->vf), 0);
+    guest_vf_set_complete_cb(f->vf, on_complete, f);
+    for (unsigned i = 0; i < 20; i++) {
+        r.tag = i;
+        c = run_job(f, 0, &r);
+        assert_int_equal(c.tag, i);
+        assert_int_equal(c.status, ZIP_ST_OK);
+    }
+    guest_vf_stats_get(f->vf, &st);
+    assert_int_equal(st.irqs, 0);
+    assert_int_equal(st.cqes, 20);
+    assert_int_equal(st.cqes_without_irq, 20);
+    assert_true(st.eqes >= 1); /* the events were posted; only the MSIs went missing */
+}
+
 static void test_submit_and_poll_refuse_bad_queue_numbers(void **state)
 {
     struct fixture *f = *state;
@@ -698,6 +738,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_probe_copes_with_a_slow_mailbox, setup_device, teardown),
         cmocka_unit_test_setup_teardown(test_a_broken_cq_ring_raises_an_aeqe_and_the_queue_dies,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_msis_delay_completions_but_lose_none, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_submit_and_poll_refuse_bad_queue_numbers, setup,
                                         teardown),
     };
