@@ -926,6 +926,9 @@ static void test_dma_logging_start_report_stop_and_their_checks(void **state)
     assert_int_equal(feature(f, VFU_FEATURE_SET | VFIO_FEATURE_DMA_LOGGING_START, 8 + 32, data, 31,
                              NULL, 0, NULL),
                      -EINVAL);
+    assert_int_equal(feature(f, VFU_FEATURE_SET | VFIO_FEATURE_DMA_LOGGING_START, 8 + 32, NULL, 0,
+                             NULL, 0, NULL),
+                     -EINVAL);
     ctl.num_ranges = 257;
     memcpy(data, &ctl, 16);
     assert_int_equal(feature(f, VFU_FEATURE_SET | VFIO_FEATURE_DMA_LOGGING_START,
@@ -958,6 +961,22 @@ static void test_dma_logging_start_report_stop_and_their_checks(void **state)
     memcpy(bitmap, rep + 32, 32);
     for (int i = 0; i < 4; i++)
         assert_int_equal(bitmap[i], 0);
+    /* any page-aligned part of a mapping, not only the whole of it */
+    rr.iova = 0x180000;
+    rr.length = 0x10000;
+    assert_int_equal(feature(f, VFU_FEATURE_GET | VFIO_FEATURE_DMA_LOGGING_REPORT, sizeof(rep), &rr,
+                             24, rep, sizeof(rep), &got),
+                     0);
+    assert_int_equal(got, 8 + 24 + 8);
+    /* the DMA_LOGGING over-reads of libvfio-user: data cut short */
+    assert_int_equal(feature(f, VFU_FEATURE_GET | VFIO_FEATURE_DMA_LOGGING_REPORT, sizeof(rep), &rr,
+                             16, NULL, 0, NULL),
+                     -EINVAL);
+    assert_int_equal(feature(f, VFU_FEATURE_GET | VFIO_FEATURE_DMA_LOGGING_REPORT, sizeof(rep), NULL,
+                             0, NULL, 0, NULL),
+                     -EINVAL);
+    rr.iova = 0x100000;
+    rr.length = 1 << 20;
     rr.page_size = 3000;
     assert_int_equal(feature(f, VFU_FEATURE_GET | VFIO_FEATURE_DMA_LOGGING_REPORT, sizeof(rep), &rr,
                              24, NULL, 0, NULL),
