@@ -15,6 +15,7 @@
 
 #include "common/common.h"
 #include "guest/workload.h"
+#include "mig/mig.h"
 #include "qm/qm_debug.h"
 #include "vmm/inproc.h"
 #include "vmm/vm_ram.h"
@@ -244,6 +245,77 @@ static void test_resume_on_ram_without_a_workload_is_refused_and_stays_paused(vo
     fixture_free(f);
 }
 
+/* Stop-and-copy the paused guest and its VF from host A to host B (a second
+ * device instance with its own RAM), the way a VMM would, using mig.h only
+ * for the device. Returns after B's VF runs. */
+static void migrate_stop_and_copy(struct fixture *a, struct vmm_inproc_host *b_host,
+                                  struct vm_ram *b_ram)
+{
+    struct mig_dev *src, *dst;
+    uint8_t buf[4096];
+    ssize_t n, total = 0;
+
+    assert_int_equal(mig_dev_create(a->host.dev, VF, MIG_HW_V4, &src), 0);
+    assert_int_equal(mig_dev_create(b_host->dev, VF, MIG_HW_V4, &dst), 0);
+    assert_int_equal(mig_set_state(dst, VFIO_MIG_STATE_RESUMING), 0);
+    assert_int_equal(mig_set_state(src, VFIO_MIG_STATE_STOP_COPY), 0);
+    while ((n = mig_read(src, buf + total, sizeof(buf) - (size_t)total)) > 0)
+        total += n;
+    assert_int_equal(n, 0);
+    /* RAM last: STOP_COPY wrote the queue positions into guest RAM. */
+    memcpy(vm_ram_host(b_ram), vm_ram_host(a->ram), vm_ram_size(a->ram));
+    assert_int_equal(mig_write(dst, buf, (size_t)total), total);
+    if (mig_set_state(dst, VFIO_MIG_STATE_RUNNING) != 0)
+        fail_msg("destination refused: %s", mig_last_error(dst));
+    assert_int_equal(mig_reset(src), 0); /* the source VF is done with */
+    mig_dev_destroy(src);
+    mig_dev_destroy(dst);
+}
+
+static void test_a_guest_resumed_on_a_copy_behind_another_device_finishes_exactly_once(void **state)
+{
+    struct workload_config c;
+    struct fixture *f;
+    struct vm_ram *b_ram;
+    struct vmm_inproc_host b_host;
+    struct qm_dev_config dc;
+    char why[160] = "";
+    (void)state;
+
+    small_config(&c);
+    c.jobs = 120;
+    f = fixture_new(&c);
+    assert_int_equal(vm_ram_create(vm_ram_size(f->ram), &b_ram), 0);
+    qm_dev_config_default(&dc);
+    assert_int_equal(vmm_inproc_host_create(&dc, VF, vm_ram_guest(b_ram), &b_host), 0);
+    assert_int_equal(workload_vcpus_start(f->w), 0);
+    for (unsigned hop = 0; hop < 2; hop++) {
+        wait_steps(f->w, 250 + hop * 250);
+        assert_int_equal(workload_vcpus_pause(f->w), 0);
+        if (workload_check_paused(f->w, why, sizeof(why)) != 0)
+            fail_msg("paused guest is inconsistent: %s", why);
+        if (hop == 0) {
+            migrate_stop_and_copy(f, &b_host, b_ram);
+            assert_int_equal(workload_vcpus_resume(f->w, vm_ram_guest(b_ram),
+                                                   vmm_inproc_vf_io(b_host.vf)), 0);
+        } else {
+            /* and back again, onto A's device and RAM */
+            struct fixture back = *f;
+            struct fixture *fb = &back;
+            back.ram = b_ram;
+            back.host = b_host;
+            migrate_stop_and_copy(fb, &f->host, f->ram);
+            assert_int_equal(workload_vcpus_resume(f->w, f->g, vmm_inproc_vf_io(f->host.vf)), 0);
+        }
+    }
+    assert_int_equal(workload_wait(f->w, 120000), 0);
+    assert_int_equal(workload_shutdown(f->w), 0);
+    assert_all_verified_once(f->w, c.jobs);
+    fixture_free(f);
+    vmm_inproc_host_destroy(&b_host);
+    vm_ram_destroy(b_ram);
+}
+
 /* A transport that loses the first SQ doorbell of queue 0 on the way. */
 struct lossy_io {
     const struct vf_io *real;
@@ -357,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_pausing_mid_run_leaves_nothing_half_submitted_and_resume_finishes),
         cmocka_unit_test(test_a_guest_reattached_from_ram_alone_finishes_the_run),
         cmocka_unit_test(test_resume_on_ram_without_a_workload_is_refused_and_stays_paused),
+        cmocka_unit_test(test_a_guest_resumed_on_a_copy_behind_another_device_finishes_exactly_once),
         cmocka_unit_test(test_a_job_that_never_completes_is_declared_lost_and_fails_the_run),
         cmocka_unit_test(test_config_check_names_what_is_wrong),
     };
