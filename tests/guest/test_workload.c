@@ -248,14 +248,14 @@ static void test_resume_on_ram_without_a_workload_is_refused_and_stays_paused(vo
 /* Stop-and-copy the paused guest and its VF from host A to host B (a second
  * device instance with its own RAM), the way a VMM would, using mig.h only
  * for the device. Returns after B's VF runs. */
-static void migrate_stop_and_copy(struct fixture *a, struct vmm_inproc_host *b_host,
-                                  struct vm_ram *b_ram)
+static void migrate_stop_and_copy(struct vmm_inproc_host *a_host, struct vm_ram *a_ram,
+                                  struct vmm_inproc_host *b_host, struct vm_ram *b_ram)
 {
     struct mig_dev *src, *dst;
     uint8_t buf[4096];
     ssize_t n, total = 0;
 
-    assert_int_equal(mig_dev_create(a->host.dev, VF, MIG_HW_V4, &src), 0);
+    assert_int_equal(mig_dev_create(a_host->dev, VF, MIG_HW_V4, &src), 0);
     assert_int_equal(mig_dev_create(b_host->dev, VF, MIG_HW_V4, &dst), 0);
     assert_int_equal(mig_set_state(dst, VFIO_MIG_STATE_RESUMING), 0);
     assert_int_equal(mig_set_state(src, VFIO_MIG_STATE_STOP_COPY), 0);
@@ -263,7 +263,7 @@ static void migrate_stop_and_copy(struct fixture *a, struct vmm_inproc_host *b_h
         total += n;
     assert_int_equal(n, 0);
     /* RAM last: STOP_COPY wrote the queue positions into guest RAM. */
-    memcpy(vm_ram_host(b_ram), vm_ram_host(a->ram), vm_ram_size(a->ram));
+    memcpy(vm_ram_host(b_ram), vm_ram_host(a_ram), vm_ram_size(a_ram));
     assert_int_equal(mig_write(dst, buf, (size_t)total), total);
     if (mig_set_state(dst, VFIO_MIG_STATE_RUNNING) != 0)
         fail_msg("destination refused: %s", mig_last_error(dst));
@@ -295,16 +295,11 @@ static void test_a_guest_resumed_on_a_copy_behind_another_device_finishes_exactl
         if (workload_check_paused(f->w, why, sizeof(why)) != 0)
             fail_msg("paused guest is inconsistent: %s", why);
         if (hop == 0) {
-            migrate_stop_and_copy(f, &b_host, b_ram);
+            migrate_stop_and_copy(&f->host, f->ram, &b_host, b_ram);
             assert_int_equal(workload_vcpus_resume(f->w, vm_ram_guest(b_ram),
                                                    vmm_inproc_vf_io(b_host.vf)), 0);
-        } else {
-            /* and back again, onto A's device and RAM */
-            struct fixture back = *f;
-            struct fixture *fb = &back;
-            back.ram = b_ram;
-            back.host = b_host;
-            migrate_stop_and_copy(fb, &f->host, f->ram);
+        } else { /* and back again, onto A's device and RAM */
+            migrate_stop_and_copy(&b_host, b_ram, &f->host, f->ram);
             assert_int_equal(workload_vcpus_resume(f->w, f->g, vmm_inproc_vf_io(f->host.vf)), 0);
         }
     }
