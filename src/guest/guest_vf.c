@@ -680,6 +680,7 @@ int guest_vf_submit(struct guest_vf *vf, unsigned qp, const uint32_t sqe[ZIP_SQE
     ret = gvf_db(vf, (uint16_t)qp, QM_DB_CMD_SQ, next, 0);
     if (ret) {
         tags[tail].busy = 0;
+        gvf_dirty(vf, &tags[tail], sizeof(tags[tail]));
         goto out_unlock;
     }
     __atomic_store_n(&q->used, (uint16_t)(q->used + 1), __ATOMIC_RELEASE);

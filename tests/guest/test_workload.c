@@ -311,6 +311,56 @@ static void test_a_guest_resumed_on_a_copy_behind_another_device_finishes_exactl
     vm_ram_destroy(b_ram);
 }
 
+/* Precopy relies on this: every page of guest RAM that changes is in the
+ * guest's CPU dirty log or in the device's DMA write log. */
+static void test_every_changed_page_is_in_the_cpu_or_the_dma_dirty_log(void **state)
+{
+    struct workload_config c;
+    struct fixture *f;
+    struct iommu_domain *d;
+    uint64_t pages, words, *cpu, *dma, unlogged = 0, changed = 0;
+    uint8_t *before;
+    (void)state;
+
+    small_config(&c);
+    c.jobs = 40;
+    f = fixture_new(&c);
+    d = qm_dev_iommu(f->host.dev, VF);
+    pages = vm_ram_pages(f->ram);
+    words = vm_ram_bitmap_words(f->ram);
+    cpu = calloc(words, sizeof(uint64_t));
+    dma = calloc(words, sizeof(uint64_t));
+    before = malloc(vm_ram_size(f->ram));
+    assert_int_equal(iommu_dirty_start(d, 4096, NULL, 0), 0);
+    vm_ram_dirty_collect(f->ram, cpu); /* clear both logs, then take the baseline */
+    assert_int_equal(iommu_dirty_report(d, 0, vm_ram_size(f->ram), 4096, dma), 0);
+    memset(cpu, 0, words * sizeof(uint64_t));
+    memcpy(before, vm_ram_host(f->ram), vm_ram_size(f->ram));
+
+    assert_int_equal(workload_vcpus_start(f->w), 0);
+    assert_int_equal(workload_wait(f->w, 120000), 0);
+    assert_int_equal(workload_shutdown(f->w), 0); /* the device is idle after STOP_QP */
+    vm_ram_dirty_collect(f->ram, cpu);
+    assert_int_equal(iommu_dirty_report(d, 0, vm_ram_size(f->ram), 4096, dma), 0);
+    for (uint64_t p = 0; p < pages; p++) {
+        int logged = ((cpu[p / 64] | dma[p / 64]) >> (p % 64)) & 1;
+        if (memcmp(before + p * 4096, vm_ram_host(f->ram) + p * 4096, 4096) == 0)
+            continue;
+        changed++;
+        if (!logged && unlogged++ == 0)
+            print_error("page %llu (gpa 0x%llx) changed but is in neither log\n",
+                        (unsigned long long)p, (unsigned long long)(p * 4096));
+    }
+    assert_int_equal(iommu_dirty_stop(d), 0);
+    assert_true(changed > 0);
+    assert_int_equal(unlogged, 0);
+    assert_all_verified_once(f->w, c.jobs);
+    free(before);
+    free(cpu);
+    free(dma);
+    fixture_free(f);
+}
+
 /* A transport that loses the first SQ doorbell of queue 0 on the way. */
 struct lossy_io {
     const struct vf_io *real;
@@ -425,6 +475,7 @@ int main(void)
         cmocka_unit_test(test_a_guest_reattached_from_ram_alone_finishes_the_run),
         cmocka_unit_test(test_resume_on_ram_without_a_workload_is_refused_and_stays_paused),
         cmocka_unit_test(test_a_guest_resumed_on_a_copy_behind_another_device_finishes_exactly_once),
+        cmocka_unit_test(test_every_changed_page_is_in_the_cpu_or_the_dma_dirty_log),
         cmocka_unit_test(test_a_job_that_never_completes_is_declared_lost_and_fails_the_run),
         cmocka_unit_test(test_config_check_names_what_is_wrong),
     };
