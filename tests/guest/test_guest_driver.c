@@ -95,7 +95,7 @@ static void on_complete(void *opaque, const struct guest_vf_completion *c)
         f->per_tag[c->tag]++;
 }
 
-static int setup_device(void **state)
+static int setup_device_rev(void **state, uint8_t revision)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     struct qm_dev_config cfg;
@@ -104,6 +104,7 @@ static int setup_device(void **state)
     assert_int_equal(vm_ram_create(RAM_SIZE, &f->ram), 0);
     f->g = vm_ram_guest(f->ram);
     qm_dev_config_default(&cfg);
+    cfg.revision = revision;
     assert_int_equal(vmm_inproc_host_create(&cfg, VF, f->g, &f->host), 0);
     f->real = vmm_inproc_vf_io(f->host.vf);
     f->io = (struct vf_io){rec_read, rec_write, rec_irq_wait, f};
@@ -114,15 +115,30 @@ static int setup_device(void **state)
     return 0;
 }
 
-static int setup(void **state)
+static int setup_device(void **state)
+{
+    return setup_device_rev(state, QM_REV_V4);
+}
+
+static int setup_rev(void **state, uint8_t revision)
 {
     struct fixture *f;
 
-    setup_device(state);
+    setup_device_rev(state, revision);
     f = *state;
     assert_int_equal(guest_vf_init(&f->io, f->g, STATE_GPA, guest_vf_state_size(4), &f->vf), 0);
     guest_vf_set_complete_cb(f->vf, on_complete, f);
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_rev(state, QM_REV_V4);
+}
+
+static int setup_v3(void **state)
+{
+    return setup_rev(state, QM_REV_V3);
 }
 
 static int teardown(void **state)
@@ -718,6 +734,10 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_each_format_compresses_inflates_with_zlib_and_decompresses_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_each_format_compresses_inflates_with_zlib_and_decompresses_back, setup_v3, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_qp_drains_every_job_in_flight_and_closes_the_queue,
+                                        setup_v3, teardown),
         cmocka_unit_test_setup_teardown(test_random_input_reports_negative_compression_yet_stays_valid,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_sgl_jobs_of_every_shape_round_trip, setup, teardown),
