@@ -187,13 +187,24 @@ static uint64_t wl_comp_cap(uint32_t max_size)
     return AM_ALIGN_UP((uint64_t)max_size + max_size / 8 + 1024 + GUEST_ZIP_MAX_HDR_LEN, WL_PAGE);
 }
 
+/* The drawn SGL shape, with full SGLs instead when the chain for len bytes
+ * would be longer than the engine walks (ZIP_SGL_MAX_CHAIN). */
+static uint16_t wl_sgl_per_for(uint64_t len, uint32_t piece, uint16_t per)
+{
+    uint64_t entries = (len + piece - 1) / piece;
+
+    return (entries + per - 1) / per > ZIP_SGL_MAX_CHAIN ? (uint16_t)ZIP_SGL_MAX_ENTRIES : per;
+}
+
 static uint64_t wl_sgl_cap(uint64_t data_cap)
 {
     uint64_t cap = 0;
 
     for (size_t p = 0; p < AM_ARRAY_SIZE(wl_sgl_pieces); p++)
-        for (size_t e = 0; e < AM_ARRAY_SIZE(wl_sgl_per); e++)
-            cap = AM_MAX(cap, guest_sgl_size(data_cap, wl_sgl_pieces[p], wl_sgl_per[e]));
+        for (size_t e = 0; e < AM_ARRAY_SIZE(wl_sgl_per); e++) {
+            uint16_t per = wl_sgl_per_for(data_cap, wl_sgl_pieces[p], wl_sgl_per[e]);
+            cap = AM_MAX(cap, guest_sgl_size(data_cap, wl_sgl_pieces[p], per));
+        }
     return AM_ALIGN_UP(cap, WL_PAGE);
 }
 
@@ -422,7 +433,8 @@ static enum wl_result wl_step_gen(struct workload *w, struct wl_vcpu *v)
     job->window = (uint8_t)(wl_rand(&s) % 5);
     job->sgl = wl_rand(&s) % 100 < w->cfg.sgl_percent;
     job->piece_len = wl_sgl_pieces[wl_rand(&s) % AM_ARRAY_SIZE(wl_sgl_pieces)];
-    job->per_sgl = wl_sgl_per[wl_rand(&s) % AM_ARRAY_SIZE(wl_sgl_per)];
+    job->per_sgl = wl_sgl_per_for(w->root->comp_cap, job->piece_len,
+                                  wl_sgl_per[wl_rand(&s) % AM_ARRAY_SIZE(wl_sgl_per)]);
     wl_gen(in, job->in_len, job->kind, &s);
     wl_dirty(w, in, job->in_len);
     job->in_crc = am_crc32c(0, in, job->in_len);

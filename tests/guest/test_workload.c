@@ -115,6 +115,31 @@ static void test_a_small_run_verifies_every_job_exactly_once(void **state)
     fixture_free(f);
 }
 
+static void test_the_largest_inputs_on_sgl_chains_verify(void **state)
+{
+    struct workload_config c;
+    struct fixture *f;
+    struct workload_report r;
+    (void)state;
+
+    small_config(&c);
+    c.jobs = 6;
+    c.qps = 2;
+    c.vcpus = 2;
+    c.min_size = 3u << 20;
+    c.max_size = WORKLOAD_MAX_SIZE;
+    c.sgl_percent = 100;
+    f = fixture_new(&c);
+    assert_int_equal(workload_vcpus_start(f->w), 0);
+    assert_int_equal(workload_wait(f->w, 120000), 0);
+    assert_int_equal(workload_shutdown(f->w), 0);
+    assert_all_verified_once(f->w, c.jobs);
+    workload_report_get(f->w, &r);
+    assert_int_equal(r.sgl_jobs, c.jobs);
+    assert_true(r.bytes_in >= 6ull * (3u << 20));
+    fixture_free(f);
+}
+
 static void test_the_same_seed_gives_the_same_jobs(void **state)
 {
     struct workload_config c;
@@ -470,6 +495,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_small_run_verifies_every_job_exactly_once),
+        cmocka_unit_test(test_the_largest_inputs_on_sgl_chains_verify),
         cmocka_unit_test(test_the_same_seed_gives_the_same_jobs),
         cmocka_unit_test(test_pausing_mid_run_leaves_nothing_half_submitted_and_resume_finishes),
         cmocka_unit_test(test_a_guest_reattached_from_ram_alone_finishes_the_run),
