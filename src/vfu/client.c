@@ -1,4 +1,5 @@
 /* vfu/client: the vfio-user client library. */
+#include <assert.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -132,9 +133,13 @@ static uint64_t client_xfer(const struct vfu_client *c)
 
 /* ---- the twin socket ---- */
 
-static const struct host_map *host_find_locked(const struct vfu_client *c, uint64_t iova,
+static const struct host_map *host_find_locked(struct vfu_client *c, uint64_t iova,
                                                uint64_t len, unsigned perm)
 {
+    if (pthread_mutex_trylock(&c->host_lock) == 0) { /* STYLE 11: must be held */
+        pthread_mutex_unlock(&c->host_lock);
+        assert(!"host_lock not held");
+    }
     for (size_t i = 0; i < c->nhosts; i++) {
         const struct host_map *h = &c->hosts[i];
         if (iova >= h->iova && am_range_ok(iova - h->iova, len, h->size) && (h->perm & perm) == perm)

@@ -86,6 +86,15 @@ static inline struct mig_dev *session_mig(struct vfu_session *s)
 
 /* ---- the twin socket: server -> client DMA ---- */
 
+/* STYLE 11: a _locked function checks that its lock is held. */
+static void twin_assert_locked(struct vfu_session *s)
+{
+    if (pthread_mutex_trylock(&s->twin_lock) == 0) {
+        pthread_mutex_unlock(&s->twin_lock);
+        assert(!"twin_lock not held");
+    }
+}
+
 /* One request/reply of at most the client's transfer size. */
 static int twin_dma_one_locked(struct vfu_session *s, uint16_t cmd, uint64_t addr, void *rbuf,
                                const void *wbuf, uint64_t count)
@@ -96,6 +105,7 @@ static int twin_dma_one_locked(struct vfu_session *s, uint16_t cmd, uint64_t add
     struct vfu_msg m = {0};
     int ret;
 
+    twin_assert_locked(s);
     ret = vfu_send(&s->twin_tran, &h, parts, wbuf ? 2 : 1, NULL, 0);
     if (ret)
         return ret;
