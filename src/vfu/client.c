@@ -33,6 +33,7 @@ struct vfu_client {
     struct vfu_rx rx;
     uint16_t next_id;
     bool broken;
+    bool posted_writes;
     int timeout_ms;
     uint64_t our_max_xfer;
     struct vfu_client_server_caps caps;
@@ -89,6 +90,26 @@ out_broken:
     /* Replies can no longer be matched to requests. */
     c->broken = true;
 out:
+    pthread_mutex_unlock(&c->lock);
+    return ret;
+}
+
+/* Sends cmd with the no-reply flag: nothing comes back. */
+static int client_post_msg(struct vfu_client *c, uint16_t cmd, const struct iovec *parts,
+                           unsigned nparts)
+{
+    struct vfu_hdr h = {.cmd = cmd, .flags = VFU_HDR_TYPE_COMMAND | VFU_HDR_NO_REPLY};
+    int ret;
+
+    pthread_mutex_lock(&c->lock);
+    if (c->broken) {
+        ret = -EIO;
+    } else {
+        h.msg_id = ++c->next_id;
+        ret = vfu_send(&c->tran, &h, parts, nparts, NULL, 0);
+        if (ret)
+            c->broken = true;
+    }
     pthread_mutex_unlock(&c->lock);
     return ret;
 }
@@ -289,6 +310,7 @@ int vfu_client_connect(const char *path, const struct vfu_client_opts *opts,
     for (unsigned v = 0; v < CLIENT_MAX_VECTORS; v++)
         c->msi_efd[v] = -1;
     c->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : CLIENT_DEFAULT_TIMEOUT_MS;
+    c->posted_writes = opts->posted_writes;
     c->our_max_xfer = opts->max_data_xfer_size ? opts->max_data_xfer_size : VFU_DEFAULT_MAX_XFER;
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->host_lock, NULL);
@@ -409,6 +431,8 @@ int vfu_client_region_write(struct vfu_client *c, uint32_t region, uint64_t off,
 
     if (len == 0 || len > client_xfer(c))
         return -EINVAL;
+    if (c->posted_writes)
+        return client_post_msg(c, VFU_CMD_REGION_WRITE, parts, 2);
     ret = client_call_msg(c, VFU_CMD_REGION_WRITE, parts, 2, NULL, 0, &m);
     if (ret)
         return ret;

@@ -41,6 +41,11 @@ struct vfu_client_opts {
     uint32_t max_data_xfer_size; /* largest transfer we receive; 0: 1 MiB */
     bool twin_socket;            /* ask for the server->client DMA channel */
     int timeout_ms;              /* reply wait; 0: 10 s (migration steps can take a while) */
+    /* Region writes go out with the no-reply flag, as QEMU posts MMIO
+     * writes: the call returns once sent (a write the server refuses is
+     * only logged there); ordering with later calls is kept because the
+     * server handles messages in order. */
+    bool posted_writes;
 };
 
 /* What the server answered in VERSION (spec defaults where it was silent). */

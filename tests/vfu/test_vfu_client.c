@@ -133,6 +133,27 @@ static void test_vf_io_over_the_client_reads_and_writes_bar2(void **state)
     vfu_client_destroy(c);
 }
 
+static void test_posted_writes_keep_their_order_with_later_reads(void **state)
+{
+    struct fixture *f = *state;
+    struct vfu_client_opts o = {.posted_writes = true};
+    struct vfu_client *c;
+    struct vf_io io;
+    uint32_t v;
+
+    assert_int_equal(vfu_client_connect(test_sock(&f->ts, 0), &o, &c), 0);
+    vfu_client_vf_io(c, &io);
+    for (uint32_t i = 0; i < 200; i++) {
+        v = i & 1;
+        assert_int_equal(io.mmio_write(io.opaque, QM_VF_STATE, &v, 4), 0);
+        assert_int_equal(mmio_read32(&io, QM_VF_STATE), i & 1);
+    }
+    /* A write the server refuses is only logged there; the stream goes on. */
+    assert_int_equal(io.mmio_write(io.opaque, QM_VF_STATE + 1, &v, 4), 0);
+    assert_int_equal(mmio_read32(&io, QM_VF_STATE), 1);
+    vfu_client_destroy(c);
+}
+
 /* ---- interrupts ---- */
 
 static void test_a_device_raised_msi_reaches_the_client_eventfd_once(void **state)
@@ -500,6 +521,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_the_client_negotiates_and_describes_the_vf),
         T(test_vf_io_over_the_client_reads_and_writes_bar2),
+        T(test_posted_writes_keep_their_order_with_later_reads),
         T(test_a_device_raised_msi_reaches_the_client_eventfd_once),
         T(test_device_dma_to_memory_mapped_without_an_fd_goes_over_the_twin_socket),
         T(test_memory_mapped_without_an_fd_and_no_twin_socket_faults_cleanly),
