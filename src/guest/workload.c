@@ -1018,9 +1018,15 @@ int workload_vcpus_resume(struct workload *w, const struct guest_ram *ram, const
     return 0;
 }
 
-int workload_done(const struct workload *w)
+int workload_done(struct workload *w)
 {
-    return wl_finished_in_ram(w) == w->cfg.vcpus;
+    unsigned n;
+
+    pthread_mutex_lock(&w->lock);
+    /* While threads run, their own count (RAM steps are theirs to write). */
+    n = w->started ? w->finished : wl_finished_in_ram(w);
+    pthread_mutex_unlock(&w->lock);
+    return n == w->cfg.vcpus;
 }
 
 int workload_wait(struct workload *w, int timeout_ms)

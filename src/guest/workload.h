@@ -101,7 +101,7 @@ int workload_vcpus_resume(struct workload *w, const struct guest_ram *ram, const
  * 0 or -ETIMEDOUT. */
 int workload_wait(struct workload *w, int timeout_ms);
 /* True once every vCPU reached DONE. */
-int workload_done(const struct workload *w);
+int workload_done(struct workload *w);
 
 /* Guest shutdown: stop the threads (at a step boundary), then tear the
  * driver down (STOP_QP per queue, VF_STATE = NOT_READY). Jobs not finished

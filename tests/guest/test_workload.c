@@ -87,7 +87,7 @@ static void sleep_ms(unsigned ms)
     nanosleep(&ts, NULL);
 }
 
-static void wait_steps(const struct workload *w, uint64_t steps)
+static void wait_steps(struct workload *w, uint64_t steps)
 {
     for (int i = 0; i < 6000 && workload_steps(w) < steps && !workload_done(w); i++)
         sleep_ms(5);
