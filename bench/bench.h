@@ -7,5 +7,9 @@
 
 /* ZIP throughput through the whole device path vs the raw ISA-L codec. */
 int bench_engine(int argc, char **argv);
+/* The vfio-user path vs a bare UNIX socket ping-pong (bench_vfu.c). */
+int bench_vfu(int argc, char **argv);
+/* Guest RAM migration over vmstream vs a raw TCP copy (bench_ramcopy.c). */
+int bench_ram_copy_main(int argc, char **argv);
 
 #endif

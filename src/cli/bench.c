@@ -13,6 +13,8 @@ struct bench_entry {
 
 static const struct bench_entry bench_entries[] = {
     {"engine", bench_engine, "ZIP throughput through the whole device path vs raw ISA-L"},
+    {"vfu", bench_vfu, "vfio-user round trips vs a bare UNIX socket ping-pong"},
+    {"ramcopy", bench_ram_copy_main, "guest RAM migration over vmstream vs a raw TCP copy"},
 };
 
 static void bench_usage(FILE *f)
