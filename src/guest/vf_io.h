@@ -6,8 +6,10 @@
  * Contract: mmio_read/mmio_write take size 1/2/4/8 (16 for the mailbox) and
  * return 0 or a negative errno. irq_wait blocks until MSI vector `vector` has
  * fired at least once since the last irq_wait on that vector, or timeout_ms
- * passes (-ETIMEDOUT); it consumes the pending indication. All three may be
- * called from several threads at once.
+ * passes (-ETIMEDOUT); it consumes the pending indication (several MSIs
+ * before one wait count as one, as a pending bit does). timeout_ms 0 only
+ * tests and consumes; a negative timeout or a vector >= 4 is -EINVAL. All
+ * three may be called from several threads at once.
  */
 #ifndef ACCMIG_GUEST_VF_IO_H
 #define ACCMIG_GUEST_VF_IO_H
