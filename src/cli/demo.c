@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <json-c/json.h>
 
@@ -27,6 +28,7 @@
 #include "guest/workload.h"
 #include "qm/qm.h"
 #include "vmm/inproc.h"
+#include "vmm/migrate_inproc.h"
 #include "vmm/vm_ram.h"
 
 #define DEMO_VF_FN 1u /* the guest gets the first VF */
@@ -40,6 +42,7 @@ struct demo_opts {
     enum demo_transport transport;
     unsigned workers; /* device job workers */
     int json;
+    const char *save_dir; /* --save-state: each migration's device state */
 };
 
 struct demo_run {
@@ -47,6 +50,8 @@ struct demo_run {
     struct vm_ram *ram;
     struct vmm_inproc_host host; /* the device instance the guest runs on */
     struct workload *w;
+    struct vm_ram *peer_ram;        /* with --migrations: host B's RAM */
+    struct vmm_mig_host *mig[2];    /* A (wraps host) and B, between which the guest moves */
     uint64_t elapsed_ns;
     json_object *migration_log; /* array, one object per migration */
 };
@@ -65,7 +70,9 @@ static void demo_usage(FILE *f)
             "  --seed N            data and job mix seed (default 1)\n"
             "  --sgl-percent N     share of jobs on hardware SGLs (default 25)\n"
             "  --workers N         device job worker threads (default 2)\n"
-            "  --migrations M      live migrations during the run (only 0 for now)\n"
+            "  --migrations M      live migrations during the run, alternating between two\n"
+            "                      device instances A and B (default 0)\n"
+            "  --save-state DIR    write each migration's device state to DIR/migration-<n>.bin\n"
             "  --transport T       inproc | vfio-user (only inproc for now)\n"
             "  --json              print one JSON object instead of the summary\n"
             "Exit status: 0 every job verified, 1 a check failed, 2 usage or setup error.\n");
@@ -87,7 +94,7 @@ static int demo_parse_u32(const char *name, const char *s, uint64_t min, uint64_
 
 enum {
     OPT_JOBS = 1, OPT_QPS, OPT_VCPUS, OPT_MIN, OPT_MAX, OPT_SEED, OPT_SGL, OPT_WORKERS,
-    OPT_MIGRATIONS, OPT_TRANSPORT, OPT_JSON, OPT_HELP,
+    OPT_MIGRATIONS, OPT_TRANSPORT, OPT_JSON, OPT_HELP, OPT_SAVE,
 };
 
 /* 0 ok, 1 help printed, -EINVAL bad usage (already reported). */
@@ -105,6 +112,7 @@ static int demo_parse(int argc, char **argv, struct demo_opts *o)
         {"migrations", required_argument, NULL, OPT_MIGRATIONS},
         {"transport", required_argument, NULL, OPT_TRANSPORT},
         {"json", no_argument, NULL, OPT_JSON},
+        {"save-state", required_argument, NULL, OPT_SAVE},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -149,6 +157,7 @@ static int demo_parse(int argc, char **argv, struct demo_opts *o)
             }
             break;
         case OPT_JSON: o->json = 1; break;
+        case OPT_SAVE: o->save_dir = optarg; break;
         case OPT_HELP: demo_usage(stdout); return 1;
         default:
             fprintf(stderr, "accmig demo: unknown or incomplete option '%s'\n", argv[optind - 1]);
@@ -163,9 +172,8 @@ static int demo_parse(int argc, char **argv, struct demo_opts *o)
         fprintf(stderr, "accmig demo: %s\n", why);
         ret = -EINVAL;
     }
-    if (ret == 0 && o->migrations > 0) {
-        fprintf(stderr, "accmig demo: --migrations %u: live migration is not wired into the demo "
-                        "yet; only --migrations 0 runs\n", o->migrations);
+    if (ret == 0 && o->save_dir && mkdir(o->save_dir, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "accmig demo: --save-state %s: %s\n", o->save_dir, strerror(errno));
         ret = -EINVAL;
     }
     if (ret == 0 && o->transport == DEMO_VFIO_USER) {
@@ -190,12 +198,35 @@ static int demo_host_create(struct vmm_inproc_host *h, const struct demo_opts *o
     return vmm_inproc_host_create(&cfg, DEMO_VF_FN, ram, h);
 }
 
-/* Start the guest and let it run to the end.
- * Migration plugs in here: at each planned point (a share of the jobs
- * finished, workload_report_get), workload_vcpus_pause, move RAM and the
- * VF's device state (mig.h) to a second vmm_inproc_host, then
- * workload_vcpus_resume(w, new RAM, new VF's vf_io), and append one object
- * to run->migration_log. */
+/* With --migrations: a second host B (its own device and RAM), then the
+ * orchestrator runs the guest to the end, moving it A->B, B->A, ... while
+ * its jobs are in flight; one migration_log object per migration. */
+static int demo_run_migrating(struct demo_run *run)
+{
+    struct vmm_mig_host_config hc;
+    struct vmm_mig_plan plan;
+    int ret;
+
+    vmm_mig_host_config_default(&hc);
+    hc.dev.qps_per_vf = AM_MAX(hc.dev.qps_per_vf, run->opts.wl.qps);
+    hc.dev.workers = run->opts.workers;
+    hc.vf_fn = DEMO_VF_FN;
+    ret = vm_ram_create(vm_ram_size(run->ram), &run->peer_ram);
+    if (!ret)
+        ret = vmm_mig_host_wrap(&run->host, DEMO_VF_FN, MIG_HW_V4, run->ram, &run->mig[0]);
+    if (!ret)
+        ret = vmm_mig_host_create(&hc, run->peer_ram, &run->mig[1]);
+    if (ret)
+        return ret;
+    memset(&plan, 0, sizeof(plan));
+    plan.migrations = run->opts.migrations;
+    vmm_mig_config_default(&plan.mig);
+    plan.save_dir = run->opts.save_dir;
+    plan.log = run->migration_log;
+    return vmm_mig_workload_run(run->w, run->mig[0], run->mig[1], &plan, NULL, NULL);
+}
+
+/* Start the guest and let it run to the end. */
 static int demo_run_guest(struct demo_run *run)
 {
     uint64_t t0 = am_now_ns();
@@ -203,8 +234,11 @@ static int demo_run_guest(struct demo_run *run)
 
     if (ret)
         return ret;
-    while ((ret = workload_wait(run->w, DEMO_WAIT_SLICE_MS)) == -ETIMEDOUT)
-        ;
+    if (run->opts.migrations > 0)
+        ret = demo_run_migrating(run);
+    else
+        while ((ret = workload_wait(run->w, DEMO_WAIT_SLICE_MS)) == -ETIMEDOUT)
+            ;
     run->elapsed_ns = am_now_ns() - t0;
     if (ret)
         return ret;
@@ -267,6 +301,37 @@ static void demo_print_json(const struct demo_run *run, const struct workload_re
     json_object_put(j);
 }
 
+static long long demo_jint(json_object *o, const char *key)
+{
+    json_object *v;
+
+    return json_object_object_get_ex(o, key, &v) ? (long long)json_object_get_int64(v) : -1;
+}
+
+/* One line per migration_log entry (vmm/migrate_inproc.h names the fields). */
+static void demo_print_migration(json_object *m)
+{
+    json_object *v;
+    const char *dir = json_object_object_get_ex(m, "direction", &v) ? json_object_get_string(v) : "?";
+
+    if (json_object_object_get_ex(m, "ok", &v) && !json_object_get_boolean(v)) {
+        printf("  migration %lld %s: FAILED at %s: %s (the guest carried on at the source)\n",
+               demo_jint(m, "n"), dir,
+               json_object_object_get_ex(m, "failed_step", &v) ? json_object_get_string(v) : "?",
+               json_object_object_get_ex(m, "error", &v) ? json_object_get_string(v) : "?");
+        return;
+    }
+    printf("  migration %lld %s: %lld SQEs in flight; device state %lld B (%lld B early); RAM %lld "
+           "KiB in %lld precopy rounds + %lld pages stopped; downtime %lld us, device %lld us "
+           "(quiesce %lld, save %lld, restore %lld, resume %lld)\n",
+           demo_jint(m, "n"), dir, demo_jint(m, "sqes_in_flight_at_pause"),
+           demo_jint(m, "device_state_bytes"), demo_jint(m, "device_head_bytes"),
+           demo_jint(m, "ram_bytes") / 1024, demo_jint(m, "precopy_rounds"),
+           demo_jint(m, "last_pages"), demo_jint(m, "downtime_us"),
+           demo_jint(m, "device_downtime_us"), demo_jint(m, "quiesce_us"), demo_jint(m, "save_us"),
+           demo_jint(m, "restore_us"), demo_jint(m, "resume_us"));
+}
+
 static void demo_print_text(const struct demo_run *run, const struct workload_report *r, int ok)
 {
     double s = (double)run->elapsed_ns / 1e9;
@@ -295,6 +360,8 @@ static void demo_print_text(const struct demo_run *run, const struct workload_re
            (unsigned long long)r->driver.eqes, (unsigned long long)r->driver.cqes,
            (unsigned long long)r->driver.cqes_without_irq, (unsigned long long)r->driver.aeqes,
            (unsigned long long)r->queues_fatal);
+    for (size_t i = 0; i < json_object_array_length(run->migration_log); i++)
+        demo_print_migration(json_object_array_get_idx(run->migration_log, i));
     if (!ok && r->first_failed_job != UINT64_MAX)
         printf("  first failure: job %llu: %s\n", (unsigned long long)r->first_failed_job,
                r->first_failure);
@@ -341,6 +408,9 @@ int cli_demo(int argc, char **argv)
         demo_print_text(&run, &rep, ok);
     json_object_put(run.migration_log);
     workload_destroy(run.w);
+    vmm_mig_host_destroy(run.mig[0]);
+    vmm_mig_host_destroy(run.mig[1]);
+    vm_ram_destroy(run.peer_ram);
     vmm_inproc_host_destroy(&run.host);
     vm_ram_destroy(run.ram);
     return ok ? 0 : 1;

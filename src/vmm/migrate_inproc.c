@@ -668,16 +668,45 @@ static int vmm_mig_state_save(const char *dir, unsigned n, const struct vmm_mig_
  * the step count is one word in guest RAM, cheap to read every poll. */
 #define VMM_MIG_STEPS_PER_JOB 8u
 
-/* Appends migration k's entry, with what the job table said just before. */
+/* The workload as a guest that also counts, once its vCPUs are stopped,
+ * the SQEs its driver has doorbelled and not yet reaped: the jobs the
+ * device holds at the migration (O(queues), so cheap inside the downtime). */
+struct vmm_mig_counting_guest {
+    struct workload *w;
+    uint64_t sqes_in_flight;
+};
+
+static int vmm_mig_counting_pause(void *opaque)
+{
+    struct vmm_mig_counting_guest *g = opaque;
+    int ret = workload_vcpus_pause(g->w);
+    const struct guest_vf *vf = workload_vf(g->w);
+
+    g->sqes_in_flight = 0;
+    for (unsigned q = 0; ret == 0 && q < guest_vf_qp_rings(vf); q++)
+        g->sqes_in_flight += guest_vf_qp_inflight(vf, q);
+    return ret;
+}
+
+static int vmm_mig_counting_resume(void *opaque, const struct guest_ram *ram, const struct vf_io *io)
+{
+    struct vmm_mig_counting_guest *g = opaque;
+
+    return workload_vcpus_resume(g->w, ram, io);
+}
+
+/* Appends migration k's entry, with what the job table said just before
+ * and what the device held at the pause. */
 static void vmm_mig_log_add(json_object *log, unsigned k, const char *from, const char *to, int ret,
-                            const struct vmm_mig_stats *st, const struct workload_report *before)
+                            const struct vmm_mig_stats *st, const struct workload_report *before,
+                            uint64_t sqes_in_flight)
 {
     json_object *entry = vmm_mig_stats_json(k, from, to, ret, st);
 
     if (!entry)
         return;
     vmm_mig_json_add(entry, "jobs_finished_before", before->jobs_verified + before->jobs_failed);
-    vmm_mig_json_add(entry, "jobs_in_flight_before", before->jobs_submitted - before->jobs_completed);
+    vmm_mig_json_add(entry, "sqes_in_flight_at_pause", sqes_in_flight);
     json_object_array_add(log, entry);
 }
 
@@ -686,7 +715,8 @@ int vmm_mig_workload_run(struct workload *w, struct vmm_mig_host *a, struct vmm_
 {
     struct vmm_mig_host *hosts[2] = {a, b};
     static const char *const names[2] = {"A", "B"};
-    struct vmm_mig_guest guest;
+    struct vmm_mig_counting_guest counting = {w, 0};
+    struct vmm_mig_guest guest = {vmm_mig_counting_pause, vmm_mig_counting_resume, &counting};
     struct workload_report before;
     struct vmm_mig_stats *st;
     unsigned at = 0, k = 0, m;
@@ -702,7 +732,6 @@ int vmm_mig_workload_run(struct workload *w, struct vmm_mig_host *a, struct vmm_
     st = malloc(sizeof(*st));
     if (!st)
         return -ENOMEM;
-    guest = vmm_mig_guest_of_workload(w);
     m = plan->migrations;
     steps_total = (uint64_t)workload_config_get(w)->jobs * VMM_MIG_STEPS_PER_JOB;
     poll_ms = plan->poll_ms ? (int)AM_MIN(plan->poll_ms, 1000u) : 1;
@@ -721,9 +750,11 @@ int vmm_mig_workload_run(struct workload *w, struct vmm_mig_host *a, struct vmm_
         }
         k++;
         workload_report_get(w, &before);
+        counting.sqes_in_flight = 0;
         mret = vmm_mig_run(hosts[at], hosts[to], &guest, &plan->mig, st);
         if (plan->log)
-            vmm_mig_log_add(plan->log, k, names[at], names[to], mret, st, &before);
+            vmm_mig_log_add(plan->log, k, names[at], names[to], mret, st, &before,
+                            counting.sqes_in_flight);
         if (mret) {
             am_log(AM_LOG_ERR, "vmm", "migration %u %s->%s failed at %s: %s", k, names[at],
                    names[to], vmm_mig_step_name(st->failed_step), st->error);

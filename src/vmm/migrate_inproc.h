@@ -217,8 +217,9 @@ struct vmm_mig_plan {
  * have done about k/(M+1) of the jobs (by their step count in guest RAM), so
  * migrations happen while jobs are in flight (several in a row when M is
  * large); any not started when the jobs end are still carried out on the
- * idle guest. Each log entry also gets jobs_finished_before and
- * jobs_in_flight_before (the job table just before the migration). A failed migration (the guest carries on
+ * idle guest. Each log entry also gets jobs_finished_before (the job table
+ * just before the migration) and sqes_in_flight_at_pause (SQEs the guest's
+ * driver had doorbelled and not reaped when its vCPUs stopped). A failed migration (the guest carries on
  * where it was) ends the migrating; the workload still runs to its end.
  * Returns 0 when the workload finished and every migration succeeded, the
  * first migration's errno, -EIO when a stream could not be saved, or

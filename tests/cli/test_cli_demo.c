@@ -141,7 +141,7 @@ static void expect_usage_error(const char *exe, const char *const *args, const c
 static void test_demo_refuses_what_it_cannot_do_with_a_clear_message(void **state)
 {
     const char *exe = *state;
-    static const char *const mig[] = {"demo", "--migrations", "2", NULL};
+    static const char *const mig[] = {"demo", "--migrations", "1001", NULL};
     static const char *const vfu[] = {"demo", "--transport", "vfio-user", NULL};
     static const char *const tr[] = {"demo", "--transport", "carrier-pigeon", NULL};
     static const char *const qps[] = {"demo", "--qps", "3", NULL};
