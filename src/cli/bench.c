@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "../../bench/bench.h"
+#include "../../bench/bench_migrate.h"
 #include "cli/cli.h"
 
 struct bench_entry {
@@ -15,6 +16,7 @@ static const struct bench_entry bench_entries[] = {
     {"engine", bench_engine, "ZIP throughput through the whole device path vs raw ISA-L"},
     {"vfu", bench_vfu, "vfio-user round trips vs a bare UNIX socket ping-pong"},
     {"ramcopy", bench_ram_copy_main, "guest RAM migration over vmstream vs a raw TCP copy"},
+    {"migrate", bench_migrate_main, "VF device state and device downtime under load vs idle"},
 };
 
 static void bench_usage(FILE *f)
