@@ -71,7 +71,7 @@ static void bm_usage(FILE *f)
             "  --min-size B     smallest job input (default 1M)\n"
             "  --max-size B     largest job input (default 8M, the most a request may name)\n"
             "  --depth N        jobs kept in flight per queue (default 2)\n"
-            "  --interval-us N  device run time between migrations (default 2000)\n"
+            "  --interval-us N  device run time between migrations (default 5000)\n"
             "  --workers N      device job worker threads (default 2)\n"
             "  --seed N         job size sequence (default 1)\n"
             "  --json           accepted; JSON lines are the only output\n"
@@ -145,7 +145,7 @@ static int bm_parse(int argc, char **argv, struct bm_opts *o)
     o->min_size = 1u << 20;
     o->max_size = 8u << 20;
     o->depth = 2;
-    o->interval_us = 2000;
+    o->interval_us = 5000;
     o->workers = 2;
     o->seed = 1;
     optind = 1;
