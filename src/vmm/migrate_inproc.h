@@ -39,8 +39,8 @@
  *   to ram (the caller's, which must outlive the host); vmm_mig_host_wrap
  *   borrows a vmm_inproc_host someone else built (its device, router and
  *   transport stay theirs) and adds only the migration driver. Errors:
- *   -EINVAL (NULL, fn not a VF of the device, a mode other than V4/V3, a
- *   transport not attached to ram), -ENODEV (v4 mode on v3 silicon),
+ *   -EINVAL (NULL, fn not a VF of the device, a mode other than V4/V3),
+ *   -ENODEV (v4 mode on v3 silicon),
  *   -ENOMEM, or the creates' errors; on failure nothing is left over.
  * - vmm_mig_run(src, dst, guest, cfg, st): the guest must run on src (its
  *   RAM and VF). Returns 0 when the guest runs on dst; then the source VF is
