@@ -1,12 +1,788 @@
-/* accmig vm: placeholder until its issue lands; it says so and fails. */
+/* accmig vm: the mini-VMM as a program (vmm/vm.h, docs/vm.md).
+ *
+ *   accmig vm --attach SOCK [--control PATH] [workload options]
+ *       runs a guest on the VF behind SOCK until it finishes
+ *   accmig vm --attach SOCK --incoming tcp:HOST:PORT [--control PATH]
+ *       waits for a guest migrated from another mini-VMM, then runs it
+ *
+ * Threads: the main thread runs the control loop (control socket, signals,
+ * the guest's progress); one worker thread at a time runs a migration
+ * (vm_migrate_out or vm_incoming) and wakes the loop through an eventfd when
+ * it ends. The loop never calls a life-cycle function of the VM while the
+ * worker runs.
+ *
+ * Exit: 0 the guest finished here with every job verified exactly once, or
+ * it migrated away, or the operator said quit; 1 the guest's checks failed
+ * or an incoming migration failed; 2 bad usage or setup failure.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
 
 #include "cli/cli.h"
+#include "common/common.h"
+#include "qm/qm.h"
+#include "vmm/net.h"
+#include "vmm/vm.h"
+
+#define VMCLI_MAX_CONNS 8
+#define VMCLI_POLL_MS 100
+#define VMCLI_HOLD_ENV "ACCMIG_VM_HOLD"
+
+struct vmcli_opts {
+    struct vm_config vm;
+    const char *control;
+    const char *incoming;
+    int accept_timeout_ms; /* -1: forever */
+    bool stay;
+    bool json;
+};
+
+struct vmcli_conn {
+    int fd;             /* -1: free slot */
+    size_t len;
+    bool waiting;       /* its "migrate" runs in the worker */
+    char buf[VM_CONTROL_LINE_MAX];
+};
+
+enum vmcli_job { VMCLI_JOB_NONE, VMCLI_JOB_MIGRATE, VMCLI_JOB_INCOMING };
+
+struct vmcli {
+    struct vmcli_opts o;
+    struct vm *vm;
+    struct vm_net_endpoint ctl_ep, in_ep;
+    int ctl_fd, in_fd, wake_fd, sig_fd;
+    char listen_name[VM_NET_HOST_MAX + 16];
+    struct vmcli_conn conns[VMCLI_MAX_CONNS];
+
+    /* The worker: the loop starts it and joins it after the wake; while
+     * job != NONE only the worker touches vm's life cycle, mig_* and rep. */
+    pthread_t worker;
+    enum vmcli_job job;
+    char mig_to[VM_NET_HOST_MAX + 16];
+    struct vm_mig_opts mig_opts;
+    struct vm_mig_report rep;
+    int job_ret;
+
+    json_object *log; /* array: every migration this VMM took part in */
+    bool quit;
+    bool incoming_failed;
+    int exit_status;
+};
+
+static void vmcli_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: accmig vm --attach SOCK [options]\n"
+            "  A mini-VMM: guest RAM in a memfd given to the device server, the VF at SOCK\n"
+            "  (an `accmig serve` socket) attached over vfio-user, a compression workload\n"
+            "  on vCPU threads; live migration to or from another mini-VMM.\n"
+            "  --attach SOCK          the VF's vfio-user socket (required)\n"
+            "  --control PATH         control socket (UNIX): status, report, migrate, quit\n"
+            "                         (see `accmig migrate` and docs/vm.md)\n"
+            "  --incoming ENDPOINT    wait for a migrated guest on tcp:HOST:PORT or unix:PATH\n"
+            "                         (port 0: any; `status` tells which)\n"
+            "  --accept-timeout-ms MS how long --incoming waits for a source (default: forever)\n"
+            "  --stay                 after the guest finished, stay until `quit` on the\n"
+            "                         control socket (its report stays readable)\n"
+            "  --ram SIZE             guest RAM (default: what the workload needs); both ends\n"
+            "                         of a migration must agree\n"
+            "  --timeout-ms MS        migration stream and vfio-user waits (default %d)\n"
+            "  --jobs N --qps N --vcpus N --min-size B --max-size B --seed N --sgl-percent N\n"
+            "                         the guest's workload (as in accmig demo)\n"
+            "  --json                 print the final report as one JSON object\n"
+            "  Fault injection (tests): %s=precopy|stop-copy|incoming stops a migration at\n"
+            "  that phase until `continue` arrives on the control socket.\n"
+            "Exit status: 0 the guest finished verified or migrated away, 1 a check or an\n"
+            "incoming migration failed, 2 usage or setup error.\n",
+            VM_DEFAULT_TIMEOUT_MS, VMCLI_HOLD_ENV);
+}
+
+enum {
+    OPT_ATTACH = 1, OPT_CONTROL, OPT_INCOMING, OPT_ACCEPT_TIMEOUT, OPT_STAY, OPT_RAM,
+    OPT_TIMEOUT, OPT_JOBS, OPT_QPS, OPT_VCPUS, OPT_MIN, OPT_MAX, OPT_SEED, OPT_SGL, OPT_JSON,
+    OPT_HELP,
+};
+
+static int vmcli_num(const char *name, const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (am_parse_u64(s, max, out) != 0 || *out < min) {
+        fprintf(stderr, "accmig vm: %s wants a number in %llu..%llu, not '%s'\n", name,
+                (unsigned long long)min, (unsigned long long)max, s);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* 0 ok, 1 help printed, -EINVAL bad usage (reported). */
+static int vmcli_parse(int argc, char **argv, struct vmcli_opts *o)
+{
+    static const struct option longopts[] = {
+        {"attach", required_argument, NULL, OPT_ATTACH},
+        {"control", required_argument, NULL, OPT_CONTROL},
+        {"incoming", required_argument, NULL, OPT_INCOMING},
+        {"accept-timeout-ms", required_argument, NULL, OPT_ACCEPT_TIMEOUT},
+        {"stay", no_argument, NULL, OPT_STAY},
+        {"ram", required_argument, NULL, OPT_RAM},
+        {"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
+        {"jobs", required_argument, NULL, OPT_JOBS},
+        {"qps", required_argument, NULL, OPT_QPS},
+        {"vcpus", required_argument, NULL, OPT_VCPUS},
+        {"min-size", required_argument, NULL, OPT_MIN},
+        {"max-size", required_argument, NULL, OPT_MAX},
+        {"seed", required_argument, NULL, OPT_SEED},
+        {"sgl-percent", required_argument, NULL, OPT_SGL},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"help", no_argument, NULL, OPT_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    struct workload_config *wl = &o->vm.wl;
+    char why[128];
+    uint64_t v = 0;
+    int c, ret = 0;
+
+    memset(o, 0, sizeof(*o));
+    workload_config_default(wl);
+    o->accept_timeout_ms = -1;
+    optind = 1;
+    opterr = 0;
+    while (ret == 0 && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_ATTACH: o->vm.attach = optarg; break;
+        case OPT_CONTROL: o->control = optarg; break;
+        case OPT_INCOMING: o->incoming = optarg; break;
+        case OPT_ACCEPT_TIMEOUT:
+            ret = vmcli_num("--accept-timeout-ms", optarg, 1, INT32_MAX, &v);
+            o->accept_timeout_ms = (int)v;
+            break;
+        case OPT_STAY: o->stay = true; break;
+        case OPT_RAM:
+            ret = vmcli_num("--ram", optarg, VM_RAM_PAGE_SIZE, VM_RAM_MAX_SIZE, &v);
+            if (ret == 0 && v % VM_RAM_PAGE_SIZE) {
+                fprintf(stderr, "accmig vm: --ram %s is not a multiple of 4 KiB\n", optarg);
+                ret = -EINVAL;
+            }
+            o->vm.ram_size = v;
+            break;
+        case OPT_TIMEOUT:
+            ret = vmcli_num("--timeout-ms", optarg, 1, INT32_MAX, &v);
+            o->vm.timeout_ms = (int)v;
+            break;
+        case OPT_JOBS:
+            ret = vmcli_num("--jobs", optarg, 1, WORKLOAD_MAX_JOBS, &v);
+            wl->jobs = (uint32_t)v;
+            break;
+        case OPT_QPS:
+            ret = vmcli_num("--qps", optarg, 2, QM_MAX_QPS_PER_VF, &v);
+            wl->qps = (uint32_t)v;
+            break;
+        case OPT_VCPUS:
+            ret = vmcli_num("--vcpus", optarg, 1, WORKLOAD_MAX_VCPUS, &v);
+            wl->vcpus = (uint32_t)v;
+            break;
+        case OPT_MIN:
+            ret = vmcli_num("--min-size", optarg, 1, WORKLOAD_MAX_SIZE, &v);
+            wl->min_size = (uint32_t)v;
+            break;
+        case OPT_MAX:
+            ret = vmcli_num("--max-size", optarg, 1, WORKLOAD_MAX_SIZE, &v);
+            wl->max_size = (uint32_t)v;
+            break;
+        case OPT_SEED: ret = vmcli_num("--seed", optarg, 0, UINT64_MAX, &wl->seed); break;
+        case OPT_SGL:
+            ret = vmcli_num("--sgl-percent", optarg, 0, 100, &v);
+            wl->sgl_percent = (uint32_t)v;
+            break;
+        case OPT_JSON: o->json = true; break;
+        case OPT_HELP: vmcli_usage(stdout); return 1;
+        default:
+            fprintf(stderr, "accmig vm: unknown or incomplete option '%s'\n", argv[optind - 1]);
+            ret = -EINVAL;
+        }
+    }
+    if (ret == 0 && optind < argc) {
+        fprintf(stderr, "accmig vm: unexpected argument '%s'\n", argv[optind]);
+        ret = -EINVAL;
+    }
+    if (ret == 0 && !o->vm.attach) {
+        fprintf(stderr, "accmig vm: --attach SOCK is required\n");
+        ret = -EINVAL;
+    }
+    if (ret == 0 && workload_config_check(wl, why, sizeof(why))) {
+        fprintf(stderr, "accmig vm: %s\n", why);
+        ret = -EINVAL;
+    }
+    if (ret == 0 && o->vm.ram_size &&
+        o->vm.ram_size < AM_ALIGN_UP(workload_ram_size(wl), VM_RAM_PAGE_SIZE)) {
+        fprintf(stderr, "accmig vm: --ram is smaller than the workload needs (%llu bytes)\n",
+                (unsigned long long)AM_ALIGN_UP(workload_ram_size(wl), VM_RAM_PAGE_SIZE));
+        ret = -EINVAL;
+    }
+    if (ret)
+        vmcli_usage(stderr);
+    return ret;
+}
+
+/* ---- the worker ---- */
+
+static void *vmcli_worker_main(void *arg)
+{
+    struct vmcli *x = arg;
+    uint64_t one = 1;
+
+    if (x->job == VMCLI_JOB_MIGRATE)
+        x->job_ret = vm_migrate_out(x->vm, x->mig_to, &x->mig_opts, &x->rep);
+    else
+        x->job_ret = vm_incoming(x->vm, x->in_fd, x->o.accept_timeout_ms, &x->rep);
+    if (write(x->wake_fd, &one, sizeof(one)) != sizeof(one))
+        am_log(AM_LOG_ERR, "vm", "cannot wake the control loop");
+    return NULL;
+}
+
+static int vmcli_worker_start(struct vmcli *x, enum vmcli_job job)
+{
+    int ret;
+
+    x->job = job;
+    ret = pthread_create(&x->worker, NULL, vmcli_worker_main, x);
+    if (ret) {
+        x->job = VMCLI_JOB_NONE;
+        return -ret;
+    }
+    return 0;
+}
+
+/* ---- control connections ---- */
+
+static void vmcli_conn_close(struct vmcli_conn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->len = 0;
+    c->waiting = false;
+}
+
+/* Sends j (put here) as one line and closes the connection. */
+static void vmcli_reply(struct vmcli_conn *c, json_object *j)
+{
+    const char *s = json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN);
+    size_t len = strlen(s), off = 0;
+
+    while (off < len) {
+        ssize_t n = send(c->fd, s + off, len - off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    if (off == len && send(c->fd, "\n", 1, MSG_NOSIGNAL) != 1)
+        am_log(AM_LOG_INFO, "vm", "a control client left before its reply");
+    json_object_put(j);
+    vmcli_conn_close(c);
+}
+
+static json_object *vmcli_ok(void)
+{
+    json_object *j = json_object_new_object();
+    json_object_object_add(j, "ok", json_object_new_boolean(1));
+    return j;
+}
+
+static void vmcli_reply_error(struct vmcli_conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void vmcli_reply_error(struct vmcli_conn *c, const char *fmt, ...)
+{
+    json_object *j = json_object_new_object();
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    json_object_object_add(j, "ok", json_object_new_boolean(0));
+    json_object_object_add(j, "error", json_object_new_string(msg));
+    vmcli_reply(c, j);
+}
+
+static json_object *vmcli_report_json(struct vmcli *x)
+{
+    struct workload_report r;
+    json_object *j = vmcli_ok();
+    struct vm_status st;
+
+    vm_status_get(x->vm, &st);
+    json_object_object_add(j, "state", json_object_new_string(vm_state_name(st.state)));
+    if (vm_guest_report(x->vm, &r) == 0) {
+        json_object_object_add(j, "report", vm_workload_report_json(&r));
+        json_object_object_add(j, "verdict",
+                               json_object_new_string(vm_workload_report_ok(&r) ? "ok" : "failed"));
+    }
+    json_object_object_add(j, "migrations", json_object_get(x->log));
+    return j;
+}
+
+static void vmcli_cmd_status(struct vmcli *x, struct vmcli_conn *c)
+{
+    struct vm_status st;
+    json_object *j = vmcli_ok();
+
+    vm_status_get(x->vm, &st);
+    json_object_object_add(j, "status", vm_status_json(&st));
+    json_object_object_add(j, "pid", json_object_new_int(getpid()));
+    if (x->listen_name[0])
+        json_object_object_add(j, "listen", json_object_new_string(x->listen_name));
+    vmcli_reply(c, j);
+}
+
+/* "migrate ENDPOINT [downtime_ms=N] [max_rounds=N] [timeout_ms=N]" */
+static void vmcli_cmd_migrate(struct vmcli *x, struct vmcli_conn *c, char *args)
+{
+    struct vm_mig_opts mo = {0};
+    struct vm_net_endpoint ep;
+    char *save = NULL, *tok, why[160];
+    const char *to = NULL;
+    enum vm_state st;
+
+    for (tok = strtok_r(args, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+        uint64_t v;
+        char *eq = strchr(tok, '=');
+
+        if (!eq && !to) {
+            to = tok;
+            continue;
+        }
+        if (!eq || am_parse_u64(eq + 1, INT32_MAX, &v) != 0 || v == 0) {
+            vmcli_reply_error(c, "migrate: bad argument '%s'", tok);
+            return;
+        }
+        *eq = '\0';
+        if (strcmp(tok, "downtime_ms") == 0)
+            mo.downtime_ms = (uint32_t)v;
+        else if (strcmp(tok, "max_rounds") == 0)
+            mo.max_rounds = (uint32_t)v;
+        else if (strcmp(tok, "timeout_ms") == 0)
+            mo.timeout_ms = (int)v;
+        else {
+            vmcli_reply_error(c, "migrate: unknown option '%s'", tok);
+            return;
+        }
+    }
+    if (!to) {
+        vmcli_reply_error(c, "migrate: which endpoint? (migrate tcp:HOST:PORT)");
+        return;
+    }
+    if (vm_net_endpoint_parse(to, &ep, why, sizeof(why)) != 0) {
+        vmcli_reply_error(c, "migrate: %s", why);
+        return;
+    }
+    if (x->job != VMCLI_JOB_NONE) {
+        vmcli_reply_error(c, "migrate: a migration is already running");
+        return;
+    }
+    st = vm_guest_poll(x->vm);
+    if (st != VM_RUNNING && st != VM_FINISHED) {
+        vmcli_reply_error(c, "migrate: no guest runs here (state %s)", vm_state_name(st));
+        return;
+    }
+    snprintf(x->mig_to, sizeof(x->mig_to), "%s", to);
+    x->mig_opts = mo;
+    if (vmcli_worker_start(x, VMCLI_JOB_MIGRATE) != 0) {
+        vmcli_reply_error(c, "migrate: cannot start the migration thread");
+        return;
+    }
+    c->waiting = true;
+}
+
+static void vmcli_command(struct vmcli *x, struct vmcli_conn *c, char *line)
+{
+    char *args = strchr(line, ' ');
+
+    if (args)
+        *args++ = '\0';
+    else
+        args = line + strlen(line);
+    if (strcmp(line, "status") == 0) {
+        vmcli_cmd_status(x, c);
+    } else if (strcmp(line, "report") == 0) {
+        vmcli_reply(c, vmcli_report_json(x));
+    } else if (strcmp(line, "migrate") == 0) {
+        vmcli_cmd_migrate(x, c, args);
+    } else if (strcmp(line, "hold") == 0) {
+        if (vm_hold_set(x->vm, args) != 0)
+            vmcli_reply_error(c, "hold: unknown phase '%s' (precopy, stop-copy, incoming)", args);
+        else
+            vmcli_reply(c, vmcli_ok());
+    } else if (strcmp(line, "continue") == 0) {
+        vm_hold_release(x->vm);
+        vmcli_reply(c, vmcli_ok());
+    } else if (strcmp(line, "quit") == 0) {
+        x->quit = true;
+        if (x->job != VMCLI_JOB_NONE)
+            vm_abort(x->vm);
+        vmcli_reply(c, vmcli_ok());
+    } else {
+        vmcli_reply_error(c, "unknown command '%.64s' (status, report, migrate, hold, continue, "
+                          "quit)", line);
+    }
+}
+
+static void vmcli_conn_readable(struct vmcli *x, struct vmcli_conn *c)
+{
+    ssize_t n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len, 0);
+    char *nl;
+
+    if (n < 0 && errno == EINTR)
+        return;
+    if (n <= 0) {
+        vmcli_conn_close(c); /* a waiting client left: the migration goes on */
+        return;
+    }
+    c->len += (size_t)n;
+    c->buf[c->len] = '\0';
+    nl = memchr(c->buf, '\n', c->len);
+    if (!nl) {
+        if (c->len == sizeof(c->buf) - 1)
+            vmcli_reply_error(c, "command longer than %d bytes", VM_CONTROL_LINE_MAX - 1);
+        return;
+    }
+    *nl = '\0';
+    if (nl > c->buf && nl[-1] == '\r')
+        nl[-1] = '\0';
+    vmcli_command(x, c, c->buf);
+}
+
+static void vmcli_accept(struct vmcli *x)
+{
+    int fd = accept4(x->ctl_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+    if (fd < 0)
+        return;
+    for (unsigned i = 0; i < VMCLI_MAX_CONNS; i++) {
+        if (x->conns[i].fd < 0) {
+            x->conns[i].fd = fd;
+            return;
+        }
+    }
+    close(fd); /* too many at once; the client sees the connection end */
+}
+
+/* ---- the worker's end ---- */
+
+static void vmcli_job_done(struct vmcli *x)
+{
+    enum vmcli_job job = x->job;
+    json_object *mj;
+
+    pthread_join(x->worker, NULL);
+    x->job = VMCLI_JOB_NONE;
+    if (job == VMCLI_JOB_INCOMING)
+        snprintf(x->rep.peer, sizeof(x->rep.peer), "%s", x->listen_name);
+    mj = vm_mig_report_json(&x->rep);
+    json_object_object_add(mj, "role", json_object_new_string(job == VMCLI_JOB_MIGRATE ? "source"
+                                                                                       : "destination"));
+    json_object_array_add(x->log, json_object_get(mj));
+    if (job == VMCLI_JOB_MIGRATE) {
+        for (unsigned i = 0; i < VMCLI_MAX_CONNS; i++) {
+            if (x->conns[i].fd >= 0 && x->conns[i].waiting) {
+                json_object *j = json_object_new_object();
+                json_object_object_add(j, "ok", json_object_new_boolean(x->job_ret == 0));
+                if (x->job_ret)
+                    json_object_object_add(j, "error", json_object_new_string(x->rep.error));
+                json_object_object_add(j, "migration", json_object_get(mj));
+                vmcli_reply(&x->conns[i], j);
+            }
+        }
+        if (x->job_ret == 0)
+            fprintf(stderr, "accmig vm: the guest migrated to %s (downtime %.1f ms)\n", x->mig_to,
+                    (double)x->rep.downtime_us / 1e3);
+        else
+            fprintf(stderr, "accmig vm: migration to %s failed: %s%s\n", x->mig_to, x->rep.error,
+                    x->rep.rolled_back ? "; the guest carries on here" : "");
+    } else if (x->job_ret) {
+        fprintf(stderr, "accmig vm: incoming migration failed: %s; state discarded, VF reset\n",
+                x->rep.error);
+        x->incoming_failed = true;
+    } else {
+        fprintf(stderr, "accmig vm: guest received (%llu precopy rounds, %llu bytes of RAM), "
+                        "running\n", (unsigned long long)x->rep.precopy_rounds,
+                (unsigned long long)x->rep.ram_bytes);
+    }
+    json_object_put(mj);
+}
+
+/* ---- setup and the loop ---- */
+
+static int vmcli_control_open(struct vmcli *x)
+{
+    char name[VM_NET_PATH_MAX + 8], why[160];
+    mode_t old;
+    int ret;
+
+    if (strlen(x->o.control) >= VM_NET_PATH_MAX) {
+        fprintf(stderr, "accmig vm: --control %s: path longer than %d bytes\n", x->o.control,
+                VM_NET_PATH_MAX - 1);
+        return -ENAMETOOLONG;
+    }
+    snprintf(name, sizeof(name), "unix:%s", x->o.control);
+    ret = vm_net_endpoint_parse(name, &x->ctl_ep, why, sizeof(why));
+    if (ret) {
+        fprintf(stderr, "accmig vm: --control %s: %s\n", x->o.control, why);
+        return ret;
+    }
+    old = umask(077); /* the socket is born 0600: only its owner drives the VMM */
+    ret = vm_net_listen(&x->ctl_ep, &x->ctl_fd);
+    umask(old);
+    if (ret)
+        fprintf(stderr, "accmig vm: control socket %s: %s\n", x->o.control, strerror(-ret));
+    return ret;
+}
+
+static int vmcli_incoming_open(struct vmcli *x)
+{
+    char why[160];
+    uint16_t port;
+    int ret = vm_net_endpoint_parse(x->o.incoming, &x->in_ep, why, sizeof(why));
+
+    if (ret) {
+        fprintf(stderr, "accmig vm: --incoming %s: %s\n", x->o.incoming, why);
+        return ret;
+    }
+    ret = vm_net_listen(&x->in_ep, &x->in_fd);
+    if (ret) {
+        fprintf(stderr, "accmig vm: --incoming %s: %s\n", x->o.incoming, strerror(-ret));
+        return ret;
+    }
+    if (x->in_ep.kind == VM_NET_TCP && vm_net_listen_port(x->in_fd, &port) == 0)
+        x->in_ep.port = port;
+    if (vm_net_endpoint_format(&x->in_ep, x->listen_name, sizeof(x->listen_name)) != 0)
+        snprintf(x->listen_name, sizeof(x->listen_name), "%s", x->o.incoming);
+    fprintf(stderr, "accmig vm: waiting for a migration on %s\n", x->listen_name);
+    return 0;
+}
+
+static void vmcli_signal(struct vmcli *x)
+{
+    struct signalfd_siginfo si;
+
+    if (read(x->sig_fd, &si, sizeof(si)) != sizeof(si))
+        return;
+    x->quit = true;
+    if (x->job != VMCLI_JOB_NONE)
+        vm_abort(x->vm);
+}
+
+static void vmcli_wake(struct vmcli *x)
+{
+    uint64_t n;
+
+    if (read(x->wake_fd, &n, sizeof(n)) == sizeof(n) && x->job != VMCLI_JOB_NONE)
+        vmcli_job_done(x);
+}
+
+/* Runs until the guest finished (without --stay), migrated away, an
+ * incoming migration failed, or quit / a signal. */
+static void vmcli_loop(struct vmcli *x)
+{
+    for (;;) {
+        struct pollfd p[3 + VMCLI_MAX_CONNS];
+        struct vmcli_conn *pc[3 + VMCLI_MAX_CONNS];
+        enum vm_state st;
+        nfds_t n = 0;
+
+        if (x->job == VMCLI_JOB_NONE) {
+            st = vm_guest_poll(x->vm);
+            if (x->quit || x->incoming_failed || st == VM_MIGRATED ||
+                (st == VM_FINISHED && !x->o.stay))
+                return;
+        }
+        p[n++] = (struct pollfd){.fd = x->sig_fd, .events = POLLIN};
+        p[n++] = (struct pollfd){.fd = x->wake_fd, .events = POLLIN};
+        if (x->ctl_fd >= 0)
+            p[n++] = (struct pollfd){.fd = x->ctl_fd, .events = POLLIN};
+        for (unsigned i = 0; i < VMCLI_MAX_CONNS; i++) {
+            if (x->conns[i].fd >= 0) {
+                pc[n] = &x->conns[i];
+                p[n++] = (struct pollfd){.fd = x->conns[i].fd, .events = POLLIN};
+            }
+        }
+        if (poll(p, n, VMCLI_POLL_MS) <= 0)
+            continue;
+        if (p[0].revents)
+            vmcli_signal(x);
+        if (p[1].revents)
+            vmcli_wake(x);
+        for (nfds_t i = 2; i < n; i++) {
+            if (!p[i].revents)
+                continue;
+            if (x->ctl_fd >= 0 && p[i].fd == x->ctl_fd)
+                vmcli_accept(x);
+            else if (pc[i]->fd == p[i].fd)
+                vmcli_conn_readable(x, pc[i]);
+        }
+    }
+}
+
+/* The last word on stdout; returns the exit status. */
+static int vmcli_finish(struct vmcli *x)
+{
+    struct workload_report r;
+    enum vm_state st = vm_guest_poll(x->vm);
+    bool have = vm_guest_report(x->vm, &r) == 0;
+    const char *outcome;
+    int status = 0;
+
+    if (st == VM_RUNNING || st == VM_FINISHED) {
+        int ret = vm_guest_shutdown(x->vm);
+        if (ret)
+            fprintf(stderr, "accmig vm: guest shutdown: %s\n", strerror(-ret));
+        have = vm_guest_report(x->vm, &r) == 0;
+    }
+    if (x->incoming_failed) {
+        outcome = "incoming-failed";
+        status = 1;
+    } else if (st == VM_MIGRATED) {
+        outcome = "migrated";
+    } else if (st == VM_FINISHED) {
+        outcome = "finished";
+        status = have && vm_workload_report_ok(&r) ? 0 : 1;
+    } else {
+        outcome = "stopped";
+        status = have && (r.jobs_failed || r.jobs_duplicated || r.stray_completions) ? 1 : 0;
+    }
+    if (x->o.json) {
+        json_object *j = json_object_new_object();
+        json_object_object_add(j, "outcome", json_object_new_string(outcome));
+        if (have) {
+            json_object_object_add(j, "report", vm_workload_report_json(&r));
+            json_object_object_add(j, "verdict", json_object_new_string(
+                                                     vm_workload_report_ok(&r) ? "ok" : "failed"));
+        }
+        json_object_object_add(j, "migrations", json_object_get(x->log));
+        printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+        json_object_put(j);
+    } else {
+        printf("accmig vm: %s\n", outcome);
+        if (have)
+            printf("  jobs: %llu of %llu submitted, %llu completed, %llu verified, %llu failed; "
+                   "%llu duplicated, %llu lost\n",
+                   (unsigned long long)r.jobs_submitted, (unsigned long long)r.jobs,
+                   (unsigned long long)r.jobs_completed, (unsigned long long)r.jobs_verified,
+                   (unsigned long long)r.jobs_failed, (unsigned long long)r.jobs_duplicated,
+                   (unsigned long long)r.jobs_lost);
+        if (st == VM_FINISHED)
+            printf("verdict: %s\n", status == 0 ? "OK, every job verified exactly once" : "FAILED");
+    }
+    fflush(stdout);
+    return status;
+}
+
+static int vmcli_setup(struct vmcli *x)
+{
+    const char *hold = getenv(VMCLI_HOLD_ENV);
+    sigset_t sigs;
+    int ret;
+
+    /* Blocked before any thread exists: every thread inherits the mask and
+     * the signalfd in the loop receives them. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    if (pthread_sigmask(SIG_BLOCK, &sigs, NULL) != 0)
+        return -EINVAL;
+    x->sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+    x->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (x->sig_fd < 0 || x->wake_fd < 0) {
+        fprintf(stderr, "accmig vm: signalfd/eventfd: %s\n", strerror(errno));
+        return -errno;
+    }
+    ret = vm_create(&x->o.vm, &x->vm);
+    if (ret) {
+        fprintf(stderr, "accmig vm: cannot attach to %s: %s\n", x->o.vm.attach, strerror(-ret));
+        return ret;
+    }
+    if (hold && hold[0] && vm_hold_set(x->vm, hold) != 0) {
+        fprintf(stderr, "accmig vm: %s=%s names no phase (precopy, stop-copy, incoming)\n",
+                VMCLI_HOLD_ENV, hold);
+        return -EINVAL;
+    }
+    if (x->o.incoming && (ret = vmcli_incoming_open(x)) != 0)
+        return ret;
+    if (x->o.control && (ret = vmcli_control_open(x)) != 0)
+        return ret;
+    if (x->o.incoming)
+        ret = vmcli_worker_start(x, VMCLI_JOB_INCOMING);
+    else
+        ret = vm_guest_start(x->vm);
+    if (ret)
+        fprintf(stderr, "accmig vm: cannot start the guest: %s\n", strerror(-ret));
+    return ret;
+}
+
+static void vmcli_cleanup(struct vmcli *x)
+{
+    for (unsigned i = 0; i < VMCLI_MAX_CONNS; i++)
+        vmcli_conn_close(&x->conns[i]);
+    if (x->ctl_fd >= 0)
+        vm_net_listen_close(&x->ctl_ep, x->ctl_fd);
+    if (x->in_fd >= 0)
+        vm_net_listen_close(&x->in_ep, x->in_fd);
+    vm_destroy(x->vm);
+    if (x->sig_fd >= 0)
+        close(x->sig_fd);
+    if (x->wake_fd >= 0)
+        close(x->wake_fd);
+    json_object_put(x->log);
+}
 
 int cli_vm(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "accmig vm: not built yet\n");
-    return 2;
+    struct vmcli *x = calloc(1, sizeof(*x));
+    int ret, status;
+
+    if (!x)
+        return 2;
+    x->ctl_fd = x->in_fd = x->wake_fd = x->sig_fd = -1;
+    for (unsigned i = 0; i < VMCLI_MAX_CONNS; i++)
+        x->conns[i].fd = -1;
+    x->log = json_object_new_array();
+    ret = vmcli_parse(argc, argv, &x->o);
+    if (ret) {
+        vmcli_cleanup(x);
+        free(x);
+        return ret > 0 ? 0 : 2;
+    }
+    ret = vmcli_setup(x);
+    if (ret) {
+        if (x->job != VMCLI_JOB_NONE) {
+            vm_abort(x->vm);
+            pthread_join(x->worker, NULL);
+        }
+        vmcli_cleanup(x);
+        free(x);
+        return 2;
+    }
+    vmcli_loop(x);
+    if (x->job != VMCLI_JOB_NONE) { /* quit during a migration: it was aborted */
+        pthread_join(x->worker, NULL);
+        x->job = VMCLI_JOB_NONE;
+    }
+    status = vmcli_finish(x);
+    vmcli_cleanup(x);
+    free(x);
+    return status;
 }

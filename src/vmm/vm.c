@@ -1,0 +1,1157 @@
+/* vmm/vm: the mini-VMM and its live migration (vm.h). */
+#include "vmm/vm.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "qm/qm_hw.h"
+#include "vfu/client.h"
+#include "vmm/net.h"
+#include "vmm/vm_ram.h"
+
+#define VM_MB_BUDGET_NS (UINT64_C(1000) * 1000000u) /* a mailbox command's answer */
+#define VM_ACCEPT_SLICE_MS 200     /* accept waits in slices so vm_abort is seen */
+#define VM_EPILOGUE_TIMEOUT_MS 2000
+/* Downtime that does not depend on the dirty RAM left: vCPU pause, device
+ * quiesce/save/restore/resume and a few round trips (measured about 2-6 ms
+ * on loopback; the estimate errs on the safe side). */
+#define VM_STOP_OVERHEAD_US 8000u
+/* Precopy gives up converging when this many rounds in a row did not leave
+ * fewer dirty pages than the best round so far. */
+#define VM_STALL_ROUNDS 4u
+
+/* The destination's epilogue after the ack (docs/vm.md). Little-endian. */
+#define VM_EPILOGUE_MAGIC "ACCMIGVE"
+#define VM_EPILOGUE_VERSION 1u
+struct vm_epilogue {
+    char magic[8];
+    uint32_t version;
+    uint32_t len;              /* bytes of this record */
+    uint64_t restore_ns;       /* RESUMING -> STOP */
+    uint64_t resume_ns;        /* STOP -> RUNNING */
+    uint64_t guest_ns;         /* workload_attach + vCPUs started */
+    uint64_t stop_copy_to_ack_ns;
+    uint64_t reserved[2];      /* written 0 */
+} __attribute__((packed));
+_Static_assert(sizeof(struct vm_epilogue) == 64, "struct vm_epilogue is 64 bytes on the wire");
+
+static const char *const vm_hold_phases[] = {"precopy", "stop-copy", "incoming"};
+
+struct vm {
+    char attach[VM_NET_PATH_MAX];
+    struct workload_config wl;
+    int timeout_ms;
+    struct vm_ram *ram;
+    struct vfu_client *c;
+    struct vf_io io;
+    struct vmstream_profile profile;
+
+    /* Protects everything below; cond signals hold releases and aborts.
+     * The driving thread changes w and s only under it, so the status and
+     * abort paths never see a freed object. */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    enum vm_state state;
+    struct workload *w;
+    struct vmstream *s;   /* the stream being driven, for vm_abort */
+    bool aborted;         /* sticky: every later migration fails at once */
+    char hold[VM_PHASE_NAME_MAX];
+    char held[VM_PHASE_NAME_MAX];
+    bool hold_released;
+    char phase[VM_PHASE_NAME_MAX];
+    uint64_t round, ram_bytes_sent, dirty_pages, migrations_out;
+
+    /* Destination timings, written by the finish callback (driving thread). */
+    struct vm_epilogue dest;
+};
+
+const char *vm_state_name(enum vm_state s)
+{
+    static const char *const names[] = {
+        [VM_ATTACHED] = "attached", [VM_INCOMING] = "incoming", [VM_RUNNING] = "running",
+        [VM_MIGRATING] = "migrating", [VM_FINISHED] = "finished", [VM_MIGRATED] = "migrated",
+        [VM_SHUT_DOWN] = "shut-down", [VM_FAILED] = "failed",
+    };
+    return (unsigned)s < AM_ARRAY_SIZE(names) && names[s] ? names[s] : "unknown";
+}
+
+static uint64_t us_since(uint64_t t0_ns)
+{
+    return (am_now_ns() - t0_ns) / 1000u;
+}
+
+/* ---- small helpers around the lock ---- */
+
+static void vm_set_phase(struct vm *vm, const char *phase)
+{
+    pthread_mutex_lock(&vm->lock);
+    snprintf(vm->phase, sizeof(vm->phase), "%s", phase);
+    pthread_mutex_unlock(&vm->lock);
+}
+
+static void vm_set_state(struct vm *vm, enum vm_state st)
+{
+    pthread_mutex_lock(&vm->lock);
+    vm->state = st;
+    pthread_mutex_unlock(&vm->lock);
+}
+
+static void vm_set_stream(struct vm *vm, struct vmstream *s)
+{
+    pthread_mutex_lock(&vm->lock);
+    vm->s = s;
+    if (s && vm->aborted)
+        vmstream_abort(s);
+    pthread_mutex_unlock(&vm->lock);
+}
+
+static bool vm_aborted(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    bool a = vm->aborted;
+    pthread_mutex_unlock(&vm->lock);
+    return a;
+}
+
+/* Fault injection: waits here when the hold names this phase. */
+static int vm_hold_point(struct vm *vm, const char *phase)
+{
+    int ret;
+
+    pthread_mutex_lock(&vm->lock);
+    if (strcmp(vm->hold, phase) == 0) {
+        snprintf(vm->held, sizeof(vm->held), "%s", phase);
+        vm->hold_released = false;
+        am_log(AM_LOG_ERR, "vm", "held at '%s' (fault injection); waiting for 'continue'", phase);
+        while (!vm->hold_released && !vm->aborted)
+            pthread_cond_wait(&vm->cond, &vm->lock);
+        vm->held[0] = '\0';
+        vm->hold[0] = '\0'; /* one shot */
+    }
+    ret = vm->aborted ? -ECANCELED : 0;
+    pthread_mutex_unlock(&vm->lock);
+    return ret;
+}
+
+int vm_hold_set(struct vm *vm, const char *phase)
+{
+    bool known = phase[0] == '\0';
+
+    for (size_t i = 0; i < AM_ARRAY_SIZE(vm_hold_phases); i++)
+        known = known || strcmp(phase, vm_hold_phases[i]) == 0;
+    if (!known)
+        return -EINVAL;
+    pthread_mutex_lock(&vm->lock);
+    snprintf(vm->hold, sizeof(vm->hold), "%s", phase);
+    pthread_mutex_unlock(&vm->lock);
+    return 0;
+}
+
+void vm_hold_release(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    vm->hold_released = true;
+    pthread_cond_broadcast(&vm->cond);
+    pthread_mutex_unlock(&vm->lock);
+}
+
+void vm_abort(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    vm->aborted = true;
+    if (vm->s)
+        vmstream_abort(vm->s);
+    pthread_cond_broadcast(&vm->cond);
+    pthread_mutex_unlock(&vm->lock);
+}
+
+/* ---- the device profile ---- */
+
+/* The VF's queue count as its VFT gives it (the SQC_VFT_V2 mailbox query a
+ * VF driver starts with). Only before a guest drives the mailbox. */
+static int vm_probe_qp_count(struct vm *vm, uint32_t *qps)
+{
+    struct qm_mailbox m = {
+        .w0 = (uint16_t)(QM_MB_CMD_SQC_VFT_V2 | 1u << QM_MB_BUSY_SHIFT | 1u << QM_MB_OP_SHIFT),
+    };
+    uint64_t deadline = am_now_ns() + VM_MB_BUDGET_NS, vft;
+    uint32_t w0 = 0, lo = 0, hi = 0;
+    int ret = vfu_client_region_write(vm->c, VFU_REGION_BAR2, QM_MAILBOX, &m, sizeof(m));
+
+    while (ret == 0) {
+        ret = vfu_client_region_read(vm->c, VFU_REGION_BAR2, QM_MAILBOX, &w0, 4);
+        if (ret || !(w0 & (1u << QM_MB_BUSY_SHIFT)))
+            break;
+        if (am_now_ns() > deadline)
+            return -ETIMEDOUT;
+        usleep(100);
+    }
+    if (ret)
+        return ret;
+    if ((w0 >> QM_MB_STATUS_SHIFT) & QM_MB_STATUS_MASK)
+        return -EIO;
+    ret = vfu_client_region_read(vm->c, VFU_REGION_BAR2, QM_MB_DATA_L, &lo, 4);
+    if (!ret)
+        ret = vfu_client_region_read(vm->c, VFU_REGION_BAR2, QM_MB_DATA_H, &hi, 4);
+    if (ret)
+        return ret;
+    vft = (uint64_t)hi << 32 | lo;
+    if (!(vft & (UINT64_C(1) << QM_VFT_VALID_SHIFT)))
+        return -ENODEV;
+    *qps = (uint32_t)((vft >> QM_VFT_NUM_SHIFT) & QM_VFT_NUM_MASK) + 1;
+    return 0;
+}
+
+static int vm_probe_profile(struct vm *vm)
+{
+    uint8_t cfg[16];
+    int ret = vfu_client_region_read(vm->c, VFU_REGION_CONFIG, 0, cfg, sizeof(cfg));
+
+    if (ret)
+        return ret;
+    vm->profile.vendor_id = am_le16(cfg + 0);
+    vm->profile.device_id = am_le16(cfg + 2);
+    vm->profile.revision = cfg[8];
+    vm->profile.ram_size = vm_ram_size(vm->ram);
+    vm->profile.page_size = VM_RAM_PAGE_SIZE;
+    return vm_probe_qp_count(vm, &vm->profile.qp_count);
+}
+
+/* ---- life cycle ---- */
+
+int vm_create(const struct vm_config *cfg, struct vm **out)
+{
+    struct vfu_client_opts co = {0};
+    uint64_t need, size;
+    struct vm *vm;
+    int ret;
+
+    if (!cfg || !cfg->attach || !out || strlen(cfg->attach) >= VM_NET_PATH_MAX)
+        return -EINVAL;
+    if (workload_config_check(&cfg->wl, NULL, 0))
+        return -EINVAL;
+    need = AM_ALIGN_UP(workload_ram_size(&cfg->wl), VM_RAM_PAGE_SIZE);
+    size = cfg->ram_size ? cfg->ram_size : need;
+    if (size < need || size % VM_RAM_PAGE_SIZE || size > VM_RAM_MAX_SIZE)
+        return -EINVAL;
+    vm = calloc(1, sizeof(*vm));
+    if (!vm)
+        return -ENOMEM;
+    snprintf(vm->attach, sizeof(vm->attach), "%s", cfg->attach);
+    vm->wl = cfg->wl;
+    vm->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : VM_DEFAULT_TIMEOUT_MS;
+    pthread_mutex_init(&vm->lock, NULL);
+    pthread_cond_init(&vm->cond, NULL);
+    vm->state = VM_ATTACHED;
+    ret = vm_ram_create(size, &vm->ram);
+    if (ret)
+        goto err_free;
+    co.timeout_ms = vm->timeout_ms;
+    ret = vfu_client_connect(vm->attach, &co, &vm->c);
+    if (ret)
+        goto err_ram;
+    ret = vfu_client_dma_map_fd(vm->c, 0, size, vm_ram_fd(vm->ram), 0, IOMMU_READ | IOMMU_WRITE);
+    if (!ret)
+        ret = vfu_client_irqs_enable(vm->c, QM_NUM_VECTORS);
+    if (!ret)
+        ret = vm_probe_profile(vm);
+    if (ret)
+        goto err_client;
+    vfu_client_vf_io(vm->c, &vm->io);
+    *out = vm;
+    return 0;
+
+err_client:
+    vfu_client_destroy(vm->c);
+err_ram:
+    vm_ram_destroy(vm->ram);
+err_free:
+    pthread_cond_destroy(&vm->cond);
+    pthread_mutex_destroy(&vm->lock);
+    free(vm);
+    return ret;
+}
+
+void vm_destroy(struct vm *vm)
+{
+    if (!vm)
+        return;
+    workload_destroy(vm->w);
+    vfu_client_destroy(vm->c);
+    vm_ram_destroy(vm->ram);
+    pthread_cond_destroy(&vm->cond);
+    pthread_mutex_destroy(&vm->lock);
+    free(vm);
+}
+
+const struct vmstream_profile *vm_profile(const struct vm *vm)
+{
+    return &vm->profile;
+}
+
+uint64_t vm_ram_bytes(const struct vm *vm)
+{
+    return vm_ram_size(vm->ram);
+}
+
+static void vm_set_workload(struct vm *vm, struct workload *w, enum vm_state st)
+{
+    pthread_mutex_lock(&vm->lock);
+    vm->w = w;
+    vm->state = st;
+    pthread_mutex_unlock(&vm->lock);
+}
+
+int vm_guest_start(struct vm *vm)
+{
+    struct workload *w;
+    int ret;
+
+    if (vm->state != VM_ATTACHED)
+        return -EINVAL;
+    ret = workload_create(&vm->wl, vm_ram_guest(vm->ram), &vm->io, &w);
+    if (ret)
+        return ret;
+    ret = workload_vcpus_start(w);
+    if (ret) {
+        workload_destroy(w);
+        return ret;
+    }
+    vm_set_workload(vm, w, VM_RUNNING);
+    return 0;
+}
+
+int vm_guest_wait(struct vm *vm, int timeout_ms)
+{
+    int ret;
+
+    if (vm->state != VM_RUNNING && vm->state != VM_FINISHED)
+        return -EINVAL;
+    ret = workload_wait(vm->w, timeout_ms);
+    if (ret == 0)
+        vm_set_state(vm, VM_FINISHED);
+    return ret;
+}
+
+enum vm_state vm_guest_poll(struct vm *vm)
+{
+    enum vm_state st;
+
+    pthread_mutex_lock(&vm->lock);
+    if (vm->state == VM_RUNNING && vm->w && workload_done(vm->w))
+        vm->state = VM_FINISHED;
+    st = vm->state;
+    pthread_mutex_unlock(&vm->lock);
+    return st;
+}
+
+int vm_guest_shutdown(struct vm *vm)
+{
+    int ret;
+
+    if (vm->state != VM_RUNNING && vm->state != VM_FINISHED)
+        return -EINVAL;
+    ret = workload_shutdown(vm->w);
+    vm_set_state(vm, VM_SHUT_DOWN);
+    return ret;
+}
+
+int vm_guest_report(struct vm *vm, struct workload_report *r)
+{
+    int ret = -ENOENT;
+
+    pthread_mutex_lock(&vm->lock);
+    if (vm->w) {
+        workload_report_get(vm->w, r);
+        ret = 0;
+    }
+    pthread_mutex_unlock(&vm->lock);
+    return ret;
+}
+
+void vm_status_get(struct vm *vm, struct vm_status *st)
+{
+    struct workload_report r;
+
+    memset(st, 0, sizeof(*st));
+    pthread_mutex_lock(&vm->lock);
+    st->state = vm->state;
+    snprintf(st->phase, sizeof(st->phase), "%s", vm->phase);
+    snprintf(st->held, sizeof(st->held), "%s", vm->held);
+    st->round = vm->round;
+    st->ram_bytes_sent = vm->ram_bytes_sent;
+    st->dirty_pages = vm->dirty_pages;
+    st->migrations_out = vm->migrations_out;
+    if (vm->w) {
+        st->guest = true;
+        st->steps = workload_steps(vm->w);
+        workload_report_get(vm->w, &r);
+        st->jobs = r.jobs;
+        st->jobs_completed = r.jobs_completed;
+        st->jobs_verified = r.jobs_verified;
+        st->jobs_failed = r.jobs_failed;
+    }
+    pthread_mutex_unlock(&vm->lock);
+}
+
+/* ---- source ---- */
+
+/* The device-state source for vmstream: MIG_DATA_READ until a short reply
+ * (end for now in PRE_COPY, for good in STOP_COPY), then one 0. */
+struct vm_dev_src {
+    struct vfu_client *c;
+    bool short_seen;
+};
+
+static ssize_t vm_dev_read(void *opaque, void *buf, size_t len)
+{
+    struct vm_dev_src *d = opaque;
+    ssize_t n;
+
+    if (d->short_seen)
+        return 0;
+    n = vfu_client_mig_read(d->c, buf, len);
+    if (n >= 0 && (size_t)n < len)
+        d->short_seen = true;
+    return n;
+}
+
+static int vm_send_device(struct vm *vm, struct vmstream *s, uint64_t *bytes)
+{
+    struct vm_dev_src d = {.c = vm->c};
+    struct vmstream_device_source src = {.read = vm_dev_read, .opaque = &d};
+    uint64_t n = 0;
+    int ret = vmstream_send_device(s, &src, &n);
+
+    *bytes += n;
+    return ret;
+}
+
+/* Report-and-clear of both logs, ORed into map. */
+static int vm_collect_dirty(struct vm *vm, uint64_t *map, uint64_t *dma)
+{
+    uint64_t size = vm_ram_size(vm->ram);
+    int ret = vfu_client_dma_logging_report(vm->c, 0, size, VM_RAM_PAGE_SIZE, dma);
+
+    if (ret)
+        return ret;
+    ret = vm_ram_dirty_merge_dma(vm->ram, map, dma, 0, size, VM_RAM_PAGE_SIZE);
+    if (ret)
+        return ret;
+    vm_ram_dirty_collect(vm->ram, map);
+    return 0;
+}
+
+/* What a failed migration's source undoes, in this order: logging off,
+ * device back to RUNNING, vCPUs on. */
+struct vm_undo {
+    bool logging;
+    bool device_moved;
+    bool paused;
+};
+
+static int vm_rollback(struct vm *vm, const struct vm_undo *u, struct vm_mig_report *rep)
+{
+    enum vfio_mig_state st = VFIO_MIG_STATE_ERROR;
+    int ret = 0;
+
+    if (u->logging)
+        vfu_client_dma_logging_stop(vm->c); /* a reset would also end it */
+    if (u->device_moved) {
+        ret = vfu_client_mig_state_set(vm->c, VFIO_MIG_STATE_RUNNING);
+        if (ret) {
+            vfu_client_mig_state_get(vm->c, &st);
+            snprintf(rep->error + strlen(rep->error), sizeof(rep->error) - strlen(rep->error),
+                     "; the device did not return to RUNNING (%s, left in %s): the guest stays "
+                     "paused", strerror(-ret), mig_state_name(st));
+            return ret;
+        }
+    }
+    if (u->paused) {
+        ret = workload_vcpus_resume(vm->w, NULL, NULL);
+        if (ret)
+            return ret;
+    }
+    rep->rolled_back = true;
+    return 0;
+}
+
+static void vm_fail_note(struct vm_mig_report *rep, const char *phase, int err, const char *fmt,
+                         ...) __attribute__((format(printf, 4, 5)));
+static void vm_fail_note(struct vm_mig_report *rep, const char *phase, int err, const char *fmt, ...)
+{
+    va_list ap;
+
+    rep->ok = false;
+    rep->err = err;
+    snprintf(rep->phase, sizeof(rep->phase), "%s", phase);
+    va_start(ap, fmt);
+    vsnprintf(rep->error, sizeof(rep->error), fmt, ap);
+    va_end(ap);
+}
+
+/* A stream error with its sentence, or a local one. */
+static void vm_fail_stream(struct vm_mig_report *rep, const char *phase, int err,
+                           struct vmstream *s, const char *what)
+{
+    const char *why = s ? vmstream_error(s) : "";
+
+    if (err == -ECANCELED)
+        vm_fail_note(rep, phase, err, "%s: migration aborted", what);
+    else if (why[0])
+        vm_fail_note(rep, phase, err, "%s: %s", what, why);
+    else
+        vm_fail_note(rep, phase, err, "%s: %s", what, strerror(-err));
+}
+
+static void vm_read_epilogue(int fd, struct vm_mig_report *rep)
+{
+    struct vm_epilogue e;
+
+    if (vm_net_set_timeout(fd, VM_EPILOGUE_TIMEOUT_MS) != 0 ||
+        vm_net_read_full(fd, &e, sizeof(e), NULL) != 0)
+        return;
+    if (memcmp(e.magic, VM_EPILOGUE_MAGIC, 8) != 0 || e.version != VM_EPILOGUE_VERSION ||
+        e.len != sizeof(e))
+        return;
+    rep->dest_reported = true;
+    rep->dest_restore_us = e.restore_ns / 1000u;
+    rep->dest_resume_us = e.resume_ns / 1000u;
+    rep->dest_guest_us = e.guest_ns / 1000u;
+    rep->dest_stop_copy_to_ack_us = e.stop_copy_to_ack_ns / 1000u;
+}
+
+struct vm_out {
+    struct vm *vm;
+    const struct vm_mig_opts *o;
+    struct vm_mig_report *rep;
+    struct vmstream *s;
+    struct vm_undo undo;
+    uint64_t *map, *dma;
+    uint64_t round_ns, round_bytes; /* time and wire bytes of the rounds so far */
+};
+
+static void vm_out_progress(struct vm_out *x, uint64_t dirty)
+{
+    pthread_mutex_lock(&x->vm->lock);
+    x->vm->round = x->rep->precopy_rounds;
+    x->vm->ram_bytes_sent = x->rep->ram_bytes;
+    x->vm->dirty_pages = dirty;
+    pthread_mutex_unlock(&x->vm->lock);
+}
+
+static int vm_out_round(struct vm_out *x)
+{
+    struct vmstream_round rr;
+    uint64_t t0 = am_now_ns();
+    int ret = vmstream_send_ram_round(x->s, x->vm->ram, x->map, &rr);
+
+    if (ret)
+        return ret;
+    x->round_ns += am_now_ns() - t0;
+    x->round_bytes += rr.bytes;
+    x->rep->ram_bytes += rr.bytes;
+    x->rep->ram_pages += rr.pages;
+    x->rep->zero_pages += rr.zero_pages;
+    return 0;
+}
+
+/* Precopy: round 0 sends every page, later rounds what both logs caught,
+ * until the estimate of the stop-copy fits the goal. */
+static int vm_out_precopy(struct vm_out *x)
+{
+    struct vm *vm = x->vm;
+    uint64_t npages = vm_ram_pages(vm->ram), words = vm_ram_bitmap_words(vm->ram);
+    uint64_t goal_us = (uint64_t)x->o->downtime_ms * 1000u, best = UINT64_MAX;
+    unsigned stalled = 0;
+    int ret;
+
+    vm_ram_dirty_set_all(vm->ram, x->map);
+    for (;;) {
+        uint64_t pages, rate, est_us;
+
+        ret = vm_out_round(x);
+        if (ret) {
+            vm_fail_stream(x->rep, "precopy", ret, x->s, "RAM round");
+            return ret;
+        }
+        x->rep->precopy_rounds++;
+        if (x->rep->precopy_rounds == 1 && (ret = vm_hold_point(vm, "precopy")) != 0) {
+            vm_fail_note(x->rep, "precopy", ret, "migration aborted");
+            return ret;
+        }
+        memset(x->map, 0, words * sizeof(uint64_t));
+        ret = vm_collect_dirty(vm, x->map, x->dma);
+        if (ret) {
+            vm_fail_note(x->rep, "precopy", ret, "reading the dirty logs failed: %s",
+                         strerror(-ret));
+            return ret;
+        }
+        pages = am_bitmap_weight(x->map, npages);
+        vm_out_progress(x, pages);
+        /* Wire bytes per second so far; the first round (every page) sets
+         * it, the small later ones refine it. */
+        rate = x->round_ns ? x->round_bytes * 1000000000u / x->round_ns : 0;
+        est_us = rate ? pages * VM_RAM_PAGE_SIZE * 1000000u / rate : UINT64_MAX / 2;
+        est_us += VM_STOP_OVERHEAD_US;
+        x->rep->expected_downtime_us = est_us;
+        if (pages == 0 || est_us <= goal_us || x->rep->precopy_rounds >= x->o->max_rounds)
+            return 0;
+        if (pages < best) {
+            best = pages;
+            stalled = 0;
+        } else if (++stalled >= VM_STALL_ROUNDS) {
+            return 0; /* not converging: the guest dirties as fast as we send */
+        }
+    }
+}
+
+/* Stop-and-copy and the end: every step timed for the downtime split. */
+static int vm_out_stop_copy(struct vm_out *x, uint64_t *t_pause)
+{
+    struct vm *vm = x->vm;
+    struct vm_mig_report *rep = x->rep;
+    struct vmstream_round before;
+    uint64_t t;
+    int ret;
+
+    vm_set_phase(vm, "stop-copy");
+    *t_pause = t = am_now_ns();
+    ret = workload_vcpus_pause(vm->w);
+    if (ret) {
+        vm_fail_note(rep, "stop-copy", ret, "pausing the vCPUs failed: %s", strerror(-ret));
+        return ret;
+    }
+    x->undo.paused = true;
+    rep->pause_us = us_since(t);
+    t = am_now_ns();
+    ret = vfu_client_mig_state_set(vm->c, VFIO_MIG_STATE_PRE_COPY_P2P);
+    if (ret) {
+        vm_fail_note(rep, "stop-copy", ret, "device quiesce (PRE_COPY_P2P) failed: %s",
+                     strerror(-ret));
+        return ret;
+    }
+    rep->quiesce_us = us_since(t);
+    t = am_now_ns();
+    ret = vfu_client_mig_state_set(vm->c, VFIO_MIG_STATE_STOP_COPY);
+    if (ret) {
+        vm_fail_note(rep, "stop-copy", ret, "device STOP_COPY failed: %s", strerror(-ret));
+        return ret;
+    }
+    rep->save_us = us_since(t);
+    ret = vm_hold_point(vm, "stop-copy");
+    if (ret) {
+        vm_fail_note(rep, "stop-copy", ret, "migration aborted");
+        return ret;
+    }
+    t = am_now_ns();
+    ret = vmstream_send_stop_copy(x->s);
+    if (ret) {
+        vm_fail_stream(rep, "stop-copy", ret, x->s, "stop-copy marker");
+        return ret;
+    }
+    /* map still holds what precopy's last collection found; add what was
+     * written since, STOP_COPY's write-back (queue positions) included. */
+    ret = vm_collect_dirty(vm, x->map, x->dma);
+    if (ret) {
+        vm_fail_note(rep, "stop-copy", ret, "reading the dirty logs failed: %s", strerror(-ret));
+        return ret;
+    }
+    before.pages = rep->ram_pages;
+    before.zero_pages = rep->zero_pages;
+    ret = vm_out_round(x);
+    if (ret) {
+        vm_fail_stream(rep, "stop-copy", ret, x->s, "final RAM round");
+        return ret;
+    }
+    rep->final_ram_pages = rep->ram_pages - before.pages + rep->zero_pages - before.zero_pages;
+    rep->final_ram_us = us_since(t);
+    t = am_now_ns();
+    ret = vm_send_device(vm, x->s, &rep->device_state_bytes);
+    if (ret) {
+        vm_fail_stream(rep, "stop-copy", ret, x->s, "device state");
+        return ret;
+    }
+    rep->device_send_us = us_since(t);
+    vm_set_phase(vm, "end");
+    t = am_now_ns();
+    ret = vmstream_send_end(x->s);
+    if (ret) {
+        vm_fail_stream(rep, "end", ret, x->s, "end of the stream");
+        return ret;
+    }
+    rep->end_us = us_since(t);
+    return 0;
+}
+
+/* Connection, handshake and the early device data. */
+static int vm_out_open(struct vm_out *x, const char *to, int *fd)
+{
+    struct vm *vm = x->vm;
+    struct vm_mig_report *rep = x->rep;
+    struct vm_net_endpoint ep;
+    uint64_t page_size = VM_RAM_PAGE_SIZE;
+    struct iommu_range all = {.iova = 0, .length = vm_ram_size(vm->ram)};
+    char why[160];
+    int ret;
+
+    ret = vm_net_endpoint_parse(to, &ep, why, sizeof(why));
+    if (ret) {
+        vm_fail_note(rep, "connect", ret, "%s", why);
+        return ret;
+    }
+    vm_set_phase(vm, "connect");
+    ret = vm_net_connect(&ep, x->o->timeout_ms, fd);
+    if (ret) {
+        vm_fail_note(rep, "connect", ret, "cannot connect to %s: %s", to, strerror(-ret));
+        return ret;
+    }
+    ret = vmstream_create(*fd, VMSTREAM_SOURCE, x->o->timeout_ms, &x->s);
+    if (ret) {
+        vm_fail_note(rep, "connect", ret, "migration stream: %s", strerror(-ret));
+        return ret;
+    }
+    vm_set_stream(vm, x->s);
+    vm_set_phase(vm, "handshake");
+    ret = vmstream_handshake(x->s, &vm->profile, NULL);
+    if (ret) {
+        vm_fail_stream(rep, "handshake", ret, x->s, "handshake");
+        return ret;
+    }
+    /* Logs on before the first page is read: whatever is written from
+     * here on is sent again. */
+    vm_set_phase(vm, "device");
+    ret = vfu_client_dma_logging_start(vm->c, &page_size, &all, 1);
+    if (ret == 0 && page_size != VM_RAM_PAGE_SIZE)
+        ret = -EOPNOTSUPP;
+    if (ret) {
+        vm_fail_note(rep, "device", ret, "device DMA logging: %s", strerror(-ret));
+        if (ret == -EOPNOTSUPP)
+            vfu_client_dma_logging_stop(vm->c);
+        return ret;
+    }
+    x->undo.logging = true;
+    vm_ram_dirty_collect(vm->ram, x->map); /* clears the CPU log; map is rebuilt */
+    ret = vfu_client_mig_state_set(vm->c, VFIO_MIG_STATE_PRE_COPY);
+    x->undo.device_moved = true; /* even a failed SET may have moved it */
+    if (ret) {
+        vm_fail_note(rep, "device", ret, "device PRE_COPY failed: %s", strerror(-ret));
+        return ret;
+    }
+    ret = vm_send_device(vm, x->s, &rep->device_state_bytes);
+    if (ret) {
+        vm_fail_stream(rep, "device", ret, x->s, "early device state");
+        return ret;
+    }
+    ret = vmstream_device_check(x->s);
+    if (ret) {
+        vm_fail_stream(rep, "device", ret, x->s, "device check");
+        return ret;
+    }
+    vm_set_phase(vm, "precopy");
+    return 0;
+}
+
+int vm_migrate_out(struct vm *vm, const char *to, const struct vm_mig_opts *opts,
+                   struct vm_mig_report *rep)
+{
+    struct vm_mig_opts o = opts ? *opts : (struct vm_mig_opts){0};
+    struct vm_out x = {.vm = vm, .o = &o, .rep = rep};
+    enum vm_state was = vm->state;
+    uint64_t t0 = am_now_ns(), t_open = 0, t_pause = 0;
+    int fd = -1, ret;
+
+    memset(rep, 0, sizeof(*rep));
+    snprintf(rep->peer, sizeof(rep->peer), "%s", to ? to : "");
+    if (!o.downtime_ms)
+        o.downtime_ms = VM_DEFAULT_DOWNTIME_MS;
+    if (!o.max_rounds)
+        o.max_rounds = VM_DEFAULT_MAX_ROUNDS;
+    if (o.timeout_ms <= 0)
+        o.timeout_ms = vm->timeout_ms;
+    if (!to || (was != VM_RUNNING && was != VM_FINISHED)) {
+        vm_fail_note(rep, "start", -EINVAL, "no guest runs here to migrate (state %s)",
+                     vm_state_name(was));
+        return -EINVAL;
+    }
+    if (vm_aborted(vm)) {
+        vm_fail_note(rep, "start", -ECANCELED, "the VM is shutting down");
+        return -ECANCELED;
+    }
+    x.map = calloc(vm_ram_bitmap_words(vm->ram), sizeof(uint64_t));
+    x.dma = calloc(vm_ram_bitmap_words(vm->ram), sizeof(uint64_t));
+    pthread_mutex_lock(&vm->lock);
+    vm->state = VM_MIGRATING;
+    vm->round = vm->ram_bytes_sent = vm->dirty_pages = 0;
+    pthread_mutex_unlock(&vm->lock);
+    if (!x.map || !x.dma) {
+        vm_fail_note(rep, "start", -ENOMEM, "out of memory for the dirty bitmaps");
+        ret = -ENOMEM;
+        goto out;
+    }
+    ret = vm_out_open(&x, to, &fd);
+    if (ret == 0) {
+        t_open = am_now_ns();
+        ret = vm_out_precopy(&x);
+    }
+    if (ret == 0)
+        ret = vm_out_stop_copy(&x, &t_pause);
+    if (ret == 0) {
+        rep->downtime_us = us_since(t_pause);
+        rep->precopy_us = (t_pause - t_open) / 1000u;
+        rep->total_us = us_since(t0);
+        rep->ram_bytes_per_s = x.round_ns ? x.round_bytes * 1000000000u / x.round_ns : 0;
+        vm_read_epilogue(fd, rep);
+    }
+out:
+    vm_set_stream(vm, NULL);
+    vmstream_destroy(x.s);
+    if (fd >= 0)
+        close(fd);
+    free(x.map);
+    free(x.dma);
+    if (ret == 0) {
+        /* The guest lives on the destination now: let go of it and of the
+         * VF (reset: the next client gets a fresh function). */
+        struct workload *w = vm->w;
+
+        rep->ok = true;
+        snprintf(rep->phase, sizeof(rep->phase), "done");
+        vfu_client_dma_logging_stop(vm->c);
+        vm_set_workload(vm, NULL, VM_MIGRATED);
+        workload_destroy(w);
+        vfu_client_reset(vm->c);
+        pthread_mutex_lock(&vm->lock);
+        vm->migrations_out++;
+        vm->phase[0] = '\0';
+        pthread_mutex_unlock(&vm->lock);
+        return 0;
+    }
+    rep->total_us = us_since(t0);
+    if (vm_rollback(vm, &x.undo, rep) == 0)
+        am_log(AM_LOG_INFO, "vm", "migration to %s failed (%s): the guest carries on here", to,
+               rep->error);
+    else
+        am_log(AM_LOG_ERR, "vm", "migration to %s failed and could not be undone: %s", to,
+               rep->error);
+    pthread_mutex_lock(&vm->lock);
+    vm->state = was;
+    vm->phase[0] = '\0';
+    pthread_mutex_unlock(&vm->lock);
+    return ret;
+}
+
+/* ---- destination ---- */
+
+struct vm_in {
+    struct vm *vm;
+    struct workload *w; /* started by finish */
+};
+
+static int vm_dev_write(void *opaque, const void *buf, size_t len, char *why, size_t why_len)
+{
+    struct vm_in *x = opaque;
+    int ret = vfu_client_mig_write(x->vm->c, buf, len);
+
+    if (ret)
+        snprintf(why, why_len, "the VF refused the device state (MIG_DATA_WRITE: %s)",
+                 strerror(-ret));
+    return ret;
+}
+
+static int vm_dev_finish(void *opaque, char *why, size_t why_len)
+{
+    struct vm_in *x = opaque;
+    struct vm *vm = x->vm;
+    uint64_t t = am_now_ns();
+    int ret;
+
+    ret = vfu_client_mig_state_set(vm->c, VFIO_MIG_STATE_STOP);
+    if (ret) {
+        snprintf(why, why_len, "restoring the device state failed (RESUMING -> STOP: %s)",
+                 strerror(-ret));
+        return ret;
+    }
+    vm->dest.restore_ns = am_now_ns() - t;
+    t = am_now_ns();
+    ret = vfu_client_mig_state_set(vm->c, VFIO_MIG_STATE_RUNNING);
+    if (ret) {
+        snprintf(why, why_len, "the device did not resume (STOP -> RUNNING: %s)", strerror(-ret));
+        return ret;
+    }
+    vm->dest.resume_ns = am_now_ns() - t;
+    t = am_now_ns();
+    ret = workload_attach(vm_ram_guest(vm->ram), &vm->io, &x->w);
+    if (ret) {
+        snprintf(why, why_len, "the guest RAM holds no valid workload (%s)", strerror(-ret));
+        return ret;
+    }
+    pthread_mutex_lock(&vm->lock);
+    vm->w = x->w;
+    pthread_mutex_unlock(&vm->lock);
+    ret = workload_vcpus_start(x->w);
+    if (ret) {
+        snprintf(why, why_len, "the vCPUs did not start (%s)", strerror(-ret));
+        return ret;
+    }
+    vm->dest.guest_ns = am_now_ns() - t;
+    return 0;
+}
+
+static void vm_send_epilogue(struct vm *vm, int fd, const struct vmstream_stats *st)
+{
+    struct vm_epilogue e = vm->dest;
+
+    memcpy(e.magic, VM_EPILOGUE_MAGIC, 8);
+    e.version = VM_EPILOGUE_VERSION;
+    e.len = sizeof(e);
+    e.stop_copy_to_ack_ns = st->done_ns > st->stop_copy_ns ? st->done_ns - st->stop_copy_ns : 0;
+    vm_net_write_full(fd, &e, sizeof(e)); /* advisory: the ack already went */
+}
+
+/* Throws away what an incoming migration left: guest stopped, VF reset,
+ * RAM cleared. */
+static void vm_discard(struct vm *vm)
+{
+    struct workload *w;
+
+    pthread_mutex_lock(&vm->lock);
+    w = vm->w;
+    vm->w = NULL;
+    vm->state = VM_FAILED;
+    pthread_mutex_unlock(&vm->lock);
+    workload_destroy(w);
+    if (vfu_client_reset(vm->c) != 0)
+        am_log(AM_LOG_ERR, "vm", "the VF did not take the reset; detaching resets it");
+    vm_ram_zero_range(vm->ram, 0, vm_ram_size(vm->ram));
+}
+
+static int vm_accept(struct vm *vm, int listen_fd, int timeout_ms, int *fd)
+{
+    uint64_t deadline = am_now_ns() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000u;
+
+    for (;;) {
+        int slice = VM_ACCEPT_SLICE_MS, ret;
+
+        if (vm_aborted(vm))
+            return -ECANCELED;
+        if (timeout_ms >= 0) {
+            uint64_t now = am_now_ns();
+            if (now >= deadline)
+                return -ETIMEDOUT;
+            slice = (int)AM_MIN((uint64_t)slice, (deadline - now) / 1000000u + 1);
+        }
+        ret = vm_net_accept(listen_fd, slice, fd);
+        if (ret != -ETIMEDOUT)
+            return ret;
+    }
+}
+
+int vm_incoming(struct vm *vm, int listen_fd, int accept_timeout_ms, struct vm_mig_report *rep)
+{
+    struct vm_in x = {.vm = vm};
+    struct vmstream_device_ops ops = {.write = vm_dev_write, .finish = vm_dev_finish, .opaque = &x};
+    struct vmstream_profile peer;
+    struct vmstream_stats st;
+    struct vmstream *s = NULL;
+    uint64_t t0;
+    int fd = -1, ret;
+
+    memset(rep, 0, sizeof(*rep));
+    if (vm->state != VM_ATTACHED && vm->state != VM_FAILED) {
+        vm_fail_note(rep, "start", -EINVAL, "a guest is already here (state %s)",
+                     vm_state_name(vm->state));
+        return -EINVAL;
+    }
+    memset(&vm->dest, 0, sizeof(vm->dest));
+    vm_set_state(vm, VM_INCOMING);
+    vm_set_phase(vm, "wait");
+    ret = vm_accept(vm, listen_fd, accept_timeout_ms, &fd);
+    if (ret) {
+        vm_fail_note(rep, "wait", ret, "no source connected: %s", strerror(-ret));
+        goto fail;
+    }
+    t0 = am_now_ns();
+    ret = vmstream_create(fd, VMSTREAM_DEST, vm->timeout_ms, &s);
+    if (ret) {
+        vm_fail_note(rep, "handshake", ret, "migration stream: %s", strerror(-ret));
+        goto fail;
+    }
+    vm_set_stream(vm, s);
+    vm_set_phase(vm, "handshake");
+    ret = vmstream_handshake(s, &vm->profile, &peer);
+    if (ret) {
+        vm_fail_stream(rep, "handshake", ret, s, "handshake");
+        goto fail;
+    }
+    ret = vm_hold_point(vm, "incoming");
+    if (ret) {
+        vm_fail_note(rep, "handshake", ret, "migration aborted");
+        goto fail;
+    }
+    vm_set_phase(vm, "receive");
+    ret = vfu_client_mig_state_set(vm->c, VFIO_MIG_STATE_RESUMING);
+    if (ret) {
+        vm_fail_note(rep, "receive", ret, "device RESUMING failed: %s", strerror(-ret));
+        goto fail;
+    }
+    ret = vmstream_recv_loop(s, vm->ram, &ops);
+    vmstream_stats_get(s, &st);
+    rep->precopy_rounds = st.rounds ? st.rounds - (st.stop_copy_ns ? 1 : 0) : 0;
+    rep->ram_bytes = st.ram_bytes;
+    rep->ram_pages = st.ram_pages;
+    rep->zero_pages = st.zero_pages;
+    rep->device_state_bytes = st.dev_bytes;
+    if (ret) {
+        vm_fail_stream(rep, "receive", ret, s, "receiving the guest");
+        goto fail;
+    }
+    rep->total_us = us_since(t0);
+    vm_send_epilogue(vm, fd, &st);
+    rep->dest_reported = true;
+    rep->dest_restore_us = vm->dest.restore_ns / 1000u;
+    rep->dest_resume_us = vm->dest.resume_ns / 1000u;
+    rep->dest_guest_us = vm->dest.guest_ns / 1000u;
+    rep->dest_stop_copy_to_ack_us =
+        st.done_ns > st.stop_copy_ns ? (st.done_ns - st.stop_copy_ns) / 1000u : 0;
+    rep->ok = true;
+    snprintf(rep->phase, sizeof(rep->phase), "done");
+    vm_set_stream(vm, NULL);
+    vmstream_destroy(s);
+    close(fd);
+    pthread_mutex_lock(&vm->lock);
+    vm->state = VM_RUNNING;
+    vm->phase[0] = '\0';
+    pthread_mutex_unlock(&vm->lock);
+    return 0;
+
+fail:
+    vm_set_stream(vm, NULL);
+    vmstream_destroy(s);
+    if (fd >= 0)
+        close(fd);
+    vm_discard(vm);
+    vm_set_phase(vm, "");
+    am_log(AM_LOG_INFO, "vm", "incoming migration failed (%s): state discarded, VF reset",
+           rep->error);
+    return ret;
+}
+
+/* ---- JSON views ---- */
+
+static void j_u64(json_object *o, const char *k, uint64_t v)
+{
+    json_object_object_add(o, k, json_object_new_int64(v > INT64_MAX ? INT64_MAX : (int64_t)v));
+}
+
+static void j_str(json_object *o, const char *k, const char *v)
+{
+    json_object_object_add(o, k, json_object_new_string(v));
+}
+
+/* A double with a fixed number of decimals in the text. */
+static void j_dbl(json_object *o, const char *k, double v, int decimals)
+{
+    char buf[48];
+
+    snprintf(buf, sizeof(buf), "%.*f", decimals, v);
+    json_object_object_add(o, k, json_object_new_double_s(strtod(buf, NULL), buf));
+}
+
+json_object *vm_mig_report_json(const struct vm_mig_report *r)
+{
+    json_object *j = json_object_new_object(), *d = json_object_new_object();
+
+    json_object_object_add(j, "ok", json_object_new_boolean(r->ok));
+    j_str(j, "to", r->peer);
+    j_str(j, "phase", r->phase);
+    if (!r->ok) {
+        j_str(j, "error", r->error);
+        json_object_object_add(j, "rolled_back", json_object_new_boolean(r->rolled_back));
+    }
+    j_u64(j, "precopy_rounds", r->precopy_rounds);
+    j_u64(j, "ram_bytes", r->ram_bytes);
+    j_u64(j, "ram_pages", r->ram_pages);
+    j_u64(j, "zero_pages", r->zero_pages);
+    j_u64(j, "final_ram_pages", r->final_ram_pages);
+    j_u64(j, "device_state_bytes", r->device_state_bytes);
+    j_dbl(j, "ram_mb_s", (double)r->ram_bytes_per_s / 1e6, 1);
+    j_dbl(j, "total_ms", (double)r->total_us / 1e3, 1);
+    j_dbl(j, "precopy_ms", (double)r->precopy_us / 1e3, 1);
+    j_u64(j, "downtime_us", r->downtime_us);
+    j_u64(j, "expected_downtime_us", r->expected_downtime_us);
+    j_u64(d, "vcpu_pause_us", r->pause_us);
+    j_u64(d, "quiesce_us", r->quiesce_us);
+    j_u64(d, "save_us", r->save_us);
+    j_u64(d, "final_ram_us", r->final_ram_us);
+    j_u64(d, "device_send_us", r->device_send_us);
+    j_u64(d, "end_to_ack_us", r->end_us);
+    if (r->dest_reported) {
+        j_u64(d, "restore_us", r->dest_restore_us);
+        j_u64(d, "resume_us", r->dest_resume_us);
+        j_u64(d, "guest_start_us", r->dest_guest_us);
+        j_u64(d, "dest_stop_copy_to_ack_us", r->dest_stop_copy_to_ack_us);
+    }
+    json_object_object_add(j, "downtime_split", d);
+    return j;
+}
+
+json_object *vm_status_json(const struct vm_status *st)
+{
+    json_object *j = json_object_new_object();
+
+    j_str(j, "state", vm_state_name(st->state));
+    j_str(j, "phase", st->phase);
+    j_str(j, "held", st->held);
+    j_u64(j, "round", st->round);
+    j_u64(j, "ram_bytes_sent", st->ram_bytes_sent);
+    j_u64(j, "dirty_pages", st->dirty_pages);
+    json_object_object_add(j, "guest", json_object_new_boolean(st->guest));
+    j_u64(j, "steps", st->steps);
+    j_u64(j, "jobs", st->jobs);
+    j_u64(j, "jobs_completed", st->jobs_completed);
+    j_u64(j, "jobs_verified", st->jobs_verified);
+    j_u64(j, "jobs_failed", st->jobs_failed);
+    j_u64(j, "migrations_out", st->migrations_out);
+    return j;
+}
+
+json_object *vm_workload_report_json(const struct workload_report *r)
+{
+    json_object *j = json_object_new_object(), *d = json_object_new_object();
+
+    j_u64(j, "jobs", r->jobs);
+    j_u64(j, "jobs_submitted", r->jobs_submitted);
+    j_u64(j, "jobs_completed", r->jobs_completed);
+    j_u64(j, "jobs_verified", r->jobs_verified);
+    j_u64(j, "jobs_failed", r->jobs_failed);
+    j_u64(j, "jobs_duplicated", r->jobs_duplicated);
+    j_u64(j, "jobs_lost", r->jobs_lost);
+    j_u64(j, "stray_completions", r->stray_completions);
+    j_u64(j, "bytes_in", r->bytes_in);
+    j_u64(j, "bytes_out", r->bytes_out);
+    j_u64(j, "sgl_jobs", r->sgl_jobs);
+    if (r->first_failed_job != UINT64_MAX) {
+        j_u64(j, "first_failed_job", r->first_failed_job);
+        j_str(j, "first_failure", r->first_failure);
+    }
+    j_u64(d, "irqs", r->driver.irqs);
+    j_u64(d, "eqes", r->driver.eqes);
+    j_u64(d, "cqes", r->driver.cqes);
+    j_u64(d, "bad_cqes", r->driver.bad_cqes);
+    j_u64(d, "submit_busy", r->driver.submit_busy);
+    json_object_object_add(j, "driver", d);
+    return j;
+}
+
+bool vm_workload_report_ok(const struct workload_report *r)
+{
+    return r->jobs_verified == r->jobs && r->jobs_failed == 0 && r->jobs_duplicated == 0 &&
+           r->jobs_lost == 0 && r->stray_completions == 0 && r->driver.bad_cqes == 0;
+}
