@@ -29,6 +29,7 @@ int mig_hw_init(struct mig_hw *hw, struct qm_dev *dev, unsigned vf_fn, enum mig_
         hw->aeqc_shadow = hw->regs + QM_WIN_AEQC_SHADOW;
         hw->mig_regs = hw->regs;
         hw->caps = QM_CAP_VERSION; /* the PF's, which describe the same engine */
+        hw->ifc_source_load = hw->regs + QM_IFC_INT_SOURCE_V;
         rc = mig_hw_read32(hw, QM_PF_MIG_REGION_SEL, &sel);
         if (rc == 0 && !(sel & 1u))
             rc = mig_hw_write32(hw, QM_PF_MIG_REGION_SEL, sel | 1u);
@@ -47,9 +48,15 @@ int mig_hw_init(struct mig_hw *hw, struct qm_dev *dev, unsigned vf_fn, enum mig_
         hw->aeqc_shadow = QM_AEQC_SHADOW_V3;
         hw->mig_regs = QM_V3_MIG_HALF;
         hw->caps = QM_CAP_VERSION;
+        hw->ifc_source_load = QM_V3_WIN(QM_WIN_IFC_SOURCE_V);
         return 0;
     }
     return -EINVAL;
+}
+
+uint64_t mig_hw_restore_addr(const struct mig_hw *hw, uint32_t off)
+{
+    return off == QM_IFC_INT_SOURCE_V ? hw->ifc_source_load : hw->regs + off;
 }
 
 int mig_hw_read32(struct mig_hw *hw, uint64_t off, uint32_t *v)

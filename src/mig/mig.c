@@ -331,7 +331,8 @@ static int mig_snapshot_load_locked(struct mig_dev *m, const struct mig_vf_snaps
     mig_assert_locked(m);
     for (unsigned i = 0; i < MIG_REG_COUNT && rc == 0; i++)
         if (mig_saved_regs[i].restore != MIG_REG_DERIVED)
-            rc = mig_hw_write32(&m->hw, m->hw.regs + mig_saved_regs[i].offset, s->regs[i]);
+            rc = mig_hw_write32(&m->hw, mig_hw_restore_addr(&m->hw, mig_saved_regs[i].offset),
+                                s->regs[i]);
     if (rc == 0)
         rc = mig_write_dwords_locked(m, m->hw.eqc_shadow, s->eqc, 7);
     if (rc == 0)

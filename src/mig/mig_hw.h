@@ -26,11 +26,19 @@ struct mig_hw {
     uint64_t aeqc_shadow; /* 7 dwords of live AEQC */
     uint64_t mig_regs;    /* base the QM_WIN_* migration registers (0x1c40..) add to */
     uint64_t caps;        /* where the capability registers (0x3100..) are read */
+    uint64_t ifc_source_load; /* where a write loads IFC_INT_SOURCE_V (does not ack it) */
 };
 
 /* Sets up the door for vf_fn in mode. v4 checks (and sets, as the PF driver
  * does) MIG_REGION_SEL bit0: -ENODEV when the device offers no windows. */
 int mig_hw_init(struct mig_hw *hw, struct qm_dev *dev, unsigned vf_fn, enum mig_hw_mode mode);
+
+/* Where the driver writes function-local register `off` (a QM_* offset
+ * below 0x1000) so that the write loads the saved value: through the v4
+ * window every register loads; in v3 the function-local registers are the
+ * guest's own door, where IFC_INT_SOURCE_V is write-1-to-ack, so that one
+ * goes to its load register in the upper half (QM_WIN_IFC_SOURCE_V). */
+uint64_t mig_hw_restore_addr(const struct mig_hw *hw, uint32_t off);
 
 int mig_hw_read32(struct mig_hw *hw, uint64_t off, uint32_t *v);
 int mig_hw_write32(struct mig_hw *hw, uint64_t off, uint32_t v);

@@ -13,8 +13,8 @@ const struct mig_reg_desc mig_saved_regs[MIG_REG_COUNT] = {
     [MIG_REG_AEQ_INT_MASK] = {QM_AEQ_INT_MASK, "AEQ_INT_MASK", 0x1, MIG_REG_WRITE},
     [MIG_REG_EQ_INT_SOURCE] = {QM_EQ_INT_SOURCE, "EQ_INT_SOURCE", 0x1, MIG_REG_DERIVED},
     [MIG_REG_EQ_INT_MASK] = {QM_EQ_INT_MASK, "EQ_INT_MASK", 0x1, MIG_REG_WRITE},
-    /* Write-1-to-ack from the VF's side; written back through the host door
-     * (on a freshly reset function it is 0, so a 1 can only set it). */
+    /* Write-1-to-ack from the VF's side; written back where a host write
+     * loads it instead (mig_hw_restore_addr). */
     [MIG_REG_IFC_INT_SOURCE] = {QM_IFC_INT_SOURCE_V, "IFC_INT_SOURCE_V", 0x1, MIG_REG_WRITE},
     [MIG_REG_IFC_INT_MASK] = {QM_IFC_INT_MASK, "IFC_INT_MASK", 0x1, MIG_REG_WRITE},
     [MIG_REG_IFC_INT_SET] = {QM_IFC_INT_SET_V, "IFC_INT_SET_V", 0x1, MIG_REG_WRITE},

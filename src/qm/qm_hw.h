@@ -29,7 +29,7 @@ enum qm_vector { QM_VEC_EQ = 0, QM_VEC_AEQ = 1, QM_VEC_IFC = 2, QM_VEC_RSVD = 3,
 #define QM_AEQ_INT_MASK 0x0004
 #define QM_EQ_INT_SOURCE 0x0008
 #define QM_EQ_INT_MASK 0x000c
-#define QM_IFC_INT_SOURCE_V 0x0020
+#define QM_IFC_INT_SOURCE_V 0x0020 /* bit0: PF message pending; guest write 1 acks (see window) */
 #define QM_IFC_INT_MASK 0x0024
 #define QM_IFC_INT_STATUS 0x0028
 #define QM_IFC_INT_SET_V 0x002c
@@ -105,7 +105,12 @@ enum qm_vector { QM_VEC_EQ = 0, QM_VEC_AEQ = 1, QM_VEC_IFC = 2, QM_VEC_RSVD = 3,
 #define QM_PF_MIG_WINDOW_SIZE 0x2000u
 #define QM_PF_MIG_WINDOW(vf_fn) (QM_PF_MIG_WINDOW_BASE + (uint64_t)(vf_fn) * QM_PF_MIG_WINDOW_SIZE)
 /* 0x0000..0x0fff: the VF's function-local registers (its own mailbox at
- * 0x300, not shared with the guest). Defined here beyond the spec page: */
+ * 0x300, not shared with the guest). One difference, defined here: a write
+ * of IFC_INT_SOURCE_V (window + 0x20) LOADS bit0 as written instead of
+ * acking it, so a restore can bring back a pending PF->VF message; the
+ * guest's write through the VF BAR keeps write-1-to-ack. A load raises no
+ * interrupt and does not ack the PF (held vectors come back through
+ * QM_WIN_INT_PENDING). Defined here beyond the spec page: */
 #define QM_WIN_DB_SQCQ 0x1000    /* the VF's SQ/CQ doorbell, host side */
 #define QM_WIN_DB_EQAEQ 0x1008   /* the VF's EQ/AEQ doorbell, host side */
 #define QM_WIN_EQC_SHADOW 0x1c00 /* 7 dwords: live EQC; a write of dw6 loads it */
@@ -122,6 +127,11 @@ enum qm_vector { QM_VEC_EQ = 0, QM_VEC_AEQ = 1, QM_VEC_IFC = 2, QM_VEC_RSVD = 3,
  * IFC exchange caught in flight. rw. */
 #define QM_WIN_IFC_OUT_MSG_L 0x1c5c
 #define QM_WIN_IFC_OUT_MSG_H 0x1c60
+/* Defined here: IFC_INT_SOURCE_V bit0 of the VF as the host loads it (rw,
+ * a write loads, never acks; same bit as window + 0x20). v3's way to
+ * restore it: the upper half has no copy of offset 0x20 (0x8020 is the
+ * AEQC shadow), and 0x20 of the VF BAR is the guest's write-1-to-ack. */
+#define QM_WIN_IFC_SOURCE_V 0x1c64
 #define QM_WIN_PAUSE_PAUSED (1u << 0)
 #define QM_WIN_PAUSE_RETIRED (1u << 1)
 

@@ -51,6 +51,10 @@ enum qm_reg_access {
     QM_RO,  /* writes ignored and counted */
     QM_RW,  /* bits in wmask are written */
     QM_W1C, /* writing 1 to a bit in wmask clears it */
+    /* W1C through the function's own BAR (the guest acks); a write through
+     * the host port (v4 window, v3 upper half) loads the bits as written,
+     * so a migration restore can bring a pending bit back. */
+    QM_W1C_GUEST,
     QM_WO,  /* reads return the stored value (the reset value); writes go to the hook */
 };
 
@@ -108,6 +112,7 @@ enum qm_fn_reg {
     QM_R_WIN_DB_IGNORED,
     QM_R_WIN_IFC_OUT_MSG_L,
     QM_R_WIN_IFC_OUT_MSG_H,
+    QM_R_WIN_IFC_SOURCE_V,
     QM_R_FN_COUNT,
 };
 

@@ -52,11 +52,13 @@ static bool qm_ifc_pending(struct qm_access *a)
     return a->fn->regs[QM_R_IFC_INT_SOURCE_V] & 1u;
 }
 
+/* Only the guest's own write is an ack; a host write loaded the value (a
+ * restore), which tells the PF nothing. */
 static void qm_wr_ifc_source(struct qm_access *a, const struct qm_reg *r, uint32_t old,
                              uint32_t val)
 {
     (void)r;
-    if (a->fn->idx != 0 && (old & 1u) && !(val & 1u))
+    if (a->port == QM_PORT_FN && a->fn->idx != 0 && (old & 1u) && !(val & 1u))
         a->d->pf_ready_clear = true; /* the VF's ack of a PF message */
 }
 
@@ -210,6 +212,22 @@ static void qm_wr_ifc_msg(struct qm_access *a, const struct qm_reg *r, uint32_t 
     } while (!atomic_compare_exchange_weak(m, &cur, next));
 }
 
+/* QM_WIN_IFC_SOURCE_V: the function-local IFC_INT_SOURCE_V bit, loaded as
+ * written (no ack, no interrupt). */
+static uint32_t qm_rd_win_ifc_source(struct qm_access *a, const struct qm_reg *r)
+{
+    (void)r;
+    return a->fn->regs[QM_R_IFC_INT_SOURCE_V];
+}
+
+static void qm_wr_win_ifc_source(struct qm_access *a, const struct qm_reg *r, uint32_t old,
+                                 uint32_t val)
+{
+    (void)r;
+    (void)old;
+    a->fn->regs[QM_R_IFC_INT_SOURCE_V] = val & 1u;
+}
+
 static uint32_t qm_rd_db_ignored(struct qm_access *a, const struct qm_reg *r)
 {
     (void)r;
@@ -332,7 +350,8 @@ static const struct qm_reg qm_local_regs[QM_R_LOCAL_COUNT] = {
     [QM_R_AEQ_INT_MASK] = {QM_AEQ_INT_MASK, "AEQ_INT_MASK", QM_RW, 1, 1, NULL, qm_wr_xeq_mask},
     [QM_R_EQ_INT_SOURCE] = {QM_EQ_INT_SOURCE, "EQ_INT_SOURCE", QM_RO, 0, 0, qm_rd_eq_source, NULL},
     [QM_R_EQ_INT_MASK] = {QM_EQ_INT_MASK, "EQ_INT_MASK", QM_RW, 1, 1, NULL, qm_wr_xeq_mask},
-    [QM_R_IFC_INT_SOURCE_V] = {QM_IFC_INT_SOURCE_V, "IFC_INT_SOURCE_V", QM_W1C, 0, 1, NULL, qm_wr_ifc_source},
+    [QM_R_IFC_INT_SOURCE_V] = {QM_IFC_INT_SOURCE_V, "IFC_INT_SOURCE_V", QM_W1C_GUEST, 0, 1, NULL,
+                               qm_wr_ifc_source},
     [QM_R_IFC_INT_MASK] = {QM_IFC_INT_MASK, "IFC_INT_MASK", QM_RW, 1, 1, NULL, qm_wr_ifc_mask},
     [QM_R_IFC_INT_STATUS] = {QM_IFC_INT_STATUS, "IFC_INT_STATUS", QM_RO, 0, 0, qm_rd_ifc_status, NULL},
     [QM_R_IFC_INT_SET_V] = {QM_IFC_INT_SET_V, "IFC_INT_SET_V", QM_RW, 0, 1, NULL, qm_wr_ifc_set},
@@ -397,6 +416,7 @@ static const struct qm_reg qm_win_regs[QM_R_FN_COUNT - QM_R_LOCAL_COUNT] = {
     {QM_WIN_DB_IGNORED, "WIN_DB_IGNORED", QM_RO, 0, 0, qm_rd_db_ignored, NULL},
     {QM_WIN_IFC_OUT_MSG_L, "WIN_IFC_OUT_MSG_L", QM_RW, 0, 0xffffffffu, qm_rd_ifc_msg, qm_wr_ifc_msg},
     {QM_WIN_IFC_OUT_MSG_H, "WIN_IFC_OUT_MSG_H", QM_RW, 0, 0xffffffffu, qm_rd_ifc_msg, qm_wr_ifc_msg},
+    {QM_WIN_IFC_SOURCE_V, "WIN_IFC_SOURCE_V", QM_RW, 0, 1, qm_rd_win_ifc_source, qm_wr_win_ifc_source},
 };
 
 static const struct qm_reg qm_pf_regs[QM_PR_COUNT] = {
@@ -596,6 +616,9 @@ static void qm_reg_write(struct qm_access *a, const struct qm_reg_table *t, uint
         break;
     case QM_W1C:
         nv = old & ~(val & m);
+        break;
+    case QM_W1C_GUEST:
+        nv = a->port == QM_PORT_HOST ? (old & ~m) | (val & m) : old & ~(val & m);
         break;
     case QM_WO:
     default:

@@ -389,6 +389,86 @@ static void test_a_pf_message_reaches_the_vf_with_vector_2_and_is_acked(void **s
     tenv_fini(&e);
 }
 
+/* The migration side loads IFC_INT_SOURCE_V (window + 0x20, or its
+ * QM_WIN_IFC_SOURCE_V alias): no ack to the PF, no interrupt. The guest's
+ * own write of 1 still acks. */
+static void test_a_window_write_loads_the_ifc_source_and_a_guest_write_acks_it(void **state)
+{
+    struct tenv e;
+    struct tvf v;
+    struct tdoor pf = tdoor_vf(0), win = tdoor_window(2);
+    uint64_t ready;
+    unsigned irqs;
+
+    (void)state;
+    tenv_init(&e, NULL);
+    tvf_probe(&e, &v, 2);
+    irqs = tenv_irqs(&e, 2, QM_VEC_IFC);
+    assert_int_equal(trd32(&e, v.door, QM_IFC_INT_SOURCE_V), 0);
+    twr32(&e, win, QM_IFC_INT_SOURCE_V, 1);
+    assert_int_equal(trd32(&e, v.door, QM_IFC_INT_SOURCE_V), 1);
+    assert_int_equal(thost_rd32(&e, win, QM_WIN_IFC_SOURCE_V), 1);
+    assert_int_equal(trd32(&e, v.door, QM_IFC_INT_STATUS), 1);
+    /* Writing the loaded value again keeps it (a W1C would clear it). */
+    twr32(&e, win, QM_IFC_INT_SOURCE_V, 1);
+    assert_int_equal(trd32(&e, v.door, QM_IFC_INT_SOURCE_V), 1);
+    assert_int_equal(tenv_irqs(&e, 2, QM_VEC_IFC), irqs);
+    /* A window write of 0 loads 0; the alias loads too; bits above 0 are
+     * not stored. */
+    twr32(&e, win, QM_IFC_INT_SOURCE_V, 0);
+    assert_int_equal(trd32(&e, v.door, QM_IFC_INT_SOURCE_V), 0);
+    thost_wr32(&e, win, QM_WIN_IFC_SOURCE_V, 0xffffffffu);
+    assert_int_equal(trd32(&e, v.door, QM_IFC_INT_SOURCE_V), 1);
+    /* The guest acks with its write of 1. */
+    twr32(&e, v.door, QM_IFC_INT_SOURCE_V, 1);
+    assert_int_equal(trd32(&e, v.door, QM_IFC_INT_SOURCE_V), 0);
+    assert_int_equal(thost_rd32(&e, win, QM_WIN_IFC_SOURCE_V), 0);
+    /* With a real PF message pending, a window load of 0 is not the VF's
+     * ack (READY_STATUS keeps the bit); the guest's ack is. */
+    assert_int_equal(tmb(&e, pf, QM_MB_CMD_SRC, 2, QM_IFC_PF_SET_QOS, false, NULL), 0);
+    twr32(&e, pf, QM_PF_IFC_INT_CFG, 2);
+    twr32(&e, pf, QM_PF_IFC_INT_SET_P, 1);
+    assert_true(tenv_irq_wait(&e, 2, QM_VEC_IFC, irqs, T_TIMEOUT_MS));
+    twr32(&e, win, QM_IFC_INT_SOURCE_V, 0);
+    assert_int_equal(qm_bar_read(e.dev, 0, QM_PF_IFC_READY_STATUS, &ready, 8), 0);
+    assert_int_equal(ready, 1u << 2);
+    twr32(&e, win, QM_IFC_INT_SOURCE_V, 1);
+    twr32(&e, v.door, QM_IFC_INT_SOURCE_V, 1);
+    assert_int_equal(trd32(&e, v.door, QM_IFC_INT_SOURCE_V), 0);
+    assert_int_equal(qm_bar_read(e.dev, 0, QM_PF_IFC_READY_STATUS, &ready, 8), 0);
+    assert_int_equal(ready, 0);
+    tenv_fini(&e);
+}
+
+/* v3: the host loads through QM_V3_WIN(QM_WIN_IFC_SOURCE_V); 0x8020 stays
+ * the AEQC shadow and 0x20 stays the guest's write-1-to-ack. */
+static void test_v3_upper_half_loads_the_ifc_source_and_the_guest_write_acks_it(void **state)
+{
+    struct qm_dev_config cfg;
+    struct tenv e;
+    struct tvf v;
+    struct tdoor host = tdoor_v3_host(1);
+    uint32_t aeqc_dw6;
+
+    (void)state;
+    qm_dev_config_default(&cfg);
+    cfg.revision = QM_REV_V3;
+    tenv_init(&e, &cfg);
+    tvf_probe(&e, &v, 1);
+    aeqc_dw6 = trd32(&e, v.door, QM_AEQC_SHADOW_V3 + 24);
+    assert_int_not_equal(aeqc_dw6, 0);
+    thost_wr32(&e, host, QM_WIN_IFC_SOURCE_V, 1);
+    assert_int_equal(trd32(&e, v.door, QM_IFC_INT_SOURCE_V), 1);
+    assert_int_equal(trd32(&e, v.door, QM_V3_WIN(QM_WIN_IFC_SOURCE_V)), 1);
+    assert_int_equal(trd32(&e, v.door, QM_AEQC_SHADOW_V3 + 24), aeqc_dw6);
+    thost_wr32(&e, host, QM_WIN_IFC_SOURCE_V, 1);
+    assert_int_equal(trd32(&e, v.door, QM_IFC_INT_SOURCE_V), 1);
+    twr32(&e, v.door, QM_IFC_INT_SOURCE_V, 1);
+    assert_int_equal(trd32(&e, v.door, QM_IFC_INT_SOURCE_V), 0);
+    assert_int_equal(thost_rd32(&e, host, QM_WIN_IFC_SOURCE_V), 0);
+    tenv_fini(&e);
+}
+
 /* VF -> PF, as qm_ping_pf and the PF's qm_cmd_process do it. */
 static void test_a_vf_message_reaches_the_pf_and_the_pf_ack_clears_it(void **state)
 {
@@ -514,6 +594,8 @@ int main(void)
         cmocka_unit_test(test_the_window_mailbox_is_separate_from_the_guest_mailbox),
         cmocka_unit_test(test_a_slow_mailbox_stays_busy_for_a_while_and_then_completes),
         cmocka_unit_test(test_a_pf_message_reaches_the_vf_with_vector_2_and_is_acked),
+        cmocka_unit_test(test_a_window_write_loads_the_ifc_source_and_a_guest_write_acks_it),
+        cmocka_unit_test(test_v3_upper_half_loads_the_ifc_source_and_the_guest_write_acks_it),
         cmocka_unit_test(test_a_vf_message_reaches_the_pf_and_the_pf_ack_clears_it),
         cmocka_unit_test(test_messages_to_functions_that_do_not_exist_fail),
     };
