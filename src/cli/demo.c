@@ -24,6 +24,7 @@
 #include <json-c/json.h>
 
 #include "cli/cli.h"
+#include "cli/demo_hosts.h"
 #include "common/common.h"
 #include "guest/workload.h"
 #include "qm/qm.h"
@@ -375,6 +376,9 @@ int cli_demo(int argc, char **argv)
     uint64_t ram_size;
     int ret, ok;
 
+    /* Without --transport inproc: the multi-process demo (demo_hosts.c). */
+    if (!demo_hosts_is_inproc(argc, argv))
+        return demo_hosts_main(argc, argv);
     memset(&run, 0, sizeof(run));
     ret = demo_parse(argc, argv, &run.opts);
     if (ret)

@@ -41,42 +41,40 @@ static double mj_ms(json_object *o, const char *k)
     return (double)mj_int(o, k) / 1e3;
 }
 
+/* The report as a few lines (vm_mig_report_json names the fields). */
 static void migrate_print_text(json_object *m, bool ok)
 {
-    json_object *d = NULL, *v;
+    json_object *v;
 
-    json_object_object_get_ex(m, "downtime_split", &d);
     if (!ok) {
         bool back = json_object_object_get_ex(m, "rolled_back", &v) && json_object_get_boolean(v);
-        json_object_object_get_ex(m, "error", &v);
         printf("migration to %s failed in phase %s: %s\n",
                json_object_get_string(json_object_object_get(m, "to")),
                json_object_get_string(json_object_object_get(m, "phase")),
-               v ? json_object_get_string(v) : "?");
+               json_object_object_get_ex(m, "error", &v) ? json_object_get_string(v) : "?");
         printf("%s\n", back ? "the guest keeps running at the source, nothing lost"
                             : "the source could NOT resume its guest");
         return;
     }
-    printf("migrated to %s in %s ms\n", json_object_get_string(json_object_object_get(m, "to")),
-           json_object_get_string(json_object_object_get(m, "total_ms")));
-    printf("  precopy: %lld rounds, %lld RAM bytes on the wire (%s MB/s), %lld pages, "
-           "%lld zero pages\n",
-           (long long)mj_int(m, "precopy_rounds"), (long long)mj_int(m, "ram_bytes"),
+    printf("migrated to %s in %.1f ms\n", json_object_get_string(json_object_object_get(m, "to")),
+           mj_ms(m, "total_us"));
+    printf("  precopy: %lld rounds in %.1f ms, %lld RAM bytes on the wire (%s MB/s), %lld pages "
+           "with data, %lld zero pages\n",
+           (long long)mj_int(m, "precopy_rounds"), mj_ms(m, "precopy_us"),
+           (long long)mj_int(m, "ram_bytes"),
            json_object_get_string(json_object_object_get(m, "ram_mb_s")),
            (long long)mj_int(m, "ram_pages"), (long long)mj_int(m, "zero_pages"));
-    printf("  device state: %lld bytes; final RAM: %lld pages\n",
-           (long long)mj_int(m, "device_state_bytes"), (long long)mj_int(m, "final_ram_pages"));
+    printf("  device state: %lld bytes; stop-copy RAM: %lld pages\n",
+           (long long)mj_int(m, "device_state_bytes"), (long long)mj_int(m, "last_pages"));
     printf("  downtime: %.2f ms (estimate %.2f ms)\n", mj_ms(m, "downtime_us"),
            mj_ms(m, "expected_downtime_us"));
-    if (d) {
-        printf("    source: vCPU pause %.2f, quiesce %.2f, save %.2f, final RAM %.2f, "
-               "device state %.2f, END to ack %.2f ms\n",
-               mj_ms(d, "vcpu_pause_us"), mj_ms(d, "quiesce_us"), mj_ms(d, "save_us"),
-               mj_ms(d, "final_ram_us"), mj_ms(d, "device_send_us"), mj_ms(d, "end_to_ack_us"));
-        if (json_object_object_get_ex(d, "restore_us", &v))
-            printf("    destination: restore %.2f, resume %.2f, guest start %.2f ms\n",
-                   mj_ms(d, "restore_us"), mj_ms(d, "resume_us"), mj_ms(d, "guest_start_us"));
-    }
+    printf("    source: vCPU pause %.2f, quiesce %.2f, save %.2f, last RAM %.2f, device state "
+           "%.2f, END to ack %.2f ms\n",
+           mj_ms(m, "pause_us"), mj_ms(m, "quiesce_us"), mj_ms(m, "save_us"),
+           mj_ms(m, "final_ram_us"), mj_ms(m, "device_send_us"), mj_ms(m, "end_to_ack_us"));
+    if (json_object_object_get_ex(m, "restore_us", &v))
+        printf("    destination: restore %.2f, resume %.2f, guest start %.2f ms\n",
+               mj_ms(m, "restore_us"), mj_ms(m, "resume_us"), mj_ms(m, "guest_start_us"));
 }
 
 int cli_migrate(int argc, char **argv)

@@ -225,7 +225,8 @@ static int vmcli_parse(int argc, char **argv, struct vmcli_opts *o)
         fprintf(stderr, "accmig vm: %s\n", why);
         ret = -EINVAL;
     }
-    if (ret == 0 && o->vm.ram_size &&
+    /* An incoming guest brings its workload; only the RAM size must match. */
+    if (ret == 0 && !o->incoming && o->vm.ram_size &&
         o->vm.ram_size < AM_ALIGN_UP(workload_ram_size(wl), VM_RAM_PAGE_SIZE)) {
         fprintf(stderr, "accmig vm: --ram is smaller than the workload needs (%llu bytes)\n",
                 (unsigned long long)AM_ALIGN_UP(workload_ram_size(wl), VM_RAM_PAGE_SIZE));

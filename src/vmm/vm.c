@@ -234,11 +234,9 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
 
     if (!cfg || !cfg->attach || !out || strlen(cfg->attach) >= VM_NET_PATH_MAX)
         return -EINVAL;
-    if (workload_config_check(&cfg->wl, NULL, 0))
-        return -EINVAL;
     need = AM_ALIGN_UP(workload_ram_size(&cfg->wl), VM_RAM_PAGE_SIZE);
     size = cfg->ram_size ? cfg->ram_size : need;
-    if (size < need || size % VM_RAM_PAGE_SIZE || size > VM_RAM_MAX_SIZE)
+    if (size == 0 || size % VM_RAM_PAGE_SIZE || size > VM_RAM_MAX_SIZE)
         return -EINVAL;
     vm = calloc(1, sizeof(*vm));
     if (!vm)
@@ -1066,12 +1064,15 @@ static void j_dbl(json_object *o, const char *k, double v, int decimals)
 
 json_object *vm_mig_report_json(const struct vm_mig_report *r)
 {
-    json_object *j = json_object_new_object(), *d = json_object_new_object();
+    json_object *j = json_object_new_object();
 
+    /* Field names shared with the in-process demo's migration_log where the
+     * quantity is the same (downtime_us, quiesce_us, last_pages...). */
     json_object_object_add(j, "ok", json_object_new_boolean(r->ok));
     j_str(j, "to", r->peer);
     j_str(j, "phase", r->phase);
     if (!r->ok) {
+        j_str(j, "failed_step", r->phase);
         j_str(j, "error", r->error);
         json_object_object_add(j, "rolled_back", json_object_new_boolean(r->rolled_back));
     }
@@ -1079,26 +1080,28 @@ json_object *vm_mig_report_json(const struct vm_mig_report *r)
     j_u64(j, "ram_bytes", r->ram_bytes);
     j_u64(j, "ram_pages", r->ram_pages);
     j_u64(j, "zero_pages", r->zero_pages);
-    j_u64(j, "final_ram_pages", r->final_ram_pages);
+    j_u64(j, "last_pages", r->final_ram_pages);
     j_u64(j, "device_state_bytes", r->device_state_bytes);
     j_dbl(j, "ram_mb_s", (double)r->ram_bytes_per_s / 1e6, 1);
-    j_dbl(j, "total_ms", (double)r->total_us / 1e3, 1);
-    j_dbl(j, "precopy_ms", (double)r->precopy_us / 1e3, 1);
+    j_u64(j, "total_us", r->total_us);
+    j_u64(j, "precopy_us", r->precopy_us);
     j_u64(j, "downtime_us", r->downtime_us);
     j_u64(j, "expected_downtime_us", r->expected_downtime_us);
-    j_u64(d, "vcpu_pause_us", r->pause_us);
-    j_u64(d, "quiesce_us", r->quiesce_us);
-    j_u64(d, "save_us", r->save_us);
-    j_u64(d, "final_ram_us", r->final_ram_us);
-    j_u64(d, "device_send_us", r->device_send_us);
-    j_u64(d, "end_to_ack_us", r->end_us);
+    j_u64(j, "pause_us", r->pause_us);
+    j_u64(j, "quiesce_us", r->quiesce_us);
+    j_u64(j, "save_us", r->save_us);
+    j_u64(j, "final_ram_us", r->final_ram_us);
+    j_u64(j, "device_send_us", r->device_send_us);
+    j_u64(j, "end_to_ack_us", r->end_us);
+    json_object_object_add(j, "dest_reported", json_object_new_boolean(r->dest_reported));
     if (r->dest_reported) {
-        j_u64(d, "restore_us", r->dest_restore_us);
-        j_u64(d, "resume_us", r->dest_resume_us);
-        j_u64(d, "guest_start_us", r->dest_guest_us);
-        j_u64(d, "dest_stop_copy_to_ack_us", r->dest_stop_copy_to_ack_us);
+        j_u64(j, "restore_us", r->dest_restore_us);
+        j_u64(j, "resume_us", r->dest_resume_us);
+        j_u64(j, "guest_start_us", r->dest_guest_us);
+        j_u64(j, "dest_stop_copy_to_ack_us", r->dest_stop_copy_to_ack_us);
+        j_u64(j, "device_downtime_us",
+              r->quiesce_us + r->save_us + r->dest_restore_us + r->dest_resume_us);
     }
-    json_object_object_add(j, "downtime_split", d);
     return j;
 }
 
@@ -1124,7 +1127,8 @@ json_object *vm_status_json(const struct vm_status *st)
 
 json_object *vm_workload_report_json(const struct workload_report *r)
 {
-    json_object *j = json_object_new_object(), *d = json_object_new_object();
+    json_object *j = json_object_new_object(), *d = json_object_new_object(),
+                *t = json_object_new_object();
 
     j_u64(j, "jobs", r->jobs);
     j_u64(j, "jobs_submitted", r->jobs_submitted);
@@ -1137,13 +1141,20 @@ json_object *vm_workload_report_json(const struct workload_report *r)
     j_u64(j, "bytes_in", r->bytes_in);
     j_u64(j, "bytes_out", r->bytes_out);
     j_u64(j, "sgl_jobs", r->sgl_jobs);
+    j_u64(t, "deflate", r->jobs_by_type[ZIP_REQ_DEFLATE]);
+    j_u64(t, "zlib", r->jobs_by_type[ZIP_REQ_ZLIB]);
+    j_u64(t, "gzip", r->jobs_by_type[ZIP_REQ_GZIP]);
+    json_object_object_add(j, "jobs_by_format", t);
     if (r->first_failed_job != UINT64_MAX) {
         j_u64(j, "first_failed_job", r->first_failed_job);
         j_str(j, "first_failure", r->first_failure);
     }
     j_u64(d, "irqs", r->driver.irqs);
+    j_u64(d, "spurious_irqs", r->driver.spurious_irqs);
     j_u64(d, "eqes", r->driver.eqes);
     j_u64(d, "cqes", r->driver.cqes);
+    j_u64(d, "cqes_without_irq", r->driver.cqes_without_irq);
+    j_u64(d, "aeqes", r->driver.aeqes);
     j_u64(d, "bad_cqes", r->driver.bad_cqes);
     j_u64(d, "submit_busy", r->driver.submit_busy);
     json_object_object_add(j, "driver", d);

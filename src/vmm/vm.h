@@ -67,7 +67,8 @@
 struct vm_config {
     const char *attach;        /* the VF's vfio-user socket */
     uint64_t ram_size;         /* guest RAM bytes (4 KiB multiple); 0: what wl needs */
-    struct workload_config wl; /* the guest vm_guest_start creates */
+    struct workload_config wl; /* the guest vm_guest_start creates (unused by vm_incoming:
+                                  a migrated guest brings its own) */
     int timeout_ms;            /* 0: VM_DEFAULT_TIMEOUT_MS */
 };
 
@@ -143,7 +144,8 @@ struct vm;
 /* Creates the RAM, connects to cfg->attach, maps the RAM (fd) for DMA,
  * enables the MSI eventfds and reads the device profile (config space ids,
  * queue count from the VF's VFT via its mailbox). -EINVAL bad config
- * (RAM smaller than the workload needs), connect/vfio-user errnos. */
+ * (no RAM size, not a 4 KiB multiple, too large), connect/vfio-user
+ * errnos. */
 int vm_create(const struct vm_config *cfg, struct vm **out);
 /* Stops the guest threads (no teardown), detaches from the VF (the server
  * resets it) and frees the RAM. NULL is a no-op. */
@@ -153,7 +155,8 @@ const struct vmstream_profile *vm_profile(const struct vm *vm);
 uint64_t vm_ram_bytes(const struct vm *vm);
 
 /* ATTACHED -> RUNNING: lays the workload out in RAM, probes the VF (guest
- * driver init) and starts the vCPUs. */
+ * driver init) and starts the vCPUs. -EINVAL bad workload config, -ENOSPC
+ * RAM too small for it, the driver's errors. */
 int vm_guest_start(struct vm *vm);
 /* Waits up to timeout_ms (< 0: forever) for the guest to finish: 0 (state
  * FINISHED), -ETIMEDOUT, -EINVAL when no guest runs here. */

@@ -1,0 +1,1040 @@
+/* accmig demo with separate processes (demo_hosts.h): the main job.
+ *
+ * In a private directory (mode 0700 under $TMPDIR or /tmp) it starts, each
+ * as /proc/self/exe with PR_SET_PDEATHSIG so nothing outlives the demo:
+ *   host A: `accmig serve --dir DIR/a --vfs 2`   host B: the same in DIR/b
+ *   vm0:    `accmig vm --attach DIR/a/vf0.sock --control DIR/vm0.ctl --stay`
+ * and for migration k (1..M) an incoming mini-VMM on the other host,
+ *   vm<k>:  `accmig vm --attach ... --incoming tcp:127.0.0.1:0 --stay`
+ * (the port it got is read from its "status"), then waits until the guest
+ * has done k/(M+1) of its jobs and sends "migrate tcp:127.0.0.1:PORT" to
+ * the VMM running the guest. The old VMM exits after the handover; its VF
+ * is free again. VMM k uses VF (k/2)%2 of host k%2, so a VF is reused only
+ * two migrations after its previous VMM left. When the guest is done on
+ * the last VMM the demo reads its report (the job table lives in guest RAM,
+ * so it covers the whole run), says quit, stops the servers and removes the
+ * directory. Progress goes to stdout (stderr with --json): a line that
+ * updates in place on a terminal, plain lines otherwise.
+ *
+ * Children's output goes to log files in the directory; on a failure the
+ * tail of each is copied to stderr before the directory goes.
+ */
+#include "cli/demo_hosts.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "common/common.h"
+#include "guest/workload.h"
+#include "qm/qm.h"
+#include "vmm/vm.h"
+#include "vmm/vm_ram.h"
+
+#define DH_MAX_KIDS 6            /* 2 servers + the guest's VMM + an incoming one, with room */
+#define DH_START_TIMEOUT_MS 20000 /* a socket to appear (ASan builds start slowly) */
+#define DH_STOP_TIMEOUT_MS 5000  /* a child to exit after SIGTERM / quit */
+#define DH_POLL_MS 50
+#define DH_PLAIN_PROGRESS_MS 2000 /* plain progress lines at most this often */
+#define DH_REPLY_MAX VM_CONTROL_REPLY_MAX
+#define DH_MAX_MIGRATIONS 1000u
+
+struct dh_opts {
+    struct workload_config wl;
+    unsigned migrations;
+    uint32_t downtime_ms;
+    bool json;
+};
+
+struct dh_kid {
+    pid_t pid;        /* 0: free slot */
+    char name[16];    /* "server A", "vm3" */
+    char log[PATH_MAX];
+};
+
+struct dh {
+    struct dh_opts o;
+    char exe[PATH_MAX];
+    char dir[80];     /* short: the sockets in it must fit sun_path */
+    bool dir_made;
+    int sig_fd;
+    bool interrupted;
+    struct dh_kid kids[DH_MAX_KIDS];
+    FILE *prog;       /* progress: stdout, or stderr with --json */
+    bool tty;
+    bool line_open;   /* a live line is on screen without its newline */
+    uint64_t last_plain_ns;
+    uint64_t t0_ns;
+    uint64_t ram_size;
+    unsigned qps_per_vf;
+    json_object *log; /* migration_log */
+    unsigned migrations_done;
+    bool failed;      /* a step failed: the verdict is FAILED */
+    bool guest_started;
+};
+
+/* ---- options ---- */
+
+static void dh_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: accmig demo [options]\n"
+            "  The main job: two device servers (accmig serve, one per host) and mini-VMMs\n"
+            "  (accmig vm) as separate processes; the guest's compression workload runs on\n"
+            "  host A's VF and is live-migrated (RAM + VF state over TCP on loopback) while\n"
+            "  it works, back and forth; every job is checked (zlib + the device's inflate,\n"
+            "  exactly once per tag).\n"
+            "  --jobs N            jobs to run (default 2000)\n"
+            "  --qps N             queues used, even: half compress, half decompress (default 4)\n"
+            "  --vcpus N           guest vCPU threads (default 4)\n"
+            "  --min-size BYTES    smallest input (default 1K)\n"
+            "  --max-size BYTES    largest input (default 1M; at most 4M)\n"
+            "  --seed N            data and job mix seed (default 1)\n"
+            "  --sgl-percent N     share of jobs on hardware SGLs (default 25)\n"
+            "  --migrations M      live migrations, alternating hosts (default 1; 0: one host)\n"
+            "  --downtime-ms N     downtime goal of each migration (default %d)\n"
+            "  --transport T       vfio-user (this demo, the default) | inproc (the same guest\n"
+            "                      with the device model in this process: accmig demo\n"
+            "                      --transport inproc --help)\n"
+            "  --json              print one JSON object instead of the summary\n"
+            "Exit status: 0 every job verified exactly once and every migration done,\n"
+            "1 a check failed, 2 usage or setup error.\n",
+            VM_DEFAULT_DOWNTIME_MS);
+}
+
+bool demo_hosts_is_inproc(int argc, char **argv)
+{
+    bool inproc = false;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "--transport") == 0 && i + 1 < argc)
+            inproc = strcmp(argv[++i], "inproc") == 0;
+        else if (strncmp(argv[i], "--transport=", 12) == 0)
+            inproc = strcmp(argv[i] + 12, "inproc") == 0;
+    }
+    return inproc;
+}
+
+static int dh_num(const char *name, const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (am_parse_u64(s, max, out) != 0 || *out < min) {
+        fprintf(stderr, "accmig demo: %s wants a number in %llu..%llu, not '%s'\n", name,
+                (unsigned long long)min, (unsigned long long)max, s);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+enum {
+    DH_OPT_JOBS = 1, DH_OPT_QPS, DH_OPT_VCPUS, DH_OPT_MIN, DH_OPT_MAX, DH_OPT_SEED, DH_OPT_SGL,
+    DH_OPT_MIGRATIONS, DH_OPT_DOWNTIME, DH_OPT_TRANSPORT, DH_OPT_WORKERS, DH_OPT_JSON,
+    DH_OPT_HELP,
+};
+
+/* 0 ok, 1 help printed, -EINVAL bad usage (reported). */
+static int dh_parse(int argc, char **argv, struct dh_opts *o)
+{
+    static const struct option longopts[] = {
+        {"jobs", required_argument, NULL, DH_OPT_JOBS},
+        {"qps", required_argument, NULL, DH_OPT_QPS},
+        {"vcpus", required_argument, NULL, DH_OPT_VCPUS},
+        {"min-size", required_argument, NULL, DH_OPT_MIN},
+        {"max-size", required_argument, NULL, DH_OPT_MAX},
+        {"seed", required_argument, NULL, DH_OPT_SEED},
+        {"sgl-percent", required_argument, NULL, DH_OPT_SGL},
+        {"migrations", required_argument, NULL, DH_OPT_MIGRATIONS},
+        {"downtime-ms", required_argument, NULL, DH_OPT_DOWNTIME},
+        {"transport", required_argument, NULL, DH_OPT_TRANSPORT},
+        {"workers", required_argument, NULL, DH_OPT_WORKERS},
+        {"json", no_argument, NULL, DH_OPT_JSON},
+        {"help", no_argument, NULL, DH_OPT_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    struct workload_config *wl = &o->wl;
+    char why[128];
+    uint64_t v = 0;
+    int c, ret = 0;
+
+    memset(o, 0, sizeof(*o));
+    workload_config_default(wl);
+    o->migrations = 1;
+    o->downtime_ms = VM_DEFAULT_DOWNTIME_MS;
+    optind = 1;
+    opterr = 0;
+    while (ret == 0 && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case DH_OPT_JOBS:
+            ret = dh_num("--jobs", optarg, 1, WORKLOAD_MAX_JOBS, &v);
+            wl->jobs = (uint32_t)v;
+            break;
+        case DH_OPT_QPS:
+            ret = dh_num("--qps", optarg, 2, QM_MAX_QPS_PER_VF, &v);
+            wl->qps = (uint32_t)v;
+            break;
+        case DH_OPT_VCPUS:
+            ret = dh_num("--vcpus", optarg, 1, WORKLOAD_MAX_VCPUS, &v);
+            wl->vcpus = (uint32_t)v;
+            break;
+        case DH_OPT_MIN:
+            ret = dh_num("--min-size", optarg, 1, WORKLOAD_MAX_SIZE, &v);
+            wl->min_size = (uint32_t)v;
+            break;
+        case DH_OPT_MAX:
+            ret = dh_num("--max-size", optarg, 1, WORKLOAD_MAX_SIZE, &v);
+            wl->max_size = (uint32_t)v;
+            break;
+        case DH_OPT_SEED: ret = dh_num("--seed", optarg, 0, UINT64_MAX, &wl->seed); break;
+        case DH_OPT_SGL:
+            ret = dh_num("--sgl-percent", optarg, 0, 100, &v);
+            wl->sgl_percent = (uint32_t)v;
+            break;
+        case DH_OPT_MIGRATIONS:
+            ret = dh_num("--migrations", optarg, 0, DH_MAX_MIGRATIONS, &v);
+            o->migrations = (unsigned)v;
+            break;
+        case DH_OPT_DOWNTIME:
+            ret = dh_num("--downtime-ms", optarg, 1, 60000, &v);
+            o->downtime_ms = (uint32_t)v;
+            break;
+        case DH_OPT_TRANSPORT:
+            if (strcmp(optarg, "vfio-user") != 0) {
+                fprintf(stderr, "accmig demo: --transport is inproc or vfio-user, not '%s'\n",
+                        optarg);
+                ret = -EINVAL;
+            }
+            break;
+        case DH_OPT_WORKERS:
+            fprintf(stderr, "accmig demo: --workers is for --transport inproc (the device "
+                            "servers run their default workers)\n");
+            ret = -EINVAL;
+            break;
+        case DH_OPT_JSON: o->json = true; break;
+        case DH_OPT_HELP: dh_usage(stdout); return 1;
+        default:
+            fprintf(stderr, "accmig demo: unknown or incomplete option '%s'\n", argv[optind - 1]);
+            ret = -EINVAL;
+        }
+    }
+    if (ret == 0 && optind < argc) {
+        fprintf(stderr, "accmig demo: unexpected argument '%s'\n", argv[optind]);
+        ret = -EINVAL;
+    }
+    if (ret == 0 && workload_config_check(wl, why, sizeof(why))) {
+        fprintf(stderr, "accmig demo: %s\n", why);
+        ret = -EINVAL;
+    }
+    if (ret)
+        dh_usage(stderr);
+    return ret;
+}
+
+/* ---- progress ---- */
+
+static void dh_say(struct dh *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* An event: its own line (ending a live line first). */
+static void dh_say(struct dh *d, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (d->line_open)
+        fputs("\r\033[K", d->prog);
+    d->line_open = false;
+    fprintf(d->prog, "[%6.1fs] ", (double)(am_now_ns() - d->t0_ns) / 1e9);
+    va_start(ap, fmt);
+    vfprintf(d->prog, fmt, ap);
+    va_end(ap);
+    fputc('\n', d->prog);
+    fflush(d->prog);
+}
+
+/* A progress update: in place on a terminal, rate-limited lines otherwise. */
+static void dh_progress(struct dh *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void dh_progress(struct dh *d, const char *fmt, ...)
+{
+    uint64_t now = am_now_ns();
+    va_list ap;
+
+    if (!d->tty && now - d->last_plain_ns < (uint64_t)DH_PLAIN_PROGRESS_MS * 1000000u)
+        return;
+    d->last_plain_ns = now;
+    fprintf(d->prog, d->tty ? "\r\033[K[%6.1fs] " : "[%6.1fs] ", (double)(now - d->t0_ns) / 1e9);
+    va_start(ap, fmt);
+    vfprintf(d->prog, fmt, ap);
+    va_end(ap);
+    if (!d->tty)
+        fputc('\n', d->prog);
+    d->line_open = d->tty;
+    fflush(d->prog);
+}
+
+static void dh_progress_end(struct dh *d)
+{
+    if (d->line_open)
+        fputs("\r\033[K", d->prog);
+    d->line_open = false;
+    fflush(d->prog);
+}
+
+/* ---- children ---- */
+
+/* Waits up to ms for a signal on the demo: -EINTR when one came. */
+static int dh_sleep(struct dh *d, int ms)
+{
+    struct pollfd p = {.fd = d->sig_fd, .events = POLLIN};
+    struct signalfd_siginfo si;
+
+    if (d->interrupted)
+        return -EINTR;
+    if (poll(&p, 1, ms) > 0 && read(d->sig_fd, &si, sizeof(si)) == sizeof(si)) {
+        d->interrupted = true;
+        dh_say(d, "interrupted (signal %u): stopping everything", si.ssi_signo);
+        return -EINTR;
+    }
+    return 0;
+}
+
+static struct dh_kid *dh_kid_find(struct dh *d, const char *name)
+{
+    for (unsigned i = 0; i < DH_MAX_KIDS; i++)
+        if (d->kids[i].pid > 0 && strcmp(d->kids[i].name, name) == 0)
+            return &d->kids[i];
+    return NULL;
+}
+
+/* Starts exe with args (NULL-terminated, args[0] the subcommand), stdout
+ * and stderr into DIR/<file>.log. */
+static int dh_spawn(struct dh *d, const char *name, const char *file, const char *const *args)
+{
+    const char *argv[40];
+    struct dh_kid *k = NULL;
+    sigset_t none;
+    unsigned n = 0;
+    pid_t parent = getpid(), pid;
+    int fd;
+
+    for (unsigned i = 0; i < DH_MAX_KIDS && !k; i++)
+        if (d->kids[i].pid == 0)
+            k = &d->kids[i];
+    if (!k)
+        return -EMFILE;
+    argv[n++] = d->exe;
+    for (; args[n - 1] && n < AM_ARRAY_SIZE(argv) - 1; n++)
+        argv[n] = args[n - 1];
+    argv[n] = NULL;
+    snprintf(k->name, sizeof(k->name), "%s", name);
+    snprintf(k->log, sizeof(k->log), "%s/%s.log", d->dir, file);
+    fd = open(k->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    sigemptyset(&none);
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    if (pid == 0) {
+        /* Only async-signal-safe calls until exec. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execv(d->exe, (char *const *)argv);
+        _exit(127);
+    }
+    close(fd);
+    k->pid = pid;
+    return 0;
+}
+
+/* Reaps k if it has exited: true and *status (the exit code, 128+signal). */
+static bool dh_kid_exited(struct dh_kid *k, int *status)
+{
+    int st;
+
+    if (k->pid <= 0)
+        return true;
+    if (waitpid(k->pid, &st, WNOHANG) != k->pid)
+        return false;
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    k->pid = 0;
+    return true;
+}
+
+/* Waits up to ms for k to exit on its own: 0 and *status, or -ETIMEDOUT. */
+static int dh_kid_wait(struct dh *d, struct dh_kid *k, int ms, int *status)
+{
+    uint64_t deadline = am_now_ns() + (uint64_t)ms * 1000000u;
+
+    while (!dh_kid_exited(k, status)) {
+        if (am_now_ns() >= deadline)
+            return -ETIMEDOUT;
+        if (dh_sleep(d, 10) != 0 && am_now_ns() >= deadline)
+            return -ETIMEDOUT;
+    }
+    return 0;
+}
+
+/* SIGTERM, a grace period, SIGKILL: the child is gone afterwards. */
+static int dh_kid_stop(struct dh_kid *k)
+{
+    uint64_t deadline = am_now_ns() + (uint64_t)DH_STOP_TIMEOUT_MS * 1000000u;
+    int status = -1;
+
+    if (k->pid <= 0)
+        return 0;
+    kill(k->pid, SIGTERM);
+    while (!dh_kid_exited(k, &status)) {
+        if (am_now_ns() >= deadline) {
+            kill(k->pid, SIGKILL);
+            waitpid(k->pid, NULL, 0);
+            k->pid = 0;
+            return 128 + SIGKILL;
+        }
+        usleep(5000);
+    }
+    return status;
+}
+
+/* The last lines of a child's log, for a failure report. */
+static void dh_log_tail(const struct dh_kid *k)
+{
+    char buf[2048];
+    FILE *f = fopen(k->log, "r");
+    long size;
+    size_t n;
+
+    if (!f)
+        return;
+    fseek(f, 0, SEEK_END);
+    size = ftell(f);
+    fseek(f, size > (long)sizeof(buf) - 1 ? size - (long)sizeof(buf) + 1 : 0, SEEK_SET);
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    if (n)
+        fprintf(stderr, "---- %s (%s), last lines:\n%s%s", k->name, k->log, buf,
+                buf[n - 1] == '\n' ? "" : "\n");
+}
+
+/* Waits for path to appear while kid runs. */
+static int dh_wait_path(struct dh *d, const char *path, const char *kid)
+{
+    uint64_t deadline = am_now_ns() + (uint64_t)DH_START_TIMEOUT_MS * 1000000u;
+    struct dh_kid *k = dh_kid_find(d, kid);
+    int status;
+
+    while (access(path, F_OK) != 0) {
+        if (!k || dh_kid_exited(k, &status)) {
+            fprintf(stderr, "accmig demo: %s exited before %s appeared\n", kid, path);
+            return -ECHILD;
+        }
+        if (am_now_ns() >= deadline) {
+            fprintf(stderr, "accmig demo: %s did not create %s within %d ms\n", kid, path,
+                    DH_START_TIMEOUT_MS);
+            return -ETIMEDOUT;
+        }
+        if (dh_sleep(d, 10))
+            return -EINTR;
+    }
+    return 0;
+}
+
+static int dh_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+/* Every child stopped (reaped), the directory removed; logs shown first
+ * when something failed. */
+static void dh_cleanup(struct dh *d, bool show_logs)
+{
+    for (unsigned i = 0; i < DH_MAX_KIDS; i++) {
+        if (d->kids[i].name[0] == '\0')
+            continue;
+        if (show_logs)
+            dh_log_tail(&d->kids[i]);
+        dh_kid_stop(&d->kids[i]);
+    }
+    if (d->dir_made)
+        nftw(d->dir, dh_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    d->dir_made = false;
+}
+
+/* ---- the control sockets ---- */
+
+/* Sends cmd to a VMM; *out gets the parsed reply when "ok" is true
+ * (caller puts it). -EPROTO for a reply that is not ours, -EREMOTEIO for
+ * ok:false (the error copied to why). */
+static int dh_ctl(const char *ctl, const char *cmd, int timeout_ms, json_object **out, char *why,
+                  size_t why_len)
+{
+    char *reply = malloc(DH_REPLY_MAX);
+    json_object *j, *v;
+    int ret;
+
+    if (!reply)
+        return -ENOMEM;
+    ret = vm_control_request(ctl, cmd, reply, DH_REPLY_MAX, timeout_ms);
+    if (ret) {
+        snprintf(why, why_len, "%s", strerror(-ret));
+        free(reply);
+        return ret;
+    }
+    j = json_tokener_parse(reply);
+    free(reply);
+    if (!j || !json_object_object_get_ex(j, "ok", &v)) {
+        json_object_put(j);
+        snprintf(why, why_len, "not a VMM reply");
+        return -EPROTO;
+    }
+    if (!json_object_get_boolean(v)) {
+        snprintf(why, why_len, "%s",
+                 json_object_object_get_ex(j, "error", &v) ? json_object_get_string(v) : "?");
+        *out = j; /* a failed migrate carries its report */
+        return -EREMOTEIO;
+    }
+    *out = j;
+    return 0;
+}
+
+static int64_t dh_int(json_object *o, const char *k)
+{
+    json_object *v;
+    return o && json_object_object_get_ex(o, k, &v) ? json_object_get_int64(v) : 0;
+}
+
+static const char *dh_strf(json_object *o, const char *k)
+{
+    json_object *v;
+    return o && json_object_object_get_ex(o, k, &v) ? json_object_get_string(v) : "";
+}
+
+/* The "status" object of a VMM, or NULL. */
+static json_object *dh_status(const char *ctl)
+{
+    json_object *j = NULL, *s;
+    char why[128];
+
+    if (dh_ctl(ctl, "status", 2000, &j, why, sizeof(why)) != 0) {
+        json_object_put(j);
+        return NULL;
+    }
+    if (!json_object_object_get_ex(j, "status", &s)) {
+        json_object_put(j);
+        return NULL;
+    }
+    json_object_get(s);
+    json_object_put(j);
+    return s;
+}
+
+/* ---- the run ---- */
+
+static char dh_host(unsigned vm)
+{
+    return vm % 2 ? 'B' : 'A';
+}
+
+static void dh_ctl_path(const struct dh *d, unsigned vm, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/vm%u.ctl", d->dir, vm);
+}
+
+static int dh_server_start(struct dh *d, char host)
+{
+    char name[16], file[16], sdir[PATH_MAX], sock[PATH_MAX + 16], qps[16];
+    const char *args[] = {"serve", "--dir", sdir, "--vfs", "2", "--qps", qps, NULL};
+    int ret;
+
+    snprintf(name, sizeof(name), "server %c", host);
+    snprintf(file, sizeof(file), "serve-%c", host);
+    snprintf(sdir, sizeof(sdir), "%s/%c", d->dir, host);
+    snprintf(qps, sizeof(qps), "%u", d->qps_per_vf);
+    ret = dh_spawn(d, name, file, args);
+    if (ret) {
+        fprintf(stderr, "accmig demo: cannot start %s: %s\n", name, strerror(-ret));
+        return ret;
+    }
+    snprintf(sock, sizeof(sock), "%s/vf1.sock", sdir);
+    ret = dh_wait_path(d, sock, name);
+    if (ret == 0)
+        dh_say(d, "host %c: device server up (2 VFs, %u queue pairs each), pid %d", host,
+               d->qps_per_vf, (int)dh_kid_find(d, name)->pid);
+    return ret;
+}
+
+/* VMM k on host k%2, VF (k/2)%2; incoming for k > 0. */
+static int dh_vm_start(struct dh *d, unsigned k)
+{
+    char name[16], sock[PATH_MAX + 16], ctl[PATH_MAX + 16], ram[32], jobs[16], qps[16], vcpus[16],
+        mins[16], maxs[16], seed[32], sgl[16];
+    const char *args[32] = {"vm", "--attach", sock, "--control", ctl, "--stay", "--ram", ram};
+    unsigned n = 8;
+    int ret;
+
+    snprintf(name, sizeof(name), "vm%u", k);
+    snprintf(sock, sizeof(sock), "%s/%c/vf%u.sock", d->dir, dh_host(k), (k / 2) % 2);
+    dh_ctl_path(d, k, ctl, sizeof(ctl));
+    snprintf(ram, sizeof(ram), "%llu", (unsigned long long)d->ram_size);
+    if (k > 0) {
+        args[n++] = "--incoming";
+        args[n++] = "tcp:127.0.0.1:0";
+    } else {
+        snprintf(jobs, sizeof(jobs), "%u", d->o.wl.jobs);
+        snprintf(qps, sizeof(qps), "%u", d->o.wl.qps);
+        snprintf(vcpus, sizeof(vcpus), "%u", d->o.wl.vcpus);
+        snprintf(mins, sizeof(mins), "%u", d->o.wl.min_size);
+        snprintf(maxs, sizeof(maxs), "%u", d->o.wl.max_size);
+        snprintf(seed, sizeof(seed), "%llu", (unsigned long long)d->o.wl.seed);
+        snprintf(sgl, sizeof(sgl), "%u", d->o.wl.sgl_percent);
+        const char *wl[] = {"--jobs", jobs, "--qps", qps, "--vcpus", vcpus, "--min-size", mins,
+                            "--max-size", maxs, "--seed", seed, "--sgl-percent", sgl};
+        for (size_t i = 0; i < AM_ARRAY_SIZE(wl); i++)
+            args[n++] = wl[i];
+    }
+    args[n] = NULL;
+    ret = dh_spawn(d, name, name, args);
+    if (ret) {
+        fprintf(stderr, "accmig demo: cannot start %s: %s\n", name, strerror(-ret));
+        return ret;
+    }
+    return dh_wait_path(d, ctl, name);
+}
+
+/* The migration request runs in a thread so the loop can show progress. */
+struct dh_mig_req {
+    char ctl[PATH_MAX + 16];
+    char line[VM_CONTROL_LINE_MAX];
+    char *reply;
+    int ret;
+    int done; /* atomic: the thread has finished */
+};
+
+static void *dh_mig_thread(void *arg)
+{
+    struct dh_mig_req *r = arg;
+
+    /* No timeout here: the VMM bounds every step of a migration. */
+    r->ret = vm_control_request(r->ctl, r->line, r->reply, DH_REPLY_MAX, -1);
+    __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void dh_progress_guest(struct dh *d, unsigned k, json_object *st, const char *extra)
+{
+    dh_progress(d, "host %c (vm%u): %lld/%lld jobs verified, %lld failed%s", dh_host(k), k,
+                (long long)dh_int(st, "jobs_verified"), (long long)dh_int(st, "jobs"),
+                (long long)dh_int(st, "jobs_failed"), extra);
+}
+
+/* Migration k: vm(k-1) -> vm(k). Returns 0 when the guest moved; a failed
+ * migration is logged (the guest carries on at the source) and returns
+ * -EREMOTEIO; -EINTR/-ECHILD/... when the run cannot go on. */
+static int dh_migrate(struct dh *d, unsigned k)
+{
+    char src_ctl[PATH_MAX + 16], dst_ctl[PATH_MAX + 16], name[16], why[256];
+    struct dh_mig_req *r;
+    json_object *st, *j = NULL, *m = NULL;
+    const char *listen;
+    int status, ret;
+    pthread_t th;
+
+    dh_ctl_path(d, k - 1, src_ctl, sizeof(src_ctl));
+    dh_ctl_path(d, k, dst_ctl, sizeof(dst_ctl));
+    ret = dh_vm_start(d, k);
+    if (ret)
+        return ret;
+    st = NULL;
+    ret = dh_ctl(dst_ctl, "status", 2000, &j, why, sizeof(why));
+    listen = ret == 0 ? dh_strf(j, "listen") : "";
+    if (ret || !listen[0]) {
+        fprintf(stderr, "accmig demo: vm%u did not say where it listens: %s\n", k, why);
+        json_object_put(j);
+        return ret ? ret : -EPROTO;
+    }
+    r = calloc(1, sizeof(*r));
+    if (!r || !(r->reply = malloc(DH_REPLY_MAX))) {
+        free(r);
+        json_object_put(j);
+        return -ENOMEM;
+    }
+    snprintf(r->ctl, sizeof(r->ctl), "%s", src_ctl);
+    snprintf(r->line, sizeof(r->line), "migrate %s downtime_ms=%u", listen, d->o.downtime_ms);
+    dh_say(d, "migration %u: host %c (vm%u) -> host %c (vm%u, %s): starting", k, dh_host(k - 1),
+           k - 1, dh_host(k), k, listen);
+    json_object_put(j);
+    j = NULL;
+    ret = pthread_create(&th, NULL, dh_mig_thread, r);
+    if (ret) {
+        free(r->reply);
+        free(r);
+        return -ret;
+    }
+    while (!__atomic_load_n(&r->done, __ATOMIC_ACQUIRE)) {
+        char extra[128];
+
+        if ((st = dh_status(src_ctl)) != NULL) {
+            snprintf(extra, sizeof(extra), " | migration %u: %s, round %lld, %.1f MB sent", k,
+                     dh_strf(st, "phase"), (long long)dh_int(st, "round"),
+                     (double)dh_int(st, "ram_bytes_sent") / 1e6);
+            dh_progress_guest(d, k - 1, st, extra);
+            json_object_put(st);
+        }
+        if (dh_sleep(d, DH_POLL_MS)) {
+            /* Stop the source so the request ends with its connection. */
+            struct dh_kid *src;
+            snprintf(name, sizeof(name), "vm%u", k - 1);
+            src = dh_kid_find(d, name);
+            if (src)
+                kill(src->pid, SIGTERM);
+            pthread_join(th, NULL);
+            free(r->reply);
+            free(r);
+            return -EINTR;
+        }
+    }
+    pthread_join(th, NULL);
+    if (r->ret == 0)
+        j = json_tokener_parse(r->reply);
+    if (r->ret || !j || !json_object_object_get_ex(j, "migration", &m)) {
+        ret = r->ret ? r->ret : -EPROTO;
+        fprintf(stderr, "accmig demo: migration %u: no report from vm%u: %s\n", k, k - 1,
+                r->ret ? strerror(-r->ret) : r->reply);
+        json_object_put(j);
+        free(r->reply);
+        free(r);
+        return ret;
+    }
+    free(r->reply);
+    free(r);
+    json_object_get(m);
+    json_object_put(j);
+    snprintf(name, sizeof(name), "%c->%c", dh_host(k - 1), dh_host(k));
+    json_object_object_add(m, "n", json_object_new_int((int)k));
+    json_object_object_add(m, "direction", json_object_new_string(name));
+    snprintf(name, sizeof(name), "vm%u", k - 1);
+    json_object_object_add(m, "from", json_object_new_string(name));
+    json_object_array_add(d->log, m);
+    if (!json_object_get_boolean(json_object_object_get(m, "ok"))) {
+        dh_say(d, "migration %u FAILED in %s: %s%s", k, dh_strf(m, "phase"), dh_strf(m, "error"),
+               json_object_get_boolean(json_object_object_get(m, "rolled_back"))
+                   ? " (the guest carries on at the source)" : "");
+        snprintf(name, sizeof(name), "vm%u", k);
+        if (dh_kid_find(d, name))
+            dh_kid_stop(dh_kid_find(d, name));
+        return -EREMOTEIO;
+    }
+    dh_say(d, "migration %u: done: %lld precopy rounds, %.1f MB of RAM (%s MB/s), %lld B of "
+              "device state, downtime %.2f ms (device %.2f ms)",
+           k, (long long)dh_int(m, "precopy_rounds"), (double)dh_int(m, "ram_bytes") / 1e6,
+           dh_strf(m, "ram_mb_s"), (long long)dh_int(m, "device_state_bytes"),
+           (double)dh_int(m, "downtime_us") / 1e3, (double)dh_int(m, "device_downtime_us") / 1e3);
+    /* The old VMM hands over and leaves; its VF is free again. */
+    snprintf(name, sizeof(name), "vm%u", k - 1);
+    if (dh_kid_find(d, name)) {
+        ret = dh_kid_wait(d, dh_kid_find(d, name), DH_STOP_TIMEOUT_MS, &status);
+        if (ret || status != 0) {
+            fprintf(stderr, "accmig demo: %s did not exit cleanly after the handover (%s)\n",
+                    name, ret ? "still running" : "non-zero status");
+            d->failed = true;
+        }
+    }
+    d->migrations_done++;
+    return 0;
+}
+
+/* Waits until vm k's guest has verified at least `target` jobs or
+ * finished. */
+static int dh_wait_progress(struct dh *d, unsigned k, uint64_t target, bool finish)
+{
+    char ctl[PATH_MAX + 16], name[16];
+    struct dh_kid *kid;
+    int status;
+
+    dh_ctl_path(d, k, ctl, sizeof(ctl));
+    snprintf(name, sizeof(name), "vm%u", k);
+    kid = dh_kid_find(d, name);
+    for (;;) {
+        json_object *st = dh_status(ctl);
+
+        if (st) {
+            bool done = strcmp(dh_strf(st, "state"), "finished") == 0;
+            dh_progress_guest(d, k, st, "");
+            done = done || (!finish && (uint64_t)dh_int(st, "jobs_verified") >= target);
+            json_object_put(st);
+            if (done)
+                return 0;
+        }
+        if (!kid || dh_kid_exited(kid, &status)) {
+            fprintf(stderr, "accmig demo: %s exited while its guest was running\n", name);
+            return -ECHILD;
+        }
+        if (dh_sleep(d, DH_POLL_MS))
+            return -EINTR;
+    }
+}
+
+static void dh_print_migration(json_object *m)
+{
+    if (!json_object_get_boolean(json_object_object_get(m, "ok"))) {
+        printf("  migration %lld %s: FAILED at %s: %s%s\n", (long long)dh_int(m, "n"),
+               dh_strf(m, "direction"), dh_strf(m, "phase"), dh_strf(m, "error"),
+               json_object_get_boolean(json_object_object_get(m, "rolled_back"))
+                   ? " (the guest carried on at the source)" : "");
+        return;
+    }
+    printf("  migration %lld %s: %lld precopy rounds, RAM %.1f MB at %s MB/s + %lld pages "
+           "stopped, device state %lld B; downtime %.2f ms = vCPU pause %.2f, quiesce %.2f, "
+           "save %.2f, last RAM %.2f, device state %.2f, END to ack %.2f (restore %.2f, resume "
+           "%.2f, guest start %.2f)\n",
+           (long long)dh_int(m, "n"), dh_strf(m, "direction"),
+           (long long)dh_int(m, "precopy_rounds"), (double)dh_int(m, "ram_bytes") / 1e6,
+           dh_strf(m, "ram_mb_s"), (long long)dh_int(m, "last_pages"),
+           (long long)dh_int(m, "device_state_bytes"), (double)dh_int(m, "downtime_us") / 1e3,
+           (double)dh_int(m, "pause_us") / 1e3, (double)dh_int(m, "quiesce_us") / 1e3,
+           (double)dh_int(m, "save_us") / 1e3, (double)dh_int(m, "final_ram_us") / 1e3,
+           (double)dh_int(m, "device_send_us") / 1e3, (double)dh_int(m, "end_to_ack_us") / 1e3,
+           (double)dh_int(m, "restore_us") / 1e3, (double)dh_int(m, "resume_us") / 1e3,
+           (double)dh_int(m, "guest_start_us") / 1e3);
+}
+
+static void dh_print(struct dh *d, json_object *rep, bool ok, double elapsed_ms)
+{
+    const struct workload_config *wl = &d->o.wl;
+    json_object *t = NULL, *drv = NULL;
+
+    if (d->o.json) {
+        json_object *j = json_object_new_object(), *v;
+
+        json_object_object_add(j, "verdict", json_object_new_string(ok ? "ok" : "failed"));
+        json_object_object_add(j, "transport", json_object_new_string("vfio-user"));
+        json_object_object_add(j, "hosts", json_object_new_int(d->o.migrations ? 2 : 1));
+        if (rep) {
+            json_object_object_foreach(rep, key, val)
+                json_object_object_add(j, key, json_object_get(val));
+        }
+        json_object_object_add(j, "qps", json_object_new_int64(wl->qps));
+        json_object_object_add(j, "vcpus", json_object_new_int64(wl->vcpus));
+        json_object_object_add(j, "seed", json_object_new_int64((int64_t)wl->seed));
+        json_object_object_add(j, "migrations", json_object_new_int64(d->migrations_done));
+        json_object_object_add(j, "migrations_planned", json_object_new_int64(d->o.migrations));
+        v = json_object_new_double(elapsed_ms);
+        {
+            char ms[32];
+            snprintf(ms, sizeof(ms), "%.1f", elapsed_ms);
+            json_object_put(v);
+            v = json_object_new_double_s(strtod(ms, NULL), ms);
+        }
+        json_object_object_add(j, "elapsed_ms", v);
+        json_object_object_add(j, "migration_log", json_object_get(d->log));
+        printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+        json_object_put(j);
+        fflush(stdout);
+        return;
+    }
+    printf("accmig demo: %u jobs on %u queues (%u vCPUs), seed %llu, transport vfio-user, "
+           "%u host%s, %u of %u migrations\n",
+           wl->jobs, wl->qps, wl->vcpus, (unsigned long long)wl->seed, d->o.migrations ? 2 : 1,
+           d->o.migrations ? "s" : "", d->migrations_done, d->o.migrations);
+    for (size_t i = 0; i < json_object_array_length(d->log); i++)
+        dh_print_migration(json_object_array_get_idx(d->log, i));
+    if (rep) {
+        double s = elapsed_ms / 1e3;
+        json_object_object_get_ex(rep, "jobs_by_format", &t);
+        json_object_object_get_ex(rep, "driver", &drv);
+        printf("  formats: %lld deflate, %lld zlib, %lld gzip; %lld on hardware SGLs\n",
+               (long long)dh_int(t, "deflate"), (long long)dh_int(t, "zlib"),
+               (long long)dh_int(t, "gzip"), (long long)dh_int(rep, "sgl_jobs"));
+        printf("  jobs: %lld submitted, %lld completed, %lld verified, %lld failed\n",
+               (long long)dh_int(rep, "jobs_submitted"), (long long)dh_int(rep, "jobs_completed"),
+               (long long)dh_int(rep, "jobs_verified"), (long long)dh_int(rep, "jobs_failed"));
+        printf("  exactly once: %lld duplicated, %lld lost, %lld stray completions\n",
+               (long long)dh_int(rep, "jobs_duplicated"), (long long)dh_int(rep, "jobs_lost"),
+               (long long)dh_int(rep, "stray_completions"));
+        printf("  bytes: %lld in, %lld out; %.2f s, %.1f MB/s of input\n",
+               (long long)dh_int(rep, "bytes_in"), (long long)dh_int(rep, "bytes_out"), s,
+               s > 0 ? (double)dh_int(rep, "bytes_in") / s / 1e6 : 0.0);
+        printf("  driver: %lld MSIs, %lld CQEs, %lld bad CQEs\n", (long long)dh_int(drv, "irqs"),
+               (long long)dh_int(drv, "cqes"), (long long)dh_int(drv, "bad_cqes"));
+        if (!ok && dh_strf(rep, "first_failure")[0])
+            printf("  first failure: job %lld: %s\n", (long long)dh_int(rep, "first_failed_job"),
+                   dh_strf(rep, "first_failure"));
+    }
+    printf("verdict: %s\n", ok ? "OK, every job verified exactly once" : "FAILED");
+    fflush(stdout);
+}
+
+/* The whole run after the directory exists; *rep gets the final report. */
+static int dh_run(struct dh *d, json_object **rep, double *elapsed_ms)
+{
+    char ctl[PATH_MAX + 16], why[256], name[16];
+    unsigned k = 0, hosts = d->o.migrations ? 2 : 1;
+    json_object *j = NULL, *r;
+    uint64_t t_guest;
+    int ret, status;
+
+    for (unsigned h = 0; h < hosts; h++)
+        if ((ret = dh_server_start(d, (char)('A' + h))) != 0)
+            return ret;
+    ret = dh_vm_start(d, 0);
+    if (ret)
+        return ret;
+    t_guest = am_now_ns();
+    d->guest_started = true;
+    dh_say(d, "host A: vm0 runs the guest: %u jobs, %u vCPUs, %llu bytes of RAM", d->o.wl.jobs,
+           d->o.wl.vcpus, (unsigned long long)d->ram_size);
+    for (k = 1; k <= d->o.migrations; k++) {
+        uint64_t target = (uint64_t)d->o.wl.jobs * k / (d->o.migrations + 1);
+
+        ret = dh_wait_progress(d, k - 1, target, false);
+        if (ret)
+            return ret;
+        ret = dh_migrate(d, k);
+        if (ret == -EREMOTEIO) {
+            d->failed = true;
+            k--; /* the guest stayed where it was */
+            break;
+        }
+        if (ret)
+            return ret;
+    }
+    if (k > d->o.migrations)
+        k = d->o.migrations;
+    ret = dh_wait_progress(d, k, 0, true);
+    if (ret)
+        return ret;
+    *elapsed_ms = (double)(am_now_ns() - t_guest) / 1e6;
+    dh_progress_end(d);
+    dh_ctl_path(d, k, ctl, sizeof(ctl));
+    ret = dh_ctl(ctl, "report", 5000, &j, why, sizeof(why));
+    if (ret || !json_object_object_get_ex(j, "report", &r)) {
+        fprintf(stderr, "accmig demo: vm%u gave no report: %s\n", k, ret ? why : "none");
+        json_object_put(j);
+        return ret ? ret : -EPROTO;
+    }
+    *rep = json_object_get(r);
+    json_object_put(j);
+    dh_say(d, "host %c (vm%u): the guest finished", dh_host(k), k);
+    j = NULL;
+    if (dh_ctl(ctl, "quit", 5000, &j, why, sizeof(why)) != 0)
+        d->failed = true;
+    json_object_put(j);
+    snprintf(name, sizeof(name), "vm%u", k);
+    if (dh_kid_find(d, name) &&
+        (dh_kid_wait(d, dh_kid_find(d, name), DH_STOP_TIMEOUT_MS, &status) != 0 || status != 0)) {
+        fprintf(stderr, "accmig demo: %s did not shut its guest down cleanly\n", name);
+        d->failed = true;
+    }
+    for (unsigned h = 0; h < hosts; h++) {
+        struct dh_kid *srv;
+        snprintf(name, sizeof(name), "server %c", 'A' + h);
+        srv = dh_kid_find(d, name);
+        if (!srv || dh_kid_stop(srv) != 0) {
+            fprintf(stderr, "accmig demo: %s did not stop cleanly\n", name);
+            d->failed = true;
+        }
+    }
+    return 0;
+}
+
+static bool dh_report_ok(json_object *r)
+{
+    json_object *drv = NULL;
+
+    json_object_object_get_ex(r, "driver", &drv);
+    return r && dh_int(r, "jobs_verified") == dh_int(r, "jobs") && dh_int(r, "jobs") > 0 &&
+           dh_int(r, "jobs_failed") == 0 && dh_int(r, "jobs_duplicated") == 0 &&
+           dh_int(r, "jobs_lost") == 0 && dh_int(r, "stray_completions") == 0 &&
+           dh_int(drv, "bad_cqes") == 0;
+}
+
+int demo_hosts_main(int argc, char **argv)
+{
+    struct dh *d = calloc(1, sizeof(*d));
+    json_object *rep = NULL;
+    double elapsed_ms = 0;
+    const char *tmp = getenv("TMPDIR");
+    sigset_t sigs;
+    ssize_t n;
+    bool ok;
+    int ret;
+
+    if (!d)
+        return 2;
+    ret = dh_parse(argc, argv, &d->o);
+    if (ret) {
+        free(d);
+        return ret > 0 ? 0 : 2;
+    }
+    d->prog = d->o.json ? stderr : stdout;
+    d->tty = isatty(fileno(d->prog));
+    d->t0_ns = am_now_ns();
+    d->ram_size = AM_ALIGN_UP(workload_ram_size(&d->o.wl), VM_RAM_PAGE_SIZE);
+    d->qps_per_vf = AM_MAX(QM_DEFAULT_QPS_PER_VF, d->o.wl.qps);
+    n = readlink("/proc/self/exe", d->exe, sizeof(d->exe) - 1);
+    if (n <= 0 || (size_t)n >= sizeof(d->exe) - 1) {
+        fprintf(stderr, "accmig demo: cannot find my own executable\n");
+        free(d);
+        return 2;
+    }
+    d->exe[n] = '\0';
+    /* SIGINT/SIGTERM arrive on a signalfd the waits poll, so every path
+     * goes through the cleanup; children get the default mask back. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigprocmask(SIG_BLOCK, &sigs, NULL);
+    d->sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (!tmp || !tmp[0] || strlen(tmp) + sizeof("/accmig-demo-XXXXXX") > sizeof(d->dir))
+        tmp = "/tmp"; /* a long TMPDIR would not leave room for the socket names */
+    snprintf(d->dir, sizeof(d->dir), "%s/accmig-demo-XXXXXX", tmp);
+    if (d->sig_fd < 0 || !mkdtemp(d->dir)) {
+        fprintf(stderr, "accmig demo: cannot create a private directory in %s: %s\n", tmp,
+                strerror(errno));
+        if (d->sig_fd >= 0)
+            close(d->sig_fd);
+        free(d);
+        return 2;
+    }
+    d->dir_made = true;
+    d->log = json_object_new_array();
+    ret = dh_run(d, &rep, &elapsed_ms);
+    dh_progress_end(d);
+    ok = ret == 0 && !d->failed && d->migrations_done == d->o.migrations && dh_report_ok(rep);
+    dh_cleanup(d, !ok);
+    if (d->guest_started)
+        dh_print(d, rep, ok, elapsed_ms);
+    json_object_put(rep);
+    json_object_put(d->log);
+    close(d->sig_fd);
+    sigprocmask(SIG_UNBLOCK, &sigs, NULL);
+    ret = ok ? 0 : d->guest_started || d->interrupted ? 1 : 2;
+    free(d);
+    return ret;
+}
