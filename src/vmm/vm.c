@@ -544,12 +544,18 @@ static void vm_out_progress(struct vm_out *x, uint64_t dirty)
     pthread_mutex_unlock(&x->vm->lock);
 }
 
-static int vm_out_round(struct vm_out *x)
+/* One RAM round. A precopy round ends with a device check, which D
+ * answers only after it has taken in everything before it: the round's time
+ * is then the real transfer time (not just filling socket buffers), and no
+ * backlog is left for the stop-copy to wait behind. */
+static int vm_out_round(struct vm_out *x, bool barrier)
 {
     struct vmstream_round rr;
     uint64_t t0 = am_now_ns();
     int ret = vmstream_send_ram_round(x->s, x->vm->ram, x->map, &rr);
 
+    if (ret == 0 && barrier)
+        ret = vmstream_device_check(x->s);
     if (ret)
         return ret;
     x->round_ns += am_now_ns() - t0;
@@ -574,7 +580,7 @@ static int vm_out_precopy(struct vm_out *x)
     for (;;) {
         uint64_t pages, rate, est_us;
 
-        ret = vm_out_round(x);
+        ret = vm_out_round(x, true);
         if (ret) {
             vm_fail_stream(x->rep, "precopy", ret, x->s, "RAM round");
             return ret;
@@ -663,7 +669,7 @@ static int vm_out_stop_copy(struct vm_out *x, uint64_t *t_pause)
     }
     before.pages = rep->ram_pages;
     before.zero_pages = rep->zero_pages;
-    ret = vm_out_round(x);
+    ret = vm_out_round(x, false);
     if (ret) {
         vm_fail_stream(rep, "stop-copy", ret, x->s, "final RAM round");
         return ret;

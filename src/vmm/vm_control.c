@@ -52,7 +52,7 @@ int vm_control_request(const char *path, const char *line, char *reply, size_t c
     uint64_t deadline = am_now_ns() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000u;
     char req[VM_CONTROL_LINE_MAX];
     size_t len = strlen(line), got = 0, sent = 0;
-    int fd, ret;
+    int fd = -1, ret;
 
     if (!reply || cap == 0)
         return -EINVAL;
