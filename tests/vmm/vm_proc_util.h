@@ -1,0 +1,410 @@
+/* Helpers for the tests that run `accmig serve` and `accmig vm` as
+ * processes: a private directory, children that die with the test
+ * (PR_SET_PDEATHSIG) and are always reaped, control-socket requests, and
+ * the checks every test ends with. The accmig binary's path is argv[1]. */
+#ifndef ACCMIG_TESTS_VM_PROC_UTIL_H
+#define ACCMIG_TESTS_VM_PROC_UTIL_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "common/common.h"
+#include "vmm/vm.h"
+
+#define PT_MAX_KIDS 12
+#define PT_START_MS 30000 /* ASan builds start slowly on a busy machine */
+#define PT_EXIT_MS 30000
+
+struct pt_kid {
+    pid_t pid;
+    char name[24];
+    char log[160];
+};
+
+struct pt {
+    const char *exe;
+    char dir[64];
+    struct pt_kid kids[PT_MAX_KIDS];
+};
+
+static inline void pt_init(struct pt *t, const char *exe)
+{
+    memset(t, 0, sizeof(*t));
+    t->exe = exe;
+    snprintf(t->dir, sizeof(t->dir), "/tmp/accmig-vmt-XXXXXX");
+    if (!mkdtemp(t->dir))
+        fail_msg("mkdtemp: %s", strerror(errno));
+}
+
+static inline struct pt_kid *pt_find(struct pt *t, const char *name)
+{
+    for (unsigned i = 0; i < PT_MAX_KIDS; i++)
+        if (t->kids[i].pid > 0 && strcmp(t->kids[i].name, name) == 0)
+            return &t->kids[i];
+    fail_msg("no running child named %s", name);
+    return NULL;
+}
+
+/* Starts argv (NULL-terminated; argv[0] is run as is, e.g. t->exe or
+ * "ip"), output into DIR/<name>.log. */
+static inline pid_t pt_spawn_argv(struct pt *t, const char *name, const char *const *argv)
+{
+    struct pt_kid *k = NULL;
+    pid_t parent = getpid(), pid;
+    int fd;
+
+    for (unsigned i = 0; i < PT_MAX_KIDS && !k; i++)
+        if (t->kids[i].pid == 0)
+            k = &t->kids[i];
+    assert_non_null(k);
+    snprintf(k->name, sizeof(k->name), "%s", name);
+    snprintf(k->log, sizeof(k->log), "%s/%s.log", t->dir, name);
+    fd = open(k->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    fflush(NULL);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execvp(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(fd);
+    k->pid = pid;
+    return pid;
+}
+
+/* `accmig ARGS...` (args NULL-terminated), optionally under a prefix
+ * (e.g. "ip", "netns", "exec", NS, NULL). */
+static inline pid_t pt_spawn(struct pt *t, const char *name, const char *const *prefix,
+                             const char *const *args)
+{
+    const char *argv[48];
+    unsigned n = 0;
+
+    for (; prefix && prefix[n]; n++)
+        argv[n] = prefix[n];
+    argv[n++] = t->exe;
+    for (unsigned i = 0; args[i] && n < 47; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    return pt_spawn_argv(t, name, argv);
+}
+
+static inline void pt_dump_log(const struct pt_kid *k)
+{
+    char buf[4096];
+    FILE *f = fopen(k->log, "r");
+    size_t n;
+
+    if (!f)
+        return;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, size > 4000 ? size - 4000 : 0, SEEK_SET);
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    print_message("---- %s log (tail):\n%s\n", k->name, buf);
+}
+
+/* Waits for the child's exit: its status (128+signal when killed), or -1
+ * after timeout_ms. */
+static inline int pt_wait(struct pt *t, const char *name, int timeout_ms)
+{
+    struct pt_kid *k = pt_find(t, name);
+    uint64_t deadline = am_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    int st;
+
+    for (;;) {
+        pid_t r = waitpid(k->pid, &st, WNOHANG);
+        if (r == k->pid)
+            break;
+        if (am_now_ns() > deadline)
+            return -1;
+        usleep(5000);
+    }
+    k->pid = 0;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* The child exits with status want (its log is shown when not). */
+static inline void pt_expect_exit(struct pt *t, const char *name, int want)
+{
+    struct pt_kid *k = pt_find(t, name);
+    struct pt_kid copy = *k;
+    int got = pt_wait(t, name, PT_EXIT_MS * 2);
+
+    if (got != want) {
+        pt_dump_log(&copy);
+        fail_msg("%s exited with %d, expected %d", name, got, want);
+    }
+}
+
+static inline bool pt_running(struct pt *t, const char *name)
+{
+    for (unsigned i = 0; i < PT_MAX_KIDS; i++)
+        if (t->kids[i].pid > 0 && strcmp(t->kids[i].name, name) == 0)
+            return waitpid(t->kids[i].pid, NULL, WNOHANG) == 0;
+    return false;
+}
+
+static inline void pt_kill(struct pt *t, const char *name, int sig)
+{
+    assert_int_equal(kill(pt_find(t, name)->pid, sig), 0);
+}
+
+/* Waits for a file (a socket) to appear while its creator runs. */
+static inline void pt_wait_path(struct pt *t, const char *path, const char *creator)
+{
+    uint64_t deadline = am_now_ns() + (uint64_t)PT_START_MS * 1000000u;
+
+    while (access(path, F_OK) != 0) {
+        if (!pt_running(t, creator)) {
+            pt_dump_log(pt_find(t, creator));
+            fail_msg("%s exited before %s appeared", creator, path);
+        }
+        if (am_now_ns() > deadline)
+            fail_msg("%s did not create %s", creator, path);
+        usleep(5000);
+    }
+}
+
+static inline int pt_rm(const char *p, const struct stat *s, int f, struct FTW *w)
+{
+    (void)s;
+    (void)f;
+    (void)w;
+    remove(p);
+    return 0;
+}
+
+/* Every child stopped and reaped (SIGTERM, then SIGKILL), the directory
+ * removed. */
+static inline void pt_cleanup(struct pt *t)
+{
+    for (unsigned i = 0; i < PT_MAX_KIDS; i++) {
+        struct pt_kid *k = &t->kids[i];
+        uint64_t deadline = am_now_ns() + 5000000000ull;
+
+        if (k->pid <= 0)
+            continue;
+        kill(k->pid, SIGCONT);
+        kill(k->pid, SIGTERM);
+        while (waitpid(k->pid, NULL, WNOHANG) == 0) {
+            if (am_now_ns() > deadline) {
+                kill(k->pid, SIGKILL);
+                waitpid(k->pid, NULL, 0);
+                break;
+            }
+            usleep(5000);
+        }
+        k->pid = 0;
+    }
+    nftw(t->dir, pt_rm, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- servers and VMMs ---- */
+
+/* `accmig serve --dir DIR/<name> --vfs 2 --qps Q`, waits for its sockets. */
+static inline void pt_server(struct pt *t, const char *name, unsigned qps,
+                             const char *const *prefix)
+{
+    char dir[128], q[16], sock[160];
+    const char *args[] = {"serve", "--dir", dir, "--vfs", "2", "--qps", q, NULL};
+
+    snprintf(dir, sizeof(dir), "%s/%s", t->dir, name);
+    snprintf(q, sizeof(q), "%u", qps);
+    pt_spawn(t, name, prefix, args);
+    snprintf(sock, sizeof(sock), "%s/vf1.sock", dir);
+    pt_wait_path(t, sock, name);
+}
+
+static inline void pt_sock(struct pt *t, const char *server, unsigned vf, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s/vf%u.sock", t->dir, server, vf);
+}
+
+static inline void pt_ctl_path(struct pt *t, const char *vm, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s.ctl", t->dir, vm);
+}
+
+#define PT_RAM "8M" /* both ends agree; enough for the workloads below */
+
+/* A VMM with a guest of `jobs` small jobs (or incoming on `incoming`). */
+static inline void pt_vm(struct pt *t, const char *name, const char *server, unsigned vf,
+                         unsigned jobs, const char *incoming, const char *const *prefix)
+{
+    char sock[160], ctl[160], j[16];
+    const char *args[32] = {"vm", "--attach", sock, "--control", ctl, "--stay", "--ram", PT_RAM,
+                            "--timeout-ms", "15000", "--json"};
+    unsigned n = 11;
+
+    pt_sock(t, server, vf, sock, sizeof(sock));
+    pt_ctl_path(t, name, ctl, sizeof(ctl));
+    if (incoming) {
+        args[n++] = "--incoming";
+        args[n++] = incoming;
+    } else {
+        snprintf(j, sizeof(j), "%u", jobs);
+        const char *wl[] = {"--jobs", j, "--qps", "2", "--vcpus", "2", "--min-size", "1K",
+                            "--max-size", "48K"};
+        for (size_t i = 0; i < AM_ARRAY_SIZE(wl); i++)
+            args[n++] = wl[i];
+    }
+    args[n] = NULL;
+    pt_spawn(t, name, prefix, args);
+    pt_wait_path(t, ctl, name);
+}
+
+/* A control request that must succeed; returns the reply (put it). */
+static inline json_object *pt_ctl(struct pt *t, const char *vm, const char *cmd)
+{
+    char ctl[160], *reply = malloc(VM_CONTROL_REPLY_MAX);
+    json_object *j, *v;
+    int ret;
+
+    pt_ctl_path(t, vm, ctl, sizeof(ctl));
+    assert_non_null(reply);
+    ret = vm_control_request(ctl, cmd, reply, VM_CONTROL_REPLY_MAX, 30000);
+    if (ret)
+        fail_msg("%s: '%s': %s", vm, cmd, strerror(-ret));
+    j = json_tokener_parse(reply);
+    if (!j || !json_object_object_get_ex(j, "ok", &v) || !json_object_get_boolean(v))
+        fail_msg("%s: '%s' answered %s", vm, cmd, reply);
+    free(reply);
+    return j;
+}
+
+static inline int64_t pt_int(json_object *o, const char *k)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o, k, &v))
+        fail_msg("no '%s' in %s", k, json_object_to_json_string(o));
+    return json_object_get_int64(v);
+}
+
+static inline const char *pt_str(json_object *o, const char *k)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o, k, &v))
+        fail_msg("no '%s' in %s", k, json_object_to_json_string(o));
+    return json_object_get_string(v);
+}
+
+/* The "status" object's string field (copied). */
+static inline void pt_status_str(struct pt *t, const char *vm, const char *key, char *buf,
+                                 size_t len)
+{
+    json_object *j = pt_ctl(t, vm, "status"), *st;
+
+    assert_true(json_object_object_get_ex(j, "status", &st));
+    snprintf(buf, len, "%s", pt_str(st, key));
+    json_object_put(j);
+}
+
+/* Where an incoming VMM listens. */
+static inline void pt_listen(struct pt *t, const char *vm, char *buf, size_t len)
+{
+    json_object *j = pt_ctl(t, vm, "status");
+
+    snprintf(buf, len, "%s", pt_str(j, "listen"));
+    json_object_put(j);
+}
+
+/* Waits until the VMM's status field key equals want. */
+static inline void pt_wait_status(struct pt *t, const char *vm, const char *key, const char *want)
+{
+    uint64_t deadline = am_now_ns() + (uint64_t)PT_START_MS * 2 * 1000000u;
+    char got[64];
+
+    for (;;) {
+        pt_status_str(t, vm, key, got, sizeof(got));
+        if (strcmp(got, want) == 0)
+            return;
+        if (am_now_ns() > deadline)
+            fail_msg("%s: status %s stayed '%s', waited for '%s'", vm, key, got, want);
+        usleep(10000);
+    }
+}
+
+/* The guest on vm finishes with every job verified exactly once. */
+static inline void pt_assert_guest_ok(struct pt *t, const char *vm, unsigned jobs)
+{
+    json_object *j, *r;
+
+    pt_wait_status(t, vm, "state", "finished");
+    j = pt_ctl(t, vm, "report");
+    assert_true(json_object_object_get_ex(j, "report", &r));
+    if (strcmp(pt_str(j, "verdict"), "ok") != 0)
+        fail_msg("%s: %s", vm, json_object_to_json_string(r));
+    assert_int_equal(pt_int(r, "jobs"), jobs);
+    assert_int_equal(pt_int(r, "jobs_verified"), jobs);
+    assert_int_equal(pt_int(r, "jobs_duplicated"), 0);
+    assert_int_equal(pt_int(r, "jobs_lost"), 0);
+    assert_int_equal(pt_int(r, "jobs_failed"), 0);
+    json_object_put(j);
+    json_object_put(pt_ctl(t, vm, "quit"));
+    pt_expect_exit(t, vm, 0);
+}
+
+/* `accmig migrate --vm CTL --to EP --json [extra]` as a child named
+ * "migrate-<vm>"; pt_migrate_finish waits for it. */
+static inline void pt_migrate_start(struct pt *t, const char *vm, const char *to,
+                                    const char *extra)
+{
+    char ctl[160], name[32];
+    const char *args[] = {"migrate", "--vm", ctl, "--to", to, "--json", extra, NULL};
+
+    pt_ctl_path(t, vm, ctl, sizeof(ctl));
+    snprintf(name, sizeof(name), "migrate-%s", vm);
+    pt_spawn(t, name, NULL, args);
+}
+
+/* Its exit status; *rep the report it printed (NULL when none; put it). */
+static inline int pt_migrate_finish(struct pt *t, const char *vm, json_object **rep)
+{
+    char name[32], out[8192];
+    int status;
+    FILE *f;
+    size_t n;
+
+    snprintf(name, sizeof(name), "migrate-%s", vm);
+    status = pt_wait(t, name, PT_EXIT_MS * 2);
+    if (status < 0)
+        fail_msg("accmig migrate did not finish");
+    snprintf(out, sizeof(out), "%s/%s.log", t->dir, name);
+    f = fopen(out, "r");
+    assert_non_null(f);
+    n = fread(out, 1, sizeof(out) - 1, f);
+    out[n] = '\0';
+    fclose(f);
+    *rep = strchr(out, '{') ? json_tokener_parse(strchr(out, '{')) : NULL;
+    return status;
+}
+
+static inline int pt_migrate_cli(struct pt *t, const char *vm, const char *to, const char *extra,
+                                 json_object **rep)
+{
+    pt_migrate_start(t, vm, to, extra);
+    return pt_migrate_finish(t, vm, rep);
+}
+
+#endif
