@@ -217,6 +217,18 @@ static int vmcli_parse(int argc, char **argv, struct vmcli_opts *o)
         fprintf(stderr, "accmig vm: unexpected argument '%s'\n", argv[optind]);
         ret = -EINVAL;
     }
+    if (ret == 0 && o->incoming) {
+        struct vm_net_endpoint ep;
+        if (vm_net_endpoint_parse(o->incoming, &ep, why, sizeof(why)) != 0) {
+            fprintf(stderr, "accmig vm: --incoming %s: %s\n", o->incoming, why);
+            ret = -EINVAL;
+        }
+    }
+    if (ret == 0 && o->control && strlen(o->control) >= VM_NET_PATH_MAX) {
+        fprintf(stderr, "accmig vm: --control %s: path longer than %d bytes\n", o->control,
+                VM_NET_PATH_MAX - 1);
+        ret = -EINVAL;
+    }
     if (ret == 0 && !o->vm.attach) {
         fprintf(stderr, "accmig vm: --attach SOCK is required\n");
         ret = -EINVAL;
