@@ -540,26 +540,43 @@ static void vmcli_job_done(struct vmcli *x)
 
 /* ---- setup and the loop ---- */
 
+/* The control socket appears only once it listens (bound under a
+ * temporary name, then renamed), born 0600; a live one at the path is
+ * refused, a stale one replaced. */
 static int vmcli_control_open(struct vmcli *x)
 {
-    char name[VM_NET_PATH_MAX + 8], why[160];
+    char name[VM_NET_PATH_MAX + 8], reply[8], why[160];
+    struct vm_net_endpoint tmp;
     mode_t old;
     int ret;
 
-    if (strlen(x->o.control) >= VM_NET_PATH_MAX) {
-        fprintf(stderr, "accmig vm: --control %s: path longer than %d bytes\n", x->o.control,
-                VM_NET_PATH_MAX - 1);
-        return -ENAMETOOLONG;
-    }
     snprintf(name, sizeof(name), "unix:%s", x->o.control);
     ret = vm_net_endpoint_parse(name, &x->ctl_ep, why, sizeof(why));
+    if (ret == 0 && (int)sizeof(name) <= snprintf(name, sizeof(name), "unix:%s.%d", x->o.control,
+                                                   (int)getpid()))
+        ret = -ENAMETOOLONG;
+    if (ret == 0)
+        ret = vm_net_endpoint_parse(name, &tmp, why, sizeof(why));
     if (ret) {
-        fprintf(stderr, "accmig vm: --control %s: %s\n", x->o.control, why);
+        fprintf(stderr, "accmig vm: --control %s: %s\n", x->o.control,
+                ret == -ENAMETOOLONG ? "path too long" : why);
         return ret;
     }
-    old = umask(077); /* the socket is born 0600: only its owner drives the VMM */
-    ret = vm_net_listen(&x->ctl_ep, &x->ctl_fd);
+    /* Anyone answering there? Then it is another VMM's. */
+    if (vm_control_request(x->o.control, "status", reply, sizeof(reply), 1000) != -ECONNREFUSED &&
+        access(x->o.control, F_OK) == 0) {
+        fprintf(stderr, "accmig vm: --control %s: another process listens there\n",
+                x->o.control);
+        return -EADDRINUSE;
+    }
+    old = umask(077); /* only the socket's owner drives the VMM */
+    ret = vm_net_listen(&tmp, &x->ctl_fd);
     umask(old);
+    if (ret == 0 && rename(tmp.path, x->ctl_ep.path) != 0) {
+        ret = -errno;
+        vm_net_listen_close(&tmp, x->ctl_fd);
+        x->ctl_fd = -1;
+    }
     if (ret)
         fprintf(stderr, "accmig vm: control socket %s: %s\n", x->o.control, strerror(-ret));
     return ret;

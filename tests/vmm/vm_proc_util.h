@@ -284,8 +284,12 @@ static inline json_object *pt_ctl(struct pt *t, const char *vm, const char *cmd)
     pt_ctl_path(t, vm, ctl, sizeof(ctl));
     assert_non_null(reply);
     ret = vm_control_request(ctl, cmd, reply, VM_CONTROL_REPLY_MAX, 30000);
-    if (ret)
+    if (ret) {
+        for (unsigned i = 0; i < PT_MAX_KIDS; i++)
+            if (strcmp(t->kids[i].name, vm) == 0)
+                pt_dump_log(&t->kids[i]);
         fail_msg("%s: '%s': %s", vm, cmd, strerror(-ret));
+    }
     j = json_tokener_parse(reply);
     if (!j || !json_object_object_get_ex(j, "ok", &v) || !json_object_get_boolean(v))
         fail_msg("%s: '%s' answered %s", vm, cmd, reply);
