@@ -13,6 +13,14 @@
  *   flag. It is a leaf lock: taken under fn->lock, never the other way round.
  * - A worker runs the ZIP engine with no lock held; the commit (SQE result,
  *   CQE, head advance, EQE) happens under fn->lock.
+ *
+ * Scheduling: workers emulate the engine's silicon, which computes beside
+ * the host CPUs, not on them. On a host with as many cores as workers, a
+ * CPU-bound worker at the same priority as the thread writing a register
+ * (the guest, the migration driver) takes that thread's core for a whole
+ * scheduler slice (milliseconds for a write of microseconds). Workers
+ * therefore run QM_WORKER_NICE nice levels lower: they still get every idle cycle, and
+ * the control path preempts them as soon as it has work.
  */
 #ifndef ACCMIG_QM_INTERNAL_H
 #define ACCMIG_QM_INTERNAL_H
@@ -30,6 +38,7 @@
 #define QM_LOG "qm"
 #define QM_NUM_FNS_MAX (1u + QM_MAX_VFS)
 #define QM_MAX_WORKERS 64u
+#define QM_WORKER_NICE 10          /* added to a worker thread's nice value (see above) */
 #define QM_PF_LOCAL_SIZE 0x4000u   /* PF BAR2: function-local registers */
 #define QM_PF_GLOBAL_BASE 0x100000u
 #define QM_PF_GLOBAL_SIZE 0x1000u

@@ -7,6 +7,8 @@
  * hand-off per job). */
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "common/common.h"
 #include "qm/qm_internal.h"
@@ -96,11 +98,31 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
     return more;
 }
 
+/* The workers stand for silicon, which never takes a core from the host: the
+ * control path (MMIO, mailbox, the migration driver on its own thread) must
+ * not wait a scheduler slice behind a CPU-bound job. So a worker runs at a
+ * lower priority than the threads that drive the device (its nice value
+ * raised by QM_WORKER_NICE, see qm_internal.h).
+ * Best effort: without it the model is correct, only slower to react. */
+static void qm_worker_lower_priority(void)
+{
+    id_t tid = (id_t)gettid();
+    int nice;
+
+    errno = 0;
+    nice = getpriority(PRIO_PROCESS, tid); /* -1 is a valid value: errno says */
+    if (errno == 0)
+        nice = AM_MIN(nice + QM_WORKER_NICE, 19);
+    if (errno != 0 || setpriority(PRIO_PROCESS, tid, nice) != 0)
+        am_log(AM_LOG_INFO, QM_LOG, "worker priority not lowered: errno %d", errno);
+}
+
 static void *qm_worker_main(void *arg)
 {
     struct qm_worker *w = arg;
     struct qm_dev *dev = w->dev;
 
+    qm_worker_lower_priority();
     pthread_mutex_lock(&dev->sched_lock);
     for (;;) {
         while (!dev->stopping && dev->ring_count == 0)
