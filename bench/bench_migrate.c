@@ -24,6 +24,7 @@
  * Output: one JSON line per configuration (hw, qps, load).
  */
 #include "bench_migrate.h"
+#include "bench_vm.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -595,12 +596,7 @@ int bench_migrate_main(int argc, char **argv)
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--ram") == 0 || strncmp(argv[i], "--ram=", 6) == 0) {
-            /* Placeholder: the engineer who writes the whole-VM migration
-             * benchmark (RAM + device over TCP) replaces this block with
-             * `return bench_vm_migrate_main(argc, argv);` from
-             * bench/bench_vm.h. */
-            fprintf(stderr, "accmig bench migrate --ram: not available in this build\n");
-            return 2;
+            return bench_vm_migrate_main(argc, argv); /* whole-VM migration, bench_vm.h */
         }
     }
     ret = bm_parse(argc, argv, &o);

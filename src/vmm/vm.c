@@ -298,6 +298,11 @@ uint64_t vm_ram_bytes(const struct vm *vm)
     return vm_ram_size(vm->ram);
 }
 
+struct vm_ram *vm_ram_get(struct vm *vm)
+{
+    return vm->ram;
+}
+
 static void vm_set_workload(struct vm *vm, struct workload *w, enum vm_state st)
 {
     pthread_mutex_lock(&vm->lock);

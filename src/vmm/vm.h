@@ -153,6 +153,9 @@ void vm_destroy(struct vm *vm);
 
 const struct vmstream_profile *vm_profile(const struct vm *vm);
 uint64_t vm_ram_bytes(const struct vm *vm);
+/* The guest's RAM, for benchmarks and tests that fill or read it (a
+ * guest running meanwhile writes it too); valid until vm_destroy. */
+struct vm_ram *vm_ram_get(struct vm *vm);
 
 /* ATTACHED -> RUNNING: lays the workload out in RAM, probes the VF (guest
  * driver init) and starts the vCPUs. -EINVAL bad workload config, -ENOSPC

@@ -1,0 +1,552 @@
+/* accmig bench migrate --ram SIZE: whole-VM live migration (bench_vm.h).
+ *
+ * Setup, in this process: two vfio-user device servers (vfu.h) on their own
+ * threads, one VF each ("host A", "host B"), and a mini-VMM (vmm/vm.h) on A
+ * with SIZE bytes of guest RAM: the compression workload lays itself out at
+ * the bottom and runs on its vCPU threads (the load), the rest of the RAM is
+ * filled with incompressible data so every page travels with its bytes.
+ *
+ * Each round, under that load:
+ *   raw        SIZE bytes of the running guest's RAM copied over a loopback
+ *              TCP connection into a fresh memfd (write()/read() of 4 MiB,
+ *              then a 1-byte ack), timed from the first write to the ack;
+ *              once right before and once right after the migration, the
+ *              mean of the two being the round's baseline;
+ *   migration  a fresh incoming mini-VMM on the other host, then
+ *              vm_migrate_out: handshake, device PRE_COPY, precopy rounds
+ *              until the rest fits the downtime goal, stop-copy, END, ack.
+ * The guest then runs on the other host and the next round migrates it
+ * back. RAM throughput is the wire bytes of the precopy rounds over their
+ * time (each round ends with the destination confirming it has it all);
+ * ratio = that / the same round's raw copy. The medians over the rounds are
+ * printed with the worst downtime. At the end the guest is shut down and its
+ * job table checked (no job failed, duplicated or lost). MB = 10^6 bytes.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "bench_vm.h"
+#include "common/common.h"
+#include "guest/workload.h"
+#include "vfu/vfu.h"
+#include "vmm/net.h"
+#include "vmm/vm.h"
+#include "vmm/vm_ram.h"
+
+#define BV_MAX_ROUNDS 50u
+#define BV_CHUNK (UINT64_C(4) << 20)
+#define BV_TIMEOUT_MS 30000
+#define BV_WARMUP_MS 300
+#define BV_QPS 4u
+/* A pause before each timed transfer: the kernel frees the RAM of the
+ * previous copy or of the VMM that left (256 MiB of pages, TLB shootdowns)
+ * after the fact, and that work should not land in the next measurement. */
+#define BV_SETTLE_MS 300
+
+struct bv_opts {
+    uint64_t ram;
+    unsigned rounds;
+    uint32_t downtime_ms;
+    struct workload_config wl;
+    bool json;
+};
+
+struct bv_server {
+    char dir[96];
+    struct vfu_server *srv;
+    pthread_t th;
+    int ret;
+    bool running;
+};
+
+struct bv_round {
+    double raw_mb_s, ram_mb_s, ratio;
+    struct vm_mig_report rep;
+    bool guest_busy; /* the guest still had jobs to run when it was paused */
+};
+
+static void bv_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: accmig bench migrate --ram SIZE [options]\n"
+            "  Whole-VM live migration between two mini-VMMs over loopback TCP (two\n"
+            "  vfio-user servers in this process), the guest's compression workload\n"
+            "  running; each migration against a raw TCP copy of the same RAM bytes.\n"
+            "  --ram SIZE         guest RAM, a 4 KiB multiple (e.g. 256M); all of it data\n"
+            "  --rounds N         migrations, alternating hosts (default 7)\n"
+            "  --downtime-ms N    downtime goal (default %d)\n"
+            "  --jobs N --vcpus N --max-size B   the workload (default 100000 jobs, 4 vCPUs,\n"
+            "                     256K: it keeps running for the whole benchmark)\n"
+            "  --json             one JSON object\n",
+            VM_DEFAULT_DOWNTIME_MS);
+}
+
+static int bv_num(const char *name, const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (am_parse_u64(s, max, out) != 0 || *out < min) {
+        fprintf(stderr, "accmig bench migrate: %s wants a number in %llu..%llu, not '%s'\n", name,
+                (unsigned long long)min, (unsigned long long)max, s);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* 0 ok, 1 help printed, -EINVAL (reported). */
+static int bv_parse(int argc, char **argv, struct bv_opts *o)
+{
+    static const struct option longopts[] = {
+        {"ram", required_argument, NULL, 'r'},
+        {"rounds", required_argument, NULL, 'n'},
+        {"downtime-ms", required_argument, NULL, 'd'},
+        {"jobs", required_argument, NULL, 'j'},
+        {"vcpus", required_argument, NULL, 'v'},
+        {"max-size", required_argument, NULL, 'm'},
+        {"json", no_argument, NULL, 'J'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    uint64_t v = 0;
+    char why[128];
+    int c, ret = 0;
+
+    memset(o, 0, sizeof(*o));
+    workload_config_default(&o->wl);
+    o->wl.jobs = 100000;
+    o->wl.max_size = 256u << 10;
+    o->rounds = 7;
+    o->downtime_ms = VM_DEFAULT_DOWNTIME_MS;
+    optind = 1;
+    opterr = 0;
+    while (ret == 0 && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'r':
+            ret = bv_num("--ram", optarg, VM_RAM_PAGE_SIZE, VM_RAM_MAX_SIZE, &o->ram);
+            if (ret == 0 && o->ram % VM_RAM_PAGE_SIZE) {
+                fprintf(stderr, "accmig bench migrate: --ram %s is not a multiple of 4 KiB\n",
+                        optarg);
+                ret = -EINVAL;
+            }
+            break;
+        case 'n':
+            ret = bv_num("--rounds", optarg, 1, BV_MAX_ROUNDS, &v);
+            o->rounds = (unsigned)v;
+            break;
+        case 'd':
+            ret = bv_num("--downtime-ms", optarg, 1, 60000, &v);
+            o->downtime_ms = (uint32_t)v;
+            break;
+        case 'j':
+            ret = bv_num("--jobs", optarg, 1, WORKLOAD_MAX_JOBS, &v);
+            o->wl.jobs = (uint32_t)v;
+            break;
+        case 'v':
+            ret = bv_num("--vcpus", optarg, 1, WORKLOAD_MAX_VCPUS, &v);
+            o->wl.vcpus = (uint32_t)v;
+            break;
+        case 'm':
+            ret = bv_num("--max-size", optarg, 1, WORKLOAD_MAX_SIZE, &v);
+            o->wl.max_size = (uint32_t)v;
+            break;
+        case 'J': o->json = true; break;
+        case 'h': bv_usage(stdout); return 1;
+        default:
+            fprintf(stderr, "accmig bench migrate: unknown or incomplete option '%s'\n",
+                    argv[optind - 1]);
+            ret = -EINVAL;
+        }
+    }
+    if (ret == 0 && optind < argc) {
+        fprintf(stderr, "accmig bench migrate: unexpected argument '%s'\n", argv[optind]);
+        ret = -EINVAL;
+    }
+    if (ret == 0 && workload_config_check(&o->wl, why, sizeof(why))) {
+        fprintf(stderr, "accmig bench migrate: %s\n", why);
+        ret = -EINVAL;
+    }
+    if (ret == 0 && o->ram < AM_ALIGN_UP(workload_ram_size(&o->wl), VM_RAM_PAGE_SIZE)) {
+        fprintf(stderr, "accmig bench migrate: --ram must be at least %llu bytes for the "
+                        "workload\n",
+                (unsigned long long)AM_ALIGN_UP(workload_ram_size(&o->wl), VM_RAM_PAGE_SIZE));
+        ret = -EINVAL;
+    }
+    if (ret)
+        bv_usage(stderr);
+    return ret;
+}
+
+/* ---- the two hosts' device servers ---- */
+
+static void *bv_server_main(void *arg)
+{
+    struct bv_server *s = arg;
+
+    s->ret = vfu_server_run(s->srv);
+    return NULL;
+}
+
+static int bv_server_start(struct bv_server *s, const char *dir)
+{
+    struct vfu_server_config cfg = {.dir = s->dir};
+    int ret;
+
+    snprintf(s->dir, sizeof(s->dir), "%s", dir);
+    vfu_device_config_default(&cfg.dev);
+    cfg.dev.num_vfs = 1;
+    cfg.dev.qps_per_vf = BV_QPS;
+    ret = vfu_server_create(&cfg, &s->srv);
+    if (ret)
+        return ret;
+    ret = -pthread_create(&s->th, NULL, bv_server_main, s);
+    if (ret) {
+        vfu_server_destroy(s->srv);
+        return ret;
+    }
+    s->running = true;
+    return 0;
+}
+
+static void bv_server_stop(struct bv_server *s)
+{
+    if (!s->running)
+        return;
+    vfu_server_stop(s->srv);
+    pthread_join(s->th, NULL);
+    vfu_server_destroy(s->srv);
+    rmdir(s->dir);
+    s->running = false;
+}
+
+/* ---- the raw copy ---- */
+
+struct bv_raw_rx {
+    int fd;
+    struct vm_ram *dst;
+    int ret;
+};
+
+static void *bv_raw_rx_main(void *arg)
+{
+    struct bv_raw_rx *r = arg;
+    uint64_t size = vm_ram_size(r->dst);
+    char ack = 1;
+
+    for (uint64_t off = 0; off < size && r->ret == 0; off += BV_CHUNK)
+        r->ret = vm_net_read_full(r->fd, vm_ram_host(r->dst) + off, AM_MIN(BV_CHUNK, size - off),
+                                  NULL);
+    if (r->ret == 0)
+        r->ret = vm_net_write_full(r->fd, &ack, 1);
+    return NULL;
+}
+
+/* Copies src's bytes over loopback TCP into a fresh memfd: MB/s. */
+static int bv_raw_copy(struct vm_ram *src, double *mb_s)
+{
+    struct vm_net_endpoint ep;
+    struct bv_raw_rx r = {.fd = -1};
+    uint64_t size = vm_ram_size(src), t0;
+    int lfd = -1, cfd = -1, ret;
+    char err[64], ack;
+    pthread_t th;
+
+    ret = vm_net_endpoint_parse("tcp:127.0.0.1:0", &ep, err, sizeof(err));
+    if (!ret)
+        ret = vm_net_listen(&ep, &lfd);
+    if (!ret)
+        ret = vm_net_listen_port(lfd, &ep.port);
+    if (!ret)
+        ret = vm_net_connect(&ep, BV_TIMEOUT_MS, &cfd);
+    if (!ret)
+        ret = vm_net_accept(lfd, BV_TIMEOUT_MS, &r.fd);
+    if (!ret)
+        ret = vm_ram_create(size, &r.dst);
+    if (!ret)
+        ret = vm_net_set_timeout(cfd, BV_TIMEOUT_MS);
+    if (!ret)
+        ret = vm_net_set_timeout(r.fd, BV_TIMEOUT_MS);
+    if (!ret)
+        ret = -pthread_create(&th, NULL, bv_raw_rx_main, &r);
+    if (ret)
+        goto out;
+    t0 = am_now_ns();
+    for (uint64_t off = 0; off < size && ret == 0; off += BV_CHUNK)
+        ret = vm_net_write_full(cfd, vm_ram_host(src) + off, AM_MIN(BV_CHUNK, size - off));
+    if (ret == 0)
+        ret = vm_net_read_full(cfd, &ack, 1, NULL);
+    if (ret == 0)
+        *mb_s = (double)size / ((double)(am_now_ns() - t0) / 1e9) / 1e6;
+    else
+        vm_net_abort(cfd);
+    pthread_join(th, NULL);
+    if (ret == 0)
+        ret = r.ret;
+out:
+    if (cfd >= 0)
+        close(cfd);
+    if (r.fd >= 0)
+        close(r.fd);
+    if (lfd >= 0)
+        vm_net_listen_close(&ep, lfd);
+    vm_ram_destroy(r.dst);
+    return ret;
+}
+
+/* ---- a migration ---- */
+
+struct bv_incoming {
+    struct vm *vm;
+    int lfd;
+    struct vm_mig_report rep;
+    int ret;
+};
+
+static void *bv_incoming_main(void *arg)
+{
+    struct bv_incoming *in = arg;
+
+    in->ret = vm_incoming(in->vm, in->lfd, BV_TIMEOUT_MS, &in->rep);
+    return NULL;
+}
+
+/* Fills RAM above the workload with incompressible data. */
+static void bv_fill(struct vm *vm, uint64_t from)
+{
+    struct vm_ram *ram = vm_ram_get(vm);
+    uint64_t size = vm_ram_size(ram);
+
+    for (uint64_t off = from; off < size; off += BV_CHUNK)
+        workload_data_fill(vm_ram_host(ram) + off, AM_MIN(BV_CHUNK, size - off),
+                           WORKLOAD_DATA_RANDOM, off);
+}
+
+static int bv_vm_create(const struct bv_opts *o, const struct bv_server *host, struct vm **out)
+{
+    char sock[160];
+    struct vm_config cfg = {.attach = sock, .ram_size = o->ram, .wl = o->wl,
+                            .timeout_ms = BV_TIMEOUT_MS};
+
+    snprintf(sock, sizeof(sock), "%s/vf0.sock", host->dir);
+    return vm_create(&cfg, out);
+}
+
+/* One round: the guest from *cur to a new VMM on host dst, with a raw copy
+ * of its RAM right before and right after; the round's baseline is their
+ * mean, so that neither side profits from running first (the guest's load
+ * and the kernel's supply of free pages drift). */
+static int bv_round(const struct bv_opts *o, const struct bv_server *dst_host, struct vm **cur,
+                    struct bv_round *r)
+{
+    double raw[2] = {0, 0};
+    struct bv_incoming in = {.lfd = -1};
+    struct vm_mig_opts mo = {.downtime_ms = o->downtime_ms, .timeout_ms = BV_TIMEOUT_MS};
+    struct vm_net_endpoint ep;
+    struct vm_status st;
+    char to[64], err[64];
+    pthread_t th;
+    int ret;
+
+    usleep(BV_SETTLE_MS * 1000);
+    if ((ret = bv_raw_copy(vm_ram_get(*cur), &raw[0])) != 0) {
+        fprintf(stderr, "accmig bench migrate: raw copy: %s\n", strerror(-ret));
+        return ret;
+    }
+    ret = bv_vm_create(o, dst_host, &in.vm);
+    if (ret) {
+        fprintf(stderr, "accmig bench migrate: destination VMM: %s\n", strerror(-ret));
+        return ret;
+    }
+    ret = vm_net_endpoint_parse("tcp:127.0.0.1:0", &ep, err, sizeof(err));
+    if (!ret)
+        ret = vm_net_listen(&ep, &in.lfd);
+    if (!ret)
+        ret = vm_net_listen_port(in.lfd, &ep.port);
+    if (!ret)
+        ret = -pthread_create(&th, NULL, bv_incoming_main, &in);
+    if (ret) {
+        if (in.lfd >= 0)
+            vm_net_listen_close(&ep, in.lfd);
+        vm_destroy(in.vm);
+        return ret;
+    }
+    snprintf(to, sizeof(to), "tcp:127.0.0.1:%u", ep.port);
+    usleep(BV_SETTLE_MS * 1000);
+    vm_status_get(*cur, &st);
+    r->guest_busy = st.state == VM_RUNNING;
+    ret = vm_migrate_out(*cur, to, &mo, &r->rep);
+    if (ret)
+        vm_abort(in.vm); /* the destination may still wait for a connection */
+    pthread_join(th, NULL);
+    vm_net_listen_close(&ep, in.lfd);
+    if (ret || in.ret) {
+        fprintf(stderr, "accmig bench migrate: migration failed: %s%s%s\n", r->rep.error,
+                in.ret ? "; destination: " : "", in.ret ? in.rep.error : "");
+        vm_destroy(in.vm);
+        return ret ? ret : in.ret;
+    }
+    r->rep.dest_reported = true; /* in process: take the destination's own figures */
+    r->rep.dest_restore_us = in.rep.dest_restore_us;
+    r->rep.dest_resume_us = in.rep.dest_resume_us;
+    r->rep.dest_guest_us = in.rep.dest_guest_us;
+    vm_destroy(*cur); /* migrated away: its VF was reset */
+    *cur = in.vm;
+    usleep(BV_SETTLE_MS * 1000);
+    if ((ret = bv_raw_copy(vm_ram_get(*cur), &raw[1])) != 0) {
+        fprintf(stderr, "accmig bench migrate: raw copy: %s\n", strerror(-ret));
+        return ret;
+    }
+    r->raw_mb_s = (raw[0] + raw[1]) / 2;
+    r->ram_mb_s = (double)r->rep.ram_bytes_per_s / 1e6;
+    r->ratio = r->raw_mb_s > 0 ? r->ram_mb_s / r->raw_mb_s : 0;
+    return 0;
+}
+
+/* ---- report ---- */
+
+static int bv_cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double bv_median(const struct bv_round *r, unsigned n, double (*get)(const struct bv_round *))
+{
+    double v[BV_MAX_ROUNDS];
+
+    for (unsigned i = 0; i < n; i++)
+        v[i] = get(&r[i]);
+    qsort(v, n, sizeof(v[0]), bv_cmp);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static double g_raw(const struct bv_round *r) { return r->raw_mb_s; }
+static double g_ram(const struct bv_round *r) { return r->ram_mb_s; }
+static double g_ratio(const struct bv_round *r) { return r->ratio; }
+static double g_down(const struct bv_round *r) { return (double)r->rep.downtime_us / 1e3; }
+static double g_total(const struct bv_round *r) { return (double)r->rep.total_us / 1e3; }
+static double g_rounds(const struct bv_round *r) { return (double)r->rep.precopy_rounds; }
+
+static void bv_print(const struct bv_opts *o, const struct bv_round *r, unsigned n,
+                     const struct workload_report *w, bool ok)
+{
+    double down_max = 0, ratio = bv_median(r, n, g_ratio), down = bv_median(r, n, g_down);
+
+    for (unsigned i = 0; i < n; i++)
+        down_max = AM_MAX(down_max, g_down(&r[i]));
+    if (o->json) {
+        printf("{\"bench\":\"migrate_vm\",\"ram_bytes\":%llu,\"rounds\":%u,\"downtime_goal_ms\":%u,"
+               "\"vcpus\":%u,\"max_size\":%u,\"raw_mb_s\":%.1f,\"ram_mb_s\":%.1f,\"ratio\":%.3f,"
+               "\"total_ms\":%.1f,\"downtime_ms\":%.2f,\"downtime_ms_max\":%.2f,"
+               "\"precopy_rounds\":%.0f,\"device_state_bytes\":%llu,\"per_round\":[",
+               (unsigned long long)o->ram, n, o->downtime_ms, o->wl.vcpus, o->wl.max_size,
+               bv_median(r, n, g_raw), bv_median(r, n, g_ram), ratio, bv_median(r, n, g_total),
+               down, down_max, bv_median(r, n, g_rounds),
+               (unsigned long long)r[0].rep.device_state_bytes);
+        for (unsigned i = 0; i < n; i++) {
+            const struct vm_mig_report *m = &r[i].rep;
+            printf("%s{\"raw_mb_s\":%.1f,\"ram_mb_s\":%.1f,\"ratio\":%.3f,\"total_ms\":%.1f,"
+                   "\"downtime_us\":%llu,\"pause_us\":%llu,\"quiesce_us\":%llu,\"save_us\":%llu,"
+                   "\"final_ram_us\":%llu,\"last_pages\":%llu,\"device_send_us\":%llu,"
+                   "\"end_to_ack_us\":%llu,\"restore_us\":%llu,\"resume_us\":%llu,"
+                   "\"guest_start_us\":%llu,\"precopy_rounds\":%llu,\"guest_busy\":%s}",
+                   i ? "," : "", r[i].raw_mb_s, r[i].ram_mb_s, r[i].ratio,
+                   (double)m->total_us / 1e3, (unsigned long long)m->downtime_us,
+                   (unsigned long long)m->pause_us, (unsigned long long)m->quiesce_us,
+                   (unsigned long long)m->save_us, (unsigned long long)m->final_ram_us,
+                   (unsigned long long)m->final_ram_pages, (unsigned long long)m->device_send_us,
+                   (unsigned long long)m->end_us, (unsigned long long)m->dest_restore_us,
+                   (unsigned long long)m->dest_resume_us, (unsigned long long)m->dest_guest_us,
+                   (unsigned long long)m->precopy_rounds, r[i].guest_busy ? "true" : "false");
+        }
+        printf("],\"jobs_verified\":%llu,\"ratio_target_met\":%s,\"downtime_target_met\":%s,"
+               "\"verdict\":\"%s\"}\n",
+               (unsigned long long)w->jobs_verified, ratio >= 0.8 ? "true" : "false",
+               down_max < 50.0 ? "true" : "false", ok ? "ok" : "failed");
+        fflush(stdout);
+        return;
+    }
+    printf("accmig bench migrate: %llu MiB guest, %u vCPUs of compression jobs up to %u KiB, "
+           "%u migrations, downtime goal %u ms\n",
+           (unsigned long long)(o->ram >> 20), o->wl.vcpus, o->wl.max_size >> 10, n,
+           o->downtime_ms);
+    printf("  round  raw MB/s  RAM MB/s  ratio  total ms  downtime ms (pause, quiesce+save, last "
+           "RAM, dev, END->ack)  precopy rounds\n");
+    for (unsigned i = 0; i < n; i++) {
+        const struct vm_mig_report *m = &r[i].rep;
+        printf("  %5u  %8.1f  %8.1f  %5.3f  %8.1f  %6.2f (%.2f, %.2f, %.2f, %.2f, %.2f)  %llu\n",
+               i + 1, r[i].raw_mb_s, r[i].ram_mb_s, r[i].ratio, (double)m->total_us / 1e3,
+               (double)m->downtime_us / 1e3, (double)m->pause_us / 1e3,
+               (double)(m->quiesce_us + m->save_us) / 1e3, (double)m->final_ram_us / 1e3,
+               (double)m->device_send_us / 1e3, (double)m->end_us / 1e3,
+               (unsigned long long)m->precopy_rounds);
+    }
+    printf("  median: RAM %.1f MB/s = %.3f of the raw copy (target 0.8: %s); downtime %.2f ms, "
+           "worst %.2f ms (target < 50 ms: %s)\n",
+           bv_median(r, n, g_ram), ratio, ratio >= 0.8 ? "met" : "NOT met", down, down_max,
+           down_max < 50.0 ? "met" : "NOT met");
+    printf("  guest: %llu jobs verified, %llu failed, %llu duplicated, %llu lost: %s\n",
+           (unsigned long long)w->jobs_verified, (unsigned long long)w->jobs_failed,
+           (unsigned long long)w->jobs_duplicated, (unsigned long long)w->jobs_lost,
+           ok ? "OK" : "FAILED");
+}
+
+int bench_vm_migrate_main(int argc, char **argv)
+{
+    struct bv_server host[2] = {{.ret = 0}};
+    struct bv_round *r = NULL;
+    struct workload_report w = {0};
+    struct bv_opts o;
+    struct vm *cur = NULL;
+    char dir[64] = "/tmp/accmig-bench-vm-XXXXXX", sub[96];
+    unsigned done = 0;
+    bool ok = false;
+    int ret;
+
+    ret = bv_parse(argc, argv, &o);
+    if (ret)
+        return ret > 0 ? 0 : 2;
+    r = calloc(o.rounds, sizeof(*r));
+    if (!r || !mkdtemp(dir)) {
+        fprintf(stderr, "accmig bench migrate: setup: %s\n", strerror(errno));
+        free(r);
+        return 2;
+    }
+    for (int i = 0; i < 2 && ret == 0; i++) {
+        snprintf(sub, sizeof(sub), "%s/%c", dir, 'a' + i);
+        ret = bv_server_start(&host[i], sub);
+    }
+    if (ret == 0)
+        ret = bv_vm_create(&o, &host[0], &cur);
+    if (ret == 0) {
+        bv_fill(cur, AM_ALIGN_UP(workload_ram_size(&o.wl), VM_RAM_PAGE_SIZE));
+        ret = vm_guest_start(cur);
+    }
+    if (ret) {
+        fprintf(stderr, "accmig bench migrate: setup: %s\n", strerror(-ret));
+        goto out;
+    }
+    usleep(BV_WARMUP_MS * 1000);
+    for (; done < o.rounds; done++) {
+        ret = bv_round(&o, &host[(done + 1) % 2], &cur, &r[done]);
+        if (ret)
+            break;
+    }
+    if (vm_guest_poll(cur) == VM_RUNNING || vm_guest_poll(cur) == VM_FINISHED)
+        vm_guest_shutdown(cur);
+    if (vm_guest_report(cur, &w) == 0)
+        ok = ret == 0 && w.jobs_verified > 0 && w.jobs_failed == 0 && w.jobs_duplicated == 0 &&
+             w.jobs_lost == 0 && w.stray_completions == 0 && w.driver.bad_cqes == 0;
+    if (done > 0)
+        bv_print(&o, r, done, &w, ok);
+out:
+    vm_destroy(cur);
+    bv_server_stop(&host[0]);
+    bv_server_stop(&host[1]);
+    rmdir(dir);
+    free(r);
+    return ret && done == 0 ? 2 : ok ? 0 : 1;
+}
