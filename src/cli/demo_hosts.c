@@ -145,8 +145,8 @@ static int dh_num(const char *name, const char *s, uint64_t min, uint64_t max, u
 
 enum {
     DH_OPT_JOBS = 1, DH_OPT_QPS, DH_OPT_VCPUS, DH_OPT_MIN, DH_OPT_MAX, DH_OPT_SEED, DH_OPT_SGL,
-    DH_OPT_MIGRATIONS, DH_OPT_DOWNTIME, DH_OPT_TRANSPORT, DH_OPT_WORKERS, DH_OPT_JSON,
-    DH_OPT_HELP,
+    DH_OPT_MIGRATIONS, DH_OPT_DOWNTIME, DH_OPT_TRANSPORT, DH_OPT_WORKERS, DH_OPT_SAVE_STATE,
+    DH_OPT_JSON, DH_OPT_HELP,
 };
 
 /* 0 ok, 1 help printed, -EINVAL bad usage (reported). */
@@ -164,6 +164,7 @@ static int dh_parse(int argc, char **argv, struct dh_opts *o)
         {"downtime-ms", required_argument, NULL, DH_OPT_DOWNTIME},
         {"transport", required_argument, NULL, DH_OPT_TRANSPORT},
         {"workers", required_argument, NULL, DH_OPT_WORKERS},
+        {"save-state", required_argument, NULL, DH_OPT_SAVE_STATE},
         {"json", no_argument, NULL, DH_OPT_JSON},
         {"help", no_argument, NULL, DH_OPT_HELP},
         {NULL, 0, NULL, 0},
@@ -224,6 +225,11 @@ static int dh_parse(int argc, char **argv, struct dh_opts *o)
         case DH_OPT_WORKERS:
             fprintf(stderr, "accmig demo: --workers is for --transport inproc (the device "
                             "servers run their default workers)\n");
+            ret = -EINVAL;
+            break;
+        case DH_OPT_SAVE_STATE:
+            fprintf(stderr, "accmig demo: --save-state is for --transport inproc (here the "
+                            "device state travels inside the VM migration stream)\n");
             ret = -EINVAL;
             break;
         case DH_OPT_JSON: o->json = true; break;

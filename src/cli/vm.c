@@ -526,6 +526,8 @@ static void vmcli_job_done(struct vmcli *x)
         else
             fprintf(stderr, "accmig vm: migration to %s failed: %s%s\n", x->mig_to, x->rep.error,
                     x->rep.rolled_back ? "; the guest carries on here" : "");
+    } else if (x->job_ret == -ECANCELED && x->quit) {
+        fprintf(stderr, "accmig vm: stopped while waiting for a migration\n");
     } else if (x->job_ret) {
         fprintf(stderr, "accmig vm: incoming migration failed: %s; state discarded, VF reset\n",
                 x->rep.error);
