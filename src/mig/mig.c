@@ -141,32 +141,34 @@ static int mig_pause_locked(struct mig_dev *m)
                            st);
 }
 
-/* RESUME_QM (the device replays cancelled jobs and acts on doorbells it
- * recorded while paused); after a restore, make every queue that was active
- * on the source reload its context from the tables in guest RAM. */
+/* After a restore, make every queue that was active on the source reload
+ * its context from the tables in guest RAM (one priority doorbell each);
+ * then RESUME_QM (the device replays cancelled jobs and acts on doorbells it
+ * recorded while paused). The doorbells go first, while the function is
+ * still paused: they only reload, and RESUME_QM starts every queue at once,
+ * so no job engine starts on the host's cores while the driver still has
+ * registers to write. */
 static int mig_resume_locked(struct mig_dev *m)
 {
     int rc;
 
     mig_assert_locked(m);
-    rc = mig_hw_mailbox(&m->hw, QM_MB_CMD_RESUME_QM, 0, 0, 0, NULL);
-    if (rc == -ETIMEDOUT)
-        m->broken = true;
-    if (rc != 0)
-        return mig_fail_locked(m, rc, AM_LOG_ERR, "RESUME_QM failed (%d)", rc);
-    if (!m->reload_pending)
-        return 0;
-    for (unsigned q = 0; q < MIG_MAX_QPS; q++) {
+    for (unsigned q = 0; m->reload_pending && q < MIG_MAX_QPS; q++) {
         if (!((m->reload_qps >> q) & 1u))
             continue;
         rc = mig_hw_sq_doorbell(&m->hw, (uint16_t)q, 0, 1);
         if (rc != 0) {
-            m->broken = true; /* running, with some queues not reloaded */
+            m->broken = true; /* some queues not reloaded */
             return mig_fail_locked(m, rc, AM_LOG_ERR, "reload doorbell of queue %u failed", q);
         }
     }
     m->reload_pending = false;
     m->reload_qps = 0;
+    rc = mig_hw_mailbox(&m->hw, QM_MB_CMD_RESUME_QM, 0, 0, 0, NULL);
+    if (rc == -ETIMEDOUT)
+        m->broken = true;
+    if (rc != 0)
+        return mig_fail_locked(m, rc, AM_LOG_ERR, "RESUME_QM failed (%d)", rc);
     return 0;
 }
 

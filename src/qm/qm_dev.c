@@ -66,6 +66,7 @@ void qm_fn_unlock(struct qm_fn *fn, struct qm_deferred *d)
 
     memset(d, 0, sizeof(*d));
     pthread_mutex_unlock(&fn->lock);
+    qm_sched_wake(dev, &w);
     if (w.irq_vectors)
         qm_fn_raise(fn, w.irq_vectors);
     if (w.pf_signal)

@@ -11,16 +11,22 @@
  *   irq sink never runs under a model lock.
  * - dev->sched_lock protects the runnable ring and each queue's `queued`
  *   flag. It is a leaf lock: taken under fn->lock, never the other way round.
+ *   A queue made runnable under fn->lock goes on the ring at once, but the
+ *   workers are woken by qm_fn_unlock, once per access however many queues
+ *   it started (RESUME_QM restarts them all): a woken worker would only
+ *   block on the fn->lock still held, and one wakeup per queue would set the
+ *   workers fighting the writer for it.
  * - A worker runs the ZIP engine with no lock held; the commit (SQE result,
  *   CQE, head advance, EQE) happens under fn->lock.
  *
  * Scheduling: workers emulate the engine's silicon, which computes beside
- * the host CPUs, not on them. On a host with as many cores as workers, a
- * CPU-bound worker at the same priority as the thread writing a register
- * (the guest, the migration driver) takes that thread's core for a whole
- * scheduler slice (milliseconds for a write of microseconds). Workers
- * therefore run QM_WORKER_NICE nice levels lower: they still get every idle cycle, and
- * the control path preempts them as soon as it has work.
+ *   the host CPUs, not on them. On a host with as many cores as workers, a
+ *   CPU-bound worker scheduled like the thread writing a register (the guest,
+ *   the migration driver) takes that thread's core for a whole scheduler
+ *   slice (milliseconds for a write of microseconds; a lower nice value only
+ *   shortens the worker's share, not the slice it is running). Workers
+ *   therefore run under SCHED_IDLE: they get every idle cycle, a waking
+ *   control-path thread preempts them at once, and they never preempt it.
  */
 #ifndef ACCMIG_QM_INTERNAL_H
 #define ACCMIG_QM_INTERNAL_H
@@ -38,7 +44,6 @@
 #define QM_LOG "qm"
 #define QM_NUM_FNS_MAX (1u + QM_MAX_VFS)
 #define QM_MAX_WORKERS 64u
-#define QM_WORKER_NICE 10          /* added to a worker thread's nice value (see above) */
 #define QM_PF_LOCAL_SIZE 0x4000u   /* PF BAR2: function-local registers */
 #define QM_PF_GLOBAL_BASE 0x100000u
 #define QM_PF_GLOBAL_SIZE 0x1000u
@@ -155,6 +160,7 @@ struct qm_deferred {
     uint64_t vf_notify;       /* PF: functions whose IFC source to set */
     uint64_t vf_ack;          /* PF: functions whose IFC_INT_SET_V to clear */
     uint64_t vft_changed;     /* PF: functions whose VFT changed */
+    unsigned sched_wake;      /* queues put on the runnable ring: workers to wake */
 };
 
 /* Context handed to register hooks. */
@@ -362,6 +368,11 @@ void qm_fn_resume_events_locked(struct qm_fn *fn, struct qm_deferred *d);
 /* qm_worker.c */
 int qm_workers_start(struct qm_dev *dev);
 void qm_workers_stop(struct qm_dev *dev);
-void qm_sched_enqueue(struct qm_dev *dev, struct qm_queue *q);
+/* Puts q on the runnable ring (once) and counts it in d->sched_wake. */
+void qm_sched_enqueue(struct qm_dev *dev, struct qm_deferred *d, struct qm_queue *q);
+/* Wakes workers for the d->sched_wake queues made runnable, and clears it:
+ * qm_fn_unlock does it; a command waiting for workers under fn->lock calls
+ * it before it waits. */
+void qm_sched_wake(struct qm_dev *dev, struct qm_deferred *d);
 
 #endif

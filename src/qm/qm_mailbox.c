@@ -234,6 +234,7 @@ static uint8_t handle_stop_qp(struct qm_access *a, struct qm_mb_port *p,
         return QM_MB_ST_OK;
     q->sq.stopping = true;
     qm_queue_kick_locked(fn, a->d, q);
+    qm_sched_wake(a->dev, a->d); /* the drain needs a worker now, not at unlock */
     if (qm_fn_wait_locked(fn, qm_stop_done, q, am_now_ns() + QM_STOP_WAIT_NS))
         return QM_MB_ST_OK;
     q->stop_port = p; /* the drain goes on: busy stays set until it ends */

@@ -356,7 +356,7 @@ bool qm_queue_settle_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_q
 void qm_queue_kick_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_queue *q)
 {
     if (qm_queue_settle_locked(fn, d, q))
-        qm_sched_enqueue(fn->dev, q);
+        qm_sched_enqueue(fn->dev, d, q);
 }
 
 void qm_fn_kick_all_locked(struct qm_fn *fn, struct qm_deferred *d)

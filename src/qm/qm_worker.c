@@ -7,26 +7,44 @@
  * hand-off per job). */
 #include <errno.h>
 #include <stdlib.h>
-#include <sys/resource.h>
-#include <unistd.h>
+#include <sched.h>
 
 #include "common/common.h"
 #include "qm/qm_internal.h"
 
-static void qm_sched_push_locked(struct qm_dev *dev, struct qm_queue *q)
+/* Returns true when q went on the ring (it was not on it already). */
+static bool qm_sched_push_locked(struct qm_dev *dev, struct qm_queue *q)
 {
-    if (!dev->stopping && !q->queued) {
-        dev->ring[(dev->ring_head + dev->ring_count) % dev->ring_cap] = q;
-        dev->ring_count++;
-        q->queued = true;
-        pthread_cond_signal(&dev->sched_cond);
-    }
+    if (dev->stopping || q->queued)
+        return false;
+    dev->ring[(dev->ring_head + dev->ring_count) % dev->ring_cap] = q;
+    dev->ring_count++;
+    q->queued = true;
+    return true;
 }
 
-void qm_sched_enqueue(struct qm_dev *dev, struct qm_queue *q)
+void qm_sched_enqueue(struct qm_dev *dev, struct qm_deferred *d, struct qm_queue *q)
 {
     pthread_mutex_lock(&dev->sched_lock);
-    qm_sched_push_locked(dev, q);
+    if (qm_sched_push_locked(dev, q))
+        d->sched_wake++;
+    pthread_mutex_unlock(&dev->sched_lock);
+}
+
+void qm_sched_wake(struct qm_dev *dev, struct qm_deferred *d)
+{
+    unsigned n = d->sched_wake;
+
+    if (n == 0)
+        return;
+    d->sched_wake = 0;
+    pthread_mutex_lock(&dev->sched_lock);
+    if (n >= dev->nworkers) {
+        pthread_cond_broadcast(&dev->sched_cond);
+    } else {
+        for (unsigned i = 0; i < n; i++)
+            pthread_cond_signal(&dev->sched_cond);
+    }
     pthread_mutex_unlock(&dev->sched_lock);
 }
 
@@ -100,21 +118,16 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
 
 /* The workers stand for silicon, which never takes a core from the host: the
  * control path (MMIO, mailbox, the migration driver on its own thread) must
- * not wait a scheduler slice behind a CPU-bound job. So a worker runs at a
- * lower priority than the threads that drive the device (its nice value
- * raised by QM_WORKER_NICE, see qm_internal.h).
- * Best effort: without it the model is correct, only slower to react. */
+ * not wait behind a CPU-bound job. So a worker runs under SCHED_IDLE (see
+ * qm_internal.h). Best effort: without it the model is correct, only slower
+ * to react. */
 static void qm_worker_lower_priority(void)
 {
-    id_t tid = (id_t)gettid();
-    int nice;
+    struct sched_param sp = {0};
+    int r = pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
 
-    errno = 0;
-    nice = getpriority(PRIO_PROCESS, tid); /* -1 is a valid value: errno says */
-    if (errno == 0)
-        nice = AM_MIN(nice + QM_WORKER_NICE, 19);
-    if (errno != 0 || setpriority(PRIO_PROCESS, tid, nice) != 0)
-        am_log(AM_LOG_INFO, QM_LOG, "worker priority not lowered: errno %d", errno);
+    if (r != 0)
+        am_log(AM_LOG_INFO, QM_LOG, "worker left at normal priority: errno %d", r);
 }
 
 static void *qm_worker_main(void *arg)
@@ -140,8 +153,8 @@ static void *qm_worker_main(void *arg)
 
             pthread_mutex_lock(&dev->sched_lock);
             others = dev->ring_count > 0 || dev->stopping;
-            if (others)
-                qm_sched_push_locked(dev, q);
+            if (others) /* no wakeup: this worker takes the ring's head next */
+                (void)qm_sched_push_locked(dev, q);
             pthread_mutex_unlock(&dev->sched_lock);
             if (others)
                 break;
