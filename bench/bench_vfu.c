@@ -1,17 +1,29 @@
 /* accmig bench vfu: the cost of the vfio-user path against a bare UNIX
  * socket ping-pong of the same sizes, in the same run.
  *
- * Cases (client thread -> in-process server on its own epoll thread):
+ * Cases (client thread -> in-process server, one connection):
  * - doorbell: REGION_WRITE of 8 bytes to the VF's SQ doorbell (a value the
  *   device validates and drops), 40-byte request, 32-byte reply;
  * - 4k: REGION_READ of the VF's 4 KiB config space, 32-byte request,
  *   4128-byte reply (a 4 KiB transfer round trip).
  * The baseline is a socketpair with an echo thread that reads the request's
- * byte count and writes the reply's. Each case alternates `rounds` vfu and
- * bare measurements; the best (least disturbed) of each is reported.
+ * byte count and writes the reply's: the same bytes per direction, the same
+ * two threads, no protocol.
+ *
+ * Method (robust on a small, shared machine): both sides are warmed up, then
+ * `rounds` pairs of measurements of `iterations` round trips each run back
+ * to back, the order inside a pair alternating (vfu first, then bare first),
+ * so a load that drifts during the run hits both sides alike. Each pair
+ * gives a ratio; `ratio` is the median pair ratio (min and max beside it),
+ * `best_ratio` the best vfu time over the best bare time, `cpu_ratio` the
+ * median pair ratio of process CPU time per round trip (both ends of both
+ * sides run in this process), which a busy machine disturbs far less.
  * With --json, one JSON object per case on its own line:
  *   {"bench":"vfu","case":"doorbell","req_bytes":40,"rep_bytes":32,
- *    "iterations":..,"vfu_us":..,"bare_us":..,"ratio":..}
+ *    "iterations":..,"rounds":..,"vfu_us":..,"bare_us":..,"ratio":..,
+ *    "ratio_min":..,"ratio_max":..,"best_ratio":..,"vfu_cpu_us":..,
+ *    "bare_cpu_us":..,"cpu_ratio":..}
+ * vfu_us / bare_us (and the _cpu_ ones) are the medians of each side.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -20,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -28,10 +41,9 @@
 #include "vfu/client.h"
 #include "vfu/vfu.h"
 
-/* Until bench.h declares it (bench/ owner). */
-int bench_vfu(int argc, char **argv);
-
 #define BV_MAX_ITER 10000000ull
+#define BV_MAX_ROUNDS 101u
+#define BV_WARMUP 2000u
 
 struct bv_opts {
     uint64_t iterations;
@@ -56,8 +68,8 @@ static void bv_usage(FILE *f)
     fprintf(f, "usage: accmig bench vfu [--iterations N] [--rounds N] [--json]\n"
                "  vfio-user round trips (8-byte doorbell write, 4 KiB region read) against a\n"
                "  bare UNIX socket ping-pong of the same sizes in the same run.\n"
-               "  --iterations N   round trips per measurement (default 20000)\n"
-               "  --rounds N       vfu/bare alternations, best of each reported (default 3)\n"
+               "  --iterations N   round trips per measurement (default 2000)\n"
+               "  --rounds N       vfu/bare pairs, the median pair reported (default 31)\n"
                "  --json           one JSON object per case\n");
 }
 
@@ -74,8 +86,8 @@ static int bv_parse(int argc, char **argv, struct bv_opts *o)
     uint64_t v;
     int c;
 
-    o->iterations = 20000;
-    o->rounds = 3;
+    o->iterations = 2000;
+    o->rounds = 31;
     o->json = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -86,7 +98,7 @@ static int bv_parse(int argc, char **argv, struct bv_opts *o)
             o->iterations = v;
             break;
         case O_ROUNDS:
-            if (am_parse_u64(optarg, 100, &v) || v == 0)
+            if (am_parse_u64(optarg, BV_MAX_ROUNDS, &v) || v == 0)
                 goto bad;
             o->rounds = (unsigned)v;
             break;
@@ -158,14 +170,27 @@ static void bv_server_stop(struct bv_server *s)
     rmdir(s->dir);
 }
 
-/* n round trips of case i over vfio-user; nanoseconds per round trip. */
-static int bv_vfu_run(struct vfu_client *c, unsigned i, uint64_t n, double *ns)
+/* What one measurement gives: wall-clock and process CPU time per round
+ * trip, in nanoseconds. */
+struct bv_sample {
+    double ns, cpu_ns;
+};
+
+static uint64_t bv_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* n round trips of case i over vfio-user. */
+static int bv_vfu_run(struct vfu_client *c, unsigned i, uint64_t n, struct bv_sample *out)
 {
     /* SQ doorbell of queue 0 with an index beyond the depth: checked and
      * dropped by the device, so the round trip is the whole cost. */
     uint64_t db = qm_db_value(0, QM_DB_CMD_SQ, (uint16_t)QM_SQ_DEPTH, 0);
     uint8_t buf[4096];
-    uint64_t t0 = am_now_ns();
+    uint64_t c0 = bv_cpu_ns(), t0 = am_now_ns();
 
     for (uint64_t k = 0; k < n; k++) {
         int ret = i == 0 ? vfu_client_region_write(c, VFU_REGION_BAR2, QM_DB_SQCQ, &db, sizeof(db))
@@ -173,15 +198,19 @@ static int bv_vfu_run(struct vfu_client *c, unsigned i, uint64_t n, double *ns)
         if (ret)
             return ret;
     }
-    *ns = (double)(am_now_ns() - t0) / (double)n;
+    out->ns = (double)(am_now_ns() - t0) / (double)n;
+    out->cpu_ns = (double)(bv_cpu_ns() - c0) / (double)n;
     return 0;
 }
 
 /* ---- the bare baseline ---- */
 
-struct bv_echo {
-    int fd;
+/* A socketpair and an echo thread that answers each request's byte count
+ * with the reply's byte count. */
+struct bv_bare {
+    int sv[2];
     size_t req, rep;
+    pthread_t thread;
 };
 
 static int bv_full_io(int fd, void *buf, size_t len, bool write_it)
@@ -200,44 +229,145 @@ static int bv_full_io(int fd, void *buf, size_t len, bool write_it)
 
 static void *bv_echo_main(void *arg)
 {
-    struct bv_echo *e = arg;
+    struct bv_bare *e = arg;
     uint8_t buf[8192] = {0};
 
-    while (bv_full_io(e->fd, buf, e->req, false) == 0)
-        if (bv_full_io(e->fd, buf, e->rep, true))
+    while (bv_full_io(e->sv[1], buf, e->req, false) == 0)
+        if (bv_full_io(e->sv[1], buf, e->rep, true))
             break;
     return NULL;
 }
 
-static int bv_bare_run(const struct bv_case *bc, uint64_t n, double *ns)
+static int bv_bare_open(struct bv_bare *b, const struct bv_case *bc)
 {
-    struct bv_echo e = {.req = bc->req_bytes, .rep = bc->rep_bytes};
-    uint8_t buf[8192] = {0};
-    pthread_t t;
-    int sv[2], ret = 0;
-    uint64_t t0;
+    int ret;
 
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+    b->req = bc->req_bytes;
+    b->rep = bc->rep_bytes;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b->sv))
         return -errno;
-    e.fd = sv[1];
-    ret = -pthread_create(&t, NULL, bv_echo_main, &e);
+    ret = -pthread_create(&b->thread, NULL, bv_echo_main, b);
     if (ret) {
-        close(sv[0]);
-        close(sv[1]);
-        return ret;
+        close(b->sv[0]);
+        close(b->sv[1]);
     }
-    t0 = am_now_ns();
-    for (uint64_t k = 0; k < n && !ret; k++) {
-        ret = bv_full_io(sv[0], buf, bc->req_bytes, true);
-        if (!ret)
-            ret = bv_full_io(sv[0], buf, bc->rep_bytes, false);
-    }
-    *ns = (double)(am_now_ns() - t0) / (double)n;
-    shutdown(sv[0], SHUT_RDWR);
-    pthread_join(t, NULL);
-    close(sv[0]);
-    close(sv[1]);
     return ret;
+}
+
+static void bv_bare_close(struct bv_bare *b)
+{
+    shutdown(b->sv[0], SHUT_RDWR);
+    pthread_join(b->thread, NULL);
+    close(b->sv[0]);
+    close(b->sv[1]);
+}
+
+static int bv_bare_run(struct bv_bare *b, uint64_t n, struct bv_sample *out)
+{
+    uint8_t buf[8192] = {0};
+    uint64_t c0 = bv_cpu_ns(), t0 = am_now_ns();
+    int ret = 0;
+
+    for (uint64_t k = 0; k < n && !ret; k++) {
+        ret = bv_full_io(b->sv[0], buf, b->req, true);
+        if (!ret)
+            ret = bv_full_io(b->sv[0], buf, b->rep, false);
+    }
+    out->ns = (double)(am_now_ns() - t0) / (double)n;
+    out->cpu_ns = (double)(bv_cpu_ns() - c0) / (double)n;
+    return ret;
+}
+
+/* ---- pairs and medians ---- */
+
+static int bv_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sorts v. */
+static double bv_median(double *v, unsigned n)
+{
+    qsort(v, n, sizeof(*v), bv_cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+struct bv_summary {
+    double vfu_ns, bare_ns, ratio, ratio_min, ratio_max, best_ratio;
+    double vfu_cpu_ns, bare_cpu_ns, cpu_ratio;
+};
+
+static int bv_measure(const struct bv_opts *o, struct vfu_client *c, unsigned i,
+                      struct bv_summary *m)
+{
+    double vfu[BV_MAX_ROUNDS], bare[BV_MAX_ROUNDS], ratio[BV_MAX_ROUNDS];
+    double vfu_cpu[BV_MAX_ROUNDS], bare_cpu[BV_MAX_ROUNDS], cpu_ratio[BV_MAX_ROUNDS];
+    double best_vfu = 0, best_bare = 0;
+    struct bv_sample v, b;
+    struct bv_bare bb;
+    unsigned n = o->rounds;
+    int ret = bv_bare_open(&bb, &bv_cases[i]);
+
+    if (ret)
+        return ret;
+    /* Warm both paths (caches, the server's buffers, the scheduler). */
+    ret = bv_vfu_run(c, i, BV_WARMUP, &v);
+    if (!ret)
+        ret = bv_bare_run(&bb, BV_WARMUP, &b);
+    for (unsigned r = 0; r < n && !ret; r++) {
+        if (r % 2 == 0) {
+            ret = bv_vfu_run(c, i, o->iterations, &v);
+            if (!ret)
+                ret = bv_bare_run(&bb, o->iterations, &b);
+        } else {
+            ret = bv_bare_run(&bb, o->iterations, &b);
+            if (!ret)
+                ret = bv_vfu_run(c, i, o->iterations, &v);
+        }
+        if (ret)
+            break;
+        vfu[r] = v.ns;
+        bare[r] = b.ns;
+        ratio[r] = v.ns / b.ns;
+        vfu_cpu[r] = v.cpu_ns;
+        bare_cpu[r] = b.cpu_ns;
+        cpu_ratio[r] = b.cpu_ns > 0 ? v.cpu_ns / b.cpu_ns : 0.0;
+        best_vfu = r == 0 ? v.ns : AM_MIN(best_vfu, v.ns);
+        best_bare = r == 0 ? b.ns : AM_MIN(best_bare, b.ns);
+    }
+    bv_bare_close(&bb);
+    if (ret)
+        return ret;
+    m->vfu_ns = bv_median(vfu, n);
+    m->bare_ns = bv_median(bare, n);
+    m->ratio = bv_median(ratio, n); /* sorts ratio[] */
+    m->ratio_min = ratio[0];
+    m->ratio_max = ratio[n - 1];
+    m->best_ratio = best_vfu / best_bare;
+    m->vfu_cpu_ns = bv_median(vfu_cpu, n);
+    m->bare_cpu_ns = bv_median(bare_cpu, n);
+    m->cpu_ratio = bv_median(cpu_ratio, n);
+    return 0;
+}
+
+static void bv_print(const struct bv_opts *o, const struct bv_case *bc, const struct bv_summary *m)
+{
+    if (o->json)
+        printf("{\"bench\":\"vfu\",\"case\":\"%s\",\"req_bytes\":%zu,\"rep_bytes\":%zu,"
+               "\"iterations\":%llu,\"rounds\":%u,\"vfu_us\":%.3f,\"bare_us\":%.3f,"
+               "\"ratio\":%.2f,\"ratio_min\":%.2f,\"ratio_max\":%.2f,\"best_ratio\":%.2f,"
+               "\"vfu_cpu_us\":%.3f,\"bare_cpu_us\":%.3f,\"cpu_ratio\":%.2f}\n",
+               bc->name, bc->req_bytes, bc->rep_bytes, (unsigned long long)o->iterations,
+               o->rounds, m->vfu_ns / 1000.0, m->bare_ns / 1000.0, m->ratio, m->ratio_min,
+               m->ratio_max, m->best_ratio, m->vfu_cpu_ns / 1000.0, m->bare_cpu_ns / 1000.0,
+               m->cpu_ratio);
+    else
+        printf("  %-8s %5zu B -> %5zu B   vfio-user %7.2f us   bare %7.2f us   ratio %.2f "
+               "(%.2f..%.2f, best %.2f)   CPU ratio %.2f\n",
+               bc->name, bc->req_bytes, bc->rep_bytes, m->vfu_ns / 1000.0, m->bare_ns / 1000.0,
+               m->ratio, m->ratio_min, m->ratio_max, m->best_ratio, m->cpu_ratio);
+    fflush(stdout);
 }
 
 int bench_vfu(int argc, char **argv)
@@ -261,34 +391,13 @@ int bench_vfu(int argc, char **argv)
         return 2;
     }
     if (!o.json)
-        printf("vfio-user round trips vs a bare UNIX socket ping-pong (best of %u x %llu)\n",
-               o.rounds, (unsigned long long)o.iterations);
+        printf("vfio-user round trips vs a bare UNIX socket ping-pong (median of %u pairs x "
+               "%llu)\n", o.rounds, (unsigned long long)o.iterations);
     for (unsigned i = 0; i < AM_ARRAY_SIZE(bv_cases) && !ret; i++) {
-        const struct bv_case *bc = &bv_cases[i];
-        double best_vfu = 0, best_bare = 0;
-
-        for (unsigned r = 0; r < o.rounds && !ret; r++) {
-            double v, b;
-            ret = bv_vfu_run(c, i, o.iterations, &v);
-            if (!ret)
-                ret = bv_bare_run(bc, o.iterations, &b);
-            if (!ret) {
-                best_vfu = r == 0 ? v : AM_MIN(best_vfu, v);
-                best_bare = r == 0 ? b : AM_MIN(best_bare, b);
-            }
-        }
-        if (ret)
-            break;
-        if (o.json)
-            printf("{\"bench\":\"vfu\",\"case\":\"%s\",\"req_bytes\":%zu,\"rep_bytes\":%zu,"
-                   "\"iterations\":%llu,\"rounds\":%u,\"vfu_us\":%.3f,\"bare_us\":%.3f,"
-                   "\"ratio\":%.2f}\n",
-                   bc->name, bc->req_bytes, bc->rep_bytes, (unsigned long long)o.iterations,
-                   o.rounds, best_vfu / 1000.0, best_bare / 1000.0, best_vfu / best_bare);
-        else
-            printf("  %-8s %5zu B -> %5zu B   vfio-user %8.2f us   bare %8.2f us   ratio %.2f\n",
-                   bc->name, bc->req_bytes, bc->rep_bytes, best_vfu / 1000.0, best_bare / 1000.0,
-                   best_vfu / best_bare);
+        struct bv_summary m;
+        ret = bv_measure(&o, c, i, &m);
+        if (!ret)
+            bv_print(&o, &bv_cases[i], &m);
     }
     vfu_client_destroy(c);
     bv_server_stop(&s);
