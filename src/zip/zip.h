@@ -9,9 +9,12 @@
  * - Every malformed field, DMA fault, corrupt stream and size limit is a
  *   status code (zip_hw.h), never a crash and never a write outside the
  *   output buffer's mapped bytes. It returns 0 in all these cases.
- * - Work proceeds in chunks of at most ZIP_CHUNK bytes of input; between
- *   chunks the engine polls *cancel (may be NULL). A cancelled job returns
- *   -ECANCELED and its SQE copy is left as it was (the job reruns later).
+ * - Work proceeds in pieces of at most ZIP_CHUNK bytes of input, each handed
+ *   to the codec ZIP_CANCEL_STEP bytes at a time; between two steps the
+ *   engine polls *cancel (may be NULL). A cancelled job returns -ECANCELED
+ *   and its SQE copy is left as it was (the job reruns later). The step
+ *   bounds how long a pause waits for a job in flight (tens of us per step
+ *   at level 1, against the driver's 1 ms mailbox budget).
  * - An engine holds codec state for one job at a time: one per worker thread.
  *   zip_engine_stats_get may be called from any thread.
  * - Stateless jobs only: an SQE with dw7 bits 25-27 set is a bad SQE (0x01).
@@ -36,6 +39,7 @@
 #include "zip/zip_hw.h"
 
 #define ZIP_CHUNK (64u << 10)
+#define ZIP_CANCEL_STEP (16u << 10)
 
 struct zip_engine;
 

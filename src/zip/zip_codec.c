@@ -45,6 +45,17 @@ static bool zip_cancelled(const atomic_bool *cancel)
     return cancel && atomic_load_explicit(cancel, memory_order_acquire);
 }
 
+/* The codec gets at most ZIP_CANCEL_STEP bytes of a piece per call, so the
+ * cancel flag is polled that often: *avail is cut to the step and the bytes
+ * held back are returned, for the caller to add back after the call. */
+static uint32_t zip_step_hold(uint32_t *avail)
+{
+    uint32_t held = *avail > ZIP_CANCEL_STEP ? *avail - ZIP_CANCEL_STEP : 0;
+
+    *avail -= held;
+    return held;
+}
+
 /* Returns the length (0 at the end) and device address of the next piece,
  * without moving past it. */
 static uint32_t zip_cursor_peek(struct zip_cursor *c, uint64_t *iova)
@@ -150,6 +161,7 @@ int zip_codec_compress(struct zip_engine *e, struct iommu_domain *d, const struc
     struct zip_cursor in = { .buf = &e->src };
     struct zip_out out = { .cur = { .buf = &e->dst } };
     enum zip_status st = ZIP_ST_OK;
+    bool in_done = false; /* every input byte was handed to the codec */
 
     isal_deflate_init(zs);
     /* Level 1: the Kunpeng engine is a single-pass, throughput-first LZ77 +
@@ -170,36 +182,41 @@ int zip_codec_compress(struct zip_engine *e, struct iommu_domain *d, const struc
     zs->avail_out = 0;
 
     for (;;) {
-        uint32_t in_before, out_before, state_before;
+        uint32_t in_before, out_before, state_before, held;
+        int rc;
 
         if (zip_cancelled(cancel))
             return -ECANCELED;
-        if (zs->avail_in == 0 && !zs->end_of_stream) {
+        if (zs->avail_in == 0 && !in_done) {
             st = zip_in_next(e, d, &in, &zs->next_in, &zs->avail_in);
             if (st != ZIP_ST_OK)
                 break;
-            zs->end_of_stream = in.handed == e->src.len;
+            in_done = in.handed == e->src.len;
         }
         if (zs->avail_out == 0) {
             st = zip_out_next(e, d, &out, &zs->next_out, &zs->avail_out);
             if (st != ZIP_ST_OK)
                 break;
         }
+        held = zip_step_hold(&zs->avail_in);
+        zs->end_of_stream = in_done && held == 0;
         in_before = zs->avail_in;
         out_before = zs->avail_out;
         state_before = zs->internal_state.state;
-        if (isal_deflate(zs) != COMP_OK) {
+        rc = isal_deflate(zs);
+        if (rc != COMP_OK) {
             am_log(AM_LOG_ERR, "zip", "isal_deflate refused its parameters");
             return -EIO;
         }
-        st = zip_out_settle(d, &out, zs->avail_out);
-        if (st != ZIP_ST_OK || zs->internal_state.state == ZSTATE_END)
-            break;
         if (zs->avail_in == in_before && zs->avail_out == out_before &&
             zs->internal_state.state == state_before) {
             am_log(AM_LOG_ERR, "zip", "isal_deflate made no progress");
             return -EIO;
         }
+        zs->avail_in += held;
+        st = zip_out_settle(d, &out, zs->avail_out);
+        if (st != ZIP_ST_OK || zs->internal_state.state == ZSTATE_END)
+            break;
     }
     r->status = st;
     r->consumed = in.handed - zs->avail_in;
@@ -227,8 +244,9 @@ int zip_codec_decompress(struct zip_engine *e, struct iommu_domain *d, const str
     is->avail_out = 0;
 
     for (;;) {
-        uint32_t in_before, out_before;
+        uint32_t in_before, out_before, held;
         int32_t bits_before;
+        bool stalled;
         enum isal_block_state state_before;
         int rc;
 
@@ -244,11 +262,15 @@ int zip_codec_decompress(struct zip_engine *e, struct iommu_domain *d, const str
             if (st != ZIP_ST_OK)
                 break;
         }
+        held = zip_step_hold(&is->avail_in);
         in_before = is->avail_in;
         out_before = is->avail_out;
         bits_before = is->read_in_length;
         state_before = is->block_state;
         rc = isal_inflate(is);
+        stalled = is->avail_in == in_before && is->avail_out == out_before &&
+                  is->read_in_length == bits_before && is->block_state == state_before;
+        is->avail_in += held;
         st = zip_out_settle(d, &out, is->avail_out);
         if (st != ZIP_ST_OK)
             break;
@@ -258,8 +280,7 @@ int zip_codec_decompress(struct zip_engine *e, struct iommu_domain *d, const str
         }
         if (is->block_state == ISAL_BLOCK_FINISH)
             break;
-        if (is->avail_in == in_before && is->avail_out == out_before &&
-            is->read_in_length == bits_before && is->block_state == state_before) {
+        if (stalled && held == 0) {
             st = ZIP_ST_CORRUPT; /* the input ended before the stream did */
             break;
         }
