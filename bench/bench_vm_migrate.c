@@ -8,11 +8,13 @@
  *
  * Each round, under that load:
  *   raw        SIZE bytes of the running guest's RAM copied over a loopback
- *              TCP connection into a fresh memfd (write()/read() of 4 MiB,
+ *              TCP connection into a fresh, prefaulted memfd (as the
+ *              incoming VMM's RAM: vm_config.prealloc) (write()/read() of 4 MiB,
  *              then a 1-byte ack), timed from the first write to the ack;
  *              once right before and once right after the migration, the
  *              mean of the two being the round's baseline;
- *   migration  a fresh incoming mini-VMM on the other host, then
+ *   migration  a fresh incoming mini-VMM on the other host (its RAM
+ *              prefaulted before the source connects, outside the timing), then
  *              vm_migrate_out: handshake, device PRE_COPY, precopy rounds
  *              until the rest fits the downtime goal, stop-copy, END, ack.
  * The guest then runs on the other host and the next round migrates it
@@ -55,6 +57,7 @@ struct bv_opts {
     uint32_t downtime_ms;
     struct workload_config wl;
     bool json;
+    bool no_prealloc;
 };
 
 struct bv_server {
@@ -83,6 +86,8 @@ static void bv_usage(FILE *f)
             "  --downtime-ms N    downtime goal (default %d)\n"
             "  --jobs N --vcpus N --max-size B   the workload (default 100000 jobs, 4 vCPUs,\n"
             "                     256K: it keeps running for the whole benchmark)\n"
+            "  --no-prealloc      the incoming VMM's RAM (and the raw copy's) is not\n"
+            "                     prefaulted: both pay first-touch page faults while copying\n"
             "  --json             one JSON object\n",
             VM_DEFAULT_DOWNTIME_MS);
 }
@@ -108,6 +113,7 @@ static int bv_parse(int argc, char **argv, struct bv_opts *o)
         {"vcpus", required_argument, NULL, 'v'},
         {"max-size", required_argument, NULL, 'm'},
         {"json", no_argument, NULL, 'J'},
+        {"no-prealloc", no_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -154,6 +160,7 @@ static int bv_parse(int argc, char **argv, struct bv_opts *o)
             o->wl.max_size = (uint32_t)v;
             break;
         case 'J': o->json = true; break;
+        case 'P': o->no_prealloc = true; break;
         case 'h': bv_usage(stdout); return 1;
         default:
             fprintf(stderr, "accmig bench migrate: unknown or incomplete option '%s'\n",
@@ -244,8 +251,9 @@ static void *bv_raw_rx_main(void *arg)
     return NULL;
 }
 
-/* Copies src's bytes over loopback TCP into a fresh memfd: MB/s. */
-static int bv_raw_copy(struct vm_ram *src, double *mb_s)
+/* Copies src's bytes over loopback TCP into a fresh memfd (prefaulted
+ * first when prealloc): MB/s. */
+static int bv_raw_copy(struct vm_ram *src, bool prealloc, double *mb_s)
 {
     struct vm_net_endpoint ep;
     struct bv_raw_rx r = {.fd = -1};
@@ -265,6 +273,8 @@ static int bv_raw_copy(struct vm_ram *src, double *mb_s)
         ret = vm_net_accept(lfd, BV_TIMEOUT_MS, &r.fd);
     if (!ret)
         ret = vm_ram_create(size, &r.dst);
+    if (!ret && prealloc)
+        ret = vm_ram_prealloc(r.dst); /* as the incoming VMM's RAM */
     if (!ret)
         ret = vm_net_set_timeout(cfd, BV_TIMEOUT_MS);
     if (!ret)
@@ -324,11 +334,12 @@ static void bv_fill(struct vm *vm, uint64_t from)
                            WORKLOAD_DATA_RANDOM, off);
 }
 
-static int bv_vm_create(const struct bv_opts *o, const struct bv_server *host, struct vm **out)
+static int bv_vm_create(const struct bv_opts *o, const struct bv_server *host, bool incoming,
+                        struct vm **out)
 {
     char sock[160];
     struct vm_config cfg = {.attach = sock, .ram_size = o->ram, .wl = o->wl,
-                            .timeout_ms = BV_TIMEOUT_MS};
+                            .timeout_ms = BV_TIMEOUT_MS, .prealloc = incoming && !o->no_prealloc};
 
     snprintf(sock, sizeof(sock), "%s/vf0.sock", host->dir);
     return vm_create(&cfg, out);
@@ -351,11 +362,11 @@ static int bv_round(const struct bv_opts *o, const struct bv_server *dst_host, s
     int ret;
 
     usleep(BV_SETTLE_MS * 1000);
-    if ((ret = bv_raw_copy(vm_ram_get(*cur), &raw[0])) != 0) {
+    if ((ret = bv_raw_copy(vm_ram_get(*cur), !o->no_prealloc, &raw[0])) != 0) {
         fprintf(stderr, "accmig bench migrate: raw copy: %s\n", strerror(-ret));
         return ret;
     }
-    ret = bv_vm_create(o, dst_host, &in.vm);
+    ret = bv_vm_create(o, dst_host, true, &in.vm);
     if (ret) {
         fprintf(stderr, "accmig bench migrate: destination VMM: %s\n", strerror(-ret));
         return ret;
@@ -395,7 +406,7 @@ static int bv_round(const struct bv_opts *o, const struct bv_server *dst_host, s
     vm_destroy(*cur); /* migrated away: its VF was reset */
     *cur = in.vm;
     usleep(BV_SETTLE_MS * 1000);
-    if ((ret = bv_raw_copy(vm_ram_get(*cur), &raw[1])) != 0) {
+    if ((ret = bv_raw_copy(vm_ram_get(*cur), !o->no_prealloc, &raw[1])) != 0) {
         fprintf(stderr, "accmig bench migrate: raw copy: %s\n", strerror(-ret));
         return ret;
     }
@@ -439,10 +450,12 @@ static void bv_print(const struct bv_opts *o, const struct bv_round *r, unsigned
         down_max = AM_MAX(down_max, g_down(&r[i]));
     if (o->json) {
         printf("{\"bench\":\"migrate_vm\",\"ram_bytes\":%llu,\"rounds\":%u,\"downtime_goal_ms\":%u,"
+               "\"prealloc\":%s,"
                "\"vcpus\":%u,\"max_size\":%u,\"raw_mb_s\":%.1f,\"ram_mb_s\":%.1f,\"ratio\":%.3f,"
                "\"total_ms\":%.1f,\"downtime_ms\":%.2f,\"downtime_ms_max\":%.2f,"
                "\"precopy_rounds\":%.0f,\"device_state_bytes\":%llu,\"per_round\":[",
-               (unsigned long long)o->ram, n, o->downtime_ms, o->wl.vcpus, o->wl.max_size,
+               (unsigned long long)o->ram, n, o->downtime_ms, o->no_prealloc ? "false" : "true",
+               o->wl.vcpus, o->wl.max_size,
                bv_median(r, n, g_raw), bv_median(r, n, g_ram), ratio, bv_median(r, n, g_total),
                down, down_max, bv_median(r, n, g_rounds),
                (unsigned long long)r[0].rep.device_state_bytes);
@@ -470,9 +483,9 @@ static void bv_print(const struct bv_opts *o, const struct bv_round *r, unsigned
         return;
     }
     printf("accmig bench migrate: %llu MiB guest, %u vCPUs of compression jobs up to %u KiB, "
-           "%u migrations, downtime goal %u ms\n",
+           "%u migrations, downtime goal %u ms, receiving RAM %s\n",
            (unsigned long long)(o->ram >> 20), o->wl.vcpus, o->wl.max_size >> 10, n,
-           o->downtime_ms);
+           o->downtime_ms, o->no_prealloc ? "not prefaulted" : "prefaulted");
     printf("  round  raw MB/s  RAM MB/s  ratio  total ms  downtime ms (pause, quiesce+save, last "
            "RAM, dev, END->ack)  precopy rounds\n");
     for (unsigned i = 0; i < n; i++) {
@@ -520,7 +533,7 @@ int bench_vm_migrate_main(int argc, char **argv)
         ret = bv_server_start(&host[i], sub);
     }
     if (ret == 0)
-        ret = bv_vm_create(&o, &host[0], &cur);
+        ret = bv_vm_create(&o, &host[0], false, &cur);
     if (ret == 0) {
         bv_fill(cur, AM_ALIGN_UP(workload_ram_size(&o.wl), VM_RAM_PAGE_SIZE));
         ret = vm_guest_start(cur);

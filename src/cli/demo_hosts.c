@@ -5,7 +5,7 @@
  *   host A: `accmig serve --dir DIR/a --vfs 2`   host B: the same in DIR/b
  *   vm0:    `accmig vm --attach DIR/a/vf0.sock --control DIR/vm0.ctl --stay`
  * and for migration k (1..M) an incoming mini-VMM on the other host,
- *   vm<k>:  `accmig vm --attach ... --incoming tcp:127.0.0.1:0 --stay`
+ *   vm<k>:  `accmig vm --attach ... --incoming tcp:127.0.0.1:0 --prealloc --stay`
  * (the port it got is read from its "status"), then waits until the guest
  * has done k/(M+1) of its jobs and sends "migrate tcp:127.0.0.1:PORT" to
  * the VMM running the guest. The old VMM exits after the handover; its VF
@@ -611,6 +611,7 @@ static int dh_vm_start(struct dh *d, unsigned k)
     if (k > 0) {
         args[n++] = "--incoming";
         args[n++] = "tcp:127.0.0.1:0";
+        args[n++] = "--prealloc";
     } else {
         snprintf(jobs, sizeof(jobs), "%u", d->o.wl.jobs);
         snprintf(qps, sizeof(qps), "%u", d->o.wl.qps);

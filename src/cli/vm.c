@@ -100,6 +100,8 @@ static void vmcli_usage(FILE *f)
             "                         control socket (its report stays readable)\n"
             "  --ram SIZE             guest RAM (default: what the workload needs); both ends\n"
             "                         of a migration must agree\n"
+            "  --prealloc             fault all guest RAM in at start (for --incoming: the\n"
+            "                         guest lands without first-touch page faults)\n"
             "  --timeout-ms MS        migration stream and vfio-user waits (default %d)\n"
             "  --jobs N --qps N --vcpus N --min-size B --max-size B --seed N --sgl-percent N\n"
             "                         the guest's workload (as in accmig demo)\n"
@@ -112,7 +114,7 @@ static void vmcli_usage(FILE *f)
 }
 
 enum {
-    OPT_ATTACH = 1, OPT_CONTROL, OPT_INCOMING, OPT_ACCEPT_TIMEOUT, OPT_STAY, OPT_RAM,
+    OPT_ATTACH = 1, OPT_CONTROL, OPT_INCOMING, OPT_ACCEPT_TIMEOUT, OPT_STAY, OPT_RAM, OPT_PREALLOC,
     OPT_TIMEOUT, OPT_JOBS, OPT_QPS, OPT_VCPUS, OPT_MIN, OPT_MAX, OPT_SEED, OPT_SGL, OPT_JSON,
     OPT_HELP,
 };
@@ -137,6 +139,7 @@ static int vmcli_parse(int argc, char **argv, struct vmcli_opts *o)
         {"accept-timeout-ms", required_argument, NULL, OPT_ACCEPT_TIMEOUT},
         {"stay", no_argument, NULL, OPT_STAY},
         {"ram", required_argument, NULL, OPT_RAM},
+        {"prealloc", no_argument, NULL, OPT_PREALLOC},
         {"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
         {"jobs", required_argument, NULL, OPT_JOBS},
         {"qps", required_argument, NULL, OPT_QPS},
@@ -169,6 +172,7 @@ static int vmcli_parse(int argc, char **argv, struct vmcli_opts *o)
             o->accept_timeout_ms = (int)v;
             break;
         case OPT_STAY: o->stay = true; break;
+        case OPT_PREALLOC: o->vm.prealloc = true; break;
         case OPT_RAM:
             ret = vmcli_num("--ram", optarg, VM_RAM_PAGE_SIZE, VM_RAM_MAX_SIZE, &v);
             if (ret == 0 && v % VM_RAM_PAGE_SIZE) {

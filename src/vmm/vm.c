@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -225,6 +226,20 @@ static int vm_probe_profile(struct vm *vm)
 
 /* ---- life cycle ---- */
 
+int vm_ram_prealloc(struct vm_ram *ram)
+{
+    volatile uint8_t *host = vm_ram_host(ram);
+    uint64_t size = vm_ram_size(ram);
+
+    if (madvise((void *)host, size, MADV_POPULATE_WRITE) == 0)
+        return 0;
+    if (errno != EINVAL)
+        return -errno;
+    for (uint64_t off = 0; off < size; off += VM_RAM_PAGE_SIZE)
+        host[off] = host[off]; /* kernels before 5.14: one write fault per page */
+    return 0;
+}
+
 int vm_create(const struct vm_config *cfg, struct vm **out)
 {
     struct vfu_client_opts co = {0};
@@ -250,6 +265,8 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
     ret = vm_ram_create(size, &vm->ram);
     if (ret)
         goto err_free;
+    if (cfg->prealloc && (ret = vm_ram_prealloc(vm->ram)) != 0)
+        goto err_ram;
     co.timeout_ms = vm->timeout_ms;
     ret = vfu_client_connect(vm->attach, &co, &vm->c);
     if (ret)

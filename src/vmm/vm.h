@@ -70,6 +70,10 @@ struct vm_config {
     struct workload_config wl; /* the guest vm_guest_start creates (unused by vm_incoming:
                                   a migrated guest brings its own) */
     int timeout_ms;            /* 0: VM_DEFAULT_TIMEOUT_MS */
+    bool prealloc;             /* populate all RAM at create time (QEMU's -mem-prealloc):
+                                  an incoming guest then lands without first-touch
+                                  page faults, which shortens the transfer and the
+                                  stop-copy; costs the whole RAM up front */
 };
 
 enum vm_state {
@@ -141,7 +145,8 @@ struct vm_status {
 
 struct vm;
 
-/* Creates the RAM, connects to cfg->attach, maps the RAM (fd) for DMA,
+/* Creates the RAM (populated when cfg->prealloc), connects to cfg->attach,
+ * maps the RAM (fd) for DMA,
  * enables the MSI eventfds and reads the device profile (config space ids,
  * queue count from the VF's VFT via its mailbox). -EINVAL bad config
  * (no RAM size, not a 4 KiB multiple, too large), connect/vfio-user
@@ -156,6 +161,10 @@ uint64_t vm_ram_bytes(const struct vm *vm);
 /* The guest's RAM, for benchmarks and tests that fill or read it (a
  * guest running meanwhile writes it too); valid until vm_destroy. */
 struct vm_ram *vm_ram_get(struct vm *vm);
+/* Faults every page of ram in, writable (MADV_POPULATE_WRITE, or touching
+ * each page where the kernel lacks it). Only on RAM nobody writes yet (the
+ * fallback rewrites each page's first byte). 0 or -errno (-ENOMEM). */
+int vm_ram_prealloc(struct vm_ram *ram);
 
 /* ATTACHED -> RUNNING: lays the workload out in RAM, probes the VF (guest
  * driver init) and starts the vCPUs. -EINVAL bad workload config, -ENOSPC
