@@ -4,13 +4,18 @@
  *
  * Contract
  * - Every call returns 0 (or a byte count where stated) or a negative
- *   errno: the server's error reply as -errno, -ETIMEDOUT when no reply came
- *   in time (the connection is then unusable: later calls give -EIO),
+ *   errno: the server's error reply as -errno, -ETIMEDOUT when the server
+ *   stayed silent for timeout_ms while a reply was due (the connection is
+ *   then unusable: later calls give -EIO),
  *   -ECONNRESET when the server went away, -EINVAL for arguments refused
  *   before anything is sent.
  * - Thread safety: calls may come from several threads; one request is on
  *   the wire at a time (a mutex around each request/reply). irq_wait waits
  *   without that mutex. irqs_enable/irqs_disable must not race irq_wait.
+ * - Cost: a request leaves with one send (sendmsg when it carries
+ *   descriptors or is larger than 8 KiB), and its reply is read with one
+ *   blocking read into the connection's buffer, from which the payload is
+ *   copied straight into the caller's buffer.
  * - Guest RAM: map it with an fd (memfd, MAP_SHARED) via
  *   vfu_client_dma_map_fd: the server mmaps it, device DMA is zero-copy.
  *   vfu_client_dma_map_host maps memory without an fd: the server then
@@ -40,7 +45,9 @@ struct vfu_client;
 struct vfu_client_opts {
     uint32_t max_data_xfer_size; /* largest transfer we receive; 0: 1 MiB */
     bool twin_socket;            /* ask for the server->client DMA channel */
-    int timeout_ms;              /* reply wait; 0: 10 s (migration steps can take a while) */
+    /* Longest silence while a reply is due (the socket's receive timeout);
+     * 0: 10 s (migration steps can take a while). */
+    int timeout_ms;
     /* Region writes go out with the no-reply flag, as QEMU posts MMIO
      * writes: the call returns once sent (a write the server refuses is
      * only logged there); ordering with later calls is kept because the

@@ -1,6 +1,11 @@
-/* vfu/server: listening sockets, one epoll loop, sessions per VF. */
+/* vfu/server: listening sockets, an epoll loop that accepts clients, and a
+ * thread per connected client that reads its socket and handles its
+ * messages under the server's handler lock. */
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +20,7 @@
 #include "common/common.h"
 #include "vfu/vfu_dev.h"
 
-enum ep_kind { EP_STOP, EP_SIGNAL, EP_LISTEN, EP_CONN };
+enum ep_kind { EP_STOP, EP_SIGNAL, EP_LISTEN };
 
 struct srv_vf;
 
@@ -25,19 +30,35 @@ struct ep_tag {
     struct srv_vf *sv;
 };
 
-/* All fields are touched only by the thread in vfu_server_run (and by
- * create/destroy, which may not overlap it). */
 struct srv_vf {
+    struct vfu_server *srv;
     struct vfu_vf *vf;
+    /* listen_fd, path, the tags, has_thread and client_thread belong to
+     * the thread in vfu_server_run (and to create/destroy, which may not
+     * overlap it): it starts and joins the client thread. */
     int listen_fd;
+    struct ep_tag listen_tag;
+    char path[PATH_MAX];
+    bool has_thread; /* client_thread is joinable */
+    pthread_t client_thread;
+    /* The client: protected by the server's handler_lock. The client
+     * thread serves session on conn_fd and, when it ends, closes both and
+     * sets client_done. */
     int conn_fd;
     struct vfu_session *session;
-    struct ep_tag listen_tag, conn_tag;
-    char path[PATH_MAX];
+    bool client_done;
 };
 
 struct vfu_server {
     struct vfu_device *dev;
+    /* handler_lock is held around every message a client thread handles,
+     * and around session open and close: handlers of all VFs run one at a
+     * time, so the device model, the migration state machines and the twin
+     * socket see the single-threaded server they were written for. It also
+     * protects each srv_vf's conn_fd, session and client_done, and
+     * stopping. Device worker threads never take it. */
+    pthread_mutex_t handler_lock;
+    bool stopping; /* clients are being detached because the server stops */
     int epfd;
     int stop_fd; /* eventfd written by vfu_server_stop */
     int sig_fd;  /* signalfd for SIGTERM/SIGINT, or -1 */
@@ -52,17 +73,92 @@ static int ep_add(struct vfu_server *s, int fd, struct ep_tag *tag)
     return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) ? -errno : 0;
 }
 
-static void srv_session_end(struct vfu_server *s, struct srv_vf *sv, int why)
+/* STYLE 11: a _locked function checks that its lock is held. */
+static void srv_assert_locked(struct vfu_server *s)
 {
-    if (why == -ECONNRESET)
+    if (pthread_mutex_trylock(&s->handler_lock) == 0) {
+        pthread_mutex_unlock(&s->handler_lock);
+        assert(!"handler_lock not held");
+    }
+}
+
+static void srv_session_end_locked(struct vfu_server *s, struct srv_vf *sv, int why)
+{
+    srv_assert_locked(s);
+    if (s->stopping)
+        am_log(AM_LOG_INFO, "vfu", "%s: detaching the client: the server stops", sv->vf->name);
+    else if (why == -ECONNRESET)
         am_log(AM_LOG_INFO, "vfu", "%s: client closed the connection", sv->vf->name);
     else
         am_log(AM_LOG_GUEST, "vfu", "%s: ending the session: %s", sv->vf->name, strerror(-why));
-    epoll_ctl(s->epfd, EPOLL_CTL_DEL, sv->conn_fd, NULL);
     vfu_session_close(sv->session);
     sv->session = NULL;
     close(sv->conn_fd);
     sv->conn_fd = -1;
+    sv->client_done = true;
+}
+
+/* A client's thread: blocking reads, each message handled under the
+ * handler lock, then the session ends (VF reset, unmapped). */
+static void *srv_client_main(void *arg)
+{
+    struct srv_vf *sv = arg;
+    struct vfu_server *s = sv->srv;
+    /* session is set before this thread starts and changed only by it. */
+    int why = vfu_session_serve(sv->session, &s->handler_lock);
+
+    pthread_mutex_lock(&s->handler_lock);
+    srv_session_end_locked(s, sv, why);
+    pthread_mutex_unlock(&s->handler_lock);
+    return NULL;
+}
+
+/* Whether the VF's client is gone or going: its session ended, or it hung
+ * up and its thread is ending the session now. */
+static bool srv_client_leaving(struct vfu_server *s, struct srv_vf *sv)
+{
+    struct pollfd p = {.events = POLLRDHUP};
+    bool leaving;
+
+    pthread_mutex_lock(&s->handler_lock);
+    p.fd = sv->conn_fd;
+    leaving = sv->client_done ||
+              (poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)));
+    pthread_mutex_unlock(&s->handler_lock);
+    return leaving;
+}
+
+/* Makes room for a new client on the VF: a client that hung up is waited
+ * for (its thread resets the VF), so one that reconnects at once finds
+ * the VF free, as it would if the session had ended before the connect.
+ * False if the VF still has a live client. */
+static bool srv_client_make_room(struct vfu_server *s, struct srv_vf *sv)
+{
+    if (!sv->has_thread)
+        return true;
+    if (!srv_client_leaving(s, sv))
+        return false;
+    pthread_join(sv->client_thread, NULL);
+    sv->has_thread = false;
+    return true;
+}
+
+/* Detaches every client (their sockets shut down, so blocked reads and
+ * sends return) and joins their threads. */
+static void srv_clients_stop(struct vfu_server *s)
+{
+    pthread_mutex_lock(&s->handler_lock);
+    s->stopping = true;
+    for (unsigned i = 0; s->vfs && i < s->num_vfs; i++)
+        if (s->vfs[i].conn_fd >= 0)
+            shutdown(s->vfs[i].conn_fd, SHUT_RDWR);
+    pthread_mutex_unlock(&s->handler_lock);
+    for (unsigned i = 0; s->vfs && i < s->num_vfs; i++) {
+        if (s->vfs[i].has_thread) {
+            pthread_join(s->vfs[i].client_thread, NULL);
+            s->vfs[i].has_thread = false;
+        }
+    }
 }
 
 static void srv_accept(struct vfu_server *s, struct srv_vf *sv)
@@ -75,34 +171,41 @@ static void srv_accept(struct vfu_server *s, struct srv_vf *sv)
         am_log(AM_LOG_ERR, "vfu", "%s: accept: %s", sv->vf->name, strerror(errno));
         return;
     }
-    if (sv->session) {
+    if (!srv_client_make_room(s, sv)) {
         am_log(AM_LOG_GUEST, "vfu", "%s: refused a second client (one at a time per VF)",
                sv->vf->name);
         close(fd);
         return;
     }
     vfu_tran_sock_init(&t, fd);
+    pthread_mutex_lock(&s->handler_lock);
     ret = vfu_session_open(sv->vf, &t, &sv->session);
     if (!ret) {
         sv->conn_fd = fd;
-        ret = ep_add(s, fd, &sv->conn_tag);
-        if (ret) {
-            vfu_session_close(sv->session);
-            sv->session = NULL;
-            sv->conn_fd = -1;
+        sv->client_done = false;
+    }
+    pthread_mutex_unlock(&s->handler_lock);
+    if (!ret) {
+        ret = -pthread_create(&sv->client_thread, NULL, srv_client_main, sv);
+        if (!ret) {
+            sv->has_thread = true;
+            return;
         }
+        pthread_mutex_lock(&s->handler_lock);
+        vfu_session_close(sv->session);
+        sv->session = NULL;
+        sv->conn_fd = -1;
+        pthread_mutex_unlock(&s->handler_lock);
     }
-    if (ret) {
-        am_log(AM_LOG_ERR, "vfu", "%s: cannot serve a client: %s", sv->vf->name, strerror(-ret));
-        close(fd);
-    }
+    am_log(AM_LOG_ERR, "vfu", "%s: cannot serve a client: %s", sv->vf->name, strerror(-ret));
+    close(fd);
 }
 
-int vfu_server_run(struct vfu_server *s)
+/* The epoll loop until a stop; 0 on a clean stop. */
+static int srv_loop(struct vfu_server *s)
 {
     struct epoll_event evs[16];
 
-    am_log(AM_LOG_INFO, "vfu", "serving %u VFs (one epoll thread)", s->num_vfs);
     for (;;) {
         int n = epoll_wait(s->epfd, evs, (int)AM_ARRAY_SIZE(evs), -1);
         if (n < 0) {
@@ -112,8 +215,6 @@ int vfu_server_run(struct vfu_server *s)
         }
         for (int i = 0; i < n; i++) {
             struct ep_tag *tag = evs[i].data.ptr;
-            struct srv_vf *sv = tag->sv;
-            int ret;
 
             switch (tag->kind) {
             case EP_STOP: {
@@ -130,18 +231,25 @@ int vfu_server_run(struct vfu_server *s)
                 return 0;
             }
             case EP_LISTEN:
-                srv_accept(s, sv);
-                break;
-            case EP_CONN:
-                if (!sv->session)
-                    break; /* ended earlier in this batch */
-                ret = vfu_session_process(sv->session);
-                if (ret)
-                    srv_session_end(s, sv, ret);
+                srv_accept(s, tag->sv);
                 break;
             }
         }
     }
+}
+
+int vfu_server_run(struct vfu_server *s)
+{
+    int ret;
+
+    pthread_mutex_lock(&s->handler_lock);
+    s->stopping = false;
+    pthread_mutex_unlock(&s->handler_lock);
+    am_log(AM_LOG_INFO, "vfu", "serving %u VFs (a thread per client)", s->num_vfs);
+    ret = srv_loop(s);
+    /* No client is served once run returns. */
+    srv_clients_stop(s);
+    return ret;
 }
 
 void vfu_server_stop(struct vfu_server *s)
@@ -184,6 +292,7 @@ int vfu_server_create(const struct vfu_server_config *cfg, struct vfu_server **o
         free(s);
         return ret;
     }
+    pthread_mutex_init(&s->handler_lock, NULL);
     s->num_vfs = vfu_device_num_vfs(s->dev);
     s->vfs = calloc(s->num_vfs, sizeof(*s->vfs));
     if (!s->vfs) {
@@ -191,10 +300,10 @@ int vfu_server_create(const struct vfu_server_config *cfg, struct vfu_server **o
         goto fail;
     }
     for (unsigned i = 0; i < s->num_vfs; i++) {
+        s->vfs[i].srv = s;
         s->vfs[i].listen_fd = s->vfs[i].conn_fd = -1;
         s->vfs[i].vf = vfu_device_vf(s->dev, i);
         s->vfs[i].listen_tag = (struct ep_tag){EP_LISTEN, &s->vfs[i]};
-        s->vfs[i].conn_tag = (struct ep_tag){EP_CONN, &s->vfs[i]};
     }
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
     s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -249,12 +358,10 @@ void vfu_server_destroy(struct vfu_server *s)
 {
     if (!s)
         return;
+    /* Ends the sessions (each client thread resets its VF). */
+    srv_clients_stop(s);
     for (unsigned i = 0; s->vfs && i < s->num_vfs; i++) {
         struct srv_vf *sv = &s->vfs[i];
-        if (sv->session) {
-            vfu_session_close(sv->session);
-            close(sv->conn_fd);
-        }
         if (sv->listen_fd >= 0) {
             close(sv->listen_fd);
             unlink(sv->path);
@@ -268,6 +375,7 @@ void vfu_server_destroy(struct vfu_server *s)
         close(s->epfd);
     free(s->vfs);
     vfu_device_destroy(s->dev);
+    pthread_mutex_destroy(&s->handler_lock);
     free(s);
 }
 

@@ -14,6 +14,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -23,7 +24,9 @@
 #include "vfu/vfu_dev.h"
 
 #define SESSION_MAX_XFER VFU_DEFAULT_MAX_XFER   /* what we receive per transfer */
-#define SESSION_MSGS_PER_CALL 32u               /* fairness between VFs */
+#define SESSION_MSGS_PER_CALL 32u               /* vfu_session_process: then let others run */
+/* Replies up to this size are built in the session's own buffer. */
+#define SESSION_REPLY_ROOM VFU_RX_BUF_SIZE
 #define TWIN_TIMEOUT_MS 5000                    /* a client that never answers DMA */
 #define SEND_TIMEOUT_MS 10000                   /* a client that never reads */
 
@@ -36,6 +39,7 @@ struct vfu_session {
     uint64_t peer_max_xfer; /* the client's max_data_xfer_size */
     uint64_t max_dma_maps;
     bool in_handler; /* STYLE 12: set while a handler runs */
+    bool trace;      /* debug log tier on: one line per message */
 
     /* The twin socket: twin_lock protects twin_tran, twin_rx and
      * twin_msg_id, so one DMA request/reply is on the wire at a time.
@@ -47,12 +51,20 @@ struct vfu_session {
     uint16_t twin_msg_id;
     bool twin_broken;
     bool twin_warned; /* atomic: "no twin socket" logged once */
+
+    /* Where replies are built: the header, then up to SESSION_REPLY_ROOM
+     * bytes, so a reply leaves with one send and no allocation. Used by the
+     * one message being handled. 8-byte aligned (a DMA logging bitmap is
+     * written into it as words). */
+    uint8_t reply_buf[sizeof(struct vfu_hdr) + SESSION_REPLY_ROOM] __attribute__((aligned(8)));
 };
 
-/* A reply under construction: payload (small ones inline) and at most one
- * descriptor, which the reply path sends and then closes. */
+/* A reply under construction: payload and at most one descriptor, which
+ * the reply path sends and then closes. The payload goes after room for
+ * the header: in the session's buffer, or (larger ones) in heap. */
 struct reply {
-    uint8_t inline_buf[64];
+    uint8_t *room; /* the session's reply_buf, or NULL: no payload possible */
+    uint8_t *heap; /* a larger reply's own buffer, header room included */
     uint8_t *data;
     size_t len;
     int fd;
@@ -61,13 +73,19 @@ struct reply {
 
 static void *reply_alloc(struct reply *r, size_t len)
 {
-    if (len <= sizeof(r->inline_buf)) {
-        r->data = r->inline_buf;
-    } else {
-        r->data = malloc(len);
-        if (!r->data)
+    uint8_t *base = r->room;
+
+    free(r->heap);
+    r->heap = NULL;
+    if (!base || len > SESSION_REPLY_ROOM) {
+        if (len > SIZE_MAX - sizeof(struct vfu_hdr))
             return NULL;
+        r->heap = malloc(sizeof(struct vfu_hdr) + len);
+        if (!r->heap)
+            return NULL;
+        base = r->heap;
     }
+    r->data = base + sizeof(struct vfu_hdr);
     memset(r->data, 0, len);
     r->len = len;
     return r->data;
@@ -1019,7 +1037,6 @@ static const struct cmd_entry cmd_table[VFU_CMD_MAX] = {
 static int session_reply(struct vfu_session *s, const struct vfu_msg *m, int ret, struct reply *r)
 {
     struct vfu_hdr h = {.msg_id = m->hdr.msg_id, .cmd = m->hdr.cmd, .flags = VFU_HDR_TYPE_REPLY};
-    struct iovec part = {r->data, r->len};
     int sret = 0;
 
     if (ret < 0) {
@@ -1029,22 +1046,28 @@ static int session_reply(struct vfu_session *s, const struct vfu_msg *m, int ret
                vfu_cmd_name(m->hdr.cmd), strerror(-ret), r->why ? r->why : "");
         h.flags |= VFU_HDR_ERROR;
         h.error = (uint32_t)-ret;
-    } else {
+    } else if (s->trace) {
         am_log(AM_LOG_DEBUG, "vfu", "%s: msg %u %s: ok, %zu reply bytes", s->vf->name,
                m->hdr.msg_id, vfu_cmd_name(m->hdr.cmd), r->len);
     }
     if (!(m->hdr.flags & VFU_HDR_NO_REPLY)) {
         bool with_fd = ret >= 0 && r->fd >= 0;
-        sret = vfu_send(&s->tran, &h, &part, ret < 0 || !r->len ? 0 : 1, with_fd ? &r->fd : NULL,
-                        with_fd ? 1 : 0);
+        const int *fds = with_fd ? &r->fd : NULL;
+        if (ret < 0 || !r->len) {
+            sret = vfu_send_msg(&s->tran, &h, sizeof(h), fds, with_fd ? 1 : 0);
+        } else {
+            /* The header goes in front of the payload: one send. */
+            memcpy(r->data - sizeof(h), &h, sizeof(h));
+            sret = vfu_send_msg(&s->tran, r->data - sizeof(h), sizeof(h) + r->len, fds,
+                                with_fd ? 1 : 0);
+        }
         if (sret)
             am_log(AM_LOG_GUEST, "vfu", "%s: msg %u %s: reply not delivered (%s)", s->vf->name,
                    m->hdr.msg_id, vfu_cmd_name(m->hdr.cmd), strerror(-sret));
     }
     if (r->fd >= 0)
         close(r->fd);
-    if (r->data && r->data != r->inline_buf)
-        free(r->data);
+    free(r->heap);
     return sret;
 }
 
@@ -1070,7 +1093,7 @@ static int session_handle(struct vfu_session *s, struct vfu_msg *m, struct reply
  * before the reply leaves, so a client that sees the reply sees them gone. */
 static int session_dispatch(struct vfu_session *s, struct vfu_msg *m)
 {
-    struct reply r = {.fd = -1};
+    struct reply r = {.room = s->reply_buf, .fd = -1};
     int ret;
 
     s->in_handler = true;
@@ -1078,6 +1101,16 @@ static int session_dispatch(struct vfu_session *s, struct vfu_msg *m)
     s->in_handler = false;
     vfu_msg_release(m);
     return session_reply(s, m, ret, &r);
+}
+
+/* The framing of the stream cannot be trusted any more: say why, then the
+ * session ends. */
+static void session_framing_error(struct vfu_session *s, struct vfu_msg *m, int err)
+{
+    struct reply r = {.fd = -1, .why = err == -E2BIG ? "message above the maximum size"
+                                                     : "bad header type or size"};
+    m->hdr.flags = 0;
+    session_reply(s, m, err, &r);
 }
 
 int vfu_session_process(struct vfu_session *s)
@@ -1090,11 +1123,7 @@ int vfu_session_process(struct vfu_session *s)
         if (ret == 0)
             return 0;
         if (ret == -EINVAL || ret == -E2BIG) {
-            /* Framing cannot be trusted any more: say why, then end. */
-            struct reply r = {.fd = -1, .why = ret == -E2BIG ? "message above the maximum size"
-                                                               : "bad header type or size"};
-            m.hdr.flags = 0;
-            session_reply(s, &m, ret, &r);
+            session_framing_error(s, &m, ret);
             return ret;
         }
         if (ret < 0)
@@ -1104,6 +1133,31 @@ int vfu_session_process(struct vfu_session *s)
             return ret;
     }
     return 0;
+}
+
+int vfu_session_serve(struct vfu_session *s, pthread_mutex_t *handler_lock)
+{
+    assert(!s->in_handler);
+    for (;;) {
+        struct vfu_msg m = {0};
+        /* Blocks without the lock: a client that sends half a message
+         * holds up only itself. */
+        int ret = vfu_rx_recv(&s->rx, &s->tran, &m);
+
+        if (ret == -EINVAL || ret == -E2BIG) {
+            session_framing_error(s, &m, ret);
+            return ret;
+        }
+        if (ret < 0)
+            return ret;
+        if (handler_lock)
+            pthread_mutex_lock(handler_lock);
+        ret = session_dispatch(s, &m);
+        if (handler_lock)
+            pthread_mutex_unlock(handler_lock);
+        if (ret)
+            return ret;
+    }
 }
 
 int vfu_session_open(struct vfu_vf *vf, const struct vfu_tran *t, struct vfu_session **out)
@@ -1121,6 +1175,7 @@ int vfu_session_open(struct vfu_vf *vf, const struct vfu_tran *t, struct vfu_ses
     s->peer_max_fds = 1;
     s->peer_max_xfer = VFU_DEFAULT_MAX_XFER;
     s->max_dma_maps = VFU_DEFAULT_MAX_DMA_MAPS;
+    s->trace = am_log_enabled(AM_LOG_DEBUG);
     pthread_mutex_init(&s->twin_lock, NULL);
     vfu_rx_init(&s->rx, VFU_HDR_TYPE_COMMAND, vfu_max_msg_size(SESSION_MAX_XFER),
                 VFU_SERVER_MAX_MSG_FDS);

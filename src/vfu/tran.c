@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,8 +43,8 @@ static void sock_take_fds(struct msghdr *mh, int *fds, size_t max_fds, size_t *n
         *fds_lost = true; /* the kernel dropped (and closed) what did not fit */
 }
 
-static ssize_t sock_recv(struct vfu_tran *t, void *buf, size_t len, int *fds, size_t max_fds,
-                         size_t *nfds, bool *fds_lost)
+static ssize_t sock_recv(struct vfu_tran *t, void *buf, size_t len, bool wait, int *fds,
+                         size_t max_fds, size_t *nfds, bool *fds_lost)
 {
     union {
         char buf[CMSG_SPACE(TRAN_CMSG_FDS * sizeof(int))];
@@ -59,12 +60,29 @@ static ssize_t sock_recv(struct vfu_tran *t, void *buf, size_t len, int *fds, si
     ssize_t n;
 
     do {
-        n = recvmsg(t->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        n = recvmsg(t->fd, &mh, MSG_CMSG_CLOEXEC | (wait ? 0 : MSG_DONTWAIT));
     } while (n < 0 && errno == EINTR);
     if (n < 0)
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
     sock_take_fds(&mh, fds, max_fds, nfds, fds_lost);
     return n;
+}
+
+/* One contiguous buffer without descriptors: send(2), no msghdr to build
+ * or for the kernel to copy in. */
+static int sock_send_one(int fd, const uint8_t *p, size_t len)
+{
+    while (len) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
 }
 
 static int sock_send(struct vfu_tran *t, const struct iovec *iov_in, unsigned iovcnt,
@@ -80,6 +98,8 @@ static int sock_send(struct vfu_tran *t, const struct iovec *iov_in, unsigned io
 
     if (iovcnt > AM_ARRAY_SIZE(iov) || nfds > TRAN_CMSG_FDS)
         return -EINVAL;
+    if (iovcnt == 1 && nfds == 0)
+        return sock_send_one(t->fd, iov_in[0].iov_base, iov_in[0].iov_len);
     memcpy(iov, iov_in, iovcnt * sizeof(*iov));
     if (nfds) {
         struct cmsghdr *c;
@@ -131,12 +151,13 @@ void vfu_tran_sock_init(struct vfu_tran *t, int fd)
 
 /* ---- buffer transport ---- */
 
-static ssize_t buf_recv(struct vfu_tran *t, void *buf, size_t len, int *fds, size_t max_fds,
-                        size_t *nfds, bool *fds_lost)
+static ssize_t buf_recv(struct vfu_tran *t, void *buf, size_t len, bool wait, int *fds,
+                        size_t max_fds, size_t *nfds, bool *fds_lost)
 {
     struct vfu_buf_tran *b = t->ctx;
     size_t n = b->in_len - b->in_pos;
 
+    (void)wait; /* never blocks: what is not there will not come */
     (void)fds;
     (void)max_fds;
     (void)nfds;
@@ -204,8 +225,10 @@ void vfu_msg_release(struct vfu_msg *m)
         m->fds[i] = -1;
     }
     m->nfds = 0;
-    free(m->payload);
+    if (!m->borrowed)
+        free(m->payload);
     m->payload = NULL;
+    m->borrowed = false;
     m->len = 0;
 }
 
@@ -217,78 +240,226 @@ void vfu_rx_init(struct vfu_rx *rx, unsigned expect_type, uint64_t max_size, siz
     rx->max_fds = AM_MIN(max_fds, (size_t)VFU_MSG_MAX_FDS);
 }
 
-void vfu_rx_reset(struct vfu_rx *rx)
+static void rx_fds_close(struct vfu_rx_fds *g)
 {
-    vfu_msg_release(&rx->cur);
-    memset(&rx->cur, 0, sizeof(rx->cur));
-    rx->hdr_got = 0;
-    rx->payload_got = 0;
+    for (size_t i = 0; i < g->nfds; i++)
+        close(g->fds[i]);
+    g->nfds = 0;
 }
 
-/* One transport read into [buf, buf+len), collecting descriptors into the
- * message being assembled. */
-static ssize_t rx_read(struct vfu_rx *rx, struct vfu_tran *t, void *buf, size_t len)
+void vfu_rx_reset(struct vfu_rx *rx)
 {
-    struct vfu_msg *m = &rx->cur;
-    return t->ops->recv(t, buf, len, m->fds + m->nfds, rx->max_fds - m->nfds, &m->nfds,
-                        &m->fds_lost);
+    vfu_msg_release(&rx->big);
+    memset(&rx->big, 0, sizeof(rx->big));
+    rx->in_big = false;
+    rx->big_got = 0;
+    for (size_t g = 0; g < rx->ngrp; g++)
+        rx_fds_close(&rx->grp[g]);
+    rx->ngrp = 0;
+    rx->start = rx->end = 0;
+    rx->pos = 0;
+}
+
+/* Keeps the descriptors that came with one read for the message at stream
+ * offset owner, up to max_fds (the rest closed, the group flagged). */
+static void rx_fds_add(struct vfu_rx *rx, uint64_t owner, const int *fds, size_t n, bool lost)
+{
+    struct vfu_rx_fds *g = NULL;
+
+    if (rx->ngrp && rx->grp[rx->ngrp - 1].owner == owner) {
+        g = &rx->grp[rx->ngrp - 1];
+    } else if (rx->ngrp < AM_ARRAY_SIZE(rx->grp)) {
+        /* Reads happen only while the first message not handed out is
+         * incomplete, so a pending group belongs to it and a new read adds
+         * at most one more: two slots always suffice. */
+        g = &rx->grp[rx->ngrp++];
+        g->owner = owner;
+        g->nfds = 0;
+        g->lost = false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (g && g->nfds < rx->max_fds) {
+            g->fds[g->nfds++] = fds[i];
+        } else {
+            close(fds[i]);
+            lost = true;
+        }
+    }
+    if (g && lost)
+        g->lost = true;
+}
+
+/* Hands m the descriptors of the message at stream offset at; groups of
+ * earlier offsets (no message started there: a sender breaking framing)
+ * are closed. */
+static void rx_fds_attach(struct vfu_rx *rx, uint64_t at, struct vfu_msg *m)
+{
+    size_t keep = 0;
+
+    m->nfds = 0;
+    m->fds_lost = false;
+    for (size_t g = 0; g < rx->ngrp; g++) {
+        struct vfu_rx_fds *grp = &rx->grp[g];
+        if (grp->owner == at) {
+            memcpy(m->fds, grp->fds, grp->nfds * sizeof(int));
+            m->nfds = grp->nfds;
+            m->fds_lost = grp->lost;
+        } else if (grp->owner < at) {
+            rx_fds_close(grp);
+        } else {
+            if (keep != g)
+                rx->grp[keep] = *grp;
+            keep++;
+        }
+    }
+    rx->ngrp = keep;
+    for (size_t i = m->nfds; i < VFU_MSG_MAX_FDS; i++)
+        m->fds[i] = -1;
+}
+
+/* The stream offset of the message that holds the last byte in the buffer
+ * (headers not yet checked are only walked, never trusted). */
+static uint64_t rx_owner_of_last_byte(const struct vfu_rx *rx)
+{
+    size_t p = rx->start;
+
+    for (;;) {
+        struct vfu_hdr h;
+        if (rx->end - p < sizeof(h))
+            break;
+        memcpy(&h, rx->buf + p, sizeof(h));
+        if (h.size < sizeof(h) || (uint64_t)p + h.size >= rx->end)
+            break;
+        p += h.size;
+    }
+    return rx->pos + (p - rx->start);
+}
+
+/* Takes the next whole message out of what was received: 1 (*out set), 0
+ * when more bytes are needed, or a framing error / -ENOMEM. */
+static int rx_parse(struct vfu_rx *rx, struct vfu_msg *out)
+{
+    size_t avail = rx->end - rx->start;
+    struct vfu_hdr h;
+    int ret;
+
+    if (rx->in_big) {
+        if (rx->big_got < rx->big.len)
+            return 0;
+        *out = rx->big;
+        rx_fds_attach(rx, rx->big_pos, out);
+        rx->pos = rx->big_pos + rx->big.hdr.size;
+        memset(&rx->big, 0, sizeof(rx->big));
+        rx->in_big = false;
+        rx->big_got = 0;
+        return 1;
+    }
+    if (avail < sizeof(h))
+        return 0;
+    /* The header is checked before anything is allocated for it. */
+    memcpy(&h, rx->buf + rx->start, sizeof(h));
+    ret = vfu_hdr_check(&h, rx->expect_type, rx->max_size);
+    if (ret) {
+        memset(out, 0, sizeof(*out));
+        out->hdr = h;
+        vfu_rx_reset(rx);
+        return ret;
+    }
+    if (h.size <= avail) {
+        /* Whole in the buffer: handed out in place. */
+        out->hdr = h;
+        out->len = h.size - sizeof(h);
+        out->payload = out->len ? rx->buf + rx->start + sizeof(h) : NULL;
+        out->borrowed = out->payload != NULL;
+        rx_fds_attach(rx, rx->pos, out);
+        rx->start += h.size;
+        rx->pos += h.size;
+        if (rx->start == rx->end)
+            rx->start = rx->end = 0;
+        return 1;
+    }
+    if (h.size <= sizeof(rx->buf))
+        return 0; /* the rest will fit */
+    /* Larger than the buffer: assembled in its own allocation, the rest
+     * read straight into it. */
+    rx->big.hdr = h;
+    rx->big.len = h.size - sizeof(h);
+    rx->big.payload = malloc(rx->big.len);
+    if (!rx->big.payload) {
+        vfu_rx_reset(rx);
+        return -ENOMEM;
+    }
+    rx->big_got = avail - sizeof(h);
+    memcpy(rx->big.payload, rx->buf + rx->start + sizeof(h), rx->big_got);
+    rx->big_pos = rx->pos;
+    rx->in_big = true;
+    rx->start = rx->end = 0;
+    return 0;
+}
+
+/* One transport read: into the big message (exactly what it still lacks,
+ * so the read never reaches the next message), or into the buffer (as much
+ * as fits: one read usually brings whole messages). */
+static ssize_t rx_fill(struct vfu_rx *rx, struct vfu_tran *t, bool wait)
+{
+    int fds[VFU_MSG_MAX_FDS];
+    size_t nfds = 0;
+    bool lost = false;
+    uint64_t owner = rx->pos;
+    ssize_t n;
+
+    if (rx->in_big) {
+        n = t->ops->recv(t, rx->big.payload + rx->big_got, rx->big.len - rx->big_got, wait, fds,
+                         rx->max_fds, &nfds, &lost);
+        if (n > 0)
+            rx->big_got += (size_t)n;
+        owner = rx->big_pos;
+    } else {
+        if (rx->start) {
+            /* Only the start of one message is left: move it to the front. */
+            memmove(rx->buf, rx->buf + rx->start, rx->end - rx->start);
+            rx->end -= rx->start;
+            rx->start = 0;
+        }
+        n = t->ops->recv(t, rx->buf + rx->end, sizeof(rx->buf) - rx->end, wait, fds, rx->max_fds,
+                         &nfds, &lost);
+        if (n > 0) {
+            rx->end += (size_t)n;
+            if (nfds || lost)
+                owner = rx_owner_of_last_byte(rx);
+        }
+    }
+    if (nfds || lost)
+        rx_fds_add(rx, owner, fds, nfds, lost);
+    return n;
+}
+
+static int rx_next(struct vfu_rx *rx, struct vfu_tran *t, struct vfu_msg *out, bool wait)
+{
+    for (;;) {
+        int ret = rx_parse(rx, out);
+        ssize_t n;
+
+        if (ret)
+            return ret;
+        n = rx_fill(rx, t, wait);
+        if (n == -EAGAIN)
+            return wait ? -ETIMEDOUT : 0;
+        if (n <= 0) {
+            vfu_rx_reset(rx);
+            return n == 0 ? -ECONNRESET : (int)n;
+        }
+    }
 }
 
 int vfu_rx_step(struct vfu_rx *rx, struct vfu_tran *t, struct vfu_msg *out)
 {
-    struct vfu_msg *m = &rx->cur;
-    ssize_t n;
-    int ret;
+    return rx_next(rx, t, out, false);
+}
 
-    /* Read exactly the header first, so one read never spans two messages
-     * and the size is known before anything is allocated. */
-    while (rx->hdr_got < sizeof(m->hdr)) {
-        n = rx_read(rx, t, (uint8_t *)&m->hdr + rx->hdr_got, sizeof(m->hdr) - rx->hdr_got);
-        if (n == -EAGAIN)
-            return 0;
-        if (n <= 0) {
-            vfu_rx_reset(rx);
-            return n == 0 ? -ECONNRESET : (int)n;
-        }
-        rx->hdr_got += (size_t)n;
-        if (rx->hdr_got < sizeof(m->hdr))
-            continue;
-        ret = vfu_hdr_check(&m->hdr, rx->expect_type, rx->max_size);
-        if (ret) {
-            out->hdr = m->hdr;
-            out->payload = NULL;
-            out->len = 0;
-            out->nfds = 0;
-            vfu_rx_reset(rx);
-            return ret;
-        }
-        m->len = m->hdr.size - sizeof(m->hdr);
-        if (m->len) {
-            m->payload = malloc(m->len);
-            if (!m->payload) {
-                vfu_rx_reset(rx);
-                return -ENOMEM;
-            }
-        }
-    }
-    while (rx->payload_got < m->len) {
-        n = rx_read(rx, t, m->payload + rx->payload_got, m->len - rx->payload_got);
-        if (n == -EAGAIN)
-            return 0;
-        if (n <= 0) {
-            vfu_rx_reset(rx);
-            return n == 0 ? -ECONNRESET : (int)n;
-        }
-        rx->payload_got += (size_t)n;
-    }
-    *out = *m;
-    for (size_t i = out->nfds; i < VFU_MSG_MAX_FDS; i++)
-        out->fds[i] = -1;
-    /* Ownership moved to out: forget without releasing. */
-    memset(m, 0, sizeof(*m));
-    rx->hdr_got = 0;
-    rx->payload_got = 0;
-    return 1;
+int vfu_rx_recv(struct vfu_rx *rx, struct vfu_tran *t, struct vfu_msg *out)
+{
+    return rx_next(rx, t, out, true);
 }
 
 int vfu_rx_wait(struct vfu_rx *rx, struct vfu_tran *t, struct vfu_msg *out, int timeout_ms)
@@ -332,6 +503,18 @@ int vfu_send(struct vfu_tran *t, struct vfu_hdr *h, const struct iovec *parts, u
         return -EMSGSIZE;
     h->size = (uint32_t)size;
     return t->ops->send(t, iov, nparts + 1, fds, nfds);
+}
+
+int vfu_send_msg(struct vfu_tran *t, void *msg, size_t len, const int *fds, size_t nfds)
+{
+    struct iovec iov = {.iov_base = msg, .iov_len = len};
+    uint32_t size;
+
+    if (len < sizeof(struct vfu_hdr) || len > UINT32_MAX)
+        return -EMSGSIZE;
+    size = (uint32_t)len;
+    memcpy((uint8_t *)msg + offsetof(struct vfu_hdr, size), &size, sizeof(size));
+    return t->ops->send(t, &iov, 1, fds, nfds);
 }
 
 /* ---- UNIX sockets ---- */
@@ -407,10 +590,20 @@ int vfu_sock_connect(const char *path, int *out_fd)
     return 0;
 }
 
-int vfu_sock_set_send_timeout(int fd, int timeout_ms)
+static int sock_set_timeout(int fd, int opt, int timeout_ms)
 {
     struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
-    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)
+    if (setsockopt(fd, SOL_SOCKET, opt, &tv, sizeof(tv)) != 0)
         return -errno;
     return 0;
+}
+
+int vfu_sock_set_send_timeout(int fd, int timeout_ms)
+{
+    return sock_set_timeout(fd, SO_SNDTIMEO, timeout_ms);
+}
+
+int vfu_sock_set_recv_timeout(int fd, int timeout_ms)
+{
+    return sock_set_timeout(fd, SO_RCVTIMEO, timeout_ms);
 }

@@ -8,12 +8,18 @@
  * device, a client session on it, and the server with its epoll loop).
  *
  * Contract
- * - Threads: vfu_server_run runs one epoll loop in the caller's thread; it
- *   serves every socket of every VF, one message at a time. The device
+ * - Threads: vfu_server_run runs an epoll loop in the caller's thread that
+ *   accepts clients and watches for a stop; each connected client gets a
+ *   thread of its own that blocks reading its socket (the cheapest way to
+ *   wait for the next message: one read, no poll). Handlers still run one
+ *   at a time across the whole server: a client thread takes the server's
+ *   handler lock around each message, and session open and close run under
+ *   it too, so the device model, the migration state machines and the twin
+ *   socket see the single-threaded server they were written for. The device
  *   model's own worker threads raise interrupts (eventfd writes) and, for
  *   DMA maps without an fd, send DMA_READ/DMA_WRITE to the client over the
- *   twin socket; they never wait for the epoll thread, so a handler that
- *   waits for the device (mailbox, PAUSE_QM, unmap) cannot deadlock.
+ *   twin socket; they never take the handler lock, so a handler that waits
+ *   for the device (mailbox, PAUSE_QM, unmap) cannot deadlock.
  * - Every message is validated before use (docs/usage.md lists the rules);
  *   an error reply carries a positive errno; nothing is half applied except
  *   REGION_WRITE_MULTI, whose writes before the failing one have happened
@@ -28,6 +34,7 @@
 #ifndef ACCMIG_VFU_H
 #define ACCMIG_VFU_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -78,11 +85,17 @@ struct vfu_session;
 /* Opens a session of the VF over transport t (t is copied; a socket fd in it
  * stays the caller's). -EBUSY if the VF already has one, -ENOMEM. */
 int vfu_session_open(struct vfu_vf *vf, const struct vfu_tran *t, struct vfu_session **out);
-/* Handles every whole message the transport has now. Returns 0 when it
- * would block (call again when readable), -ECONNRESET when the client
- * closed, or another negative errno when the session must end (framing
- * broken, reply not deliverable). */
+/* Handles the whole messages the transport has now (at most 32 per call).
+ * Returns 0 when it would block or after 32 (call again when readable),
+ * -ECONNRESET when the client closed, or another negative errno when the
+ * session must end (framing broken, reply not deliverable). */
 int vfu_session_process(struct vfu_session *s);
+/* Serves the session in the calling thread until it must end: blocks in
+ * the transport's reads (no lock held), handles each message with
+ * *handler_lock held (NULL: none). Returns -ECONNRESET when the client
+ * closed (or the socket was shut down), or another negative errno as
+ * vfu_session_process does. The caller then closes the session. */
+int vfu_session_serve(struct vfu_session *s, pthread_mutex_t *handler_lock);
 /* Ends the session: the VF is reset, unmapped and its eventfds closed
  * (the twin socket is shut down first, so DMA in flight fails fast). */
 void vfu_session_close(struct vfu_session *s);

@@ -17,8 +17,9 @@ struct vfu_vf {
     struct mig_dev *mig;
     struct iommu_domain *dom;
     uint64_t bar_size; /* BAR2 region size the client sees */
-    /* Touched only by the thread serving the session (and by session
-     * open/close, which that same thread runs). */
+    /* Touched only by whoever drives the session, one thread at a time: in
+     * the server, with its handler lock held (session open, each handler,
+     * session close). */
     struct vfu_pci_cfg cfg;
     struct vfu_session *session;
     /* irq_lock protects msi_efd[]: the session thread changes it (SET_IRQS,

@@ -514,6 +514,68 @@ static void test_a_restarted_server_serves_the_same_sockets_and_replaces_stale_o
     vfu_client_destroy(c);
 }
 
+/* ---- a server that answers VERSION and then nothing ---- */
+
+struct silent_server {
+    int listen_fd;
+    int requests; /* commands read after VERSION */
+};
+
+static void *silent_server_main(void *arg)
+{
+    struct silent_server *ss = arg;
+    int fd = accept4(ss->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    struct vfu_tran t;
+    struct vfu_rx rx;
+    struct vfu_msg m;
+
+    if (fd < 0)
+        return NULL;
+    vfu_tran_sock_init(&t, fd);
+    vfu_rx_init(&rx, VFU_HDR_TYPE_COMMAND, 1 << 20, VFU_MSG_MAX_FDS);
+    if (vfu_rx_recv(&rx, &t, &m) == 1) {
+        struct vfu_hdr h = {.msg_id = m.hdr.msg_id, .cmd = m.hdr.cmd, .flags = VFU_HDR_TYPE_REPLY};
+        struct vfu_version v = {0, 0};
+        struct iovec part = {&v, sizeof(v)};
+        vfu_msg_release(&m);
+        vfu_send(&t, &h, &part, 1, NULL, 0); /* the version alone: no capabilities */
+        while (vfu_rx_recv(&rx, &t, &m) == 1) {
+            ss->requests++;
+            vfu_msg_release(&m);
+        }
+    }
+    vfu_rx_reset(&rx);
+    close(fd);
+    return NULL;
+}
+
+static void test_a_server_that_stays_silent_gives_etimedout_then_eio(void **state)
+{
+    struct fixture *f = *state;
+    struct silent_server ss = {.listen_fd = -1};
+    struct vfu_client_opts o = {.timeout_ms = 100};
+    struct vfu_client *c = NULL;
+    char path[128];
+    pthread_t t;
+    uint32_t v;
+    uint64_t t0;
+
+    snprintf(path, sizeof(path), "%s/silent.sock", f->ts.dir);
+    assert_int_equal(vfu_sock_listen(path, &ss.listen_fd), 0);
+    assert_int_equal(pthread_create(&t, NULL, silent_server_main, &ss), 0);
+    assert_int_equal(vfu_client_connect(path, &o, &c), 0);
+    t0 = am_now_ns();
+    assert_int_equal(vfu_client_region_read(c, VFU_REGION_BAR2, QM_VF_STATE, &v, 4), -ETIMEDOUT);
+    assert_true(am_now_ns() - t0 >= 90ull * 1000000u); /* it did wait for the reply */
+    /* Replies can no longer be matched: nothing more is sent. */
+    assert_int_equal(vfu_client_region_read(c, VFU_REGION_BAR2, QM_VF_STATE, &v, 4), -EIO);
+    vfu_client_destroy(c);
+    pthread_join(t, NULL);
+    assert_int_equal(ss.requests, 1);
+    close(ss.listen_fd);
+    unlink(path);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -531,6 +593,7 @@ int main(void)
         T(test_a_client_that_disconnects_mid_migration_leaves_the_vf_reset_and_reusable),
         T(test_two_clients_on_two_vfs_work_at_once_and_a_second_client_per_vf_is_refused),
         T(test_a_restarted_server_serves_the_same_sockets_and_replaces_stale_ones),
+        T(test_a_server_that_stays_silent_gives_etimedout_then_eio),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

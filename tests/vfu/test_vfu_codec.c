@@ -191,6 +191,54 @@ static void test_messages_split_into_single_bytes_are_reassembled(void **state)
     assert_int_equal(ret, -ECONNRESET);
 }
 
+/* Messages of every size back to back, handed to the receiver all at once
+ * or in odd chunks: small ones, one straddling the receive buffer's end,
+ * one larger than the buffer (assembled in its own allocation). */
+static void check_pipelined_messages(size_t max_chunk)
+{
+    static const uint32_t lens[] = {16, 0, VFU_RX_BUF_SIZE - 40, 24, 3 * VFU_RX_BUF_SIZE + 5, 8, 1};
+    static uint8_t in[6 * VFU_RX_BUF_SIZE], data[4 * VFU_RX_BUF_SIZE];
+    struct vfu_buf_tran b = {0};
+    struct vfu_tran t;
+    struct vfu_rx rx;
+    struct vfu_msg m;
+    size_t n = 0;
+    int ret;
+    unsigned got = 0;
+
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i * 7 + 3);
+    for (unsigned i = 0; i < AM_ARRAY_SIZE(lens); i++)
+        n += put_msg(in + n, (uint16_t)(i + 1), VFU_CMD_REGION_WRITE, data, lens[i]);
+    b.in = in;
+    b.in_len = n;
+    b.max_chunk = max_chunk;
+    vfu_tran_buf_init(&t, &b);
+    vfu_rx_init(&rx, VFU_HDR_TYPE_COMMAND, 4 * VFU_RX_BUF_SIZE, 0);
+    while ((ret = vfu_rx_step(&rx, &t, &m)) == 1) {
+        assert_true(got < AM_ARRAY_SIZE(lens));
+        assert_int_equal(m.hdr.msg_id, got + 1);
+        assert_int_equal(m.len, lens[got]);
+        /* In place when it fits the buffer, its own allocation otherwise. */
+        assert_int_equal(m.borrowed, lens[got] && lens[got] + 16 <= VFU_RX_BUF_SIZE);
+        if (m.len)
+            assert_memory_equal(m.payload, data, m.len);
+        vfu_msg_release(&m);
+        assert_null(m.payload);
+        got++;
+    }
+    assert_int_equal(got, AM_ARRAY_SIZE(lens));
+    assert_int_equal(ret, -ECONNRESET);
+}
+
+static void test_pipelined_messages_of_every_size_come_out_whole_and_in_order(void **state)
+{
+    (void)state;
+    check_pipelined_messages(0);
+    check_pipelined_messages(7);
+    check_pipelined_messages(VFU_RX_BUF_SIZE - 1);
+}
+
 static void test_an_oversized_header_is_refused_before_any_allocation(void **state)
 {
     struct vfu_hdr h = {.msg_id = 9, .cmd = VFU_CMD_REGION_WRITE, .size = 1u << 30};
@@ -272,6 +320,102 @@ static void test_descriptors_beyond_the_receiver_limit_are_closed_and_flagged(vo
     assert_int_equal(test_count_fds(), base);
     close(sv[0]);
     close(sv[1]);
+}
+
+/* Sends a message with the given descriptors (one sendmsg, as a client
+ * does), payload 8 bytes. */
+static void send_with_fds(struct vfu_tran *t, uint16_t id, const int *fds, size_t nfds)
+{
+    struct vfu_hdr h = {.msg_id = id, .cmd = VFU_CMD_DEVICE_SET_IRQS};
+    uint8_t payload[8] = {0};
+    struct iovec part = {payload, sizeof(payload)};
+    assert_int_equal(vfu_send(t, &h, &part, 1, fds, nfds), 0);
+}
+
+/* Three messages sent before the receiver reads: one read brings several
+ * of them, and each descriptor must stay with the message it came with. */
+static void check_descriptors_follow_their_message(unsigned with_fds)
+{
+    int sv[2], fd;
+    unsigned base;
+    struct vfu_tran tx, trx;
+    struct vfu_rx rx;
+    struct vfu_msg m;
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    base = test_count_fds();
+    fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    vfu_tran_sock_init(&tx, sv[0]);
+    vfu_tran_sock_init(&trx, sv[1]);
+    for (unsigned i = 0; i < 3; i++)
+        send_with_fds(&tx, (uint16_t)i, &fd, i == with_fds ? 1 : 0);
+    close(fd);
+    vfu_rx_init(&rx, VFU_HDR_TYPE_COMMAND, 4096, 4);
+    for (unsigned i = 0; i < 3; i++) {
+        assert_int_equal(vfu_rx_recv(&rx, &trx, &m), 1);
+        assert_int_equal(m.hdr.msg_id, i);
+        assert_int_equal(m.nfds, i == with_fds ? 1 : 0);
+        assert_false(m.fds_lost);
+        vfu_msg_release(&m);
+    }
+    assert_int_equal(test_count_fds(), base);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static void test_descriptors_stay_with_their_message_when_one_read_brings_several(void **state)
+{
+    (void)state;
+    check_descriptors_follow_their_message(0);
+    check_descriptors_follow_their_message(1);
+    check_descriptors_follow_their_message(2);
+}
+
+static void test_a_blocking_receive_gives_etimedout_when_the_peer_stays_silent(void **state)
+{
+    int sv[2];
+    struct vfu_tran tx, trx;
+    struct vfu_rx rx;
+    struct vfu_msg m;
+    uint8_t msg[24] = {0};
+    struct vfu_hdr h = {.msg_id = 5, .cmd = VFU_CMD_DEVICE_RESET, .size = sizeof(msg)};
+    (void)state;
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    vfu_tran_sock_init(&tx, sv[0]);
+    vfu_tran_sock_init(&trx, sv[1]);
+    assert_int_equal(vfu_sock_set_recv_timeout(sv[1], 50), 0);
+    vfu_rx_init(&rx, VFU_HDR_TYPE_COMMAND, 4096, 0);
+    assert_int_equal(vfu_rx_recv(&rx, &trx, &m), -ETIMEDOUT);
+    /* Half a message, then silence: still a timeout, and nothing is lost. */
+    memcpy(msg, &h, sizeof(h));
+    assert_int_equal(write(sv[0], msg, 10), 10);
+    assert_int_equal(vfu_rx_recv(&rx, &trx, &m), -ETIMEDOUT);
+    assert_int_equal(write(sv[0], msg + 10, sizeof(msg) - 10), (ssize_t)(sizeof(msg) - 10));
+    assert_int_equal(vfu_rx_recv(&rx, &trx, &m), 1);
+    assert_int_equal(m.hdr.msg_id, 5);
+    assert_int_equal(m.len, 8);
+    vfu_msg_release(&m);
+    close(sv[0]);
+    assert_int_equal(vfu_rx_recv(&rx, &trx, &m), -ECONNRESET);
+    close(sv[1]);
+}
+
+static void test_a_message_built_in_one_buffer_goes_out_with_its_size_set(void **state)
+{
+    uint8_t out[64], msg[24] = {0};
+    struct vfu_buf_tran b = {.out = out, .out_cap = sizeof(out)};
+    struct vfu_tran t;
+    struct vfu_hdr h;
+    (void)state;
+    vfu_tran_buf_init(&t, &b);
+    assert_int_equal(vfu_send_msg(&t, msg, sizeof(msg), NULL, 0), 0);
+    assert_int_equal(b.out_len, sizeof(msg));
+    memcpy(&h, out, sizeof(h));
+    assert_int_equal(h.size, sizeof(msg));
+    assert_int_equal(vfu_send_msg(&t, msg, 15, NULL, 0), -EMSGSIZE);
+    assert_int_equal(b.out_len, sizeof(msg));
 }
 
 static void test_listening_refuses_a_regular_file_in_the_way_and_replaces_a_stale_socket(
@@ -416,10 +560,14 @@ int main(void)
         cmocka_unit_test(test_capabilities_without_their_final_nul_or_with_an_inner_nul_are_refused),
         cmocka_unit_test(test_formatted_capabilities_parse_back_and_respect_the_buffer),
         cmocka_unit_test(test_messages_split_into_single_bytes_are_reassembled),
+        cmocka_unit_test(test_pipelined_messages_of_every_size_come_out_whole_and_in_order),
         cmocka_unit_test(test_an_oversized_header_is_refused_before_any_allocation),
         cmocka_unit_test(test_a_stream_cut_inside_a_message_ends_without_a_message),
         cmocka_unit_test(test_buffer_transport_keeps_replies_up_to_its_capacity),
         cmocka_unit_test(test_descriptors_beyond_the_receiver_limit_are_closed_and_flagged),
+        cmocka_unit_test(test_descriptors_stay_with_their_message_when_one_read_brings_several),
+        cmocka_unit_test(test_a_blocking_receive_gives_etimedout_when_the_peer_stays_silent),
+        cmocka_unit_test(test_a_message_built_in_one_buffer_goes_out_with_its_size_set),
         cmocka_unit_test(test_listening_refuses_a_regular_file_in_the_way_and_replaces_a_stale_socket),
         cmocka_unit_test(test_config_space_shows_the_zip_vf_identity_and_capabilities),
         cmocka_unit_test(test_bar2_answers_the_size_probe_for_64k_and_for_the_v3_32k_half),

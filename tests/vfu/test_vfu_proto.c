@@ -265,6 +265,74 @@ static void test_a_no_reply_command_is_not_answered_and_the_next_one_is(void **s
     assert_int_equal(rep[16], line);
 }
 
+static void test_commands_pipelined_in_one_write_are_answered_in_order(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t wire[3 * 32];
+    struct vfu_region_access a = {.offset = 0, .region = VFU_REGION_CONFIG, .count = 2};
+    struct vfu_msg m;
+
+    for (unsigned i = 0; i < 3; i++) {
+        struct vfu_hdr h = {.msg_id = (uint16_t)(700 + i), .cmd = VFU_CMD_REGION_READ,
+                            .size = 32, .flags = VFU_HDR_TYPE_COMMAND};
+        a.offset = 2 * i; /* vendor, device, command */
+        memcpy(wire + 32 * i, &h, sizeof(h));
+        memcpy(wire + 32 * i + 16, &a, sizeof(a));
+    }
+    assert_int_equal(write(f->rc.fd, wire, sizeof(wire)), (ssize_t)sizeof(wire));
+    for (unsigned i = 0; i < 3; i++) {
+        assert_int_equal(vfu_rx_wait(&f->rc.rx, &f->rc.t, &m, TEST_REPLY_TIMEOUT_MS), 1);
+        assert_int_equal(m.hdr.msg_id, 700 + i);
+        assert_false(m.hdr.flags & VFU_HDR_ERROR);
+        assert_int_equal(m.len, 16 + 2);
+        if (i < 2)
+            assert_int_equal(am_le16(m.payload + 16), i == 0 ? QM_VENDOR_ID : QM_ZIP_VF_DEVICE_ID);
+        vfu_msg_release(&m);
+    }
+}
+
+static void test_a_client_stuck_inside_a_message_holds_up_no_other_vf(void **state)
+{
+    struct fixture *f = *state;
+    struct vfu_region_access a = {.offset = 0, .region = VFU_REGION_CONFIG, .count = 2};
+    uint8_t wire[32], rep[32];
+    struct vfu_hdr h = {.msg_id = 42, .cmd = VFU_CMD_REGION_READ, .size = 32,
+                        .flags = VFU_HDR_TYPE_COMMAND};
+    struct raw_conn other;
+    struct vfu_msg m;
+    size_t got;
+
+    memcpy(wire, &h, sizeof(h));
+    memcpy(wire + 16, &a, sizeof(a));
+    /* VF0's client stops in the middle of its header. */
+    assert_int_equal(write(f->rc.fd, wire, 10), 10);
+    assert_int_equal(raw_open(&other, test_sock(&f->ts, 1)), 0);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(raw_call(&other, VFU_CMD_REGION_READ, &a, sizeof(a), NULL, 0, rep,
+                                  sizeof(rep), &got), 0);
+        assert_int_equal(got, 18);
+        assert_int_equal(am_le16(rep + 16), QM_VENDOR_ID);
+    }
+    raw_close(&other);
+    /* The rest of VF0's message arrives: it is answered. */
+    assert_int_equal(write(f->rc.fd, wire + 10, sizeof(wire) - 10), (ssize_t)(sizeof(wire) - 10));
+    assert_int_equal(vfu_rx_wait(&f->rc.rx, &f->rc.t, &m, TEST_REPLY_TIMEOUT_MS), 1);
+    assert_int_equal(m.hdr.msg_id, 42);
+    assert_int_equal(m.len, 18);
+    vfu_msg_release(&m);
+}
+
+static void test_a_client_that_reconnects_at_once_finds_its_vf_free(void **state)
+{
+    struct fixture *f = *state;
+    struct raw_conn rc;
+
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(raw_open(&rc, test_sock(&f->ts, 1)), 0);
+        raw_close(&rc);
+    }
+}
+
 /* Every fixed-size command with its payload cut at each byte. */
 static void test_every_command_truncated_at_each_field_is_einval(void **state)
 {
@@ -1069,6 +1137,9 @@ int main(void)
         T(test_a_reply_or_a_size_below_16_from_the_client_ends_the_connection),
         T(test_unknown_commands_and_client_sent_dma_are_refused),
         T(test_a_no_reply_command_is_not_answered_and_the_next_one_is),
+        T(test_commands_pipelined_in_one_write_are_answered_in_order),
+        T(test_a_client_stuck_inside_a_message_holds_up_no_other_vf),
+        T(test_a_client_that_reconnects_at_once_finds_its_vf_free),
         T(test_every_command_truncated_at_each_field_is_einval),
         T(test_dma_map_with_an_fd_then_unmap_of_the_exact_range_succeeds),
         T(test_dma_map_refuses_bad_argsz_flags_sizes_alignment_and_wrap),
