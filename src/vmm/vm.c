@@ -26,6 +26,9 @@
 /* Precopy gives up converging when this many rounds in a row did not leave
  * fewer dirty pages than the best round so far. */
 #define VM_STALL_ROUNDS 4u
+/* Dirty pages not worth another round (a stop-copy sends them in well
+ * under a millisecond). */
+#define VM_FEW_PAGES 64u
 
 /* The destination's epilogue after the ack (docs/vm.md). Little-endian. */
 #define VM_EPILOGUE_MAGIC "ACCMIGVE"
@@ -594,7 +597,7 @@ static int vm_out_precopy(struct vm_out *x)
 {
     struct vm *vm = x->vm;
     uint64_t npages = vm_ram_pages(vm->ram), words = vm_ram_bitmap_words(vm->ram);
-    uint64_t goal_us = (uint64_t)x->o->downtime_ms * 1000u, best = UINT64_MAX;
+    uint64_t goal_us = (uint64_t)x->o->downtime_ms * 1000u, best = UINT64_MAX, sent = npages;
     unsigned stalled = 0;
     int ret;
 
@@ -627,8 +630,16 @@ static int vm_out_precopy(struct vm_out *x)
         est_us = rate ? pages * VM_RAM_PAGE_SIZE * 1000000u / rate : UINT64_MAX / 2;
         est_us += VM_STOP_OVERHEAD_US;
         x->rep->expected_downtime_us = est_us;
-        if (pages == 0 || est_us <= goal_us || x->rep->precopy_rounds >= x->o->max_rounds)
+        /* Within the goal, one more round is still worth it while rounds
+         * keep halving what is left (round 1 always, unless little is
+         * left): the stop-copy then carries little more than what the
+         * guest writes during one short round. */
+        if (pages == 0 || x->rep->precopy_rounds >= x->o->max_rounds)
             return 0;
+        if (est_us <= goal_us &&
+            (pages <= VM_FEW_PAGES || (x->rep->precopy_rounds >= 2 && pages * 2 > sent)))
+            return 0;
+        sent = pages;
         if (pages < best) {
             best = pages;
             stalled = 0;
