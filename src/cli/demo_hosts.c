@@ -708,7 +708,8 @@ static int dh_migrate(struct dh *d, unsigned k)
 
         if ((st = dh_status(src_ctl)) != NULL) {
             snprintf(extra, sizeof(extra), " | migration %u: %s, round %lld, %.1f MB sent", k,
-                     dh_strf(st, "phase"), (long long)dh_int(st, "round"),
+                     dh_strf(st, "phase")[0] ? dh_strf(st, "phase") : "starting",
+                     (long long)dh_int(st, "round"),
                      (double)dh_int(st, "ram_bytes_sent") / 1e6);
             dh_progress_guest(d, k - 1, st, extra);
             json_object_put(st);
