@@ -659,38 +659,6 @@ static int batch_add(struct ram_round *r, struct ram_batch *b, uint64_t first, u
     return 0;
 }
 
-static bool page_is_zero(const uint8_t *p)
-{
-    const uint64_t *w = (const uint64_t *)(const void *)p;
-
-    /* 64-byte steps with an early exit: a page with data usually fails on
-     * its first line, an empty one costs one pass. */
-    for (size_t i = 0; i < VM_RAM_PAGE_SIZE / 8; i += 8)
-        if ((w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7]) != 0)
-            return false;
-    return true;
-}
-
-/* Pages [page, end) are backed by memory: split them into data and zero spans. */
-static int send_backed(struct ram_round *r, uint64_t page, uint64_t end)
-{
-    const uint8_t *host = vm_ram_host(r->ram);
-
-    while (page < end) {
-        bool zero = page_is_zero(host + (page << VM_RAM_PAGE_SHIFT));
-        uint64_t q = page + 1;
-        int ret;
-
-        while (q < end && page_is_zero(host + (q << VM_RAM_PAGE_SHIFT)) == zero)
-            q++;
-        ret = batch_add(r, zero ? &r->zero : &r->data, page, q - page);
-        if (ret != 0)
-            return ret;
-        page = q;
-    }
-    return 0;
-}
-
 /* Finds the next run of set bits at or after `from`: [*a, *b). */
 static bool bitmap_next_run(const uint64_t *map, uint64_t nbits, uint64_t from, uint64_t *a,
                             uint64_t *b)
@@ -765,8 +733,13 @@ int vmstream_send_ram_round(struct vmstream *s, struct vm_ram *ram, const uint64
                 stop = AM_MIN(b, data_start >> VM_RAM_PAGE_SHIFT);
                 ret = batch_add(&r, &r.zero, page, stop - page);
             } else {
+                /* Backed pages were touched (by the guest or a DMA) and go
+                 * as data, even one that happens to read as zero: looking
+                 * for zeros would pull every page from memory once more
+                 * before the kernel's copy does, which costs far more than
+                 * sending the few that are. Holes cover the zeros. */
                 stop = AM_MIN(b, data_end >> VM_RAM_PAGE_SHIFT);
-                ret = send_backed(&r, page, stop);
+                ret = batch_add(&r, &r.data, page, stop - page);
             }
             if (ret != 0)
                 return ret;
