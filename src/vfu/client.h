@@ -77,8 +77,9 @@ void vfu_client_destroy(struct vfu_client *c);
 void vfu_client_server_caps(const struct vfu_client *c, struct vfu_client_server_caps *out);
 
 /* Raw request: sends cmd with req (req_len bytes) and fds, waits for the
- * reply and copies its payload (up to rep_cap bytes; -EMSGSIZE if longer)
- * into rep, setting *rep_len. For tools and tests. */
+ * reply and copies its payload (up to rep_cap bytes; -EMSGSIZE if longer,
+ * rep then holds its first rep_cap bytes) into rep, setting *rep_len. For
+ * tools and tests. */
 int vfu_client_call(struct vfu_client *c, uint16_t cmd, const void *req, size_t req_len,
                     const int *fds, size_t nfds, void *rep, size_t rep_cap, size_t *rep_len);
 

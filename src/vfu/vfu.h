@@ -115,7 +115,9 @@ struct vfu_server_config {
 /* Creates the device and listening sockets. -EINVAL, -ENAMETOOLONG, -EEXIST
  * (a non-socket file in the way), or a socket/epoll errno. */
 int vfu_server_create(const struct vfu_server_config *cfg, struct vfu_server **out);
-/* Serves until vfu_server_stop (or a handled signal). 0 on a clean stop. */
+/* Serves until vfu_server_stop (or a handled signal). 0 on a clean stop,
+ * or epoll's errno. Before it returns, every client is detached (its
+ * socket shut down, its thread joined, its VF reset). */
 int vfu_server_run(struct vfu_server *s);
 /* Asks vfu_server_run to return; any thread, async-signal-safe. */
 void vfu_server_stop(struct vfu_server *s);
