@@ -6,9 +6,17 @@
  *   device validates and drops), 40-byte request, 32-byte reply;
  * - 4k: REGION_READ of the VF's 4 KiB config space, 32-byte request,
  *   4128-byte reply (a 4 KiB transfer round trip).
- * The baseline is a socketpair with an echo thread that reads the request's
- * byte count and writes the reply's: the same bytes per direction, the same
- * two threads, no protocol.
+ * Their baseline is a socketpair with an echo thread that reads the
+ * request's byte count and writes the reply's: the same bytes per direction,
+ * the same two threads, no protocol.
+ * - job4k: one ZIP compression job of 4 KiB (raw deflate, flat buffers)
+ *   through the guest driver (guest/guest.h) over a vfio-user client of a
+ *   second VF (guest RAM a memfd mapped by DMA_MAP, MSIs on eventfds), timed
+ *   from the submit to the completion the driver's interrupt path delivers,
+ *   one job at a time. Its baseline is the same driver and job through the
+ *   in-process transport (vmm/inproc.h) to a device of the same shape, so
+ *   the ratio is what the vfio-user transport adds to a job. req_bytes is
+ *   the job's input, rep_bytes the compressed bytes it produced.
  *
  * Method (robust on a small, shared machine): both sides are warmed up, then
  * `rounds` pairs of measurements of `iterations` round trips each run back
@@ -37,13 +45,24 @@
 
 #include "bench.h"
 #include "common/common.h"
+#include "guest/guest.h"
+#include "iommu/iommu.h"
 #include "qm/qm_hw.h"
 #include "vfu/client.h"
 #include "vfu/vfu.h"
+#include "vmm/inproc.h"
+#include "vmm/vm_ram.h"
 
 #define BV_MAX_ITER 10000000ull
 #define BV_MAX_ROUNDS 101u
 #define BV_WARMUP 2000u
+#define BV_NUM_VFS 2u    /* VF 0 for the round trips, VF 1 for job4k */
+#define BV_JOB_VF 1u     /* socket index; PCI function BV_JOB_VF + 1 */
+#define BV_JOB_QP 0u
+#define BV_JOB_BYTES 4096u
+#define BV_JOB_OUT_CAP 8192u
+#define BV_JOB_WAIT_MS 1000
+#define BV_JOB_DEADLINE_NS 10000000000ull /* a job not done by then is lost */
 
 struct bv_opts {
     uint64_t iterations;
@@ -67,7 +86,9 @@ static void bv_usage(FILE *f)
 {
     fprintf(f, "usage: accmig bench vfu [--iterations N] [--rounds N] [--json]\n"
                "  vfio-user round trips (8-byte doorbell write, 4 KiB region read) against a\n"
-               "  bare UNIX socket ping-pong of the same sizes in the same run.\n"
+               "  bare UNIX socket ping-pong of the same sizes in the same run, and a 4 KiB\n"
+               "  ZIP job through the guest driver over vfio-user against the same job over\n"
+               "  the in-process transport.\n"
                "  --iterations N   round trips per measurement (default 2000)\n"
                "  --rounds N       vfu/bare pairs, the median pair reported (default 31)\n"
                "  --json           one JSON object per case\n");
@@ -147,7 +168,7 @@ static int bv_server_start(struct bv_server *s)
         return -errno;
     cfg.dir = s->dir;
     vfu_device_config_default(&cfg.dev);
-    cfg.dev.num_vfs = 1;
+    cfg.dev.num_vfs = BV_NUM_VFS;
     cfg.dev.workers = 1;
     ret = vfu_server_create(&cfg, &s->srv);
     if (ret) {
@@ -183,9 +204,23 @@ static uint64_t bv_cpu_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* One side of a pair: n round trips (or jobs) measured into *out. */
+struct bv_side {
+    int (*run)(void *ctx, uint64_t n, struct bv_sample *out);
+    void *ctx;
+};
+
+/* Round trips of one case over one vfio-user client. */
+struct bv_rt {
+    struct vfu_client *c;
+    unsigned i; /* index into bv_cases */
+};
+
 /* n round trips of case i over vfio-user. */
-static int bv_vfu_run(struct vfu_client *c, unsigned i, uint64_t n, struct bv_sample *out)
+static int bv_vfu_run(void *ctx, uint64_t n, struct bv_sample *out)
 {
+    struct vfu_client *c = ((struct bv_rt *)ctx)->c;
+    unsigned i = ((struct bv_rt *)ctx)->i;
     /* SQ doorbell of queue 0 with an index beyond the depth: checked and
      * dropped by the device, so the round trip is the whole cost. */
     uint64_t db = qm_db_value(0, QM_DB_CMD_SQ, (uint16_t)QM_SQ_DEPTH, 0);
@@ -262,8 +297,9 @@ static void bv_bare_close(struct bv_bare *b)
     close(b->sv[1]);
 }
 
-static int bv_bare_run(struct bv_bare *b, uint64_t n, struct bv_sample *out)
+static int bv_bare_run(void *ctx, uint64_t n, struct bv_sample *out)
 {
+    struct bv_bare *b = ctx;
     uint8_t buf[8192] = {0};
     uint64_t c0 = bv_cpu_ns(), t0 = am_now_ns();
     int ret = 0;
@@ -298,32 +334,29 @@ struct bv_summary {
     double vfu_cpu_ns, bare_cpu_ns, cpu_ratio;
 };
 
-static int bv_measure(const struct bv_opts *o, struct vfu_client *c, unsigned i,
+static int bv_measure(const struct bv_opts *o, const struct bv_side *vs, const struct bv_side *bs,
                       struct bv_summary *m)
 {
     double vfu[BV_MAX_ROUNDS], bare[BV_MAX_ROUNDS], ratio[BV_MAX_ROUNDS];
     double vfu_cpu[BV_MAX_ROUNDS], bare_cpu[BV_MAX_ROUNDS], cpu_ratio[BV_MAX_ROUNDS];
     double best_vfu = 0, best_bare = 0;
     struct bv_sample v, b;
-    struct bv_bare bb;
     unsigned n = o->rounds;
-    int ret = bv_bare_open(&bb, &bv_cases[i]);
+    int ret;
 
-    if (ret)
-        return ret;
     /* Warm both paths (caches, the server's buffers, the scheduler). */
-    ret = bv_vfu_run(c, i, BV_WARMUP, &v);
+    ret = vs->run(vs->ctx, BV_WARMUP, &v);
     if (!ret)
-        ret = bv_bare_run(&bb, BV_WARMUP, &b);
+        ret = bs->run(bs->ctx, BV_WARMUP, &b);
     for (unsigned r = 0; r < n && !ret; r++) {
         if (r % 2 == 0) {
-            ret = bv_vfu_run(c, i, o->iterations, &v);
+            ret = vs->run(vs->ctx, o->iterations, &v);
             if (!ret)
-                ret = bv_bare_run(&bb, o->iterations, &b);
+                ret = bs->run(bs->ctx, o->iterations, &b);
         } else {
-            ret = bv_bare_run(&bb, o->iterations, &b);
+            ret = bs->run(bs->ctx, o->iterations, &b);
             if (!ret)
-                ret = bv_vfu_run(c, i, o->iterations, &v);
+                ret = vs->run(vs->ctx, o->iterations, &v);
         }
         if (ret)
             break;
@@ -336,7 +369,6 @@ static int bv_measure(const struct bv_opts *o, struct vfu_client *c, unsigned i,
         best_vfu = r == 0 ? v.ns : AM_MIN(best_vfu, v.ns);
         best_bare = r == 0 ? b.ns : AM_MIN(best_bare, b.ns);
     }
-    bv_bare_close(&bb);
     if (ret)
         return ret;
     m->vfu_ns = bv_median(vfu, n);
@@ -348,6 +380,128 @@ static int bv_measure(const struct bv_opts *o, struct vfu_client *c, unsigned i,
     m->vfu_cpu_ns = bv_median(vfu_cpu, n);
     m->bare_cpu_ns = bv_median(bare_cpu, n);
     m->cpu_ratio = bv_median(cpu_ratio, n);
+    return 0;
+}
+
+/* Case i of bv_cases over client c against its bare ping-pong. */
+static int bv_rt_measure(const struct bv_opts *o, struct vfu_client *c, unsigned i,
+                         struct bv_summary *m)
+{
+    struct bv_rt rt = {c, i};
+    struct bv_bare bb;
+    struct bv_side vs = {bv_vfu_run, &rt}, bs = {bv_bare_run, &bb};
+    int ret = bv_bare_open(&bb, &bv_cases[i]);
+
+    if (ret)
+        return ret;
+    ret = bv_measure(o, &vs, &bs, m);
+    bv_bare_close(&bb);
+    return ret;
+}
+
+/* ---- job4k: one ZIP job through the guest driver ---- */
+
+/* A guest: its RAM (driver state at gpa 0, then the input, then the
+ * output) and its driver, over whichever transport it was started on. */
+struct bv_job {
+    struct vm_ram *ram;
+    struct guest_vf *vf;
+    uint64_t in_gpa, out_gpa;
+    uint64_t tag;       /* the tag of the job last submitted */
+    uint64_t completed; /* completions the driver delivered */
+    uint32_t produced;  /* output bytes of the last completion */
+    bool failed;        /* a completion with an error status or a stale tag */
+};
+
+static void bv_job_complete(void *opaque, const struct guest_vf_completion *c)
+{
+    struct bv_job *j = opaque;
+
+    if ((c->status != ZIP_ST_OK && c->status != ZIP_ST_NEGATIVE_COMP) || c->tag != j->tag)
+        j->failed = true;
+    j->produced = c->produced;
+    j->completed++;
+}
+
+/* j must be zeroed. The input is text-like bytes, so the job compresses. */
+static int bv_job_ram_create(struct bv_job *j)
+{
+    static const char words[] = "vfio-user carries a 4 KiB compression job to the VF. ";
+    uint8_t *in;
+    int ret;
+
+    j->in_gpa = guest_vf_state_size(1);
+    j->out_gpa = j->in_gpa + BV_JOB_BYTES;
+    ret = vm_ram_create(j->out_gpa + BV_JOB_OUT_CAP, &j->ram);
+    if (ret)
+        return ret;
+    in = vm_ram_host(j->ram) + j->in_gpa;
+    for (uint32_t k = 0; k < BV_JOB_BYTES; k++)
+        in[k] = (uint8_t)words[(k + k / 512) % (sizeof(words) - 1)];
+    return 0;
+}
+
+/* Probe the VF and start one compression queue, as a guest's driver does. */
+static int bv_job_start(struct bv_job *j, const struct vf_io *io)
+{
+    int ret = guest_vf_init(io, vm_ram_guest(j->ram), 0, j->in_gpa, &j->vf);
+
+    if (ret)
+        return ret;
+    guest_vf_set_complete_cb(j->vf, bv_job_complete, j);
+    return guest_vf_qp_start(j->vf, BV_JOB_QP, ZIP_ALG_COMPRESS);
+}
+
+/* Driver down (while the transport is still there); RAM stays. */
+static void bv_job_stop(struct bv_job *j)
+{
+    if (j->vf) {
+        guest_vf_uninit(j->vf);
+        guest_vf_detach(j->vf);
+        j->vf = NULL;
+    }
+}
+
+/* n jobs, one at a time: submit, then the driver's interrupt path (MSI
+ * wait, poll) until the completion is delivered. */
+static int bv_job_run(void *ctx, uint64_t n, struct bv_sample *out)
+{
+    struct bv_job *j = ctx;
+    uint64_t c0 = bv_cpu_ns(), t0 = am_now_ns();
+
+    for (uint64_t k = 0; k < n; k++) {
+        struct guest_zip_req q = {
+            .type = ZIP_REQ_DEFLATE,
+            .buf_type = ZIP_BUF_FLAT,
+            .src = j->in_gpa,
+            .dst = j->out_gpa,
+            .in_len = BV_JOB_BYTES,
+            .dest_avail = BV_JOB_OUT_CAP,
+            .window = 0,
+            .tag = ++j->tag,
+        };
+        uint32_t sqe[ZIP_SQE_DWORDS];
+        uint64_t want = j->completed + 1, deadline = am_now_ns() + BV_JOB_DEADLINE_NS;
+        int ret = guest_zip_sqe_build(sqe, &q);
+
+        if (!ret)
+            ret = guest_vf_submit(j->vf, BV_JOB_QP, sqe);
+        while (!ret && j->completed < want) {
+            int irq = guest_vf_irq_wait(j->vf, BV_JOB_WAIT_MS) == 0;
+            int got = guest_vf_poll(j->vf, irq);
+
+            /* The poll also checks the CQ itself, so a late MSI only
+             * delays; a busy machine may starve the device's worker a
+             * while, hence a generous deadline before calling it lost. */
+            ret = got < 0 ? got : am_now_ns() > deadline ? -ETIMEDOUT : 0;
+        }
+        if (ret)
+            return ret;
+        if (j->failed)
+            return -EIO;
+    }
+    out->ns = (double)(am_now_ns() - t0) / (double)n;
+    out->cpu_ns = (double)(bv_cpu_ns() - c0) / (double)n;
     return 0;
 }
 
@@ -368,6 +522,54 @@ static void bv_print(const struct bv_opts *o, const struct bv_case *bc, const st
                bc->name, bc->req_bytes, bc->rep_bytes, m->vfu_ns / 1000.0, m->bare_ns / 1000.0,
                m->ratio, m->ratio_min, m->ratio_max, m->best_ratio, m->cpu_ratio);
     fflush(stdout);
+}
+
+/* job4k: a guest on VF BV_JOB_VF of the server against a guest on the
+ * same VF of an in-process device of the same shape. Fills *produced with
+ * the compressed size of the job. */
+static int bv_job_measure(const struct bv_opts *o, struct bv_server *s, struct bv_summary *m,
+                          uint32_t *produced)
+{
+    struct bv_job jv = {0}, jb = {0};
+    struct vmm_inproc_host h = {0};
+    struct vfu_client *c = NULL;
+    struct bv_side vs = {bv_job_run, &jv}, bs = {bv_job_run, &jb};
+    struct qm_dev_config cfg;
+    struct vf_io io;
+    int ret = bv_job_ram_create(&jv);
+
+    if (!ret)
+        ret = vfu_client_connect(vfu_server_socket_path(s->srv, BV_JOB_VF), NULL, &c);
+    if (!ret)
+        ret = vfu_client_dma_map_fd(c, 0, vm_ram_size(jv.ram), vm_ram_fd(jv.ram), 0,
+                                    IOMMU_READ | IOMMU_WRITE);
+    if (!ret)
+        ret = vfu_client_irqs_enable(c, QM_NUM_VECTORS);
+    if (!ret) {
+        vfu_client_vf_io(c, &io);
+        ret = bv_job_start(&jv, &io);
+    }
+    if (!ret)
+        ret = bv_job_ram_create(&jb);
+    if (!ret) {
+        qm_dev_config_default(&cfg);
+        cfg.num_vfs = BV_NUM_VFS;
+        cfg.workers = 1; /* as the server's device */
+        ret = vmm_inproc_host_create(&cfg, BV_JOB_VF + 1, vm_ram_guest(jb.ram), &h);
+    }
+    if (!ret)
+        ret = bv_job_start(&jb, vmm_inproc_vf_io(h.vf));
+    if (!ret)
+        ret = bv_measure(o, &vs, &bs, m);
+    *produced = jv.produced;
+    bv_job_stop(&jb);
+    vmm_inproc_host_destroy(&h);
+    vm_ram_destroy(jb.ram);
+    bv_job_stop(&jv);
+    if (c)
+        vfu_client_destroy(c);
+    vm_ram_destroy(jv.ram);
+    return ret;
 }
 
 int bench_vfu(int argc, char **argv)
@@ -395,14 +597,24 @@ int bench_vfu(int argc, char **argv)
                "%llu)\n", o.rounds, (unsigned long long)o.iterations);
     for (unsigned i = 0; i < AM_ARRAY_SIZE(bv_cases) && !ret; i++) {
         struct bv_summary m;
-        ret = bv_measure(&o, c, i, &m);
+        ret = bv_rt_measure(&o, c, i, &m);
         if (!ret)
             bv_print(&o, &bv_cases[i], &m);
+    }
+    if (!ret) {
+        struct bv_summary m;
+        uint32_t produced = 0;
+
+        ret = bv_job_measure(&o, &s, &m, &produced);
+        if (!ret) {
+            struct bv_case job = {"job4k", BV_JOB_BYTES, produced};
+            bv_print(&o, &job, &m);
+        }
     }
     vfu_client_destroy(c);
     bv_server_stop(&s);
     if (ret) {
-        fprintf(stderr, "accmig bench vfu: a round trip failed: %s\n", strerror(-ret));
+        fprintf(stderr, "accmig bench vfu: a round trip or job failed: %s\n", strerror(-ret));
         return 1;
     }
     return 0;
