@@ -24,6 +24,7 @@
 #include <json-c/json.h>
 
 #include "cli/cli.h"
+#include "cli/cli_opts.h"
 #include "cli/demo_hosts.h"
 #include "common/common.h"
 #include "guest/workload.h"
@@ -79,36 +80,15 @@ static void demo_usage(FILE *f)
             "Exit status: 0 every job verified, 1 a check failed, 2 usage or setup error.\n");
 }
 
-static int demo_parse_u32(const char *name, const char *s, uint64_t min, uint64_t max, uint32_t *out)
-{
-    uint64_t v;
-    int ret = am_parse_u64(s, max, &v);
-
-    if (ret || v < min) {
-        fprintf(stderr, "accmig demo: %s wants a number in %llu..%llu, not '%s'\n", name,
-                (unsigned long long)min, (unsigned long long)max, s);
-        return -EINVAL;
-    }
-    *out = (uint32_t)v;
-    return 0;
-}
-
 enum {
-    OPT_JOBS = 1, OPT_QPS, OPT_VCPUS, OPT_MIN, OPT_MAX, OPT_SEED, OPT_SGL, OPT_WORKERS,
-    OPT_MIGRATIONS, OPT_TRANSPORT, OPT_JSON, OPT_HELP, OPT_SAVE,
+    OPT_WORKERS = 1, OPT_MIGRATIONS, OPT_TRANSPORT, OPT_JSON, OPT_HELP, OPT_SAVE,
 };
 
 /* 0 ok, 1 help printed, -EINVAL bad usage (already reported). */
 static int demo_parse(int argc, char **argv, struct demo_opts *o)
 {
     static const struct option longopts[] = {
-        {"jobs", required_argument, NULL, OPT_JOBS},
-        {"qps", required_argument, NULL, OPT_QPS},
-        {"vcpus", required_argument, NULL, OPT_VCPUS},
-        {"min-size", required_argument, NULL, OPT_MIN},
-        {"max-size", required_argument, NULL, OPT_MAX},
-        {"seed", required_argument, NULL, OPT_SEED},
-        {"sgl-percent", required_argument, NULL, OPT_SGL},
+        CLI_OPTS_WORKLOAD_LONGOPTS,
         {"workers", required_argument, NULL, OPT_WORKERS},
         {"migrations", required_argument, NULL, OPT_MIGRATIONS},
         {"transport", required_argument, NULL, OPT_TRANSPORT},
@@ -118,7 +98,7 @@ static int demo_parse(int argc, char **argv, struct demo_opts *o)
         {NULL, 0, NULL, 0},
     };
     char why[128];
-    uint32_t v = 0;
+    uint64_t v = 0;
     int c, ret = 0;
 
     memset(o, 0, sizeof(*o));
@@ -128,24 +108,13 @@ static int demo_parse(int argc, char **argv, struct demo_opts *o)
     opterr = 0;
     while (ret == 0 && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
-        case OPT_JOBS: ret = demo_parse_u32("--jobs", optarg, 1, WORKLOAD_MAX_JOBS, &o->wl.jobs); break;
-        case OPT_QPS: ret = demo_parse_u32("--qps", optarg, 2, QM_MAX_QPS_PER_VF, &o->wl.qps); break;
-        case OPT_VCPUS: ret = demo_parse_u32("--vcpus", optarg, 1, WORKLOAD_MAX_VCPUS, &o->wl.vcpus); break;
-        case OPT_MIN: ret = demo_parse_u32("--min-size", optarg, 1, WORKLOAD_MAX_SIZE, &o->wl.min_size); break;
-        case OPT_MAX: ret = demo_parse_u32("--max-size", optarg, 1, WORKLOAD_MAX_SIZE, &o->wl.max_size); break;
-        case OPT_SEED: {
-            uint64_t s = 0;
-            ret = am_parse_u64(optarg, UINT64_MAX, &s);
-            if (ret)
-                fprintf(stderr, "accmig demo: --seed wants a number, not '%s'\n", optarg);
-            o->wl.seed = s;
+        case OPT_WORKERS:
+            ret = cli_opt_num("demo", "--workers", optarg, 1, 64, &v);
+            o->workers = (unsigned)v;
             break;
-        }
-        case OPT_SGL: ret = demo_parse_u32("--sgl-percent", optarg, 0, 100, &o->wl.sgl_percent); break;
-        case OPT_WORKERS: ret = demo_parse_u32("--workers", optarg, 1, 64, &v); o->workers = v; break;
         case OPT_MIGRATIONS:
-            ret = demo_parse_u32("--migrations", optarg, 0, 1000, &v);
-            o->migrations = v;
+            ret = cli_opt_num("demo", "--migrations", optarg, 0, 1000, &v);
+            o->migrations = (unsigned)v;
             break;
         case OPT_TRANSPORT:
             if (strcmp(optarg, "inproc") == 0) {
@@ -161,8 +130,11 @@ static int demo_parse(int argc, char **argv, struct demo_opts *o)
         case OPT_SAVE: o->save_dir = optarg; break;
         case OPT_HELP: demo_usage(stdout); return 1;
         default:
-            fprintf(stderr, "accmig demo: unknown or incomplete option '%s'\n", argv[optind - 1]);
-            ret = -EINVAL;
+            ret = cli_opt_workload("demo", c, optarg, &o->wl);
+            if (ret == -ENOENT) {
+                fprintf(stderr, "accmig demo: unknown or incomplete option '%s'\n", argv[optind - 1]);
+                ret = -EINVAL;
+            }
         }
     }
     if (ret == 0 && optind < argc) {

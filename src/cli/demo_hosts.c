@@ -20,6 +20,7 @@
  * tail of each is copied to stderr before the directory goes.
  */
 #include "cli/demo_hosts.h"
+#include "cli/cli_opts.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -133,19 +134,8 @@ bool demo_hosts_is_inproc(int argc, char **argv)
     return inproc;
 }
 
-static int dh_num(const char *name, const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    if (am_parse_u64(s, max, out) != 0 || *out < min) {
-        fprintf(stderr, "accmig demo: %s wants a number in %llu..%llu, not '%s'\n", name,
-                (unsigned long long)min, (unsigned long long)max, s);
-        return -EINVAL;
-    }
-    return 0;
-}
-
 enum {
-    DH_OPT_JOBS = 1, DH_OPT_QPS, DH_OPT_VCPUS, DH_OPT_MIN, DH_OPT_MAX, DH_OPT_SEED, DH_OPT_SGL,
-    DH_OPT_MIGRATIONS, DH_OPT_DOWNTIME, DH_OPT_TRANSPORT, DH_OPT_WORKERS, DH_OPT_SAVE_STATE,
+    DH_OPT_MIGRATIONS = 1, DH_OPT_DOWNTIME, DH_OPT_TRANSPORT, DH_OPT_WORKERS, DH_OPT_SAVE_STATE,
     DH_OPT_JSON, DH_OPT_HELP,
 };
 
@@ -153,13 +143,7 @@ enum {
 static int dh_parse(int argc, char **argv, struct dh_opts *o)
 {
     static const struct option longopts[] = {
-        {"jobs", required_argument, NULL, DH_OPT_JOBS},
-        {"qps", required_argument, NULL, DH_OPT_QPS},
-        {"vcpus", required_argument, NULL, DH_OPT_VCPUS},
-        {"min-size", required_argument, NULL, DH_OPT_MIN},
-        {"max-size", required_argument, NULL, DH_OPT_MAX},
-        {"seed", required_argument, NULL, DH_OPT_SEED},
-        {"sgl-percent", required_argument, NULL, DH_OPT_SGL},
+        CLI_OPTS_WORKLOAD_LONGOPTS,
         {"migrations", required_argument, NULL, DH_OPT_MIGRATIONS},
         {"downtime-ms", required_argument, NULL, DH_OPT_DOWNTIME},
         {"transport", required_argument, NULL, DH_OPT_TRANSPORT},
@@ -182,37 +166,12 @@ static int dh_parse(int argc, char **argv, struct dh_opts *o)
     opterr = 0;
     while (ret == 0 && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
-        case DH_OPT_JOBS:
-            ret = dh_num("--jobs", optarg, 1, WORKLOAD_MAX_JOBS, &v);
-            wl->jobs = (uint32_t)v;
-            break;
-        case DH_OPT_QPS:
-            ret = dh_num("--qps", optarg, 2, QM_MAX_QPS_PER_VF, &v);
-            wl->qps = (uint32_t)v;
-            break;
-        case DH_OPT_VCPUS:
-            ret = dh_num("--vcpus", optarg, 1, WORKLOAD_MAX_VCPUS, &v);
-            wl->vcpus = (uint32_t)v;
-            break;
-        case DH_OPT_MIN:
-            ret = dh_num("--min-size", optarg, 1, WORKLOAD_MAX_SIZE, &v);
-            wl->min_size = (uint32_t)v;
-            break;
-        case DH_OPT_MAX:
-            ret = dh_num("--max-size", optarg, 1, WORKLOAD_MAX_SIZE, &v);
-            wl->max_size = (uint32_t)v;
-            break;
-        case DH_OPT_SEED: ret = dh_num("--seed", optarg, 0, UINT64_MAX, &wl->seed); break;
-        case DH_OPT_SGL:
-            ret = dh_num("--sgl-percent", optarg, 0, 100, &v);
-            wl->sgl_percent = (uint32_t)v;
-            break;
         case DH_OPT_MIGRATIONS:
-            ret = dh_num("--migrations", optarg, 0, DH_MAX_MIGRATIONS, &v);
+            ret = cli_opt_num("demo", "--migrations", optarg, 0, DH_MAX_MIGRATIONS, &v);
             o->migrations = (unsigned)v;
             break;
         case DH_OPT_DOWNTIME:
-            ret = dh_num("--downtime-ms", optarg, 1, 60000, &v);
+            ret = cli_opt_num("demo", "--downtime-ms", optarg, 1, 60000, &v);
             o->downtime_ms = (uint32_t)v;
             break;
         case DH_OPT_TRANSPORT:
@@ -235,8 +194,11 @@ static int dh_parse(int argc, char **argv, struct dh_opts *o)
         case DH_OPT_JSON: o->json = true; break;
         case DH_OPT_HELP: dh_usage(stdout); return 1;
         default:
-            fprintf(stderr, "accmig demo: unknown or incomplete option '%s'\n", argv[optind - 1]);
-            ret = -EINVAL;
+            ret = cli_opt_workload("demo", c, optarg, wl);
+            if (ret == -ENOENT) {
+                fprintf(stderr, "accmig demo: unknown or incomplete option '%s'\n", argv[optind - 1]);
+                ret = -EINVAL;
+            }
         }
     }
     if (ret == 0 && optind < argc) {

@@ -33,6 +33,7 @@
 #include <json-c/json.h>
 
 #include "cli/cli.h"
+#include "cli/cli_opts.h"
 #include "common/common.h"
 #include "qm/qm.h"
 #include "vmm/net.h"
@@ -115,19 +116,8 @@ static void vmcli_usage(FILE *f)
 
 enum {
     OPT_ATTACH = 1, OPT_CONTROL, OPT_INCOMING, OPT_ACCEPT_TIMEOUT, OPT_STAY, OPT_RAM, OPT_PREALLOC,
-    OPT_TIMEOUT, OPT_JOBS, OPT_QPS, OPT_VCPUS, OPT_MIN, OPT_MAX, OPT_SEED, OPT_SGL, OPT_JSON,
-    OPT_HELP,
+    OPT_TIMEOUT, OPT_JSON, OPT_HELP,
 };
-
-static int vmcli_num(const char *name, const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    if (am_parse_u64(s, max, out) != 0 || *out < min) {
-        fprintf(stderr, "accmig vm: %s wants a number in %llu..%llu, not '%s'\n", name,
-                (unsigned long long)min, (unsigned long long)max, s);
-        return -EINVAL;
-    }
-    return 0;
-}
 
 /* 0 ok, 1 help printed, -EINVAL bad usage (reported). */
 static int vmcli_parse(int argc, char **argv, struct vmcli_opts *o)
@@ -141,13 +131,7 @@ static int vmcli_parse(int argc, char **argv, struct vmcli_opts *o)
         {"ram", required_argument, NULL, OPT_RAM},
         {"prealloc", no_argument, NULL, OPT_PREALLOC},
         {"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
-        {"jobs", required_argument, NULL, OPT_JOBS},
-        {"qps", required_argument, NULL, OPT_QPS},
-        {"vcpus", required_argument, NULL, OPT_VCPUS},
-        {"min-size", required_argument, NULL, OPT_MIN},
-        {"max-size", required_argument, NULL, OPT_MAX},
-        {"seed", required_argument, NULL, OPT_SEED},
-        {"sgl-percent", required_argument, NULL, OPT_SGL},
+        CLI_OPTS_WORKLOAD_LONGOPTS,
         {"json", no_argument, NULL, OPT_JSON},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
@@ -168,13 +152,13 @@ static int vmcli_parse(int argc, char **argv, struct vmcli_opts *o)
         case OPT_CONTROL: o->control = optarg; break;
         case OPT_INCOMING: o->incoming = optarg; break;
         case OPT_ACCEPT_TIMEOUT:
-            ret = vmcli_num("--accept-timeout-ms", optarg, 1, INT32_MAX, &v);
+            ret = cli_opt_num("vm", "--accept-timeout-ms", optarg, 1, INT32_MAX, &v);
             o->accept_timeout_ms = (int)v;
             break;
         case OPT_STAY: o->stay = true; break;
         case OPT_PREALLOC: o->vm.prealloc = true; break;
         case OPT_RAM:
-            ret = vmcli_num("--ram", optarg, VM_RAM_PAGE_SIZE, VM_RAM_MAX_SIZE, &v);
+            ret = cli_opt_num("vm", "--ram", optarg, VM_RAM_PAGE_SIZE, VM_RAM_MAX_SIZE, &v);
             if (ret == 0 && v % VM_RAM_PAGE_SIZE) {
                 fprintf(stderr, "accmig vm: --ram %s is not a multiple of 4 KiB\n", optarg);
                 ret = -EINVAL;
@@ -182,39 +166,17 @@ static int vmcli_parse(int argc, char **argv, struct vmcli_opts *o)
             o->vm.ram_size = v;
             break;
         case OPT_TIMEOUT:
-            ret = vmcli_num("--timeout-ms", optarg, 1, INT32_MAX, &v);
+            ret = cli_opt_num("vm", "--timeout-ms", optarg, 1, INT32_MAX, &v);
             o->vm.timeout_ms = (int)v;
-            break;
-        case OPT_JOBS:
-            ret = vmcli_num("--jobs", optarg, 1, WORKLOAD_MAX_JOBS, &v);
-            wl->jobs = (uint32_t)v;
-            break;
-        case OPT_QPS:
-            ret = vmcli_num("--qps", optarg, 2, QM_MAX_QPS_PER_VF, &v);
-            wl->qps = (uint32_t)v;
-            break;
-        case OPT_VCPUS:
-            ret = vmcli_num("--vcpus", optarg, 1, WORKLOAD_MAX_VCPUS, &v);
-            wl->vcpus = (uint32_t)v;
-            break;
-        case OPT_MIN:
-            ret = vmcli_num("--min-size", optarg, 1, WORKLOAD_MAX_SIZE, &v);
-            wl->min_size = (uint32_t)v;
-            break;
-        case OPT_MAX:
-            ret = vmcli_num("--max-size", optarg, 1, WORKLOAD_MAX_SIZE, &v);
-            wl->max_size = (uint32_t)v;
-            break;
-        case OPT_SEED: ret = vmcli_num("--seed", optarg, 0, UINT64_MAX, &wl->seed); break;
-        case OPT_SGL:
-            ret = vmcli_num("--sgl-percent", optarg, 0, 100, &v);
-            wl->sgl_percent = (uint32_t)v;
             break;
         case OPT_JSON: o->json = true; break;
         case OPT_HELP: vmcli_usage(stdout); return 1;
         default:
-            fprintf(stderr, "accmig vm: unknown or incomplete option '%s'\n", argv[optind - 1]);
-            ret = -EINVAL;
+            ret = cli_opt_workload("vm", c, optarg, wl);
+            if (ret == -ENOENT) {
+                fprintf(stderr, "accmig vm: unknown or incomplete option '%s'\n", argv[optind - 1]);
+                ret = -EINVAL;
+            }
         }
     }
     if (ret == 0 && optind < argc) {
