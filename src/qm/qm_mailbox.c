@@ -49,6 +49,18 @@ static bool qm_mb_from_migration_side(const struct qm_access *a)
     return qm_fn_v4(a->dev) ? a->port == QM_PORT_HOST : a->port == QM_PORT_FN;
 }
 
+/* SQC and CQC name a queue of this function and a context address: the
+ * checks both commands make before touching anything. */
+static uint8_t qm_mb_queue_target(struct qm_fn *fn, const struct qm_mailbox *m, struct qm_queue **q)
+{
+    if (m->queue_num >= fn->qp_num)
+        return QM_MB_ST_BAD_QUEUE;
+    if (qm_mb_base(m) == 0)
+        return QM_MB_ST_BAD_ADDR;
+    *q = &fn->q[m->queue_num];
+    return QM_MB_ST_OK;
+}
+
 static uint8_t handle_sqc(struct qm_access *a, struct qm_mb_port *p, const struct qm_mailbox *m,
                           bool op)
 {
@@ -59,11 +71,9 @@ static uint8_t handle_sqc(struct qm_access *a, struct qm_mb_port *p, const struc
     uint8_t st;
 
     (void)p;
-    if (m->queue_num >= fn->qp_num)
-        return QM_MB_ST_BAD_QUEUE;
-    if (base == 0)
-        return QM_MB_ST_BAD_ADDR;
-    q = &fn->q[m->queue_num];
+    st = qm_mb_queue_target(fn, m, &q);
+    if (st)
+        return st;
     if (op) {
         qm_queue_ensure_loaded_locked(fn, q);
         if (!q->sq.loaded)
@@ -90,11 +100,9 @@ static uint8_t handle_cqc(struct qm_access *a, struct qm_mb_port *p, const struc
     uint8_t st;
 
     (void)p;
-    if (m->queue_num >= fn->qp_num)
-        return QM_MB_ST_BAD_QUEUE;
-    if (base == 0)
-        return QM_MB_ST_BAD_ADDR;
-    q = &fn->q[m->queue_num];
+    st = qm_mb_queue_target(fn, m, &q);
+    if (st)
+        return st;
     if (op) {
         qm_queue_ensure_loaded_locked(fn, q);
         if (!q->cq.loaded)
