@@ -15,8 +15,14 @@
  *   Mailbox commands execute synchronously on the write that covers the last
  *   mailbox byte and finish within the driver's 1 ms budget.
  * - Accesses may come from any thread. Jobs run on the model's own worker
- *   threads; the irq sink is called from those threads (or from the caller
- *   of a register write) with no model lock held.
+ *   threads (normal priority, pinned to worker_cpus if set); the irq sink is
+ *   called from those threads (or from the caller of a register write) with
+ *   no model lock held.
+ * - PAUSE_QM, FLR and an SQC reload revoke jobs in flight: once the command
+ *   returns (PAUSE_STATUS "paused and retired"), no write of a revoked job
+ *   reaches guest memory, however late its worker runs again; the pause
+ *   waits for no worker to be scheduled (at most for one output write of
+ *   ZIP_CHUNK bytes in progress and for MSIs already decided).
  * - qm_function_reset is an FLR: the function's registers, queues, contexts,
  *   pause state and pending interrupts return to reset values. Its IOMMU
  *   mappings are the VMM's and stay, and so does the VFT (device config).
@@ -57,6 +63,7 @@ struct qm_dev_config {
     unsigned qps_per_vf;   /* 2..QM_MAX_QPS_PER_VF; the PF keeps its own share */
     uint8_t revision;      /* QM_REV_V3 or QM_REV_V4 */
     unsigned workers;      /* job worker threads, >= 1 */
+    uint64_t worker_cpus;  /* bit c: workers may run on CPU c; 0 = anywhere */
     struct qm_irq_sink irq;
 };
 

@@ -100,7 +100,7 @@ int qm_debug_queue(struct qm_dev *dev, unsigned f, unsigned qn, struct qm_queue_
         .stopped = q->sq.stopped,
         .sq_broken = q->sq.broken,
         .cq_broken = q->cq.broken,
-        .busy = q->sq.busy,
+        .busy = q->job != NULL,
         .cq_armed = q->cq.armed,
         .cq_phase = q->cq.phase,
         .sq_head = q->sq.head,

@@ -85,6 +85,26 @@ int qm_debug_queue(struct qm_dev *dev, unsigned fn, unsigned qn, struct qm_queue
  * the next `reads` reads of the mailbox (both mailboxes), as a slow device
  * would. A driver polling every 10 us for 1 ms must cope with reads <= 90. */
 int qm_debug_set_mailbox_delay(struct qm_dev *dev, unsigned fn, unsigned reads);
+/* Freeze points of a worker's job, for tests that prove a pause waits for
+ * no worker: right after the SQE was fetched; between two codec steps (the
+ * second poll of the job); before an output write when one has already
+ * landed; after the engine finished, before the commit. */
+enum qm_freeze_stage {
+    QM_FREEZE_NONE = 0,
+    QM_FREEZE_FETCHED,
+    QM_FREEZE_MID_CODEC,
+    QM_FREEZE_MID_OUTPUT,
+    QM_FREEZE_BEFORE_COMMIT,
+};
+/* Arms stage: the next worker that reaches it stops there (holding no model
+ * lock) until qm_debug_freeze_release. One freeze at a time: -EBUSY while
+ * one is armed or frozen; -EINVAL for a bad stage. */
+int qm_debug_freeze_arm(struct qm_dev *dev, enum qm_freeze_stage stage);
+/* Waits until a worker is frozen: 0, or -ETIMEDOUT. */
+int qm_debug_freeze_wait(struct qm_dev *dev, int timeout_ms);
+/* Lets the frozen worker go on (or disarms an unused freeze), then waits
+ * until no worker is serving any queue: 0, or -ETIMEDOUT. */
+int qm_debug_freeze_release(struct qm_dev *dev, int timeout_ms);
 /* Name of the register at off in the function-local space ("" if none). */
 const char *qm_debug_reg_name(uint32_t off);
 

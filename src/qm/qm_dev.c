@@ -185,10 +185,9 @@ int qm_function_reset(struct qm_dev *dev, unsigned fnum)
     fn = dev->fn[fnum];
     qm_fn_lock(fn);
     fn->resetting = true;
-    for (unsigned i = 0; i < QM_MAX_QPS_PER_VF; i++)
-        if (fn->q[i].sq.busy)
-            atomic_store(&fn->q[i].cancel, true);
-    /* Jobs stop at their next chunk boundary: no deadline needed. */
+    /* Revocation waits at most for one output write; then only MSIs already
+     * decided are waited for: no deadline needed. */
+    qm_fn_revoke_jobs_locked(fn, 0);
     qm_fn_wait_locked(fn, qm_fn_quiesced, NULL, 0);
     qm_fn_reset_locked(fn, &d);
     fn->resetting = false;
@@ -411,7 +410,6 @@ static int qm_fn_create(struct qm_dev *dev, unsigned idx, struct qm_fn **out)
     for (unsigned i = 0; i < QM_MAX_QPS_PER_VF; i++) {
         fn->q[i].fn = fn;
         fn->q[i].qn = (uint16_t)i;
-        atomic_init(&fn->q[i].cancel, false);
     }
     qm_regs_reset(fn->regs, &qm_local_table);
     qm_regs_reset(fn->regs, &qm_win_table);
@@ -443,7 +441,10 @@ int qm_dev_create(const struct qm_dev_config *cfg, struct qm_dev **out)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&dev->sched_cond, &ca);
+    pthread_cond_init(&dev->freeze.cond, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&dev->freeze.lock, NULL);
+    atomic_init(&dev->freeze.armed_fast, QM_FREEZE_NONE);
     dev->ring_cap = dev->nfn * QM_MAX_QPS_PER_VF;
     dev->ring = calloc(dev->ring_cap, sizeof(*dev->ring));
     if (dev->ring == NULL) {
@@ -480,6 +481,8 @@ void qm_dev_destroy(struct qm_dev *dev)
     free(dev->ring);
     pthread_cond_destroy(&dev->sched_cond);
     pthread_mutex_destroy(&dev->sched_lock);
+    pthread_cond_destroy(&dev->freeze.cond);
+    pthread_mutex_destroy(&dev->freeze.lock);
     free(dev);
 }
 

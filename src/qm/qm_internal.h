@@ -18,15 +18,25 @@
  *   workers fighting the writer for it.
  * - A worker runs the ZIP engine with no lock held; the commit (SQE result,
  *   CQE, head advance, EQE) happens under fn->lock.
+ * - job->gate (struct qm_job) is held by a worker around each output write of
+ *   its job (at most ZIP_CHUNK bytes of memcpy, or one DMA_WRITE round trip
+ *   for a remote mapping) and by whoever revokes the job; it is a leaf under
+ *   fn->lock (taken under it, never the other way round; a worker holding it
+ *   takes no other model lock).
  *
- * Scheduling: workers emulate the engine's silicon, which computes beside
- *   the host CPUs, not on them. On a host with as many cores as workers, a
- *   CPU-bound worker scheduled like the thread writing a register (the guest,
- *   the migration driver) takes that thread's core for a whole scheduler
- *   slice (milliseconds for a write of microseconds; a lower nice value only
- *   shortens the worker's share, not the slice it is running). Workers
- *   therefore run under SCHED_IDLE: they get every idle cycle, a waking
- *   control-path thread preempts them at once, and they never preempt it.
+ * Revocation: whatever must stop a job (PAUSE_QM, FLR, an SQC reload, a
+ *   halted function, device stop) revokes it under fn->lock: the job is taken
+ *   off its queue at once (the queue is idle again, the job stays on the SQ)
+ *   and, once the gate has been passed, its worker can never write guest
+ *   memory again (a refused write, and the commit sees `revoked`). So a pause
+ *   waits for no worker to be scheduled: at most for one output write in
+ *   progress and for MSIs already decided (qm_fn_quiesced), both bounded and
+ *   run by threads at normal priority. A revoked worker, whenever it runs
+ *   again, drops its result and touches nothing.
+ *
+ * Scheduling: workers run at normal priority, optionally pinned
+ *   (qm_dev_config.worker_cpus); nothing the control path waits for depends on
+ *   them getting a CPU (see Revocation), so no priority trick is needed.
  */
 #ifndef ACCMIG_QM_INTERNAL_H
 #define ACCMIG_QM_INTERNAL_H
@@ -208,7 +218,6 @@ struct qm_sq {
     uint32_t gen;             /* bumped on every (re)load, invalidation, reset */
     bool loaded, reload;      /* reload: load from the SQC table on first use */
     bool stopping, stopped, broken;
-    bool busy;                /* a worker holds the job at head */
 };
 
 struct qm_cq {
@@ -221,12 +230,14 @@ struct qm_cq {
     bool phase, armed, stalled, broken, overflow_posted;
 };
 
+struct qm_job;
+
 struct qm_queue {
     struct qm_fn *fn;
     uint16_t qn;
     struct qm_sq sq;
     struct qm_cq cq;
-    atomic_bool cancel;       /* polled by the ZIP engine between chunks */
+    struct qm_job *job;       /* the job a worker holds at the SQ's head, or NULL */
     bool queued;              /* on the runnable ring (dev->sched_lock) */
     struct qm_mb_port *stop_port; /* mailbox whose STOP_QP completes when drained */
 };
@@ -267,7 +278,7 @@ struct qm_fn {
     bool paused;              /* PAUSE_QM */
     bool resetting;           /* FLR in progress */
     bool halted;              /* the AEQ could not be written: the function stops */
-    unsigned jobs_inflight;   /* queues with sq.busy */
+    unsigned jobs_inflight;   /* queues with a job */
     unsigned mb_delay_reads;  /* test mode: qm_debug_set_mailbox_delay */
     atomic_uint quiesce_waiters; /* threads waiting on cond (read without lock) */
     unsigned int_pending;     /* vectors held while paused */
@@ -277,11 +288,34 @@ struct qm_fn {
     struct qm_fn_stats st;    /* no lock */
 };
 
+/* The job a worker holds. It lives in the worker (a revoked job is never
+ * reused by another worker while its own may still be running). */
+struct qm_job {
+    pthread_mutex_t gate;     /* see the locking rule: output writes vs revocation */
+    atomic_bool revoked;      /* written under fn->lock and gate; read under either */
+    struct qm_queue *sq;      /* fn->lock: where the job came from */
+    struct qm_queue *cq;      /* fn->lock: the CQ it holds a slot of */
+    uint32_t cq_gen;
+    unsigned polls, writes;   /* worker only: for the test freeze points */
+};
+
 struct qm_worker {
     struct qm_dev *dev;
     struct zip_engine *eng;
     pthread_t thread;
+    struct qm_job job;
     uint32_t sqe[ZIP_SQE_DWORDS];
+};
+
+/* Test hook (qm_debug_freeze_*): the next worker to reach `armed` blocks
+ * there until released. lock protects everything here but `armed_fast`, an
+ * atomic copy of `armed` read on the job path without the lock. */
+struct qm_freeze {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    atomic_int armed_fast;
+    enum qm_freeze_stage armed;
+    bool frozen, release;
 };
 
 struct qm_dev {
@@ -301,6 +335,8 @@ struct qm_dev {
     bool stopping;
     struct qm_worker *workers;
     unsigned nworkers, nstarted;
+    atomic_uint serving;      /* workers between taking a queue and letting go */
+    struct qm_freeze freeze;
 };
 
 /* qm_dev.c */
@@ -374,5 +410,11 @@ void qm_sched_enqueue(struct qm_dev *dev, struct qm_deferred *d, struct qm_queue
  * qm_fn_unlock does it; a command waiting for workers under fn->lock calls
  * it before it waits. */
 void qm_sched_wake(struct qm_dev *dev, struct qm_deferred *d);
+/* Revokes q's job, if it has one (see Revocation above): true when q has no
+ * job on return. deadline_ns (CLOCK_MONOTONIC, 0 = none) bounds the wait for
+ * an output write in progress; past it the job stays and false is returned. */
+bool qm_job_revoke_locked(struct qm_fn *fn, struct qm_queue *q, uint64_t deadline_ns);
+/* Revokes every job of fn; true when none is left. */
+bool qm_fn_revoke_jobs_locked(struct qm_fn *fn, uint64_t deadline_ns);
 
 #endif

@@ -296,9 +296,11 @@ static uint8_t handle_dst(struct qm_access *a, struct qm_mb_port *p, const struc
     return QM_MB_ST_OK;
 }
 
-/* Bounded pause: fetch stops, jobs in flight are cancelled and stay on their
- * SQ; the command returns when workers have let go or the budget is spent
- * (PAUSE_STATUS bit1 tells which). */
+/* Bounded pause: fetch stops, jobs in flight are revoked (they stay on their
+ * SQ and no worker can write guest memory for them any more); the command
+ * returns when that and the MSIs already decided are done, or when the
+ * budget is spent (PAUSE_STATUS bit1 tells which). It waits for no worker
+ * to be scheduled (qm_internal.h, Revocation). */
 static uint8_t handle_pause_qm(struct qm_access *a, struct qm_mb_port *p,
                                const struct qm_mailbox *m, bool op)
 {
@@ -309,14 +311,14 @@ static uint8_t handle_pause_qm(struct qm_access *a, struct qm_mb_port *p,
     (void)op;
     if (!qm_mb_from_migration_side(a))
         return QM_MB_ST_DENIED;
+    uint64_t deadline = am_now_ns() + QM_PAUSE_WAIT_NS;
+
     if (!fn->paused) {
         fn->paused = true;
         QM_COUNT(fn, pauses);
-        for (unsigned i = 0; i < QM_MAX_QPS_PER_VF; i++)
-            if (fn->q[i].sq.busy)
-                atomic_store(&fn->q[i].cancel, true);
     }
-    qm_fn_wait_locked(fn, qm_fn_quiesced, NULL, am_now_ns() + QM_PAUSE_WAIT_NS);
+    if (qm_fn_revoke_jobs_locked(fn, deadline))
+        qm_fn_wait_locked(fn, qm_fn_quiesced, NULL, deadline);
     return QM_MB_ST_OK;
 }
 

@@ -117,21 +117,18 @@ void qm_cq_to_ctx(const struct qm_queue *q, struct qm_cqc *c)
     c->dw6 = (q->cq.ctx.dw6 & ~QM_CQC_DW6_PHASE) | (q->cq.phase ? QM_CQC_DW6_PHASE : 0);
 }
 
-/* Drop the cached context: a job in flight is cancelled and its result, if
- * it still arrives, is discarded (generation check at commit). */
+/* Drop the cached context: a job in flight on the SQ is revoked; one that
+ * completes into a dropped CQ is discarded at commit (generation check). */
 void qm_queue_invalidate_locked(struct qm_fn *fn, struct qm_queue *q, bool sq, bool cq)
 {
     qm_fn_assert_locked(fn);
     if (sq) {
-        if (q->sq.busy)
-            atomic_store(&q->cancel, true);
+        qm_job_revoke_locked(fn, q, 0);
         qm_mb_stop_port_release_locked(fn, q);
         uint32_t gen = q->sq.gen + 1;
-        bool busy = q->sq.busy;
 
         memset(&q->sq, 0, sizeof(q->sq));
         q->sq.gen = gen;
-        q->sq.busy = busy; /* the worker still owns the job until it retires */
     }
     if (cq) {
         uint32_t gen = q->cq.gen + 1;
@@ -232,9 +229,7 @@ void qm_post_aeqe_locked(struct qm_fn *fn, struct qm_deferred *d, uint16_t qn,
         QM_COUNT(fn, ring_faults);
         x->valid = false;
         fn->halted = true;
-        for (unsigned i = 0; i < QM_MAX_QPS_PER_VF; i++)
-            if (fn->q[i].sq.busy)
-                atomic_store(&fn->q[i].cancel, true);
+        qm_fn_revoke_jobs_locked(fn, 0);
         am_log(AM_LOG_GUEST, QM_LOG, "fn %u: AEQ ring not writable: function halted", fn->idx);
         return;
     }
@@ -298,7 +293,7 @@ struct qm_queue *qm_queue_fetchable_locked(struct qm_fn *fn, struct qm_queue *q)
 
     qm_fn_assert_locked(fn);
     if (!qm_fn_can_run_locked(fn) || !q->sq.loaded || q->sq.stopped || q->sq.broken ||
-        q->sq.busy || q->sq.head == q->sq.tail)
+        q->job != NULL || q->sq.head == q->sq.tail)
         return NULL;
     c = qm_queue_target_cq(fn, q);
     if (c == NULL)
@@ -314,7 +309,7 @@ struct qm_queue *qm_queue_fetchable_locked(struct qm_fn *fn, struct qm_queue *q)
 
 static bool qm_queue_drained_locked(const struct qm_queue *q)
 {
-    return !q->sq.loaded || (q->sq.head == q->sq.tail && !q->sq.busy);
+    return !q->sq.loaded || (q->sq.head == q->sq.tail && q->job == NULL);
 }
 
 static void qm_queue_stop_finish_locked(struct qm_fn *fn, struct qm_queue *q)
@@ -334,7 +329,7 @@ bool qm_queue_settle_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_q
             qm_queue_stop_finish_locked(fn, q);
             return false;
         }
-        if (!q->sq.busy && qm_fn_can_run_locked(fn)) {
+        if (q->job == NULL && qm_fn_can_run_locked(fn)) {
             struct qm_queue *c = qm_queue_target_cq(fn, q);
 
             /* The consumer asked to stop, so a full CQ can never drain: report

@@ -1,13 +1,15 @@
 /* qm_worker: the job engines. Runnable queues wait on one FIFO ring; a worker
  * takes a queue, fetches the SQE at its head under the function lock, runs
- * the ZIP engine with no lock held, and commits under the lock again. A queue
- * is served by one worker at a time (sq.busy), so its jobs complete in order.
+ * the ZIP engine with no lock held (output through qm_job_write, which a
+ * revocation closes), and commits under the lock again. A queue is served by
+ * one worker at a time (q->job), so its jobs complete in order.
  * With more work on its queue a worker keeps it while no other queue waits,
  * and puts it back at the end of the ring otherwise (fair sharing without a
  * hand-off per job). */
 #include <errno.h>
 #include <stdlib.h>
 #include <sched.h>
+#include <time.h>
 
 #include "common/common.h"
 #include "qm/qm_internal.h"
@@ -48,13 +50,183 @@ void qm_sched_wake(struct qm_dev *dev, struct qm_deferred *d)
     pthread_mutex_unlock(&dev->sched_lock);
 }
 
+/* ---- test freeze points (qm_debug.h) ----------------------------------- */
+
+static void qm_freeze_point(struct qm_dev *dev, enum qm_freeze_stage stage)
+{
+    struct qm_freeze *f = &dev->freeze;
+
+    if (atomic_load_explicit(&f->armed_fast, memory_order_relaxed) != (int)stage)
+        return;
+    pthread_mutex_lock(&f->lock);
+    if (f->armed == stage) {
+        f->armed = QM_FREEZE_NONE;
+        atomic_store(&f->armed_fast, QM_FREEZE_NONE);
+        f->frozen = true;
+        pthread_cond_broadcast(&f->cond);
+        while (!f->release)
+            pthread_cond_wait(&f->cond, &f->lock);
+        f->release = false;
+        f->frozen = false;
+        pthread_cond_broadcast(&f->cond);
+    }
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* Waits on f->cond until done(f) or the deadline; returns done(f). */
+static bool qm_freeze_wait_locked(struct qm_freeze *f, bool (*done)(const struct qm_freeze *),
+                                  int timeout_ms)
+{
+    uint64_t deadline = am_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000u),
+                          .tv_nsec = (long)(deadline % 1000000000u)};
+
+    while (!done(f))
+        if (pthread_cond_timedwait(&f->cond, &f->lock, &ts) == ETIMEDOUT)
+            break;
+    return done(f);
+}
+
+static bool qm_freeze_is_frozen(const struct qm_freeze *f)
+{
+    return f->frozen;
+}
+
+static bool qm_freeze_is_released(const struct qm_freeze *f)
+{
+    return !f->frozen;
+}
+
+int qm_debug_freeze_arm(struct qm_dev *dev, enum qm_freeze_stage stage)
+{
+    struct qm_freeze *f = &dev->freeze;
+    int r = 0;
+
+    if (stage <= QM_FREEZE_NONE || stage > QM_FREEZE_BEFORE_COMMIT)
+        return -EINVAL;
+    pthread_mutex_lock(&f->lock);
+    if (f->armed != QM_FREEZE_NONE || f->frozen) {
+        r = -EBUSY;
+    } else {
+        f->armed = stage;
+        f->release = false;
+        atomic_store(&f->armed_fast, (int)stage);
+    }
+    pthread_mutex_unlock(&f->lock);
+    return r;
+}
+
+int qm_debug_freeze_wait(struct qm_dev *dev, int timeout_ms)
+{
+    struct qm_freeze *f = &dev->freeze;
+    bool ok;
+
+    pthread_mutex_lock(&f->lock);
+    ok = qm_freeze_wait_locked(f, qm_freeze_is_frozen, timeout_ms);
+    pthread_mutex_unlock(&f->lock);
+    return ok ? 0 : -ETIMEDOUT;
+}
+
+int qm_debug_freeze_release(struct qm_dev *dev, int timeout_ms)
+{
+    struct qm_freeze *f = &dev->freeze;
+    uint64_t deadline = am_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    bool ok;
+
+    pthread_mutex_lock(&f->lock);
+    f->armed = QM_FREEZE_NONE;
+    atomic_store(&f->armed_fast, QM_FREEZE_NONE);
+    if (f->frozen)
+        f->release = true;
+    pthread_cond_broadcast(&f->cond);
+    ok = qm_freeze_wait_locked(f, qm_freeze_is_released, timeout_ms);
+    pthread_mutex_unlock(&f->lock);
+    /* The worker then finishes its job (dropping it when revoked). */
+    while (ok && atomic_load(&dev->serving) > 0) {
+        if (am_now_ns() >= deadline)
+            return -ETIMEDOUT;
+        sched_yield();
+    }
+    return ok ? 0 : -ETIMEDOUT;
+}
+
+/* ---- a job and its revocation ------------------------------------------ */
+
+static int qm_job_write(void *opaque, uint64_t iova, const void *buf, uint64_t len)
+{
+    struct qm_worker *w = opaque;
+    struct qm_job *j = &w->job;
+    int r;
+
+    if (j->writes++ > 0)
+        qm_freeze_point(w->dev, QM_FREEZE_MID_OUTPUT);
+    pthread_mutex_lock(&j->gate);
+    r = atomic_load(&j->revoked) ? -ECANCELED : iommu_dma_write(j->sq->fn->dom, iova, buf, len);
+    pthread_mutex_unlock(&j->gate);
+    return r;
+}
+
+static bool qm_job_cancelled(void *opaque)
+{
+    struct qm_worker *w = opaque;
+
+    if (w->job.polls++ == 1)
+        qm_freeze_point(w->dev, QM_FREEZE_MID_CODEC);
+    return atomic_load_explicit(&w->job.revoked, memory_order_acquire);
+}
+
+static const struct zip_job_ops qm_job_ops = {.write = qm_job_write, .cancelled = qm_job_cancelled};
+
+/* Takes the job off its queue; the caller decides what the worker sees. */
+static void qm_job_detach_locked(struct qm_fn *fn, struct qm_job *j)
+{
+    j->sq->job = NULL;
+    fn->jobs_inflight--;
+    if (j->cq->cq.gen == j->cq_gen)
+        j->cq->cq.reserved--;
+}
+
+bool qm_job_revoke_locked(struct qm_fn *fn, struct qm_queue *q, uint64_t deadline_ns)
+{
+    struct qm_job *j = q->job;
+
+    qm_fn_assert_locked(fn);
+    if (j == NULL)
+        return true;
+    if (deadline_ns == 0) {
+        pthread_mutex_lock(&j->gate);
+    } else {
+        struct timespec ts = {.tv_sec = (time_t)(deadline_ns / 1000000000u),
+                              .tv_nsec = (long)(deadline_ns % 1000000000u)};
+
+        /* The gate is held only across one write: worth a bounded wait. */
+        if (pthread_mutex_clocklock(&j->gate, CLOCK_MONOTONIC, &ts) != 0)
+            return false;
+    }
+    atomic_store_explicit(&j->revoked, true, memory_order_release);
+    pthread_mutex_unlock(&j->gate);
+    qm_job_detach_locked(fn, j);
+    QM_COUNT(fn, jobs_cancelled);
+    qm_fn_wake_waiters_locked(fn);
+    return true;
+}
+
+bool qm_fn_revoke_jobs_locked(struct qm_fn *fn, uint64_t deadline_ns)
+{
+    bool all = true;
+
+    for (unsigned i = 0; i < QM_MAX_QPS_PER_VF; i++)
+        all &= qm_job_revoke_locked(fn, &fn->q[i], deadline_ns);
+    return all;
+}
+
 /* One job of q. Returns true when q can fetch again right away. */
 static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
 {
     struct qm_fn *fn = q->fn;
+    struct qm_job *j = &w->job;
     struct qm_deferred d = {0};
     struct qm_queue *c;
-    uint32_t sgen, cgen;
     unsigned alg;
     uint16_t slot;
     int r;
@@ -77,15 +249,19 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
         qm_fn_unlock(fn, &d);
         return false;
     }
-    q->sq.busy = true;
+    atomic_store(&j->revoked, false);
+    j->sq = q;
+    j->cq = c;
+    j->cq_gen = c->cq.gen;
+    j->polls = 0;
+    j->writes = 0;
+    q->job = j;
     fn->jobs_inflight++;
     c->cq.reserved++;
-    sgen = q->sq.gen;
-    cgen = c->cq.gen;
     alg = (q->sq.ctx.w13 >> 8) & 0xfu;
-    atomic_store(&q->cancel, false);
     qm_fn_unlock(fn, &d);
 
+    qm_freeze_point(w->dev, QM_FREEZE_FETCHED);
     if (alg > ZIP_ALG_DECOMPRESS) {
         /* The queue's direction is neither compress nor decompress. */
         w->sqe[ZIP_SQE_CONSUMED] = 0;
@@ -93,19 +269,23 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
         w->sqe[ZIP_SQE_DW3] = (w->sqe[ZIP_SQE_DW3] & ~ZIP_DW3_STATUS_MASK) | ZIP_ST_BAD_SQE;
         r = 0;
     } else {
-        r = zip_engine_run(w->eng, fn->dom, w->sqe, (enum zip_alg_dir)alg, &q->cancel);
+        r = zip_engine_run(w->eng, fn->dom, w->sqe, (enum zip_alg_dir)alg, &qm_job_ops, w);
     }
+    qm_freeze_point(w->dev, QM_FREEZE_BEFORE_COMMIT);
 
     qm_fn_lock(fn);
-    q->sq.busy = false;
-    fn->jobs_inflight--;
-    if (c->cq.gen == cgen)
-        c->cq.reserved--;
-    if (r == 0 && q->sq.gen == sgen && c->cq.gen == cgen && qm_fn_can_run_locked(fn)) {
+    if (atomic_load(&j->revoked)) {
+        /* Its revoker took the job off the queue and counted it; the queue
+         * may already be someone else's. Touch nothing. */
+        qm_fn_unlock(fn, &d);
+        return false;
+    }
+    qm_job_detach_locked(fn, j);
+    if (r == 0 && c->cq.gen == j->cq_gen) {
         qm_job_commit_locked(fn, &d, q, c, slot, w->sqe);
     } else {
-        /* Cancelled, or the queue changed under the job: it stays on the SQ
-         * (head unchanged) and runs again when fetched next. */
+        /* The CQ was reloaded under the job, or the engine failed: the job
+         * stays on the SQ (head unchanged) and runs again when fetched next. */
         QM_COUNT(fn, jobs_cancelled);
         if (r != 0 && r != -ECANCELED)
             am_log(AM_LOG_ERR, QM_LOG, "fn %u q %u: engine failed: %d", fn->idx, q->qn, r);
@@ -116,18 +296,22 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
     return more;
 }
 
-/* The workers stand for silicon, which never takes a core from the host: the
- * control path (MMIO, mailbox, the migration driver on its own thread) must
- * not wait behind a CPU-bound job. So a worker runs under SCHED_IDLE (see
- * qm_internal.h). Best effort: without it the model is correct, only slower
- * to react. */
-static void qm_worker_lower_priority(void)
+/* Pins the worker to the configured CPUs, if any. Best effort: without it
+ * the model is correct, only placed by the scheduler. */
+static void qm_worker_place(const struct qm_dev *dev)
 {
-    struct sched_param sp = {0};
-    int r = pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+    cpu_set_t set;
+    int r;
 
+    if (dev->cfg.worker_cpus == 0)
+        return;
+    CPU_ZERO(&set);
+    for (unsigned c = 0; c < 64; c++)
+        if (dev->cfg.worker_cpus & (1ull << c))
+            CPU_SET(c, &set);
+    r = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
     if (r != 0)
-        am_log(AM_LOG_INFO, QM_LOG, "worker left at normal priority: errno %d", r);
+        am_log(AM_LOG_INFO, QM_LOG, "worker not pinned: errno %d", r);
 }
 
 static void *qm_worker_main(void *arg)
@@ -135,7 +319,7 @@ static void *qm_worker_main(void *arg)
     struct qm_worker *w = arg;
     struct qm_dev *dev = w->dev;
 
-    qm_worker_lower_priority();
+    qm_worker_place(dev);
     pthread_mutex_lock(&dev->sched_lock);
     for (;;) {
         while (!dev->stopping && dev->ring_count == 0)
@@ -147,6 +331,7 @@ static void *qm_worker_main(void *arg)
         dev->ring_head = (dev->ring_head + 1) % dev->ring_cap;
         dev->ring_count--;
         q->queued = false;
+        atomic_fetch_add(&dev->serving, 1);
         pthread_mutex_unlock(&dev->sched_lock);
         while (qm_worker_serve(w, q)) {
             bool others;
@@ -159,6 +344,7 @@ static void *qm_worker_main(void *arg)
             if (others)
                 break;
         }
+        atomic_fetch_sub(&dev->serving, 1);
         pthread_mutex_lock(&dev->sched_lock);
     }
     pthread_mutex_unlock(&dev->sched_lock);
@@ -177,6 +363,8 @@ int qm_workers_start(struct qm_dev *dev)
         struct qm_worker *w = &dev->workers[i];
 
         w->dev = dev;
+        pthread_mutex_init(&w->job.gate, NULL);
+        atomic_init(&w->job.revoked, false);
         r = zip_engine_create(&w->eng);
         if (r)
             return r;
@@ -188,7 +376,8 @@ int qm_workers_start(struct qm_dev *dev)
     return 0;
 }
 
-/* Cancel what runs, wake everybody, join. Safe on a partial start. */
+/* Revoke what runs, release a frozen worker, wake everybody, join. Safe on
+ * a partial start. */
 void qm_workers_stop(struct qm_dev *dev)
 {
     pthread_mutex_lock(&dev->sched_lock);
@@ -203,16 +392,22 @@ void qm_workers_stop(struct qm_dev *dev)
         struct qm_deferred d = {0};
 
         qm_fn_lock(fn);
-        for (unsigned i = 0; i < QM_MAX_QPS_PER_VF; i++)
-            if (fn->q[i].sq.busy)
-                atomic_store(&fn->q[i].cancel, true);
+        qm_fn_revoke_jobs_locked(fn, 0);
         qm_fn_unlock(fn, &d);
     }
+    pthread_mutex_lock(&dev->freeze.lock);
+    dev->freeze.armed = QM_FREEZE_NONE;
+    atomic_store(&dev->freeze.armed_fast, QM_FREEZE_NONE);
+    dev->freeze.release = dev->freeze.frozen;
+    pthread_cond_broadcast(&dev->freeze.cond);
+    pthread_mutex_unlock(&dev->freeze.lock);
     for (unsigned i = 0; i < dev->nstarted; i++)
         pthread_join(dev->workers[i].thread, NULL);
-    for (unsigned i = 0; dev->workers && i < dev->nworkers; i++)
+    for (unsigned i = 0; dev->workers && i < dev->nworkers; i++) {
         if (dev->workers[i].eng)
             zip_engine_destroy(dev->workers[i].eng);
+        pthread_mutex_destroy(&dev->workers[i].job.gate);
+    }
     free(dev->workers);
     dev->workers = NULL;
     dev->nstarted = 0;

@@ -129,31 +129,37 @@ static void zip_stat_add(uint64_t *counter, uint64_t n)
     __atomic_fetch_add(counter, n, __ATOMIC_RELAXED);
 }
 
-int zip_engine_run(struct zip_engine *e, struct iommu_domain *d, uint32_t sqe[ZIP_SQE_DWORDS],
-                   enum zip_alg_dir dir, const atomic_bool *cancel)
+/* The ops of a job run without a governor: writes go straight to the domain. */
+static int zip_direct_write(void *opaque, uint64_t iova, const void *buf, uint64_t len)
 {
+    return iommu_dma_write(opaque, iova, buf, len);
+}
+
+static const struct zip_job_ops zip_direct_ops = { .write = zip_direct_write };
+
+int zip_engine_run(struct zip_engine *e, struct iommu_domain *d, uint32_t sqe[ZIP_SQE_DWORDS],
+                   enum zip_alg_dir dir, const struct zip_job_ops *ops, void *opaque)
+{
+    struct zip_job j = { .d = d, .ops = ops ? ops : &zip_direct_ops, .opaque = ops ? opaque : d };
     struct zip_result r = { .status = ZIP_ST_OK };
     const char *why = "";
     struct zip_req q;
     int rc = 0;
 
-    if (!e || !d || !sqe || (dir != ZIP_ALG_COMPRESS && dir != ZIP_ALG_DECOMPRESS))
+    if (!e || !d || !sqe || (dir != ZIP_ALG_COMPRESS && dir != ZIP_ALG_DECOMPRESS) ||
+        (ops && !ops->write))
         return -EINVAL;
-    if (cancel && atomic_load_explicit(cancel, memory_order_acquire))
+    if (j.ops->cancelled && j.ops->cancelled(j.opaque))
         goto cancelled;
 
     r.status = zip_sqe_decode(sqe, &q, &why);
     if (r.status == ZIP_ST_OK)
         r.status = zip_job_buffers(e, d, &q, &why);
     if (r.status == ZIP_ST_OK) {
-        /* The job holds the mapping table for its whole run, as a device
-         * holds its IOTLB entries: unmaps wait for it (or for a cancel). */
-        iommu_dma_begin(d);
         if (dir == ZIP_ALG_COMPRESS)
-            rc = zip_codec_compress(e, d, &q, cancel, &r);
+            rc = zip_codec_compress(e, &j, &q, &r);
         else
-            rc = zip_codec_decompress(e, d, &q, cancel, &r);
-        iommu_dma_end(d);
+            rc = zip_codec_decompress(e, &j, &q, &r);
         if (rc == -ECANCELED)
             goto cancelled;
         if (rc)

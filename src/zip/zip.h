@@ -2,8 +2,12 @@
  *
  * Contract
  * - zip_engine_run decodes and validates a 128-byte SQE (a host copy the
- *   caller fetched), reads the input and writes the output through the
- *   function's IOMMU domain, and reports the result in the copy's dw0
+ *   caller fetched), reads SGLs and input through the function's IOMMU
+ *   domain into its own buffers, runs the codec into its own output buffer,
+ *   and moves every output byte to the guest through the caller's
+ *   zip_job_ops.write (the engine never hands guest memory to the codec), so
+ *   the caller decides, per write, whether the job may still touch guest
+ *   memory. It reports the result in the copy's dw0
  *   (consumed), dw1 (produced) and dw3 (status[7:0]); the caller writes back
  *   only those three dwords to the SQE slot. Every other dword is untouched.
  * - Every malformed field, DMA fault, corrupt stream and size limit is a
@@ -11,10 +15,12 @@
  *   output buffer's mapped bytes. It returns 0 in all these cases.
  * - Work proceeds in pieces of at most ZIP_CHUNK bytes of input, each handed
  *   to the codec ZIP_CANCEL_STEP bytes at a time; between two steps the
- *   engine polls *cancel (may be NULL). A cancelled job returns -ECANCELED
- *   and its SQE copy is left as it was (the job reruns later). The step
- *   bounds how long a pause waits for a job in flight (tens of us per step
- *   at level 1, against the driver's 1 ms mailbox budget).
+ *   engine asks ops->cancelled. A cancelled job (cancelled() true, or a
+ *   write that returned -ECANCELED) returns -ECANCELED and its SQE copy is
+ *   left as it was (the job reruns later). One write moves at most
+ *   ZIP_CHUNK bytes.
+ * - No lock of the domain is held between calls into it: a job never pins
+ *   the mapping table, so an unmap or a dirty report never waits for a job.
  * - An engine holds codec state for one job at a time: one per worker thread.
  *   zip_engine_stats_get may be called from any thread.
  * - Stateless jobs only: an SQE with dw7 bits 25-27 set is a bad SQE (0x01).
@@ -55,13 +61,23 @@ struct zip_engine_stats {
 int zip_engine_create(struct zip_engine **out);
 void zip_engine_destroy(struct zip_engine *e);
 
-/* dir comes from the queue's SQC (alg_type), not from the SQE.
+/* How the caller governs one job. */
+struct zip_job_ops {
+    /* Writes len (<= ZIP_CHUNK) output bytes at device address iova.
+     * Returns 0, -ECANCELED (the job may no longer write: nothing was
+     * written) or another negative errno (a DMA fault: status 0x02). */
+    int (*write)(void *opaque, uint64_t iova, const void *buf, uint64_t len);
+    /* Asked between codec steps: true stops the job (-ECANCELED). */
+    bool (*cancelled)(void *opaque);
+};
+
+/* dir comes from the queue's SQC (alg_type), not from the SQE. ops NULL:
+ * writes go straight to d (iommu_dma_write) and nothing cancels.
  * Returns 0 (result in sqe), -ECANCELED (sqe untouched), -EINVAL (e, d or sqe
  * NULL, dir not a zip_alg_dir; sqe untouched), or -EIO when the codec library
- * refused parameters the engine always gives it (a bug; logged). The engine
- * holds iommu_dma_begin on d while it moves data. */
+ * refused parameters the engine always gives it (a bug; logged). */
 int zip_engine_run(struct zip_engine *e, struct iommu_domain *d, uint32_t sqe[ZIP_SQE_DWORDS],
-                   enum zip_alg_dir dir, const atomic_bool *cancel);
+                   enum zip_alg_dir dir, const struct zip_job_ops *ops, void *opaque);
 
 void zip_engine_stats_get(const struct zip_engine *e, struct zip_engine_stats *out);
 

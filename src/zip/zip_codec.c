@@ -1,13 +1,14 @@
 /* zip_codec: the deflate and inflate loops of one job.
  *
  * ISA-L igzip streams over the job's segments in pieces of at most ZIP_CHUNK
- * bytes. A piece is guest memory itself when iommu_translate gives one host
- * pointer for it (zero-copy), otherwise a bounce buffer moved with
- * iommu_dma_read/iommu_dma_write (remote mappings, pieces spanning two
- * mappings). The caller holds iommu_dma_begin for the whole job, so a
- * translated pointer stays valid while the codec may use it; ISA-L keeps its
- * own copy of the history it needs, so a piece is never touched again once
- * the codec has moved past it.
+ * bytes. The codec only ever sees the engine's own buffers: an input piece is
+ * copied in with iommu_dma_read, an output piece is produced in the output
+ * buffer and handed to the job's write op (which may refuse: the job was
+ * revoked). So no guest pointer is held across codec steps, no lock of the
+ * domain is held by a job, and source and destination ranges that overlap in
+ * guest memory are just memory (the result is garbage, as on the device,
+ * never undefined behaviour). ISA-L keeps its own copy of the history it
+ * needs, so a piece is never touched again once the codec has moved past it.
  *
  * Formats: the driver writes (compress) or skips (decompress) the zlib/gzip
  * header itself, so the device deals in body + trailer only: ISA-L's
@@ -27,22 +28,21 @@ struct zip_cursor {
     uint64_t handed; /* bytes handed out as pieces so far */
 };
 
-/* The output piece the codec is writing into: guest memory, the bounce
- * buffer, or the probe once the destination is used up. */
+/* The output piece the codec is writing into: the output buffer standing
+ * for the next piece of the destination, or the probe once it is used up. */
 struct zip_out {
     struct zip_cursor cur;
     uint8_t *base;
     uint64_t iova;
     uint32_t len;
-    uint32_t taken;    /* bytes of this piece already accounted for */
-    bool bounce;
+    uint32_t taken;    /* bytes of this piece already written out */
     bool probe;
     uint64_t produced; /* bytes that reached the destination */
 };
 
-static bool zip_cancelled(const atomic_bool *cancel)
+static bool zip_cancelled(const struct zip_job *j)
 {
-    return cancel && atomic_load_explicit(cancel, memory_order_acquire);
+    return j->ops->cancelled && j->ops->cancelled(j->opaque);
 }
 
 /* The codec gets at most ZIP_CANCEL_STEP bytes of a piece per call, so the
@@ -79,83 +79,76 @@ static void zip_cursor_advance(struct zip_cursor *c, uint32_t n)
 }
 
 /* Points next and avail at the next input piece (avail stays 0 at the end). */
-static enum zip_status zip_in_next(struct zip_engine *e, struct iommu_domain *d,
+static enum zip_status zip_in_next(struct zip_engine *e, const struct zip_job *j,
                                    struct zip_cursor *c, uint8_t **next, uint32_t *avail)
 {
     uint64_t iova;
     uint32_t n = zip_cursor_peek(c, &iova);
-    void *host;
-    int rc;
 
     if (!n)
         return ZIP_ST_OK;
-    rc = iommu_translate(d, iova, n, IOMMU_READ, &host);
-    if (rc == -EREMOTE) {
-        host = e->in_bounce;
-        rc = iommu_dma_read(d, iova, host, n);
-    }
-    if (rc)
+    if (iommu_dma_read(j->d, iova, e->in_bounce, n))
         return ZIP_ST_DMA_FAULT;
     zip_cursor_advance(c, n);
-    *next = host;
+    *next = e->in_bounce;
     *avail = n;
     return ZIP_ST_OK;
 }
 
-static enum zip_status zip_out_next(struct zip_engine *e, struct iommu_domain *d,
-                                    struct zip_out *o, uint8_t **next, uint32_t *avail)
+/* The destination's writability is checked when its bytes are written (a
+ * write op may also refuse), so taking the next piece cannot fail. */
+static void zip_out_next(struct zip_engine *e, struct zip_out *o, uint8_t **next, uint32_t *avail)
 {
-    uint64_t iova;
+    uint64_t iova = 0;
     uint32_t n = zip_cursor_peek(&o->cur, &iova);
-    void *host;
-    int rc;
 
     o->taken = 0;
-    o->bounce = false;
     o->probe = n == 0;
     if (o->probe) {
         o->base = e->probe;
         o->len = sizeof(e->probe);
     } else {
-        rc = iommu_translate(d, iova, n, IOMMU_WRITE, &host);
-        if (rc == -EREMOTE) {
-            /* Whole range mapped and writable, but not one host pointer. */
-            host = e->out_bounce;
-            o->bounce = true;
-            rc = 0;
-        }
-        if (rc)
-            return ZIP_ST_DMA_FAULT;
         zip_cursor_advance(&o->cur, n);
-        o->base = host;
+        o->base = e->out_bounce;
         o->iova = iova;
         o->len = n;
     }
     *next = o->base;
     *avail = o->len;
-    return ZIP_ST_OK;
 }
+
+/* What zip_out_settle found. */
+enum zip_settle { ZIP_SETTLED, ZIP_SETTLE_FAILED, ZIP_SETTLE_REVOKED };
 
 /* Accounts for what the codec wrote into the current piece, given the space
- * it left: flushes a bounce piece, and turns any byte in the probe into
- * "destination too small". */
-static enum zip_status zip_out_settle(struct iommu_domain *d, struct zip_out *o, uint32_t avail)
+ * it left: writes the new bytes out, and turns any byte in the probe into
+ * "destination too small" (*st). */
+static enum zip_settle zip_out_settle(const struct zip_job *j, struct zip_out *o, uint32_t avail,
+                                      enum zip_status *st)
 {
     uint32_t used = o->len - avail;
+    int rc;
 
     if (used == o->taken)
-        return ZIP_ST_OK;
-    if (o->probe)
-        return ZIP_ST_DEST_TOO_SMALL;
-    if (o->bounce && iommu_dma_write(d, o->iova + o->taken, o->base + o->taken, used - o->taken))
-        return ZIP_ST_DMA_FAULT;
+        return ZIP_SETTLED;
+    if (o->probe) {
+        *st = ZIP_ST_DEST_TOO_SMALL;
+        return ZIP_SETTLE_FAILED;
+    }
+    rc = j->ops->write(j->opaque, o->iova + o->taken, o->base + o->taken, used - o->taken);
+    if (rc == -ECANCELED)
+        return ZIP_SETTLE_REVOKED;
+    if (rc) {
+        *st = ZIP_ST_DMA_FAULT;
+        return ZIP_SETTLE_FAILED;
+    }
     o->produced += used - o->taken;
     o->taken = used;
-    return ZIP_ST_OK;
+    return ZIP_SETTLED;
 }
 
-int zip_codec_compress(struct zip_engine *e, struct iommu_domain *d, const struct zip_req *q,
-                       const atomic_bool *cancel, struct zip_result *r)
+int zip_codec_compress(struct zip_engine *e, const struct zip_job *j, const struct zip_req *q,
+                       struct zip_result *r)
 {
     struct isal_zstream *zs = &e->deflate;
     struct zip_cursor in = { .buf = &e->src };
@@ -183,21 +176,19 @@ int zip_codec_compress(struct zip_engine *e, struct iommu_domain *d, const struc
 
     for (;;) {
         uint32_t in_before, out_before, state_before, held;
+        enum zip_settle settle;
         int rc;
 
-        if (zip_cancelled(cancel))
+        if (zip_cancelled(j))
             return -ECANCELED;
         if (zs->avail_in == 0 && !in_done) {
-            st = zip_in_next(e, d, &in, &zs->next_in, &zs->avail_in);
+            st = zip_in_next(e, j, &in, &zs->next_in, &zs->avail_in);
             if (st != ZIP_ST_OK)
                 break;
             in_done = in.handed == e->src.len;
         }
-        if (zs->avail_out == 0) {
-            st = zip_out_next(e, d, &out, &zs->next_out, &zs->avail_out);
-            if (st != ZIP_ST_OK)
-                break;
-        }
+        if (zs->avail_out == 0)
+            zip_out_next(e, &out, &zs->next_out, &zs->avail_out);
         held = zip_step_hold(&zs->avail_in);
         zs->end_of_stream = in_done && held == 0;
         in_before = zs->avail_in;
@@ -214,8 +205,10 @@ int zip_codec_compress(struct zip_engine *e, struct iommu_domain *d, const struc
             return -EIO;
         }
         zs->avail_in += held;
-        st = zip_out_settle(d, &out, zs->avail_out);
-        if (st != ZIP_ST_OK || zs->internal_state.state == ZSTATE_END)
+        settle = zip_out_settle(j, &out, zs->avail_out, &st);
+        if (settle == ZIP_SETTLE_REVOKED)
+            return -ECANCELED;
+        if (settle == ZIP_SETTLE_FAILED || zs->internal_state.state == ZSTATE_END)
             break;
     }
     r->status = st;
@@ -226,8 +219,8 @@ int zip_codec_compress(struct zip_engine *e, struct iommu_domain *d, const struc
     return 0;
 }
 
-int zip_codec_decompress(struct zip_engine *e, struct iommu_domain *d, const struct zip_req *q,
-                         const atomic_bool *cancel, struct zip_result *r)
+int zip_codec_decompress(struct zip_engine *e, const struct zip_job *j, const struct zip_req *q,
+                         struct zip_result *r)
 {
     struct inflate_state *is = &e->inflate;
     struct zip_cursor in = { .buf = &e->src };
@@ -248,20 +241,18 @@ int zip_codec_decompress(struct zip_engine *e, struct iommu_domain *d, const str
         int32_t bits_before;
         bool stalled;
         enum isal_block_state state_before;
+        enum zip_settle settle;
         int rc;
 
-        if (zip_cancelled(cancel))
+        if (zip_cancelled(j))
             return -ECANCELED;
         if (is->avail_in == 0) {
-            st = zip_in_next(e, d, &in, &is->next_in, &is->avail_in);
+            st = zip_in_next(e, j, &in, &is->next_in, &is->avail_in);
             if (st != ZIP_ST_OK)
                 break;
         }
-        if (is->avail_out == 0) {
-            st = zip_out_next(e, d, &out, &is->next_out, &is->avail_out);
-            if (st != ZIP_ST_OK)
-                break;
-        }
+        if (is->avail_out == 0)
+            zip_out_next(e, &out, &is->next_out, &is->avail_out);
         held = zip_step_hold(&is->avail_in);
         in_before = is->avail_in;
         out_before = is->avail_out;
@@ -271,8 +262,10 @@ int zip_codec_decompress(struct zip_engine *e, struct iommu_domain *d, const str
         stalled = is->avail_in == in_before && is->avail_out == out_before &&
                   is->read_in_length == bits_before && is->block_state == state_before;
         is->avail_in += held;
-        st = zip_out_settle(d, &out, is->avail_out);
-        if (st != ZIP_ST_OK)
+        settle = zip_out_settle(j, &out, is->avail_out, &st);
+        if (settle == ZIP_SETTLE_REVOKED)
+            return -ECANCELED;
+        if (settle == ZIP_SETTLE_FAILED)
             break;
         if (rc < 0 || rc == ISAL_NEED_DICT) {
             st = ZIP_ST_CORRUPT; /* bad block, symbol, distance or trailer */

@@ -87,12 +87,20 @@ enum zip_status zip_buf_from_sgl(struct zip_buf *b, struct zip_sgl_scratch *s,
                                  struct iommu_domain *d, uint64_t sgl, uint64_t off, uint64_t len,
                                  const char **why);
 
-/* zip_codec.c: run one job over e->src and e->dst; the caller holds
- * iommu_dma_begin. Return 0 (result in *r) or -ECANCELED, or -EIO if the codec
- * library refused parameters it was built to accept (a bug, logged). */
-int zip_codec_compress(struct zip_engine *e, struct iommu_domain *d, const struct zip_req *q,
-                       const atomic_bool *cancel, struct zip_result *r);
-int zip_codec_decompress(struct zip_engine *e, struct iommu_domain *d, const struct zip_req *q,
-                         const atomic_bool *cancel, struct zip_result *r);
+/* The job's reads (d) and its governor (ops never NULL here: zip.c gives
+ * the direct ops when the caller passed none). */
+struct zip_job {
+    struct iommu_domain *d;
+    const struct zip_job_ops *ops;
+    void *opaque;
+};
+
+/* zip_codec.c: run one job over e->src and e->dst. Return 0 (result in *r)
+ * or -ECANCELED, or -EIO if the codec library refused parameters it was
+ * built to accept (a bug, logged). */
+int zip_codec_compress(struct zip_engine *e, const struct zip_job *j, const struct zip_req *q,
+                       struct zip_result *r);
+int zip_codec_decompress(struct zip_engine *e, const struct zip_job *j, const struct zip_req *q,
+                         struct zip_result *r);
 
 #endif

@@ -143,15 +143,38 @@ static void sqe_fill(uint32_t *sqe, unsigned type, unsigned buf, uint64_t src, u
 #define CONSUMED(sqe) ((sqe)[ZIP_SQE_CONSUMED])
 #define PRODUCED(sqe) ((sqe)[ZIP_SQE_PRODUCED])
 
+/* A job governor as the QM's: writes go to the domain, a flag cancels. */
+struct run_ctl {
+    struct iommu_domain *d;
+    const atomic_bool *cancel;
+};
+
+static int run_write(void *opaque, uint64_t iova, const void *buf, uint64_t len)
+{
+    struct run_ctl *c = opaque;
+
+    return iommu_dma_write(c->d, iova, buf, len);
+}
+
+static bool run_cancelled(void *opaque)
+{
+    struct run_ctl *c = opaque;
+
+    return c->cancel && atomic_load(c->cancel);
+}
+
+static const struct zip_job_ops run_ops = { .write = run_write, .cancelled = run_cancelled };
+
 /* Runs one job; every dword other than the results must come back as it
  * was, and a job that did not complete must leave the whole SQE alone. */
 static int run(struct fx *f, uint32_t *sqe, enum zip_alg_dir dir, const atomic_bool *cancel)
 {
     uint32_t before[ZIP_SQE_DWORDS];
+    struct run_ctl ctl = { .d = f->d, .cancel = cancel };
     int rc;
 
     memcpy(before, sqe, sizeof(before));
-    rc = zip_engine_run(f->e, f->d, sqe, dir, cancel);
+    rc = zip_engine_run(f->e, f->d, sqe, dir, &run_ops, &ctl);
     if (rc) {
         assert_memory_equal(sqe, before, sizeof(before));
         return rc;
@@ -640,10 +663,10 @@ static void test_bad_arguments_are_einval_and_leave_the_sqe_alone(void **state)
 
     sqe_fill(sqe, ZIP_REQ_DEFLATE, ZIP_BUF_FLAT, SRC, 0, 10, DST, 0, 100);
     memcpy(before, sqe, sizeof(sqe));
-    assert_int_equal(zip_engine_run(f->e, f->d, sqe, 2, NULL), -EINVAL);
-    assert_int_equal(zip_engine_run(NULL, f->d, sqe, ZIP_ALG_COMPRESS, NULL), -EINVAL);
-    assert_int_equal(zip_engine_run(f->e, NULL, sqe, ZIP_ALG_COMPRESS, NULL), -EINVAL);
-    assert_int_equal(zip_engine_run(f->e, f->d, NULL, ZIP_ALG_COMPRESS, NULL), -EINVAL);
+    assert_int_equal(zip_engine_run(f->e, f->d, sqe, 2, NULL, NULL), -EINVAL);
+    assert_int_equal(zip_engine_run(NULL, f->d, sqe, ZIP_ALG_COMPRESS, NULL, NULL), -EINVAL);
+    assert_int_equal(zip_engine_run(f->e, NULL, sqe, ZIP_ALG_COMPRESS, NULL, NULL), -EINVAL);
+    assert_int_equal(zip_engine_run(f->e, f->d, NULL, ZIP_ALG_COMPRESS, NULL, NULL), -EINVAL);
     assert_memory_equal(sqe, before, sizeof(sqe));
 }
 
