@@ -2,19 +2,24 @@
  *
  * In a private directory (mode 0700 under $TMPDIR or /tmp) it starts, each
  * as /proc/self/exe with PR_SET_PDEATHSIG so nothing outlives the demo:
- *   host A: `accmig serve --dir DIR/a --vfs 2`   host B: the same in DIR/b
+ *   host A: `accmig serve --dir DIR/a --vfs 2G`   host B: the same in DIR/b
  *   vm0:    `accmig vm --attach DIR/a/vf0.sock --control DIR/vm0.ctl --stay`
- * and for migration k (1..M) an incoming mini-VMM on the other host,
+ * (G guests: one such VMM per guest, guest g's named g<g>.vm0 for g > 0,
+ * its workload seeded with seed + g) and for migration round k (1..M) an
+ * incoming mini-VMM per guest on the other host,
  *   vm<k>:  `accmig vm --attach ... --incoming tcp:127.0.0.1:0 --prealloc --stay`
- * (the port it got is read from its "status"), then waits until the guest
+ * (the port it got is read from its "status"), then waits until every guest
  * has done k/(M+1) of its jobs and sends "migrate tcp:127.0.0.1:PORT" to
- * the VMM running the guest. The old VMM exits after the handover; its VF
- * is free again. VMM k uses VF (k/2)%2 of host k%2, so a VF is reused only
- * two migrations after its previous VMM left. When the guest is done on
- * the last VMM the demo reads its report (the job table lives in guest RAM,
- * so it covers the whole run), says quit, stops the servers and removes the
- * directory. Progress goes to stdout (stderr with --json): a line that
- * updates in place on a terminal, plain lines otherwise.
+ * every VMM running a guest at once: one thread per request, all of a
+ * round's threads ready before any request goes out, all joined before the
+ * next round. The old VMM exits after the handover; its VF is free again.
+ * Guest g's VMM k uses VF 2g + (k/2)%2 of host k%2: no two guests share a
+ * VF, and a VF is reused only two migrations after its previous VMM left.
+ * When a guest is done on its last VMM the demo reads its report (the job
+ * table lives in guest RAM, so it covers the whole run), says quit, and at
+ * the end stops the servers and removes the directory. Progress goes to
+ * stdout (stderr with --json): a line that updates in place on a terminal,
+ * plain lines otherwise.
  *
  * Children's output goes to log files in the directory; on a failure the
  * tail of each is copied to stderr before the directory goes.
@@ -48,7 +53,10 @@
 #include "vmm/vm.h"
 #include "vmm/vm_ram.h"
 
-#define DH_MAX_KIDS 6            /* 2 servers + the guest's VMM + an incoming one, with room */
+/* Two VFs per guest on each host (see dh_vm_vf). */
+#define DH_MAX_GUESTS (QM_MAX_VFS / 2)
+/* 2 servers + per guest its VMM and an incoming one, with room */
+#define DH_MAX_KIDS (2 + 2 * DH_MAX_GUESTS + 2)
 #define DH_START_TIMEOUT_MS 20000 /* a socket to appear (ASan builds start slowly) */
 #define DH_STOP_TIMEOUT_MS 5000  /* a child to exit after SIGTERM / quit */
 #define DH_POLL_MS 50
@@ -57,7 +65,8 @@
 #define DH_MAX_MIGRATIONS 1000u
 
 struct dh_opts {
-    struct workload_config wl;
+    struct workload_config wl; /* each guest's; guest g's seed is wl.seed + g */
+    unsigned guests;
     unsigned migrations;
     uint32_t downtime_ms;
     bool json;
@@ -65,8 +74,16 @@ struct dh_opts {
 
 struct dh_kid {
     pid_t pid;        /* 0: free slot */
-    char name[16];    /* "server A", "vm3" */
+    char name[16];    /* "server A", "vm3", "g1.vm3" */
     char log[PATH_MAX];
+};
+
+/* One guest of the run: where it lives and what it did. */
+struct dh_guest {
+    unsigned cur;     /* the VMM (migration index) running it */
+    json_object *log; /* its migration_log (entries shared with dh.log) */
+    json_object *rep; /* its final report, NULL until read */
+    unsigned migrations_done;
 };
 
 struct dh {
@@ -84,8 +101,9 @@ struct dh {
     uint64_t t0_ns;
     uint64_t ram_size;
     unsigned qps_per_vf;
-    json_object *log; /* migration_log */
-    unsigned migrations_done;
+    json_object *log; /* migration_log: every guest's migrations, in round order */
+    struct dh_guest *guests; /* o.guests of them */
+    unsigned migrations_done; /* summed over guests */
     bool failed;      /* a step failed: the verdict is FAILED */
     bool guest_started;
 };
@@ -109,6 +127,9 @@ static void dh_usage(FILE *f)
             "  --seed N            data and job mix seed (default 1)\n"
             "  --sgl-percent N     share of jobs on hardware SGLs (default 25)\n"
             "  --migrations M      live migrations, alternating hosts (default 1; 0: one host)\n"
+            "  --guests N          guests, each with its own workload (seed + its index) on\n"
+            "                      its own VFs, migrated all at the same time (default 1,\n"
+            "                      at most %u)\n"
             "  --downtime-ms N     downtime goal of each migration (default %d)\n"
             "  --transport T       vfio-user (this demo, the default) | inproc (the same guest\n"
             "                      with the device model in this process: accmig demo\n"
@@ -116,7 +137,7 @@ static void dh_usage(FILE *f)
             "  --json              print one JSON object instead of the summary\n"
             "Exit status: 0 every job verified exactly once and every migration done,\n"
             "1 a check failed, 2 usage or setup error.\n",
-            VM_DEFAULT_DOWNTIME_MS);
+            DH_MAX_GUESTS, VM_DEFAULT_DOWNTIME_MS);
 }
 
 bool demo_hosts_is_inproc(int argc, char **argv)
@@ -136,7 +157,7 @@ bool demo_hosts_is_inproc(int argc, char **argv)
 
 enum {
     DH_OPT_MIGRATIONS = 1, DH_OPT_DOWNTIME, DH_OPT_TRANSPORT, DH_OPT_WORKERS, DH_OPT_SAVE_STATE,
-    DH_OPT_JSON, DH_OPT_HELP,
+    DH_OPT_JSON, DH_OPT_HELP, DH_OPT_GUESTS,
 };
 
 /* 0 ok, 1 help printed, -EINVAL bad usage (reported). */
@@ -145,6 +166,7 @@ static int dh_parse(int argc, char **argv, struct dh_opts *o)
     static const struct option longopts[] = {
         CLI_OPTS_WORKLOAD_LONGOPTS,
         {"migrations", required_argument, NULL, DH_OPT_MIGRATIONS},
+        {"guests", required_argument, NULL, DH_OPT_GUESTS},
         {"downtime-ms", required_argument, NULL, DH_OPT_DOWNTIME},
         {"transport", required_argument, NULL, DH_OPT_TRANSPORT},
         {"workers", required_argument, NULL, DH_OPT_WORKERS},
@@ -161,6 +183,7 @@ static int dh_parse(int argc, char **argv, struct dh_opts *o)
     memset(o, 0, sizeof(*o));
     workload_config_default(wl);
     o->migrations = 1;
+    o->guests = 1;
     o->downtime_ms = VM_DEFAULT_DOWNTIME_MS;
     optind = 1;
     opterr = 0;
@@ -169,6 +192,11 @@ static int dh_parse(int argc, char **argv, struct dh_opts *o)
         case DH_OPT_MIGRATIONS:
             ret = cli_opt_num("demo", "--migrations", optarg, 0, DH_MAX_MIGRATIONS, &v);
             o->migrations = (unsigned)v;
+            break;
+        case DH_OPT_GUESTS:
+            /* Each guest needs two VFs on each host (dh_vm_vf). */
+            ret = cli_opt_num("demo", "--guests", optarg, 1, DH_MAX_GUESTS, &v);
+            o->guests = (unsigned)v;
             break;
         case DH_OPT_DOWNTIME:
             ret = cli_opt_num("demo", "--downtime-ms", optarg, 1, 60000, &v);
@@ -529,36 +557,59 @@ static char dh_host(unsigned vm)
     return vm % 2 ? 'B' : 'A';
 }
 
-static void dh_ctl_path(const struct dh *d, unsigned vm, char *buf, size_t len)
+/* Guest g's VMM k: "vm<k>" for guest 0 (the one-guest names of before),
+ * "g<g>.vm<k>" for the others. */
+static void dh_vm_name(unsigned g, unsigned k, char *buf, size_t len)
 {
-    snprintf(buf, len, "%s/vm%u.ctl", d->dir, vm);
+    if (g == 0)
+        snprintf(buf, len, "vm%u", k);
+    else
+        snprintf(buf, len, "g%u.vm%u", g, k);
+}
+
+/* Guest g owns VFs 2g and 2g+1 on both hosts and its VMM k takes
+ * (k/2)%2 of them on host k%2: two guests never share a VF, and a VF comes
+ * back two migrations after its previous VMM left (time for its reset). */
+static unsigned dh_vm_vf(unsigned g, unsigned k)
+{
+    return 2 * g + (k / 2) % 2;
+}
+
+static void dh_ctl_path(const struct dh *d, unsigned g, unsigned vm, char *buf, size_t len)
+{
+    char name[16];
+
+    dh_vm_name(g, vm, name, sizeof(name));
+    snprintf(buf, len, "%s/%s.ctl", d->dir, name);
 }
 
 static int dh_server_start(struct dh *d, char host)
 {
-    char name[16], file[16], sdir[PATH_MAX], sock[PATH_MAX + 16], qps[16];
-    const char *args[] = {"serve", "--dir", sdir, "--vfs", "2", "--qps", qps, NULL};
+    char name[16], file[16], sdir[PATH_MAX], sock[PATH_MAX + 16], qps[16], vfs[16];
+    const char *args[] = {"serve", "--dir", sdir, "--vfs", vfs, "--qps", qps, NULL};
+    unsigned nvfs = 2 * d->o.guests;
     int ret;
 
     snprintf(name, sizeof(name), "server %c", host);
     snprintf(file, sizeof(file), "serve-%c", host);
     snprintf(sdir, sizeof(sdir), "%s/%c", d->dir, host);
     snprintf(qps, sizeof(qps), "%u", d->qps_per_vf);
+    snprintf(vfs, sizeof(vfs), "%u", nvfs);
     ret = dh_spawn(d, name, file, args);
     if (ret) {
         fprintf(stderr, "accmig demo: cannot start %s: %s\n", name, strerror(-ret));
         return ret;
     }
-    snprintf(sock, sizeof(sock), "%s/vf1.sock", sdir);
+    snprintf(sock, sizeof(sock), "%s/vf%u.sock", sdir, nvfs - 1);
     ret = dh_wait_path(d, sock, name);
     if (ret == 0)
-        dh_say(d, "host %c: device server up (2 VFs, %u queue pairs each), pid %d", host,
+        dh_say(d, "host %c: device server up (%u VFs, %u queue pairs each), pid %d", host, nvfs,
                d->qps_per_vf, (int)dh_kid_find(d, name)->pid);
     return ret;
 }
 
-/* VMM k on host k%2, VF (k/2)%2; incoming for k > 0. */
-static int dh_vm_start(struct dh *d, unsigned k)
+/* Guest g's VMM k on host k%2, VF dh_vm_vf(g, k); incoming for k > 0. */
+static int dh_vm_start(struct dh *d, unsigned g, unsigned k)
 {
     char name[16], sock[PATH_MAX + 16], ctl[PATH_MAX + 16], ram[32], jobs[16], qps[16], vcpus[16],
         mins[16], maxs[16], seed[32], sgl[16];
@@ -566,9 +617,9 @@ static int dh_vm_start(struct dh *d, unsigned k)
     unsigned n = 8;
     int ret;
 
-    snprintf(name, sizeof(name), "vm%u", k);
-    snprintf(sock, sizeof(sock), "%s/%c/vf%u.sock", d->dir, dh_host(k), (k / 2) % 2);
-    dh_ctl_path(d, k, ctl, sizeof(ctl));
+    dh_vm_name(g, k, name, sizeof(name));
+    snprintf(sock, sizeof(sock), "%s/%c/vf%u.sock", d->dir, dh_host(k), dh_vm_vf(g, k));
+    dh_ctl_path(d, g, k, ctl, sizeof(ctl));
     snprintf(ram, sizeof(ram), "%llu", (unsigned long long)d->ram_size);
     if (k > 0) {
         args[n++] = "--incoming";
@@ -580,7 +631,9 @@ static int dh_vm_start(struct dh *d, unsigned k)
         snprintf(vcpus, sizeof(vcpus), "%u", d->o.wl.vcpus);
         snprintf(mins, sizeof(mins), "%u", d->o.wl.min_size);
         snprintf(maxs, sizeof(maxs), "%u", d->o.wl.max_size);
-        snprintf(seed, sizeof(seed), "%llu", (unsigned long long)d->o.wl.seed);
+        /* Its own data and job mix; the tags are its own anyway (its job
+         * table lives in its RAM). */
+        snprintf(seed, sizeof(seed), "%llu", (unsigned long long)(d->o.wl.seed + g));
         snprintf(sgl, sizeof(sgl), "%u", d->o.wl.sgl_percent);
         const char *wl[] = {"--jobs", jobs, "--qps", qps, "--vcpus", vcpus, "--min-size", mins,
                             "--max-size", maxs, "--seed", seed, "--sgl-percent", sgl};
@@ -596,166 +649,311 @@ static int dh_vm_start(struct dh *d, unsigned k)
     return dh_wait_path(d, ctl, name);
 }
 
-/* The migration request runs in a thread so the loop can show progress. */
+/* The start gate of a round: every request thread records its ready time
+ * and waits here; the main thread opens it once all of them are ready, so
+ * each migration of the round is under way before any of them is waited
+ * for. */
+struct dh_gate {
+    pthread_mutex_t lock; /* protects ready, go, abort */
+    pthread_cond_t cond;  /* ready went up, or go/abort was set */
+    unsigned ready;
+    bool go;
+    bool abort;           /* a thread could not be created: nobody sends */
+};
+
+/* One migration request of a round; it runs in its own thread so the
+ * requests of a round run together and the loop can show progress. */
 struct dh_mig_req {
+    struct dh_gate *gate;
     char ctl[PATH_MAX + 16];
     char line[VM_CONTROL_LINE_MAX];
     char *reply;
+    uint64_t ready_ns, start_ns, end_ns;
     int ret;
-    int done; /* atomic: the thread has finished */
+    bool started;     /* its thread exists (joined by the round) */
+    int done;         /* atomic: the thread has finished */
 };
 
 static void *dh_mig_thread(void *arg)
 {
     struct dh_mig_req *r = arg;
+    struct dh_gate *gt = r->gate;
+    bool abort;
 
-    /* No timeout here: the VMM bounds every step of a migration. */
-    r->ret = vm_control_request(r->ctl, r->line, r->reply, DH_REPLY_MAX, -1);
+    pthread_mutex_lock(&gt->lock);
+    r->ready_ns = am_now_ns();
+    gt->ready++;
+    pthread_cond_broadcast(&gt->cond);
+    while (!gt->go && !gt->abort)
+        pthread_cond_wait(&gt->cond, &gt->lock);
+    abort = gt->abort;
+    pthread_mutex_unlock(&gt->lock);
+    if (abort) {
+        r->ret = -ECANCELED;
+    } else {
+        r->start_ns = am_now_ns();
+        /* No timeout here: the VMM bounds every step of a migration. */
+        r->ret = vm_control_request(r->ctl, r->line, r->reply, DH_REPLY_MAX, -1);
+    }
+    r->end_ns = am_now_ns();
     __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
     return NULL;
 }
 
-static void dh_progress_guest(struct dh *d, unsigned k, json_object *st, const char *extra)
+/* "guest g: " when there are several, else "". */
+static void dh_guest_label(const struct dh *d, unsigned g, char *buf, size_t len)
 {
-    dh_progress(d, "host %c (vm%u): %lld/%lld jobs verified, %lld failed%s", dh_host(k), k,
-                (long long)dh_int(st, "jobs_verified"), (long long)dh_int(st, "jobs"),
+    if (d->o.guests > 1)
+        snprintf(buf, len, "guest %u: ", g);
+    else
+        buf[0] = '\0';
+}
+
+static void dh_progress_guest(struct dh *d, unsigned g, unsigned k, json_object *st,
+                              const char *extra)
+{
+    char label[24], name[16];
+
+    dh_guest_label(d, g, label, sizeof(label));
+    dh_vm_name(g, k, name, sizeof(name));
+    dh_progress(d, "%shost %c (%s): %lld/%lld jobs verified, %lld failed%s", label, dh_host(k),
+                name, (long long)dh_int(st, "jobs_verified"), (long long)dh_int(st, "jobs"),
                 (long long)dh_int(st, "jobs_failed"), extra);
 }
 
-/* Migration k: vm(k-1) -> vm(k). Returns 0 when the guest moved; a failed
- * migration is logged (the guest carries on at the source) and returns
- * -EREMOTEIO; -EINTR/-ECHILD/... when the run cannot go on. */
-static int dh_migrate(struct dh *d, unsigned k)
+static uint64_t dh_us_since_t0(const struct dh *d, uint64_t ns)
 {
-    char src_ctl[PATH_MAX + 16], dst_ctl[PATH_MAX + 16], name[16], why[256];
-    struct dh_mig_req *r;
-    json_object *st, *j = NULL, *m = NULL;
-    const char *listen;
+    return ns > d->t0_ns ? (ns - d->t0_ns) / 1000u : 0;
+}
+
+/* Guest g's result of round k (r finished). Returns 0 when the guest moved
+ * (g->cur is k), -EREMOTEIO for a failed migration (logged; the guest
+ * carries on at the source), another negative errno when the run cannot go
+ * on. */
+static int dh_migrate_result(struct dh *d, unsigned g, unsigned k, struct dh_mig_req *r)
+{
+    struct dh_guest *gu = &d->guests[g];
+    char name[16], src[16], label[24];
+    json_object *j = NULL, *m = NULL;
     int status, ret;
-    pthread_t th;
 
-    dh_ctl_path(d, k - 1, src_ctl, sizeof(src_ctl));
-    dh_ctl_path(d, k, dst_ctl, sizeof(dst_ctl));
-    ret = dh_vm_start(d, k);
-    if (ret)
-        return ret;
-    st = NULL;
-    ret = dh_ctl(dst_ctl, "status", 2000, &j, why, sizeof(why));
-    listen = ret == 0 ? dh_strf(j, "listen") : "";
-    if (ret || !listen[0]) {
-        fprintf(stderr, "accmig demo: vm%u did not say where it listens: %s\n", k, why);
-        json_object_put(j);
-        return ret ? ret : -EPROTO;
-    }
-    r = calloc(1, sizeof(*r));
-    if (!r || !(r->reply = malloc(DH_REPLY_MAX))) {
-        free(r);
-        json_object_put(j);
-        return -ENOMEM;
-    }
-    snprintf(r->ctl, sizeof(r->ctl), "%s", src_ctl);
-    snprintf(r->line, sizeof(r->line), "migrate %s downtime_ms=%u", listen, d->o.downtime_ms);
-    dh_say(d, "migration %u: host %c (vm%u) -> host %c (vm%u, %s): starting", k, dh_host(k - 1),
-           k - 1, dh_host(k), k, listen);
-    json_object_put(j);
-    j = NULL;
-    ret = pthread_create(&th, NULL, dh_mig_thread, r);
-    if (ret) {
-        free(r->reply);
-        free(r);
-        return -ret;
-    }
-    while (!__atomic_load_n(&r->done, __ATOMIC_ACQUIRE)) {
-        char extra[128];
-
-        if ((st = dh_status(src_ctl)) != NULL) {
-            snprintf(extra, sizeof(extra), " | migration %u: %s, round %lld, %.1f MB sent", k,
-                     dh_strf(st, "phase")[0] ? dh_strf(st, "phase") : "starting",
-                     (long long)dh_int(st, "round"),
-                     (double)dh_int(st, "ram_bytes_sent") / 1e6);
-            dh_progress_guest(d, k - 1, st, extra);
-            json_object_put(st);
-        }
-        if (dh_sleep(d, DH_POLL_MS)) {
-            /* Stop the source so the request ends with its connection. */
-            struct dh_kid *src;
-            snprintf(name, sizeof(name), "vm%u", k - 1);
-            src = dh_kid_find(d, name);
-            if (src)
-                kill(src->pid, SIGTERM);
-            pthread_join(th, NULL);
-            free(r->reply);
-            free(r);
-            return -EINTR;
-        }
-    }
-    pthread_join(th, NULL);
+    dh_guest_label(d, g, label, sizeof(label));
+    dh_vm_name(g, k - 1, src, sizeof(src));
     if (r->ret == 0)
         j = json_tokener_parse(r->reply);
     if (r->ret || !j || !json_object_object_get_ex(j, "migration", &m)) {
         ret = r->ret ? r->ret : -EPROTO;
-        fprintf(stderr, "accmig demo: migration %u: no report from vm%u: %s\n", k, k - 1,
+        fprintf(stderr, "accmig demo: %smigration %u: no report from %s: %s\n", label, k, src,
                 r->ret ? strerror(-r->ret) : r->reply);
         json_object_put(j);
-        free(r->reply);
-        free(r);
         return ret;
     }
-    free(r->reply);
-    free(r);
     json_object_get(m);
     json_object_put(j);
     snprintf(name, sizeof(name), "%c->%c", dh_host(k - 1), dh_host(k));
     json_object_object_add(m, "n", json_object_new_int((int)k));
+    json_object_object_add(m, "guest", json_object_new_int((int)g));
     json_object_object_add(m, "direction", json_object_new_string(name));
-    snprintf(name, sizeof(name), "vm%u", k - 1);
-    json_object_object_add(m, "from", json_object_new_string(name));
+    json_object_object_add(m, "from", json_object_new_string(src));
+    json_object_object_add(m, "ready_us", json_object_new_int64((int64_t)dh_us_since_t0(d, r->ready_ns)));
+    json_object_object_add(m, "start_us", json_object_new_int64((int64_t)dh_us_since_t0(d, r->start_ns)));
+    json_object_object_add(m, "end_us", json_object_new_int64((int64_t)dh_us_since_t0(d, r->end_ns)));
+    json_object_array_add(gu->log, json_object_get(m));
     json_object_array_add(d->log, m);
     if (!json_object_get_boolean(json_object_object_get(m, "ok"))) {
-        dh_say(d, "migration %u FAILED in %s: %s%s", k, dh_strf(m, "phase"), dh_strf(m, "error"),
+        dh_say(d, "%smigration %u FAILED in %s: %s%s", label, k, dh_strf(m, "phase"),
+               dh_strf(m, "error"),
                json_object_get_boolean(json_object_object_get(m, "rolled_back"))
                    ? " (the guest carries on at the source)" : "");
-        snprintf(name, sizeof(name), "vm%u", k);
+        dh_vm_name(g, k, name, sizeof(name));
         if (dh_kid_find(d, name))
             dh_kid_stop(dh_kid_find(d, name));
         return -EREMOTEIO;
     }
-    dh_say(d, "migration %u: done: %lld precopy rounds, %.1f MB of RAM (%s MB/s), %lld B of "
+    dh_say(d, "%smigration %u: done: %lld precopy rounds, %.1f MB of RAM (%s MB/s), %lld B of "
               "device state, downtime %.2f ms (device %.2f ms)",
-           k, (long long)dh_int(m, "precopy_rounds"), (double)dh_int(m, "ram_bytes") / 1e6,
+           label, k, (long long)dh_int(m, "precopy_rounds"), (double)dh_int(m, "ram_bytes") / 1e6,
            dh_strf(m, "ram_mb_s"), (long long)dh_int(m, "device_state_bytes"),
            (double)dh_int(m, "downtime_us") / 1e3, (double)dh_int(m, "device_downtime_us") / 1e3);
+    gu->cur = k;
+    gu->migrations_done++;
+    d->migrations_done++;
     /* The old VMM hands over and leaves; its VF is free again. */
-    snprintf(name, sizeof(name), "vm%u", k - 1);
-    if (dh_kid_find(d, name)) {
-        ret = dh_kid_wait(d, dh_kid_find(d, name), DH_STOP_TIMEOUT_MS, &status);
+    if (dh_kid_find(d, src)) {
+        ret = dh_kid_wait(d, dh_kid_find(d, src), DH_STOP_TIMEOUT_MS, &status);
         if (ret || status != 0) {
             fprintf(stderr, "accmig demo: %s did not exit cleanly after the handover (%s)\n",
-                    name, ret ? "still running" : "non-zero status");
+                    src, ret ? "still running" : "non-zero status");
             d->failed = true;
         }
     }
-    d->migrations_done++;
     return 0;
 }
 
-/* Waits until vm k's guest has verified at least `target` jobs or
+/* The progress line while a round runs: guest 0's source, and how many of
+ * the round's migrations are done. */
+static void dh_round_progress(struct dh *d, unsigned k, struct dh_mig_req *reqs)
+{
+    char ctl[PATH_MAX + 16], extra[160];
+    unsigned done = 0;
+    json_object *st;
+
+    for (unsigned g = 0; g < d->o.guests; g++)
+        done += __atomic_load_n(&reqs[g].done, __ATOMIC_ACQUIRE) != 0;
+    dh_ctl_path(d, 0, k - 1, ctl, sizeof(ctl));
+    if ((st = dh_status(ctl)) == NULL)
+        return;
+    if (d->o.guests > 1)
+        snprintf(extra, sizeof(extra), " | round %u: %u of %u migrations done; guest 0: %s, "
+                 "round %lld, %.1f MB sent", k, done, d->o.guests,
+                 dh_strf(st, "phase")[0] ? dh_strf(st, "phase") : "starting",
+                 (long long)dh_int(st, "round"), (double)dh_int(st, "ram_bytes_sent") / 1e6);
+    else
+        snprintf(extra, sizeof(extra), " | migration %u: %s, round %lld, %.1f MB sent", k,
+                 dh_strf(st, "phase")[0] ? dh_strf(st, "phase") : "starting",
+                 (long long)dh_int(st, "round"), (double)dh_int(st, "ram_bytes_sent") / 1e6);
+    dh_progress_guest(d, 0, k - 1, st, extra);
+    json_object_put(st);
+}
+
+/* Round k: every guest from its VMM k-1 to a new VMM k, all at the same
+ * time. Returns 0 when every guest moved, -EREMOTEIO when at least one
+ * migration failed (logged; those guests carry on at their source, the
+ * others moved), another negative errno when the run cannot go on. */
+static int dh_migrate_round(struct dh *d, unsigned k)
+{
+    unsigned ng = d->o.guests;
+    struct dh_mig_req *reqs = calloc(ng, sizeof(*reqs));
+    struct dh_gate gate = {.ready = 0};
+    pthread_t *th = calloc(ng, sizeof(*th));
+    unsigned created = 0;
+    int ret = 0, r;
+
+    if (!reqs || !th) {
+        free(reqs);
+        free(th);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&gate.lock, NULL);
+    pthread_cond_init(&gate.cond, NULL);
+    /* Every incoming VMM up and listening before any request goes out. */
+    for (unsigned g = 0; g < ng && ret == 0; g++) {
+        char dst_ctl[PATH_MAX + 16], why[256], dst[16], label[24];
+        json_object *j = NULL;
+        const char *listen;
+
+        dh_ctl_path(d, g, k - 1, reqs[g].ctl, sizeof(reqs[g].ctl));
+        dh_ctl_path(d, g, k, dst_ctl, sizeof(dst_ctl));
+        dh_vm_name(g, k, dst, sizeof(dst));
+        dh_guest_label(d, g, label, sizeof(label));
+        reqs[g].gate = &gate;
+        if ((ret = dh_vm_start(d, g, k)) != 0)
+            break;
+        ret = dh_ctl(dst_ctl, "status", 2000, &j, why, sizeof(why));
+        listen = ret == 0 ? dh_strf(j, "listen") : "";
+        if (ret || !listen[0]) {
+            fprintf(stderr, "accmig demo: %s did not say where it listens: %s\n", dst, why);
+            json_object_put(j);
+            ret = ret ? ret : -EPROTO;
+            break;
+        }
+        reqs[g].reply = malloc(DH_REPLY_MAX);
+        if (!reqs[g].reply) {
+            json_object_put(j);
+            ret = -ENOMEM;
+            break;
+        }
+        snprintf(reqs[g].line, sizeof(reqs[g].line), "migrate %s downtime_ms=%u", listen,
+                 d->o.downtime_ms);
+        {
+            char src[16];
+            dh_vm_name(g, k - 1, src, sizeof(src));
+            dh_say(d, "%smigration %u: host %c (%s) -> host %c (%s, %s): starting", label, k,
+                   dh_host(k - 1), src, dh_host(k), dst, listen);
+        }
+        json_object_put(j);
+    }
+    for (unsigned g = 0; g < ng && ret == 0; g++) {
+        r = pthread_create(&th[g], NULL, dh_mig_thread, &reqs[g]);
+        if (r) {
+            ret = -r;
+            break;
+        }
+        reqs[g].started = true;
+        created++;
+    }
+    /* Open the gate once every thread is ready (or tell them all to give
+     * up when one could not be created). */
+    pthread_mutex_lock(&gate.lock);
+    while (ret == 0 && gate.ready < created)
+        pthread_cond_wait(&gate.cond, &gate.lock);
+    if (ret == 0)
+        gate.go = true;
+    else
+        gate.abort = true;
+    pthread_cond_broadcast(&gate.cond);
+    pthread_mutex_unlock(&gate.lock);
+    for (;;) {
+        unsigned done = 0;
+
+        for (unsigned g = 0; g < created; g++)
+            done += __atomic_load_n(&reqs[g].done, __ATOMIC_ACQUIRE) != 0;
+        if (done == created)
+            break;
+        dh_round_progress(d, k, reqs);
+        if (dh_sleep(d, DH_POLL_MS)) {
+            /* Stop the sources so the requests end with their connections. */
+            for (unsigned g = 0; g < created; g++) {
+                char src[16];
+                struct dh_kid *kid;
+
+                if (__atomic_load_n(&reqs[g].done, __ATOMIC_ACQUIRE))
+                    continue;
+                dh_vm_name(g, k - 1, src, sizeof(src));
+                if ((kid = dh_kid_find(d, src)) != NULL)
+                    kill(kid->pid, SIGTERM);
+            }
+            ret = -EINTR;
+            break;
+        }
+    }
+    for (unsigned g = 0; g < created; g++)
+        pthread_join(th[g], NULL);
+    /* Each guest's outcome, in guest order; a failed migration does not
+     * hide the others' results. */
+    for (unsigned g = 0; g < created && ret != -EINTR; g++) {
+        r = dh_migrate_result(d, g, k, &reqs[g]);
+        if (r == -EREMOTEIO && (ret == 0 || ret == -EREMOTEIO))
+            ret = r;
+        else if (r && r != -EREMOTEIO && (ret == 0 || ret == -EREMOTEIO))
+            ret = r;
+    }
+    for (unsigned g = 0; g < ng; g++)
+        free(reqs[g].reply);
+    pthread_cond_destroy(&gate.cond);
+    pthread_mutex_destroy(&gate.lock);
+    free(reqs);
+    free(th);
+    return ret;
+}
+
+/* Waits until guest g's VMM k has verified at least `target` jobs or
  * finished. */
-static int dh_wait_progress(struct dh *d, unsigned k, uint64_t target, bool finish)
+static int dh_wait_progress(struct dh *d, unsigned g, unsigned k, uint64_t target, bool finish)
 {
     char ctl[PATH_MAX + 16], name[16];
     struct dh_kid *kid;
     int status;
 
-    dh_ctl_path(d, k, ctl, sizeof(ctl));
-    snprintf(name, sizeof(name), "vm%u", k);
+    dh_ctl_path(d, g, k, ctl, sizeof(ctl));
+    dh_vm_name(g, k, name, sizeof(name));
     kid = dh_kid_find(d, name);
     for (;;) {
         json_object *st = dh_status(ctl);
 
         if (st) {
             bool done = strcmp(dh_strf(st, "state"), "finished") == 0;
-            dh_progress_guest(d, k, st, "");
+            dh_progress_guest(d, g, k, st, "");
             done = done || (!finish && (uint64_t)dh_int(st, "jobs_verified") >= target);
             json_object_put(st);
             if (done)
@@ -770,20 +968,23 @@ static int dh_wait_progress(struct dh *d, unsigned k, uint64_t target, bool fini
     }
 }
 
-static void dh_print_migration(json_object *m)
+static void dh_print_migration(const struct dh *d, json_object *m)
 {
+    char label[24];
+
+    dh_guest_label(d, (unsigned)dh_int(m, "guest"), label, sizeof(label));
     if (!json_object_get_boolean(json_object_object_get(m, "ok"))) {
-        printf("  migration %lld %s: FAILED at %s: %s%s\n", (long long)dh_int(m, "n"),
+        printf("  %smigration %lld %s: FAILED at %s: %s%s\n", label, (long long)dh_int(m, "n"),
                dh_strf(m, "direction"), dh_strf(m, "phase"), dh_strf(m, "error"),
                json_object_get_boolean(json_object_object_get(m, "rolled_back"))
                    ? " (the guest carried on at the source)" : "");
         return;
     }
-    printf("  migration %lld %s: %lld precopy rounds, RAM %.1f MB at %s MB/s + %lld pages "
+    printf("  %smigration %lld %s: %lld precopy rounds, RAM %.1f MB at %s MB/s + %lld pages "
            "stopped, device state %lld B; downtime %.2f ms = vCPU pause %.2f, quiesce %.2f, "
            "save %.2f, last RAM %.2f, device state %.2f, END to ack %.2f (restore %.2f, resume "
            "%.2f, guest start %.2f)\n",
-           (long long)dh_int(m, "n"), dh_strf(m, "direction"),
+           label, (long long)dh_int(m, "n"), dh_strf(m, "direction"),
            (long long)dh_int(m, "precopy_rounds"), (double)dh_int(m, "ram_bytes") / 1e6,
            dh_strf(m, "ram_mb_s"), (long long)dh_int(m, "last_pages"),
            (long long)dh_int(m, "device_state_bytes"), (double)dh_int(m, "downtime_us") / 1e3,
@@ -794,9 +995,103 @@ static void dh_print_migration(json_object *m)
            (double)dh_int(m, "guest_start_us") / 1e3);
 }
 
+static bool dh_report_ok(json_object *r)
+{
+    json_object *drv = NULL;
+
+    json_object_object_get_ex(r, "driver", &drv);
+    return r && dh_int(r, "jobs_verified") == dh_int(r, "jobs") && dh_int(r, "jobs") > 0 &&
+           dh_int(r, "jobs_failed") == 0 && dh_int(r, "jobs_duplicated") == 0 &&
+           dh_int(r, "jobs_lost") == 0 && dh_int(r, "stray_completions") == 0 &&
+           dh_int(drv, "bad_cqes") == 0;
+}
+
+/* Adds guest g's report into the sum: counts add up (nested objects too);
+ * the first failure is the first guest's that has one. */
+static void dh_report_add(json_object *sum, json_object *rep, unsigned g, bool top)
+{
+    json_object_object_foreach(rep, key, val) {
+        json_object *have = NULL;
+        bool has = json_object_object_get_ex(sum, key, &have);
+
+        if (top && (strcmp(key, "first_failed_job") == 0 || strcmp(key, "first_failure") == 0)) {
+            if (!has) {
+                json_object_object_add(sum, key, json_object_get(val));
+                if (strcmp(key, "first_failed_job") == 0)
+                    json_object_object_add(sum, "first_failed_guest",
+                                           json_object_new_int((int)g));
+            }
+        } else if (json_object_is_type(val, json_type_int)) {
+            json_object_object_add(sum, key, json_object_new_int64(dh_int(sum, key) +
+                                                                   json_object_get_int64(val)));
+        } else if (json_object_is_type(val, json_type_object)) {
+            if (!has || !json_object_is_type(have, json_type_object)) {
+                have = json_object_new_object();
+                json_object_object_add(sum, key, have);
+            }
+            dh_report_add(have, val, g, false);
+        } else if (!has) {
+            json_object_object_add(sum, key, json_object_get(val));
+        }
+    }
+}
+
+/* The "guests" array of the JSON report: each guest's own counts and
+ * migrations. */
+static json_object *dh_guests_json(const struct dh *d)
+{
+    json_object *a = json_object_new_array();
+
+    for (unsigned g = 0; g < d->o.guests; g++) {
+        const struct dh_guest *gu = &d->guests[g];
+        json_object *o = json_object_new_object();
+        char name[16];
+
+        dh_vm_name(g, gu->cur, name, sizeof(name));
+        json_object_object_add(o, "guest", json_object_new_int((int)g));
+        json_object_object_add(o, "seed", json_object_new_int64((int64_t)(d->o.wl.seed + g)));
+        json_object_object_add(o, "vm", json_object_new_string(name));
+        json_object_object_add(o, "verdict",
+                               json_object_new_string(dh_report_ok(gu->rep) ? "ok" : "failed"));
+        if (gu->rep) {
+            json_object_object_foreach(gu->rep, key, val)
+                if (strcmp(key, "jobs") == 0 || strncmp(key, "jobs_", 5) == 0 ||
+                    strcmp(key, "stray_completions") == 0)
+                    json_object_object_add(o, key, json_object_get(val));
+        }
+        json_object_object_add(o, "migrations", json_object_new_int64(gu->migrations_done));
+        json_object_object_add(o, "migration_log", json_object_get(gu->log));
+        json_object_array_add(a, o);
+    }
+    return a;
+}
+
+static void dh_print_guest(const struct dh *d, unsigned g)
+{
+    const struct dh_guest *gu = &d->guests[g];
+    json_object *r = gu->rep;
+
+    printf("  guest %u (seed %llu): %lld/%lld verified, %lld failed, %lld duplicated, %lld lost; "
+           "device downtime:", g, (unsigned long long)(d->o.wl.seed + g),
+           (long long)dh_int(r, "jobs_verified"), (long long)dh_int(r, "jobs"),
+           (long long)dh_int(r, "jobs_failed"), (long long)dh_int(r, "jobs_duplicated"),
+           (long long)dh_int(r, "jobs_lost"));
+    for (size_t i = 0; i < json_object_array_length(gu->log); i++) {
+        json_object *m = json_object_array_get_idx(gu->log, i);
+
+        if (json_object_get_boolean(json_object_object_get(m, "ok")))
+            printf(" %s %.2f ms", dh_strf(m, "direction"),
+                   (double)dh_int(m, "device_downtime_us") / 1e3);
+        else
+            printf(" %s FAILED", dh_strf(m, "direction"));
+    }
+    printf("%s\n", json_object_array_length(gu->log) ? "" : " (no migrations)");
+}
+
 static void dh_print(struct dh *d, json_object *rep, bool ok, double elapsed_ms)
 {
     const struct workload_config *wl = &d->o.wl;
+    unsigned planned = d->o.migrations * d->o.guests;
     json_object *t = NULL, *drv = NULL;
 
     if (d->o.json) {
@@ -813,7 +1108,8 @@ static void dh_print(struct dh *d, json_object *rep, bool ok, double elapsed_ms)
         json_object_object_add(j, "vcpus", json_object_new_int64(wl->vcpus));
         json_object_object_add(j, "seed", json_object_new_int64((int64_t)wl->seed));
         json_object_object_add(j, "migrations", json_object_new_int64(d->migrations_done));
-        json_object_object_add(j, "migrations_planned", json_object_new_int64(d->o.migrations));
+        json_object_object_add(j, "migrations_planned", json_object_new_int64(planned));
+        json_object_object_add(j, "rounds", json_object_new_int64(d->o.migrations));
         v = json_object_new_double(elapsed_ms);
         {
             char ms[32];
@@ -823,17 +1119,28 @@ static void dh_print(struct dh *d, json_object *rep, bool ok, double elapsed_ms)
         }
         json_object_object_add(j, "elapsed_ms", v);
         json_object_object_add(j, "migration_log", json_object_get(d->log));
+        json_object_object_add(j, "guests", dh_guests_json(d));
         printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
         json_object_put(j);
         fflush(stdout);
         return;
     }
-    printf("accmig demo: %u jobs on %u queues (%u vCPUs), seed %llu, transport vfio-user, "
-           "%u host%s, %u of %u migrations\n",
-           wl->jobs, wl->qps, wl->vcpus, (unsigned long long)wl->seed, d->o.migrations ? 2 : 1,
-           d->o.migrations ? "s" : "", d->migrations_done, d->o.migrations);
+    if (d->o.guests > 1)
+        printf("accmig demo: %u guests, %u jobs each on %u queues (%u vCPUs), seeds %llu..%llu, "
+               "transport vfio-user, %u host%s, %u of %u migrations (%u rounds)\n",
+               d->o.guests, wl->jobs, wl->qps, wl->vcpus, (unsigned long long)wl->seed,
+               (unsigned long long)(wl->seed + d->o.guests - 1), d->o.migrations ? 2 : 1,
+               d->o.migrations ? "s" : "", d->migrations_done, planned, d->o.migrations);
+    else
+        printf("accmig demo: %u jobs on %u queues (%u vCPUs), seed %llu, transport vfio-user, "
+               "%u host%s, %u of %u migrations\n",
+               wl->jobs, wl->qps, wl->vcpus, (unsigned long long)wl->seed,
+               d->o.migrations ? 2 : 1, d->o.migrations ? "s" : "", d->migrations_done, planned);
     for (size_t i = 0; i < json_object_array_length(d->log); i++)
-        dh_print_migration(json_object_array_get_idx(d->log, i));
+        dh_print_migration(d, json_object_array_get_idx(d->log, i));
+    if (d->o.guests > 1)
+        for (unsigned g = 0; g < d->o.guests; g++)
+            dh_print_guest(d, g);
     if (rep) {
         double s = elapsed_ms / 1e3;
         json_object_object_get_ex(rep, "jobs_by_format", &t);
@@ -853,74 +1160,98 @@ static void dh_print(struct dh *d, json_object *rep, bool ok, double elapsed_ms)
         printf("  driver: %lld MSIs, %lld CQEs, %lld bad CQEs\n", (long long)dh_int(drv, "irqs"),
                (long long)dh_int(drv, "cqes"), (long long)dh_int(drv, "bad_cqes"));
         if (!ok && dh_strf(rep, "first_failure")[0])
-            printf("  first failure: job %lld: %s\n", (long long)dh_int(rep, "first_failed_job"),
-                   dh_strf(rep, "first_failure"));
+            printf("  first failure: guest %lld, job %lld: %s\n",
+                   (long long)dh_int(rep, "first_failed_guest"),
+                   (long long)dh_int(rep, "first_failed_job"), dh_strf(rep, "first_failure"));
     }
     printf("verdict: %s\n", ok ? "OK, every job verified exactly once" : "FAILED");
     fflush(stdout);
 }
 
-/* The whole run after the directory exists; *rep gets the final report. */
-static int dh_run(struct dh *d, json_object **rep, double *elapsed_ms)
+/* Guest g is done on its last VMM: its report, then quit. */
+static int dh_guest_finish(struct dh *d, unsigned g)
 {
-    char ctl[PATH_MAX + 16], why[256], name[16];
-    unsigned k = 0, hosts = d->o.migrations ? 2 : 1;
+    struct dh_guest *gu = &d->guests[g];
+    char ctl[PATH_MAX + 16], why[256], name[16], label[24];
     json_object *j = NULL, *r;
-    uint64_t t_guest;
     int ret, status;
 
-    for (unsigned h = 0; h < hosts; h++)
-        if ((ret = dh_server_start(d, (char)('A' + h))) != 0)
-            return ret;
-    ret = dh_vm_start(d, 0);
+    ret = dh_wait_progress(d, g, gu->cur, 0, true);
     if (ret)
         return ret;
-    t_guest = am_now_ns();
-    d->guest_started = true;
-    dh_say(d, "host A: vm0 runs the guest: %u jobs, %u vCPUs, %llu bytes of RAM", d->o.wl.jobs,
-           d->o.wl.vcpus, (unsigned long long)d->ram_size);
-    for (k = 1; k <= d->o.migrations; k++) {
-        uint64_t target = (uint64_t)d->o.wl.jobs * k / (d->o.migrations + 1);
-
-        ret = dh_wait_progress(d, k - 1, target, false);
-        if (ret)
-            return ret;
-        ret = dh_migrate(d, k);
-        if (ret == -EREMOTEIO) {
-            d->failed = true;
-            k--; /* the guest stayed where it was */
-            break;
-        }
-        if (ret)
-            return ret;
-    }
-    if (k > d->o.migrations)
-        k = d->o.migrations;
-    ret = dh_wait_progress(d, k, 0, true);
-    if (ret)
-        return ret;
-    *elapsed_ms = (double)(am_now_ns() - t_guest) / 1e6;
-    dh_progress_end(d);
-    dh_ctl_path(d, k, ctl, sizeof(ctl));
+    dh_guest_label(d, g, label, sizeof(label));
+    dh_vm_name(g, gu->cur, name, sizeof(name));
+    dh_ctl_path(d, g, gu->cur, ctl, sizeof(ctl));
     ret = dh_ctl(ctl, "report", 5000, &j, why, sizeof(why));
     if (ret || !json_object_object_get_ex(j, "report", &r)) {
-        fprintf(stderr, "accmig demo: vm%u gave no report: %s\n", k, ret ? why : "none");
+        fprintf(stderr, "accmig demo: %s gave no report: %s\n", name, ret ? why : "none");
         json_object_put(j);
         return ret ? ret : -EPROTO;
     }
-    *rep = json_object_get(r);
+    gu->rep = json_object_get(r);
     json_object_put(j);
-    dh_say(d, "host %c (vm%u): the guest finished", dh_host(k), k);
+    dh_progress_end(d);
+    dh_say(d, "%shost %c (%s): the guest finished", label, dh_host(gu->cur), name);
     j = NULL;
     if (dh_ctl(ctl, "quit", 5000, &j, why, sizeof(why)) != 0)
         d->failed = true;
     json_object_put(j);
-    snprintf(name, sizeof(name), "vm%u", k);
     if (dh_kid_find(d, name) &&
         (dh_kid_wait(d, dh_kid_find(d, name), DH_STOP_TIMEOUT_MS, &status) != 0 || status != 0)) {
         fprintf(stderr, "accmig demo: %s did not shut its guest down cleanly\n", name);
         d->failed = true;
     }
+    return 0;
+}
+
+/* The whole run after the directory exists; *rep gets the final report
+ * (summed over the guests). */
+static int dh_run(struct dh *d, json_object **rep, double *elapsed_ms)
+{
+    unsigned hosts = d->o.migrations ? 2 : 1;
+    char name[16];
+    uint64_t t_guest = 0;
+    int ret;
+
+    for (unsigned h = 0; h < hosts; h++)
+        if ((ret = dh_server_start(d, (char)('A' + h))) != 0)
+            return ret;
+    for (unsigned g = 0; g < d->o.guests; g++) {
+        char label[24];
+
+        ret = dh_vm_start(d, g, 0);
+        if (ret)
+            return ret;
+        if (g == 0) {
+            t_guest = am_now_ns();
+            d->guest_started = true;
+        }
+        dh_guest_label(d, g, label, sizeof(label));
+        dh_vm_name(g, 0, name, sizeof(name));
+        dh_say(d, "%shost A: %s runs the guest: %u jobs, %u vCPUs, %llu bytes of RAM", label,
+               name, d->o.wl.jobs, d->o.wl.vcpus, (unsigned long long)d->ram_size);
+    }
+    for (unsigned k = 1; k <= d->o.migrations; k++) {
+        uint64_t target = (uint64_t)d->o.wl.jobs * k / (d->o.migrations + 1);
+
+        for (unsigned g = 0; g < d->o.guests; g++)
+            if ((ret = dh_wait_progress(d, g, k - 1, target, false)) != 0)
+                return ret;
+        ret = dh_migrate_round(d, k);
+        if (ret == -EREMOTEIO) {
+            d->failed = true;
+            break; /* the guests whose migration failed stayed where they were */
+        }
+        if (ret)
+            return ret;
+    }
+    for (unsigned g = 0; g < d->o.guests; g++)
+        if ((ret = dh_guest_finish(d, g)) != 0)
+            return ret;
+    *elapsed_ms = (double)(am_now_ns() - t_guest) / 1e6;
+    *rep = json_object_new_object();
+    for (unsigned g = 0; g < d->o.guests; g++)
+        dh_report_add(*rep, d->guests[g].rep, g, true);
     for (unsigned h = 0; h < hosts; h++) {
         struct dh_kid *srv;
         snprintf(name, sizeof(name), "server %c", 'A' + h);
@@ -933,15 +1264,14 @@ static int dh_run(struct dh *d, json_object **rep, double *elapsed_ms)
     return 0;
 }
 
-static bool dh_report_ok(json_object *r)
+/* Every guest's exactly-once verdict, and the sum's. */
+static bool dh_all_ok(const struct dh *d, json_object *rep)
 {
-    json_object *drv = NULL;
-
-    json_object_object_get_ex(r, "driver", &drv);
-    return r && dh_int(r, "jobs_verified") == dh_int(r, "jobs") && dh_int(r, "jobs") > 0 &&
-           dh_int(r, "jobs_failed") == 0 && dh_int(r, "jobs_duplicated") == 0 &&
-           dh_int(r, "jobs_lost") == 0 && dh_int(r, "stray_completions") == 0 &&
-           dh_int(drv, "bad_cqes") == 0;
+    for (unsigned g = 0; g < d->o.guests; g++)
+        if (!dh_report_ok(d->guests[g].rep) ||
+            d->guests[g].migrations_done != d->o.migrations)
+            return false;
+    return dh_report_ok(rep);
 }
 
 int demo_hosts_main(int argc, char **argv)
@@ -994,14 +1324,24 @@ int demo_hosts_main(int argc, char **argv)
     }
     d->dir_made = true;
     d->log = json_object_new_array();
-    ret = dh_run(d, &rep, &elapsed_ms);
+    d->guests = calloc(d->o.guests, sizeof(*d->guests));
+    ret = d->guests ? 0 : -ENOMEM;
+    for (unsigned g = 0; g < d->o.guests && ret == 0; g++)
+        d->guests[g].log = json_object_new_array();
+    if (ret == 0)
+        ret = dh_run(d, &rep, &elapsed_ms);
     dh_progress_end(d);
-    ok = ret == 0 && !d->failed && d->migrations_done == d->o.migrations && dh_report_ok(rep);
+    ok = ret == 0 && !d->failed && dh_all_ok(d, rep);
     dh_cleanup(d, !ok);
     if (d->guest_started)
         dh_print(d, rep, ok, elapsed_ms);
     json_object_put(rep);
     json_object_put(d->log);
+    for (unsigned g = 0; d->guests && g < d->o.guests; g++) {
+        json_object_put(d->guests[g].log);
+        json_object_put(d->guests[g].rep);
+    }
+    free(d->guests);
     close(d->sig_fd);
     sigprocmask(SIG_UNBLOCK, &sigs, NULL);
     ret = ok ? 0 : d->guest_started || d->interrupted ? 1 : 2;
