@@ -76,12 +76,14 @@ static void demo_usage(FILE *f)
             "                      device instances A and B (default 0)\n"
             "  --save-state DIR    write each migration's device state to DIR/migration-<n>.bin\n"
             "  --transport T       inproc | vfio-user (only inproc for now)\n"
+            "  --guests N          1 here: several guests migrated at once are the\n"
+            "                      multi-process demo's (accmig demo --guests N)\n"
             "  --json              print one JSON object instead of the summary\n"
             "Exit status: 0 every job verified, 1 a check failed, 2 usage or setup error.\n");
 }
 
 enum {
-    OPT_WORKERS = 1, OPT_MIGRATIONS, OPT_TRANSPORT, OPT_JSON, OPT_HELP, OPT_SAVE,
+    OPT_WORKERS = 1, OPT_MIGRATIONS, OPT_TRANSPORT, OPT_JSON, OPT_HELP, OPT_SAVE, OPT_GUESTS,
 };
 
 /* 0 ok, 1 help printed, -EINVAL bad usage (already reported). */
@@ -94,6 +96,7 @@ static int demo_parse(int argc, char **argv, struct demo_opts *o)
         {"transport", required_argument, NULL, OPT_TRANSPORT},
         {"json", no_argument, NULL, OPT_JSON},
         {"save-state", required_argument, NULL, OPT_SAVE},
+        {"guests", required_argument, NULL, OPT_GUESTS},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -123,6 +126,17 @@ static int demo_parse(int argc, char **argv, struct demo_opts *o)
                 o->transport = DEMO_VFIO_USER;
             } else {
                 fprintf(stderr, "accmig demo: --transport is inproc or vfio-user, not '%s'\n", optarg);
+                ret = -EINVAL;
+            }
+            break;
+        case OPT_GUESTS:
+            /* One device model in this process runs one guest; the
+             * concurrent migrations of several live in demo_hosts.c. */
+            ret = cli_opt_num("demo", "--guests", optarg, 1, UINT32_MAX, &v);
+            if (ret == 0 && v != 1) {
+                fprintf(stderr, "accmig demo: --guests %s is for the multi-process demo (drop "
+                                "--transport inproc); the in-process demo runs one guest\n",
+                        optarg);
                 ret = -EINVAL;
             }
             break;

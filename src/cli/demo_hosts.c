@@ -196,6 +196,9 @@ static int dh_parse(int argc, char **argv, struct dh_opts *o)
         case DH_OPT_GUESTS:
             /* Each guest needs two VFs on each host (dh_vm_vf). */
             ret = cli_opt_num("demo", "--guests", optarg, 1, DH_MAX_GUESTS, &v);
+            if (ret)
+                fprintf(stderr, "accmig demo: each guest takes two VFs of each host and a "
+                                "device server has at most %u VFs\n", QM_MAX_VFS);
             o->guests = (unsigned)v;
             break;
         case DH_OPT_DOWNTIME:
@@ -755,6 +758,8 @@ static int dh_migrate_result(struct dh *d, unsigned g, unsigned k, struct dh_mig
     json_object_object_add(m, "guest", json_object_new_int((int)g));
     json_object_object_add(m, "direction", json_object_new_string(name));
     json_object_object_add(m, "from", json_object_new_string(src));
+    json_object_object_add(m, "from_vf", json_object_new_int((int)dh_vm_vf(g, k - 1)));
+    json_object_object_add(m, "to_vf", json_object_new_int((int)dh_vm_vf(g, k)));
     json_object_object_add(m, "ready_us", json_object_new_int64((int64_t)dh_us_since_t0(d, r->ready_ns)));
     json_object_object_add(m, "start_us", json_object_new_int64((int64_t)dh_us_since_t0(d, r->start_ns)));
     json_object_object_add(m, "end_us", json_object_new_int64((int64_t)dh_us_since_t0(d, r->end_ns)));
