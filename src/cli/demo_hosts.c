@@ -673,7 +673,6 @@ struct dh_mig_req {
     char *reply;
     uint64_t ready_ns, start_ns, end_ns;
     int ret;
-    bool started;     /* its thread exists (joined by the round) */
     int done;         /* atomic: the thread has finished */
 };
 
@@ -884,7 +883,6 @@ static int dh_migrate_round(struct dh *d, unsigned k)
             ret = -r;
             break;
         }
-        reqs[g].started = true;
         created++;
     }
     /* Open the gate once every thread is ready (or tell them all to give
