@@ -1,5 +1,7 @@
 /* vfu/device: the qm_dev behind the server and its VFs as vfio-user
- * devices: config space, interrupt routing, reset, command gating. */
+ * devices: config space, interrupt routing, reset, command gating, and the
+ * device ops table the sessions call (vfu_dev_ops_qm). */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +102,184 @@ static void vf_cfg_flr(void *opaque)
     vfu_vf_reset(vf);
 }
 
+/* ---- the ops table over the model (vfu_dev_ops.h) ---- */
+
+void vfu_vf_assert_session_locked(struct vfu_vf *vf)
+{
+    if (pthread_mutex_trylock(&vf->session_lock) == 0) {
+        pthread_mutex_unlock(&vf->session_lock);
+        assert(!"session_lock not held");
+    }
+    (void)vf;
+}
+
+static int ops_region_read(void *ctx, uint32_t region, uint64_t off, void *buf, uint32_t count)
+{
+    struct vfu_vf *vf = ctx;
+
+    if (region == VFU_REGION_CONFIG)
+        return vfu_pci_cfg_read(&vf->cfg, off, buf, count);
+    if (region != VFU_REGION_BAR2)
+        return -EINVAL;
+    return qm_bar_read(vf->qm, vf->fn, off, buf, count);
+}
+
+static int ops_region_write(void *ctx, uint32_t region, uint64_t off, const void *buf,
+                            uint32_t count)
+{
+    struct vfu_vf *vf = ctx;
+
+    if (region == VFU_REGION_CONFIG)
+        return vfu_pci_cfg_write(&vf->cfg, off, buf, count);
+    if (region != VFU_REGION_BAR2)
+        return -EINVAL;
+    return qm_bar_write(vf->qm, vf->fn, off, buf, count);
+}
+
+static int ops_reset(void *ctx)
+{
+    return vfu_vf_reset(ctx);
+}
+
+static uint32_t ops_mig_flags(void *ctx)
+{
+    return mig_flags(((struct vfu_vf *)ctx)->mig);
+}
+
+static enum vfio_mig_state ops_mig_get_state(void *ctx)
+{
+    return mig_get_state(((struct vfu_vf *)ctx)->mig);
+}
+
+static int ops_mig_set_state(void *ctx, enum vfio_mig_state target)
+{
+    return mig_set_state(((struct vfu_vf *)ctx)->mig, target);
+}
+
+static const char *ops_mig_last_error(void *ctx)
+{
+    return mig_last_error(((struct vfu_vf *)ctx)->mig);
+}
+
+static ssize_t ops_mig_data_read(void *ctx, void *buf, size_t len)
+{
+    return mig_read(((struct vfu_vf *)ctx)->mig, buf, len);
+}
+
+static ssize_t ops_mig_data_write(void *ctx, const void *buf, size_t len)
+{
+    return mig_write(((struct vfu_vf *)ctx)->mig, buf, len);
+}
+
+static int ops_mig_data_size(void *ctx, uint64_t *stop_copy_length)
+{
+    return mig_data_size(((struct vfu_vf *)ctx)->mig, stop_copy_length);
+}
+
+static int ops_mig_precopy_info(void *ctx, uint64_t *initial_bytes, uint64_t *dirty_bytes)
+{
+    return mig_precopy_info(((struct vfu_vf *)ctx)->mig, initial_bytes, dirty_bytes);
+}
+
+static int ops_dma_logging_start(void *ctx, uint64_t *page_size, const struct iommu_range *ranges,
+                                 uint32_t nranges, bool log_all)
+{
+    return mig_dma_logging_start(((struct vfu_vf *)ctx)->mig, page_size, ranges, nranges,
+                                 log_all);
+}
+
+static int ops_dma_logging_stop(void *ctx)
+{
+    return mig_dma_logging_stop(((struct vfu_vf *)ctx)->mig);
+}
+
+static int ops_dma_logging_report(void *ctx, uint64_t iova, uint64_t length, uint64_t page_size,
+                                  uint64_t *bitmap)
+{
+    return mig_dma_logging_report(((struct vfu_vf *)ctx)->mig, iova, length, page_size, bitmap);
+}
+
+static unsigned ops_dma_count(void *ctx)
+{
+    return iommu_mapping_count(((struct vfu_vf *)ctx)->dom);
+}
+
+static int ops_dma_map(void *ctx, uint64_t iova, uint64_t size, int fd, uint64_t offset,
+                       unsigned perm, const struct iommu_remote_ops *remote, void *opaque)
+{
+    struct vfu_vf *vf = ctx;
+
+    if (fd >= 0)
+        return iommu_map_fd(vf->dom, iova, size, fd, offset, perm);
+    return iommu_map_remote(vf->dom, iova, size, perm, remote, opaque);
+}
+
+static int ops_dma_unmap(void *ctx, uint64_t iova, uint64_t size)
+{
+    return iommu_unmap(((struct vfu_vf *)ctx)->dom, iova, size);
+}
+
+static void ops_dma_unmap_all(void *ctx)
+{
+    iommu_unmap_all(((struct vfu_vf *)ctx)->dom);
+}
+
+static void ops_irq_set(void *ctx, unsigned start, unsigned count, const int *fds)
+{
+    vfu_vf_msi_set(ctx, start, count, fds);
+}
+
+static void ops_irq_trigger(void *ctx, unsigned vector)
+{
+    vfu_vf_msi_fire(ctx, vector);
+}
+
+const struct vfu_dev_ops vfu_dev_ops_qm = {
+    .region_read = ops_region_read,
+    .region_write = ops_region_write,
+    .reset = ops_reset,
+    .mig_flags = ops_mig_flags,
+    .mig_get_state = ops_mig_get_state,
+    .mig_set_state = ops_mig_set_state,
+    .mig_last_error = ops_mig_last_error,
+    .mig_data_read = ops_mig_data_read,
+    .mig_data_write = ops_mig_data_write,
+    .mig_data_size = ops_mig_data_size,
+    .mig_precopy_info = ops_mig_precopy_info,
+    .dma_logging_start = ops_dma_logging_start,
+    .dma_logging_stop = ops_dma_logging_stop,
+    .dma_logging_report = ops_dma_logging_report,
+    .dma_count = ops_dma_count,
+    .dma_map = ops_dma_map,
+    .dma_unmap = ops_dma_unmap,
+    .dma_unmap_all = ops_dma_unmap_all,
+    .irq_set = ops_irq_set,
+    .irq_trigger = ops_irq_trigger,
+};
+
+void vfu_vf_ops_get(struct vfu_vf *vf, const struct vfu_dev_ops **ops, void **ctx)
+{
+    pthread_mutex_lock(&vf->session_lock);
+    *ops = vf->ops;
+    *ctx = vf->ops_ctx;
+    pthread_mutex_unlock(&vf->session_lock);
+}
+
+int vfu_vf_ops_set(struct vfu_vf *vf, const struct vfu_dev_ops *ops, void *ctx)
+{
+    int ret = 0;
+
+    pthread_mutex_lock(&vf->session_lock);
+    if (vf->session) {
+        ret = -EBUSY;
+    } else {
+        vf->ops = ops ? ops : &vfu_dev_ops_qm;
+        vf->ops_ctx = ops ? ctx : vf;
+    }
+    pthread_mutex_unlock(&vf->session_lock);
+    return ret;
+}
+
 /* ---- gating ---- */
 
 #define ST(s) (1u << VFIO_MIG_STATE_##s)
@@ -146,6 +326,7 @@ static void vf_free(struct vfu_vf *vf)
         return;
     vfu_vf_msi_set(vf, 0, QM_NUM_VECTORS, NULL);
     pthread_mutex_destroy(&vf->irq_lock);
+    pthread_mutex_destroy(&vf->session_lock);
     free(vf);
 }
 
@@ -166,10 +347,14 @@ static int vf_create(struct vfu_device *d, unsigned index, struct vfu_vf **out)
     for (unsigned v = 0; v < QM_NUM_VECTORS; v++)
         vf->msi_efd[v] = -1;
     pthread_mutex_init(&vf->irq_lock, NULL);
+    pthread_mutex_init(&vf->session_lock, NULL);
+    vf->ops = &vfu_dev_ops_qm;
+    vf->ops_ctx = vf;
     vfu_pci_cfg_init(&vf->cfg, qm_dev_revision(d->qm), vf->bar_size, vf_cfg_flr, vf);
     ret = mig_dev_create(d->qm, vf->fn, d->hw, &vf->mig);
     if (ret) {
         pthread_mutex_destroy(&vf->irq_lock);
+        pthread_mutex_destroy(&vf->session_lock);
         free(vf);
         return ret;
     }

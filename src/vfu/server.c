@@ -1,6 +1,8 @@
 /* vfu/server: listening sockets, an epoll loop that accepts clients, and a
  * thread per connected client that reads its socket and handles its
- * messages under the server's handler lock. */
+ * messages. No lock is shared between VFs: a session's handlers run under
+ * its VF's session lock (vfu_dev.h), and what the server keeps per VF has
+ * its own small lock (conn_lock) or belongs to one thread. */
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
@@ -41,24 +43,32 @@ struct srv_vf {
     char path[PATH_MAX];
     bool has_thread; /* client_thread is joinable */
     pthread_t client_thread;
-    /* The client: protected by the server's handler_lock. The client
-     * thread serves session on conn_fd and, when it ends, closes both and
-     * sets client_done. */
-    int conn_fd;
+    /* session: set by the run thread before it starts the client thread,
+     * then the client thread's alone (it closes it); pthread_create and
+     * pthread_join order the hand-overs, so no lock. */
     struct vfu_session *session;
+    /* conn_lock protects conn_fd and client_done (this VF only): the run
+     * thread sets them at accept, polls conn_fd for a hang-up and shuts it
+     * down at stop; the client thread closes it and sets client_done once
+     * its session has ended. Held only around those few calls (a close, a
+     * shutdown, a zero-timeout poll, a store), never across a handler, a
+     * wait or another lock: whoever waits for it waits that long at most.
+     * It is what keeps the run thread from shutting down a number that
+     * close has already given to someone else. */
+    pthread_mutex_t conn_lock;
+    int conn_fd;
     bool client_done;
 };
 
 struct vfu_server {
     struct vfu_device *dev;
-    /* handler_lock is held around every message a client thread handles,
-     * and around session open and close: handlers of all VFs run one at a
-     * time, so the device model, the migration state machines and the twin
-     * socket see the single-threaded server they were written for. It also
-     * protects each srv_vf's conn_fd, session and client_done, and
-     * stopping. Device worker threads never take it. */
-    pthread_mutex_t handler_lock;
-    bool stopping; /* clients are being detached because the server stops */
+    /* stopping: set by the run thread while it detaches clients, read by
+     * client threads for their last log line; atomic, no lock. */
+    bool stopping;
+    /* epfd, the listening sockets (srv_vf), sig_fd and the tags: set up by
+     * create, used by the run thread alone (create, run and destroy never
+     * overlap), so no lock. stop_fd is written by vfu_server_stop from any
+     * thread or a signal handler: an eventfd write, no lock. */
     int epfd;
     int stop_fd; /* eventfd written by vfu_server_stop */
     int sig_fd;  /* signalfd for SIGTERM/SIGINT, or -1 */
@@ -74,18 +84,40 @@ static int ep_add(struct vfu_server *s, int fd, struct ep_tag *tag)
 }
 
 /* STYLE 11: a _locked function checks that its lock is held. */
-static void srv_assert_locked(struct vfu_server *s)
+static void srv_conn_assert_locked(struct srv_vf *sv)
 {
-    if (pthread_mutex_trylock(&s->handler_lock) == 0) {
-        pthread_mutex_unlock(&s->handler_lock);
-        assert(!"handler_lock not held");
+    if (pthread_mutex_trylock(&sv->conn_lock) == 0) {
+        pthread_mutex_unlock(&sv->conn_lock);
+        assert(!"conn_lock not held");
     }
 }
 
-static void srv_session_end_locked(struct vfu_server *s, struct srv_vf *sv, int why)
+static void srv_conn_set_locked(struct srv_vf *sv, int fd)
 {
-    srv_assert_locked(s);
-    if (s->stopping)
+    srv_conn_assert_locked(sv);
+    sv->conn_fd = fd;
+    sv->client_done = false;
+}
+
+static void srv_conn_close_locked(struct srv_vf *sv)
+{
+    srv_conn_assert_locked(sv);
+    if (sv->conn_fd >= 0)
+        close(sv->conn_fd);
+    sv->conn_fd = -1;
+    sv->client_done = true;
+}
+
+/* A client's thread: blocking reads, each message handled under its VF's
+ * session lock, then the session ends (VF reset, unmapped) and the
+ * connection is closed. */
+static void *srv_client_main(void *arg)
+{
+    struct srv_vf *sv = arg;
+    struct vfu_server *s = sv->srv;
+    int why = vfu_session_serve(sv->session);
+
+    if (__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
         am_log(AM_LOG_INFO, "vfu", "%s: detaching the client: the server stops", sv->vf->name);
     else if (why == -ECONNRESET)
         am_log(AM_LOG_INFO, "vfu", "%s: client closed the connection", sv->vf->name);
@@ -93,50 +125,39 @@ static void srv_session_end_locked(struct vfu_server *s, struct srv_vf *sv, int 
         am_log(AM_LOG_GUEST, "vfu", "%s: ending the session: %s", sv->vf->name, strerror(-why));
     vfu_session_close(sv->session);
     sv->session = NULL;
-    close(sv->conn_fd);
-    sv->conn_fd = -1;
-    sv->client_done = true;
-}
-
-/* A client's thread: blocking reads, each message handled under the
- * handler lock, then the session ends (VF reset, unmapped). */
-static void *srv_client_main(void *arg)
-{
-    struct srv_vf *sv = arg;
-    struct vfu_server *s = sv->srv;
-    /* session is set before this thread starts and changed only by it. */
-    int why = vfu_session_serve(sv->session, &s->handler_lock);
-
-    pthread_mutex_lock(&s->handler_lock);
-    srv_session_end_locked(s, sv, why);
-    pthread_mutex_unlock(&s->handler_lock);
+    pthread_mutex_lock(&sv->conn_lock);
+    srv_conn_close_locked(sv);
+    pthread_mutex_unlock(&sv->conn_lock);
     return NULL;
 }
 
 /* Whether the VF's client is gone or going: its session ended, or it hung
- * up and its thread is ending the session now. */
-static bool srv_client_leaving(struct vfu_server *s, struct srv_vf *sv)
+ * up and its thread is ending the session now. Takes only this VF's
+ * conn_lock, never a session lock: a handler in flight does not hold up
+ * the accept loop here. */
+static bool srv_client_leaving(struct srv_vf *sv)
 {
     struct pollfd p = {.events = POLLRDHUP};
     bool leaving;
 
-    pthread_mutex_lock(&s->handler_lock);
+    pthread_mutex_lock(&sv->conn_lock);
     p.fd = sv->conn_fd;
     leaving = sv->client_done ||
               (poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)));
-    pthread_mutex_unlock(&s->handler_lock);
+    pthread_mutex_unlock(&sv->conn_lock);
     return leaving;
 }
 
 /* Makes room for a new client on the VF: a client that hung up is waited
- * for (its thread resets the VF), so one that reconnects at once finds
- * the VF free, as it would if the session had ended before the connect.
- * False if the VF still has a live client. */
-static bool srv_client_make_room(struct vfu_server *s, struct srv_vf *sv)
+ * for (its thread finishes the handler in flight, if any, and resets the
+ * VF), so one that reconnects at once finds the VF free, as it would if
+ * the session had ended before the connect. False if the VF still has a
+ * live client. */
+static bool srv_client_make_room(struct srv_vf *sv)
 {
     if (!sv->has_thread)
         return true;
-    if (!srv_client_leaving(s, sv))
+    if (!srv_client_leaving(sv))
         return false;
     pthread_join(sv->client_thread, NULL);
     sv->has_thread = false;
@@ -144,15 +165,18 @@ static bool srv_client_make_room(struct vfu_server *s, struct srv_vf *sv)
 }
 
 /* Detaches every client (their sockets shut down, so blocked reads and
- * sends return) and joins their threads. */
+ * sends return; a handler in flight finishes first) and joins their
+ * threads. */
 static void srv_clients_stop(struct vfu_server *s)
 {
-    pthread_mutex_lock(&s->handler_lock);
-    s->stopping = true;
-    for (unsigned i = 0; s->vfs && i < s->num_vfs; i++)
-        if (s->vfs[i].conn_fd >= 0)
-            shutdown(s->vfs[i].conn_fd, SHUT_RDWR);
-    pthread_mutex_unlock(&s->handler_lock);
+    __atomic_store_n(&s->stopping, true, __ATOMIC_RELEASE);
+    for (unsigned i = 0; s->vfs && i < s->num_vfs; i++) {
+        struct srv_vf *sv = &s->vfs[i];
+        pthread_mutex_lock(&sv->conn_lock);
+        if (sv->conn_fd >= 0)
+            shutdown(sv->conn_fd, SHUT_RDWR);
+        pthread_mutex_unlock(&sv->conn_lock);
+    }
     for (unsigned i = 0; s->vfs && i < s->num_vfs; i++) {
         if (s->vfs[i].has_thread) {
             pthread_join(s->vfs[i].client_thread, NULL);
@@ -171,31 +195,30 @@ static void srv_accept(struct vfu_server *s, struct srv_vf *sv)
         am_log(AM_LOG_ERR, "vfu", "%s: accept: %s", sv->vf->name, strerror(errno));
         return;
     }
-    if (!srv_client_make_room(s, sv)) {
+    if (!srv_client_make_room(sv)) {
         am_log(AM_LOG_GUEST, "vfu", "%s: refused a second client (one at a time per VF)",
                sv->vf->name);
         close(fd);
         return;
     }
     vfu_tran_sock_init(&t, fd);
-    pthread_mutex_lock(&s->handler_lock);
+    /* The VF's previous client thread is joined: its session lock is
+     * free, so this does not wait. */
     ret = vfu_session_open(sv->vf, &t, &sv->session);
     if (!ret) {
-        sv->conn_fd = fd;
-        sv->client_done = false;
-    }
-    pthread_mutex_unlock(&s->handler_lock);
-    if (!ret) {
+        pthread_mutex_lock(&sv->conn_lock);
+        srv_conn_set_locked(sv, fd);
+        pthread_mutex_unlock(&sv->conn_lock);
         ret = -pthread_create(&sv->client_thread, NULL, srv_client_main, sv);
         if (!ret) {
             sv->has_thread = true;
             return;
         }
-        pthread_mutex_lock(&s->handler_lock);
         vfu_session_close(sv->session);
         sv->session = NULL;
-        sv->conn_fd = -1;
-        pthread_mutex_unlock(&s->handler_lock);
+        pthread_mutex_lock(&sv->conn_lock);
+        srv_conn_set_locked(sv, -1);
+        pthread_mutex_unlock(&sv->conn_lock);
     }
     am_log(AM_LOG_ERR, "vfu", "%s: cannot serve a client: %s", sv->vf->name, strerror(-ret));
     close(fd);
@@ -242,9 +265,7 @@ int vfu_server_run(struct vfu_server *s)
 {
     int ret;
 
-    pthread_mutex_lock(&s->handler_lock);
-    s->stopping = false;
-    pthread_mutex_unlock(&s->handler_lock);
+    __atomic_store_n(&s->stopping, false, __ATOMIC_RELEASE);
     am_log(AM_LOG_INFO, "vfu", "serving %u VFs (a thread per client)", s->num_vfs);
     ret = srv_loop(s);
     /* No client is served once run returns. */
@@ -292,7 +313,6 @@ int vfu_server_create(const struct vfu_server_config *cfg, struct vfu_server **o
         free(s);
         return ret;
     }
-    pthread_mutex_init(&s->handler_lock, NULL);
     s->num_vfs = vfu_device_num_vfs(s->dev);
     s->vfs = calloc(s->num_vfs, sizeof(*s->vfs));
     if (!s->vfs) {
@@ -300,6 +320,7 @@ int vfu_server_create(const struct vfu_server_config *cfg, struct vfu_server **o
         goto fail;
     }
     for (unsigned i = 0; i < s->num_vfs; i++) {
+        pthread_mutex_init(&s->vfs[i].conn_lock, NULL);
         s->vfs[i].srv = s;
         s->vfs[i].listen_fd = s->vfs[i].conn_fd = -1;
         s->vfs[i].vf = vfu_device_vf(s->dev, i);
@@ -366,6 +387,7 @@ void vfu_server_destroy(struct vfu_server *s)
             close(sv->listen_fd);
             unlink(sv->path);
         }
+        pthread_mutex_destroy(&sv->conn_lock);
     }
     if (s->sig_fd >= 0)
         close(s->sig_fd);
@@ -375,7 +397,6 @@ void vfu_server_destroy(struct vfu_server *s)
         close(s->epfd);
     free(s->vfs);
     vfu_device_destroy(s->dev);
-    pthread_mutex_destroy(&s->handler_lock);
     free(s);
 }
 

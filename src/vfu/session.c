@@ -10,6 +10,10 @@
  * Handlers return 0 or a negative errno; session_reply turns that into the
  * wire's error field, and vfu_msg_release closes every descriptor no handler
  * took.
+ *
+ * The device is reached only through the session's ops table
+ * (vfu_dev_ops.h), with the VF's session_lock held: handlers of one VF run
+ * one at a time, handlers of different VFs in parallel.
  */
 #include <assert.h>
 #include <errno.h>
@@ -32,6 +36,11 @@
 
 struct vfu_session {
     struct vfu_vf *vf;
+    /* The device, as the VF's table was when the session opened. */
+    const struct vfu_dev_ops *ops;
+    void *ctx;
+    /* tran, rx, the negotiated values, in_handler and reply_buf belong to
+     * the thread that drives the session (one at a time). */
     struct vfu_tran tran;
     struct vfu_rx rx;
     bool negotiated;
@@ -97,9 +106,9 @@ static int fail(struct reply *r, int err, const char *why)
     return err;
 }
 
-static inline struct mig_dev *session_mig(struct vfu_session *s)
+static inline enum vfio_mig_state session_mig_state(struct vfu_session *s)
 {
-    return s->vf->mig;
+    return s->ops->mig_get_state(s->ctx);
 }
 
 /* ---- the twin socket: server -> client DMA ---- */
@@ -323,7 +332,6 @@ static int handle_version(struct vfu_session *s, struct vfu_msg *m, struct reply
 
 static int handle_dma_map(struct vfu_session *s, struct vfu_msg *m, struct reply *r)
 {
-    struct iommu_domain *dom = s->vf->dom;
     struct vfu_dma_map req;
     uint64_t end;
     unsigned perm;
@@ -346,16 +354,16 @@ static int handle_dma_map(struct vfu_session *s, struct vfu_msg *m, struct reply
         return fail(r, -EOVERFLOW, "address + size wraps");
     if ((req.addr | req.size | req.offset) % IOMMU_PAGE_SIZE)
         return fail(r, -EINVAL, "address, size or offset not 4 KiB aligned");
-    if (iommu_mapping_count(dom) >= s->max_dma_maps)
+    if (s->ops->dma_count(s->ctx) >= s->max_dma_maps)
         return fail(r, -ENOSPC, "max_dma_maps reached");
     if (m->nfds == 1) {
         fd = vfu_msg_take_fd(m, 0);
-        ret = iommu_map_fd(dom, req.addr, req.size, fd, req.offset, perm);
+        ret = s->ops->dma_map(s->ctx, req.addr, req.size, fd, req.offset, perm, NULL, NULL);
         close(fd); /* the domain keeps its own mapping */
     } else {
         if (req.offset != 0)
             return fail(r, -EINVAL, "offset without an fd");
-        ret = iommu_map_remote(dom, req.addr, req.size, perm, &twin_ops, s);
+        ret = s->ops->dma_map(s->ctx, req.addr, req.size, -1, 0, perm, &twin_ops, s);
     }
     if (ret == -EEXIST)
         return fail(r, ret, "overlaps an existing mapping");
@@ -385,13 +393,13 @@ static int handle_dma_unmap(struct vfu_session *s, struct vfu_msg *m, struct rep
     if (req.flags & VFU_DMA_UNMAP_FLAG_ALL) {
         if (req.addr || req.size)
             return fail(r, -EINVAL, "unmap-all with an address or size");
-        iommu_unmap_all(s->vf->dom);
+        s->ops->dma_unmap_all(s->ctx);
     } else {
         if (req.size == 0)
             return fail(r, -EINVAL, "size 0");
         if (am_add_overflows_u64(req.addr, req.size, &end))
             return fail(r, -EOVERFLOW, "address + size wraps");
-        ret = iommu_unmap(s->vf->dom, req.addr, req.size);
+        ret = s->ops->dma_unmap(s->ctx, req.addr, req.size);
         if (ret)
             return fail(r, ret, "no mapping matches exactly");
     }
@@ -527,7 +535,7 @@ static int handle_set_irqs(struct vfu_session *s, struct vfu_msg *m, struct repl
             req.start != 0 || m->len != sizeof(req))
             return fail(r, -EINVAL, "count 0 is only the disable-all form");
         if (req.index == VFU_IRQ_MSI)
-            vfu_vf_msi_set(s->vf, 0, QM_NUM_VECTORS, NULL);
+            s->ops->irq_set(s->ctx, 0, QM_NUM_VECTORS, NULL);
         return 0;
     }
     if (__builtin_add_overflow(req.start, req.count, &end) || end > irq_count(req.index))
@@ -542,20 +550,20 @@ static int handle_set_irqs(struct vfu_session *s, struct vfu_msg *m, struct repl
             return fail(r, -EINVAL, "descriptor count differs from count");
         for (uint32_t i = 0; i < req.count; i++)
             fds[i] = m->nfds ? vfu_msg_take_fd(m, i) : -1;
-        vfu_vf_msi_set(s->vf, req.start, req.count, fds);
+        s->ops->irq_set(s->ctx, req.start, req.count, fds);
         return 0;
     case VFU_IRQ_SET_DATA_NONE:
         if (m->len != sizeof(req))
             return fail(r, -EINVAL, "trailing data with DATA_NONE");
         for (uint32_t i = 0; i < req.count; i++)
-            vfu_vf_msi_fire(s->vf, req.start + i);
+            s->ops->irq_trigger(s->ctx, req.start + i);
         return 0;
     default: /* DATA_BOOL: one byte per vector */
         if (m->len != sizeof(req) + req.count)
             return fail(r, -EINVAL, "DATA_BOOL array length differs from count");
         for (uint32_t i = 0; i < req.count; i++)
             if (m->payload[sizeof(req) + i])
-                vfu_vf_msi_fire(s->vf, req.start + i);
+                s->ops->irq_trigger(s->ctx, req.start + i);
         return 0;
     }
 }
@@ -592,12 +600,12 @@ static int region_access(struct vfu_session *s, uint32_t region, uint64_t off, u
     if (!am_range_ok(off, count, size))
         return fail(r, -EINVAL, "offset + count beyond the region");
     if (region == VFU_REGION_CONFIG)
-        return write ? vfu_pci_cfg_write(&s->vf->cfg, off, data, count)
-                     : vfu_pci_cfg_read(&s->vf->cfg, off, data, count);
-    if (!bar_access_allowed(mig_get_state(session_mig(s)), write))
+        return write ? s->ops->region_write(s->ctx, region, off, data, count)
+                     : s->ops->region_read(s->ctx, region, off, data, count);
+    if (!bar_access_allowed(session_mig_state(s), write))
         return fail(r, -EBUSY, "BAR access not allowed in this migration state");
-    ret = write ? qm_bar_write(s->vf->qm, s->vf->fn, off, data, count)
-                : qm_bar_read(s->vf->qm, s->vf->fn, off, data, count);
+    ret = write ? s->ops->region_write(s->ctx, region, off, data, count)
+                : s->ops->region_read(s->ctx, region, off, data, count);
     if (ret)
         return fail(r, ret, "the device refused the access (size or alignment)");
     return 0;
@@ -680,7 +688,7 @@ static int handle_device_reset(struct vfu_session *s, struct vfu_msg *m, struct 
 {
     if (m->len != 0)
         return fail(r, -EINVAL, "DEVICE_RESET has no payload");
-    return vfu_vf_reset(s->vf);
+    return s->ops->reset(s->ctx);
 }
 
 /* ---- DEVICE_FEATURE ---- */
@@ -715,7 +723,7 @@ static void *feature_echo(struct reply *r, const struct feature_call *fc)
 
 static int feature_migration(struct vfu_session *s, const struct feature_call *fc, struct reply *r)
 {
-    struct vfu_feature_migration out = {.flags = mig_flags(session_mig(s))};
+    struct vfu_feature_migration out = {.flags = s->ops->mig_flags(s->ctx)};
     uint8_t *p = feature_reply(r, fc, sizeof(out));
     if (!p)
         return -ENOMEM;
@@ -737,18 +745,18 @@ static int feature_mig_state(struct vfu_session *s, const struct feature_call *f
         memcpy(&st, fc->data, sizeof(st));
         if (st.device_state >= VFIO_MIG_STATE_COUNT)
             return fail(r, -EINVAL, "no such migration state");
-        from = mig_get_state(session_mig(s));
-        ret = mig_set_state(session_mig(s), (enum vfio_mig_state)st.device_state);
+        from = session_mig_state(s);
+        ret = s->ops->mig_set_state(s->ctx, (enum vfio_mig_state)st.device_state);
         if (ret) {
             am_log(AM_LOG_GUEST, "vfu", "%s: migration %s -> %s failed at %s: %s", s->vf->name,
                    mig_state_name(from), mig_state_name((enum vfio_mig_state)st.device_state),
-                   mig_state_name(mig_get_state(session_mig(s))), mig_last_error(session_mig(s)));
+                   mig_state_name(session_mig_state(s)), s->ops->mig_last_error(s->ctx));
             return fail(r, ret, "migration state change failed");
         }
         am_log(AM_LOG_INFO, "vfu", "%s: migration state %s -> %s", s->vf->name,
                mig_state_name(from), mig_state_name((enum vfio_mig_state)st.device_state));
     }
-    st.device_state = (uint32_t)mig_get_state(session_mig(s));
+    st.device_state = (uint32_t)session_mig_state(s);
     st.data_fd = -1;
     p = feature_reply(r, fc, sizeof(st));
     if (!p)
@@ -785,8 +793,8 @@ static int feature_logging_start(struct vfu_session *s, const struct feature_cal
         }
     }
     page_size = ctl.page_size;
-    ret = mig_dma_logging_start(session_mig(s), &page_size, ranges, ctl.num_ranges,
-                                ctl.num_ranges == 0);
+    ret = s->ops->dma_logging_start(s->ctx, &page_size, ranges, ctl.num_ranges,
+                                    ctl.num_ranges == 0);
     free(ranges);
     if (ret)
         return fail(r, ret, "DMA logging refused the ranges or is already on");
@@ -800,7 +808,7 @@ static int feature_logging_start(struct vfu_session *s, const struct feature_cal
 static int feature_logging_stop(struct vfu_session *s, const struct feature_call *fc,
                                 struct reply *r)
 {
-    int ret = mig_dma_logging_stop(session_mig(s));
+    int ret = s->ops->dma_logging_stop(s->ctx);
     if (ret)
         return fail(r, ret, "DMA logging is not on");
     return feature_echo(r, fc) ? 0 : -ENOMEM;
@@ -835,8 +843,8 @@ static int feature_logging_report(struct vfu_session *s, const struct feature_ca
     memcpy(p, &req, sizeof(req));
     /* The reply buffer is heap (or the aligned inline buffer) and the
      * bitmap starts 32 bytes in: 8-byte aligned. */
-    ret = mig_dma_logging_report(session_mig(s), req.iova, req.length, req.page_size,
-                                 (uint64_t *)(void *)(p + sizeof(req)));
+    ret = s->ops->dma_logging_report(s->ctx, req.iova, req.length, req.page_size,
+                                     (uint64_t *)(void *)(p + sizeof(req)));
     if (ret)
         return fail(r, ret, "DMA logging report failed (logging off or range)");
     return 0;
@@ -848,7 +856,7 @@ static int feature_mig_data_size(struct vfu_session *s, const struct feature_cal
     struct vfu_feature_mig_data_size out;
     uint64_t len;
     uint8_t *p;
-    int ret = mig_data_size(session_mig(s), &len);
+    int ret = s->ops->mig_data_size(s->ctx, &len);
 
     if (ret)
         return fail(r, ret, "no data size estimate");
@@ -866,7 +874,7 @@ static int feature_precopy_info(struct vfu_session *s, const struct feature_call
     struct vfu_feature_precopy_info out;
     uint64_t initial, dirty;
     uint8_t *p;
-    int ret = mig_precopy_info(session_mig(s), &initial, &dirty);
+    int ret = s->ops->mig_precopy_info(s->ctx, &initial, &dirty);
 
     if (ret)
         return fail(r, ret, "precopy info is only valid in PRE_COPY/PRE_COPY_P2P");
@@ -962,7 +970,7 @@ static int handle_mig_data_read(struct vfu_session *s, struct vfu_msg *m, struct
     /* Fill as much as the stream has now: a short reply means end of
      * stream in STOP_COPY and "nothing more for now" in PRE_COPY. */
     while (got < req.size) {
-        ssize_t n = mig_read(session_mig(s), out + sizeof(req) + got, req.size - got);
+        ssize_t n = s->ops->mig_data_read(s->ctx, out + sizeof(req) + got, req.size - got);
         if (n == 0 || n == -ENOMSG)
             break;
         if (n < 0) {
@@ -991,10 +999,10 @@ static int handle_mig_data_write(struct vfu_session *s, struct vfu_msg *m, struc
         return fail(r, -EINVAL, "data length differs from size");
     if (req.size == 0)
         return fail(r, -EINVAL, "size 0");
-    n = mig_write(session_mig(s), m->payload + sizeof(req), req.size);
+    n = s->ops->mig_data_write(s->ctx, m->payload + sizeof(req), req.size);
     if (n < 0) {
         am_log(AM_LOG_GUEST, "vfu", "%s: migration data refused: %s", s->vf->name,
-               mig_last_error(session_mig(s)));
+               s->ops->mig_last_error(s->ctx));
         return fail(r, (int)n, "the migration stream refused the data");
     }
     if ((size_t)n != req.size)
@@ -1071,11 +1079,12 @@ static int session_reply(struct vfu_session *s, const struct vfu_msg *m, int ret
     return sret;
 }
 
-static int session_handle(struct vfu_session *s, struct vfu_msg *m, struct reply *r)
+static int session_handle_locked(struct vfu_session *s, struct vfu_msg *m, struct reply *r)
 {
     unsigned cmd = m->hdr.cmd;
     const struct cmd_entry *e = cmd < VFU_CMD_MAX ? &cmd_table[cmd] : NULL;
 
+    vfu_vf_assert_session_locked(s->vf);
     if (!e || !e->fn)
         return fail(r, -ENOTSUP, "unknown command");
     if (!s->negotiated && cmd != VFU_CMD_VERSION)
@@ -1084,21 +1093,26 @@ static int session_handle(struct vfu_session *s, struct vfu_msg *m, struct reply
         return fail(r, -EINVAL, "more descriptors than the command takes");
     if (m->len < e->min_len)
         return fail(r, -EINVAL, "payload shorter than the command's structure");
-    if (!vfu_cmd_allowed(cmd, mig_get_state(session_mig(s))))
+    if (!vfu_cmd_allowed(cmd, session_mig_state(s)))
         return fail(r, -EINVAL, "not allowed in this migration state");
     return e->fn(s, m, r);
 }
 
-/* Handles m and answers. The request's untaken descriptors are closed
- * before the reply leaves, so a client that sees the reply sees them gone. */
+/* Handles m and answers. The handler runs with the VF's session_lock held;
+ * the reply leaves after it is dropped (it is built in the session's own
+ * buffer, which only this thread touches), so a client slow to read holds
+ * only its own thread. The request's untaken descriptors are closed before
+ * the reply leaves, so a client that sees the reply sees them gone. */
 static int session_dispatch(struct vfu_session *s, struct vfu_msg *m)
 {
     struct reply r = {.room = s->reply_buf, .fd = -1};
     int ret;
 
+    pthread_mutex_lock(&s->vf->session_lock);
     s->in_handler = true;
-    ret = session_handle(s, m, &r);
+    ret = session_handle_locked(s, m, &r);
     s->in_handler = false;
+    pthread_mutex_unlock(&s->vf->session_lock);
     vfu_msg_release(m);
     return session_reply(s, m, ret, &r);
 }
@@ -1135,12 +1149,12 @@ int vfu_session_process(struct vfu_session *s)
     return 0;
 }
 
-int vfu_session_serve(struct vfu_session *s, pthread_mutex_t *handler_lock)
+int vfu_session_serve(struct vfu_session *s)
 {
     assert(!s->in_handler);
     for (;;) {
         struct vfu_msg m = {0};
-        /* Blocks without the lock: a client that sends half a message
+        /* Blocks without any lock: a client that sends half a message
          * holds up only itself. */
         int ret = vfu_rx_recv(&s->rx, &s->tran, &m);
 
@@ -1150,11 +1164,7 @@ int vfu_session_serve(struct vfu_session *s, pthread_mutex_t *handler_lock)
         }
         if (ret < 0)
             return ret;
-        if (handler_lock)
-            pthread_mutex_lock(handler_lock);
         ret = session_dispatch(s, &m);
-        if (handler_lock)
-            pthread_mutex_unlock(handler_lock);
         if (ret)
             return ret;
     }
@@ -1162,14 +1172,19 @@ int vfu_session_serve(struct vfu_session *s, pthread_mutex_t *handler_lock)
 
 int vfu_session_open(struct vfu_vf *vf, const struct vfu_tran *t, struct vfu_session **out)
 {
-    struct vfu_session *s;
+    struct vfu_session *s = calloc(1, sizeof(*s));
 
-    if (vf->session)
-        return -EBUSY;
-    s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
+    pthread_mutex_lock(&vf->session_lock);
+    if (vf->session) {
+        pthread_mutex_unlock(&vf->session_lock);
+        free(s);
+        return -EBUSY;
+    }
     s->vf = vf;
+    s->ops = vf->ops;
+    s->ctx = vf->ops_ctx;
     s->tran = *t;
     s->twin_fd = -1;
     s->peer_max_fds = 1;
@@ -1182,6 +1197,7 @@ int vfu_session_open(struct vfu_vf *vf, const struct vfu_tran *t, struct vfu_ses
     if (t->fd >= 0)
         vfu_sock_set_send_timeout(t->fd, SEND_TIMEOUT_MS);
     vf->session = s;
+    pthread_mutex_unlock(&vf->session_lock);
     am_log(AM_LOG_INFO, "vfu", "%s: client attached", vf->name);
     *out = s;
     return 0;
@@ -1199,14 +1215,16 @@ void vfu_session_close(struct vfu_session *s)
     __atomic_store_n(&s->twin_broken, true, __ATOMIC_RELEASE);
     if (s->twin_fd >= 0)
         shutdown(s->twin_fd, SHUT_RDWR);
-    vfu_vf_msi_set(vf, 0, QM_NUM_VECTORS, NULL);
-    vfu_vf_reset(vf);
+    pthread_mutex_lock(&vf->session_lock);
+    s->ops->irq_set(s->ctx, 0, QM_NUM_VECTORS, NULL);
+    s->ops->reset(s->ctx);
     /* Waits for DMA in flight; afterwards no remote range refers to s. */
-    iommu_unmap_all(vf->dom);
+    s->ops->dma_unmap_all(s->ctx);
     twin_close(s);
     vfu_rx_reset(&s->rx);
     pthread_mutex_destroy(&s->twin_lock);
     vf->session = NULL;
+    pthread_mutex_unlock(&vf->session_lock);
     am_log(AM_LOG_INFO, "vfu", "%s: client detached; device reset, DMA unmapped, ready", vf->name);
     free(s);
 }

@@ -11,15 +11,20 @@
  * - Threads: vfu_server_run runs an epoll loop in the caller's thread that
  *   accepts clients and watches for a stop; each connected client gets a
  *   thread of its own that blocks reading its socket (the cheapest way to
- *   wait for the next message: one read, no poll). Handlers still run one
- *   at a time across the whole server: a client thread takes the server's
- *   handler lock around each message, and session open and close run under
- *   it too, so the device model, the migration state machines and the twin
- *   socket see the single-threaded server they were written for. The device
- *   model's own worker threads raise interrupts (eventfd writes) and, for
- *   DMA maps without an fd, send DMA_READ/DMA_WRITE to the client over the
- *   twin socket; they never take the handler lock, so a handler that waits
- *   for the device (mailbox, PAUSE_QM, unmap) cannot deadlock.
+ *   wait for the next message: one read, no poll). There is no server-wide
+ *   lock: each VF has its own session lock (vfu_dev.h), held around each
+ *   of that VF's handlers and its session open and close, so one VF's
+ *   handlers run one at a time and handlers of different VFs run in
+ *   parallel; one VF's long wait (a STOP_QP mailbox, a P2P poll, twin DMA)
+ *   holds up only that VF's client. Below the session the device model and
+ *   the VF's mig_dev have their own locks (qm.h, mig.h). The accept loop
+ *   takes no session lock while a handler runs, but it joins a departing
+ *   client's thread before it serves that VF's next client, so a reconnect
+ *   to a VF waits for that VF's handler in flight. The device model's own
+ *   worker threads raise interrupts (eventfd writes) and, for DMA maps
+ *   without an fd, send DMA_READ/DMA_WRITE to the client over the twin
+ *   socket; they never take a session lock, so a handler that waits for
+ *   the device (mailbox, PAUSE_QM, unmap) cannot deadlock.
  * - Every message is validated before use (docs/usage.md lists the rules);
  *   an error reply carries a positive errno; nothing is half applied except
  *   REGION_WRITE_MULTI, whose writes before the failing one have happened
@@ -83,7 +88,9 @@ bool vfu_cmd_allowed(unsigned cmd, enum vfio_mig_state state);
 struct vfu_session;
 
 /* Opens a session of the VF over transport t (t is copied; a socket fd in it
- * stays the caller's). -EBUSY if the VF already has one, -ENOMEM. */
+ * stays the caller's). -EBUSY if the VF already has one, -ENOMEM. Open,
+ * process, serve and close take the VF's session lock themselves; one
+ * thread at a time drives a session. */
 int vfu_session_open(struct vfu_vf *vf, const struct vfu_tran *t, struct vfu_session **out);
 /* Handles the whole messages the transport has now (at most 32 per call).
  * Returns 0 when it would block or after 32 (call again when readable),
@@ -91,11 +98,12 @@ int vfu_session_open(struct vfu_vf *vf, const struct vfu_tran *t, struct vfu_ses
  * session must end (framing broken, reply not deliverable). */
 int vfu_session_process(struct vfu_session *s);
 /* Serves the session in the calling thread until it must end: blocks in
- * the transport's reads (no lock held), handles each message with
- * *handler_lock held (NULL: none). Returns -ECONNRESET when the client
- * closed (or the socket was shut down), or another negative errno as
- * vfu_session_process does. The caller then closes the session. */
-int vfu_session_serve(struct vfu_session *s, pthread_mutex_t *handler_lock);
+ * the transport's reads (no lock held), handles each message with the VF's
+ * session lock held (sends the reply after dropping it). Returns
+ * -ECONNRESET when the client closed (or the socket was shut down), or
+ * another negative errno as vfu_session_process does. The caller then
+ * closes the session. */
+int vfu_session_serve(struct vfu_session *s);
 /* Ends the session: the VF is reset, unmapped and its eventfds closed
  * (the twin socket is shut down first, so DMA in flight fails fast). */
 void vfu_session_close(struct vfu_session *s);

@@ -6,6 +6,7 @@
 #include <pthread.h>
 
 #include "vfu/vfu.h"
+#include "vfu/vfu_dev_ops.h"
 #include "vfu/vfu_pci.h"
 
 struct vfu_vf {
@@ -17,17 +18,31 @@ struct vfu_vf {
     struct mig_dev *mig;
     struct iommu_domain *dom;
     uint64_t bar_size; /* BAR2 region size the client sees */
-    /* Touched only by whoever drives the session, one thread at a time: in
-     * the server, with its handler lock held (session open, each handler,
-     * session close). */
+    /* session_lock serialises this VF's session and nothing else: session
+     * open and close and every handler (vfu_session_* take it themselves)
+     * run with it held, so cfg, session, ops and ops_ctx change one call at
+     * a time. No lock of another VF is taken under it, and nothing outside
+     * this VF's session waits on it while a handler runs: in the server only
+     * the VF's own client thread takes it, plus the accept path once that
+     * thread is joined (so it is free). Held for one handler: as long as
+     * that handler's longest device wait (a mailbox, PAUSE_QM, a P2P poll
+     * of up to 100 ms, twin DMA up to its 5 s timeout). Device worker
+     * threads never take it. Lock order: session_lock, then irq_lock, the
+     * mig_dev's and the model's locks, a session's twin_lock. */
+    pthread_mutex_t session_lock;
     struct vfu_pci_cfg cfg;
     struct vfu_session *session;
+    const struct vfu_dev_ops *ops; /* what the next session uses */
+    void *ops_ctx;
     /* irq_lock protects msi_efd[]: the session thread changes it (SET_IRQS,
      * close) while device worker threads raise interrupts through it. */
     pthread_mutex_t irq_lock;
     int msi_efd[QM_NUM_VECTORS];
     uint64_t irq_delivered, irq_dropped; /* atomics */
 };
+
+/* STYLE 11: aborts (in debug builds) unless session_lock is held. */
+void vfu_vf_assert_session_locked(struct vfu_vf *vf);
 
 /* Function-level reset of the VF as VFIO_USER_DEVICE_RESET does it:
  * qm_function_reset + mig_reset (state RUNNING, streams ended, logging off).
