@@ -842,7 +842,7 @@ static int dh_migrate_round(struct dh *d, unsigned k)
     pthread_cond_init(&gate.cond, NULL);
     /* Every incoming VMM up and listening before any request goes out. */
     for (unsigned g = 0; g < ng && ret == 0; g++) {
-        char dst_ctl[PATH_MAX + 16], why[256], dst[16], label[24];
+        char dst_ctl[PATH_MAX + 16], why[256] = "no listen address", dst[16], label[24];
         json_object *j = NULL;
         const char *listen;
 
@@ -1074,6 +1074,11 @@ static void dh_print_guest(const struct dh *d, unsigned g)
     const struct dh_guest *gu = &d->guests[g];
     json_object *r = gu->rep;
 
+    if (!r) {
+        printf("  guest %u (seed %llu): no report (the run stopped before it finished)\n", g,
+               (unsigned long long)(d->o.wl.seed + g));
+        return;
+    }
     printf("  guest %u (seed %llu): %lld/%lld verified, %lld failed, %lld duplicated, %lld lost; "
            "device downtime:", g, (unsigned long long)(d->o.wl.seed + g),
            (long long)dh_int(r, "jobs_verified"), (long long)dh_int(r, "jobs"),
@@ -1130,10 +1135,11 @@ static void dh_print(struct dh *d, json_object *rep, bool ok, double elapsed_ms)
     }
     if (d->o.guests > 1)
         printf("accmig demo: %u guests, %u jobs each on %u queues (%u vCPUs), seeds %llu..%llu, "
-               "transport vfio-user, %u host%s, %u of %u migrations (%u rounds)\n",
+               "transport vfio-user, %u host%s, %u of %u migrations (%u round%s)\n",
                d->o.guests, wl->jobs, wl->qps, wl->vcpus, (unsigned long long)wl->seed,
                (unsigned long long)(wl->seed + d->o.guests - 1), d->o.migrations ? 2 : 1,
-               d->o.migrations ? "s" : "", d->migrations_done, planned, d->o.migrations);
+               d->o.migrations ? "s" : "", d->migrations_done, planned, d->o.migrations,
+               d->o.migrations == 1 ? "" : "s");
     else
         printf("accmig demo: %u jobs on %u queues (%u vCPUs), seed %llu, transport vfio-user, "
                "%u host%s, %u of %u migrations\n",
