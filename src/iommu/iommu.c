@@ -6,7 +6,10 @@
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -31,6 +34,7 @@ struct iommu_mapping {
     uint8_t *host; /* address of iova for HOST and FD (the mmap base for FD); NULL for REMOTE */
     unsigned perm;
     enum iommu_kind kind;
+    bool sealed;                 /* FD only: the file can never shrink (translate may serve it) */
     struct iommu_remote_ops ops; /* REMOTE only */
     void *opaque;                /* REMOTE only */
 };
@@ -85,6 +89,141 @@ static bool perm_valid(unsigned perm)
 static void stat_add(uint64_t *counter, uint64_t n)
 {
     __atomic_fetch_add(counter, n, __ATOMIC_RELAXED);
+}
+
+/* ---- the SIGBUS guard (iommu.h, Decisions: shrunk files) ------------------- */
+
+/* One copy that touches fd-backed memory: [lo, hi) are the mapped bytes it
+ * may fault on; fault_addr is set by the handler before it jumps back. */
+struct bus_guard {
+    sigjmp_buf env;
+    uintptr_t lo, hi;
+    uintptr_t fault_addr;
+};
+
+/* Process state, by necessity (a signal handler has no other way in): the
+ * guard of the copy this thread is running (NULL outside one); initial-exec
+ * so that the handler's access is a plain load, never an allocation. */
+static __thread struct bus_guard *bus_guard_current __attribute__((tls_model("initial-exec")));
+/* The handlers we chain to, one slot per (re)install; bus_guard_slot (an
+ * atomic) names the live one, so the handler never reads a slot being
+ * written. bus_guard_mutex protects installs: bus_guard_prev and writes of
+ * bus_guard_slot. */
+#define BUS_GUARD_SLOTS 8u
+static struct sigaction bus_guard_prev[BUS_GUARD_SLOTS];
+static unsigned bus_guard_slot;
+static pthread_mutex_t bus_guard_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+/* A SIGBUS we do not own: hand it to whoever had the signal before us. */
+static void bus_guard_chain(int sig, siginfo_t *si, void *uc)
+{
+    const struct sigaction *prev = &bus_guard_prev[__atomic_load_n(&bus_guard_slot,
+                                                                    __ATOMIC_ACQUIRE)];
+
+    if (prev->sa_flags & SA_SIGINFO) {
+        prev->sa_sigaction(sig, si, uc);
+        return;
+    }
+    if (prev->sa_handler == SIG_IGN && si->si_code <= 0)
+        return; /* a sent signal the process chose to ignore */
+    if (prev->sa_handler == SIG_DFL || prev->sa_handler == SIG_IGN) {
+        /* A real fault cannot be ignored: restore the default action; the
+         * faulting access runs again and kills us where it happened. */
+        struct sigaction dfl = { .sa_handler = SIG_DFL };
+
+        sigemptyset(&dfl.sa_mask);
+        sigaction(sig, &dfl, NULL);
+        if (si->si_code <= 0)
+            raise(sig);
+        return;
+    }
+    prev->sa_handler(sig);
+}
+
+static void bus_guard_handler(int sig, siginfo_t *si, void *uc)
+{
+    struct bus_guard *g = bus_guard_current;
+    uintptr_t a = (uintptr_t)si->si_addr;
+
+    /* si_code > 0: raised by the kernel for an access, so si_addr is real. */
+    if (g != NULL && si->si_code > 0 && a >= g->lo && a < g->hi) {
+        g->fault_addr = a;
+        siglongjmp(g->env, 1);
+    }
+    bus_guard_chain(sig, si, uc);
+}
+
+static bool bus_guard_is_ours(const struct sigaction *sa)
+{
+    return (sa->sa_flags & SA_SIGINFO) && sa->sa_sigaction == bus_guard_handler;
+}
+
+/* Makes sure our handler is the process's SIGBUS handler: 0, -ENOTSUP when
+ * it cannot be (ASan with handle_sigbus=2 accepts the call and keeps its
+ * own), or sigaction's errno. Idempotent: when ours is in place this only
+ * reads. When another one is (nothing was installed yet, or some component,
+ * cmocka for one, replaced ours), that one becomes the handler we chain to. */
+static int bus_guard_ready(void)
+{
+    struct sigaction sa = { .sa_sigaction = bus_guard_handler };
+    struct sigaction now;
+    unsigned next;
+    int rc = 0;
+
+    /* SA_NODEFER and an empty mask: the handler runs with the thread's own
+     * mask, so jumping out of it needs no mask restore. SA_ONSTACK keeps
+     * whatever alternate stack the previous handler (ASan's) relied on. */
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    pthread_mutex_lock(&bus_guard_mutex);
+    if (sigaction(SIGBUS, NULL, &now) != 0) {
+        rc = -errno;
+        goto out_unlock;
+    }
+    if (bus_guard_is_ours(&now))
+        goto out_unlock;
+    /* Publish the handler to chain to before ours can run. */
+    next = (__atomic_load_n(&bus_guard_slot, __ATOMIC_RELAXED) + 1) % BUS_GUARD_SLOTS;
+    bus_guard_prev[next] = now;
+    __atomic_store_n(&bus_guard_slot, next, __ATOMIC_RELEASE);
+    if (sigaction(SIGBUS, &sa, NULL) != 0)
+        rc = -errno;
+    else if (sigaction(SIGBUS, NULL, &now) != 0 || !bus_guard_is_ours(&now))
+        rc = -ENOTSUP;
+out_unlock:
+    pthread_mutex_unlock(&bus_guard_mutex);
+    return rc;
+}
+
+/* memcpy(dst, src, n) where [map, map+n) is the fd-backed side. Returns 0, or
+ * -EFAULT with *fault_off = the offset into map of the byte that faulted.
+ * noinline and with no locals live across sigsetjmp but g, so nothing the
+ * jump could clobber is used after it. */
+__attribute__((noinline)) static int bus_guard_copy(void *dst, const void *src, size_t n,
+                                                    const void *map, uint64_t *fault_off)
+{
+    struct bus_guard g = { .lo = (uintptr_t)map, .hi = (uintptr_t)map + n };
+    struct bus_guard *outer = bus_guard_current;
+
+    if (sigsetjmp(g.env, 0) != 0) {
+        sigset_t bus;
+
+        bus_guard_current = outer;
+        /* The mask is already as it was (SA_NODEFER); make sure anyway, on
+         * this slow path only, so a second fault cannot meet a blocked SIGBUS. */
+        sigemptyset(&bus);
+        sigaddset(&bus, SIGBUS);
+        pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
+        /* Written by the handler behind the compiler's back. */
+        *fault_off = *(volatile uintptr_t *)&g.fault_addr - g.lo;
+        return -EFAULT;
+    }
+    bus_guard_current = &g;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    memcpy(dst, src, n);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    bus_guard_current = outer;
+    return 0;
 }
 
 /* ---- creation and teardown ------------------------------------------------ */
@@ -256,6 +395,22 @@ int iommu_map_host(struct iommu_domain *d, uint64_t iova, uint64_t size, void *h
     return mapping_add(d, &m);
 }
 
+/* True when the file can never shrink: F_SEAL_SHRINK was set already, or we
+ * could add it. Fails quietly for anything but a sealable memfd opened for
+ * writing (F_GET_SEALS gives EINVAL for other files, F_ADD_SEALS EPERM). */
+static bool fd_seal_shrink(int fd)
+{
+    int seals = fcntl(fd, F_GET_SEALS);
+
+    if (seals < 0)
+        return false;
+    if (seals & F_SEAL_SHRINK)
+        return true;
+    if (seals & F_SEAL_SEAL)
+        return false;
+    return fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0;
+}
+
 int iommu_map_fd(struct iommu_domain *d, uint64_t iova, uint64_t size, int fd, uint64_t offset,
                  unsigned perm)
 {
@@ -272,6 +427,14 @@ int iommu_map_fd(struct iommu_domain *d, uint64_t iova, uint64_t size, int fd, u
         return -EINVAL;
     if (am_add_overflows_u64(offset, size, &off_end) || off_end > (uint64_t)INT64_MAX)
         return -EOVERFLOW;
+    /* Seal before the size check, so the size checked is the size kept. */
+    m.sealed = fd_seal_shrink(fd);
+    if (!m.sealed) {
+        /* Copies are guarded either way; an unsealed file needs the guard. */
+        rc = bus_guard_ready();
+        if (rc != 0)
+            return rc;
+    }
     if (fstat(fd, &st) != 0)
         return -errno;
     if (S_ISREG(st.st_mode) && off_end > (uint64_t)st.st_size)
@@ -308,25 +471,91 @@ int iommu_map_remote(struct iommu_domain *d, uint64_t iova, uint64_t size, unsig
     return mapping_add(d, &m);
 }
 
-int iommu_unmap(struct iommu_domain *d, uint64_t iova, uint64_t size)
+/* The one unmap: removes the mappings lying wholly in [iova, last] (last
+ * inclusive, so the range may end at 2^64). exact (iommu_unmap) asks for
+ * exactly one mapping equal to the range and says -ENOENT otherwise; a range
+ * (iommu_unmap_range) is -EINVAL when a mapping straddles an edge and removes
+ * nothing then, and removes 0 bytes when it holds no mapping. */
+static int unmap_span(struct iommu_domain *d, uint64_t iova, uint64_t last, bool exact,
+                      uint64_t *unmapped_bytes)
 {
-    struct iommu_mapping victim;
-    uint32_t i;
+    const int straddle = exact ? -ENOENT : -EINVAL;
+    struct iommu_mapping *victims;
+    uint64_t bytes = 0;
+    uint32_t lo, hi, n;
 
     pthread_rwlock_wrlock(&d->lock);
-    i = mapping_upper_bound_locked(d, iova);
-    if (i == 0 || d->maps[i - 1].iova != iova || d->maps[i - 1].size != size) {
-        pthread_rwlock_unlock(&d->lock);
-        return -ENOENT;
+    /* lo: the first mapping that starts at or after iova. */
+    lo = mapping_upper_bound_locked(d, iova);
+    if (lo > 0 && mapping_contains(&d->maps[lo - 1], iova)) {
+        if (d->maps[lo - 1].iova != iova)
+            goto err_straddle;
+        lo--;
     }
-    i--;
-    victim = d->maps[i];
-    memmove(&d->maps[i], &d->maps[i + 1], (d->nmaps - i - 1) * sizeof(*d->maps));
-    d->nmaps--;
+    /* Mappings never reach 2^64, so m->iova + m->size - 1 cannot wrap. */
+    for (hi = lo; hi < d->nmaps && d->maps[hi].iova <= last; hi++) {
+        if (d->maps[hi].iova + d->maps[hi].size - 1 > last)
+            goto err_straddle;
+        bytes += d->maps[hi].size;
+    }
+    n = hi - lo;
+    if (exact && (n != 1 || d->maps[lo].iova != iova || bytes - 1 != last - iova))
+        goto err_straddle;
+    if (n == 0)
+        goto out_unlock;
+    /* Release outside the lock (a large munmap is slow and DMA waits for
+     * the lock); without memory for the list, release under it. */
+    victims = malloc(n * sizeof(*victims));
+    if (victims != NULL)
+        memcpy(victims, &d->maps[lo], n * sizeof(*victims));
+    else
+        for (uint32_t i = lo; i < hi; i++)
+            mapping_release(&d->maps[i]);
+    memmove(&d->maps[lo], &d->maps[hi], (d->nmaps - hi) * sizeof(*d->maps));
+    d->nmaps -= n;
     pthread_rwlock_unlock(&d->lock);
-    /* No reader can reach it any more: release it outside the lock. */
-    mapping_release(&victim);
+    /* No reader can reach them any more. */
+    if (victims != NULL) {
+        for (uint32_t i = 0; i < n; i++)
+            mapping_release(&victims[i]);
+        free(victims);
+    }
+    if (unmapped_bytes != NULL)
+        *unmapped_bytes = bytes;
     return 0;
+
+out_unlock:
+    pthread_rwlock_unlock(&d->lock);
+    if (unmapped_bytes != NULL)
+        *unmapped_bytes = 0;
+    return 0;
+err_straddle:
+    pthread_rwlock_unlock(&d->lock);
+    return straddle;
+}
+
+int iommu_unmap(struct iommu_domain *d, uint64_t iova, uint64_t size)
+{
+    uint64_t last;
+
+    if (size == 0 || am_add_overflows_u64(iova, size - 1, &last))
+        return -ENOENT;
+    return unmap_span(d, iova, last, true, NULL);
+}
+
+int iommu_unmap_range(struct iommu_domain *d, uint64_t iova, uint64_t size,
+                      uint64_t *unmapped_bytes)
+{
+    uint64_t last;
+
+    if (unmapped_bytes != NULL)
+        *unmapped_bytes = 0;
+    if (size == 0 || iova % IOMMU_PAGE_SIZE != 0 || size % IOMMU_PAGE_SIZE != 0)
+        return -EINVAL;
+    /* The end may be 2^64 exactly: only the last byte must be representable. */
+    if (am_add_overflows_u64(iova, size - 1, &last))
+        return -EOVERFLOW;
+    return unmap_span(d, iova, last, false, unmapped_bytes);
 }
 
 void iommu_unmap_all(struct iommu_domain *d)
@@ -408,6 +637,15 @@ static void fault_record(struct iommu_domain *d, uint64_t iova, unsigned perm, b
            iova);
 }
 
+/* A copy hit fd-backed pages that are gone (the client shrank its file). */
+static void bus_fault_record(struct iommu_domain *d, uint64_t iova, bool write)
+{
+    stat_add(&d->stats.bus_faults, 1);
+    __atomic_store_n(&d->stats.last_fault_iova, iova, __ATOMIC_RELAXED);
+    am_log(AM_LOG_GUEST, "iommu", "rid %04x: %s bus fault at iova 0x%" PRIx64
+           " (the backing file shrank)", d->rid, write ? "write" : "read", iova);
+}
+
 /* Checks that [iova, iova+len) (len > 0, no wrap) lies wholly in adjacent
  * mappings that all allow perm. Returns the index of the mapping holding
  * iova, or -EFAULT after counting the fault at its first offending byte.
@@ -462,6 +700,18 @@ static int dma_copy_locked(struct iommu_domain *d, uint32_t idx, uint64_t iova, 
                 /* Part of a failed write may have landed: log it too. */
                 iova += chunk;
                 rc = rc < 0 ? rc : -EIO;
+                break;
+            }
+        } else if (m->kind == IOMMU_KIND_FD) {
+            /* Even a sealed file can fail a page (tmpfs full, memory
+             * error): the guard costs a sigsetjmp without a system call. */
+            uint64_t fault_off;
+
+            rc = write ? bus_guard_copy(m->host + off, buf, chunk, m->host + off, &fault_off)
+                       : bus_guard_copy(buf, m->host + off, chunk, m->host + off, &fault_off);
+            if (rc != 0) {
+                bus_fault_record(d, iova + fault_off, write);
+                iova += chunk;
                 break;
             }
         } else if (write) {
@@ -549,7 +799,9 @@ int iommu_translate(struct iommu_domain *d, uint64_t iova, uint64_t len, unsigne
         fault_record(d, iova, perm, true);
         return -EFAULT;
     }
-    if (m->kind == IOMMU_KIND_REMOTE)
+    /* An unsealed file may shrink while the caller holds the pointer, and
+     * the caller's accesses cannot be guarded: make it copy instead. */
+    if (m->kind == IOMMU_KIND_REMOTE || (m->kind == IOMMU_KIND_FD && !m->sealed))
         return -EREMOTE;
     if (perm & IOMMU_WRITE)
         dirty_mark_locked(d, iova, len);
@@ -826,6 +1078,7 @@ void iommu_stats_get(struct iommu_domain *d, struct iommu_stats *out)
     out->read_faults = __atomic_load_n(&d->stats.read_faults, __ATOMIC_RELAXED);
     out->write_faults = __atomic_load_n(&d->stats.write_faults, __ATOMIC_RELAXED);
     out->perm_faults = __atomic_load_n(&d->stats.perm_faults, __ATOMIC_RELAXED);
+    out->bus_faults = __atomic_load_n(&d->stats.bus_faults, __ATOMIC_RELAXED);
     out->last_fault_iova = __atomic_load_n(&d->stats.last_fault_iova, __ATOMIC_RELAXED);
     out->bytes_read = __atomic_load_n(&d->stats.bytes_read, __ATOMIC_RELAXED);
     out->bytes_written = __atomic_load_n(&d->stats.bytes_written, __ATOMIC_RELAXED);

@@ -8,6 +8,11 @@
  *   zero-copy, iommu_translate between iommu_dma_begin/iommu_dma_end. An
  *   access that is not wholly inside mappings with the needed permission fails
  *   with -EFAULT, is counted in the domain's stats, and touches nothing.
+ * - A client that shrinks a file it gave to iommu_map_fd can fault only the
+ *   DMA that touches the lost pages: that access fails with -EFAULT and is
+ *   counted in bus_faults; the process, other mappings and other domains go
+ *   on. iommu_translate serves fd mappings only when the file cannot shrink
+ *   (see Decisions), so zero-copy users never hold a pointer that can fault.
  * - DMA writes (and translations for writing) mark the dirty log when logging
  *   is on. Logging is kept at 4 KiB internally and reported at any
  *   power-of-two page size >= 4 KiB (report-and-clear).
@@ -35,6 +40,44 @@
  * - The dirty log is kept per logged range (not per mapping): unmapping or
  *   remapping inside a logged range keeps its log; mappings created after
  *   start are not logged unless they fall inside a logged range.
+ * - Unmap ranges follow the kernel's vfio_iommu_type1 (v2) DMA_UNMAP: a range
+ *   removes every mapping wholly inside it, refuses (removing nothing) when a
+ *   mapping straddles either edge, and succeeds with 0 bytes when it holds no
+ *   mapping. Its end may be exactly 2^64 (QEMU unmaps the top of the space
+ *   that way), although no mapping can reach that far.
+ * - Shrunk files (issue 8.5). Two layers, because neither covers every fd:
+ *   1. Seal: iommu_map_fd sets F_SEAL_SHRINK on a memfd that allows sealing
+ *      (or finds it set: QEMU's memory-backend-memfd seals by default); its
+ *      pages can then never go away. A seal is permanent and visible to the
+ *      client, which is the point; growing and writing stay allowed.
+ *   2. Guard: files that cannot be sealed (a memfd created without
+ *      MFD_ALLOW_SEALING, as vmm/vm_ram makes, a tmpfs or regular file, an
+ *      fd opened read-only) can still be truncated, and tmpfs can also raise
+ *      SIGBUS when full. So every copy to or from fd-backed memory runs under
+ *      a SIGBUS guard: sigsetjmp (no signal mask saved: no system call on the
+ *      fast path) and a thread-local pointer to the current guard; the
+ *      handler siglongjmps back only for a kernel-raised SIGBUS whose address
+ *      lies in the bytes that copy was touching. Anything else goes to the
+ *      handler that was installed before ours (or to the default action), so
+ *      real crashes still crash. The handler is process state, the module's
+ *      only static state (a signal handler cannot reach a domain any other
+ *      way): each iommu_map_fd of an unsealable file checks, under a mutex,
+ *      that our handler is the process's SIGBUS handler and installs it if
+ *      not (the first time, or after a component replaced it: cmocka does
+ *      around every test), saving the handler it replaces as the one to
+ *      chain to; the handler is never removed. A component that replaces it
+ *      after a mapping was made removes the guard until the next fd mapping.
+ *      ASan (gcc 12): handle_sigbus=1 (the default) lets a program install
+ *      its own SIGBUS handler, so ours is installed over ASan's and chains to
+ *      it; with handle_sigbus=2 our handler cannot be installed and
+ *      iommu_map_fd refuses unsealable files with -ENOTSUP rather than run
+ *      unguarded. The handler uses SA_NODEFER and an empty mask, so jumping
+ *      out leaves the thread's signal mask as it was.
+ *   Zero-copy cannot be guarded (the caller touches the memory after we
+ *   return), so iommu_translate returns -EREMOTE for fd mappings that are
+ *   not sealed, and callers fall back to iommu_dma_read/write. (zip_codec no
+ *   longer translates at all: it copies every piece through dma_read/write.)
+ *   Host mappings (iommu_map_host) stay the caller's memory and its problem.
  */
 #ifndef ACCMIG_IOMMU_H
 #define ACCMIG_IOMMU_H
@@ -77,6 +120,7 @@ struct iommu_stats {
     uint64_t read_faults;    /* reads outside any mapping */
     uint64_t write_faults;   /* writes outside any mapping */
     uint64_t perm_faults;    /* accesses a mapping's permissions forbid */
+    uint64_t bus_faults;     /* accesses to fd-backed pages that went away (SIGBUS) */
     uint64_t last_fault_iova; /* first faulting byte of the latest fault */
     uint64_t bytes_read;     /* successful iommu_dma_read bytes */
     uint64_t bytes_written;  /* successful iommu_dma_write bytes */
@@ -98,8 +142,11 @@ uint16_t iommu_domain_rid(const struct iommu_domain *d);
 /* host must not be NULL and host+size must not wrap (-EINVAL). */
 int iommu_map_host(struct iommu_domain *d, uint64_t iova, uint64_t size, void *host, unsigned perm);
 /* offset+size must fit in off_t (-EOVERFLOW). For a regular file (memfd
- * included) offset+size must not pass its current end (-ENXIO), so that DMA
- * cannot raise SIGBUS; a file shrunk after mapping is the caller's problem.
+ * included) offset+size must not pass its current end (-ENXIO). A memfd that
+ * allows sealing is sealed with F_SEAL_SHRINK first (kept even if the call
+ * then fails); a file shrunk later faults only the DMA that touches the lost
+ * pages (-EFAULT, bus_faults). -ENOTSUP when the file cannot be sealed and
+ * the SIGBUS guard cannot be installed (ASan with handle_sigbus=2).
  * PROT_READ/PROT_WRITE follow perm, so a read-only fd mapped with
  * IOMMU_WRITE gives -EACCES. */
 int iommu_map_fd(struct iommu_domain *d, uint64_t iova, uint64_t size, int fd, uint64_t offset,
@@ -111,15 +158,27 @@ int iommu_map_remote(struct iommu_domain *d, uint64_t iova, uint64_t size, unsig
 /* Unmap a range that exactly matches one earlier map: -ENOENT otherwise.
  * Returns after no device access can still use it. */
 int iommu_unmap(struct iommu_domain *d, uint64_t iova, uint64_t size);
+/* DMA_UNMAP as vfio_iommu_type1 does it: remove every mapping lying wholly in
+ * [iova, iova+size), where iova+size may be exactly 2^64. iova and size must
+ * be 4 KiB aligned and size > 0 (-EINVAL); iova+size beyond 2^64 is
+ * -EOVERFLOW; a mapping that straddles either edge of the range is -EINVAL
+ * and nothing is removed; a range holding no mapping succeeds with 0 bytes.
+ * *unmapped_bytes (may be NULL) gets the total size removed (0 on error).
+ * Returns after no device access can still use the removed mappings. The
+ * dirty log is not touched (see Decisions). */
+int iommu_unmap_range(struct iommu_domain *d, uint64_t iova, uint64_t size,
+                      uint64_t *unmapped_bytes);
 void iommu_unmap_all(struct iommu_domain *d);
 unsigned iommu_mapping_count(struct iommu_domain *d);
 
 /* Copy between device memory and buf. -EFAULT (counted) if any byte is
  * unmapped or lacks permission; -EINVAL if iova+len wraps. len 0 is a no-op.
  * The whole range is checked before any byte moves. A remote callback's error
- * is returned as is; pieces of the range before the failing remote piece have
- * then been transferred (and, for writes, they and the failing piece are
- * marked dirty, as part of it may have landed). */
+ * is returned as is, and a SIGBUS on fd-backed pages (the file shrank) is
+ * -EFAULT counted in bus_faults, last_fault_iova naming the lost byte; in
+ * both cases pieces of the range before the failing piece have been
+ * transferred (and, for writes, they and the failing piece are marked dirty,
+ * as part of it may have landed). */
 int iommu_dma_read(struct iommu_domain *d, uint64_t iova, void *buf, uint64_t len);
 int iommu_dma_write(struct iommu_domain *d, uint64_t iova, const void *buf, uint64_t len);
 
@@ -130,9 +189,10 @@ int iommu_dma_write(struct iommu_domain *d, uint64_t iova, const void *buf, uint
 void iommu_dma_begin(struct iommu_domain *d);
 void iommu_dma_end(struct iommu_domain *d);
 /* Between begin and end: *host = the host address of [iova, iova+len) if it
- * lies in one host- or fd-backed mapping with perm (-EFAULT, counted,
- * otherwise; -EREMOTE, not counted, for a remote range or a range spanning
- * two mappings: use iommu_dma_read/write instead). IOMMU_WRITE marks the
+ * lies in one host-backed or sealed fd-backed mapping with perm (-EFAULT,
+ * counted, otherwise; -EREMOTE, not counted, for a remote range, an fd
+ * mapping whose file could not be sealed against shrinking, or a range
+ * spanning two mappings: use iommu_dma_read/write instead). IOMMU_WRITE marks the
  * whole range dirty. The pointer is valid until iommu_dma_end.
  * -EINVAL (not counted) for len 0, iova+len wrapping, or perm empty or with
  * bits other than IOMMU_READ|IOMMU_WRITE. A range that fits in one mapping
