@@ -57,19 +57,26 @@ static bool json_get_u64(struct json_object *o, uint64_t *out)
     return true;
 }
 
+/* Records why the capabilities were refused (a static string). */
+static int caps_fail(struct vfu_caps *out, const char *why)
+{
+    out->error = why;
+    return -EINVAL;
+}
+
 static int caps_parse_migration(struct json_object *migr, struct vfu_caps *out)
 {
     struct json_object *v;
 
     if (!json_object_is_type(migr, json_type_object))
-        return -EINVAL;
+        return caps_fail(out, "\"migration\" is not an object");
     out->has_migration = true;
     if (json_object_object_get_ex(migr, "pgsize", &v) &&
         (!json_get_u64(v, &out->migr_pgsize) || out->migr_pgsize % 4096 != 0))
-        return -EINVAL;
+        return caps_fail(out, "migration pgsize is not a multiple of 4096");
     if (json_object_object_get_ex(migr, "max_bitmap_size", &v) &&
         !json_get_u64(v, &out->migr_max_bitmap))
-        return -EINVAL;
+        return caps_fail(out, "migration max_bitmap_size is not a non-negative integer");
     return 0;
 }
 
@@ -78,16 +85,16 @@ static int caps_parse_twin(struct json_object *twin, struct vfu_caps *out)
     struct json_object *v;
 
     if (!json_object_is_type(twin, json_type_object))
-        return -EINVAL;
+        return caps_fail(out, "\"twin_socket\" is not an object");
     out->has_twin = true;
     if (json_object_object_get_ex(twin, "supported", &v)) {
         if (!json_object_is_type(v, json_type_boolean))
-            return -EINVAL;
+            return caps_fail(out, "twin_socket supported is not a boolean");
         out->twin_supported = json_object_get_boolean(v);
     }
     if (json_object_object_get_ex(twin, "fd_index", &v)) {
         if (!json_get_u64(v, &out->twin_fd_index))
-            return -EINVAL;
+            return caps_fail(out, "twin_socket fd_index is not a non-negative integer");
         out->has_twin_fd_index = true;
     }
     return 0;
@@ -98,33 +105,39 @@ static int caps_parse_object(struct json_object *caps, struct vfu_caps *out)
     struct json_object *v;
 
     if (!json_object_is_type(caps, json_type_object))
-        return -EINVAL;
+        return caps_fail(out, "\"capabilities\" is not an object");
+    /* Any count: it only bounds what we may send (at most one descriptor
+     * per message); a peer that takes 32 (libvfio-user) is fine. */
     if (json_object_object_get_ex(caps, "max_msg_fds", &v)) {
-        if (!json_get_u64(v, &out->max_msg_fds) || out->max_msg_fds > 16)
-            return -EINVAL;
+        if (!json_get_u64(v, &out->max_msg_fds))
+            return caps_fail(out, "max_msg_fds is not a non-negative integer");
         out->has_max_msg_fds = true;
     }
     if (json_object_object_get_ex(caps, "max_data_xfer_size", &v)) {
-        if (!json_get_u64(v, &out->max_xfer) || out->max_xfer == 0 ||
-            out->max_xfer > VFU_MAX_MAX_XFER)
-            return -EINVAL;
+        if (!json_get_u64(v, &out->max_xfer))
+            return caps_fail(out, "max_data_xfer_size is not a non-negative integer");
+        if (out->max_xfer == 0 || out->max_xfer > VFU_MAX_MAX_XFER)
+            return caps_fail(out, "max_data_xfer_size is 0 or above 64 MiB");
         out->has_max_xfer = true;
     }
     if (json_object_object_get_ex(caps, "max_dma_maps", &v)) {
-        if (!json_get_u64(v, &out->max_dma_maps) || out->max_dma_maps == 0 ||
-            out->max_dma_maps > VFU_DEFAULT_MAX_DMA_MAPS)
-            return -EINVAL;
+        if (!json_get_u64(v, &out->max_dma_maps))
+            return caps_fail(out, "max_dma_maps is not a non-negative integer");
+        if (out->max_dma_maps == 0 || out->max_dma_maps > VFU_DEFAULT_MAX_DMA_MAPS)
+            return caps_fail(out, "max_dma_maps is 0 or above 65535");
         out->has_max_dma_maps = true;
     }
     if (json_object_object_get_ex(caps, "pgsizes", &v)) {
         /* Only page sizes of 4 KiB and up make sense for DMA maps. */
-        if (!json_get_u64(v, &out->pgsizes) || (out->pgsizes & ~UINT64_C(4095)) == 0)
-            return -EINVAL;
+        if (!json_get_u64(v, &out->pgsizes))
+            return caps_fail(out, "pgsizes is not a non-negative integer");
+        if ((out->pgsizes & ~UINT64_C(4095)) == 0)
+            return caps_fail(out, "pgsizes has no page size of 4 KiB or more");
         out->has_pgsizes = true;
     }
     if (json_object_object_get_ex(caps, "write_multiple", &v)) {
         if (!json_object_is_type(v, json_type_boolean))
-            return -EINVAL;
+            return caps_fail(out, "write_multiple is not a boolean");
         out->write_multiple = json_object_get_boolean(v);
         out->has_write_multiple = true;
     }
@@ -150,10 +163,12 @@ int vfu_caps_parse(const char *json, size_t len, struct vfu_caps *out)
 
     memset(out, 0, sizeof(*out));
     /* The JSON ends with its NUL exactly at the end, and has no NUL before. */
-    if (len == 0 || json[len - 1] != '\0' || strlen(json) != len - 1)
-        return -EINVAL;
+    if (len == 0 || json[len - 1] != '\0')
+        return caps_fail(out, "the JSON does not end with a NUL at the end of the message");
+    if (strlen(json) != len - 1)
+        return caps_fail(out, "a NUL inside the JSON");
     if (len - 1 > INT32_MAX)
-        return -EINVAL;
+        return caps_fail(out, "JSON above 2 GiB");
     tok = json_tokener_new();
     if (!tok)
         return -ENOMEM;
@@ -161,7 +176,7 @@ int vfu_caps_parse(const char *json, size_t len, struct vfu_caps *out)
     if (!root || json_tokener_get_error(tok) != json_tokener_success) {
         json_object_put(root);
         json_tokener_free(tok);
-        return -EINVAL;
+        return caps_fail(out, "malformed JSON");
     }
     /* Only whitespace may follow the object. */
     end = json_tokener_get_parse_end(tok);
@@ -169,12 +184,12 @@ int vfu_caps_parse(const char *json, size_t len, struct vfu_caps *out)
     for (; end < len - 1; end++) {
         if (!strchr(" \t\r\n", json[end])) {
             json_object_put(root);
-            return -EINVAL;
+            return caps_fail(out, "more than whitespace after the JSON object");
         }
     }
     ret = 0;
     if (!json_object_is_type(root, json_type_object))
-        ret = -EINVAL;
+        ret = caps_fail(out, "the JSON is not an object");
     else if (json_object_object_get_ex(root, "capabilities", &caps))
         ret = caps_parse_object(caps, out);
     json_object_put(root);

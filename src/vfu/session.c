@@ -273,7 +273,7 @@ static int handle_version(struct vfu_session *s, struct vfu_msg *m, struct reply
     if (m->len > sizeof(v)) {
         ret = vfu_caps_parse((const char *)m->payload + sizeof(v), m->len - sizeof(v), &peer);
         if (ret)
-            return fail(r, ret, "malformed capabilities JSON");
+            return fail(r, ret, peer.error ? peer.error : "capabilities JSON refused");
     }
     s->peer_max_fds = peer.has_max_msg_fds ? peer.max_msg_fds : 1;
     s->peer_max_xfer = peer.has_max_xfer ? peer.max_xfer : VFU_DEFAULT_MAX_XFER;

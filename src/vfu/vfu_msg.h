@@ -103,13 +103,18 @@ struct vfu_caps {
     bool twin_supported;
     bool has_twin_fd_index;
     uint64_t twin_fd_index;
+    /* vfu_caps_parse: why it returned -EINVAL (a static string naming the
+     * key or the syntax problem), NULL on success. */
+    const char *error;
 };
 
 /* Parses json (len bytes, NUL included as the last byte, no NUL before it).
  * Absent "capabilities" or absent keys are fine; a key of the wrong type or a
- * value out of range (max_msg_fds > 16, max_data_xfer_size 0 or > 64 MiB,
- * max_dma_maps 0 or > 65535, pgsizes without any size >= 4 KiB) is -EINVAL,
- * as is malformed JSON. Unknown keys are ignored. */
+ * value out of range (max_data_xfer_size 0 or > 64 MiB, max_dma_maps 0 or
+ * > 65535, pgsizes without any size >= 4 KiB) is -EINVAL, as is malformed
+ * JSON; out->error then says which. max_msg_fds takes any non-negative
+ * integer (it bounds what the parser's side may send). Unknown keys are
+ * ignored. */
 int vfu_caps_parse(const char *json, size_t len, struct vfu_caps *out);
 /* Formats {"capabilities":{...}} with the keys whose has_* is set (the
  * legacy "migration" object is parsed, never sent), into buf (cap bytes, NUL

@@ -89,31 +89,59 @@ static void test_absent_capabilities_leave_everything_unset(void **state)
     assert_int_equal(parse("{\"capabilities\":{\"unknown_key\":\"x\"}}", &c), 0);
 }
 
-static void test_capabilities_of_the_wrong_type_or_range_are_refused(void **state)
+static void test_capabilities_of_the_wrong_type_or_range_are_refused_naming_the_problem(
+    void **state)
 {
-    static const char *const bad[] = {
-        "{\"capabilities\":{\"max_msg_fds\":\"8\"}}",
-        "{\"capabilities\":{\"max_msg_fds\":-1}}",
-        "{\"capabilities\":{\"max_msg_fds\":17}}",
-        "{\"capabilities\":{\"max_data_xfer_size\":0}}",
-        "{\"capabilities\":{\"max_data_xfer_size\":67108865}}",
-        "{\"capabilities\":{\"max_data_xfer_size\":1.5}}",
-        "{\"capabilities\":{\"max_dma_maps\":65536}}",
-        "{\"capabilities\":{\"pgsizes\":2048}}",
-        "{\"capabilities\":{\"write_multiple\":1}}",
-        "{\"capabilities\":{\"migration\":[]}}",
-        "{\"capabilities\":{\"migration\":{\"pgsize\":100}}}",
-        "{\"capabilities\":{\"twin_socket\":{\"supported\":\"yes\"}}}",
-        "{\"capabilities\":7}",
-        "[1]",
-        "{\"capabilities\":{}} trailing",
-        "{\"capabilities\":{",
-        "",
+    /* Each bad JSON and a word its error must contain. */
+    static const struct { const char *json, *says; } bad[] = {
+        {"{\"capabilities\":{\"max_msg_fds\":\"8\"}}", "max_msg_fds"},
+        {"{\"capabilities\":{\"max_msg_fds\":-1}}", "max_msg_fds"},
+        {"{\"capabilities\":{\"max_data_xfer_size\":0}}", "max_data_xfer_size is 0"},
+        {"{\"capabilities\":{\"max_data_xfer_size\":67108865}}", "above 64 MiB"},
+        {"{\"capabilities\":{\"max_data_xfer_size\":1.5}}", "max_data_xfer_size is not"},
+        {"{\"capabilities\":{\"max_dma_maps\":65536}}", "max_dma_maps"},
+        {"{\"capabilities\":{\"pgsizes\":2048}}", "pgsizes"},
+        {"{\"capabilities\":{\"write_multiple\":1}}", "write_multiple"},
+        {"{\"capabilities\":{\"migration\":[]}}", "\"migration\" is not an object"},
+        {"{\"capabilities\":{\"migration\":{\"pgsize\":100}}}", "pgsize"},
+        {"{\"capabilities\":{\"twin_socket\":{\"supported\":\"yes\"}}}", "supported"},
+        {"{\"capabilities\":7}", "\"capabilities\" is not an object"},
+        {"[1]", "not an object"},
+        {"{\"capabilities\":{}} trailing", "after the JSON"},
+        {"{\"capabilities\":{", "malformed"},
+        {"", "malformed"},
     };
     struct vfu_caps c;
     (void)state;
-    for (size_t i = 0; i < AM_ARRAY_SIZE(bad); i++)
-        assert_int_equal(parse(bad[i], &c), -EINVAL);
+    for (size_t i = 0; i < AM_ARRAY_SIZE(bad); i++) {
+        assert_int_equal(parse(bad[i].json, &c), -EINVAL);
+        assert_non_null(c.error);
+        if (!strstr(c.error, bad[i].says))
+            fail_msg("%s: error \"%s\" does not say \"%s\"", bad[i].json, c.error, bad[i].says);
+        /* Well-formed JSON is never called malformed. */
+        if (strcmp(bad[i].says, "malformed") != 0)
+            assert_null(strstr(c.error, "malformed"));
+    }
+    assert_int_equal(parse("{}", &c), 0);
+    assert_null(c.error);
+}
+
+static void test_any_max_msg_fds_is_accepted_libvfio_user_proposes_32(void **state)
+{
+    static const char *const good[] = {
+        "{\"capabilities\":{\"max_msg_fds\":32}}",
+        "{\"capabilities\":{\"max_msg_fds\":17}}",
+        "{\"capabilities\":{\"max_msg_fds\":0}}",
+        "{\"capabilities\":{\"max_msg_fds\":18446744073709551615}}",
+    };
+    static const uint64_t want[] = {32, 17, 0, UINT64_MAX};
+    struct vfu_caps c;
+    (void)state;
+    for (size_t i = 0; i < AM_ARRAY_SIZE(good); i++) {
+        assert_int_equal(parse(good[i], &c), 0);
+        assert_true(c.has_max_msg_fds);
+        assert_true(c.max_msg_fds == want[i]);
+    }
 }
 
 static void test_capabilities_without_their_final_nul_or_with_an_inner_nul_are_refused(
@@ -123,7 +151,9 @@ static void test_capabilities_without_their_final_nul_or_with_an_inner_nul_are_r
     struct vfu_caps c;
     (void)state;
     assert_int_equal(vfu_caps_parse("{}", 2, &c), -EINVAL); /* no NUL at the end */
+    assert_non_null(strstr(c.error, "does not end with a NUL"));
     assert_int_equal(vfu_caps_parse(json, sizeof(json), &c), -EINVAL);
+    assert_non_null(strstr(c.error, "NUL inside"));
     assert_int_equal(vfu_caps_parse("", 0, &c), -EINVAL);
 }
 
@@ -556,7 +586,8 @@ int main(void)
         cmocka_unit_test(test_every_spec_command_has_a_name),
         cmocka_unit_test(test_qemu_capabilities_with_the_legacy_migration_object_parse),
         cmocka_unit_test(test_absent_capabilities_leave_everything_unset),
-        cmocka_unit_test(test_capabilities_of_the_wrong_type_or_range_are_refused),
+        cmocka_unit_test(test_capabilities_of_the_wrong_type_or_range_are_refused_naming_the_problem),
+        cmocka_unit_test(test_any_max_msg_fds_is_accepted_libvfio_user_proposes_32),
         cmocka_unit_test(test_capabilities_without_their_final_nul_or_with_an_inner_nul_are_refused),
         cmocka_unit_test(test_formatted_capabilities_parse_back_and_respect_the_buffer),
         cmocka_unit_test(test_messages_split_into_single_bytes_are_reassembled),

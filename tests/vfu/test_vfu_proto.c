@@ -111,6 +111,35 @@ static void test_version_0_0_from_qemu_gets_0_0_and_a_reply_no_larger_than_the_r
     raw_close(&rc);
 }
 
+/* libvfio-user's sample client takes 32 descriptors per message and a
+ * 1 KiB transfer size; the server answers with its own 8 and serves it. */
+static void test_version_with_max_msg_fds_32_is_answered_with_ours_and_the_session_works(
+    void **state)
+{
+    struct fixture *f = *state;
+    struct raw_conn rc;
+    const char *json = "{\"capabilities\":{\"max_msg_fds\":32,\"max_data_xfer_size\":1024,"
+                       "\"migration\":{\"pgsize\":4096}}}";
+    struct vfu_region_access a = {.offset = 0, .region = VFU_REGION_CONFIG, .count = 2};
+    uint8_t req[160], rep[160];
+    struct vfu_version v = {0, 0};
+    struct vfu_caps caps;
+    size_t got, n = strlen(json) + 1;
+
+    assert_int_equal(raw_connect(&rc, test_sock(&f->ts, 1)), 0);
+    memcpy(req, &v, sizeof(v));
+    memcpy(req + 4, json, n);
+    assert_int_equal(raw_call(&rc, VFU_CMD_VERSION, req, 4 + n, NULL, 0, rep, sizeof(rep), &got), 0);
+    assert_int_equal(vfu_caps_parse((char *)rep + 4, got - 4, &caps), 0);
+    assert_true(caps.has_max_msg_fds);
+    assert_int_equal(caps.max_msg_fds, VFU_SERVER_MAX_MSG_FDS);
+    assert_int_equal(raw_call(&rc, VFU_CMD_REGION_READ, &a, sizeof(a), NULL, 0, rep, sizeof(rep),
+                              &got), 0);
+    assert_int_equal(got, 18);
+    assert_int_equal(am_le16(rep + 16), QM_VENDOR_ID);
+    raw_close(&rc);
+}
+
 static void test_version_answers_only_what_was_proposed_and_minor_0_to_a_higher_minor(
     void **state)
 {
@@ -1129,6 +1158,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_version_0_0_from_qemu_gets_0_0_and_a_reply_no_larger_than_the_request),
+        T(test_version_with_max_msg_fds_32_is_answered_with_ours_and_the_session_works),
         T(test_version_answers_only_what_was_proposed_and_minor_0_to_a_higher_minor),
         T(test_version_with_a_tiny_or_no_json_is_answered_with_the_version_alone),
         T(test_version_refuses_major_1_bad_json_and_a_second_handshake),
