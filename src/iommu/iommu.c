@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "common/common.h"
+#include "common/ratelimit.h"
 
 _Static_assert(sizeof(size_t) == sizeof(uint64_t), "iommu assumes a 64-bit host");
 
@@ -79,7 +80,14 @@ struct iommu_domain {
     uint32_t hint;
     uint32_t sections;
     struct iommu_stats stats;
+
+    /* Fault lines are guest-triggered: at most IOMMU_FAULT_LOG_BURST per
+     * IOMMU_FAULT_LOG_INTERVAL_NS per domain (the counters count them all). */
+    struct am_ratelimit fault_log;
 };
+
+#define IOMMU_FAULT_LOG_BURST 10u
+#define IOMMU_FAULT_LOG_INTERVAL_NS (UINT64_C(5) * 1000000000u)
 
 static bool perm_valid(unsigned perm)
 {
@@ -245,9 +253,14 @@ int iommu_domain_create(uint16_t requester_id, struct iommu_domain **out)
         goto err_free;
     }
     pthread_rwlockattr_destroy(&attr);
+    if (am_ratelimit_init(&d->fault_log, IOMMU_FAULT_LOG_BURST, IOMMU_FAULT_LOG_INTERVAL_NS, NULL,
+                          NULL) != 0)
+        goto err_lock;
     *out = d;
     return 0;
 
+err_lock:
+    pthread_rwlock_destroy(&d->lock);
 err_free:
     free(d);
     return -ENOMEM;
@@ -284,6 +297,7 @@ void iommu_domain_destroy(struct iommu_domain *d)
     unmap_all_locked(d);
     free(d->maps);
     dirty_ranges_free(d->dranges, d->ndranges);
+    am_ratelimit_destroy(&d->fault_log);
     pthread_rwlock_destroy(&d->lock);
     free(d);
 }
@@ -632,7 +646,7 @@ static void fault_record(struct iommu_domain *d, uint64_t iova, unsigned perm, b
     else
         stat_add(&d->stats.read_faults, 1);
     __atomic_store_n(&d->stats.last_fault_iova, iova, __ATOMIC_RELAXED);
-    am_log(AM_LOG_GUEST, "iommu", "rid %04x: %s %s fault at iova 0x%" PRIx64, d->rid,
+    am_log_limited(&d->fault_log, AM_LOG_GUEST, "iommu", "rid %04x: %s %s fault at iova 0x%" PRIx64, d->rid,
            (perm & IOMMU_WRITE) ? "write" : "read", perm_fault ? "permission" : "translation",
            iova);
 }
@@ -642,7 +656,7 @@ static void bus_fault_record(struct iommu_domain *d, uint64_t iova, bool write)
 {
     stat_add(&d->stats.bus_faults, 1);
     __atomic_store_n(&d->stats.last_fault_iova, iova, __ATOMIC_RELAXED);
-    am_log(AM_LOG_GUEST, "iommu", "rid %04x: %s bus fault at iova 0x%" PRIx64
+    am_log_limited(&d->fault_log, AM_LOG_GUEST, "iommu", "rid %04x: %s bus fault at iova 0x%" PRIx64
            " (the backing file shrank)", d->rid, write ? "write" : "read", iova);
 }
 

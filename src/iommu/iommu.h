@@ -21,6 +21,8 @@
  *   inside begin/end may also call iommu_dma_read/write.
  *
  * Decisions (where the contract above was silent)
+ * - Fault log lines are rate-limited per domain (common/ratelimit.h: 10
+ *   per 5 s, then a summary); the stats count every fault.
  * - Locking: one reader-preferring pthread rwlock per domain (glibc's
  *   PTHREAD_RWLOCK_PREFER_READER_NP, set explicitly). DMA (read, write,
  *   begin..end) holds it for reading, so device threads never wait for each
