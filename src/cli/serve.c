@@ -1,8 +1,12 @@
 /* accmig serve --dir DIR [--vfs N] [--qps Q] [--hw v3|v4]: serve a ZIP PF's
  * VFs over vfio-user, one socket per VF (DIR/vf0.sock ...), until SIGTERM or
- * SIGINT. Exit 0 after a clean shutdown, 1 when serving failed, 2 for bad
- * usage or a setup failure. See docs/usage.md. */
+ * SIGINT. --socket-path PATH or --fd N instead of --dir serve one VF, as
+ * QEMU's vfio-user backend-program conventions say (docs/interop/
+ * vfio-user.rst): on a socket created at PATH, or on the listening socket
+ * the parent passed as descriptor N. Exit 0 after a clean shutdown, 1 when
+ * serving failed, 2 for bad usage or a setup failure. See docs/usage.md. */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,8 +21,12 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: accmig serve --dir DIR [--vfs N] [--qps Q] [--hw v3|v4]\n"
+            "       accmig serve --socket-path PATH | --fd N [--qps Q] [--hw v3|v4]\n"
             "  Serve the VFs of one emulated ZIP PF over vfio-user: DIR/vf0.sock is\n"
             "  the first VF (function 1), ... (mode 0600, DIR created 0700 if missing).\n"
+            "  --socket-path PATH  serve one VF on a socket created at PATH (0600)\n"
+            "  --fd N    serve one VF on listening UNIX socket N, inherited from the\n"
+            "            parent (vfio-user backend-program conventions; =VALUE works too)\n"
             "  --vfs N   VFs, 1..%u (default %u)\n"
             "  --qps Q   queue pairs per VF, 2..%u (default %u)\n"
             "  --hw      v4: migration through the PF's per-VF window (default);\n"
@@ -44,15 +52,35 @@ static int parse_uint(const char *opt, const char *s, uint64_t min, uint64_t max
 
 static int parse_args(int argc, char **argv, struct vfu_server_config *cfg)
 {
-    /* Every option takes a value. */
-    for (int i = 1; i < argc; i += 2) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    bool vfs_given = false;
+    unsigned fd = 0;
+
+    /* Every option takes a value: "--opt VALUE" or "--opt=VALUE". */
+    for (int i = 1; i < argc;) {
+        char name[32];
+        const char *a = argv[i], *v, *eq = strchr(a, '=');
         int ret = 0;
 
+        if (eq && (size_t)(eq - a) < sizeof(name)) {
+            snprintf(name, sizeof(name), "%.*s", (int)(eq - a), a);
+            a = name;
+            v = eq + 1;
+            i += 1;
+        } else {
+            v = i + 1 < argc ? argv[i + 1] : NULL;
+            i += 2;
+        }
         if (strcmp(a, "--dir") == 0 && v) {
             cfg->dir = v;
+        } else if (strcmp(a, "--socket-path") == 0 && v && v[0]) {
+            cfg->socket_path = v;
+        } else if (strcmp(a, "--fd") == 0) {
+            ret = parse_uint(a, v, 0, INT_MAX, &fd);
+            cfg->has_listen_fd = true;
+            cfg->listen_fd = (int)fd;
         } else if (strcmp(a, "--vfs") == 0) {
             ret = parse_uint(a, v, 1, QM_MAX_VFS, &cfg->dev.num_vfs);
+            vfs_given = true;
         } else if (strcmp(a, "--qps") == 0) {
             ret = parse_uint(a, v, 2, QM_MAX_QPS_PER_VF, &cfg->dev.qps_per_vf);
         } else if (strcmp(a, "--hw") == 0 && v && (!strcmp(v, "v3") || !strcmp(v, "v4"))) {
@@ -64,9 +92,17 @@ static int parse_args(int argc, char **argv, struct vfu_server_config *cfg)
         if (ret)
             return ret;
     }
-    if (!cfg->dir) {
-        fprintf(stderr, "accmig serve: --dir is required\n");
+    if (!!cfg->dir + !!cfg->socket_path + cfg->has_listen_fd != 1) {
+        fprintf(stderr, "accmig serve: exactly one of --dir, --socket-path and --fd is required\n");
         return -EINVAL;
+    }
+    if (!cfg->dir) {
+        /* A backend program serves one device. */
+        if (vfs_given && cfg->dev.num_vfs != 1) {
+            fprintf(stderr, "accmig serve: --socket-path and --fd serve one VF (--vfs 1)\n");
+            return -EINVAL;
+        }
+        cfg->dev.num_vfs = 1;
     }
     return 0;
 }
@@ -103,14 +139,22 @@ int cli_serve(int argc, char **argv)
     cfg.handle_signals = true;
     ret = vfu_server_create(&cfg, &srv);
     if (ret) {
-        fprintf(stderr, "accmig serve: cannot start in %s: %s\n", cfg.dir, strerror(-ret));
+        if (cfg.has_listen_fd)
+            fprintf(stderr, "accmig serve: cannot serve on descriptor %d: %s\n", cfg.listen_fd,
+                    ret == -EINVAL ? "not a listening socket" : strerror(-ret));
+        else
+            fprintf(stderr, "accmig serve: cannot start in %s: %s\n",
+                    cfg.dir ? cfg.dir : cfg.socket_path, strerror(-ret));
         return 2;
     }
     printf("accmig serve: %u VF%s of a ZIP PF (QM %s), %u queue pairs each:\n", cfg.dev.num_vfs,
            cfg.dev.num_vfs == 1 ? "" : "s", cfg.dev.hw == MIG_HW_V3 ? "v3" : "v4",
            cfg.dev.qps_per_vf);
-    for (unsigned i = 0; i < cfg.dev.num_vfs; i++)
-        printf("  %s\n", vfu_server_socket_path(srv, i));
+    if (cfg.has_listen_fd)
+        printf("  the listening socket on descriptor %d\n", cfg.listen_fd);
+    else
+        for (unsigned i = 0; i < cfg.dev.num_vfs; i++)
+            printf("  %s\n", vfu_server_socket_path(srv, i));
     fflush(stdout);
     ret = vfu_server_run(srv);
     vfu_server_destroy(srv);

@@ -5,6 +5,7 @@
  * its own small lock (conn_lock) or belongs to one thread. */
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -40,7 +41,8 @@ struct srv_vf {
      * overlap it): it starts and joins the client thread. */
     int listen_fd;
     struct ep_tag listen_tag;
-    char path[PATH_MAX];
+    char path[PATH_MAX]; /* for logs; "" when unknown */
+    bool unlink_path;    /* we created the socket at path */
     bool has_thread; /* client_thread is joinable */
     pthread_t client_thread;
     /* session: set by the run thread before it starts the client thread,
@@ -294,16 +296,74 @@ static int srv_make_dir(const char *dir)
     return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }
 
+static bool srv_has(const char *s)
+{
+    return s && s[0];
+}
+
+/* Exactly one place for the sockets; one VF unless a directory. */
+static int srv_config_check(const struct vfu_server_config *cfg)
+{
+    int places = srv_has(cfg->dir) + srv_has(cfg->socket_path) + cfg->has_listen_fd;
+
+    if (places != 1)
+        return -EINVAL;
+    if (!srv_has(cfg->dir) && cfg->dev.num_vfs != 1)
+        return -EINVAL;
+    if (cfg->has_listen_fd && cfg->listen_fd < 0)
+        return -EBADF;
+    return 0;
+}
+
+/* Serves VF sv on fd, a listening AF_UNIX stream socket someone else
+ * created (an inherited --fd). It becomes ours only once it is in the
+ * epoll set, so a failed create leaves it to the caller. */
+static int srv_adopt_listen_fd(struct vfu_server *s, struct srv_vf *sv, int fd)
+{
+    socklen_t len = sizeof(int);
+    int v, ret, flags = fcntl(fd, F_GETFD);
+
+    if (flags < 0)
+        return -errno; /* -EBADF: not open */
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) != 0)
+        return -errno; /* -ENOTSOCK */
+    if (v != AF_UNIX)
+        return -EAFNOSUPPORT;
+    len = sizeof(v);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) != 0)
+        return -errno;
+    if (v != SOCK_STREAM)
+        return -EPROTOTYPE;
+    len = sizeof(v);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &len) != 0)
+        return -errno;
+    if (!v)
+        return -EINVAL; /* not listening */
+    /* It is ours now: no child we might start inherits it. */
+    if (fcntl(fd, F_SETFD, flags | FD_CLOEXEC) != 0)
+        return -errno;
+    /* No path: the name it was bound to need not be where it is now (a
+     * bind then rename, as vfu_sock_listen does), and it is the parent's. */
+    ret = ep_add(s, fd, &sv->listen_tag);
+    if (ret)
+        return ret;
+    sv->listen_fd = fd;
+    return 0;
+}
+
 int vfu_server_create(const struct vfu_server_config *cfg, struct vfu_server **out)
 {
     struct vfu_server *s;
     int ret;
 
-    if (!cfg->dir || !cfg->dir[0])
-        return -EINVAL;
-    ret = srv_make_dir(cfg->dir);
+    ret = srv_config_check(cfg);
     if (ret)
         return ret;
+    if (srv_has(cfg->dir)) {
+        ret = srv_make_dir(cfg->dir);
+        if (ret)
+            return ret;
+    }
     s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
@@ -351,9 +411,16 @@ int vfu_server_create(const struct vfu_server_config *cfg, struct vfu_server **o
         if (ret)
             goto fail;
     }
-    for (unsigned i = 0; i < s->num_vfs; i++) {
+    if (cfg->has_listen_fd) {
+        ret = srv_adopt_listen_fd(s, &s->vfs[0], cfg->listen_fd);
+        if (ret)
+            goto fail;
+    }
+    for (unsigned i = 0; !cfg->has_listen_fd && i < s->num_vfs; i++) {
         struct srv_vf *sv = &s->vfs[i];
-        int n = snprintf(sv->path, sizeof(sv->path), "%s/vf%u.sock", cfg->dir, i);
+        int n = srv_has(cfg->dir)
+                    ? snprintf(sv->path, sizeof(sv->path), "%s/vf%u.sock", cfg->dir, i)
+                    : snprintf(sv->path, sizeof(sv->path), "%s", cfg->socket_path);
         if (n < 0 || (size_t)n >= sizeof(sv->path)) {
             ret = -ENAMETOOLONG;
             goto fail;
@@ -364,6 +431,7 @@ int vfu_server_create(const struct vfu_server_config *cfg, struct vfu_server **o
             sv->path[0] = '\0';
             goto fail;
         }
+        sv->unlink_path = true;
         ret = ep_add(s, sv->listen_fd, &sv->listen_tag);
         if (ret)
             goto fail;
@@ -383,10 +451,10 @@ void vfu_server_destroy(struct vfu_server *s)
     srv_clients_stop(s);
     for (unsigned i = 0; s->vfs && i < s->num_vfs; i++) {
         struct srv_vf *sv = &s->vfs[i];
-        if (sv->listen_fd >= 0) {
+        if (sv->listen_fd >= 0)
             close(sv->listen_fd);
+        if (sv->unlink_path)
             unlink(sv->path);
-        }
         pthread_mutex_destroy(&sv->conn_lock);
     }
     if (s->sig_fd >= 0)

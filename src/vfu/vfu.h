@@ -112,15 +112,31 @@ void vfu_session_close(struct vfu_session *s);
 
 struct vfu_server;
 
+/* Where the server listens: exactly one of dir, socket_path and
+ * has_listen_fd (QEMU's vfio-user backend-program conventions: a backend
+ * serves one device on --socket-path PATH or on an inherited --fd N). */
 struct vfu_server_config {
     const char *dir; /* created (0700) if missing; sockets DIR/vf<i>.sock */
+    /* One VF (dev.num_vfs 1) on a socket created at this path (mode 0600;
+     * its directory must exist), removed again by destroy. */
+    const char *socket_path;
+    /* One VF (dev.num_vfs 1) on listen_fd, an already-listening AF_UNIX
+     * stream socket (inherited from a parent). After a successful create
+     * the server owns it (set close-on-exec, closed by destroy; its path,
+     * if any, is the parent's and left alone); after a failed one it stays
+     * the caller's. */
+    bool has_listen_fd;
+    int listen_fd;
     struct vfu_device_config dev;
     /* Also stop on SIGTERM/SIGINT through a signalfd; the caller must have
      * blocked both signals in every thread (pthread_sigmask). */
     bool handle_signals;
 };
 
-/* Creates the device and listening sockets. -EINVAL, -ENAMETOOLONG, -EEXIST
+/* Creates the device and listening sockets. -EINVAL (not exactly one
+ * place to listen, more than one VF without dir, a listen_fd that does not
+ * listen), -EBADF / -ENOTSOCK / -EAFNOSUPPORT / -EPROTOTYPE (listen_fd not
+ * open, not a socket, not AF_UNIX, not a stream), -ENAMETOOLONG, -EEXIST
  * (a non-socket file in the way), or a socket/epoll errno. */
 int vfu_server_create(const struct vfu_server_config *cfg, struct vfu_server **out);
 /* Serves until vfu_server_stop (or a handled signal). 0 on a clean stop,
@@ -131,7 +147,8 @@ int vfu_server_run(struct vfu_server *s);
 void vfu_server_stop(struct vfu_server *s);
 /* Closes sessions (resetting their VFs), removes the sockets, frees all. */
 void vfu_server_destroy(struct vfu_server *s);
-/* The socket path of VF index i ("" when out of range). */
+/* The socket path of VF index i ("" when out of range, or when serving
+ * an inherited listen_fd). */
 const char *vfu_server_socket_path(const struct vfu_server *s, unsigned i);
 struct vfu_device *vfu_server_device(struct vfu_server *s);
 

@@ -8,9 +8,11 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "qm/qm_hw.h"
 #include "vfu/client.h"
 #include "vfu_test_util.h"
 
@@ -120,12 +122,234 @@ static void test_bad_usage_exits_2_without_creating_sockets(void **state)
     assert_int_not_equal(access("/tmp/never", F_OK), 0);
 }
 
+/* ---- one VF: --socket-path and --fd (vfio-user backend conventions) ---- */
+
+/* Runs accmig serve with argv (NULL-terminated, after "serve"); stdout goes
+ * to /dev/null, stderr to log (or /dev/null); keep_fd survives exec as
+ * descriptor keep_as (-1: none). */
+static pid_t serve_spawn(const char *const *args, const char *log, int keep_fd, int keep_as)
+{
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        const char *argv[16] = {accmig_path, "serve"};
+        int null = open("/dev/null", O_RDWR);
+        int err = log ? open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600) : null;
+        size_t n = 2;
+
+        for (; args[n - 2] && n < AM_ARRAY_SIZE(argv) - 1; n++)
+            argv[n] = args[n - 2];
+        argv[n] = NULL;
+        if (keep_fd >= 0 && dup2(keep_fd, keep_as) < 0) /* dup2 clears CLOEXEC */
+            _exit(126);
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(err, 2);
+        execv(accmig_path, (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static int serve_reap(pid_t pid)
+{
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void wait_for_socket(const char *path)
+{
+    uint64_t deadline = am_now_ns() + (uint64_t)TEST_SETTLE_TIMEOUT_MS * 1000000u;
+    struct stat st;
+
+    while (stat(path, &st) != 0 && am_now_ns() < deadline)
+        usleep(5000);
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(S_ISSOCK(st.st_mode));
+}
+
+static bool file_has(const char *path, const char *what)
+{
+    char buf[16384];
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    if (!f)
+        return false;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, what) != NULL;
+}
+
+/* The one VF answers a client the way the directory's vf0 would. */
+static void one_vf_serves(const char *sock)
+{
+    struct vfu_client *c = NULL;
+    struct vfu_device_info di;
+    uint8_t cfg[4];
+
+    assert_int_equal(vfu_client_connect(sock, NULL, &c), 0);
+    assert_int_equal(vfu_client_device_info(c, &di), 0);
+    assert_int_equal(vfu_client_region_read(c, VFU_REGION_CONFIG, 0, cfg, 4), 0);
+    assert_int_equal(am_le16(cfg), QM_VENDOR_ID);
+    assert_int_equal(vfu_client_mig_state_set(c, VFIO_MIG_STATE_STOP), 0);
+    vfu_client_destroy(c);
+}
+
+static void test_socket_path_serves_one_vf_names_a_bad_json_and_removes_its_socket(void **state)
+{
+    char dir[64], sock[96], log[96];
+    struct raw_conn rc;
+    struct stat st;
+    pid_t pid;
+    (void)state;
+
+    snprintf(dir, sizeof(dir), "/tmp/accmig-serve-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(sock, sizeof(sock), "%s/dev.sock", dir);
+    snprintf(log, sizeof(log), "%s/log", dir);
+    {
+        const char *args[] = {"--socket-path", sock, "--qps", "2", NULL};
+        pid = serve_spawn(args, log, -1, -1);
+    }
+    wait_for_socket(sock);
+    assert_int_equal(stat(sock, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    /* Well-formed JSON with a bad value: refused, and the log says why. */
+    assert_int_equal(raw_connect(&rc, sock), 0);
+    assert_int_equal(raw_version(&rc, "{\"capabilities\":{\"max_data_xfer_size\":0}}"), -EINVAL);
+    assert_int_equal(raw_version(&rc, "{\"capabilities\":{\"max_msg_fds\":32}}"), 0);
+    raw_close(&rc);
+    one_vf_serves(sock);
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    assert_int_equal(serve_reap(pid), 0);
+    assert_int_not_equal(stat(sock, &st), 0);
+    assert_true(file_has(log, "max_data_xfer_size is 0 or above 64 MiB"));
+    assert_false(file_has(log, "malformed"));
+    unlink(log);
+    assert_int_equal(rmdir(dir), 0); /* nothing else was left behind */
+}
+
+static void test_fd_serves_one_vf_on_an_inherited_listening_socket(void **state)
+{
+    char dir[64], sock[96];
+    const char *args[] = {"--fd=7", "--qps=2", NULL};
+    struct stat st;
+    int lfd;
+    pid_t pid;
+    (void)state;
+
+    snprintf(dir, sizeof(dir), "/tmp/accmig-serve-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(sock, sizeof(sock), "%s/parent.sock", dir);
+    /* The parent listens, as a management layer does, then hands it over. */
+    assert_int_equal(vfu_sock_listen(sock, &lfd), 0);
+    pid = serve_spawn(args, NULL, lfd, 7);
+    close(lfd);
+    one_vf_serves(sock); /* connects queue in the backlog until serve accepts */
+    one_vf_serves(sock); /* and the VF is free again for the next client */
+    assert_int_equal(kill(pid, SIGINT), 0);
+    assert_int_equal(serve_reap(pid), 0);
+    /* The socket's name is the parent's: serve leaves it. */
+    assert_int_equal(stat(sock, &st), 0);
+    unlink(sock);
+    assert_int_equal(rmdir(dir), 0);
+}
+
+static void test_one_vf_options_refuse_mixing_more_vfs_and_bad_descriptors_with_exit_2(
+    void **state)
+{
+    char dir[64], sock[96];
+    const char *mixed[] = {"--socket-path", sock, "--dir", dir, NULL};
+    const char *two_vfs[] = {"--socket-path", sock, "--vfs", "2", NULL};
+    const char *both[] = {"--fd", "0", "--socket-path", sock, NULL};
+    const char *not_a_socket[] = {"--fd", "0", NULL};   /* /dev/null */
+    const char *not_open[] = {"--fd", "77", NULL};
+    const char *not_listening[] = {"--fd", "7", NULL}; /* one end of a socketpair */
+    int sp[2];
+    (void)state;
+
+    snprintf(dir, sizeof(dir), "/tmp/accmig-serve-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(sock, sizeof(sock), "%s/dev.sock", dir);
+    assert_int_equal(serve_reap(serve_spawn(mixed, NULL, -1, -1)), 2);
+    assert_int_equal(serve_reap(serve_spawn(two_vfs, NULL, -1, -1)), 2);
+    assert_int_equal(serve_reap(serve_spawn(both, NULL, -1, -1)), 2);
+    assert_int_equal(serve_reap(serve_spawn(not_a_socket, NULL, -1, -1)), 2);
+    assert_int_equal(serve_reap(serve_spawn(not_open, NULL, -1, -1)), 2);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+    assert_int_equal(serve_reap(serve_spawn(not_listening, NULL, sp[0], 7)), 2);
+    close(sp[0]);
+    close(sp[1]);
+    assert_int_not_equal(access(sock, F_OK), 0);
+    assert_int_equal(rmdir(dir), 0); /* nothing was created in it */
+}
+
+static void test_server_config_wants_one_place_one_vf_and_a_listening_unix_socket(void **state)
+{
+    struct vfu_server_config cfg = {0};
+    struct vfu_server *srv = NULL;
+    char dir[64], sock[96];
+    int sp[2], lfd;
+    (void)state;
+
+    snprintf(dir, sizeof(dir), "/tmp/accmig-serve-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(sock, sizeof(sock), "%s/dev.sock", dir);
+    vfu_device_config_default(&cfg.dev);
+    cfg.dev.workers = 1;
+    cfg.dev.qps_per_vf = 2;
+    assert_int_equal(vfu_server_create(&cfg, &srv), -EINVAL); /* nowhere */
+    cfg.dir = dir;
+    cfg.socket_path = sock;
+    assert_int_equal(vfu_server_create(&cfg, &srv), -EINVAL); /* two places */
+    cfg.dir = NULL;
+    assert_int_equal(vfu_server_create(&cfg, &srv), -EINVAL); /* 4 VFs on one socket */
+    cfg.dev.num_vfs = 1;
+    assert_int_equal(vfu_server_create(&cfg, &srv), 0);
+    assert_string_equal(vfu_server_socket_path(srv, 0), sock);
+    assert_string_equal(vfu_server_socket_path(srv, 1), "");
+    vfu_server_destroy(srv);
+    assert_int_not_equal(access(sock, F_OK), 0);
+
+    cfg.socket_path = NULL;
+    cfg.has_listen_fd = true;
+    cfg.listen_fd = 1000;
+    assert_int_equal(vfu_server_create(&cfg, &srv), -EBADF);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+    cfg.listen_fd = sp[0];
+    assert_int_equal(vfu_server_create(&cfg, &srv), -EINVAL); /* not listening */
+    cfg.listen_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    assert_int_equal(vfu_server_create(&cfg, &srv), -ENOTSOCK);
+    close(cfg.listen_fd);
+    /* A failed create leaves the descriptor to the caller. */
+    assert_int_equal(fcntl(sp[0], F_GETFD), FD_CLOEXEC);
+    close(sp[0]);
+    close(sp[1]);
+    assert_int_equal(vfu_sock_listen(sock, &lfd), 0);
+    cfg.listen_fd = lfd;
+    assert_int_equal(vfu_server_create(&cfg, &srv), 0);
+    assert_string_equal(vfu_server_socket_path(srv, 0), ""); /* the parent's name */
+    vfu_server_destroy(srv); /* closes lfd, leaves the path */
+    assert_int_equal(fcntl(lfd, F_GETFD), -1);
+    assert_int_equal(access(sock, F_OK), 0);
+    unlink(sock);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sigterm_with_a_client_attached_stops_cleanly_and_removes_the_sockets),
         cmocka_unit_test(test_sigint_stops_cleanly_too),
         cmocka_unit_test(test_bad_usage_exits_2_without_creating_sockets),
+        cmocka_unit_test(test_socket_path_serves_one_vf_names_a_bad_json_and_removes_its_socket),
+        cmocka_unit_test(test_fd_serves_one_vf_on_an_inherited_listening_socket),
+        cmocka_unit_test(test_server_config_wants_one_place_one_vf_and_a_listening_unix_socket),
+        cmocka_unit_test(test_one_vf_options_refuse_mixing_more_vfs_and_bad_descriptors_with_exit_2),
     };
     if (argc < 2) {
         fprintf(stderr, "usage: %s PATH-TO-ACCMIG\n", argv[0]);
