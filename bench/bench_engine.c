@@ -15,7 +15,12 @@
  * raw_mb_s/engine_mb_s are the medians of each side. The *_cpu_* fields
  * divide by the process's CPU time instead of wall-clock time (device worker
  * + guest thread for the engine): what the whole path costs, which a busy
- * machine disturbs far less than it disturbs wall-clock rates.
+ * machine disturbs far less than it disturbs wall-clock rates; the CPU of
+ * the --load threads is not counted. raw_job_us_* / engine_job_us_* are the
+ * p50, p99 and max over the rounds of each side's wall-clock time per job.
+ * With --load N, N CPU-bound threads (bench.h) spin from before the
+ * calibration to after the last pair: both sides of every pair run on the
+ * same loaded host; every line carries "load_threads".
  * MB = 10^6 bytes of input.
  */
 #include <errno.h>
@@ -53,6 +58,7 @@ struct be_opts {
     unsigned rounds;
     int poll;
     int json;
+    unsigned load; /* CPU-bound threads beside the run (--load) */
 };
 
 struct be_result {
@@ -60,14 +66,6 @@ struct be_result {
     double cpu_mb_s; /* input MB per CPU second of the whole process */
     uint64_t out_bytes; /* of one job */
 };
-
-static uint64_t be_cpu_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void be_rates(struct be_result *r, double bytes, uint64_t wall_ns, uint64_t cpu_ns)
 {
@@ -80,6 +78,7 @@ static void be_rates(struct be_result *r, double bytes, uint64_t wall_ns, uint64
  * migrated. */
 struct be_ctx {
     const struct be_opts *o;
+    const struct bench_load *load; /* its CPU time is left out of cpu_mb_s */
     struct vm_ram *ram;
     struct vmm_inproc_host host;
     struct guest_vf *vf;
@@ -103,18 +102,21 @@ static void be_usage(FILE *f)
             "                   like the raw side)\n"
             "  --rounds N       raw/engine pairs, the median pair reported (default 7)\n"
             "  --poll           reap completions by polling instead of waiting for MSIs\n"
+            "  --load N         N CPU-bound threads spin for the whole run, both sides of\n"
+            "                   every pair (0..64, default 0)\n"
             "  --json           one JSON object per size\n");
 }
 
 static int be_parse(int argc, char **argv, struct be_opts *o)
 {
-    enum { O_SIZE = 1, O_JOBS, O_SECONDS, O_DEPTH, O_WORKERS, O_ROUNDS, O_POLL, O_JSON, O_HELP };
+    enum { O_SIZE = 1, O_JOBS, O_SECONDS, O_DEPTH, O_WORKERS, O_ROUNDS, O_POLL, O_JSON, O_LOAD, O_HELP };
     static const struct option lo[] = {
         {"size", required_argument, NULL, O_SIZE},     {"jobs", required_argument, NULL, O_JOBS},
         {"seconds", required_argument, NULL, O_SECONDS}, {"depth", required_argument, NULL, O_DEPTH},
         {"workers", required_argument, NULL, O_WORKERS}, {"rounds", required_argument, NULL, O_ROUNDS},
         {"poll", no_argument, NULL, O_POLL},           {"json", no_argument, NULL, O_JSON},
-        {"help", no_argument, NULL, O_HELP},           {NULL, 0, NULL, 0},
+        {"load", required_argument, NULL, O_LOAD},     {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0},
     };
     uint64_t v;
     char *end;
@@ -159,6 +161,10 @@ static int be_parse(int argc, char **argv, struct be_opts *o)
             break;
         case O_POLL: o->poll = 1; break;
         case O_JSON: o->json = 1; break;
+        case O_LOAD:
+            if (bench_load_parse("engine", optarg, &o->load))
+                return -EINVAL;
+            break;
         case O_HELP: be_usage(stdout); return 1;
         default:
             fprintf(stderr, "accmig bench engine: unknown or incomplete option '%s'\n",
@@ -195,7 +201,8 @@ static void be_on_complete(void *opaque, const struct guest_vf_completion *c)
         x->free_slots[x->nfree++] = (unsigned)c->tag;
 }
 
-static int be_ctx_create(struct be_ctx *x, const struct be_opts *o, uint32_t max_size)
+static int be_ctx_create(struct be_ctx *x, const struct be_opts *o, const struct bench_load *load,
+                         uint32_t max_size)
 {
     struct qm_dev_config cfg;
     uint64_t state_len = guest_vf_state_size(1), ram_size;
@@ -203,6 +210,7 @@ static int be_ctx_create(struct be_ctx *x, const struct be_opts *o, uint32_t max
 
     memset(x, 0, sizeof(*x));
     x->o = o;
+    x->load = load;
     x->out_cap = be_out_cap(max_size);
     x->in_gpa = BE_STATE_GPA + state_len;
     x->out_gpa = x->in_gpa + AM_ALIGN_UP((uint64_t)max_size, 4096);
@@ -246,7 +254,7 @@ static uint8_t *be_host(const struct be_ctx *x, uint64_t gpa)
 static int be_run_raw(struct be_ctx *x, uint32_t size, uint64_t jobs, struct be_result *r)
 {
     struct isal_zstream zs;
-    uint64_t t0 = am_now_ns(), c0 = be_cpu_ns();
+    uint64_t t0 = am_now_ns(), c0 = bench_cpu_ns(x->load);
 
     for (uint64_t i = 0; i < jobs; i++) {
         isal_deflate_init(&zs);
@@ -265,7 +273,7 @@ static int be_run_raw(struct be_ctx *x, uint32_t size, uint64_t jobs, struct be_
             return -EIO;
         r->out_bytes = zs.total_out;
     }
-    be_rates(r, (double)size * (double)jobs, am_now_ns() - t0, be_cpu_ns() - c0);
+    be_rates(r, (double)size * (double)jobs, am_now_ns() - t0, bench_cpu_ns(x->load) - c0);
     return 0;
 }
 
@@ -280,7 +288,7 @@ static int be_run_engine(struct be_ctx *x, uint32_t size, uint64_t jobs, struct 
         x->free_slots[x->nfree++] = x->o->depth - 1 - i;
     x->completed = x->failed = 0;
     t0 = am_now_ns();
-    c0 = be_cpu_ns();
+    c0 = bench_cpu_ns(x->load);
     while (x->completed < jobs) {
         while (x->nfree > 0 && submitted < jobs) {
             unsigned slot = x->free_slots[x->nfree - 1];
@@ -313,26 +321,15 @@ static int be_run_engine(struct be_ctx *x, uint32_t size, uint64_t jobs, struct 
         if (ret < 0)
             return ret;
     }
-    be_rates(r, (double)size * (double)jobs, am_now_ns() - t0, be_cpu_ns() - c0);
+    be_rates(r, (double)size * (double)jobs, am_now_ns() - t0, bench_cpu_ns(x->load) - c0);
     r->out_bytes = x->last_produced;
     return x->failed ? -EIO : 0;
-}
-
-static int be_cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double be_median(double *v, unsigned n)
-{
-    qsort(v, n, sizeof(*v), be_cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 struct be_summary {
     double raw_mb_s, engine_mb_s, ratio, ratio_min, ratio_max;
     double raw_cpu_mb_s, engine_cpu_mb_s, cpu_ratio;
+    struct bench_spread raw_job_us, engine_job_us; /* wall clock per job, over the rounds */
     uint64_t raw_out, engine_out;
 };
 
@@ -344,16 +341,21 @@ static void be_print(const struct be_opts *o, uint32_t size, uint64_t jobs, cons
                "\"raw_mb_s\":%.1f,\"engine_mb_s\":%.1f,\"ratio\":%.3f,"
                "\"ratio_min\":%.3f,\"ratio_max\":%.3f,"
                "\"raw_cpu_mb_s\":%.1f,\"engine_cpu_mb_s\":%.1f,\"cpu_ratio\":%.3f,"
-               "\"raw_out_bytes\":%llu,\"engine_out_bytes\":%llu}\n",
+               "\"raw_job_us_p50\":%.1f,\"raw_job_us_p99\":%.1f,\"raw_job_us_max\":%.1f,"
+               "\"engine_job_us_p50\":%.1f,\"engine_job_us_p99\":%.1f,\"engine_job_us_max\":%.1f,"
+               "\"raw_out_bytes\":%llu,\"engine_out_bytes\":%llu,\"load_threads\":%u}\n",
                size, (unsigned long long)jobs, o->depth, o->workers, o->rounds,
                o->poll ? "poll" : "irq", m->raw_mb_s, m->engine_mb_s, m->ratio, m->ratio_min,
                m->ratio_max, m->raw_cpu_mb_s, m->engine_cpu_mb_s, m->cpu_ratio,
-               (unsigned long long)m->raw_out, (unsigned long long)m->engine_out);
+               m->raw_job_us.p50, m->raw_job_us.p99, m->raw_job_us.max, m->engine_job_us.p50,
+               m->engine_job_us.p99, m->engine_job_us.max, (unsigned long long)m->raw_out,
+               (unsigned long long)m->engine_out, o->load);
     } else {
         printf("%8u B x %-6llu raw %7.1f MB/s  engine %7.1f MB/s  ratio %.3f (%.3f..%.3f)  "
-               "per CPU-s: raw %.1f engine %.1f ratio %.3f\n",
+               "per CPU-s: raw %.1f engine %.1f ratio %.3f  engine job us p50 %.1f p99 %.1f max %.1f\n",
                size, (unsigned long long)jobs, m->raw_mb_s, m->engine_mb_s, m->ratio, m->ratio_min,
-               m->ratio_max, m->raw_cpu_mb_s, m->engine_cpu_mb_s, m->cpu_ratio);
+               m->ratio_max, m->raw_cpu_mb_s, m->engine_cpu_mb_s, m->cpu_ratio,
+               m->engine_job_us.p50, m->engine_job_us.p99, m->engine_job_us.max);
     }
     fflush(stdout);
 }
@@ -363,6 +365,7 @@ static int be_measure(struct be_ctx *x, uint32_t size, uint64_t jobs, struct be_
 {
     double raw[BE_MAX_ROUNDS], eng[BE_MAX_ROUNDS], ratio[BE_MAX_ROUNDS];
     double rawc[BE_MAX_ROUNDS], engc[BE_MAX_ROUNDS], cratio[BE_MAX_ROUNDS];
+    double rawj[BE_MAX_ROUNDS], engj[BE_MAX_ROUNDS];
     unsigned n = x->o->rounds;
     int ret = 0;
 
@@ -379,19 +382,23 @@ static int be_measure(struct be_ctx *x, uint32_t size, uint64_t jobs, struct be_
         rawc[k] = a.cpu_mb_s;
         engc[k] = b.cpu_mb_s;
         cratio[k] = a.cpu_mb_s > 0 ? b.cpu_mb_s / a.cpu_mb_s : 0.0;
+        rawj[k] = a.mb_s > 0 ? (double)size / a.mb_s : 0.0; /* bytes / (bytes/us) */
+        engj[k] = b.mb_s > 0 ? (double)size / b.mb_s : 0.0;
         m->raw_out = a.out_bytes;
         m->engine_out = b.out_bytes;
     }
     if (ret)
         return ret;
-    m->raw_mb_s = be_median(raw, n);
-    m->engine_mb_s = be_median(eng, n);
-    m->ratio = be_median(ratio, n); /* sorts ratio[] */
+    m->raw_mb_s = bench_median(raw, n);
+    m->engine_mb_s = bench_median(eng, n);
+    m->ratio = bench_median(ratio, n); /* sorts ratio[] */
     m->ratio_min = ratio[0];
     m->ratio_max = ratio[n - 1];
-    m->raw_cpu_mb_s = be_median(rawc, n);
-    m->engine_cpu_mb_s = be_median(engc, n);
-    m->cpu_ratio = be_median(cratio, n);
+    m->raw_cpu_mb_s = bench_median(rawc, n);
+    m->engine_cpu_mb_s = bench_median(engc, n);
+    m->cpu_ratio = bench_median(cratio, n);
+    bench_spread(rawj, n, &m->raw_job_us);
+    bench_spread(engj, n, &m->engine_job_us);
     return 0;
 }
 
@@ -399,6 +406,7 @@ int bench_engine(int argc, char **argv)
 {
     struct be_opts o;
     struct be_ctx x;
+    struct bench_load *load;
     uint32_t max_size = 0;
     int ret;
 
@@ -407,17 +415,20 @@ int bench_engine(int argc, char **argv)
         return ret > 0 ? 0 : 2;
     for (unsigned i = 0; i < o.nsizes; i++)
         max_size = AM_MAX(max_size, o.sizes[i]);
-    ret = be_ctx_create(&x, &o, max_size);
+    if (bench_load_create("engine", o.load, &load))
+        return 2;
+    ret = be_ctx_create(&x, &o, load, max_size);
     if (ret) {
         fprintf(stderr, "accmig bench engine: setup failed: %s\n", strerror(-ret));
         be_ctx_destroy(&x);
+        bench_load_destroy(load);
         return 2;
     }
     workload_data_fill(be_host(&x, x.in_gpa), max_size, WORKLOAD_DATA_TEXT, BE_SEED);
     guest_ram_mark_dirty(vm_ram_guest(x.ram), x.in_gpa, max_size);
     if (!o.json)
-        printf("accmig bench engine: one queue, depth %u, %u device worker(s), %s, text-like input\n",
-               o.depth, o.workers, o.poll ? "polling" : "MSI-driven");
+        printf("accmig bench engine: one queue, depth %u, %u device worker(s), %s, text-like input, "
+               "%u load thread(s)\n", o.depth, o.workers, o.poll ? "polling" : "MSI-driven", o.load);
 
     for (unsigned i = 0; i < o.nsizes && ret == 0; i++) {
         uint32_t size = o.sizes[i];
@@ -439,5 +450,6 @@ int bench_engine(int argc, char **argv)
     if (ret)
         fprintf(stderr, "accmig bench engine: run failed: %s\n", strerror(-ret));
     be_ctx_destroy(&x);
+    bench_load_destroy(load);
     return ret ? 1 : 0;
 }

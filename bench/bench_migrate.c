@@ -21,8 +21,14 @@
  * queues with no job in flight (idle). At the end every job must have
  * completed exactly once with a good status (else exit 1).
  *
- * Output: one JSON line per configuration (hw, qps, load).
+ * With --load N, N CPU-bound threads (bench.h) spin from before the first
+ * migration of the run to after its last: idle baseline and busy runs alike
+ * are on a loaded host.
+ *
+ * Output: one JSON line per configuration (hw, qps, load), each with
+ * "load_threads"; every time is given as p50, p99 and max.
  */
+#include "bench.h"
 #include "bench_migrate.h"
 #include "bench_vm.h"
 
@@ -56,6 +62,7 @@ struct bm_opts {
     unsigned interval_us;
     unsigned workers;
     uint64_t seed;
+    unsigned load; /* CPU-bound threads beside the run (--load) */
 };
 
 static void bm_usage(FILE *f)
@@ -75,6 +82,8 @@ static void bm_usage(FILE *f)
             "  --interval-us N  device run time between migrations (default 5000)\n"
             "  --workers N      device job worker threads (default 2)\n"
             "  --seed N         job size sequence (default 1)\n"
+            "  --load N         N CPU-bound threads spin for the whole run, baseline\n"
+            "                   included (0..64, default 0)\n"
             "  --json           accepted; JSON lines are the only output\n"
             "  --ram SIZE       whole-VM migration over TCP instead (another benchmark)\n");
 }
@@ -121,7 +130,7 @@ static int bm_parse_hw(const char *s, struct bm_opts *o)
 /* 0 ok, 1 help printed, -EINVAL bad usage (already reported). */
 static int bm_parse(int argc, char **argv, struct bm_opts *o)
 {
-    enum { O_MIG = 1, O_QPS, O_HW, O_MIN, O_MAX, O_DEPTH, O_INTERVAL, O_WORKERS, O_SEED, O_JSON, O_HELP };
+    enum { O_MIG = 1, O_QPS, O_HW, O_MIN, O_MAX, O_DEPTH, O_INTERVAL, O_WORKERS, O_SEED, O_LOAD, O_JSON, O_HELP };
     static const struct option lo[] = {
         {"migrations", required_argument, NULL, O_MIG},
         {"qps", required_argument, NULL, O_QPS},
@@ -132,6 +141,7 @@ static int bm_parse(int argc, char **argv, struct bm_opts *o)
         {"interval-us", required_argument, NULL, O_INTERVAL},
         {"workers", required_argument, NULL, O_WORKERS},
         {"seed", required_argument, NULL, O_SEED},
+        {"load", required_argument, NULL, O_LOAD},
         {"json", no_argument, NULL, O_JSON},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
@@ -180,6 +190,10 @@ static int bm_parse(int argc, char **argv, struct bm_opts *o)
             o->workers = (unsigned)v;
             break;
         case O_SEED: bad = am_parse_u64(optarg, UINT64_MAX, &o->seed) != 0; break;
+        case O_LOAD:
+            if (bench_load_parse("migrate", optarg, &o->load))
+                return -EINVAL;
+            break;
         case O_JSON: break;
         case O_HELP: bm_usage(stdout); return 1;
         default:
@@ -379,23 +393,8 @@ static void bm_samples_add(struct bm_samples *s, const struct vmm_mig_stats *st,
     s->exec_sum += g->executing_at_pause;
 }
 
-static int bm_cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile; sorts v. */
-static double bm_pct(double *v, unsigned n, unsigned p)
-{
-    unsigned rank = (unsigned)(((uint64_t)p * n + 99) / 100);
-
-    qsort(v, n, sizeof(*v), bm_cmp_double);
-    return v[rank > 0 ? rank - 1 : 0];
-}
-
 struct bm_result {
-    double p50, p99, max, sum50, sum99, q50, q99, s50, s99, r50, r99, u50, u99, g50, g99;
+    struct bench_spread down, sum, q, s, r, u, g;
     uint64_t state_min, state_max;
     unsigned busy_min;
     double busy_mean, exec_mean;
@@ -408,21 +407,13 @@ static void bm_summarise(struct bm_samples *s, struct bm_result *r)
 {
     unsigned n = s->n;
 
-    r->p50 = bm_pct(s->stop_to_run, n, 50);
-    r->p99 = bm_pct(s->stop_to_run, n, 99);
-    r->max = s->stop_to_run[n - 1];
-    r->sum50 = bm_pct(s->sum, n, 50);
-    r->sum99 = bm_pct(s->sum, n, 99);
-    r->q50 = bm_pct(s->quiesce, n, 50);
-    r->q99 = bm_pct(s->quiesce, n, 99);
-    r->s50 = bm_pct(s->save, n, 50);
-    r->s99 = bm_pct(s->save, n, 99);
-    r->r50 = bm_pct(s->restore, n, 50);
-    r->r99 = bm_pct(s->restore, n, 99);
-    r->u50 = bm_pct(s->resume, n, 50);
-    r->u99 = bm_pct(s->resume, n, 99);
-    r->g50 = bm_pct(s->guest, n, 50);
-    r->g99 = bm_pct(s->guest, n, 99);
+    bench_spread(s->stop_to_run, n, &r->down);
+    bench_spread(s->sum, n, &r->sum);
+    bench_spread(s->quiesce, n, &r->q);
+    bench_spread(s->save, n, &r->s);
+    bench_spread(s->restore, n, &r->r);
+    bench_spread(s->resume, n, &r->u);
+    bench_spread(s->guest, n, &r->g);
     r->state_min = s->state_min;
     r->state_max = s->state_max;
     r->busy_min = s->busy_min;
@@ -557,41 +548,52 @@ static int bm_run(const struct bm_opts *o, enum mig_hw_mode hw, unsigned qps, bo
     return ret;
 }
 
+/* One time as "<name>_p50_us","<name>_p99_us","<name>_max_us". */
+static void bm_print_spread(const char *name, const struct bench_spread *v)
+{
+    printf(",\"%s_p50_us\":%.1f,\"%s_p99_us\":%.1f,\"%s_max_us\":%.1f", name, v->p50, name,
+           v->p99, name, v->max);
+}
+
 static void bm_print(const struct bm_opts *o, enum mig_hw_mode hw, unsigned qps, bool busy,
                      const struct bm_result *r, const struct bm_result *idle)
 {
     printf("{\"bench\":\"migrate\",\"hw\":\"%s\",\"qps\":%u,\"vf_qps\":%u,\"load\":\"%s\","
-           "\"migrations\":%u,\"failed_migrations\":%u,\"min_size\":%u,\"max_size\":%u,"
-           "\"depth\":%u,\"interval_us\":%u,\"workers\":%u,"
-           "\"state_bytes\":%llu,\"state_bytes_max\":%llu,"
-           "\"downtime_p50_us\":%.1f,\"downtime_p99_us\":%.1f,\"downtime_max_us\":%.1f,"
-           "\"parts_sum_p50_us\":%.1f,\"parts_sum_p99_us\":%.1f,"
-           "\"quiesce_p50_us\":%.1f,\"quiesce_p99_us\":%.1f,\"save_p50_us\":%.1f,\"save_p99_us\":%.1f,"
-           "\"restore_p50_us\":%.1f,\"restore_p99_us\":%.1f,\"resume_p50_us\":%.1f,"
-           "\"resume_p99_us\":%.1f,\"guest_pause_p50_us\":%.1f,\"guest_pause_p99_us\":%.1f,"
-           "\"busy_qps_min\":%u,\"busy_qps_mean\":%.1f,\"executing_mean\":%.2f,"
-           "\"jobs\":%llu,\"completions\":%llu,\"bad_completions\":%llu,\"exactly_once\":%s",
-           hw == MIG_HW_V4 ? "v4" : "v3", qps, AM_MAX(qps, 2u), busy ? "busy" : "idle",
+           "\"load_threads\":%u,\"migrations\":%u,\"failed_migrations\":%u,\"min_size\":%u,"
+           "\"max_size\":%u,\"depth\":%u,\"interval_us\":%u,\"workers\":%u,"
+           "\"state_bytes\":%llu,\"state_bytes_max\":%llu",
+           hw == MIG_HW_V4 ? "v4" : "v3", qps, AM_MAX(qps, 2u), busy ? "busy" : "idle", o->load,
            o->migrations, r->failed_migrations, busy ? o->min_size : 0, busy ? o->max_size : 0,
            busy ? o->depth : 0, o->interval_us, o->workers, (unsigned long long)r->state_min,
-           (unsigned long long)r->state_max, r->p50, r->p99, r->max, r->sum50, r->sum99, r->q50,
-           r->q99, r->s50, r->s99, r->r50, r->r99, r->u50, r->u99, r->g50, r->g99, r->busy_min,
-           r->busy_mean, r->exec_mean, (unsigned long long)r->jobs,
+           (unsigned long long)r->state_max);
+    bm_print_spread("downtime", &r->down);
+    bm_print_spread("parts_sum", &r->sum);
+    bm_print_spread("quiesce", &r->q);
+    bm_print_spread("save", &r->s);
+    bm_print_spread("restore", &r->r);
+    bm_print_spread("resume", &r->u);
+    bm_print_spread("guest_pause", &r->g);
+    printf(",\"busy_qps_min\":%u,\"busy_qps_mean\":%.1f,\"executing_mean\":%.2f,"
+           "\"jobs\":%llu,\"completions\":%llu,\"bad_completions\":%llu,\"exactly_once\":%s",
+           r->busy_min, r->busy_mean, r->exec_mean, (unsigned long long)r->jobs,
            (unsigned long long)r->completions, (unsigned long long)r->bad_status,
            r->exactly_once ? "true" : "false");
     if (idle)
-        printf(",\"idle_p50_us\":%.1f,\"idle_p99_us\":%.1f,\"load_ratio_p50\":%.2f,"
-               "\"load_ratio_p99\":%.2f",
-               idle->p50, idle->p99, idle->p50 > 0 ? r->p50 / idle->p50 : 0.0,
-               idle->p99 > 0 ? r->p99 / idle->p99 : 0.0);
+        printf(",\"idle_p50_us\":%.1f,\"idle_p99_us\":%.1f,\"idle_max_us\":%.1f,"
+               "\"load_ratio_p50\":%.2f,\"load_ratio_p99\":%.2f,\"load_ratio_max\":%.2f",
+               idle->down.p50, idle->down.p99, idle->down.max,
+               idle->down.p50 > 0 ? r->down.p50 / idle->down.p50 : 0.0,
+               idle->down.p99 > 0 ? r->down.p99 / idle->down.p99 : 0.0,
+               idle->down.max > 0 ? r->down.max / idle->down.max : 0.0);
     printf(",\"state_target_met\":%s,\"downtime_target_met\":%s}\n",
-           r->state_max <= 512 ? "true" : "false", r->p99 < 1000.0 ? "true" : "false");
+           r->state_max <= 512 ? "true" : "false", r->down.p99 < 1000.0 ? "true" : "false");
     fflush(stdout);
 }
 
 int bench_migrate_main(int argc, char **argv)
 {
     struct bm_opts o;
+    struct bench_load *load;
     int ret, failed = 0;
 
     for (int i = 1; i < argc; i++) {
@@ -602,8 +604,10 @@ int bench_migrate_main(int argc, char **argv)
     ret = bm_parse(argc, argv, &o);
     if (ret)
         return ret > 0 ? 0 : 2;
-    for (unsigned h = 0; h < o.nhw; h++) {
-        for (unsigned i = 0; i < o.nqps; i++) {
+    if (bench_load_create("migrate", o.load, &load))
+        return 2;
+    for (unsigned h = 0; h < o.nhw && !ret; h++) {
+        for (unsigned i = 0; i < o.nqps && !ret; i++) {
             struct bm_result idle, busy;
 
             ret = bm_run(&o, o.hw[h], o.qps[i], false, &idle);
@@ -616,11 +620,14 @@ int bench_migrate_main(int argc, char **argv)
             if (ret) {
                 fprintf(stderr, "accmig bench migrate: %s, %u qps: %s\n",
                         o.hw[h] == MIG_HW_V4 ? "v4" : "v3", o.qps[i], strerror(-ret));
-                return ret == -ENOMEM || ret == -ENODEV || ret == -EINVAL ? 2 : 1;
+                break;
             }
             failed |= !idle.exactly_once || !busy.exactly_once || idle.failed_migrations ||
                       busy.failed_migrations;
         }
     }
+    bench_load_destroy(load);
+    if (ret)
+        return ret == -ENOMEM || ret == -ENODEV || ret == -EINVAL ? 2 : 1;
     return failed ? 1 : 0;
 }

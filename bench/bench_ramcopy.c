@@ -20,7 +20,9 @@
  * holds up when other work shares the machine. MB = 10^6 bytes.
  * --json prints one object:
  *   {"bench":"ramcopy","size":..,"rounds":..,"raw_mb_s":..,"vmstream_mb_s":..,
- *    "ratio":..,"final_mb_s":..,"ratio_final":..,"wire_bytes":..}
+ *    "ratio":..,"final_mb_s":..,"ratio_final":..,"wire_bytes":..,"load_threads":..}
+ * With --load N, N CPU-bound threads (bench.h) spin from before the first
+ * round to after the last, raw copies and vmstream alike.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -31,6 +33,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "bench_ram.h"
 #include "common/common.h"
 #include "vmm/net.h"
@@ -46,6 +49,7 @@ struct rc_opts {
     uint64_t size;
     unsigned rounds;
     int json;
+    unsigned load; /* CPU-bound threads beside the run (--load) */
 };
 
 enum rc_mode { RC_RAW, RC_VMSTREAM, RC_FINAL };
@@ -70,6 +74,7 @@ static void rc_usage(FILE *f)
             "  vmstream guest RAM transfer vs a raw TCP copy of the same bytes, loopback TCP.\n"
             "  --size BYTES   guest RAM to move (default 256M, K/M/G suffixes, at most 8G)\n"
             "  --rounds N     raw/vmstream alternations, best of each reported (default 5)\n"
+            "  --load N       N CPU-bound threads spin for the whole run (0..64, default 0)\n"
             "  --json         one JSON object instead of text\n");
 }
 
@@ -78,7 +83,7 @@ static int rc_parse(int argc, char **argv, struct rc_opts *o)
     static const struct option longopts[] = {
         {"size", required_argument, NULL, 's'}, {"rounds", required_argument, NULL, 'r'},
         {"json", no_argument, NULL, 'j'},       {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"load", required_argument, NULL, 'l'}, {NULL, 0, NULL, 0},
     };
     uint64_t v;
     int c;
@@ -105,6 +110,10 @@ static int rc_parse(int argc, char **argv, struct rc_opts *o)
             break;
         case 'j':
             o->json = 1;
+            break;
+        case 'l':
+            if (bench_load_parse("ramcopy", optarg, &o->load))
+                return 2;
             break;
         case 'h':
             rc_usage(stdout);
@@ -264,19 +273,6 @@ static int rc_measure(enum rc_mode mode, uint64_t chunk, struct vm_ram *src, str
     return 0;
 }
 
-static int rc_cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return (x > y) - (x < y);
-}
-
-static double rc_median(double *v, unsigned n)
-{
-    qsort(v, n, sizeof(*v), rc_cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 static void rc_fill(struct vm_ram *ram)
 {
     uint64_t *w = (uint64_t *)(void *)vm_ram_host(ram), x = 0x2545f4914f6cdd1dull;
@@ -295,11 +291,14 @@ int bench_ram_copy_main(int argc, char **argv)
     uint64_t *all = NULL, *none = NULL, wire = 0, w = 0;
     double best[3] = {0, 0, 0}, ratio[2][RC_MAX_ROUNDS], v, round_raw;
     struct rc_opts o;
+    struct bench_load *load = NULL;
     int ret;
 
     ret = rc_parse(argc, argv, &o);
     if (ret != 0)
         return ret == 1 ? 0 : ret;
+    if (bench_load_create("ramcopy", o.load, &load) != 0)
+        return 2;
     if (vm_ram_create(o.size, &src) != 0 || vm_ram_create(o.size, &dst) != 0) {
         fprintf(stderr, "accmig bench ramcopy: cannot create %llu bytes of RAM twice\n",
                 (unsigned long long)o.size);
@@ -349,14 +348,14 @@ int bench_ram_copy_main(int argc, char **argv)
             goto out;
         }
     }
-    ratio[0][0] = rc_median(ratio[0], o.rounds);
-    ratio[1][0] = rc_median(ratio[1], o.rounds);
+    ratio[0][0] = bench_median(ratio[0], o.rounds);
+    ratio[1][0] = bench_median(ratio[1], o.rounds);
     if (o.json)
         printf("{\"bench\":\"ramcopy\",\"size\":%llu,\"rounds\":%u,\"raw_mb_s\":%.1f,"
                "\"vmstream_mb_s\":%.1f,\"ratio\":%.3f,\"final_mb_s\":%.1f,\"ratio_final\":%.3f,"
-               "\"wire_bytes\":%llu}\n",
+               "\"wire_bytes\":%llu,\"load_threads\":%u}\n",
                (unsigned long long)o.size, o.rounds, best[RC_RAW], best[RC_VMSTREAM],
-               ratio[0][0], best[RC_FINAL], ratio[1][0], (unsigned long long)wire);
+               ratio[0][0], best[RC_FINAL], ratio[1][0], (unsigned long long)wire, o.load);
     else
         printf("ramcopy %llu bytes over loopback TCP, best of %u rounds (ratio: median of "
                "the rounds):\n"
@@ -368,6 +367,7 @@ int bench_ram_copy_main(int argc, char **argv)
                ratio[0][0], best[RC_FINAL], ratio[1][0], (unsigned long long)wire, 100.0 * ((double)wire - (double)o.size) / (double)o.size);
     ret = 0;
 out:
+    bench_load_destroy(load);
     free(all);
     free(none);
     vm_ram_destroy(src);

@@ -31,7 +31,13 @@
  *    "iterations":..,"rounds":..,"vfu_us":..,"bare_us":..,"ratio":..,
  *    "ratio_min":..,"ratio_max":..,"best_ratio":..,"vfu_cpu_us":..,
  *    "bare_cpu_us":..,"cpu_ratio":..}
- * vfu_us / bare_us (and the _cpu_ ones) are the medians of each side.
+ * vfu_us / bare_us (and the _cpu_ ones) are the medians of each side;
+ * vfu_us_p50/_p99/_max and bare_us_p50/_p99/_max the spread of the rounds'
+ * times per round trip (nearest rank).
+ * With --load N, N CPU-bound threads (bench.h) spin from before the warm-up
+ * to after the last pair: both sides of every pair run on the same loaded
+ * host; their CPU is left out of the _cpu_ figures; every line carries
+ * "load_threads".
  */
 #include <errno.h>
 #include <getopt.h>
@@ -68,6 +74,7 @@ struct bv_opts {
     uint64_t iterations;
     unsigned rounds;
     int json;
+    unsigned load; /* CPU-bound threads beside the run (--load) */
 };
 
 struct bv_case {
@@ -84,23 +91,26 @@ static const struct bv_case bv_cases[] = {
 
 static void bv_usage(FILE *f)
 {
-    fprintf(f, "usage: accmig bench vfu [--iterations N] [--rounds N] [--json]\n"
+    fprintf(f, "usage: accmig bench vfu [--iterations N] [--rounds N] [--load N] [--json]\n"
                "  vfio-user round trips (8-byte doorbell write, 4 KiB region read) against a\n"
                "  bare UNIX socket ping-pong of the same sizes in the same run, and a 4 KiB\n"
                "  ZIP job through the guest driver over vfio-user against the same job over\n"
                "  the in-process transport.\n"
                "  --iterations N   round trips per measurement (default 2000)\n"
                "  --rounds N       vfu/bare pairs, the median pair reported (default 31)\n"
+               "  --load N         N CPU-bound threads spin for the whole run, both sides of\n"
+               "                   every pair (0..64, default 0)\n"
                "  --json           one JSON object per case\n");
 }
 
 static int bv_parse(int argc, char **argv, struct bv_opts *o)
 {
-    enum { O_ITER = 1, O_ROUNDS, O_JSON, O_HELP };
+    enum { O_ITER = 1, O_ROUNDS, O_JSON, O_LOAD, O_HELP };
     static const struct option lo[] = {
         {"iterations", required_argument, NULL, O_ITER},
         {"rounds", required_argument, NULL, O_ROUNDS},
         {"json", no_argument, NULL, O_JSON},
+        {"load", required_argument, NULL, O_LOAD},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -110,6 +120,7 @@ static int bv_parse(int argc, char **argv, struct bv_opts *o)
     o->iterations = 2000;
     o->rounds = 31;
     o->json = 0;
+    o->load = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
@@ -125,6 +136,10 @@ static int bv_parse(int argc, char **argv, struct bv_opts *o)
             break;
         case O_JSON:
             o->json = 1;
+            break;
+        case O_LOAD:
+            if (bench_load_parse("vfu", optarg, &o->load))
+                return -EINVAL;
             break;
         case O_HELP:
             bv_usage(stdout);
@@ -197,17 +212,12 @@ struct bv_sample {
     double ns, cpu_ns;
 };
 
-static uint64_t bv_cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* One side of a pair: n round trips (or jobs) measured into *out. */
+/* One side of a pair: n round trips (or jobs) measured into *out; the CPU
+ * of `load`'s threads is left out of out->cpu_ns. */
 struct bv_side {
-    int (*run)(void *ctx, uint64_t n, struct bv_sample *out);
+    int (*run)(void *ctx, const struct bench_load *load, uint64_t n, struct bv_sample *out);
     void *ctx;
+    const struct bench_load *load;
 };
 
 /* Round trips of one case over one vfio-user client. */
@@ -217,7 +227,8 @@ struct bv_rt {
 };
 
 /* n round trips of case i over vfio-user. */
-static int bv_vfu_run(void *ctx, uint64_t n, struct bv_sample *out)
+static int bv_vfu_run(void *ctx, const struct bench_load *load, uint64_t n,
+                      struct bv_sample *out)
 {
     struct vfu_client *c = ((struct bv_rt *)ctx)->c;
     unsigned i = ((struct bv_rt *)ctx)->i;
@@ -225,7 +236,7 @@ static int bv_vfu_run(void *ctx, uint64_t n, struct bv_sample *out)
      * dropped by the device, so the round trip is the whole cost. */
     uint64_t db = qm_db_value(0, QM_DB_CMD_SQ, (uint16_t)QM_SQ_DEPTH, 0);
     uint8_t buf[4096];
-    uint64_t c0 = bv_cpu_ns(), t0 = am_now_ns();
+    uint64_t c0 = bench_cpu_ns(load), t0 = am_now_ns();
 
     for (uint64_t k = 0; k < n; k++) {
         int ret = i == 0 ? vfu_client_region_write(c, VFU_REGION_BAR2, QM_DB_SQCQ, &db, sizeof(db))
@@ -234,7 +245,7 @@ static int bv_vfu_run(void *ctx, uint64_t n, struct bv_sample *out)
             return ret;
     }
     out->ns = (double)(am_now_ns() - t0) / (double)n;
-    out->cpu_ns = (double)(bv_cpu_ns() - c0) / (double)n;
+    out->cpu_ns = (double)(bench_cpu_ns(load) - c0) / (double)n;
     return 0;
 }
 
@@ -297,11 +308,12 @@ static void bv_bare_close(struct bv_bare *b)
     close(b->sv[1]);
 }
 
-static int bv_bare_run(void *ctx, uint64_t n, struct bv_sample *out)
+static int bv_bare_run(void *ctx, const struct bench_load *load, uint64_t n,
+                       struct bv_sample *out)
 {
     struct bv_bare *b = ctx;
     uint8_t buf[8192] = {0};
-    uint64_t c0 = bv_cpu_ns(), t0 = am_now_ns();
+    uint64_t c0 = bench_cpu_ns(load), t0 = am_now_ns();
     int ret = 0;
 
     for (uint64_t k = 0; k < n && !ret; k++) {
@@ -310,28 +322,16 @@ static int bv_bare_run(void *ctx, uint64_t n, struct bv_sample *out)
             ret = bv_full_io(b->sv[0], buf, b->rep, false);
     }
     out->ns = (double)(am_now_ns() - t0) / (double)n;
-    out->cpu_ns = (double)(bv_cpu_ns() - c0) / (double)n;
+    out->cpu_ns = (double)(bench_cpu_ns(load) - c0) / (double)n;
     return ret;
 }
 
 /* ---- pairs and medians ---- */
 
-static int bv_cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Sorts v. */
-static double bv_median(double *v, unsigned n)
-{
-    qsort(v, n, sizeof(*v), bv_cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 struct bv_summary {
     double vfu_ns, bare_ns, ratio, ratio_min, ratio_max, best_ratio;
     double vfu_cpu_ns, bare_cpu_ns, cpu_ratio;
+    struct bench_spread vfu, bare; /* ns per round trip, over the rounds */
 };
 
 static int bv_measure(const struct bv_opts *o, const struct bv_side *vs, const struct bv_side *bs,
@@ -345,18 +345,18 @@ static int bv_measure(const struct bv_opts *o, const struct bv_side *vs, const s
     int ret;
 
     /* Warm both paths (caches, the server's buffers, the scheduler). */
-    ret = vs->run(vs->ctx, BV_WARMUP, &v);
+    ret = vs->run(vs->ctx, vs->load, BV_WARMUP, &v);
     if (!ret)
-        ret = bs->run(bs->ctx, BV_WARMUP, &b);
+        ret = bs->run(bs->ctx, bs->load, BV_WARMUP, &b);
     for (unsigned r = 0; r < n && !ret; r++) {
         if (r % 2 == 0) {
-            ret = vs->run(vs->ctx, o->iterations, &v);
+            ret = vs->run(vs->ctx, vs->load, o->iterations, &v);
             if (!ret)
-                ret = bs->run(bs->ctx, o->iterations, &b);
+                ret = bs->run(bs->ctx, bs->load, o->iterations, &b);
         } else {
-            ret = bs->run(bs->ctx, o->iterations, &b);
+            ret = bs->run(bs->ctx, bs->load, o->iterations, &b);
             if (!ret)
-                ret = vs->run(vs->ctx, o->iterations, &v);
+                ret = vs->run(vs->ctx, vs->load, o->iterations, &v);
         }
         if (ret)
             break;
@@ -371,25 +371,27 @@ static int bv_measure(const struct bv_opts *o, const struct bv_side *vs, const s
     }
     if (ret)
         return ret;
-    m->vfu_ns = bv_median(vfu, n);
-    m->bare_ns = bv_median(bare, n);
-    m->ratio = bv_median(ratio, n); /* sorts ratio[] */
+    m->vfu_ns = bench_median(vfu, n); /* sorts vfu[] */
+    m->bare_ns = bench_median(bare, n);
+    bench_spread(vfu, n, &m->vfu);
+    bench_spread(bare, n, &m->bare);
+    m->ratio = bench_median(ratio, n); /* sorts ratio[] */
     m->ratio_min = ratio[0];
     m->ratio_max = ratio[n - 1];
     m->best_ratio = best_vfu / best_bare;
-    m->vfu_cpu_ns = bv_median(vfu_cpu, n);
-    m->bare_cpu_ns = bv_median(bare_cpu, n);
-    m->cpu_ratio = bv_median(cpu_ratio, n);
+    m->vfu_cpu_ns = bench_median(vfu_cpu, n);
+    m->bare_cpu_ns = bench_median(bare_cpu, n);
+    m->cpu_ratio = bench_median(cpu_ratio, n);
     return 0;
 }
 
 /* Case i of bv_cases over client c against its bare ping-pong. */
-static int bv_rt_measure(const struct bv_opts *o, struct vfu_client *c, unsigned i,
-                         struct bv_summary *m)
+static int bv_rt_measure(const struct bv_opts *o, const struct bench_load *load,
+                         struct vfu_client *c, unsigned i, struct bv_summary *m)
 {
     struct bv_rt rt = {c, i};
     struct bv_bare bb;
-    struct bv_side vs = {bv_vfu_run, &rt}, bs = {bv_bare_run, &bb};
+    struct bv_side vs = {bv_vfu_run, &rt, load}, bs = {bv_bare_run, &bb, load};
     int ret = bv_bare_open(&bb, &bv_cases[i]);
 
     if (ret)
@@ -464,10 +466,11 @@ static void bv_job_stop(struct bv_job *j)
 
 /* n jobs, one at a time: submit, then the driver's interrupt path (MSI
  * wait, poll) until the completion is delivered. */
-static int bv_job_run(void *ctx, uint64_t n, struct bv_sample *out)
+static int bv_job_run(void *ctx, const struct bench_load *load, uint64_t n,
+                      struct bv_sample *out)
 {
     struct bv_job *j = ctx;
-    uint64_t c0 = bv_cpu_ns(), t0 = am_now_ns();
+    uint64_t c0 = bench_cpu_ns(load), t0 = am_now_ns();
 
     for (uint64_t k = 0; k < n; k++) {
         struct guest_zip_req q = {
@@ -501,7 +504,7 @@ static int bv_job_run(void *ctx, uint64_t n, struct bv_sample *out)
             return -EIO;
     }
     out->ns = (double)(am_now_ns() - t0) / (double)n;
-    out->cpu_ns = (double)(bv_cpu_ns() - c0) / (double)n;
+    out->cpu_ns = (double)(bench_cpu_ns(load) - c0) / (double)n;
     return 0;
 }
 
@@ -511,29 +514,34 @@ static void bv_print(const struct bv_opts *o, const struct bv_case *bc, const st
         printf("{\"bench\":\"vfu\",\"case\":\"%s\",\"req_bytes\":%zu,\"rep_bytes\":%zu,"
                "\"iterations\":%llu,\"rounds\":%u,\"vfu_us\":%.3f,\"bare_us\":%.3f,"
                "\"ratio\":%.2f,\"ratio_min\":%.2f,\"ratio_max\":%.2f,\"best_ratio\":%.2f,"
-               "\"vfu_cpu_us\":%.3f,\"bare_cpu_us\":%.3f,\"cpu_ratio\":%.2f}\n",
+               "\"vfu_cpu_us\":%.3f,\"bare_cpu_us\":%.3f,\"cpu_ratio\":%.2f,"
+               "\"vfu_us_p50\":%.3f,\"vfu_us_p99\":%.3f,\"vfu_us_max\":%.3f,"
+               "\"bare_us_p50\":%.3f,\"bare_us_p99\":%.3f,\"bare_us_max\":%.3f,"
+               "\"load_threads\":%u}\n",
                bc->name, bc->req_bytes, bc->rep_bytes, (unsigned long long)o->iterations,
                o->rounds, m->vfu_ns / 1000.0, m->bare_ns / 1000.0, m->ratio, m->ratio_min,
                m->ratio_max, m->best_ratio, m->vfu_cpu_ns / 1000.0, m->bare_cpu_ns / 1000.0,
-               m->cpu_ratio);
+               m->cpu_ratio, m->vfu.p50 / 1000.0, m->vfu.p99 / 1000.0, m->vfu.max / 1000.0,
+               m->bare.p50 / 1000.0, m->bare.p99 / 1000.0, m->bare.max / 1000.0, o->load);
     else
         printf("  %-8s %5zu B -> %5zu B   vfio-user %7.2f us   bare %7.2f us   ratio %.2f "
-               "(%.2f..%.2f, best %.2f)   CPU ratio %.2f\n",
+               "(%.2f..%.2f, best %.2f)   CPU ratio %.2f   vfio-user p99 %.2f max %.2f us\n",
                bc->name, bc->req_bytes, bc->rep_bytes, m->vfu_ns / 1000.0, m->bare_ns / 1000.0,
-               m->ratio, m->ratio_min, m->ratio_max, m->best_ratio, m->cpu_ratio);
+               m->ratio, m->ratio_min, m->ratio_max, m->best_ratio, m->cpu_ratio,
+               m->vfu.p99 / 1000.0, m->vfu.max / 1000.0);
     fflush(stdout);
 }
 
 /* job4k: a guest on VF BV_JOB_VF of the server against a guest on the
  * same VF of an in-process device of the same shape. Fills *produced with
  * the compressed size of the job. */
-static int bv_job_measure(const struct bv_opts *o, struct bv_server *s, struct bv_summary *m,
-                          uint32_t *produced)
+static int bv_job_measure(const struct bv_opts *o, const struct bench_load *load,
+                          struct bv_server *s, struct bv_summary *m, uint32_t *produced)
 {
     struct bv_job jv = {0}, jb = {0};
     struct vmm_inproc_host h = {0};
     struct vfu_client *c = NULL;
-    struct bv_side vs = {bv_job_run, &jv}, bs = {bv_job_run, &jb};
+    struct bv_side vs = {bv_job_run, &jv, load}, bs = {bv_job_run, &jb, load};
     struct qm_dev_config cfg;
     struct vf_io io;
     int ret = bv_job_ram_create(&jv);
@@ -577,27 +585,32 @@ int bench_vfu(int argc, char **argv)
     struct bv_opts o;
     struct bv_server s;
     struct vfu_client *c;
+    struct bench_load *load;
     int ret = bv_parse(argc, argv, &o);
 
     if (ret)
         return ret > 0 ? 0 : 2;
+    if (bench_load_create("vfu", o.load, &load))
+        return 2;
     ret = bv_server_start(&s);
     if (ret) {
         fprintf(stderr, "accmig bench vfu: cannot start the server: %s\n", strerror(-ret));
+        bench_load_destroy(load);
         return 2;
     }
     ret = vfu_client_connect(vfu_server_socket_path(s.srv, 0), NULL, &c);
     if (ret) {
         fprintf(stderr, "accmig bench vfu: cannot connect: %s\n", strerror(-ret));
         bv_server_stop(&s);
+        bench_load_destroy(load);
         return 2;
     }
     if (!o.json)
         printf("vfio-user round trips vs a bare UNIX socket ping-pong (median of %u pairs x "
-               "%llu)\n", o.rounds, (unsigned long long)o.iterations);
+               "%llu, %u load thread(s))\n", o.rounds, (unsigned long long)o.iterations, o.load);
     for (unsigned i = 0; i < AM_ARRAY_SIZE(bv_cases) && !ret; i++) {
         struct bv_summary m;
-        ret = bv_rt_measure(&o, c, i, &m);
+        ret = bv_rt_measure(&o, load, c, i, &m);
         if (!ret)
             bv_print(&o, &bv_cases[i], &m);
     }
@@ -605,7 +618,7 @@ int bench_vfu(int argc, char **argv)
         struct bv_summary m;
         uint32_t produced = 0;
 
-        ret = bv_job_measure(&o, &s, &m, &produced);
+        ret = bv_job_measure(&o, load, &s, &m, &produced);
         if (!ret) {
             struct bv_case job = {"job4k", BV_JOB_BYTES, produced};
             bv_print(&o, &job, &m);
@@ -613,6 +626,7 @@ int bench_vfu(int argc, char **argv)
     }
     vfu_client_destroy(c);
     bv_server_stop(&s);
+    bench_load_destroy(load);
     if (ret) {
         fprintf(stderr, "accmig bench vfu: a round trip or job failed: %s\n", strerror(-ret));
         return 1;
