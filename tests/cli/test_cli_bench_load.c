@@ -1,0 +1,197 @@
+/* `accmig bench <name> --load N`: a bad N is refused with a message naming
+ * --load and exit status 2, for every benchmark that takes it; a tiny run
+ * with --load 1 --json prints "load_threads":1 on every JSON line, and each
+ * time it gives as p50/p99/max is ordered. argv[1] is the accmig binary. No
+ * timing thresholds: the runs are far too short to mean anything. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "../vmm/vm_proc_util.h"
+
+static const char *g_exe;
+
+static int setup(void **state)
+{
+    struct pt *t = calloc(1, sizeof(*t));
+
+    if (!t)
+        return -1;
+    pt_init(t, g_exe);
+    *state = t;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct pt *t = *state;
+
+    pt_cleanup(t);
+    free(t);
+    return 0;
+}
+
+/* The child's whole log (stdout and stderr); the caller frees it. */
+static char *read_log(struct pt *t, const char *name)
+{
+    char path[200];
+    char *buf = calloc(1, 1 << 20);
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s.log", t->dir, name);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    assert_non_null(buf);
+    if (fread(buf, 1, (1 << 20) - 1, f) == 0)
+        buf[0] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* Runs accmig args with TMPDIR in the test's directory; its exit status. */
+static int run(struct pt *t, const char *name, const char *const *args)
+{
+    setenv("TMPDIR", t->dir, 1);
+    pt_spawn(t, name, NULL, args);
+    unsetenv("TMPDIR");
+    return pt_wait(t, name, PT_EXIT_MS * 4);
+}
+
+static const char *const benches[] = {"migrate", "engine", "vfu", "ramcopy"};
+
+static void test_a_bad_load_is_refused_by_every_benchmark_with_a_clear_message(void **state)
+{
+    struct pt *t = *state;
+    static const char *const bad[] = {"65", "x", "-1", "1.5", ""};
+
+    for (size_t b = 0; b < AM_ARRAY_SIZE(benches); b++) {
+        for (size_t v = 0; v < AM_ARRAY_SIZE(bad); v++) {
+            const char *args[] = {"bench", benches[b], "--load", bad[v], "--json", NULL};
+            char name[24], want[64], *log;
+
+            snprintf(name, sizeof(name), "bad%zu_%zu", b, v);
+            assert_int_equal(run(t, name, args), 2);
+            log = read_log(t, name);
+            snprintf(want, sizeof(want), "accmig bench %s: bad value '%s' for --load", benches[b],
+                     bad[v]);
+            if (!strstr(log, want) || !strstr(log, "0 to 64"))
+                fail_msg("%s --load '%s': no clear message in:\n%s", benches[b], bad[v], log);
+            assert_null(strchr(log, '{')); /* nothing was measured */
+            free(log);
+        }
+    }
+}
+
+static double num(json_object *o, const char *k)
+{
+    json_object *v = NULL;
+
+    if (!json_object_object_get_ex(o, k, &v))
+        fail_msg("no '%s' in %s", k, json_object_to_json_string(o));
+    return json_object_get_double(v);
+}
+
+/* p50 <= p99 <= max of one time, named "<stem>_p50_us" ... or "<stem>_p50". */
+static void assert_ordered(json_object *o, const char *p50, const char *p99, const char *max)
+{
+    double a = num(o, p50), b = num(o, p99), c = num(o, max);
+
+    if (!(a >= 0 && a <= b && b <= c))
+        fail_msg("%s %.1f, %s %.1f, %s %.1f out of order in %s", p50, a, p99, b, max, c,
+                 json_object_to_json_string(o));
+}
+
+/* Runs args; every JSON line must carry "load_threads":1. The number of
+ * JSON lines. */
+static unsigned check_lines(struct pt *t, const char *name, const char *const *args,
+                            const char *bench)
+{
+    char *log, *line, *save = NULL;
+    unsigned n = 0;
+    int st = run(t, name, args);
+
+    log = read_log(t, name);
+    if (st != 0)
+        fail_msg("%s exited with %d:\n%s", name, st, log);
+    for (line = strtok_r(log, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        json_object *j;
+
+        if (line[0] != '{')
+            continue;
+        j = json_tokener_parse(line);
+        if (!j)
+            fail_msg("%s: not JSON: %s", name, line);
+        assert_string_equal(pt_str(j, "bench"), bench);
+        assert_int_equal(pt_int(j, "load_threads"), 1);
+        if (strcmp(bench, "migrate") == 0) {
+            assert_ordered(j, "downtime_p50_us", "downtime_p99_us", "downtime_max_us");
+            assert_ordered(j, "quiesce_p50_us", "quiesce_p99_us", "quiesce_max_us");
+            assert_ordered(j, "resume_p50_us", "resume_p99_us", "resume_max_us");
+            assert_true(json_object_get_boolean(json_object_object_get(j, "exactly_once")));
+        } else if (strcmp(bench, "engine") == 0) {
+            assert_ordered(j, "engine_job_us_p50", "engine_job_us_p99", "engine_job_us_max");
+            assert_ordered(j, "raw_job_us_p50", "raw_job_us_p99", "raw_job_us_max");
+        } else if (strcmp(bench, "vfu") == 0) {
+            assert_ordered(j, "vfu_us_p50", "vfu_us_p99", "vfu_us_max");
+            assert_ordered(j, "bare_us_p50", "bare_us_p99", "bare_us_max");
+        }
+        json_object_put(j);
+        n++;
+    }
+    free(log);
+    return n;
+}
+
+static void test_a_tiny_loaded_migrate_run_says_load_threads_on_every_line(void **state)
+{
+    const char *args[] = {"bench", "migrate", "--migrations", "3", "--qps", "1", "--hw", "v4",
+                          "--min-size", "4K", "--max-size", "16K", "--interval-us", "100",
+                          "--load", "1", "--json", NULL};
+
+    assert_int_equal(check_lines(*state, "migrate", args, "migrate"), 2); /* idle, busy */
+}
+
+static void test_a_tiny_loaded_engine_run_says_load_threads_on_every_line(void **state)
+{
+    const char *args[] = {"bench", "engine", "--size", "4096", "--jobs", "16", "--rounds", "2",
+                          "--load", "1", "--json", NULL};
+
+    assert_int_equal(check_lines(*state, "engine", args, "engine"), 1);
+}
+
+static void test_a_tiny_loaded_vfu_run_says_load_threads_on_every_line(void **state)
+{
+    const char *args[] = {"bench", "vfu", "--iterations", "10", "--rounds", "2", "--load", "1",
+                          "--json", NULL};
+
+    assert_int_equal(check_lines(*state, "vfu", args, "vfu"), 3); /* doorbell, 4k, job4k */
+}
+
+static void test_a_tiny_loaded_ramcopy_run_says_load_threads(void **state)
+{
+    const char *args[] = {"bench", "ramcopy", "--size", "1M", "--rounds", "1", "--load", "1",
+                          "--json", NULL};
+
+    assert_int_equal(check_lines(*state, "ramcopy", args, "ramcopy"), 1);
+}
+
+int main(int argc, char **argv)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_a_bad_load_is_refused_by_every_benchmark_with_a_clear_message),
+        T(test_a_tiny_loaded_migrate_run_says_load_threads_on_every_line),
+        T(test_a_tiny_loaded_engine_run_says_load_threads_on_every_line),
+        T(test_a_tiny_loaded_vfu_run_says_load_threads_on_every_line),
+        T(test_a_tiny_loaded_ramcopy_run_says_load_threads),
+    };
+#undef T
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s PATH-TO-ACCMIG\n", argv[0]);
+        return 2;
+    }
+    g_exe = argv[1];
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
