@@ -46,19 +46,23 @@ struct srv_vf {
     bool has_thread; /* client_thread is joinable */
     pthread_t client_thread;
     /* session: set by the run thread before it starts the client thread,
-     * then the client thread's alone (it closes it); pthread_create and
-     * pthread_join order the hand-overs, so no lock. */
+     * then the client thread's alone (it closes it, and opens the next one
+     * for a handed-over client); pthread_create and pthread_join order the
+     * hand-overs, so no lock. */
     struct vfu_session *session;
-    /* conn_lock protects conn_fd and client_done (this VF only): the run
-     * thread sets them at accept, polls conn_fd for a hang-up and shuts it
-     * down at stop; the client thread closes it and sets client_done once
-     * its session has ended. Held only around those few calls (a close, a
-     * shutdown, a zero-timeout poll, a store), never across a handler, a
-     * wait or another lock: whoever waits for it waits that long at most.
-     * It is what keeps the run thread from shutting down a number that
-     * close has already given to someone else. */
+    /* conn_lock protects conn_fd, pending_fd and client_done (this VF
+     * only): the run thread sets conn_fd at accept, polls it for a hang-up,
+     * hands a reconnecting client over in pending_fd and shuts conn_fd down
+     * at stop; the client thread closes conn_fd once its session has
+     * ended, then serves pending_fd or sets client_done and ends. Held only
+     * around those few calls (a close, a shutdown, a zero-timeout poll, a
+     * store), never across a handler, a wait or another lock: whoever waits
+     * for it waits that long at most. It is what keeps the run thread from
+     * shutting down a number that close has already given to someone else,
+     * and a handed-over client from being lost. */
     pthread_mutex_t conn_lock;
     int conn_fd;
+    int pending_fd; /* a client waiting for the current session to end */
     bool client_done;
 };
 
@@ -94,76 +98,85 @@ static void srv_conn_assert_locked(struct srv_vf *sv)
     }
 }
 
-static void srv_conn_set_locked(struct srv_vf *sv, int fd)
+/* Whether the VF's current client has hung up (its thread may still be
+ * inside a handler, or ending the session). */
+static bool srv_conn_hung_up_locked(struct srv_vf *sv)
 {
+    struct pollfd p = {.fd = sv->conn_fd, .events = POLLRDHUP};
+
     srv_conn_assert_locked(sv);
-    sv->conn_fd = fd;
-    sv->client_done = false;
+    return sv->conn_fd >= 0 && poll(&p, 1, 0) == 1 &&
+           (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
-static void srv_conn_close_locked(struct srv_vf *sv)
+/* The client's session has ended: closes its connection and takes the
+ * next one, if a client connected while this one was leaving. Returns
+ * that fd (now conn_fd), or -1 after marking the thread done. */
+static int srv_conn_next_locked(struct vfu_server *s, struct srv_vf *sv)
 {
+    int fd = sv->pending_fd;
+
     srv_conn_assert_locked(sv);
     if (sv->conn_fd >= 0)
         close(sv->conn_fd);
     sv->conn_fd = -1;
-    sv->client_done = true;
+    sv->pending_fd = -1;
+    /* stop shuts down conn_fd under this lock after setting stopping:
+     * either it sees the new conn_fd, or we see stopping. */
+    if (fd >= 0 && __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE)) {
+        close(fd);
+        fd = -1;
+    }
+    if (fd < 0)
+        sv->client_done = true;
+    else
+        sv->conn_fd = fd;
+    return fd;
 }
 
-/* A client's thread: blocking reads, each message handled under its VF's
- * session lock, then the session ends (VF reset, unmapped) and the
- * connection is closed. */
-static void *srv_client_main(void *arg)
+static void srv_session_log_end(struct vfu_server *s, struct srv_vf *sv, int why)
 {
-    struct srv_vf *sv = arg;
-    struct vfu_server *s = sv->srv;
-    int why = vfu_session_serve(sv->session);
-
     if (__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE))
         am_log(AM_LOG_INFO, "vfu", "%s: detaching the client: the server stops", sv->vf->name);
     else if (why == -ECONNRESET)
         am_log(AM_LOG_INFO, "vfu", "%s: client closed the connection", sv->vf->name);
     else
         am_log(AM_LOG_GUEST, "vfu", "%s: ending the session: %s", sv->vf->name, strerror(-why));
-    vfu_session_close(sv->session);
-    sv->session = NULL;
-    pthread_mutex_lock(&sv->conn_lock);
-    srv_conn_close_locked(sv);
-    pthread_mutex_unlock(&sv->conn_lock);
-    return NULL;
 }
 
-/* Whether the VF's client is gone or going: its session ended, or it hung
- * up and its thread is ending the session now. Takes only this VF's
- * conn_lock, never a session lock: a handler in flight does not hold up
- * the accept loop here. */
-static bool srv_client_leaving(struct srv_vf *sv)
+/* A VF's client thread: blocking reads, each message handled under the
+ * VF's session lock; when the session ends (VF reset, unmapped) the
+ * connection is closed, and a client that connected meanwhile (while this
+ * one was leaving) is served next by this same thread, so the accept loop
+ * never waits for a handler. */
+static void *srv_client_main(void *arg)
 {
-    struct pollfd p = {.events = POLLRDHUP};
-    bool leaving;
+    struct srv_vf *sv = arg;
+    struct vfu_server *s = sv->srv;
 
-    pthread_mutex_lock(&sv->conn_lock);
-    p.fd = sv->conn_fd;
-    leaving = sv->client_done ||
-              (poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)));
-    pthread_mutex_unlock(&sv->conn_lock);
-    return leaving;
-}
+    for (;;) {
+        struct vfu_tran t;
+        int fd, ret;
 
-/* Makes room for a new client on the VF: a client that hung up is waited
- * for (its thread finishes the handler in flight, if any, and resets the
- * VF), so one that reconnects at once finds the VF free, as it would if
- * the session had ended before the connect. False if the VF still has a
- * live client. */
-static bool srv_client_make_room(struct srv_vf *sv)
-{
-    if (!sv->has_thread)
-        return true;
-    if (!srv_client_leaving(sv))
-        return false;
-    pthread_join(sv->client_thread, NULL);
-    sv->has_thread = false;
-    return true;
+        srv_session_log_end(s, sv, vfu_session_serve(sv->session));
+        vfu_session_close(sv->session);
+        sv->session = NULL;
+        pthread_mutex_lock(&sv->conn_lock);
+        fd = srv_conn_next_locked(s, sv);
+        pthread_mutex_unlock(&sv->conn_lock);
+        if (fd < 0)
+            return NULL;
+        vfu_tran_sock_init(&t, fd);
+        ret = vfu_session_open(sv->vf, &t, &sv->session);
+        if (ret) {
+            am_log(AM_LOG_ERR, "vfu", "%s: cannot serve a client: %s", sv->vf->name,
+                   strerror(-ret));
+            pthread_mutex_lock(&sv->conn_lock);
+            srv_conn_next_locked(s, sv); /* closes fd; nothing can be pending */
+            pthread_mutex_unlock(&sv->conn_lock);
+            return NULL;
+        }
+    }
 }
 
 /* Detaches every client (their sockets shut down, so blocked reads and
@@ -187,7 +200,38 @@ static void srv_clients_stop(struct vfu_server *s)
     }
 }
 
-static void srv_accept(struct vfu_server *s, struct srv_vf *sv)
+enum srv_room { ROOM_FREE, ROOM_HANDED_OVER, ROOM_TAKEN };
+
+/* Where a new client of the VF goes: the VF is free (its thread, if any,
+ * has ended and is joined: that join waits for nothing); the current
+ * client hung up, so its thread takes fd once its session has ended (a
+ * client that reconnects at once is served, not refused, and the loop
+ * does not wait for that VF's handler in flight); or the VF has a live
+ * client (or one waiting already). */
+static enum srv_room srv_client_room(struct srv_vf *sv, int fd)
+{
+    enum srv_room room;
+
+    if (!sv->has_thread)
+        return ROOM_FREE;
+    pthread_mutex_lock(&sv->conn_lock);
+    if (sv->client_done) {
+        room = ROOM_FREE;
+    } else if (sv->pending_fd < 0 && srv_conn_hung_up_locked(sv)) {
+        sv->pending_fd = fd;
+        room = ROOM_HANDED_OVER;
+    } else {
+        room = ROOM_TAKEN;
+    }
+    pthread_mutex_unlock(&sv->conn_lock);
+    if (room == ROOM_FREE) {
+        pthread_join(sv->client_thread, NULL);
+        sv->has_thread = false;
+    }
+    return room;
+}
+
+static void srv_accept(struct srv_vf *sv)
 {
     struct vfu_tran t;
     int fd, ret;
@@ -197,19 +241,26 @@ static void srv_accept(struct vfu_server *s, struct srv_vf *sv)
         am_log(AM_LOG_ERR, "vfu", "%s: accept: %s", sv->vf->name, strerror(errno));
         return;
     }
-    if (!srv_client_make_room(sv)) {
+    switch (srv_client_room(sv, fd)) {
+    case ROOM_HANDED_OVER:
+        am_log(AM_LOG_INFO, "vfu", "%s: a client reconnected: served once the last session ends",
+               sv->vf->name);
+        return;
+    case ROOM_TAKEN:
         am_log(AM_LOG_GUEST, "vfu", "%s: refused a second client (one at a time per VF)",
                sv->vf->name);
         close(fd);
         return;
+    case ROOM_FREE:
+        break;
     }
     vfu_tran_sock_init(&t, fd);
-    /* The VF's previous client thread is joined: its session lock is
-     * free, so this does not wait. */
+    /* No client thread runs for this VF: its session lock is free. */
     ret = vfu_session_open(sv->vf, &t, &sv->session);
     if (!ret) {
         pthread_mutex_lock(&sv->conn_lock);
-        srv_conn_set_locked(sv, fd);
+        sv->conn_fd = fd;
+        sv->client_done = false;
         pthread_mutex_unlock(&sv->conn_lock);
         ret = -pthread_create(&sv->client_thread, NULL, srv_client_main, sv);
         if (!ret) {
@@ -219,7 +270,7 @@ static void srv_accept(struct vfu_server *s, struct srv_vf *sv)
         vfu_session_close(sv->session);
         sv->session = NULL;
         pthread_mutex_lock(&sv->conn_lock);
-        srv_conn_set_locked(sv, -1);
+        sv->conn_fd = -1;
         pthread_mutex_unlock(&sv->conn_lock);
     }
     am_log(AM_LOG_ERR, "vfu", "%s: cannot serve a client: %s", sv->vf->name, strerror(-ret));
@@ -256,7 +307,7 @@ static int srv_loop(struct vfu_server *s)
                 return 0;
             }
             case EP_LISTEN:
-                srv_accept(s, tag->sv);
+                srv_accept(tag->sv);
                 break;
             }
         }
@@ -382,7 +433,7 @@ int vfu_server_create(const struct vfu_server_config *cfg, struct vfu_server **o
     for (unsigned i = 0; i < s->num_vfs; i++) {
         pthread_mutex_init(&s->vfs[i].conn_lock, NULL);
         s->vfs[i].srv = s;
-        s->vfs[i].listen_fd = s->vfs[i].conn_fd = -1;
+        s->vfs[i].listen_fd = s->vfs[i].conn_fd = s->vfs[i].pending_fd = -1;
         s->vfs[i].vf = vfu_device_vf(s->dev, i);
         s->vfs[i].listen_tag = (struct ep_tag){EP_LISTEN, &s->vfs[i]};
     }
@@ -453,6 +504,8 @@ void vfu_server_destroy(struct vfu_server *s)
         struct srv_vf *sv = &s->vfs[i];
         if (sv->listen_fd >= 0)
             close(sv->listen_fd);
+        if (sv->pending_fd >= 0) /* the joined threads took it; defensive */
+            close(sv->pending_fd);
         if (sv->unlink_path)
             unlink(sv->path);
         pthread_mutex_destroy(&sv->conn_lock);

@@ -512,6 +512,103 @@ static void test_a_vf_reconnects_at_once_while_the_other_vf_is_held_in_a_handler
         vfu_client_destroy(fx_connect(f, 1));
 }
 
+static void test_a_client_that_hangs_up_inside_a_held_handler_and_reconnects_is_served_after_it(
+    void **state)
+{
+    struct fixture *f = *state;
+    struct vfu_region_access a = {.offset = QM_VF_STATE, .region = VFU_REGION_BAR2, .count = 4};
+    uint8_t req[20] = {0};
+    struct vfu_version v = {0, 0};
+    struct raw_conn old, again;
+    struct vfu_client *c1;
+    struct vfu_msg m;
+
+    fx_gate(f, 0, GATE_REGION_WRITE);
+    assert_int_equal(raw_open(&old, test_sock(&f->ts, 0)), 0);
+    memcpy(req, &a, sizeof(a));
+    assert_int_equal(raw_send(&old, VFU_CMD_REGION_WRITE, 0, req, sizeof(req), NULL, 0), 0);
+    assert_true(gate_wait_inside(&f->gate));
+    /* The client dies while its handler is held, and reconnects at once:
+     * the new connection is taken (not refused) and waits for the old
+     * session to end. */
+    raw_close(&old);
+    assert_int_equal(raw_connect(&again, test_sock(&f->ts, 0)), 0);
+    assert_int_equal(raw_send(&again, VFU_CMD_VERSION, 0, &v, sizeof(v), NULL, 0), 0);
+    /* Meanwhile the accept loop serves the other VF: it waits for no
+     * handler of VF0. */
+    c1 = fx_connect(f, 1);
+    free_vf_works(c1);
+    vfu_client_destroy(c1);
+    assert_true(gate_is_inside(&f->gate));
+    gate_release(&f->gate);
+    /* The old session ends (VF0 reset) and the waiting client is served. */
+    assert_int_equal(raw_recv(&again, &m), 0);
+    assert_int_equal(m.hdr.cmd, VFU_CMD_VERSION);
+    vfu_msg_release(&m);
+    assert_int_equal(mig_get_state(vfu_vf_mig(fx_vf(f, 0))), VFIO_MIG_STATE_RUNNING);
+    raw_close(&again);
+    /* And the VF is free again afterwards. */
+    vfu_client_destroy(fx_connect(f, 0));
+}
+
+static void test_a_third_client_while_one_waits_for_a_held_session_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    struct vfu_region_access a = {.offset = QM_VF_STATE, .region = VFU_REGION_BAR2, .count = 4};
+    uint8_t req[20] = {0};
+    struct raw_conn old, waiting, third;
+
+    fx_gate(f, 0, GATE_REGION_WRITE);
+    assert_int_equal(raw_open(&old, test_sock(&f->ts, 0)), 0);
+    memcpy(req, &a, sizeof(a));
+    assert_int_equal(raw_send(&old, VFU_CMD_REGION_WRITE, 0, req, sizeof(req), NULL, 0), 0);
+    assert_true(gate_wait_inside(&f->gate));
+    raw_close(&old);
+    /* Connections are accepted in order: `waiting` is handed over first. */
+    assert_int_equal(raw_connect(&waiting, test_sock(&f->ts, 0)), 0);
+    assert_int_equal(raw_connect(&third, test_sock(&f->ts, 0)), 0);
+    assert_true(raw_version(&third, "{}") < 0);
+    raw_close(&third);
+    gate_release(&f->gate);
+    assert_int_equal(raw_version(&waiting, "{}"), 0);
+    raw_close(&waiting);
+}
+
+static void test_stop_with_a_client_waiting_for_a_held_session_closes_it_and_leaks_nothing(
+    void **state)
+{
+    struct fixture *f = *state;
+    struct vfu_region_access a = {.offset = QM_VF_STATE, .region = VFU_REGION_BAR2, .count = 4};
+    uint8_t req[20] = {0};
+    struct raw_conn old, waiting;
+    unsigned base = test_count_fds();
+
+    fx_gate(f, 0, GATE_REGION_WRITE);
+    assert_int_equal(raw_open(&old, test_sock(&f->ts, 0)), 0);
+    memcpy(req, &a, sizeof(a));
+    assert_int_equal(raw_send(&old, VFU_CMD_REGION_WRITE, 0, req, sizeof(req), NULL, 0), 0);
+    assert_true(gate_wait_inside(&f->gate));
+    raw_close(&old);
+    assert_int_equal(raw_connect(&waiting, test_sock(&f->ts, 0)), 0);
+    /* A client of VF1 served after that connect means the loop has taken
+     * `waiting` too (its event was ready first; the stop below is seen by
+     * a later epoll_wait): the stop meets a handed-over client. */
+    vfu_client_destroy(fx_connect(f, 1));
+    vfu_server_stop(f->ts.srv);
+    gate_release(&f->gate);
+    pthread_join(f->ts.thread, NULL);
+    assert_int_equal(f->ts.run_ret, 0);
+    /* The waiting client was closed, not served: VERSION gets no answer. */
+    assert_true(raw_version(&waiting, "{}") < 0);
+    raw_close(&waiting);
+    assert_int_equal(mig_get_state(vfu_vf_mig(fx_vf(f, 0))), VFIO_MIG_STATE_RUNNING);
+    /* Every server-side descriptor of both connections is closed. */
+    assert_int_equal(test_count_fds(), base);
+    vfu_server_destroy(f->ts.srv);
+    f->ts.srv = NULL;
+    rmdir(f->ts.dir);
+}
+
 static void test_the_ops_table_cannot_change_under_an_open_session(void **state)
 {
     struct fixture *f = *state;
@@ -543,6 +640,9 @@ int main(void)
         T(test_stop_detaches_both_clients_and_resets_both_vfs),
         T(test_stop_while_a_handler_is_held_detaches_both_once_it_returns),
         T(test_a_vf_reconnects_at_once_while_the_other_vf_is_held_in_a_handler),
+        T(test_a_client_that_hangs_up_inside_a_held_handler_and_reconnects_is_served_after_it),
+        T(test_a_third_client_while_one_waits_for_a_held_session_is_refused),
+        T(test_stop_with_a_client_waiting_for_a_held_session_closes_it_and_leaks_nothing),
         T(test_the_ops_table_cannot_change_under_an_open_session),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
