@@ -18,13 +18,14 @@
  *   parallel; one VF's long wait (a STOP_QP mailbox, a P2P poll, twin DMA)
  *   holds up only that VF's client. Below the session the device model and
  *   the VF's mig_dev have their own locks (qm.h, mig.h). The accept loop
- *   takes no session lock while a handler runs, but it joins a departing
- *   client's thread before it serves that VF's next client, so a reconnect
- *   to a VF waits for that VF's handler in flight. The device model's own
- *   worker threads raise interrupts (eventfd writes) and, for DMA maps
- *   without an fd, send DMA_READ/DMA_WRITE to the client over the twin
- *   socket; they never take a session lock, so a handler that waits for
- *   the device (mailbox, PAUSE_QM, unmap) cannot deadlock.
+ *   never waits for a handler: a client that reconnects while its old
+ *   session is still ending (a handler in flight) is handed to that VF's
+ *   thread, which serves it once the old session is closed. The device
+ *   model's own worker threads raise interrupts (eventfd writes) and, for
+ *   DMA maps without an fd, send DMA_READ/DMA_WRITE to the client over the
+ *   twin socket; they never take a session lock, so a handler that waits
+ *   for the device (mailbox, PAUSE_QM, unmap) cannot deadlock. A reply is
+ *   sent after the session lock is dropped.
  * - Every message is validated before use (docs/usage.md lists the rules);
  *   an error reply carries a positive errno; nothing is half applied except
  *   REGION_WRITE_MULTI, whose writes before the failing one have happened

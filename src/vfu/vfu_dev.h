@@ -22,13 +22,14 @@ struct vfu_vf {
      * open and close and every handler (vfu_session_* take it themselves)
      * run with it held, so cfg, session, ops and ops_ctx change one call at
      * a time. No lock of another VF is taken under it, and nothing outside
-     * this VF's session waits on it while a handler runs: in the server only
-     * the VF's own client thread takes it, plus the accept path once that
-     * thread is joined (so it is free). Held for one handler: as long as
-     * that handler's longest device wait (a mailbox, PAUSE_QM, a P2P poll
-     * of up to 100 ms, twin DMA up to its 5 s timeout). Device worker
-     * threads never take it. Lock order: session_lock, then irq_lock, the
-     * mig_dev's and the model's locks, a session's twin_lock. */
+     * this VF's session waits on it while a handler runs: in the server
+     * only the VF's own client thread takes it (and the accept loop, to
+     * open a session when the VF has no thread, when it is free). Held for
+     * one handler: as long as that handler's longest device wait (a
+     * mailbox, PAUSE_QM, a P2P poll of up to 100 ms, twin DMA up to its 5 s
+     * timeout). Device worker threads never take it. Lock order:
+     * session_lock, then irq_lock, the mig_dev's and the model's locks, a
+     * session's twin_lock. */
     pthread_mutex_t session_lock;
     struct vfu_pci_cfg cfg;
     struct vfu_session *session;
