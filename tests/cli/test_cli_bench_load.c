@@ -15,48 +15,18 @@ static const char *g_exe;
 
 static int setup(void **state)
 {
-    struct pt *t = calloc(1, sizeof(*t));
-
-    if (!t)
-        return -1;
-    pt_init(t, g_exe);
-    *state = t;
-    return 0;
+    return pt_fixture_new(state, g_exe);
 }
 
 static int teardown(void **state)
 {
-    struct pt *t = *state;
-
-    pt_cleanup(t);
-    free(t);
-    return 0;
+    return pt_fixture_free(state);
 }
 
-/* The child's whole log (stdout and stderr); the caller frees it. */
-static char *read_log(struct pt *t, const char *name)
-{
-    char path[200];
-    char *buf = calloc(1, 1 << 20);
-    FILE *f;
-
-    snprintf(path, sizeof(path), "%s/%s.log", t->dir, name);
-    f = fopen(path, "r");
-    assert_non_null(f);
-    assert_non_null(buf);
-    if (fread(buf, 1, (1 << 20) - 1, f) == 0)
-        buf[0] = '\0';
-    fclose(f);
-    return buf;
-}
-
-/* Runs accmig args with TMPDIR in the test's directory; its exit status. */
+/* Runs accmig args to its end; its exit status. */
 static int run(struct pt *t, const char *name, const char *const *args)
 {
-    setenv("TMPDIR", t->dir, 1);
-    pt_spawn(t, name, NULL, args);
-    unsetenv("TMPDIR");
-    return pt_wait(t, name, PT_EXIT_MS * 4);
+    return pt_run_once(t, name, args, PT_EXIT_MS * 4);
 }
 
 static const char *const benches[] = {"migrate", "engine", "vfu", "ramcopy"};
@@ -73,7 +43,7 @@ static void test_a_bad_load_is_refused_by_every_benchmark_with_a_clear_message(v
 
             snprintf(name, sizeof(name), "bad%zu_%zu", b, v);
             assert_int_equal(run(t, name, args), 2);
-            log = read_log(t, name);
+            log = pt_log_read(t, name);
             snprintf(want, sizeof(want), "accmig bench %s: bad value '%s' for --load", benches[b],
                      bad[v]);
             if (!strstr(log, want) || !strstr(log, "0 to 64"))
@@ -112,7 +82,7 @@ static unsigned check_lines(struct pt *t, const char *name, const char *const *a
     unsigned n = 0;
     int st = run(t, name, args);
 
-    log = read_log(t, name);
+    log = pt_log_read(t, name);
     if (st != 0)
         fail_msg("%s exited with %d:\n%s", name, st, log);
     for (line = strtok_r(log, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {

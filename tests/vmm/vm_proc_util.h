@@ -220,6 +220,62 @@ static inline void pt_cleanup(struct pt *t)
     nftw(t->dir, pt_rm, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* ---- one-shot commands ---- */
+
+/* A cmocka fixture: a struct pt for exe in *state (pt_fixture_free undoes it). */
+static inline int pt_fixture_new(void **state, const char *exe)
+{
+    struct pt *t = calloc(1, sizeof(*t));
+
+    if (!t)
+        return -1;
+    pt_init(t, exe);
+    *state = t;
+    return 0;
+}
+
+static inline int pt_fixture_free(void **state)
+{
+    pt_cleanup(*state);
+    free(*state);
+    return 0;
+}
+
+/* Runs `accmig ARGS...` to its end with TMPDIR in the test's directory: its
+ * exit status (as pt_wait). */
+static inline int pt_run_once(struct pt *t, const char *name, const char *const *args,
+                              int timeout_ms)
+{
+    int st;
+
+    setenv("TMPDIR", t->dir, 1);
+    pt_spawn(t, name, NULL, args);
+    unsetenv("TMPDIR");
+    st = pt_wait(t, name, timeout_ms);
+    if (st < 0)
+        fail_msg("%s did not exit within %d ms", name, timeout_ms);
+    return st;
+}
+
+/* The whole log (stdout and stderr, at most 1 MiB) of child `name`; the
+ * caller frees it. */
+static inline char *pt_log_read(struct pt *t, const char *name)
+{
+    char path[200];
+    char *buf = calloc(1, 1 << 20);
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof(path), "%s/%s.log", t->dir, name);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    assert_non_null(buf);
+    n = fread(buf, 1, (1 << 20) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
 /* ---- servers and VMMs ---- */
 
 /* `accmig serve --dir DIR/<name> --vfs 2 --qps Q`, waits for its sockets. */
