@@ -88,12 +88,14 @@ int qm_debug_set_mailbox_delay(struct qm_dev *dev, unsigned fn, unsigned reads);
 /* Freeze points of a worker's job, for tests that prove a pause waits for
  * no worker: right after the SQE was fetched; between two codec steps (the
  * second poll of the job); before an output write when one has already
- * landed; after the engine finished, before the commit. */
+ * landed; inside an output write (published, its copy not yet made: the copy
+ * a pause lands for it); after the engine finished, before the commit. */
 enum qm_freeze_stage {
     QM_FREEZE_NONE = 0,
     QM_FREEZE_FETCHED,
     QM_FREEZE_MID_CODEC,
     QM_FREEZE_MID_OUTPUT,
+    QM_FREEZE_IN_WRITE,
     QM_FREEZE_BEFORE_COMMIT,
 };
 /* Arms stage: the next worker that reaches it stops there (holding no model

@@ -175,6 +175,11 @@ bool qm_fn_quiesced(struct qm_fn *fn, void *arg)
     return fn->jobs_inflight == 0 && atomic_load(&fn->irq_inflight) == 0;
 }
 
+bool qm_fn_idle(struct qm_fn *fn, void *arg)
+{
+    return qm_fn_quiesced(fn, arg) && fn->stale_writes == 0;
+}
+
 int qm_function_reset(struct qm_dev *dev, unsigned fnum)
 {
     struct qm_deferred d = {0};
@@ -185,10 +190,10 @@ int qm_function_reset(struct qm_dev *dev, unsigned fnum)
     fn = dev->fn[fnum];
     qm_fn_lock(fn);
     fn->resetting = true;
-    /* Revocation waits at most for one output write; then only MSIs already
-     * decided are waited for: no deadline needed. */
-    qm_fn_revoke_jobs_locked(fn, 0);
-    qm_fn_wait_locked(fn, qm_fn_quiesced, NULL, 0);
+    /* Revocation waits at most for one output write; then MSIs already
+     * decided and a paused job's late copy: no deadline needed. */
+    qm_fn_revoke_jobs_locked(fn, false);
+    qm_fn_wait_locked(fn, qm_fn_idle, NULL, 0);
     qm_fn_reset_locked(fn, &d);
     fn->resetting = false;
     QM_COUNT(fn, resets);
@@ -285,8 +290,8 @@ static int qm_bar_access(struct qm_dev *dev, unsigned fnum, uint64_t off, void *
         size_ok = t.kind == QM_T_SPACE && t.sp == QM_SPACE_LOCAL && t.off == QM_MAILBOX;
     if (!size_ok || !am_range_ok(off, size, qm_bar_size(dev, fnum))) {
         QM_COUNT(dev->fn[fnum], access_errors);
-        am_log(AM_LOG_GUEST, QM_LOG, "fn %u: refused %s of %u bytes at 0x%llx", fnum,
-               write ? "write" : "read", size, (unsigned long long)off);
+        QM_GUEST_LOG(dev->fn[fnum], "refused %s of %u bytes at 0x%llx", write ? "write" : "read",
+                     size, (unsigned long long)off);
         if (!write && size <= 16)
             memset(data, 0xff, size);
         return -EINVAL;
@@ -382,6 +387,7 @@ static void qm_fn_destroy(struct qm_fn *fn)
         return;
     if (fn->dom)
         iommu_domain_destroy(fn->dom);
+    am_ratelimit_destroy(&fn->log_rl);
     pthread_cond_destroy(&fn->cond);
     pthread_mutex_destroy(&fn->lock);
     free(fn);
@@ -402,6 +408,13 @@ static int qm_fn_create(struct qm_dev *dev, unsigned idx, struct qm_fn **out)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&fn->cond, &ca);
     pthread_condattr_destroy(&ca);
+    r = am_ratelimit_init(&fn->log_rl, QM_LOG_BURST, QM_LOG_INTERVAL_NS, NULL, NULL);
+    if (r) {
+        pthread_cond_destroy(&fn->cond);
+        pthread_mutex_destroy(&fn->lock);
+        free(fn);
+        return r;
+    }
     r = iommu_domain_create((uint16_t)idx, &fn->dom);
     if (r) {
         qm_fn_destroy(fn);

@@ -18,25 +18,33 @@
  *   workers fighting the writer for it.
  * - A worker runs the ZIP engine with no lock held; the commit (SQE result,
  *   CQE, head advance, EQE) happens under fn->lock.
- * - job->gate (struct qm_job) is held by a worker around each output write of
- *   its job (at most ZIP_CHUNK bytes of memcpy, or one DMA_WRITE round trip
- *   for a remote mapping) and by whoever revokes the job; it is a leaf under
- *   fn->lock (taken under it, never the other way round; a worker holding it
- *   takes no other model lock).
+ * - job->gate (struct qm_job) protects a job's revoked flag and the output
+ *   write it has in progress (where, what, how long). The worker holds it only
+ *   to publish or end a write, never across the copy itself; a revoker holds
+ *   it across one helping copy (below). It is a leaf under fn->lock.
  *
  * Revocation: whatever must stop a job (PAUSE_QM, FLR, an SQC reload, a
  *   halted function, device stop) revokes it under fn->lock: the job is taken
  *   off its queue at once (the queue is idle again, the job stays on the SQ)
- *   and, once the gate has been passed, its worker can never write guest
- *   memory again (a refused write, and the commit sees `revoked`). So a pause
- *   waits for no worker to be scheduled: at most for one output write in
- *   progress and for MSIs already decided (qm_fn_quiesced), both bounded and
- *   run by threads at normal priority. A revoked worker, whenever it runs
- *   again, drops its result and touches nothing.
+ *   and its worker can never start another guest write for it (the commit
+ *   sees `revoked` too). A write already in progress is the one thing a
+ *   revoker cannot stop, so PAUSE_QM helps instead of waiting: it lands the
+ *   same bytes itself (they sit in the worker's own buffer, unchanged until
+ *   the worker's copy returns), so what the worker's late copy writes is
+ *   already there, byte for byte, before the pause returns. The late writer is
+ *   counted in fn->stale_writes until its copy ends; RESUME_QM and FLR wait
+ *   for that count to drop (they are off the downtime path), so a stale copy
+ *   can never land on memory the guest has reused. The other revokers just
+ *   wait for the write in progress. So a pause waits for no worker to be
+ *   scheduled: only for the MSIs already decided (qm_fn_quiesced), and for
+ *   fn->lock, which workers hold only for a fetch or a commit (a few small DMA
+ *   accesses, no codec work).
  *
- * Scheduling: workers run at normal priority, optionally pinned
- *   (qm_dev_config.worker_cpus); nothing the control path waits for depends on
- *   them getting a CPU (see Revocation), so no priority trick is needed.
+ * Scheduling: workers run under SCHED_BATCH: the full weight of a nice-0
+ *   thread (a fair share of the CPU, never starved), but a waking worker does
+ *   not preempt the thread that woke it (RESUME_QM wakes them all), which is
+ *   what a CPU-bound engine should be to the host's scheduler. Workers may be
+ *   pinned (qm_dev_config.worker_cpus).
  */
 #ifndef ACCMIG_QM_INTERNAL_H
 #define ACCMIG_QM_INTERNAL_H
@@ -46,6 +54,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/ratelimit.h"
 #include "qm/qm.h"
 #include "qm/qm_debug.h"
 #include "qm/qm_hw.h"
@@ -283,16 +292,30 @@ struct qm_fn {
     atomic_uint quiesce_waiters; /* threads waiting on cond (read without lock) */
     unsigned int_pending;     /* vectors held while paused */
     atomic_uint irq_inflight; /* MSIs decided but not yet raised (no lock) */
+    unsigned stale_writes;    /* revoked jobs' copies still running (Revocation) */
     atomic_uint_fast64_t ifc_in;  /* PF->VF message (PF SRC, VF DST): no lock */
     atomic_uint_fast64_t ifc_out; /* VF->PF message (VF SRC, PF DST): no lock */
     struct qm_fn_stats st;    /* no lock */
+    struct am_ratelimit log_rl; /* guest-triggered log lines (its own lock) */
 };
+
+/* A line a guest can trigger at will: rate-limited per function
+ * (QM_LOG_BURST lines per QM_LOG_INTERVAL_NS, then a count of the rest). */
+#define QM_LOG_BURST 10u
+#define QM_LOG_INTERVAL_NS 5000000000ull
+#define QM_GUEST_LOG(fn, fmt, ...) \
+    am_log_limited(&(fn)->log_rl, AM_LOG_GUEST, QM_LOG, "fn %u: " fmt, (fn)->idx, __VA_ARGS__)
 
 /* The job a worker holds. It lives in the worker (a revoked job is never
  * reused by another worker while its own may still be running). */
 struct qm_job {
     pthread_mutex_t gate;     /* see the locking rule: output writes vs revocation */
+    pthread_cond_t write_done; /* with gate: `writing` went false */
     atomic_bool revoked;      /* written under fn->lock and gate; read under either */
+    bool writing;             /* gate: a copy to wr_iova is in progress */
+    bool stale;               /* gate: revoked during that copy, which a revoker landed */
+    uint64_t wr_iova, wr_len; /* gate */
+    const void *wr_buf;       /* gate */
     struct qm_queue *sq;      /* fn->lock: where the job came from */
     struct qm_queue *cq;      /* fn->lock: the CQ it holds a slot of */
     uint32_t cq_gen;
@@ -354,6 +377,8 @@ bool qm_fn_wait_locked(struct qm_fn *fn, bool (*done)(struct qm_fn *, void *), v
                        uint64_t deadline_ns);
 /* done() for qm_fn_wait_locked: no job in flight, no MSI being raised. */
 bool qm_fn_quiesced(struct qm_fn *fn, void *arg);
+/* done(): quiesced, and no revoked job's copy still running. */
+bool qm_fn_idle(struct qm_fn *fn, void *arg);
 
 /* qm_regs.c */
 extern const struct qm_reg_table qm_local_table, qm_win_table, qm_pf_table;
@@ -410,11 +435,9 @@ void qm_sched_enqueue(struct qm_dev *dev, struct qm_deferred *d, struct qm_queue
  * qm_fn_unlock does it; a command waiting for workers under fn->lock calls
  * it before it waits. */
 void qm_sched_wake(struct qm_dev *dev, struct qm_deferred *d);
-/* Revokes q's job, if it has one (see Revocation above): true when q has no
- * job on return. deadline_ns (CLOCK_MONOTONIC, 0 = none) bounds the wait for
- * an output write in progress; past it the job stays and false is returned. */
-bool qm_job_revoke_locked(struct qm_fn *fn, struct qm_queue *q, uint64_t deadline_ns);
-/* Revokes every job of fn; true when none is left. */
-bool qm_fn_revoke_jobs_locked(struct qm_fn *fn, uint64_t deadline_ns);
+/* Revokes q's job, if it has one (see Revocation above). help: land a write
+ * in progress instead of waiting for it (PAUSE_QM). */
+void qm_job_revoke_locked(struct qm_fn *fn, struct qm_queue *q, bool help);
+void qm_fn_revoke_jobs_locked(struct qm_fn *fn, bool help);
 
 #endif

@@ -297,10 +297,10 @@ static uint8_t handle_dst(struct qm_access *a, struct qm_mb_port *p, const struc
 }
 
 /* Bounded pause: fetch stops, jobs in flight are revoked (they stay on their
- * SQ and no worker can write guest memory for them any more); the command
- * returns when that and the MSIs already decided are done, or when the
- * budget is spent (PAUSE_STATUS bit1 tells which). It waits for no worker
- * to be scheduled (qm_internal.h, Revocation). */
+ * SQ and no worker can change guest memory for them any more); the command
+ * returns when the MSIs already decided are out too, or when the budget is
+ * spent (PAUSE_STATUS bit1 tells which). It waits for no worker to be
+ * scheduled (qm_internal.h, Revocation). */
 static uint8_t handle_pause_qm(struct qm_access *a, struct qm_mb_port *p,
                                const struct qm_mailbox *m, bool op)
 {
@@ -311,14 +311,12 @@ static uint8_t handle_pause_qm(struct qm_access *a, struct qm_mb_port *p,
     (void)op;
     if (!qm_mb_from_migration_side(a))
         return QM_MB_ST_DENIED;
-    uint64_t deadline = am_now_ns() + QM_PAUSE_WAIT_NS;
-
     if (!fn->paused) {
         fn->paused = true;
         QM_COUNT(fn, pauses);
     }
-    if (qm_fn_revoke_jobs_locked(fn, deadline))
-        qm_fn_wait_locked(fn, qm_fn_quiesced, NULL, deadline);
+    qm_fn_revoke_jobs_locked(fn, true);
+    qm_fn_wait_locked(fn, qm_fn_quiesced, NULL, am_now_ns() + QM_PAUSE_WAIT_NS);
     return QM_MB_ST_OK;
 }
 
@@ -335,6 +333,8 @@ static uint8_t handle_resume_qm(struct qm_access *a, struct qm_mb_port *p,
         return QM_MB_ST_DENIED;
     if (!fn->paused)
         return QM_MB_ST_OK;
+    /* A revoked job's late copy must end before its queue runs again. */
+    qm_fn_wait_locked(fn, qm_fn_idle, NULL, 0);
     fn->paused = false;
     QM_COUNT(fn, resumes);
     held = fn->int_pending;
@@ -392,8 +392,8 @@ static void qm_mb_execute(struct qm_access *a, struct qm_mb_port *p)
     if (st == QM_MB_ASYNC)
         return;
     if (st != QM_MB_ST_OK)
-        am_log(AM_LOG_GUEST, QM_LOG, "fn %u: mailbox %s (cmd 0x%x, queue %u) failed, status %u",
-               a->fn->idx, name, cmd, m.queue_num, st);
+        QM_GUEST_LOG(a->fn, "mailbox %s (cmd 0x%x, queue %u) failed, status %u", name, cmd,
+                     m.queue_num, st);
     qm_mb_finish(a->fn, p, st);
 }
 
@@ -413,7 +413,7 @@ void qm_mb_write(struct qm_access *a, uint32_t off, const uint8_t *data, unsigne
 
     if (p->exec_busy) {
         QM_COUNT(a->fn, mb_ignored);
-        am_log(AM_LOG_GUEST, QM_LOG, "fn %u: mailbox written while busy: ignored", a->fn->idx);
+        QM_GUEST_LOG(a->fn, "mailbox written while busy: ignored%s", "");
         return;
     }
     memcpy(p->stage + rel, data, size);

@@ -123,7 +123,7 @@ void qm_queue_invalidate_locked(struct qm_fn *fn, struct qm_queue *q, bool sq, b
 {
     qm_fn_assert_locked(fn);
     if (sq) {
-        qm_job_revoke_locked(fn, q, 0);
+        qm_job_revoke_locked(fn, q, false);
         qm_mb_stop_port_release_locked(fn, q);
         uint32_t gen = q->sq.gen + 1;
 
@@ -229,8 +229,8 @@ void qm_post_aeqe_locked(struct qm_fn *fn, struct qm_deferred *d, uint16_t qn,
         QM_COUNT(fn, ring_faults);
         x->valid = false;
         fn->halted = true;
-        qm_fn_revoke_jobs_locked(fn, 0);
-        am_log(AM_LOG_GUEST, QM_LOG, "fn %u: AEQ ring not writable: function halted", fn->idx);
+        qm_fn_revoke_jobs_locked(fn, false);
+        QM_GUEST_LOG(fn, "AEQ ring not writable: function halted%s", "");
         return;
     }
     QM_COUNT(fn, aeqes_posted);
@@ -440,8 +440,7 @@ void qm_job_commit_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_que
 static void qm_db_ignore(struct qm_fn *fn, uint64_t db, const char *why)
 {
     QM_COUNT(fn, doorbells_ignored);
-    am_log(AM_LOG_GUEST, QM_LOG, "fn %u: doorbell 0x%016llx ignored: %s", fn->idx,
-           (unsigned long long)db, why);
+    QM_GUEST_LOG(fn, "doorbell 0x%016llx ignored: %s", (unsigned long long)db, why);
 }
 
 static void qm_db_sq(struct qm_access *a, uint64_t db, struct qm_queue *q, uint16_t index,

@@ -265,7 +265,7 @@ static void qm_wr_vft_op(struct qm_access *a, const struct qm_reg *r, uint32_t o
         f &= 0x3fu; /* the shaper form carries the queue base above bit 6 */
     if (f >= dev->nfn || type > QM_PF_VFT_TYPE_SHAPER) {
         QM_COUNT(a->fn, cfg_errors);
-        am_log(AM_LOG_GUEST, QM_LOG, "VFT op refused: function %u, type %u", f, type);
+        QM_GUEST_LOG(a->fn, "VFT op refused: function %u, type %u", f, type);
         return;
     }
     slot = type == QM_PF_VFT_TYPE_SQC   ? &dev->vft_sqc[f]
@@ -278,8 +278,7 @@ static void qm_wr_vft_op(struct qm_access *a, const struct qm_reg *r, uint32_t o
     }
     if (type == QM_PF_VFT_TYPE_SQC && !qm_vft_sqc_valid(dev, data)) {
         QM_COUNT(a->fn, cfg_errors);
-        am_log(AM_LOG_GUEST, QM_LOG, "VFT of function %u refused: 0x%llx", f,
-               (unsigned long long)data);
+        QM_GUEST_LOG(a->fn, "VFT of function %u refused: 0x%llx", f, (unsigned long long)data);
         return;
     }
     *slot = data;
@@ -609,7 +608,7 @@ static void qm_reg_write(struct qm_access *a, const struct qm_reg_table *t, uint
     switch (r->access) {
     case QM_RO:
         QM_COUNT(a->fn, ro_writes);
-        am_log(AM_LOG_GUEST, QM_LOG, "fn %u: write to read-only %s ignored", a->fn->idx, r->name);
+        QM_GUEST_LOG(a->fn, "write to read-only %s ignored", r->name);
         return;
     case QM_RW:
         nv = (old & ~m) | (val & m);
@@ -661,8 +660,7 @@ void qm_space_write(struct qm_access *a, enum qm_space sp, uint32_t off, const u
     }
     if (unknown) {
         QM_COUNT(a->fn, unknown_writes);
-        am_log(AM_LOG_GUEST, QM_LOG, "fn %u: write of %u bytes to unlisted offset 0x%x ignored",
-               a->fn->idx, size, off);
+        QM_GUEST_LOG(a->fn, "write of %u bytes to unlisted offset 0x%x ignored", size, off);
     }
 }
 

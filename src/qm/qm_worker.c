@@ -152,18 +152,50 @@ int qm_debug_freeze_release(struct qm_dev *dev, int timeout_ms)
 
 /* ---- a job and its revocation ------------------------------------------ */
 
+/* A revoked job's copy has ended: RESUME_QM / FLR may be waiting for it. */
+static void qm_job_stale_write_done(struct qm_fn *fn)
+{
+    struct qm_deferred d = {0};
+
+    qm_fn_lock(fn);
+    fn->stale_writes--;
+    qm_fn_wake_waiters_locked(fn);
+    qm_fn_unlock(fn, &d);
+}
+
 static int qm_job_write(void *opaque, uint64_t iova, const void *buf, uint64_t len)
 {
     struct qm_worker *w = opaque;
     struct qm_job *j = &w->job;
+    struct qm_fn *fn = j->sq->fn;
+    bool stale;
     int r;
 
     if (j->writes++ > 0)
         qm_freeze_point(w->dev, QM_FREEZE_MID_OUTPUT);
     pthread_mutex_lock(&j->gate);
-    r = atomic_load(&j->revoked) ? -ECANCELED : iommu_dma_write(j->sq->fn->dom, iova, buf, len);
+    if (atomic_load(&j->revoked)) {
+        pthread_mutex_unlock(&j->gate);
+        return -ECANCELED;
+    }
+    j->writing = true;
+    j->wr_iova = iova;
+    j->wr_buf = buf;
+    j->wr_len = len;
     pthread_mutex_unlock(&j->gate);
-    return r;
+    if (j->writes > 1)
+        qm_freeze_point(w->dev, QM_FREEZE_IN_WRITE);
+    r = iommu_dma_write(fn->dom, iova, buf, len);
+
+    pthread_mutex_lock(&j->gate);
+    j->writing = false;
+    stale = j->stale;
+    j->stale = false;
+    pthread_cond_broadcast(&j->write_done);
+    pthread_mutex_unlock(&j->gate);
+    if (stale)
+        qm_job_stale_write_done(fn);
+    return atomic_load(&j->revoked) ? -ECANCELED : r;
 }
 
 static bool qm_job_cancelled(void *opaque)
@@ -186,38 +218,35 @@ static void qm_job_detach_locked(struct qm_fn *fn, struct qm_job *j)
         j->cq->cq.reserved--;
 }
 
-bool qm_job_revoke_locked(struct qm_fn *fn, struct qm_queue *q, uint64_t deadline_ns)
+void qm_job_revoke_locked(struct qm_fn *fn, struct qm_queue *q, bool help)
 {
     struct qm_job *j = q->job;
 
     qm_fn_assert_locked(fn);
     if (j == NULL)
-        return true;
-    if (deadline_ns == 0) {
-        pthread_mutex_lock(&j->gate);
-    } else {
-        struct timespec ts = {.tv_sec = (time_t)(deadline_ns / 1000000000u),
-                              .tv_nsec = (long)(deadline_ns % 1000000000u)};
-
-        /* The gate is held only across one write: worth a bounded wait. */
-        if (pthread_mutex_clocklock(&j->gate, CLOCK_MONOTONIC, &ts) != 0)
-            return false;
-    }
+        return;
+    pthread_mutex_lock(&j->gate);
     atomic_store_explicit(&j->revoked, true, memory_order_release);
+    if (j->writing && help) {
+        /* Land the bytes the worker is copying (see Revocation); a fault
+         * here is the worker's fault too, and the job reruns anyway. */
+        if (iommu_dma_write(fn->dom, j->wr_iova, j->wr_buf, j->wr_len) != 0)
+            QM_COUNT(fn, ring_faults);
+        j->stale = true;
+        fn->stale_writes++;
+    }
+    while (j->writing && !help)
+        pthread_cond_wait(&j->write_done, &j->gate);
     pthread_mutex_unlock(&j->gate);
     qm_job_detach_locked(fn, j);
     QM_COUNT(fn, jobs_cancelled);
     qm_fn_wake_waiters_locked(fn);
-    return true;
 }
 
-bool qm_fn_revoke_jobs_locked(struct qm_fn *fn, uint64_t deadline_ns)
+void qm_fn_revoke_jobs_locked(struct qm_fn *fn, bool help)
 {
-    bool all = true;
-
     for (unsigned i = 0; i < QM_MAX_QPS_PER_VF; i++)
-        all &= qm_job_revoke_locked(fn, &fn->q[i], deadline_ns);
-    return all;
+        qm_job_revoke_locked(fn, &fn->q[i], help);
 }
 
 /* One job of q. Returns true when q can fetch again right away. */
@@ -282,6 +311,13 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
     }
     qm_job_detach_locked(fn, j);
     if (r == 0 && c->cq.gen == j->cq_gen) {
+        uint32_t status = w->sqe[ZIP_SQE_DW3] & ZIP_DW3_STATUS_MASK;
+
+        if (status != ZIP_ST_OK && status != ZIP_ST_NEGATIVE_COMP)
+            QM_GUEST_LOG(fn, "q %u job tag %08x%08x: status %#x: %s", q->qn, w->sqe[ZIP_SQE_TAG_H],
+                         w->sqe[ZIP_SQE_TAG_L], status,
+                         alg > ZIP_ALG_DECOMPRESS ? "queue has no direction"
+                                                  : zip_engine_last_error(w->eng));
         qm_job_commit_locked(fn, &d, q, c, slot, w->sqe);
     } else {
         /* The CQ was reloaded under the job, or the engine failed: the job
@@ -296,13 +332,17 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
     return more;
 }
 
-/* Pins the worker to the configured CPUs, if any. Best effort: without it
- * the model is correct, only placed by the scheduler. */
+/* SCHED_BATCH (qm_internal.h, Scheduling) and the configured CPUs, if any.
+ * Best effort: without them the model is correct, only placed differently. */
 static void qm_worker_place(const struct qm_dev *dev)
 {
+    struct sched_param sp = {0};
     cpu_set_t set;
     int r;
 
+    r = pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    if (r != 0)
+        am_log(AM_LOG_INFO, QM_LOG, "worker left under SCHED_OTHER: errno %d", r);
     if (dev->cfg.worker_cpus == 0)
         return;
     CPU_ZERO(&set);
@@ -364,6 +404,7 @@ int qm_workers_start(struct qm_dev *dev)
 
         w->dev = dev;
         pthread_mutex_init(&w->job.gate, NULL);
+        pthread_cond_init(&w->job.write_done, NULL);
         atomic_init(&w->job.revoked, false);
         r = zip_engine_create(&w->eng);
         if (r)
@@ -392,7 +433,7 @@ void qm_workers_stop(struct qm_dev *dev)
         struct qm_deferred d = {0};
 
         qm_fn_lock(fn);
-        qm_fn_revoke_jobs_locked(fn, 0);
+        qm_fn_revoke_jobs_locked(fn, false);
         qm_fn_unlock(fn, &d);
     }
     pthread_mutex_lock(&dev->freeze.lock);
@@ -407,6 +448,7 @@ void qm_workers_stop(struct qm_dev *dev)
         if (dev->workers[i].eng)
             zip_engine_destroy(dev->workers[i].eng);
         pthread_mutex_destroy(&dev->workers[i].job.gate);
+        pthread_cond_destroy(&dev->workers[i].job.write_done);
     }
     free(dev->workers);
     dev->workers = NULL;

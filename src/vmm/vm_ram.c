@@ -36,7 +36,9 @@ int vm_ram_create(uint64_t size, struct vm_ram **out)
         ret = -ENOMEM;
         goto err_free;
     }
-    ram->fd = memfd_create("accmig-guest-ram", MFD_CLOEXEC);
+    /* Sealable: a device server seals it against shrinking (F_SEAL_SHRINK)
+     * and may then use it zero-copy, as QEMU's memfd backend allows. */
+    ram->fd = memfd_create("accmig-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (ram->fd < 0) {
         ret = -errno;
         goto err_free_log;

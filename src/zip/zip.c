@@ -172,11 +172,9 @@ int zip_engine_run(struct zip_engine *e, struct iommu_domain *d, uint32_t sqe[ZI
             why = "destination too small";
     }
 
-    if (r.status != ZIP_ST_OK && r.status != ZIP_ST_NEGATIVE_COMP) {
+    e->last_error = why;
+    if (r.status != ZIP_ST_OK && r.status != ZIP_ST_NEGATIVE_COMP)
         zip_stat_add(&e->stats.errors, 1);
-        am_log(AM_LOG_GUEST, "zip", "job tag %08x%08x: status %#x: %s", sqe[ZIP_SQE_TAG_H],
-               sqe[ZIP_SQE_TAG_L], r.status, why);
-    }
     sqe[ZIP_SQE_CONSUMED] = (uint32_t)r.consumed;
     sqe[ZIP_SQE_PRODUCED] = (uint32_t)r.produced;
     sqe[ZIP_SQE_DW3] = (sqe[ZIP_SQE_DW3] & ~ZIP_DW3_STATUS_MASK) | r.status;
@@ -188,6 +186,11 @@ int zip_engine_run(struct zip_engine *e, struct iommu_domain *d, uint32_t sqe[ZI
 cancelled:
     zip_stat_add(&e->stats.cancelled, 1);
     return -ECANCELED;
+}
+
+const char *zip_engine_last_error(const struct zip_engine *e)
+{
+    return e->last_error ? e->last_error : "";
 }
 
 void zip_engine_stats_get(const struct zip_engine *e, struct zip_engine_stats *out)

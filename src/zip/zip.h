@@ -80,5 +80,8 @@ int zip_engine_run(struct zip_engine *e, struct iommu_domain *d, uint32_t sqe[ZI
                    enum zip_alg_dir dir, const struct zip_job_ops *ops, void *opaque);
 
 void zip_engine_stats_get(const struct zip_engine *e, struct zip_engine_stats *out);
+/* Why the engine's last job ended with an error status ("" when it did
+ * not): the caller, which knows whose job it was, logs it (rate-limited). */
+const char *zip_engine_last_error(const struct zip_engine *e);
 
 #endif

@@ -71,6 +71,7 @@ struct zip_engine {
     /* Output past the destination's end lands here: any byte in it means
      * the destination is too small. */
     uint8_t probe[ZIP_PROBE_SIZE];
+    const char *last_error;  /* why the last job failed ("" if it did not) */
     struct zip_buf src;
     struct zip_buf dst;
     struct zip_sgl_scratch sgl;
