@@ -17,7 +17,7 @@
 # exit 77. Every wait is bounded. Logs stay in WORKDIR.
 # Env: ACCMIG_QEMU_ACCEL=tcg|kvm (default tcg), ACCMIG_QEMU_BOOT_TIMEOUT
 # (seconds per boot, default 400), ACCMIG_QEMU_STALL (seconds of console
-# silence that end a boot, default 90; a boot takes ~20 s under TCG),
+# silence that end a boot, default 60; a boot takes ~20 s under TCG),
 # ACCMIG_QEMU_HW="v4 v3".
 set -uo pipefail
 
@@ -26,7 +26,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 W=${2:-$(mktemp -d /tmp/accmig-qemu-test.XXXXXX)}
 ACCEL=${ACCMIG_QEMU_ACCEL:-tcg}
 BOOT_TIMEOUT=${ACCMIG_QEMU_BOOT_TIMEOUT:-400}
-STALL=${ACCMIG_QEMU_STALL:-90}
+STALL=${ACCMIG_QEMU_STALL:-60}
 HWS=${ACCMIG_QEMU_HW:-v4 v3}
 T0=$(date +%s)
 
