@@ -13,6 +13,25 @@ int bench_engine(int argc, char **argv);
 int bench_vfu(int argc, char **argv);
 /* Guest RAM migration over vmstream vs a raw TCP copy (bench_ramcopy.c). */
 int bench_ram_copy_main(int argc, char **argv);
+/* A tenant's throughput and migration downtime on VF1 while a hostile guest
+ * hammers VF0 of the same vfio-user server, against VF0 idle, in
+ * interleaved pairs (bench_neighbours.c). */
+int bench_neighbours(int argc, char **argv);
+
+/* ---- an in-process vfio-user server (bench_server.c) ---- */
+
+struct vfu_device_config;
+/* A vfio-user server for dev on a private directory under /tmp (named after
+ * bench), served by its own thread until destroy. 0, -ENOMEM, mkdtemp's
+ * errno, vfu_server_create's errors, or pthread_create's negated. */
+struct bench_server;
+int bench_server_create(const char *bench, const struct vfu_device_config *dev,
+                        struct bench_server **out);
+/* Stops the server (its clients' VFs reset), removes its directory, frees
+ * s; NULL is a no-op. Clients should be gone first. */
+void bench_server_destroy(struct bench_server *s);
+/* The socket of VF index vf (0..num_vfs-1), valid until destroy. */
+const char *bench_server_socket_path(const struct bench_server *s, unsigned vf);
 
 /* ---- a loaded host: --load N (bench_load.c) ---- */
 

@@ -161,49 +161,16 @@ bad:
 
 /* ---- the vfio-user side ---- */
 
-struct bv_server {
-    char dir[64];
-    struct vfu_server *srv;
-    pthread_t thread;
-};
-
-static void *bv_server_main(void *arg)
+/* The server: bench_server_create (bench.h) with BV_NUM_VFS VFs and one
+ * device worker. */
+static int bv_server_start(struct bench_server **s)
 {
-    vfu_server_run(arg);
-    return NULL;
-}
+    struct vfu_device_config dev;
 
-static int bv_server_start(struct bv_server *s)
-{
-    struct vfu_server_config cfg = {0};
-    int ret;
-
-    snprintf(s->dir, sizeof(s->dir), "/tmp/accmig-bench-vfu-XXXXXX");
-    if (!mkdtemp(s->dir))
-        return -errno;
-    cfg.dir = s->dir;
-    vfu_device_config_default(&cfg.dev);
-    cfg.dev.num_vfs = BV_NUM_VFS;
-    cfg.dev.workers = 1;
-    ret = vfu_server_create(&cfg, &s->srv);
-    if (ret) {
-        rmdir(s->dir);
-        return ret;
-    }
-    ret = -pthread_create(&s->thread, NULL, bv_server_main, s->srv);
-    if (ret) {
-        vfu_server_destroy(s->srv);
-        rmdir(s->dir);
-    }
-    return ret;
-}
-
-static void bv_server_stop(struct bv_server *s)
-{
-    vfu_server_stop(s->srv);
-    pthread_join(s->thread, NULL);
-    vfu_server_destroy(s->srv);
-    rmdir(s->dir);
+    vfu_device_config_default(&dev);
+    dev.num_vfs = BV_NUM_VFS;
+    dev.workers = 1;
+    return bench_server_create("vfu", &dev, s);
 }
 
 /* What one measurement gives: wall-clock and process CPU time per round
@@ -536,7 +503,7 @@ static void bv_print(const struct bv_opts *o, const struct bv_case *bc, const st
  * same VF of an in-process device of the same shape. Fills *produced with
  * the compressed size of the job. */
 static int bv_job_measure(const struct bv_opts *o, const struct bench_load *load,
-                          struct bv_server *s, struct bv_summary *m, uint32_t *produced)
+                          struct bench_server *s, struct bv_summary *m, uint32_t *produced)
 {
     struct bv_job jv = {0}, jb = {0};
     struct vmm_inproc_host h = {0};
@@ -547,7 +514,7 @@ static int bv_job_measure(const struct bv_opts *o, const struct bench_load *load
     int ret = bv_job_ram_create(&jv);
 
     if (!ret)
-        ret = vfu_client_connect(vfu_server_socket_path(s->srv, BV_JOB_VF), NULL, &c);
+        ret = vfu_client_connect(bench_server_socket_path(s, BV_JOB_VF), NULL, &c);
     if (!ret)
         ret = vfu_client_dma_map_fd(c, 0, vm_ram_size(jv.ram), vm_ram_fd(jv.ram), 0,
                                     IOMMU_READ | IOMMU_WRITE);
@@ -583,7 +550,7 @@ static int bv_job_measure(const struct bv_opts *o, const struct bench_load *load
 int bench_vfu(int argc, char **argv)
 {
     struct bv_opts o;
-    struct bv_server s;
+    struct bench_server *s;
     struct vfu_client *c;
     struct bench_load *load;
     int ret = bv_parse(argc, argv, &o);
@@ -598,10 +565,10 @@ int bench_vfu(int argc, char **argv)
         bench_load_destroy(load);
         return 2;
     }
-    ret = vfu_client_connect(vfu_server_socket_path(s.srv, 0), NULL, &c);
+    ret = vfu_client_connect(bench_server_socket_path(s, 0), NULL, &c);
     if (ret) {
         fprintf(stderr, "accmig bench vfu: cannot connect: %s\n", strerror(-ret));
-        bv_server_stop(&s);
+        bench_server_destroy(s);
         bench_load_destroy(load);
         return 2;
     }
@@ -618,14 +585,14 @@ int bench_vfu(int argc, char **argv)
         struct bv_summary m;
         uint32_t produced = 0;
 
-        ret = bv_job_measure(&o, load, &s, &m, &produced);
+        ret = bv_job_measure(&o, load, s, &m, &produced);
         if (!ret) {
             struct bv_case job = {"job4k", BV_JOB_BYTES, produced};
             bv_print(&o, &job, &m);
         }
     }
     vfu_client_destroy(c);
-    bv_server_stop(&s);
+    bench_server_destroy(s);
     bench_load_destroy(load);
     if (ret) {
         fprintf(stderr, "accmig bench vfu: a round trip or job failed: %s\n", strerror(-ret));

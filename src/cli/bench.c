@@ -17,13 +17,14 @@ static const struct bench_entry bench_entries[] = {
     {"vfu", bench_vfu, "vfio-user round trips vs a bare UNIX socket ping-pong"},
     {"ramcopy", bench_ram_copy_main, "guest RAM migration over vmstream vs a raw TCP copy"},
     {"migrate", bench_migrate_main, "VF device state and device downtime under load vs idle"},
+    {"neighbours", bench_neighbours, "a tenant VF's throughput and downtime beside a hostile VF"},
 };
 
 static void bench_usage(FILE *f)
 {
     fprintf(f, "usage: accmig bench <name> [options]   (accmig bench <name> --help)\n\nbenchmarks:\n");
     for (size_t i = 0; i < sizeof(bench_entries) / sizeof(bench_entries[0]); i++)
-        fprintf(f, "  %-8s %s\n", bench_entries[i].name, bench_entries[i].help);
+        fprintf(f, "  %-10s %s\n", bench_entries[i].name, bench_entries[i].help);
 }
 
 int cli_bench(int argc, char **argv)
