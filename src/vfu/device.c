@@ -26,6 +26,7 @@ void vfu_device_config_default(struct vfu_device_config *cfg)
     cfg->qps_per_vf = QM_DEFAULT_QPS_PER_VF;
     cfg->hw = MIG_HW_V4;
     cfg->workers = 2;
+    cfg->worker_cpus = 0;
 }
 
 /* ---- interrupts ---- */
@@ -214,9 +215,9 @@ static int ops_dma_map(void *ctx, uint64_t iova, uint64_t size, int fd, uint64_t
     return iommu_map_remote(vf->dom, iova, size, perm, remote, opaque);
 }
 
-static int ops_dma_unmap(void *ctx, uint64_t iova, uint64_t size)
+static int ops_dma_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapped_bytes)
 {
-    return iommu_unmap(((struct vfu_vf *)ctx)->dom, iova, size);
+    return iommu_unmap_range(((struct vfu_vf *)ctx)->dom, iova, size, unmapped_bytes);
 }
 
 static void ops_dma_unmap_all(void *ctx)
@@ -386,6 +387,7 @@ int vfu_device_create(const struct vfu_device_config *cfg, struct vfu_device **o
     qc.qps_per_vf = cfg->qps_per_vf;
     qc.revision = cfg->hw == MIG_HW_V3 ? QM_REV_V3 : QM_REV_V4;
     qc.workers = cfg->workers;
+    qc.worker_cpus = cfg->worker_cpus;
     qc.irq.raise = device_irq_raise;
     qc.irq.opaque = d;
     ret = qm_dev_create(&qc, &d->qm);

@@ -375,10 +375,25 @@ static int handle_dma_map(struct vfu_session *s, struct vfu_msg *m, struct reply
     return 0;
 }
 
+/* DMA_UNMAP as QEMU sends it. QEMU's listener unmaps whole sections, which
+ * may cover several earlier maps, in power-of-two pieces, the last one
+ * ending exactly at 2^64 (hw/vfio-user/container.c vfio_user_dma_unmap
+ * passes iova/size through unchanged): the range rules are
+ * vfio_iommu_type1's (iommu_unmap_range), not the spec's "must match
+ * exactly a previous mapping".
+ * The reply: docs/interop/vfio-user.rst (DMA_UNMAP, Reply) says "the server
+ * responds with the original DMA entry in the request", and QEMU reads no
+ * field of it: it checks VFIO_USER_ERROR/error_reply only, and refuses a
+ * reply larger than the request ("reply larger than recv buffer",
+ * hw/vfio-user/proxy.c; rsize defaults to the request's size). So the
+ * entry (flags, address, size) goes back as sent, 24 bytes; what was removed is logged. The
+ * session keeps no record of its own per mapping (fds are closed after
+ * DMA_MAP, remote maps live in the domain only), so the domain's table is
+ * the only one to keep consistent. */
 static int handle_dma_unmap(struct vfu_session *s, struct vfu_msg *m, struct reply *r)
 {
     struct vfu_dma_unmap req;
-    uint64_t end;
+    uint64_t last, unmapped = 0;
     int ret;
 
     if (m->len != sizeof(req))
@@ -397,15 +412,24 @@ static int handle_dma_unmap(struct vfu_session *s, struct vfu_msg *m, struct rep
     } else {
         if (req.size == 0)
             return fail(r, -EINVAL, "size 0");
-        if (am_add_overflows_u64(req.addr, req.size, &end))
-            return fail(r, -EOVERFLOW, "address + size wraps");
-        ret = s->ops->dma_unmap(s->ctx, req.addr, req.size);
+        /* The last byte must exist: an end of exactly 2^64 is allowed,
+         * so addr + size itself is never computed. */
+        if (am_add_overflows_u64(req.addr, req.size - 1, &last))
+            return fail(r, -EOVERFLOW, "address + size beyond 2^64");
+        if ((req.addr | req.size) % IOMMU_PAGE_SIZE)
+            return fail(r, -EINVAL, "address or size not 4 KiB aligned");
+        ret = s->ops->dma_unmap(s->ctx, req.addr, req.size, &unmapped);
+        if (ret == -EINVAL)
+            return fail(r, ret, "a mapping straddles an edge of the range: nothing unmapped");
         if (ret)
-            return fail(r, ret, "no mapping matches exactly");
+            return fail(r, ret, "the IOMMU refused the unmap");
+        am_log(AM_LOG_DEBUG, "vfu", "%s: DMA_UNMAP 0x%llx..0x%llx: 0x%llx bytes unmapped",
+               s->vf->name, (unsigned long long)req.addr, (unsigned long long)last,
+               (unsigned long long)unmapped);
     }
     if (!reply_alloc(r, sizeof(req)))
         return -ENOMEM;
-    req.argsz = sizeof(req);
+    req.argsz = sizeof(req); /* argsz of a reply: the size of its payload */
     memcpy(r->data, &req, sizeof(req));
     return 0;
 }
@@ -529,6 +553,21 @@ static int handle_set_irqs(struct vfu_session *s, struct vfu_msg *m, struct repl
         return fail(r, -EINVAL, "no such irq index");
     if (data != VFU_IRQ_SET_DATA_EVENTFD && m->nfds)
         return fail(r, -EINVAL, "descriptors without DATA_EVENTFD");
+    if (action != VFU_IRQ_SET_ACTION_TRIGGER) {
+        /* As vfio-pci: vfio_set_irqs_validate_and_prepare refuses a start
+         * or start + count beyond the index's vectors and a short data
+         * array (-EINVAL) first; then vfio_pci_set_irqs_ioctl finds no
+         * handler for MASK/UNMASK of MSI or MSI-X ("XXX Need masking
+         * support exported") and returns -ENOTTY. GET_IRQ_INFO never
+         * says VFIO_IRQ_INFO_MASKABLE, which is how the vfio-user spec
+         * tells a client that these actions are not supported. */
+        if (req.start >= irq_count(req.index) ||
+            __builtin_add_overflow(req.start, req.count, &end) || end > irq_count(req.index))
+            return fail(r, -EINVAL, "start + count beyond the vectors of the index");
+        if (m->len != sizeof(req) + (data == VFU_IRQ_SET_DATA_BOOL ? req.count : 0))
+            return fail(r, -EINVAL, "data length differs from count");
+        return fail(r, -ENOTTY, "MSI vectors are not maskable through SET_IRQS (as vfio-pci)");
+    }
     /* count 0 with DATA_NONE: disable every vector of the index. */
     if (req.count == 0) {
         if (data != VFU_IRQ_SET_DATA_NONE || action != VFU_IRQ_SET_ACTION_TRIGGER ||
@@ -540,8 +579,6 @@ static int handle_set_irqs(struct vfu_session *s, struct vfu_msg *m, struct repl
     }
     if (__builtin_add_overflow(req.start, req.count, &end) || end > irq_count(req.index))
         return fail(r, -EINVAL, "start + count beyond the vectors of the index");
-    if (action != VFU_IRQ_SET_ACTION_TRIGGER)
-        return fail(r, -EINVAL, "MSI vectors are not maskable");
     switch (data) {
     case VFU_IRQ_SET_DATA_EVENTFD:
         if (m->len != sizeof(req))

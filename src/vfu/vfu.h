@@ -58,9 +58,10 @@ struct vfu_device_config {
     unsigned qps_per_vf;  /* 2..QM_MAX_QPS_PER_VF */
     enum mig_hw_mode hw;  /* V4: revision 0x50, BAR2 64 KiB; V3: 0x30, 32 KiB visible */
     unsigned workers;     /* device job threads, >= 1 */
+    uint64_t worker_cpus; /* qm_dev_config.worker_cpus: bit c = CPU c; 0 = anywhere */
 };
 
-/* Defaults: 4 VFs, 4 queue pairs each, v4, 2 workers. */
+/* Defaults: 4 VFs, 4 queue pairs each, v4, 2 workers on any CPU. */
 void vfu_device_config_default(struct vfu_device_config *cfg);
 /* Creates the qm_dev (its irq sink routes to the VFs' eventfds) and one
  * migration device per VF. -EINVAL for a bad config, -ENOMEM, or what

@@ -52,11 +52,14 @@ struct vfu_dev_ops {
                               uint64_t *bitmap);
 
     /* DMA maps in the VF's IOMMU domain. fd >= 0: iommu_map_fd (the fd
-     * stays the caller's); fd < 0: iommu_map_remote over remote/opaque. */
+     * stays the caller's); fd < 0: iommu_map_remote over remote/opaque.
+     * dma_unmap is iommu_unmap_range: every mapping wholly inside
+     * [iova, iova+size) goes (the end may be 2^64), *unmapped_bytes gets
+     * their total; a mapping straddling an edge is -EINVAL, nothing gone. */
     unsigned (*dma_count)(void *ctx);
     int (*dma_map)(void *ctx, uint64_t iova, uint64_t size, int fd, uint64_t offset,
                    unsigned perm, const struct iommu_remote_ops *remote, void *opaque);
-    int (*dma_unmap)(void *ctx, uint64_t iova, uint64_t size);
+    int (*dma_unmap)(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapped_bytes);
     void (*dma_unmap_all)(void *ctx);
 
     /* Interrupts: vfu_vf_msi_set (ownership of every fd >= 0 passes) and

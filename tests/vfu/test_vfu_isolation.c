@@ -188,9 +188,9 @@ static int gw_dma_map(void *ctx, uint64_t iova, uint64_t size, int fd, uint64_t 
                                   opaque);
 }
 
-static int gw_dma_unmap(void *ctx, uint64_t iova, uint64_t size)
+static int gw_dma_unmap(void *ctx, uint64_t iova, uint64_t size, uint64_t *unmapped_bytes)
 {
-    return G(ctx)->inner->dma_unmap(G(ctx)->inner_ctx, iova, size);
+    return G(ctx)->inner->dma_unmap(G(ctx)->inner_ctx, iova, size, unmapped_bytes);
 }
 
 static void gw_dma_unmap_all(void *ctx)
