@@ -1,4 +1,4 @@
-/* accmig serve --dir DIR [--vfs N] [--qps Q] [--hw v3|v4]: serve a ZIP PF's
+/* accmig serve --dir DIR [--vfs N] [--qps Q] [--hw v3|v4] [--worker-cpus LIST]: serve a ZIP PF's
  * VFs over vfio-user, one socket per VF (DIR/vf0.sock ...), until SIGTERM or
  * SIGINT. --socket-path PATH or --fd N instead of --dir serve one VF, as
  * QEMU's vfio-user backend-program conventions say (docs/interop/
@@ -31,6 +31,8 @@ static void usage(FILE *f)
             "  --qps Q   queue pairs per VF, 2..%u (default %u)\n"
             "  --hw      v4: migration through the PF's per-VF window (default);\n"
             "            v3: through the VF BAR's upper half (the guest sees 32 KiB)\n"
+            "  --worker-cpus LIST  run the device's job workers only on these CPUs\n"
+            "            (0..63; \"0\", \"0,2\", \"0-3,6\"; default: any CPU)\n"
             "  Logs go to stderr; ACCMIG_LOG=err|guest|unimp|info|debug (serve: info).\n"
             "  SIGTERM/SIGINT: clients are detached (their VFs reset), sockets removed.\n"
             "  QEMU 10.1+: -device '{\"driver\":\"vfio-user-pci\",\"socket\":{\"path\":\n"
@@ -48,6 +50,63 @@ static int parse_uint(const char *opt, const char *s, uint64_t min, uint64_t max
     }
     *out = (unsigned)v;
     return 0;
+}
+
+/* LIST: comma-separated CPUs or ranges "A-B" (A <= B), each in 0..63, into
+ * a mask (bit c = CPU c). Returns 0 or -EINVAL with a message naming what
+ * was wrong. */
+static int parse_cpu_list(const char *s, uint64_t *out)
+{
+    uint64_t mask = 0;
+    const char *p = s;
+
+    if (!s || !*s) {
+        fprintf(stderr, "accmig serve: --worker-cpus wants a CPU list such as 0,2-3\n");
+        return -EINVAL;
+    }
+    for (;;) {
+        char *end;
+        unsigned long lo, hi;
+
+        if (*p < '0' || *p > '9')
+            goto bad;
+        errno = 0;
+        lo = strtoul(p, &end, 10);
+        hi = lo;
+        if (errno || end == p)
+            goto bad;
+        p = end;
+        if (*p == '-') {
+            p++;
+            if (*p < '0' || *p > '9')
+                goto bad;
+            hi = strtoul(p, &end, 10);
+            if (errno || end == p)
+                goto bad;
+            p = end;
+        }
+        if (lo > 63 || hi > 63) {
+            fprintf(stderr, "accmig serve: --worker-cpus '%s': CPUs are 0..63\n", s);
+            return -EINVAL;
+        }
+        if (lo > hi) {
+            fprintf(stderr, "accmig serve: --worker-cpus '%s': a range runs low-high\n", s);
+            return -EINVAL;
+        }
+        for (unsigned long c = lo; c <= hi; c++)
+            mask |= 1ull << c;
+        if (*p == '\0')
+            break;
+        if (*p != ',')
+            goto bad;
+        p++;
+    }
+    *out = mask;
+    return 0;
+bad:
+    fprintf(stderr,
+            "accmig serve: --worker-cpus '%s' is not a CPU list (such as 0 or 0,2-3)\n", s);
+    return -EINVAL;
 }
 
 static int parse_args(int argc, char **argv, struct vfu_server_config *cfg)
@@ -83,6 +142,8 @@ static int parse_args(int argc, char **argv, struct vfu_server_config *cfg)
             vfs_given = true;
         } else if (strcmp(a, "--qps") == 0) {
             ret = parse_uint(a, v, 2, QM_MAX_QPS_PER_VF, &cfg->dev.qps_per_vf);
+        } else if (strcmp(a, "--worker-cpus") == 0) {
+            ret = parse_cpu_list(v, &cfg->dev.worker_cpus);
         } else if (strcmp(a, "--hw") == 0 && v && (!strcmp(v, "v3") || !strcmp(v, "v4"))) {
             cfg->dev.hw = strcmp(v, "v3") == 0 ? MIG_HW_V3 : MIG_HW_V4;
         } else {

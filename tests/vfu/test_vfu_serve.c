@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -288,6 +289,79 @@ static void test_one_vf_options_refuse_mixing_more_vfs_and_bad_descriptors_with_
     assert_int_equal(rmdir(dir), 0); /* nothing was created in it */
 }
 
+/* Threads of pid whose allowed CPUs are exactly `list` (as
+ * /proc/PID/task/TID/status prints Cpus_allowed_list). */
+static unsigned threads_allowed_on(pid_t pid, const char *list)
+{
+    char path[64], line[256], want[64];
+    unsigned n = 0;
+    struct dirent *e;
+    DIR *d;
+
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    snprintf(want, sizeof(want), "Cpus_allowed_list:\t%s\n", list);
+    d = opendir(path);
+    if (!d)
+        return 0;
+    while ((e = readdir(d))) {
+        char st[320];
+        FILE *f;
+
+        if (e->d_name[0] == '.' || strlen(e->d_name) > 32)
+            continue;
+        snprintf(st, sizeof(st), "%s/%.32s/status", path, e->d_name);
+        f = fopen(st, "r");
+        if (!f)
+            continue;
+        while (fgets(line, sizeof(line), f))
+            if (strcmp(line, want) == 0)
+                n++;
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+static void test_worker_cpus_pins_the_workers_and_bad_lists_exit_2_naming_the_option(
+    void **state)
+{
+    static const char *bad[] = {"", "64", "1-0", "0,", ",0", "0-", "a", "0-1-2", "-1", "0;1",
+                                "99999999999999999999"};
+    char dir[64], sock[96], log[96];
+    uint64_t deadline;
+    pid_t pid;
+    (void)state;
+
+    snprintf(dir, sizeof(dir), "/tmp/accmig-serve-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(sock, sizeof(sock), "%s/dev.sock", dir);
+    snprintf(log, sizeof(log), "%s/log", dir);
+    for (size_t i = 0; i < AM_ARRAY_SIZE(bad); i++) {
+        const char *args[] = {"--socket-path", sock, "--worker-cpus", bad[i], NULL};
+        assert_int_equal(serve_reap(serve_spawn(args, log, -1, -1)), 2);
+        assert_true(file_has(log, "--worker-cpus"));
+        assert_int_not_equal(access(sock, F_OK), 0);
+    }
+    {
+        const char *args[] = {"--socket-path", sock, "--worker-cpus=0,0-0", NULL};
+        pid = serve_spawn(args, log, -1, -1);
+    }
+    wait_for_socket(sock);
+    one_vf_serves(sock);
+    /* The 2 device workers run on CPU 0 only; the other threads anywhere.
+     * (On a one-CPU machine every thread says "0": nothing to tell apart.) */
+    if (sysconf(_SC_NPROCESSORS_ONLN) > 1) {
+        deadline = am_now_ns() + (uint64_t)TEST_SETTLE_TIMEOUT_MS * 1000000u;
+        while (threads_allowed_on(pid, "0") < 2 && am_now_ns() < deadline)
+            usleep(5000);
+        assert_int_equal(threads_allowed_on(pid, "0"), 2);
+    }
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    assert_int_equal(serve_reap(pid), 0);
+    unlink(log);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 static void test_server_config_wants_one_place_one_vf_and_a_listening_unix_socket(void **state)
 {
     struct vfu_server_config cfg = {0};
@@ -350,6 +424,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_fd_serves_one_vf_on_an_inherited_listening_socket),
         cmocka_unit_test(test_server_config_wants_one_place_one_vf_and_a_listening_unix_socket),
         cmocka_unit_test(test_one_vf_options_refuse_mixing_more_vfs_and_bad_descriptors_with_exit_2),
+        cmocka_unit_test(test_worker_cpus_pins_the_workers_and_bad_lists_exit_2_naming_the_option),
     };
     if (argc < 2) {
         fprintf(stderr, "usage: %s PATH-TO-ACCMIG\n", argv[0]);
