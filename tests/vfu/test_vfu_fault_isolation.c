@@ -543,6 +543,77 @@ static void test_a_client_that_dies_mid_job_leaves_its_vf_reusable_and_the_other
     vf0_serves_a_new_client(f);
 }
 
+/* Waits until VF0's function has counted a ring fault: 0, or -ETIMEDOUT. */
+static int vf0_ring_faulted(struct fixture *f, struct qm_fn_counters *k)
+{
+    uint64_t deadline = am_now_ns() + (uint64_t)FI_WAIT_MS * 1000000u;
+
+    for (;;) {
+        assert_int_equal(qm_debug_fn_counters(fx_qm(f), 1, k), 0);
+        if (k->ring_faults > 0)
+            return 0;
+        if (am_now_ns() >= deadline)
+            return -ETIMEDOUT;
+        usleep(1000);
+    }
+}
+
+static void test_a_client_whose_whole_ram_vanishes_mid_job_halts_only_its_own_vf(void **state)
+{
+    struct fixture *f = *state;
+    struct qm_fn_counters k0, k1;
+    struct qm_fn_debug d0, d1;
+    struct qm_queue_debug qd;
+    struct iommu_stats s0, s1;
+    struct vf0_guest g;
+    uint64_t verified;
+
+    guest_side_attach(f, 1, FI_VF1_JOBS, &f->vf1);
+    vf0_guest_create(f, &g);
+    vf0_job_frozen_mid_codec(f, &g);
+    assert_int_equal(workload_vcpus_start(f->vf1.w), 0);
+    assert_true(vf1_progresses(f, 0));
+
+    /* Rings, queue contexts, EQ and AEQ go too. From here on the guest
+     * driver must not run: its own reads of that memory would fault this
+     * process. */
+    assert_int_equal(ftruncate(g.data_fd, 0), 0);
+    assert_int_equal(ftruncate(g.state_fd, 0), 0);
+    verified = workload_verified(f->vf1.w);
+    fi_release(f);
+
+    /* The job's commit cannot write back its SQE or CQE: the queue breaks
+     * and its AEQE cannot be written either, which halts the function until
+     * an FLR (docs/driver-compat.md). All of it counted in VF0's domain. */
+    assert_int_equal(vf0_ring_faulted(f, &k0), 0);
+    assert_int_equal(qm_debug_fn(fx_qm(f), 1, &d0), 0);
+    assert_true(d0.halted);
+    assert_int_equal(qm_debug_queue(fx_qm(f), 1, FI_VF0_QP, &qd), 0);
+    assert_true(qd.sq_broken);
+    assert_true(k0.ring_faults >= 2); /* the SQE write-back, then the AEQE */
+    assert_int_equal(k0.jobs_done, 0);
+    iommu_stats_get(fx_dom(f, 0), &s0);
+    assert_true(s0.bus_faults > 0);
+    assert_true(s0.last_fault_iova < g.map_len);
+
+    /* VF1 saw none of it. */
+    assert_true(vf1_progresses(f, verified));
+    vf1_finishes_every_job_once(f);
+    iommu_stats_get(fx_dom(f, 1), &s1);
+    assert_int_equal(s1.bus_faults + s1.read_faults + s1.write_faults + s1.perm_faults, 0);
+    assert_int_equal(qm_debug_fn_counters(fx_qm(f), 2, &k1), 0);
+    assert_int_equal(k1.ring_faults + k1.jobs_failed, 0);
+    assert_int_equal(qm_debug_fn(fx_qm(f), 2, &d1), 0);
+    assert_false(d1.halted);
+
+    /* The client goes without its driver's teardown (it cannot run); the
+     * session's reset un-halts VF0 for the next client. */
+    vf0_guest_destroy(&g);
+    vf0_serves_a_new_client(f);
+    assert_int_equal(qm_debug_fn(fx_qm(f), 1, &d0), 0);
+    assert_false(d0.halted);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -551,6 +622,7 @@ int main(void)
         T(test_a_client_that_truncates_its_memory_mid_job_faults_only_its_own_job),
         T(test_a_client_that_breaks_framing_is_dropped_and_the_other_vf_keeps_working),
         T(test_a_client_that_dies_mid_job_leaves_its_vf_reusable_and_the_other_vf_alone),
+        T(test_a_client_whose_whole_ram_vanishes_mid_job_halts_only_its_own_vf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
