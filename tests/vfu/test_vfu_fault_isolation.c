@@ -233,6 +233,14 @@ static void vf0_serves_a_new_client(struct fixture *f)
     guest_side_detach(&g);
 }
 
+/* Every descriptor VF0's clients brought (sockets, eventfds, memfds on
+ * both sides) is closed again once they are gone: the server's end of a
+ * session that ended badly included. VF1's stay as they were. */
+static void vf0_left_no_descriptor(unsigned base)
+{
+    assert_int_equal(test_wait_fds(base), base);
+}
+
 /* ---- VF0's guest: state memfd + data memfd, one compression queue ---- */
 
 struct vf0_guest {
@@ -416,12 +424,14 @@ static void fi_release(struct fixture *f)
 static void test_a_client_that_truncates_its_memory_mid_job_faults_only_its_own_job(void **state)
 {
     struct fixture *f = *state;
+    unsigned base_fds;
     struct iommu_stats s0, s1;
     struct qm_fn_counters k0, k1;
     struct vf0_guest g;
     uint64_t verified;
 
     guest_side_attach(f, 1, FI_VF1_JOBS, &f->vf1);
+    base_fds = test_count_fds();
     vf0_guest_create(f, &g);
     vf0_job_frozen_mid_codec(f, &g);
     /* VF0's job holds one worker; VF1's workload runs on the other. */
@@ -468,12 +478,14 @@ static void test_a_client_that_truncates_its_memory_mid_job_faults_only_its_own_
     assert_int_equal(guest_vf_uninit(g.vf), 0);
     vf0_guest_destroy(&g);
     vf0_serves_a_new_client(f);
+    vf0_left_no_descriptor(base_fds);
 }
 
 static void test_a_client_that_breaks_framing_is_dropped_and_the_other_vf_keeps_working(
     void **state)
 {
     struct fixture *f = *state;
+    unsigned base_fds;
     /* A header claiming 4 GiB, then bytes that are no message at all. */
     const struct vfu_hdr bad = {.msg_id = 7, .cmd = VFU_CMD_REGION_READ, .size = 0xffffffffu,
                                 .flags = VFU_HDR_TYPE_COMMAND};
@@ -484,6 +496,7 @@ static void test_a_client_that_breaks_framing_is_dropped_and_the_other_vf_keeps_
     int fd;
 
     guest_side_attach(f, 1, FI_VF1_JOBS, &f->vf1);
+    base_fds = test_count_fds();
     assert_int_equal(workload_vcpus_start(f->vf1.w), 0);
     vf0_guest_create(f, &g);
     /* A job in flight (or done: either way the session owns mappings,
@@ -507,17 +520,20 @@ static void test_a_client_that_breaks_framing_is_dropped_and_the_other_vf_keeps_
     vf0_guest_destroy(&g);
     vf1_finishes_every_job_once(f);
     vf0_serves_a_new_client(f);
+    vf0_left_no_descriptor(base_fds);
 }
 
 static void test_a_client_that_dies_mid_job_leaves_its_vf_reusable_and_the_other_vf_alone(
     void **state)
 {
     struct fixture *f = *state;
+    unsigned base_fds;
     struct qm_fn_counters k0;
     struct vf0_guest g;
     uint64_t verified;
 
     guest_side_attach(f, 1, FI_VF1_JOBS, &f->vf1);
+    base_fds = test_count_fds();
     vf0_guest_create(f, &g);
     vf0_job_frozen_mid_codec(f, &g);
     assert_int_equal(workload_vcpus_start(f->vf1.w), 0);
@@ -543,6 +559,7 @@ static void test_a_client_that_dies_mid_job_leaves_its_vf_reusable_and_the_other
     vf0_guest_destroy(&g);
     vf1_finishes_every_job_once(f);
     vf0_serves_a_new_client(f);
+    vf0_left_no_descriptor(base_fds);
 }
 
 /* Waits until VF0's function has counted a ring fault: 0, or -ETIMEDOUT. */
@@ -563,6 +580,7 @@ static int vf0_ring_faulted(struct fixture *f, struct qm_fn_counters *k)
 static void test_a_client_whose_whole_ram_vanishes_mid_job_halts_only_its_own_vf(void **state)
 {
     struct fixture *f = *state;
+    unsigned base_fds;
     struct qm_fn_counters k0, k1;
     struct qm_fn_debug d0, d1;
     struct qm_queue_debug qd;
@@ -571,6 +589,7 @@ static void test_a_client_whose_whole_ram_vanishes_mid_job_halts_only_its_own_vf
     uint64_t verified;
 
     guest_side_attach(f, 1, FI_VF1_JOBS, &f->vf1);
+    base_fds = test_count_fds();
     vf0_guest_create(f, &g);
     vf0_job_frozen_mid_codec(f, &g);
     assert_int_equal(workload_vcpus_start(f->vf1.w), 0);
@@ -614,6 +633,7 @@ static void test_a_client_whose_whole_ram_vanishes_mid_job_halts_only_its_own_vf
     vf0_serves_a_new_client(f);
     assert_int_equal(qm_debug_fn(fx_qm(f), 1, &d0), 0);
     assert_false(d0.halted);
+    vf0_left_no_descriptor(base_fds);
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
