@@ -7,16 +7,20 @@
  *   timing): the server's DMA meets SIGBUS, which the iommu turns into a
  *   counted bus fault and the job into status 0x02 (DMA fault);
  * - it writes a broken header on its socket: the server ends its session;
- * - it dies (closes its socket) with a job frozen mid-codec.
+ * - it dies (closes its socket) with a job frozen mid-codec;
+ * - it shrinks all of its RAM to 0 (rings, EQ, AEQ too) mid-job: its queue
+ *   breaks and its VF halts until the reset its disconnect brings.
  * Each time the server (this process) lives on, VF1's workload finishes with
- * every job exactly once, VF0 is left reset and unmapped, and a new client
- * on VF0 maps fresh memory and runs verified jobs.
+ * every job exactly once and no fault counted in its domain, VF0 is left
+ * reset and unmapped with every descriptor closed, and a new client on VF0
+ * maps fresh memory and runs verified jobs.
  *
  * VF0's guest RAM is two memfds, both created without MFD_ALLOW_SEALING so
  * the server cannot seal them: the driver's state and rings, then the job's
- * input and output. Only the second is truncated: the guest driver runs in
- * this process and reads its rings through its own mapping, which would
- * SIGBUS here if they went away too.
+ * input and output. The first case truncates only the second, so the guest
+ * driver (in this process, reading its rings through its own mapping) can
+ * still read the job's status; the last one truncates both and leaves the
+ * driver alone from then on.
  *
  * Nothing here measures time: every wait is bounded (FI_WAIT_MS, or
  * FI_WORKLOAD_MS for a whole workload under ASan on a busy machine) so a
