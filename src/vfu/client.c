@@ -540,6 +540,25 @@ static void hosts_forget(struct vfu_client *c, uint64_t iova, uint64_t size, con
     hosts_forget_match(c, iova, size, host, false);
 }
 
+/* After a DMA_UNMAP of [iova, iova+size) succeeded: the server removed
+ * every mapping wholly inside it (the end may be 2^64, so only last bytes
+ * are compared), and so does the record of host memory served over the
+ * twin socket. */
+static void hosts_forget_inside(struct vfu_client *c, uint64_t iova, uint64_t size)
+{
+    uint64_t last = iova + (size - 1); /* the server checked: no wrap, size > 0 */
+
+    pthread_mutex_lock(&c->host_lock);
+    for (size_t i = 0; i < c->nhosts;) {
+        const struct host_map *h = &c->hosts[i];
+        if (h->iova >= iova && h->iova - iova + (h->size - 1) <= last - iova)
+            c->hosts[i] = c->hosts[--c->nhosts];
+        else
+            i++;
+    }
+    pthread_mutex_unlock(&c->host_lock);
+}
+
 int vfu_client_dma_map_host(struct vfu_client *c, uint64_t iova, uint64_t size, void *host,
                             unsigned perm)
 {
@@ -574,8 +593,8 @@ int vfu_client_dma_unmap(struct vfu_client *c, uint64_t iova, uint64_t size)
     struct vfu_dma_unmap rep;
     int ret = client_call_exact(c, VFU_CMD_DMA_UNMAP, &req, sizeof(req), NULL, 0, &rep,
                                 sizeof(rep));
-    if (!ret)
-        hosts_forget(c, iova, size, NULL);
+    if (!ret && size)
+        hosts_forget_inside(c, iova, size);
     return ret;
 }
 

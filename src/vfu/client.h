@@ -100,6 +100,8 @@ int vfu_client_dma_map_fd(struct vfu_client *c, uint64_t iova, uint64_t size, in
                           uint64_t offset, unsigned perm);
 int vfu_client_dma_map_host(struct vfu_client *c, uint64_t iova, uint64_t size, void *host,
                             unsigned perm);
+/* Every mapping wholly inside [iova, iova+size) goes (the end may be 2^64);
+ * one straddling an edge: -EINVAL and none goes; none inside: 0. */
 int vfu_client_dma_unmap(struct vfu_client *c, uint64_t iova, uint64_t size);
 int vfu_client_dma_unmap_all(struct vfu_client *c);
 
