@@ -82,16 +82,29 @@ qemu_bin=$(ls "$C"/build-qemu-*/qemu-system-x86_64 2>/dev/null | sort -V | tail 
 if [ -z "$qemu_bin" ]; then
     private_update
     mkdir -p "$C/src" && cd "$C/src"
-    ver=$QEMU_PIN
-    if ! apt-cache "${APTO[@]}" showsrc "qemu=$ver" 2>/dev/null | grep -q '^Package: qemu'; then
-        ver=$(apt-cache "${APTO[@]}" showsrc qemu 2>/dev/null | sed -n 's/^Version: //p' | sort -V | tail -1)
-    fi
-    [ -n "$ver" ] || skip "no QEMU source package in the newer suites"
-    up=${ver#*:}; up=${up%%+*}; up=${up%%-*}
-    dpkg --compare-versions "$up" ge 10.1 || skip "newest QEMU source is $up (< 10.1)"
-    log "fetching QEMU $ver"
-    apt-get "${APTO[@]}" source --download-only "qemu=$ver" >/dev/null 2>&1 ||
-        skip "cannot download the QEMU $ver source"
+    # The pinned version if the archive still has it, else the newest
+    # >= 10.1 that downloads (dpkg's version order).
+    vers=$(apt-cache "${APTO[@]}" showsrc qemu 2>/dev/null | sed -n 's/^Version: //p' |
+           while read -r v; do
+               n=0
+               for w in $(apt-cache "${APTO[@]}" showsrc qemu 2>/dev/null | sed -n 's/^Version: //p'); do
+                   dpkg --compare-versions "$w" gt "$v" && n=$((n + 1))
+               done
+               echo "$n $v"
+           done | sort -n | cut -d' ' -f2)
+    [ -n "$vers" ] || skip "no QEMU source package in the newer suites"
+    echo "$vers" | grep -qxF "$QEMU_PIN" && vers=$(printf '%s\n%s' "$QEMU_PIN" "$vers")
+    ver=""
+    for v in $vers; do
+        u=${v#*:}; u=${u%%+*}; u=${u%%-*}
+        dpkg --compare-versions "$u" ge 10.1 || continue
+        log "fetching QEMU $v"
+        if apt-get "${APTO[@]}" source --download-only "qemu=$v" >"$C/src/fetch.log" 2>&1; then
+            ver=$v; up=$u; break
+        fi
+        log "QEMU $v: download failed ($(tail -1 "$C/src/fetch.log"))"
+    done
+    [ -n "$ver" ] || skip "no QEMU >= 10.1 source could be downloaded"
     rm -rf "qemu-$up"
     dpkg-source --no-check -x qemu_"${ver#*:}".dsc "qemu-$up" >/dev/null ||
         skip "cannot unpack QEMU $ver"
@@ -170,7 +183,7 @@ if [ ! -f "$KR/boot/vmlinuz-$kver" ] || [ ! -f "$K/hisi-$kver/hisi_zip.ko" ]; th
         modules >"$HB/build.log" 2>&1 || skip "hisi module build failed (see $HB/build.log)"
 fi
 
-[ -x /bin/busybox ] && /bin/busybox --list | grep -qx cpio || skip "no static busybox"
+[ -x /bin/busybox ] && /bin/busybox --list | grep -x cpio >/dev/null || skip "no busybox with cpio"
 
 cat >"$ENVF.tmp" <<EOF
 ACCMIG_QEMU=$qemu_bin
