@@ -16,48 +16,7 @@ static const char *g_exe;
 
 static int setup(void **state)
 {
-    struct pt *t = calloc(1, sizeof(*t));
-
-    if (!t)
-        return -1;
-    pt_init(t, g_exe);
-    *state = t;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct pt *t = *state;
-
-    pt_cleanup(t);
-    free(t);
-    return 0;
-}
-
-/* The child's whole log (stdout and stderr). */
-static char *read_log(struct pt *t, const char *name)
-{
-    char path[200];
-    char *buf = calloc(1, 1 << 20);
-    FILE *f;
-
-    snprintf(path, sizeof(path), "%s/%s.log", t->dir, name);
-    f = fopen(path, "r");
-    assert_non_null(f);
-    assert_non_null(buf);
-    if (fread(buf, 1, (1 << 20) - 1, f) == 0)
-        buf[0] = '\0';
-    fclose(f);
-    return buf;
-}
-
-/* Runs accmig args with TMPDIR in the test's directory; its exit status. */
-static int run(struct pt *t, const char *name, const char *const *args)
-{
-    setenv("TMPDIR", t->dir, 1);
-    pt_spawn(t, name, NULL, args);
-    unsetenv("TMPDIR");
-    return pt_wait(t, name, PT_EXIT_MS * 2);
+    return pt_fixture_new(state, g_exe);
 }
 
 static json_object *get(json_object *o, const char *k)
@@ -77,8 +36,8 @@ static void test_two_guests_migrate_together_and_each_verifies_its_own_jobs(void
     json_object *j, *guests, *log, *m[2][2];
     char *out, *line;
 
-    assert_int_equal(run(t, "demo", args), 0);
-    out = read_log(t, "demo");
+    assert_int_equal(pt_run_once(t, "demo", args, PT_EXIT_MS * 2), 0);
+    out = pt_log_read(t, "demo");
     line = strstr(out, "{\"verdict\"");
     assert_non_null(line);
     j = json_tokener_parse(line);
@@ -149,8 +108,8 @@ static void test_the_text_report_has_a_line_per_guest(void **state)
                           "--qps", "2", "--vcpus", "2", NULL};
     char *out;
 
-    assert_int_equal(run(t, "demo", args), 0);
-    out = read_log(t, "demo");
+    assert_int_equal(pt_run_once(t, "demo", args, PT_EXIT_MS * 2), 0);
+    out = pt_log_read(t, "demo");
     assert_non_null(strstr(out, "host A: device server up (4 VFs"));
     assert_non_null(strstr(out, "guest 1: migration 1: done"));
     assert_non_null(strstr(out, "2 guests, 40 jobs each"));
@@ -167,9 +126,9 @@ static void expect_usage(struct pt *t, const char *name, const char *const *args
 {
     char *out;
 
-    if (run(t, name, args) != 2)
+    if (pt_run_once(t, name, args, PT_EXIT_MS * 2) != 2)
         fail_msg("%s: exit status is not 2", name);
-    out = read_log(t, name);
+    out = pt_log_read(t, name);
     if (!strstr(out, words))
         fail_msg("%s: output does not mention '%s': %s", name, words, out);
     free(out);
@@ -192,7 +151,7 @@ static void test_a_guest_count_the_hosts_cannot_hold_is_refused_with_a_clear_mes
 
 int main(int argc, char **argv)
 {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, pt_fixture_free)
     const struct CMUnitTest tests[] = {
         T(test_two_guests_migrate_together_and_each_verifies_its_own_jobs),
         T(test_the_text_report_has_a_line_per_guest),

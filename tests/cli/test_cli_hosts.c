@@ -16,48 +16,7 @@ static const char *g_exe;
 
 static int setup(void **state)
 {
-    struct pt *t = calloc(1, sizeof(*t));
-
-    if (!t)
-        return -1;
-    pt_init(t, g_exe);
-    *state = t;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct pt *t = *state;
-
-    pt_cleanup(t);
-    free(t);
-    return 0;
-}
-
-/* The child's whole log (stdout and stderr). */
-static char *read_log(struct pt *t, const char *name)
-{
-    char path[200];
-    char *buf = calloc(1, 1 << 20);
-    FILE *f;
-
-    snprintf(path, sizeof(path), "%s/%s.log", t->dir, name);
-    f = fopen(path, "r");
-    assert_non_null(f);
-    assert_non_null(buf);
-    if (fread(buf, 1, (1 << 20) - 1, f) == 0)
-        buf[0] = '\0';
-    fclose(f);
-    return buf;
-}
-
-/* Runs accmig args with TMPDIR in the test's directory; its exit status. */
-static int run(struct pt *t, const char *name, const char *const *args)
-{
-    setenv("TMPDIR", t->dir, 1);
-    pt_spawn(t, name, NULL, args);
-    unsetenv("TMPDIR");
-    return pt_wait(t, name, PT_EXIT_MS * 2);
+    return pt_fixture_new(state, g_exe);
 }
 
 /* Processes whose command line mentions s (our children pass the
@@ -115,8 +74,8 @@ static void test_the_default_demo_prints_progress_a_migration_and_the_verdict(vo
                           "2", NULL};
     char dir[200], *out;
 
-    assert_int_equal(run(t, "demo", args), 0);
-    out = read_log(t, "demo");
+    assert_int_equal(pt_run_once(t, "demo", args, PT_EXIT_MS * 2), 0);
+    out = pt_log_read(t, "demo");
     /* plain progress lines (not a terminal), one migration, the summary */
     assert_non_null(strstr(out, "device server up"));
     assert_non_null(strstr(out, "migration 1: done"));
@@ -137,8 +96,8 @@ static void test_the_vfio_user_demo_without_migrations_uses_one_server(void **st
     char *out, *line;
     json_object *j, *log;
 
-    assert_int_equal(run(t, "demo", args), 0);
-    out = read_log(t, "demo");
+    assert_int_equal(pt_run_once(t, "demo", args, PT_EXIT_MS * 2), 0);
+    out = pt_log_read(t, "demo");
     assert_null(strstr(out, "host B"));
     line = strstr(out, "{\"verdict\"");
     assert_non_null(line);
@@ -226,9 +185,9 @@ static void expect_usage(struct pt *t, const char *name, const char *const *args
 {
     char *out;
 
-    if (run(t, name, args) != 2)
+    if (pt_run_once(t, name, args, PT_EXIT_MS * 2) != 2)
         fail_msg("%s: exit status is not 2", name);
-    out = read_log(t, name);
+    out = pt_log_read(t, name);
     if (!strstr(out, words))
         fail_msg("%s: output does not mention '%s': %s", name, words, out);
     free(out);
@@ -267,7 +226,7 @@ static void test_the_command_lines_refuse_what_they_cannot_do_with_a_clear_messa
 
 int main(int argc, char **argv)
 {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, pt_fixture_free)
     const struct CMUnitTest tests[] = {
         T(test_the_default_demo_prints_progress_a_migration_and_the_verdict),
         T(test_the_vfio_user_demo_without_migrations_uses_one_server),
