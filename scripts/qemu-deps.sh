@@ -146,8 +146,8 @@ fi
 
 # --- guest kernel, headers, hisi modules --------------------------------------
 K=$C/kernel
-kdep=$(apt-cache depends "$KVER_PKG" 2>/dev/null | sed -n 's/.*Depends: \(linux-image-6\.1\.[^ ]*\)/\1/p' | head -1)
-[ -n "$kdep" ] || kdep=$(ls -d "$K"/root/boot/vmlinuz-* 2>/dev/null | sed 's|.*/vmlinuz-|linux-image-|' | tail -1)
+kdep=$(apt-cache depends "$KVER_PKG" 2>/dev/null | sed -n 's/.*Depends: \(linux-image-6\.1\.[^ ]*\)/\1/p' | head -1 || true)
+[ -n "$kdep" ] || kdep=$(ls -d "$K"/root/boot/vmlinuz-* 2>/dev/null | sed 's|.*/vmlinuz-|linux-image-|' | tail -1 || true)
 [ -n "$kdep" ] || skip "no Debian 12 6.1 kernel package known"
 kver=${kdep#linux-image-}
 KR=$K/root
