@@ -425,6 +425,13 @@ void qm_workers_stop(struct qm_dev *dev)
     dev->stopping = true;
     pthread_cond_broadcast(&dev->sched_cond);
     pthread_mutex_unlock(&dev->sched_lock);
+    /* A frozen worker first: revocation may wait for its copy. */
+    pthread_mutex_lock(&dev->freeze.lock);
+    dev->freeze.armed = QM_FREEZE_NONE;
+    atomic_store(&dev->freeze.armed_fast, QM_FREEZE_NONE);
+    dev->freeze.release = dev->freeze.frozen;
+    pthread_cond_broadcast(&dev->freeze.cond);
+    pthread_mutex_unlock(&dev->freeze.lock);
     for (unsigned f = 0; f < dev->nfn; f++) {
         struct qm_fn *fn = dev->fn[f];
 
@@ -436,12 +443,6 @@ void qm_workers_stop(struct qm_dev *dev)
         qm_fn_revoke_jobs_locked(fn, false);
         qm_fn_unlock(fn, &d);
     }
-    pthread_mutex_lock(&dev->freeze.lock);
-    dev->freeze.armed = QM_FREEZE_NONE;
-    atomic_store(&dev->freeze.armed_fast, QM_FREEZE_NONE);
-    dev->freeze.release = dev->freeze.frozen;
-    pthread_cond_broadcast(&dev->freeze.cond);
-    pthread_mutex_unlock(&dev->freeze.lock);
     for (unsigned i = 0; i < dev->nstarted; i++)
         pthread_join(dev->workers[i].thread, NULL);
     for (unsigned i = 0; dev->workers && i < dev->nworkers; i++) {

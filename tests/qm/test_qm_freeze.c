@@ -207,6 +207,18 @@ static void test_freeze_arming_refuses_a_bad_stage_and_a_second_freeze(void **st
     tenv_fini(&e); /* destroy disarms and never hangs on an armed freeze */
 }
 
+static void test_device_destroy_never_hangs_on_a_worker_frozen_at_any_stage(void **state)
+{
+    (void)state;
+    for (unsigned i = 0; i < AM_ARRAY_SIZE(f_stages); i++) {
+        struct fjob f;
+
+        fjob_init(&f, 1);
+        fjob_submit_frozen(&f, f_stages[i]);
+        tenv_fini(&f.e); /* releases the freeze, revokes, joins */
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -214,6 +226,7 @@ int main(void)
         cmocka_unit_test(test_after_resume_another_worker_runs_the_job_and_the_frozen_one_adds_nothing),
         cmocka_unit_test(test_flr_completes_while_a_worker_is_frozen_and_nothing_is_written_after),
         cmocka_unit_test(test_freeze_arming_refuses_a_bad_stage_and_a_second_freeze),
+        cmocka_unit_test(test_device_destroy_never_hangs_on_a_worker_frozen_at_any_stage),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
