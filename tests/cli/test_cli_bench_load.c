@@ -54,25 +54,6 @@ static void test_a_bad_load_is_refused_by_every_benchmark_with_a_clear_message(v
     }
 }
 
-static double num(json_object *o, const char *k)
-{
-    json_object *v = NULL;
-
-    if (!json_object_object_get_ex(o, k, &v))
-        fail_msg("no '%s' in %s", k, json_object_to_json_string(o));
-    return json_object_get_double(v);
-}
-
-/* p50 <= p99 <= max of one time, named "<stem>_p50_us" ... or "<stem>_p50". */
-static void assert_ordered(json_object *o, const char *p50, const char *p99, const char *max)
-{
-    double a = num(o, p50), b = num(o, p99), c = num(o, max);
-
-    if (!(a >= 0 && a <= b && b <= c))
-        fail_msg("%s %.1f, %s %.1f, %s %.1f out of order in %s", p50, a, p99, b, max, c,
-                 json_object_to_json_string(o));
-}
-
 /* Runs args; every JSON line must carry "load_threads":1. The number of
  * JSON lines. */
 static unsigned check_lines(struct pt *t, const char *name, const char *const *args,
@@ -96,16 +77,16 @@ static unsigned check_lines(struct pt *t, const char *name, const char *const *a
         assert_string_equal(pt_str(j, "bench"), bench);
         assert_int_equal(pt_int(j, "load_threads"), 1);
         if (strcmp(bench, "migrate") == 0) {
-            assert_ordered(j, "downtime_p50_us", "downtime_p99_us", "downtime_max_us");
-            assert_ordered(j, "quiesce_p50_us", "quiesce_p99_us", "quiesce_max_us");
-            assert_ordered(j, "resume_p50_us", "resume_p99_us", "resume_max_us");
+            pt_assert_ordered(j, "downtime_p50_us", "downtime_p99_us", "downtime_max_us");
+            pt_assert_ordered(j, "quiesce_p50_us", "quiesce_p99_us", "quiesce_max_us");
+            pt_assert_ordered(j, "resume_p50_us", "resume_p99_us", "resume_max_us");
             assert_true(json_object_get_boolean(json_object_object_get(j, "exactly_once")));
         } else if (strcmp(bench, "engine") == 0) {
-            assert_ordered(j, "engine_job_us_p50", "engine_job_us_p99", "engine_job_us_max");
-            assert_ordered(j, "raw_job_us_p50", "raw_job_us_p99", "raw_job_us_max");
+            pt_assert_ordered(j, "engine_job_us_p50", "engine_job_us_p99", "engine_job_us_max");
+            pt_assert_ordered(j, "raw_job_us_p50", "raw_job_us_p99", "raw_job_us_max");
         } else if (strcmp(bench, "vfu") == 0) {
-            assert_ordered(j, "vfu_us_p50", "vfu_us_p99", "vfu_us_max");
-            assert_ordered(j, "bare_us_p50", "bare_us_p99", "bare_us_max");
+            pt_assert_ordered(j, "vfu_us_p50", "vfu_us_p99", "vfu_us_max");
+            pt_assert_ordered(j, "bare_us_p50", "bare_us_p99", "bare_us_max");
         }
         json_object_put(j);
         n++;

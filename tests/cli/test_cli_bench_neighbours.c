@@ -24,24 +24,6 @@ static int teardown(void **state)
     return pt_fixture_free(state);
 }
 
-static double num(json_object *o, const char *k)
-{
-    json_object *v = NULL;
-
-    if (!json_object_object_get_ex(o, k, &v))
-        fail_msg("no '%s' in %s", k, json_object_to_json_string(o));
-    return json_object_get_double(v);
-}
-
-static void assert_ordered(json_object *o, const char *a_k, const char *b_k, const char *c_k)
-{
-    double a = num(o, a_k), b = num(o, b_k), c = num(o, c_k);
-
-    if (!(a >= 0 && a <= b && b <= c))
-        fail_msg("%s %.1f, %s %.1f, %s %.1f out of order in %s", a_k, a, b_k, b, c_k, c,
-                 json_object_to_json_string(o));
-}
-
 static void test_a_tiny_run_prints_every_field_and_keeps_the_tenants_jobs_exactly_once(
     void **state)
 {
@@ -82,11 +64,11 @@ static void test_a_tiny_run_prints_every_field_and_keeps_the_tenants_jobs_exactl
             if (pt_int(j, ops[i]) <= 0)
                 fail_msg("no %s in the noisy phase: %s", ops[i], line);
         for (size_t i = 0; i < AM_ARRAY_SIZE(fields); i++)
-            (void)num(j, fields[i]);
-        assert_ordered(j, "ratio_min", "ratio", "ratio_max");
-        assert_ordered(j, "downtime_p50_quiet_us", "downtime_p99_quiet_us",
+            (void)pt_num(j, fields[i]);
+        pt_assert_ordered(j, "ratio_min", "ratio", "ratio_max");
+        pt_assert_ordered(j, "downtime_p50_quiet_us", "downtime_p99_quiet_us",
                        "downtime_max_quiet_us");
-        assert_ordered(j, "downtime_p50_noisy_us", "downtime_p99_noisy_us",
+        pt_assert_ordered(j, "downtime_p50_noisy_us", "downtime_p99_noisy_us",
                        "downtime_max_noisy_us");
         json_object_put(j);
         lines++;

@@ -361,6 +361,24 @@ static inline int64_t pt_int(json_object *o, const char *k)
     return json_object_get_int64(v);
 }
 
+static inline double pt_num(json_object *o, const char *k)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o, k, &v))
+        fail_msg("no '%s' in %s", k, json_object_to_json_string(o));
+    return json_object_get_double(v);
+}
+
+/* 0 <= o[a] <= o[b] <= o[c]: a p50/p99/max triple, or min/median/max. */
+static inline void pt_assert_ordered(json_object *o, const char *a, const char *b, const char *c)
+{
+    double x = pt_num(o, a), y = pt_num(o, b), z = pt_num(o, c);
+
+    if (!(x >= 0 && x <= y && y <= z))
+        fail_msg("%s %.1f, %s %.1f, %s %.1f out of order in %s", a, x, b, y, c, z,
+                 json_object_to_json_string(o));
+}
+
 static inline const char *pt_str(json_object *o, const char *k)
 {
     json_object *v;
