@@ -20,6 +20,13 @@ struct vf_io {
     int (*mmio_read)(void *opaque, uint64_t off, void *data, unsigned size);
     int (*mmio_write)(void *opaque, uint64_t off, const void *data, unsigned size);
     int (*irq_wait)(void *opaque, unsigned vector, int timeout_ms);
+    /* BAR4, the doorbell pages (when QUE_ISO_CFG bit0 is set): db_pages
+     * maps them (db_pages_size bytes; the guest stores each 64-bit
+     * doorbell there with release order and the device polls), or is NULL
+     * and db_write reaches them trapped (size 8). */
+    int (*db_write)(void *opaque, uint64_t off, const void *data, unsigned size);
+    void *db_pages;
+    uint64_t db_pages_size;
     void *opaque;
 };
 

@@ -34,12 +34,28 @@
  *   one window per VF at QM_PF_MIG_WINDOW(fn). v4 mode = revision QM_REV_V4
  *   with MIG_REGION_SEL bit0 set, which qm_dev_create does (as the PF driver
  *   would); docs/driver-compat.md lists every behaviour the model defines.
+ * - Doorbell isolation (cfg.db_isolation, VFs only): QUE_ISO_CFG reads 1
+ *   and the VF has BAR4 (qm_db_bar_size bytes, a power of two): one 64 KiB
+ *   page per queue pair, the SQ/CQ doorbell word at qn * QM_DB_PAGE_SIZE +
+ *   QM_DB_SQCQ (qm_hw.h). The pages are a sealed memfd (qm_db_bar_fd) that a
+ *   VMM may map into its guest: the device polls every doorbell word and
+ *   takes a doorbell by swapping QM_DB_IDLE in. A trapped access
+ *   (qm_db_bar_read/write) sees the same memory; a trapped 8-byte write to a
+ *   doorbell word is taken at once. Only aligned 64-bit doorbells count: a
+ *   word holding anything else (a torn or garbage write, another queue's
+ *   qn) is taken, ignored and counted. A mapped word holds one doorbell:
+ *   two written before the device polls leave the later (docs/doorbells.md).
+ *   A paused function's doorbells are taken but not acted on (the SQ tail
+ *   is recorded, as a trapped doorbell is); CACHE_WB_START takes every
+ *   pending word first, so the write-back carries it. FLR sets the pages to
+ *   QM_DB_IDLE.
  * - MSI: vector 0 EQ, 1 AEQ, 2 PF<->VF messages; 3 is never raised. A
  *   function paused by PAUSE_QM raises nothing (vectors are held).
  */
 #ifndef ACCMIG_QM_H
 #define ACCMIG_QM_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "iommu/iommu.h"
@@ -64,10 +80,12 @@ struct qm_dev_config {
     uint8_t revision;      /* QM_REV_V3 or QM_REV_V4 */
     unsigned workers;      /* job worker threads, >= 1 */
     uint64_t worker_cpus;  /* bit c: workers may run on CPU c; 0 = anywhere */
+    bool db_isolation;     /* VF doorbells in BAR4 pages (default true) */
     struct qm_irq_sink irq;
 };
 
-/* Fills the defaults: 4 VFs, 4 queue pairs each, v4, 2 workers, no irq sink. */
+/* Fills the defaults: 4 VFs, 4 queue pairs each, v4, 2 workers, doorbell
+ * isolation, no irq sink. */
 void qm_dev_config_default(struct qm_dev_config *cfg);
 
 /* Creates the device with its VFT programmed (each VF gets qps_per_vf
@@ -95,6 +113,17 @@ static inline int qm_bar_write64(struct qm_dev *dev, unsigned fn, uint64_t off, 
 {
     return qm_bar_write(dev, fn, off, &v, 8);
 }
+
+/* BAR4 (doorbell pages) of function fn: its size, 0 when the function has
+ * none (the PF, or isolation off); the memfd behind it (sealed against
+ * shrinking and growing; the device's, borrowed: dup it to hand it out;
+ * -ENODEV when none); trapped accesses (size 1, 2, 4 or 8, aligned, inside
+ * the BAR, else -EINVAL; -ENODEV when none). */
+uint64_t qm_db_bar_size(const struct qm_dev *dev, unsigned fn);
+int qm_db_bar_fd(const struct qm_dev *dev, unsigned fn);
+int qm_db_bar_read(struct qm_dev *dev, unsigned fn, uint64_t off, void *data, unsigned size);
+int qm_db_bar_write(struct qm_dev *dev, unsigned fn, uint64_t off, const void *data,
+                    unsigned size);
 
 /* The IOMMU domain DMA of function fn goes through (requester ID = fn). */
 struct iommu_domain *qm_dev_iommu(struct qm_dev *dev, unsigned fn);

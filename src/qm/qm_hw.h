@@ -191,6 +191,15 @@ _Static_assert(sizeof(struct qm_mailbox) == 16, "struct qm_mailbox is 16 bytes")
 #define QM_DB_CMD_CQ 1u
 #define QM_DB_CMD_EQ 2u
 #define QM_DB_CMD_AEQ 3u
+/* Doorbell isolation (QUE_ISO_CFG bit0): a VF's BAR4 holds one 64 KiB page
+ * per queue; queue qn's SQ/CQ doorbell is the 64-bit word at
+ * qn * QM_DB_PAGE_SIZE + QM_DB_SQCQ (the Linux driver's QM_QP_DB_INTERVAL
+ * and QM_DOORBELL_SQ_CQ_BASE_V2). EQ/AEQ doorbells stay in BAR2. A doorbell
+ * word the device has taken reads all-ones (defined here): no valid
+ * doorbell has that value (cmd 15). */
+#define QM_QUE_ISO_EN 0x1u
+#define QM_DB_PAGE_SIZE 0x10000u
+#define QM_DB_IDLE UINT64_MAX
 static inline uint64_t qm_db_value(uint16_t qn, unsigned cmd, uint16_t index, uint16_t priority)
 {
     return (uint64_t)(qn & 0xfffu) | (uint64_t)(cmd & 0xfu) << 12 | (uint64_t)index << 32 |

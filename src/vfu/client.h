@@ -136,8 +136,15 @@ ssize_t vfu_client_mig_read(struct vfu_client *c, void *buf, size_t len);
 /* Writes all of buf in RESUMING, in chunks of the transfer size. */
 int vfu_client_mig_write(struct vfu_client *c, const void *buf, size_t len);
 
+/* Maps an mmap-able region (REGION_INFO with the MMAP flag: the fd it
+ * carries, its sparse areas, read/write; the rest of the region stays
+ * PROT_NONE): *base and *size describe it until vfu_client_destroy.
+ * -ENOTSUP when the region is not mmap-able, -EEXIST when already mapped. */
+int vfu_client_region_map(struct vfu_client *c, uint32_t region, void **base, uint64_t *size);
+
 /* The guest's door over vfio-user: BAR2 MMIO and MSI waits (irqs must be
- * enabled for irq_wait). */
+ * enabled for irq_wait); doorbells in BAR4 mapped if vfu_client_region_map
+ * mapped it before, else trapped (REGION_WRITE). */
 void vfu_client_vf_io(struct vfu_client *c, struct vf_io *io);
 
 #endif

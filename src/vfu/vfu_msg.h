@@ -161,6 +161,7 @@ _Static_assert(sizeof(struct vfu_device_info) == 16, "struct vfu_device_info is 
 enum vfu_region_index {
     VFU_REGION_BAR0 = 0,
     VFU_REGION_BAR2 = 2,
+    VFU_REGION_BAR4 = 4, /* doorbell pages (doorbell isolation), mmap-able */
     VFU_REGION_ROM = 6,
     VFU_REGION_CONFIG = 7,
     VFU_REGION_VGA = 8,
