@@ -107,7 +107,7 @@ static int setup_device_rev(void **state, uint8_t revision)
     cfg.revision = revision;
     assert_int_equal(vmm_inproc_host_create(&cfg, VF, f->g, &f->host), 0);
     f->real = vmm_inproc_vf_io(f->host.vf);
-    f->io = (struct vf_io){rec_read, rec_write, rec_irq_wait, f};
+    f->io = (struct vf_io){.mmio_read = rec_read, .mmio_write = rec_write, .irq_wait = rec_irq_wait, .opaque = f};
     pthread_mutex_init(&f->rec_lock, NULL);
     f->rec_cap = 4096;
     f->rec = calloc(f->rec_cap, sizeof(*f->rec));

@@ -424,7 +424,7 @@ static void test_a_job_that_never_completes_is_declared_lost_and_fails_the_run(v
     struct workload_config c;
     struct fixture *f;
     struct lossy_io l = {0};
-    struct vf_io io = {lossy_read, lossy_write, lossy_irq_wait, &l};
+    struct vf_io io = {.mmio_read = lossy_read, .mmio_write = lossy_write, .irq_wait = lossy_irq_wait, .opaque = &l};
     struct workload_report r;
     (void)state;
 
