@@ -83,7 +83,7 @@ static void g_side_create(struct g_side *g)
 {
     memset(g, 0, sizeof(*g));
     side_create(&g->s, G_QPS, QM_REV_V4, MIG_HW_V4, g_ram_size());
-    g->io = (struct vf_io){g_mmio_read, g_mmio_write, g_irq_wait, g};
+    g->io = (struct vf_io){.mmio_read = g_mmio_read, .mmio_write = g_mmio_write, .irq_wait = g_irq_wait, .opaque = g};
 }
 
 static struct guest_ram g_ram(struct g_side *g)
