@@ -44,7 +44,11 @@
  *   doorbell word is taken at once. Only aligned 64-bit doorbells count: a
  *   word holding anything else (a torn or garbage write, another queue's
  *   qn) is taken, ignored and counted. A mapped word holds one doorbell:
- *   two written before the device polls leave the later (docs/doorbells.md).
+ *   two stored before the device takes the first leave only the second, so
+ *   a driver stores only once the word reads QM_DB_IDLE (docs/doorbells.md
+ *   says what a driver that does not check risks). Any trapped BAR2 access
+ *   to the function first takes its pending doorbell words (PCIe order: an
+ *   MMIO access after a posted write sees the write's effect).
  *   A paused function's doorbells are taken but not acted on (the SQ tail
  *   is recorded, as a trapped doorbell is); CACHE_WB_START takes every
  *   pending word first, so the write-back carries it. FLR sets the pages to

@@ -16,6 +16,7 @@ void qm_dev_config_default(struct qm_dev_config *cfg)
     cfg->qps_per_vf = QM_DEFAULT_QPS_PER_VF;
     cfg->revision = QM_REV_V4;
     cfg->workers = 2;
+    cfg->db_isolation = true;
 }
 
 /* ---- the function lock ------------------------------------------------ */
@@ -154,6 +155,9 @@ static void qm_fn_reset_locked(struct qm_fn *fn, struct qm_deferred *d)
         d->pf_ready_clear = true; /* the PF must not wait for an ack from a reset VF */
     qm_regs_reset(fn->regs, &qm_local_table);
     qm_regs_reset(fn->regs, &qm_win_table);
+    if (fn->db_pages != NULL)
+        fn->regs[QM_R_QUE_ISO_CFG] = QM_QUE_ISO_EN;
+    qm_db_pages_reset_locked(fn);
     memset(fn->mb, 0, sizeof(fn->mb));
     memset(fn->db_stage, 0, sizeof(fn->db_stage));
     fn->sqc_bt = 0;
@@ -319,6 +323,7 @@ static int qm_bar_access(struct qm_dev *dev, unsigned fnum, uint64_t off, void *
     struct qm_access a = {.dev = dev, .fn = t.fn, .port = t.port, .d = &d};
 
     qm_fn_lock(t.fn);
+    qm_db_pages_take_locked(&a);
     if (write)
         qm_space_write(&a, t.sp, t.off, data, size);
     else
@@ -473,6 +478,9 @@ int qm_dev_create(const struct qm_dev_config *cfg, struct qm_dev **out)
     r = qm_pf_init(dev);
     if (r)
         goto err_destroy;
+    r = qm_db_pages_create(dev);
+    if (r)
+        goto err_destroy;
     r = qm_workers_start(dev);
     if (r)
         goto err_destroy;
@@ -488,6 +496,7 @@ void qm_dev_destroy(struct qm_dev *dev)
 {
     if (dev == NULL)
         return;
+    qm_db_pages_destroy(dev); /* no doorbell reaches a worker after this */
     qm_workers_stop(dev);
     for (unsigned i = 0; i < dev->nfn; i++)
         qm_fn_destroy(dev->fn[i]);

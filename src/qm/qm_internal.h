@@ -260,7 +260,7 @@ struct qm_xeq {               /* EQ or AEQ */
 
 struct qm_fn_stats {          /* qm_debug.h counters, relaxed atomics */
     atomic_uint_fast64_t jobs_done, jobs_cancelled, jobs_failed, jobs_dma_fault;
-    atomic_uint_fast64_t doorbells, doorbells_ignored, doorbells_held;
+    atomic_uint_fast64_t doorbells, doorbells_ignored, doorbells_held, doorbells_paged;
     atomic_uint_fast64_t access_errors, unknown_reads, unknown_writes, ro_writes;
     atomic_uint_fast64_t mb_commands, mb_errors, mb_ignored;
     atomic_uint_fast64_t ring_faults, cq_full_stalls;
@@ -296,6 +296,11 @@ struct qm_fn {
     atomic_uint_fast64_t ifc_in;  /* PF->VF message (PF SRC, VF DST): no lock */
     atomic_uint_fast64_t ifc_out; /* VF->PF message (VF SRC, PF DST): no lock */
     struct qm_fn_stats st;    /* no lock */
+    /* BAR4 doorbell pages (isolation; NULL otherwise): set at create and
+     * immutable. The words are shared with the VMM: only 64-bit atomics. */
+    uint8_t *db_pages;
+    uint64_t db_size;
+    int db_fd;
     struct am_ratelimit log_rl; /* guest-triggered log lines (its own lock) */
 };
 
@@ -360,6 +365,7 @@ struct qm_dev {
     unsigned nworkers, nstarted;
     atomic_uint serving;      /* workers between taking a queue and letting go */
     struct qm_freeze freeze;
+    struct qm_db_poller *poller; /* NULL without doorbell isolation */
 };
 
 /* qm_dev.c */
@@ -427,6 +433,17 @@ void qm_cache_writeback_locked(struct qm_fn *fn);
 void qm_fn_resume_events_locked(struct qm_fn *fn, struct qm_deferred *d);
 
 /* qm_worker.c */
+/* Doorbell pages (qm_db_pages.c). The poller takes function locks with
+ * trylock only, so a function whose lock is held long delays nobody else. */
+int qm_db_pages_create(struct qm_dev *dev);
+void qm_db_pages_destroy(struct qm_dev *dev);
+/* Takes every pending doorbell word of a->fn (PCIe order: a trapped access
+ * after a posted doorbell sees its effect). */
+void qm_db_pages_take_locked(struct qm_access *a);
+/* Back to QM_DB_IDLE (FLR). */
+void qm_db_pages_reset_locked(struct qm_fn *fn);
+/* A job completed: the guest will likely ring again soon, so poll. */
+void qm_db_poller_activity(struct qm_dev *dev);
 int qm_workers_start(struct qm_dev *dev);
 void qm_workers_stop(struct qm_dev *dev);
 /* Puts q on the runnable ring (once) and counts it in d->sched_wake. */

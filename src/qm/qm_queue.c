@@ -433,6 +433,7 @@ void qm_job_commit_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_que
         c->cq.armed = false;
         qm_post_eqe_locked(fn, d, c->qn);
     }
+    qm_db_poller_activity(fn->dev);
 }
 
 /* ---- doorbells ----------------------------------------------------------- */

@@ -354,8 +354,8 @@ static const struct qm_reg qm_local_regs[QM_R_LOCAL_COUNT] = {
     [QM_R_IFC_INT_MASK] = {QM_IFC_INT_MASK, "IFC_INT_MASK", QM_RW, 1, 1, NULL, qm_wr_ifc_mask},
     [QM_R_IFC_INT_STATUS] = {QM_IFC_INT_STATUS, "IFC_INT_STATUS", QM_RO, 0, 0, qm_rd_ifc_status, NULL},
     [QM_R_IFC_INT_SET_V] = {QM_IFC_INT_SET_V, "IFC_INT_SET_V", QM_RW, 0, 1, NULL, qm_wr_ifc_set},
-    /* Doorbell isolation is not modelled: the bit stays 0, the restore's
-     * write of the saved 0 is accepted. */
+    /* bit0: doorbell isolation, set from the device config (qm_db_pages.c)
+     * and read-only; the restore's write of the saved value is accepted. */
     [QM_R_QUE_ISO_CFG] = {QM_QUE_ISO_CFG, "QUE_ISO_CFG", QM_RW, 0, 0, NULL, NULL},
     [QM_R_PAGE_SIZE] = {QM_PAGE_SIZE, "PAGE_SIZE", QM_RW, 0, 3, NULL, NULL},
     [QM_R_VF_STATE] = {QM_VF_STATE, "VF_STATE", QM_RW, QM_VF_STATE_NOT_READY, 1, NULL, NULL},

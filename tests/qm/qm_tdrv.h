@@ -47,6 +47,8 @@ struct tenv {
     pthread_cond_t cond;    /* broadcast on every MSI */
     unsigned irq_count[T_NFN_MAX][QM_NUM_VECTORS];
     struct tmem mem[T_NFN_MAX];
+    uint8_t *db[T_NFN_MAX];   /* each VF's BAR4 doorbell pages, mapped as a VMM would */
+    uint64_t db_size[T_NFN_MAX];
 };
 
 struct tqp {
@@ -67,6 +69,7 @@ struct tvf {
     bool eq_phase, aeq_phase;
     struct tqp qp[QM_MAX_QPS_PER_VF];
     uint16_t last_sq_num;   /* sq_num of the last CQE taken */
+    bool db_iso;            /* QUE_ISO_CFG: SQ/CQ doorbells in the mapped BAR4 pages */
 };
 
 /* Environment: device with cfg (NULL: defaults with 2 workers), memory
@@ -86,6 +89,10 @@ bool tenv_irq_wait(struct tenv *e, unsigned fn, unsigned vec, unsigned seen, int
 struct tdoor tdoor_vf(unsigned fn);
 struct tdoor tdoor_window(unsigned vf_fn);     /* v4: PF window of a VF */
 struct tdoor tdoor_v3_host(unsigned vf_fn);    /* v3: the VF's own BAR, host registers above 0x8000 */
+/* Queue qn's SQ/CQ doorbell as the driver rings it: BAR4's mapped page with
+ * isolation (after the device has taken the previous one: a page word
+ * holds one doorbell), then a BAR2 read that flushes it; else BAR2. */
+void tvf_ring(struct tvf *v, unsigned qn, uint64_t db);
 uint32_t trd32(struct tenv *e, struct tdoor d, uint64_t off);
 void twr32(struct tenv *e, struct tdoor d, uint64_t off, uint32_t v);
 void twr64(struct tenv *e, struct tdoor d, uint64_t off, uint64_t v);

@@ -1,0 +1,380 @@
+/* Doorbell isolation: each VF's BAR4 doorbell pages, and the poller that
+ * notices doorbells a guest stored straight into a mapped page.
+ *
+ * Real silicon sees every posted write; a page mapped into a guest is plain
+ * shared memory, so the device must look. The poller sweeps every doorbell
+ * word of every VF: while anything happens (a doorbell taken, a job
+ * completed) it sweeps back to back, yielding the CPU between sweeps so it
+ * never keeps a runnable thread off its core; QM_DB_SPIN_NS after the last
+ * event it starts sleeping, doubling the sleep from QM_DB_SLEEP_MIN_NS up
+ * to QM_DB_SLEEP_MAX_NS. A completing job wakes a sleeping poller at once.
+ * docs/doorbells.md gives the latency and CPU cost of this policy.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "qm/qm_internal.h"
+
+#define QM_DB_SPIN_NS 200000ull       /* keep sweeping this long after an event */
+#define QM_DB_SLEEP_MIN_NS 20000ull   /* first sleep once idle */
+#define QM_DB_SLEEP_MAX_NS 2000000ull /* idle: ~500 sweeps a second */
+
+struct qm_db_poller {
+    struct qm_dev *dev;
+    pthread_t thread;
+    /* lock: stop and the sleep; a leaf lock, never held with a function lock
+     * taken after it. */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool stop;
+    atomic_bool sleeping;             /* the poller waits on cond */
+    atomic_uint_fast64_t last_event_ns;
+};
+
+static _Atomic uint64_t *qm_db_word(const struct qm_fn *fn, unsigned qn)
+{
+    return (_Atomic uint64_t *)(fn->db_pages + (uint64_t)qn * QM_DB_PAGE_SIZE + QM_DB_SQCQ);
+}
+
+static unsigned qm_db_queues(const struct qm_fn *fn)
+{
+    return (unsigned)(fn->db_size / QM_DB_PAGE_SIZE) < fn->dev->cfg.qps_per_vf
+               ? (unsigned)(fn->db_size / QM_DB_PAGE_SIZE)
+               : fn->dev->cfg.qps_per_vf;
+}
+
+/* One doorbell found in queue qn's page. The page names the queue; the
+ * doorbell must agree, and only SQ/CQ doorbells live here. */
+static void qm_db_page_execute(struct qm_access *a, unsigned qn, uint64_t db)
+{
+    unsigned cmd = (db >> 12) & 0xfu;
+
+    QM_COUNT(a->fn, doorbells_paged);
+    if ((db & 0xfffu) != qn || (cmd != QM_DB_CMD_SQ && cmd != QM_DB_CMD_CQ)) {
+        QM_COUNT(a->fn, doorbells_ignored);
+        QM_GUEST_LOG(a->fn, "doorbell 0x%016llx in queue %u's page ignored: not an SQ/CQ "
+                     "doorbell of that queue", (unsigned long long)db, qn);
+        return;
+    }
+    qm_db_execute(a, db, false);
+}
+
+static bool qm_db_take_one_locked(struct qm_access *a, unsigned qn)
+{
+    _Atomic uint64_t *w = qm_db_word(a->fn, qn);
+    uint64_t db;
+
+    if (atomic_load_explicit(w, memory_order_relaxed) == QM_DB_IDLE)
+        return false;
+    /* acquire: the SQE the guest wrote before its doorbell is visible. */
+    uint64_t raw = atomic_exchange_explicit(w, QM_DB_IDLE, memory_order_acquire);
+    uint8_t b[8];
+
+    if (raw == QM_DB_IDLE)
+        return false;
+    memcpy(b, &raw, 8); /* the guest's little-endian bytes */
+    db = am_le64(b);
+    qm_db_page_execute(a, qn, db);
+    return true;
+}
+
+void qm_db_pages_take_locked(struct qm_access *a)
+{
+    struct qm_fn *fn = a->fn;
+
+    qm_fn_assert_locked(fn);
+    if (fn->db_pages == NULL)
+        return;
+    for (unsigned qn = 0; qn < qm_db_queues(fn); qn++)
+        qm_db_take_one_locked(a, qn);
+}
+
+void qm_db_pages_reset_locked(struct qm_fn *fn)
+{
+    qm_fn_assert_locked(fn);
+    if (fn->db_pages == NULL)
+        return;
+    /* Every word, not only doorbells: the whole BAR reads as after reset. */
+    for (uint64_t off = 0; off < fn->db_size; off += 8)
+        atomic_store_explicit((_Atomic uint64_t *)(fn->db_pages + off), QM_DB_IDLE,
+                              memory_order_relaxed);
+}
+
+void qm_db_poller_activity(struct qm_dev *dev)
+{
+    struct qm_db_poller *p = dev->poller;
+
+    if (p == NULL)
+        return;
+    atomic_store_explicit(&p->last_event_ns, am_now_ns(), memory_order_relaxed);
+    if (atomic_load(&p->sleeping)) {
+        pthread_mutex_lock(&p->lock);
+        pthread_cond_signal(&p->cond);
+        pthread_mutex_unlock(&p->lock);
+    }
+}
+
+/* One pass over every VF. A function whose lock is busy (a mailbox command,
+ * a pause) is skipped and counts as "something pending": the next sweep
+ * comes soon. */
+static bool qm_db_sweep(struct qm_dev *dev)
+{
+    bool found = false;
+
+    for (unsigned f = 1; f < dev->nfn; f++) {
+        struct qm_fn *fn = dev->fn[f];
+        unsigned n = qm_db_queues(fn);
+        unsigned qn;
+
+        for (qn = 0; qn < n; qn++)
+            if (atomic_load_explicit(qm_db_word(fn, qn), memory_order_relaxed) != QM_DB_IDLE)
+                break;
+        if (qn == n)
+            continue;
+        found = true;
+        if (pthread_mutex_trylock(&fn->lock) != 0)
+            continue;
+        struct qm_deferred d = {0};
+        struct qm_access a = {.dev = dev, .fn = fn, .port = QM_PORT_FN, .d = &d};
+
+        for (; qn < n; qn++)
+            qm_db_take_one_locked(&a, qn);
+        qm_fn_unlock(fn, &d);
+    }
+    return found;
+}
+
+static void *qm_db_poller_main(void *arg)
+{
+    struct qm_db_poller *p = arg;
+    uint64_t sleep_ns = QM_DB_SLEEP_MIN_NS;
+
+    for (;;) {
+        uint64_t now, last;
+
+        pthread_mutex_lock(&p->lock);
+        bool stop = p->stop;
+        pthread_mutex_unlock(&p->lock);
+        if (stop)
+            break;
+        if (qm_db_sweep(p->dev))
+            atomic_store_explicit(&p->last_event_ns, am_now_ns(), memory_order_relaxed);
+        now = am_now_ns();
+        last = atomic_load_explicit(&p->last_event_ns, memory_order_relaxed);
+        if (now - last < QM_DB_SPIN_NS) {
+            sleep_ns = QM_DB_SLEEP_MIN_NS;
+            sched_yield();
+            continue;
+        }
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t until = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + sleep_ns;
+
+        ts.tv_sec = (time_t)(until / 1000000000ull);
+        ts.tv_nsec = (long)(until % 1000000000ull);
+        pthread_mutex_lock(&p->lock);
+        atomic_store(&p->sleeping, true);
+        /* An event between the check above and here is seen at the next
+         * sweep, at most sleep_ns later. */
+        if (!p->stop)
+            pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+        atomic_store(&p->sleeping, false);
+        pthread_mutex_unlock(&p->lock);
+        if (sleep_ns < QM_DB_SLEEP_MAX_NS)
+            sleep_ns *= 2;
+    }
+    return NULL;
+}
+
+/* A sealed memfd: the VMM that maps it can write doorbells but can neither
+ * shrink it under the device's mapping (SIGBUS) nor grow it. */
+static int qm_db_pages_map(struct qm_fn *fn, uint64_t size)
+{
+    int fd = memfd_create("accmig-db-pages", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+    if (fd < 0)
+        return -errno;
+    if (ftruncate(fd, (off_t)size) != 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+        int e = -errno;
+
+        close(fd);
+        return e;
+    }
+    void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+
+    if (m == MAP_FAILED) {
+        int e = -errno;
+
+        close(fd);
+        return e;
+    }
+    fn->db_pages = m;
+    fn->db_size = size;
+    fn->db_fd = fd;
+    fn->regs[QM_R_QUE_ISO_CFG] = QM_QUE_ISO_EN;
+    for (uint64_t off = 0; off < size; off += 8)
+        atomic_store_explicit((_Atomic uint64_t *)(fn->db_pages + off), QM_DB_IDLE,
+                              memory_order_relaxed);
+    return 0;
+}
+
+int qm_db_pages_create(struct qm_dev *dev)
+{
+    uint64_t size = QM_DB_PAGE_SIZE;
+    struct qm_db_poller *p;
+    pthread_condattr_t ca;
+    int r;
+
+    for (unsigned f = 0; f < dev->nfn; f++)
+        dev->fn[f]->db_fd = -1;
+    if (!dev->cfg.db_isolation)
+        return 0;
+    while (size < (uint64_t)dev->cfg.qps_per_vf * QM_DB_PAGE_SIZE)
+        size *= 2; /* a BAR is a power of two */
+    for (unsigned f = 1; f < dev->nfn; f++) {
+        r = qm_db_pages_map(dev->fn[f], size);
+        if (r)
+            return r;
+    }
+    p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return -ENOMEM;
+    p->dev = dev;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    r = -pthread_create(&p->thread, NULL, qm_db_poller_main, p);
+    if (r) {
+        pthread_cond_destroy(&p->cond);
+        pthread_mutex_destroy(&p->lock);
+        free(p);
+        return r;
+    }
+    dev->poller = p;
+    return 0;
+}
+
+void qm_db_pages_destroy(struct qm_dev *dev)
+{
+    struct qm_db_poller *p = dev->poller;
+
+    if (p != NULL) {
+        pthread_mutex_lock(&p->lock);
+        p->stop = true;
+        pthread_cond_signal(&p->cond);
+        pthread_mutex_unlock(&p->lock);
+        pthread_join(p->thread, NULL);
+        pthread_cond_destroy(&p->cond);
+        pthread_mutex_destroy(&p->lock);
+        free(p);
+        dev->poller = NULL;
+    }
+    for (unsigned f = 0; f < dev->nfn; f++) {
+        struct qm_fn *fn = dev->fn[f];
+
+        if (fn == NULL || fn->db_pages == NULL)
+            continue;
+        munmap(fn->db_pages, fn->db_size);
+        close(fn->db_fd);
+        fn->db_pages = NULL;
+        fn->db_fd = -1;
+    }
+}
+
+/* ---- the BAR as a driver sees it --------------------------------------- */
+
+uint64_t qm_db_bar_size(const struct qm_dev *dev, unsigned fn)
+{
+    return dev != NULL && fn < dev->nfn ? dev->fn[fn]->db_size : 0;
+}
+
+int qm_db_bar_fd(const struct qm_dev *dev, unsigned fn)
+{
+    if (dev == NULL || fn >= dev->nfn || dev->fn[fn]->db_pages == NULL)
+        return -ENODEV;
+    return dev->fn[fn]->db_fd;
+}
+
+static int qm_db_bar_check(struct qm_dev *dev, unsigned fnum, uint64_t off, const void *data,
+                           unsigned size, bool write)
+{
+    if (dev == NULL || fnum >= dev->nfn || data == NULL)
+        return -EINVAL;
+    struct qm_fn *fn = dev->fn[fnum];
+
+    if (fn->db_pages == NULL)
+        return -ENODEV;
+    if ((size != 1 && size != 2 && size != 4 && size != 8) || off % size != 0 ||
+        !am_range_ok(off, size, fn->db_size)) {
+        QM_COUNT(fn, access_errors);
+        QM_GUEST_LOG(fn, "refused BAR4 %s of %u bytes at 0x%llx", write ? "write" : "read", size,
+                     (unsigned long long)off);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int qm_db_bar_read(struct qm_dev *dev, unsigned fnum, uint64_t off, void *data, unsigned size)
+{
+    int r = qm_db_bar_check(dev, fnum, off, data, size, false);
+
+    if (r) {
+        if (r == -EINVAL && data != NULL && size <= 8)
+            memset(data, 0xff, size);
+        return r;
+    }
+    /* The 8-byte word holding the bytes, read at once (it may change). */
+    uint64_t w = atomic_load_explicit((_Atomic uint64_t *)(dev->fn[fnum]->db_pages + (off & ~7ull)),
+                                      memory_order_relaxed);
+    uint8_t b[8];
+
+    memcpy(b, &w, 8);
+    memcpy(data, b + (off & 7), size);
+    return 0;
+}
+
+int qm_db_bar_write(struct qm_dev *dev, unsigned fnum, uint64_t off, const void *data,
+                    unsigned size)
+{
+    int r = qm_db_bar_check(dev, fnum, off, data, size, true);
+
+    if (r)
+        return r;
+    struct qm_fn *fn = dev->fn[fnum];
+    bool is_db = size == 8 && off % QM_DB_PAGE_SIZE == QM_DB_SQCQ &&
+                 off / QM_DB_PAGE_SIZE < qm_db_queues(fn);
+    struct qm_deferred d = {0};
+    struct qm_access a = {.dev = dev, .fn = fn, .port = QM_PORT_FN, .d = &d};
+
+    qm_fn_lock(fn);
+    if (is_db) {
+        /* Taken at once, after any doorbell already stored in the page. */
+        qm_db_take_one_locked(&a, (unsigned)(off / QM_DB_PAGE_SIZE));
+        qm_db_page_execute(&a, (unsigned)(off / QM_DB_PAGE_SIZE), am_le64(data));
+    } else {
+        /* Any other bytes land in the page as a mapped store would. */
+        _Atomic uint64_t *w = (_Atomic uint64_t *)(fn->db_pages + (off & ~7ull));
+        uint64_t old = atomic_load_explicit(w, memory_order_relaxed), v;
+        uint8_t b[8];
+
+        memcpy(b, &old, 8);
+        memcpy(b + (off & 7), data, size);
+        memcpy(&v, b, 8);
+        atomic_store_explicit(w, v, memory_order_release);
+    }
+    qm_fn_unlock(fn, &d);
+    return 0;
+}
