@@ -134,6 +134,16 @@ void tsqe_flat(uint32_t sqe[ZIP_SQE_DWORDS], unsigned req_type, uint64_t src, ui
                uint64_t dst, uint32_t out_avail, uint64_t tag);
 /* Compressible test data. */
 void tfill(uint8_t *p, size_t n, unsigned seed);
+/* A compression job over fresh buffers in fn's memory (input filled from
+ * seed); its SQE; and the check that a finished one inflates back. */
+struct tjob {
+    uint64_t src, dst;
+    uint32_t len, cap;
+};
+struct tjob tjob_new(struct tenv *e, unsigned fn, uint32_t len, unsigned seed);
+void tjob_sqe(const struct tjob *j, uint32_t sqe[ZIP_SQE_DWORDS], uint64_t tag);
+void tjob_check(struct tvf *v, const struct tjob *j, const uint32_t sqe[ZIP_SQE_DWORDS]);
+
 /* Inflate raw deflate with zlib; returns the length or -1. */
 long tinflate_raw(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap);
 

@@ -389,6 +389,81 @@ static void test_a_function_migrated_to_another_device_completes_every_job_once(
     tenv_fini(&a);
 }
 
+/* Doorbells stored into the mapped BAR4 page while the function is paused:
+ * taken and recorded but not acted on; those still in the page when the
+ * migration driver writes the caches back (STOP_COPY) travel in the SQC
+ * table; the destination runs every one after RESUME, exactly once. */
+static void test_doorbells_stored_in_the_page_while_paused_run_once_after_migration(void **state)
+{
+    struct tenv a, b;
+    struct tvf v;
+    struct tsaved s;
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    uint64_t src, dst[6];
+    unsigned seen[6] = {0}, taken = 0;
+    uint16_t slot;
+
+    (void)state;
+    tenv_init(&a, NULL);
+    tvf_probe(&a, &v, 1);
+    assert_true(v.db_iso);
+    tvf_start_qp(&v, 0, ZIP_ALG_COMPRESS);
+    src = tmem_alloc(&a, 1, 4096, 4096);
+    tfill(tmem_ptr(&a, 1, src), 4096, 5);
+    t_pause(&a, 1);
+    _Atomic uint64_t *w = (_Atomic uint64_t *)(a.db[1] + QM_DB_SQCQ);
+
+    for (unsigned i = 0; i < 6; i++) {
+        dst[i] = tmem_alloc(&a, 1, 8192, 4096);
+        tsqe_flat(sqe, ZIP_REQ_DEFLATE, src, 4096, dst[i], 8192, i);
+        memcpy(tmem_ptr(&a, 1, v.qp[0].sq + (uint64_t)i * ZIP_SQE_SIZE), sqe, ZIP_SQE_SIZE);
+        v.qp[0].sq_tail = (uint16_t)(i + 1);
+        /* The first three: the poller takes them while paused. */
+        if (i < 3) {
+            while (atomic_load(w) != QM_DB_IDLE)
+                tsleep_us(10);
+        }
+        atomic_store(w, qm_db_value(0, QM_DB_CMD_SQ, v.qp[0].sq_tail, 0));
+    }
+    tsleep_us(20000);
+    assert_int_equal(tcounters(&a, 1).jobs_done, 0); /* paused: not acted on */
+    t_save(&a, 1, &s); /* CACHE_WB_START takes whatever the page still holds */
+    assert_int_equal(atomic_load(w), QM_DB_IDLE);
+    assert_int_equal(tqueue(&a, 1, 0).sq_tail, 6);
+    assert_int_equal(tcounters(&a, 1).jobs_done, 0);
+
+    tenv_init(&b, NULL);
+    tmem_adopt(&b, &a, 1);
+    t_restore(&b, 1, &s);
+    v.env = &b;
+    uint64_t deadline = am_now_ns() + (uint64_t)T_TIMEOUT_MS * 1000000u;
+
+    while (taken < 6) {
+        if (tvf_cqe_take(&v, 0, &slot)) {
+            uint32_t back[ZIP_SQE_DWORDS];
+
+            tvf_sqe(&v, 0, slot, back);
+            assert_int_equal(back[ZIP_SQE_DW3] & 0xffu, ZIP_ST_OK);
+            seen[back[ZIP_SQE_TAG_L]]++;
+            taken++;
+            continue;
+        }
+        assert_true(am_now_ns() < deadline);
+        tsleep_us(100);
+    }
+    for (unsigned i = 0; i < 6; i++)
+        assert_int_equal(seen[i], 1);
+    assert_int_equal(tcounters(&a, 1).jobs_done, 0); /* the source ran none */
+    /* After RESUME the destination's own page works. */
+    tsqe_flat(sqe, ZIP_REQ_DEFLATE, src, 4096, dst[0], 8192, 0);
+    tvf_submit(&v, 0, sqe);
+    assert_true(tvf_cqe_wait(&v, 0, &slot, T_TIMEOUT_MS));
+    assert_int_equal(tcounters(&b, 1).jobs_done, 7);
+    assert_true(tcounters(&b, 1).doorbells_paged > 0);
+    tenv_fini(&b);
+    tenv_fini(&a);
+}
+
 static void test_the_v3_path_pauses_through_the_shared_mailbox_and_upper_half(void **state)
 {
     struct qm_dev_config cfg;
@@ -631,6 +706,7 @@ int main(void)
         cmocka_unit_test(test_interrupts_while_paused_are_held_shown_and_delivered_on_resume),
         cmocka_unit_test(test_eqc_shadow_writes_load_the_event_queue),
         cmocka_unit_test(test_a_function_migrated_to_another_device_completes_every_job_once),
+        cmocka_unit_test(test_doorbells_stored_in_the_page_while_paused_run_once_after_migration),
         cmocka_unit_test(test_the_v3_path_pauses_through_the_shared_mailbox_and_upper_half),
         cmocka_unit_test(test_a_function_reset_cancels_running_jobs_and_lifts_the_pause),
         cmocka_unit_test(test_pause_with_sixty_four_busy_queues_retires_every_job),

@@ -5,41 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct tjob {
-    uint64_t src, dst;
-    uint32_t len, cap;
-};
-
-static struct tjob tjob_new(struct tenv *e, unsigned fn, uint32_t len, unsigned seed)
-{
-    struct tjob j = {.len = len, .cap = len + len / 8 + 1024};
-
-    j.src = tmem_alloc(e, fn, len, 64);
-    j.dst = tmem_alloc(e, fn, j.cap, 64);
-    tfill(tmem_ptr(e, fn, j.src), len, seed);
-    return j;
-}
-
-static void tjob_sqe(const struct tjob *j, uint32_t sqe[ZIP_SQE_DWORDS], uint64_t tag)
-{
-    tsqe_flat(sqe, ZIP_REQ_DEFLATE, j->src, j->len, j->dst, j->cap, tag);
-}
-
-/* The output of a finished compression job inflates back to its input. */
-static void tjob_check(struct tvf *v, const struct tjob *j, const uint32_t sqe[ZIP_SQE_DWORDS])
-{
-    uint8_t *out = malloc(j->len + 1);
-    long n;
-
-    assert_non_null(out);
-    assert_int_equal(sqe[ZIP_SQE_DW3] & ZIP_DW3_STATUS_MASK, ZIP_ST_OK);
-    assert_int_equal(sqe[ZIP_SQE_CONSUMED], j->len);
-    n = tinflate_raw(tmem_ptr(v->env, v->fn, j->dst), sqe[ZIP_SQE_PRODUCED], out, j->len + 1);
-    assert_int_equal(n, j->len);
-    assert_memory_equal(out, tmem_ptr(v->env, v->fn, j->src), j->len);
-    free(out);
-}
-
 static void test_a_compression_job_completes_with_cqe_eqe_and_msi(void **state)
 {
     struct tenv e;

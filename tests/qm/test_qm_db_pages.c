@@ -1,0 +1,298 @@
+/* Doorbell isolation: BAR4 doorbell pages, the poller, trapped access, and
+ * what garbage, a torn write and FLR do (qm.h "Doorbell isolation"). */
+#include "qm_tdrv.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "common/common.h"
+
+static _Atomic uint64_t *t_word(struct tenv *e, unsigned fn, unsigned qn)
+{
+    return (_Atomic uint64_t *)(e->db[fn] + (uint64_t)qn * QM_DB_PAGE_SIZE + QM_DB_SQCQ);
+}
+
+/* Waits (bounded) until the device has taken the word. */
+static void t_wait_taken(struct tenv *e, unsigned fn, unsigned qn)
+{
+    uint64_t end = am_now_ns() + (uint64_t)T_TIMEOUT_MS * 1000000u;
+
+    while (atomic_load(t_word(e, fn, qn)) != QM_DB_IDLE) {
+        assert_true(am_now_ns() < end);
+        tsleep_us(10);
+    }
+}
+
+/* One SQE in queue qn's next slot, without ringing. */
+static void t_place(struct tvf *v, unsigned qn, const uint32_t *sqe)
+{
+    struct tqp *q = &v->qp[qn];
+
+    memcpy(tmem_ptr(v->env, v->fn, q->sq + (uint64_t)q->sq_tail * ZIP_SQE_SIZE), sqe,
+           ZIP_SQE_SIZE);
+    q->sq_tail = (uint16_t)((q->sq_tail + 1) % q->depth);
+}
+
+static void test_the_vf_has_sealed_doorbell_pages_that_read_idle(void **state)
+{
+    struct tenv e;
+    uint64_t w = 0;
+
+    (void)state;
+    tenv_init(&e, NULL);
+    /* 4 queues of 64 KiB: a 256 KiB BAR4; the PF has none. */
+    assert_int_equal(qm_db_bar_size(e.dev, 1), 4 * QM_DB_PAGE_SIZE);
+    assert_int_equal(qm_db_bar_size(e.dev, 0), 0);
+    assert_int_equal(qm_db_bar_fd(e.dev, 0), -ENODEV);
+    assert_int_equal(trd32(&e, tdoor_vf(1), QM_QUE_ISO_CFG), QM_QUE_ISO_EN);
+    int fd = qm_db_bar_fd(e.dev, 1);
+
+    assert_true(fd >= 0);
+    int seals = fcntl(fd, F_GET_SEALS);
+
+    assert_true(seals & F_SEAL_SHRINK);
+    assert_true(seals & F_SEAL_GROW);
+    assert_true(seals & F_SEAL_SEAL);
+    assert_int_not_equal(ftruncate(fd, 4096), 0); /* a VMM cannot pull the pages away */
+    for (uint64_t off = 0; off < qm_db_bar_size(e.dev, 1); off += 8) {
+        assert_int_equal(qm_db_bar_read(e.dev, 1, off, &w, 8), 0);
+        assert_int_equal(w, QM_DB_IDLE);
+    }
+    /* Trapped access rules: aligned 1/2/4/8 inside the BAR. */
+    assert_int_equal(qm_db_bar_read(e.dev, 1, 4 * QM_DB_PAGE_SIZE, &w, 8), -EINVAL);
+    assert_int_equal(qm_db_bar_read(e.dev, 1, 4 * QM_DB_PAGE_SIZE - 4, &w, 8), -EINVAL);
+    assert_int_equal(qm_db_bar_read(e.dev, 1, 4, &w, 8), -EINVAL);
+    assert_int_equal(qm_db_bar_read(e.dev, 1, 0, &w, 3), -EINVAL);
+    assert_int_equal(qm_db_bar_write(e.dev, 1, 0, &w, 16), -EINVAL);
+    assert_int_equal(qm_db_bar_write(e.dev, 1, UINT64_MAX - 3, &w, 8), -EINVAL);
+    assert_int_equal(qm_db_bar_read(e.dev, 9, 0, &w, 8), -EINVAL);
+    tenv_fini(&e);
+}
+
+static void test_without_isolation_there_is_no_bar4_and_the_register_says_so(void **state)
+{
+    struct qm_dev_config cfg;
+    struct tenv e;
+    struct tvf v;
+    uint64_t w;
+
+    (void)state;
+    qm_dev_config_default(&cfg);
+    cfg.db_isolation = false;
+    tenv_init(&e, &cfg);
+    assert_int_equal(trd32(&e, tdoor_vf(1), QM_QUE_ISO_CFG), 0);
+    assert_int_equal(qm_db_bar_size(e.dev, 1), 0);
+    assert_int_equal(qm_db_bar_fd(e.dev, 1), -ENODEV);
+    assert_int_equal(qm_db_bar_read(e.dev, 1, 0, &w, 8), -ENODEV);
+    assert_int_equal(qm_db_bar_write(e.dev, 1, QM_DB_SQCQ, &w, 8), -ENODEV);
+    /* The old layout works: BAR2 doorbells. */
+    tvf_probe(&e, &v, 1);
+    assert_false(v.db_iso);
+    tvf_start_qp(&v, 0, ZIP_ALG_COMPRESS);
+    struct tjob j = tjob_new(&e, 1, 4096, 1);
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    uint16_t slot;
+
+    tjob_sqe(&j, sqe, 0);
+    tvf_submit(&v, 0, sqe);
+    assert_true(tvf_cqe_wait(&v, 0, &slot, T_TIMEOUT_MS));
+    assert_int_equal(tcounters(&e, 1).doorbells_paged, 0);
+    tenv_fini(&e);
+}
+
+/* Nothing but a store into shared memory: the poller notices it. */
+static void test_a_doorbell_stored_into_the_mapped_page_runs_the_job(void **state)
+{
+    struct tenv e;
+    struct tvf v;
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    uint16_t slot;
+
+    (void)state;
+    tenv_init(&e, NULL);
+    tvf_probe(&e, &v, 1);
+    tvf_start_qp(&v, 2, ZIP_ALG_COMPRESS);
+    struct tjob j = tjob_new(&e, 1, 65536, 3);
+
+    for (unsigned n = 1; n <= 20; n++) {
+        uint64_t paged = tcounters(&e, 1).doorbells_paged;
+
+        tjob_sqe(&j, sqe, n);
+        t_place(&v, 2, sqe);
+        atomic_store_explicit(t_word(&e, 1, 2), qm_db_value(2, QM_DB_CMD_SQ, v.qp[2].sq_tail, 0),
+                              memory_order_release);
+        assert_true(twait_jobs_done(&e, 1, n, T_TIMEOUT_MS));
+        t_wait_taken(&e, 1, 2);
+        assert_true(tcounters(&e, 1).doorbells_paged > paged);
+        /* The CQ doorbell, by store too, once the SQ one was taken. */
+        struct qm_cqe *cqe = tmem_ptr(&e, 1, v.qp[2].cq + (uint64_t)v.qp[2].cq_head * 16);
+
+        assert_int_equal(cqe->sq_head, (uint16_t)(n - 1));
+        assert_true(tvf_cqe_take(&v, 2, &slot)); /* rings via tvf_ring */
+    }
+    uint32_t back[ZIP_SQE_DWORDS];
+
+    tvf_sqe(&v, 2, slot, back);
+    tjob_check(&v, &j, back); /* zlib inflates the last output */
+    assert_int_equal(tcounters(&e, 1).doorbells_ignored, 0);
+    tenv_fini(&e);
+}
+
+/* Garbage in a page: at the doorbell word it is taken, ignored and
+ * counted; anywhere else the device never looks. The queue still works. */
+static void test_garbage_in_the_pages_is_ignored_and_counted(void **state)
+{
+    struct tenv e;
+    struct tvf v;
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    uint16_t slot;
+    uint32_t half = 0x12345678;
+    const uint64_t bad[] = {
+        qm_db_value(1, QM_DB_CMD_SQ, 1, 0),   /* another queue's qn */
+        qm_db_value(0, QM_DB_CMD_EQ, 0, 0),   /* an EQ doorbell in a queue page */
+        qm_db_value(0, QM_DB_CMD_AEQ, 0, 0),
+        qm_db_value(0, 7, 1, 0),              /* unknown command */
+        qm_db_value(0, QM_DB_CMD_SQ, 4000, 0), /* index beyond depth */
+        0x0123456789abcdefull,
+    };
+
+    (void)state;
+    tenv_init(&e, NULL);
+    tvf_probe(&e, &v, 1);
+    tvf_start_qp(&v, 0, ZIP_ALG_COMPRESS);
+    for (size_t i = 0; i < AM_ARRAY_SIZE(bad); i++) {
+        uint64_t ign = tcounters(&e, 1).doorbells_ignored;
+
+        atomic_store(t_word(&e, 1, 0), bad[i]);
+        t_wait_taken(&e, 1, 0);
+        (void)trd32(&e, tdoor_vf(1), QM_VF_STATE); /* the take has finished */
+        assert_int_equal(tcounters(&e, 1).doorbells_ignored, ign + 1);
+    }
+    /* Bytes elsewhere in the page stay as written: not doorbells. */
+    memset(e.db[1] + 0x2000, 0xa5, 0x1000);
+    memset(e.db[1] + 3 * QM_DB_PAGE_SIZE + 0x1010, 0x5a, 0x100);
+    tsleep_us(5000);
+    assert_int_equal(e.db[1][0x2000], 0xa5);
+    uint64_t w;
+
+    assert_int_equal(qm_db_bar_read(e.dev, 1, 0x2000, &w, 8), 0);
+    assert_int_equal(w, 0xa5a5a5a5a5a5a5a5ull);
+    /* A torn (4-byte, trapped) write at the doorbell word is not a doorbell. */
+    uint64_t ign = tcounters(&e, 1).doorbells_ignored;
+
+    assert_int_equal(qm_db_bar_write(e.dev, 1, QM_DB_SQCQ, &half, 4), 0);
+    t_wait_taken(&e, 1, 0);
+    (void)trd32(&e, tdoor_vf(1), QM_VF_STATE);
+    assert_int_equal(tcounters(&e, 1).doorbells_ignored, ign + 1);
+    assert_int_equal(tcounters(&e, 1).jobs_done, 0);
+    /* The queue is unharmed. */
+    struct tjob j = tjob_new(&e, 1, 4096, 9);
+
+    tjob_sqe(&j, sqe, 0);
+    tvf_submit(&v, 0, sqe);
+    assert_true(tvf_cqe_wait(&v, 0, &slot, T_TIMEOUT_MS));
+    tvf_sqe(&v, 0, slot, sqe);
+    tjob_check(&v, &j, sqe);
+    tenv_fini(&e);
+}
+
+/* A trapped 8-byte write of a doorbell is taken at once, after one already
+ * stored in the page (which is taken first): a client that does not map
+ * BAR4 gets the same device. */
+static void test_a_trapped_doorbell_write_acts_at_once(void **state)
+{
+    struct tenv e;
+    struct tvf v;
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    uint16_t slot;
+
+    (void)state;
+    tenv_init(&e, NULL);
+    tvf_probe(&e, &v, 1);
+    tvf_start_qp(&v, 1, ZIP_ALG_COMPRESS);
+    struct tjob j = tjob_new(&e, 1, 4096, 2);
+
+    tjob_sqe(&j, sqe, 0);
+    t_place(&v, 1, sqe);
+    uint64_t db = qm_db_value(1, QM_DB_CMD_SQ, v.qp[1].sq_tail, 0);
+    uint64_t dbs = tcounters(&e, 1).doorbells;
+
+    assert_int_equal(qm_db_bar_write(e.dev, 1, 1 * QM_DB_PAGE_SIZE + QM_DB_SQCQ, &db, 8), 0);
+    assert_int_equal(tcounters(&e, 1).doorbells, dbs + 1); /* synchronous */
+    assert_int_equal(atomic_load(t_word(&e, 1, 1)), QM_DB_IDLE);
+    assert_true(tvf_cqe_wait(&v, 1, &slot, T_TIMEOUT_MS));
+    tvf_sqe(&v, 1, slot, sqe);
+    tjob_check(&v, &j, sqe);
+    tenv_fini(&e);
+}
+
+/* FLR: every word of every page reads QM_DB_IDLE again, and a doorbell
+ * stored before the reset is gone with the queue it named. */
+static void test_a_function_reset_clears_the_pages(void **state)
+{
+    struct tenv e;
+    struct tvf v;
+
+    (void)state;
+    tenv_init(&e, NULL);
+    tvf_probe(&e, &v, 2);
+    tvf_start_qp(&v, 0, ZIP_ALG_COMPRESS);
+    memset(e.db[2], 0x3c, qm_db_bar_size(e.dev, 2));
+    /* The poller takes the doorbell words (garbage); the rest stays. */
+    for (unsigned qn = 0; qn < 4; qn++)
+        t_wait_taken(&e, 2, qn);
+    assert_int_equal(e.db[2][0], 0x3c);
+    assert_int_equal(qm_function_reset(e.dev, 2), 0);
+    for (uint64_t off = 0; off < qm_db_bar_size(e.dev, 2); off += 8)
+        assert_int_equal(*(uint64_t *)(e.db[2] + off), QM_DB_IDLE);
+    assert_int_equal(trd32(&e, tdoor_vf(2), QM_QUE_ISO_CFG), QM_QUE_ISO_EN);
+    /* Another VF's pages were never touched. */
+    assert_int_equal(atomic_load(t_word(&e, 1, 0)), QM_DB_IDLE);
+    tenv_fini(&e);
+}
+
+/* A mailbox command after a stored doorbell sees it (PCIe ordering): STOP_QP
+ * drains the SQE doorbelled a moment before, whether or not the poller has
+ * looked yet. */
+static void test_a_trapped_access_takes_the_doorbells_stored_before_it(void **state)
+{
+    struct tenv e;
+    struct tvf v;
+    uint32_t sqe[ZIP_SQE_DWORDS];
+
+    (void)state;
+    tenv_init(&e, NULL);
+    tvf_probe(&e, &v, 1);
+    tvf_start_qp(&v, 0, ZIP_ALG_COMPRESS);
+    struct tjob j = tjob_new(&e, 1, 4096, 4);
+
+    for (unsigned round = 0; round < 20; round++) {
+        tjob_sqe(&j, sqe, round);
+        t_place(&v, 0, sqe);
+        atomic_store(t_word(&e, 1, 0), qm_db_value(0, QM_DB_CMD_SQ, v.qp[0].sq_tail, 0));
+        assert_int_equal(tmb(&e, v.door, QM_MB_CMD_STOP_QP, 0, 0, false, NULL), 0);
+        assert_int_equal(tcounters(&e, 1).jobs_done, round + 1);
+        assert_true(tqueue(&e, 1, 0).stopped);
+        tvf_start_qp(&v, 0, ZIP_ALG_COMPRESS); /* a fresh SQC restarts it at slot 0 */
+    }
+    tenv_fini(&e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_the_vf_has_sealed_doorbell_pages_that_read_idle),
+        cmocka_unit_test(test_without_isolation_there_is_no_bar4_and_the_register_says_so),
+        cmocka_unit_test(test_a_doorbell_stored_into_the_mapped_page_runs_the_job),
+        cmocka_unit_test(test_garbage_in_the_pages_is_ignored_and_counted),
+        cmocka_unit_test(test_a_trapped_doorbell_write_acts_at_once),
+        cmocka_unit_test(test_a_function_reset_clears_the_pages),
+        cmocka_unit_test(test_a_trapped_access_takes_the_doorbells_stored_before_it),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
