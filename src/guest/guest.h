@@ -79,23 +79,37 @@ struct guest_vf;
 uint64_t guest_vf_state_size(unsigned nqps);
 
 /* Probe the VF and start its QM, as the Linux VF driver does: read the
- * capability registers, query the queue range (SQC_VFT_V2), enable the
- * PF<->VF channel, load EQC then AEQC, set the SQC/CQC table bases, PAGE_SIZE
+ * capability registers, query the queue range (SQC_VFT_V2), read QUE_ISO_CFG
+ * (doorbell isolation, below), enable the PF<->VF channel, load EQC then AEQC, set the SQC/CQC table bases, PAGE_SIZE
  * 0, ring the AEQ and EQ doorbells at 0, unmask EQ/AEQ, VF_STATE = READY.
  * state_gpa must be 4 KiB aligned and [state_gpa, state_gpa+state_len) inside
  * ram; ring memory is laid out for as many queues as fit (at least one).
  * Returns 0 and a handle, or -EINVAL (bad arguments), -ENOSPC (state_len too
  * small for one queue), -ENODEV (capabilities a ZIP VF must have are missing,
- * or the VFT gives no queue), -ETIMEDOUT/-EIO (a mailbox command timed out or
+ * the VFT gives no queue, or doorbells are isolated and BAR4 is missing or
+ * too small for the queue count), -ETIMEDOUT/-EIO (a mailbox command timed out or
  * failed), -ENOMEM, or an MMIO error from the transport. io and ram are
  * copied; ram->host must stay valid until guest_vf_detach. */
 int guest_vf_init(const struct vf_io *io, const struct guest_ram *ram, uint64_t state_gpa,
                   uint64_t state_len, struct guest_vf **out);
 
 /* Bind a new handle to driver state that already lives in ram at state_gpa
- * (a migrated copy, or the same RAM after the old handle was detached). No
- * register is touched. -EINVAL when the state is not a valid driver state
- * (magic, version, every address and count checked against ram). */
+ * (a migrated copy, or the same RAM after the old handle was detached). The
+ * only register touched is QUE_ISO_CFG (the device behind io may be another
+ * one, with or without doorbell isolation). -EINVAL when the state is not a
+ * valid driver state (magic, version, every address and count checked
+ * against ram), -ENODEV as for init (BAR4), or the read's MMIO error.
+ *
+ * Doorbell isolation (both calls): when QUE_ISO_CFG bit0 is set, SQ and CQ
+ * doorbells go to BAR4 at qn * QM_DB_PAGE_SIZE + QM_DB_SQCQ: a 64-bit
+ * atomic store with release order into io->db_pages when the transport
+ * maps BAR4 (db_pages_size must cover every queue's word), else
+ * io->db_write (8 bytes, trapped); EQ/AEQ doorbells stay in BAR2. A mapped
+ * word holds one doorbell until the device takes it (qm.h), and an SQ and a
+ * CQ doorbell of a queue share it: a doorbell that does not supersede the
+ * pending one (another command, or a CQ re-arm it would drop) waits for the
+ * device to take it first, up to 1 s, then fails with -ETIMEDOUT. Without
+ * bit0 every doorbell is in BAR2 as before. */
 int guest_vf_attach(const struct vf_io *io, const struct guest_ram *ram, uint64_t state_gpa,
                     struct guest_vf **out);
 

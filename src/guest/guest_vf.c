@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -21,6 +22,11 @@
 #define GVF_MB_POLL_NS 10000ull        /* the Linux driver polls busy every 10 us */
 #define GVF_MB_BUDGET_NS 1000000ull    /* ... and gives up after 1 ms */
 #define GVF_MB_MIN_POLLS 100u          /* 1 ms of 10 us polls, however long a sleep lasts */
+/* A mapped doorbell word still holding a doorbell the device has not taken
+ * yet, which the next one must not overwrite: how long to wait for the
+ * device's poller (it skips a function whose lock is busy, e.g. during a
+ * mailbox command, so allow for a scheduler that keeps it off its CPU). */
+#define GVF_DB_TAKE_BUDGET_NS 1000000000ull
 
 /* Capability register bits (0x3100). */
 #define GVF_CAP_VER_MASK 0xffu
@@ -83,8 +89,16 @@ struct gvf_state {
 #define GVF_QP_BYTES (GVF_SQ_BYTES + GVF_CQ_BYTES + GVF_TAGS_BYTES)
 _Static_assert(GUEST_VF_MAX_QPS * sizeof(struct qm_sqc) <= GVF_PAGE, "SQC table fits a page");
 
+/* Where SQ/CQ doorbells go (QUE_ISO_CFG, read at init and attach). */
+enum gvf_db_mode {
+    GVF_DB_BAR2 = 0, /* no isolation: BAR2 QM_DB_SQCQ */
+    GVF_DB_PAGES,    /* isolation, BAR4 mapped: a store into io.db_pages */
+    GVF_DB_TRAPPED,  /* isolation, BAR4 trapped: io.db_write */
+};
+
 struct guest_vf {
     struct vf_io io;
+    enum gvf_db_mode db_mode; /* host-side: a new handle reads the register again */
     struct guest_ram ram;
     uint64_t state_gpa;
     struct gvf_state *st; /* = guest_ram_ptr(ram, state_gpa): derived, never stored in RAM */
@@ -126,14 +140,99 @@ static int gvf_wr32(struct guest_vf *vf, uint64_t off, uint32_t v)
     return vf->io.mmio_write(vf->io.opaque, off, &v, 4);
 }
 
+/* True when doorbell `next` may replace `cur` in a mapped word the device
+ * has not taken yet: the word holds one doorbell, so only one that says
+ * everything the older one said may overwrite it (a later SQ tail over an
+ * SQ tail, a CQ head over a CQ head unless it would drop a re-arm). An SQ
+ * and a CQ doorbell of one queue share the word (the hardware's layout). */
+static int gvf_db_supersedes(uint64_t cur, uint64_t next)
+{
+    return ((cur >> 12) & 0xfu) == ((next >> 12) & 0xfu) && (cur >> 48) <= (next >> 48);
+}
+
+/* A doorbell into queue qn's mapped page: a 64-bit store with release order
+ * (the ring memory before it), as the Linux driver's writeq to an isolated
+ * doorbell page. Caller holds qn's qp_lock, which every doorbell of that
+ * queue is rung under, so only the device changes the word meanwhile. */
+static int gvf_db_page(struct guest_vf *vf, uint16_t qn, uint64_t v)
+{
+    _Atomic uint64_t *w = (_Atomic uint64_t *)((uint8_t *)vf->io.db_pages +
+                                               (uint64_t)qn * QM_DB_PAGE_SIZE + QM_DB_SQCQ);
+    uint64_t cur = atomic_load_explicit(w, memory_order_relaxed);
+
+    if (cur != QM_DB_IDLE && !gvf_db_supersedes(cur, v)) {
+        uint64_t deadline = am_now_ns() + GVF_DB_TAKE_BUDGET_NS;
+
+        for (unsigned spins = 1;; spins++) {
+            /* The poller may share our CPU: give it the core. */
+            sched_yield();
+            cur = atomic_load_explicit(w, memory_order_relaxed);
+            if (cur == QM_DB_IDLE || gvf_db_supersedes(cur, v))
+                break;
+            if (spins % 64 == 0 && am_now_ns() > deadline) {
+                am_log(AM_LOG_ERR, "guest",
+                       "qp %u: doorbell 0x%016llx still pending after 1 s, 0x%016llx not rung",
+                       qn, (unsigned long long)cur, (unsigned long long)v);
+                return -ETIMEDOUT;
+            }
+        }
+    }
+    atomic_store_explicit(w, v, memory_order_release);
+    return 0;
+}
+
 static int gvf_db(struct guest_vf *vf, uint16_t qn, unsigned cmd, uint16_t index, uint16_t prio)
 {
     uint64_t v = qm_db_value(qn, cmd, index, prio);
-    uint64_t off = (cmd == QM_DB_CMD_SQ || cmd == QM_DB_CMD_CQ) ? QM_DB_SQCQ : QM_DB_EQAEQ;
+    int sqcq = cmd == QM_DB_CMD_SQ || cmd == QM_DB_CMD_CQ;
 
     /* Ring memory written before the doorbell must be visible to the device. */
     atomic_thread_fence(memory_order_release);
-    return vf->io.mmio_write(vf->io.opaque, off, &v, 8);
+    if (sqcq && vf->db_mode == GVF_DB_PAGES)
+        return gvf_db_page(vf, qn, v);
+    if (sqcq && vf->db_mode == GVF_DB_TRAPPED)
+        return vf->io.db_write(vf->io.opaque, (uint64_t)qn * QM_DB_PAGE_SIZE + QM_DB_SQCQ, &v, 8);
+    return vf->io.mmio_write(vf->io.opaque, sqcq ? QM_DB_SQCQ : QM_DB_EQAEQ, &v, 8);
+}
+
+/* Doorbell isolation, as qm_get_pci_res: QUE_ISO_CFG bit0 moves SQ/CQ
+ * doorbells into BAR4 (one page per queue); EQ/AEQ stay in BAR2. The BAR
+ * must hold the doorbell word of every queue the VFT gives: -ENODEV when
+ * it is too small, or when the transport offers no way to BAR4 at all. */
+static int gvf_db_setup(struct guest_vf *vf, unsigned qp_num)
+{
+    uint64_t need = (uint64_t)(qp_num - 1) * QM_DB_PAGE_SIZE + QM_DB_SQCQ + 8;
+    uint32_t iso;
+    int ret = gvf_rd32(vf, QM_QUE_ISO_CFG, &iso);
+
+    if (ret)
+        return ret;
+    if (!(iso & QM_QUE_ISO_EN)) {
+        vf->db_mode = GVF_DB_BAR2;
+        return 0;
+    }
+    if (vf->io.db_pages) {
+        if (vf->io.db_pages_size < need || (uintptr_t)vf->io.db_pages % 8) {
+            am_log(AM_LOG_ERR, "guest", "BAR4 of %llu bytes (at %p) holds no doorbell for %u queues",
+                   (unsigned long long)vf->io.db_pages_size, vf->io.db_pages, qp_num);
+            return -ENODEV;
+        }
+        vf->db_mode = GVF_DB_PAGES;
+        return 0;
+    }
+    if (vf->io.db_write) {
+        /* A transport that knows the BAR's size says so; trapped, the
+         * device checks every offset anyway. */
+        if (vf->io.db_pages_size && vf->io.db_pages_size < need) {
+            am_log(AM_LOG_ERR, "guest", "BAR4 of %llu bytes holds no doorbell for %u queues",
+                   (unsigned long long)vf->io.db_pages_size, qp_num);
+            return -ENODEV;
+        }
+        vf->db_mode = GVF_DB_TRAPPED;
+        return 0;
+    }
+    am_log(AM_LOG_ERR, "guest", "QUE_ISO_CFG says doorbells are in BAR4, the transport has none");
+    return -ENODEV;
 }
 
 static void gvf_sleep_ns(uint64_t ns)
@@ -440,6 +539,8 @@ int guest_vf_init(const struct vf_io *io, const struct guest_ram *ram, uint64_t 
     if (!ret)
         ret = gvf_get_vft(vf);
     if (!ret)
+        ret = gvf_db_setup(vf, st->qp_num);
+    if (!ret)
         ret = gvf_ifc_init(vf);
     if (ret)
         goto err_free;
@@ -514,12 +615,18 @@ int guest_vf_attach(const struct vf_io *io, const struct guest_ram *ram, uint64_
             q->cq_head >= st->cq_depth || q->cq_phase > 1 || q->used >= st->sq_depth)
             goto err_free;
     }
+    /* The transport may have changed (a migration): where do doorbells go
+     * on this device? */
+    ret = gvf_db_setup(vf, st->qp_num);
+    if (ret)
+        goto err_free;
     *out = vf;
     return 0;
 
 err_free:
-    am_log(AM_LOG_ERR, "guest", "no valid driver state at gpa 0x%llx",
-           (unsigned long long)state_gpa);
+    if (ret == -EINVAL)
+        am_log(AM_LOG_ERR, "guest", "no valid driver state at gpa 0x%llx",
+               (unsigned long long)state_gpa);
     guest_vf_detach(vf);
     return ret;
 }

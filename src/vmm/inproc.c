@@ -146,6 +146,14 @@ static int vmm_inproc_write(void *opaque, uint64_t off, const void *data, unsign
     return qm_bar_write(v->dev, v->fn, off, data, size);
 }
 
+/* BAR4 doorbells stay function calls here (trapped): a VMM in the device's
+ * own process has nothing to map. */
+static int vmm_inproc_db_write(void *opaque, uint64_t off, const void *data, unsigned size)
+{
+    struct vmm_inproc_vf *v = opaque;
+    return qm_db_bar_write(v->dev, v->fn, off, data, size);
+}
+
 static int vmm_inproc_irq_wait(void *opaque, unsigned vector, int timeout_ms)
 {
     struct vmm_inproc_vf *v = opaque;
@@ -179,6 +187,8 @@ int vmm_inproc_vf_create(struct qm_dev *dev, unsigned fn, struct vmm_irq_router 
         .mmio_read = vmm_inproc_read,
         .mmio_write = vmm_inproc_write,
         .irq_wait = vmm_inproc_irq_wait,
+        .db_write = vmm_inproc_db_write,
+        .db_pages_size = qm_db_bar_size(dev, fn),
         .opaque = v,
     };
     *out = v;

@@ -3,7 +3,8 @@
  *
  * The in-process transport is what a VMM does for an assigned VF, minus the
  * kernel: guest MMIO to the VF's BAR2 becomes qm_bar_read/qm_bar_write on the
- * VF's function; guest RAM is mapped into the VF's IOMMU domain at
+ * VF's function, a doorbell to its BAR4 (doorbell isolation) qm_db_bar_write
+ * (db_write; nothing is mapped: db_pages is NULL, db_pages_size the BAR's); guest RAM is mapped into the VF's IOMMU domain at
  * IOVA == GPA; MSIs from the model's irq sink land in a per-(function, vector)
  * pending flag that vf_io.irq_wait waits on.
  *

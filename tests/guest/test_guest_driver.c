@@ -78,6 +78,24 @@ static int rec_write(void *opaque, uint64_t off, const void *data, unsigned size
     return f->real->mmio_write(f->real->opaque, off, data, size);
 }
 
+/* BAR4 doorbells (the device isolates them by default): recorded with
+ * REC_BAR4 in the offset, forwarded. */
+#define REC_BAR4 (1ull << 63)
+static int rec_db_write(void *opaque, uint64_t off, const void *data, unsigned size)
+{
+    struct fixture *f = opaque;
+
+    pthread_mutex_lock(&f->rec_lock);
+    if (f->nrec < f->rec_cap) {
+        struct rec_entry *e = &f->rec[f->nrec++];
+        e->off = REC_BAR4 | off;
+        e->size = size;
+        memcpy(e->data, data, size <= 16 ? size : 16);
+    }
+    pthread_mutex_unlock(&f->rec_lock);
+    return f->real->db_write(f->real->opaque, off, data, size);
+}
+
 static int rec_irq_wait(void *opaque, unsigned vector, int timeout_ms)
 {
     struct fixture *f = opaque;
@@ -107,7 +125,12 @@ static int setup_device_rev(void **state, uint8_t revision)
     cfg.revision = revision;
     assert_int_equal(vmm_inproc_host_create(&cfg, VF, f->g, &f->host), 0);
     f->real = vmm_inproc_vf_io(f->host.vf);
-    f->io = (struct vf_io){.mmio_read = rec_read, .mmio_write = rec_write, .irq_wait = rec_irq_wait, .opaque = f};
+    f->io = (struct vf_io){.mmio_read = rec_read,
+                           .mmio_write = rec_write,
+                           .irq_wait = rec_irq_wait,
+                           .db_write = rec_db_write,
+                           .db_pages_size = f->real->db_pages_size,
+                           .opaque = f};
     pthread_mutex_init(&f->rec_lock, NULL);
     f->rec_cap = 4096;
     f->rec = calloc(f->rec_cap, sizeof(*f->rec));
@@ -712,6 +735,28 @@ static void test_lost_msis_delay_completions_but_lose_none(void **state)
     assert_true(st.eqes >= 1); /* the events were posted; only the MSIs went missing */
 }
 
+static void test_the_in_process_transport_rings_isolated_doorbells_as_bar4_calls(void **state)
+{
+    struct fixture *f = *state;
+    struct guest_zip_req r = {.type = ZIP_REQ_DEFLATE, .buf_type = ZIP_BUF_FLAT, .src = DATA_GPA,
+                              .dst = DATA_GPA + 0x10000, .in_len = 1000, .dest_avail = 4096,
+                              .tag = 1};
+    unsigned from = f->nrec;
+
+    /* The device isolates doorbells by default; nothing is mapped here. */
+    assert_int_equal(bar32(f, QM_QUE_ISO_CFG) & QM_QUE_ISO_EN, QM_QUE_ISO_EN);
+    assert_null(f->real->db_pages);
+    fill_text(f, DATA_GPA, 1000, 3);
+    assert_int_equal(guest_vf_qp_start(f->vf, 1, ZIP_ALG_COMPRESS), 0);
+    assert_int_equal(run_job(f, 1, &r).status, ZIP_ST_OK);
+    assert_true(rec_find_db(f, from, REC_BAR4 | (QM_DB_PAGE_SIZE + QM_DB_SQCQ), QM_DB_CMD_SQ, 1, 1,
+                            0) >= 0);
+    assert_true(rec_find_db(f, from, REC_BAR4 | (QM_DB_PAGE_SIZE + QM_DB_SQCQ), QM_DB_CMD_CQ, 1, 1,
+                            1) >= 0);
+    assert_true(rec_find(f, from, QM_DB_SQCQ) < 0);
+    assert_true(rec_find_db(f, from, QM_DB_EQAEQ, QM_DB_CMD_EQ, 0, 1, 0) >= 0);
+}
+
 static void test_submit_and_poll_refuse_bad_queue_numbers(void **state)
 {
     struct fixture *f = *state;
@@ -760,6 +805,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_msis_delay_completions_but_lose_none, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_the_in_process_transport_rings_isolated_doorbells_as_bar4_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_and_poll_refuse_bad_queue_numbers, setup,
                                         teardown),
     };

@@ -386,11 +386,33 @@ static void test_every_changed_page_is_in_the_cpu_or_the_dma_dirty_log(void **st
     fixture_free(f);
 }
 
-/* A transport that loses the first SQ doorbell of queue 0 on the way. */
+/* A transport that loses the first SQ doorbell of queue 0 on the way (in
+ * BAR2, or in BAR4 when the device isolates doorbells). */
 struct lossy_io {
     const struct vf_io *real;
     int dropped;
 };
+
+static int lossy_drops(struct lossy_io *l, const void *data)
+{
+    uint64_t v;
+
+    memcpy(&v, data, 8);
+    if ((v & 0xfff) == 0 && ((v >> 12) & 0xf) == QM_DB_CMD_SQ && !l->dropped) {
+        l->dropped = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static int lossy_db_write(void *opaque, uint64_t off, const void *data, unsigned size)
+{
+    struct lossy_io *l = opaque;
+
+    if (off == QM_DB_SQCQ && size == 8 && lossy_drops(l, data))
+        return 0;
+    return l->real->db_write(l->real->opaque, off, data, size);
+}
 
 static int lossy_read(void *opaque, uint64_t off, void *data, unsigned size)
 {
@@ -401,15 +423,9 @@ static int lossy_read(void *opaque, uint64_t off, void *data, unsigned size)
 static int lossy_write(void *opaque, uint64_t off, const void *data, unsigned size)
 {
     struct lossy_io *l = opaque;
-    uint64_t v = 0;
 
-    if (off == QM_DB_SQCQ && size == 8) {
-        memcpy(&v, data, 8);
-        if ((v & 0xfff) == 0 && ((v >> 12) & 0xf) == QM_DB_CMD_SQ && !l->dropped) {
-            l->dropped = 1;
-            return 0;
-        }
-    }
+    if (off == QM_DB_SQCQ && size == 8 && lossy_drops(l, data))
+        return 0;
     return l->real->mmio_write(l->real->opaque, off, data, size);
 }
 
@@ -424,7 +440,11 @@ static void test_a_job_that_never_completes_is_declared_lost_and_fails_the_run(v
     struct workload_config c;
     struct fixture *f;
     struct lossy_io l = {0};
-    struct vf_io io = {.mmio_read = lossy_read, .mmio_write = lossy_write, .irq_wait = lossy_irq_wait, .opaque = &l};
+    struct vf_io io = {.mmio_read = lossy_read,
+                       .mmio_write = lossy_write,
+                       .irq_wait = lossy_irq_wait,
+                       .db_write = lossy_db_write,
+                       .opaque = &l};
     struct workload_report r;
     (void)state;
 
@@ -437,6 +457,7 @@ static void test_a_job_that_never_completes_is_declared_lost_and_fails_the_run(v
     f = fixture_new(&c); /* probes through the real transport */
     workload_destroy(f->w);
     l.real = vmm_inproc_vf_io(f->host.vf);
+    io.db_pages_size = l.real->db_pages_size;
     /* The same guest, now behind the lossy transport. */
     assert_int_equal(workload_attach(f->g, &io, &f->w), 0);
     assert_int_equal(workload_vcpus_start(f->w), 0);
