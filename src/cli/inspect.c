@@ -286,7 +286,8 @@ int cli_inspect(int argc, char **argv)
         fprintf(stderr, "accmig inspect: %s: %s\n", path, strerror(-rc));
         return 2;
     }
-    rc = mig_stream_decode(buf, len, &content, err, sizeof(err));
+    /* The destination's own check, without a destination to compare with. */
+    rc = mig_stream_check(buf, len, NULL, &content, err, sizeof(err));
     if (rc == -EFBIG)
         snprintf(err, sizeof(err), "the file holds %ld bytes; a stream has at most %u", size,
                  MIG_STREAM_MAX);

@@ -367,9 +367,8 @@ static int mig_resume_load_locked(struct mig_dev *m)
     mig_assert_locked(m);
     if (m->resume.refused)
         return mig_fail_locked(m, -EINVAL, AM_LOG_GUEST, "%s", m->resume.why);
-    rc = mig_stream_decode(m->resume.buf, m->resume.len, c, why, sizeof(why));
-    if (rc == 0)
-        rc = mig_match_check(&c->match, &m->resume.local, why, sizeof(why));
+    /* Everything is checked before the first register write. */
+    rc = mig_stream_check(m->resume.buf, m->resume.len, &m->resume.local, c, why, sizeof(why));
     if (rc != 0) {
         m->resume.refused = true;
         snprintf(m->resume.why, sizeof(m->resume.why), "stream refused: %s", why);

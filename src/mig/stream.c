@@ -506,11 +506,11 @@ static int decode_records(const uint8_t *b, struct mig_stream_content *out, char
             return fail(-EBADMSG, err, errlen, "state records present but %s is missing",
                         mig_rec_type_name(mig_state_records[k]));
     out->has_state = true;
-    return check_snapshot_values(out, err, errlen);
+    return 0;
 }
 
-int mig_stream_decode(const void *buf, size_t len, struct mig_stream_content *out, char *err,
-                      size_t errlen)
+int mig_stream_check(const void *buf, size_t len, const struct mig_match *dst,
+                     struct mig_stream_content *out, char *err, size_t errlen)
 {
     const uint8_t *b = buf;
     int rc;
@@ -544,5 +544,16 @@ int mig_stream_decode(const void *buf, size_t len, struct mig_stream_content *ou
         }
         return rc;
     }
-    return decode_records(b, out, err, errlen);
+    rc = decode_records(b, out, err, errlen);
+    if (rc == 0 && dst != NULL)
+        rc = mig_match_check(&out->match, dst, err, errlen);
+    if (rc == 0 && out->has_state)
+        rc = check_snapshot_values(out, err, errlen);
+    return rc;
+}
+
+int mig_stream_decode(const void *buf, size_t len, struct mig_stream_content *out, char *err,
+                      size_t errlen)
+{
+    return mig_stream_check(buf, len, NULL, out, err, errlen);
 }

@@ -171,7 +171,16 @@ int mig_stream_peek_match(const void *buf, size_t len, struct mig_match *match, 
 int mig_match_check(const struct mig_match *src, const struct mig_match *dst, char *err,
                     size_t errlen);
 
-/* Full decode and validation of a complete stream. 0 or an errno above. */
+/* The one check of a complete stream, made before anything is loaded:
+ * structure, CRC, every value against the rules of docs/stream-format.md
+ * ("What the check refuses"), and, when dst is not NULL, the match data
+ * against the destination's own (mig_match_check). The destination calls
+ * it at RESUMING -> STOP with its identity; `accmig inspect` with NULL (a
+ * saved file has no destination). 0 or an errno above; out is filled as
+ * far as decoding got, also on failure. */
+int mig_stream_check(const void *buf, size_t len, const struct mig_match *dst,
+                     struct mig_stream_content *out, char *err, size_t errlen);
+/* mig_stream_check without a destination. */
 int mig_stream_decode(const void *buf, size_t len, struct mig_stream_content *out, char *err,
                       size_t errlen);
 
