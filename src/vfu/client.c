@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -19,6 +21,19 @@
 /* Requests up to this size (header included) are built in one buffer and
  * leave with one send. */
 #define CLIENT_TX_ROOM (sizeof(struct vfu_hdr) + VFU_RX_BUF_SIZE)
+/* The largest region info (with its capabilities) we take: room for 254
+ * sparse areas. A server that names more is refused (-EPROTO). */
+#define CLIENT_REGION_INFO_MAX 4096u
+/* A server that asks for a larger argsz every time is refused after this. */
+#define CLIENT_REGION_INFO_TRIES 3
+
+/* A region mapped by vfu_client_region_map: len bytes reserved at base
+ * (the region size rounded up to pages), the sparse areas mapped over it. */
+struct region_map {
+    uint8_t *base;
+    uint64_t size;
+    size_t len;
+};
 
 /* Memory served to the server over the twin socket. */
 struct host_map {
@@ -54,6 +69,13 @@ struct vfu_client {
     pthread_mutex_t host_lock;
     struct host_map *hosts;
     size_t nhosts;
+
+    /* map_lock protects maps[] and region_fd[]: the descriptor of each
+     * region's last REGION_INFO reply that carried one (kept, as QEMU keeps
+     * it, until the next such reply or destroy). */
+    pthread_mutex_t map_lock;
+    struct region_map maps[VFU_NUM_REGIONS];
+    int region_fd[VFU_NUM_REGIONS];
 };
 
 /* ---- request / reply ---- */
@@ -367,11 +389,14 @@ int vfu_client_connect(const char *path, const struct vfu_client_opts *opts,
     c->fd = c->twin_fd = -1;
     for (unsigned v = 0; v < CLIENT_MAX_VECTORS; v++)
         c->msi_efd[v] = -1;
+    for (unsigned i = 0; i < VFU_NUM_REGIONS; i++)
+        c->region_fd[i] = -1;
     c->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : CLIENT_DEFAULT_TIMEOUT_MS;
     c->posted_writes = opts->posted_writes;
     c->our_max_xfer = opts->max_data_xfer_size ? opts->max_data_xfer_size : VFU_DEFAULT_MAX_XFER;
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->host_lock, NULL);
+    pthread_mutex_init(&c->map_lock, NULL);
     ret = vfu_sock_connect(path, &c->fd);
     if (ret)
         goto fail;
@@ -418,6 +443,15 @@ void vfu_client_destroy(struct vfu_client *c)
             close(c->msi_efd[v]);
     vfu_rx_reset(&c->rx);
     free(c->hosts);
+    /* The mappings outlive the connection (a file mapping holds its file):
+     * they go only here. */
+    for (unsigned i = 0; i < VFU_NUM_REGIONS; i++) {
+        if (c->maps[i].base)
+            munmap(c->maps[i].base, c->maps[i].len);
+        if (c->region_fd[i] >= 0)
+            close(c->region_fd[i]);
+    }
+    pthread_mutex_destroy(&c->map_lock);
     pthread_mutex_destroy(&c->host_lock);
     pthread_mutex_destroy(&c->lock);
     free(c);
@@ -437,18 +471,79 @@ int vfu_client_device_info(struct vfu_client *c, struct vfu_device_info *out)
                              sizeof(*out));
 }
 
+/* Keeps fd as region index's descriptor (closing the one before). */
+static void region_fd_keep(struct vfu_client *c, uint32_t index, int fd)
+{
+    pthread_mutex_lock(&c->map_lock);
+    if (c->region_fd[index] >= 0)
+        close(c->region_fd[index]);
+    c->region_fd[index] = fd;
+    pthread_mutex_unlock(&c->map_lock);
+}
+
+/* REGION_INFO with its capabilities, as QEMU's vfio_device_get_region_info
+ * asks: argsz 32 first, then again with the argsz the reply names while it
+ * is larger than the one asked with (a short reply's descriptor is closed).
+ * buf (CLIENT_REGION_INFO_MAX bytes) gets the info and its caps, *len how
+ * many came, *fd the final reply's descriptor (the caller's) or -1. A reply
+ * longer than the argsz asked with, shorter than the info, with more than
+ * one descriptor, or an argsz above CLIENT_REGION_INFO_MAX is -EPROTO. */
+static int region_query(struct vfu_client *c, uint32_t index, uint8_t *buf, size_t *len,
+                        int *fd_out)
+{
+    uint32_t argsz = sizeof(struct vfu_region_info);
+
+    if (index >= VFU_NUM_REGIONS)
+        return -EINVAL;
+    for (int tries = 0; tries < CLIENT_REGION_INFO_TRIES; tries++) {
+        struct vfu_region_info req = {.argsz = argsz, .index = index}, got;
+        struct iovec part = {&req, sizeof(req)};
+        struct client_rep r = {.iov = {{buf, argsz}}, .niov = 1, .take_fds = true};
+        int ret = client_call_msg(c, VFU_CMD_DEVICE_GET_REGION_INFO, &part, 1, NULL, 0, &r);
+        int fd = -1;
+
+        if (ret == -EMSGSIZE)
+            return -EPROTO; /* larger than argsz: the rule is broken */
+        if (ret)
+            return ret;
+        /* One descriptor at most: the region's. */
+        for (size_t i = 0; i < r.nfds; i++) {
+            if (i == 0)
+                fd = r.fds[0];
+            else
+                close(r.fds[i]);
+        }
+        if (r.len < sizeof(got) || r.nfds > 1) {
+            if (fd >= 0)
+                close(fd);
+            return -EPROTO;
+        }
+        memcpy(&got, buf, sizeof(got));
+        if (got.argsz > argsz) {
+            if (fd >= 0)
+                close(fd);
+            if (got.argsz > CLIENT_REGION_INFO_MAX)
+                return -EPROTO;
+            argsz = got.argsz;
+            continue;
+        }
+        *fd_out = fd;
+        *len = r.len;
+        return 0;
+    }
+    return -EPROTO;
+}
+
 int vfu_client_region_info(struct vfu_client *c, uint32_t index, struct vfu_region_info *out)
 {
-    struct vfu_region_info req = {.argsz = sizeof(req), .index = index};
-    uint8_t rep[256];
-    size_t got;
-    int ret = vfu_client_call(c, VFU_CMD_DEVICE_GET_REGION_INFO, &req, sizeof(req), NULL, 0, rep,
-                              sizeof(rep), &got);
+    uint8_t buf[CLIENT_REGION_INFO_MAX];
+    size_t len;
+    int fd, ret = region_query(c, index, buf, &len, &fd);
+
     if (ret)
         return ret;
-    if (got < sizeof(*out))
-        return -EPROTO;
-    memcpy(out, rep, sizeof(*out));
+    region_fd_keep(c, index, fd);
+    memcpy(out, buf, sizeof(*out));
     return 0;
 }
 
@@ -889,6 +984,168 @@ int vfu_client_mig_write(struct vfu_client *c, const void *buf, size_t len)
     return 0;
 }
 
+/* ---- mapping a region ---- */
+
+/* The mmap-able parts of a region, from its info reply (len bytes of buf):
+ * the areas of its sparse-mmap capability, or the whole region when it has
+ * none (the kernel's rule). Nothing the server sent is trusted: the chain
+ * stays inside the reply and only goes forward; each area (size 0 ones are
+ * skipped, as QEMU does) lies inside the region, page aligned, and its file
+ * range (info.offset + area) neither wraps nor leaves off_t. */
+struct region_areas {
+    const uint8_t *list; /* nr areas, unaligned; NULL: the whole region */
+    uint32_t nr;
+    uint64_t file_end; /* the largest file offset an area reaches */
+};
+
+static int region_areas_check(const struct vfu_region_info *info, uint64_t off, uint64_t size,
+                              uint64_t page, uint64_t *file_end)
+{
+    uint64_t end, fend;
+
+    if ((off | size) & (page - 1))
+        return -EPROTO;
+    if (am_add_overflows_u64(off, size, &end) || end > info->size)
+        return -EPROTO;
+    if (am_add_overflows_u64(info->offset, end, &fend) || fend > (uint64_t)INT64_MAX)
+        return -EPROTO;
+    *file_end = AM_MAX(*file_end, fend);
+    return 0;
+}
+
+static int region_areas_find(const uint8_t *buf, size_t len, const struct vfu_region_info *info,
+                             uint64_t page, struct region_areas *out)
+{
+    uint64_t at = info->cap_offset;
+    struct vfu_region_sparse_mmap sp;
+
+    *out = (struct region_areas){0};
+    if (info->offset & (page - 1))
+        return -EPROTO;
+    if (!(info->flags & VFU_REGION_FLAG_CAPS))
+        return region_areas_check(info, 0, info->size, page, &out->file_end);
+    for (;;) {
+        struct vfu_info_cap_header h;
+
+        if (at < sizeof(*info) || at > len || len - at < sizeof(h))
+            return -EPROTO;
+        memcpy(&h, buf + at, sizeof(h));
+        if (h.id == VFU_REGION_INFO_CAP_SPARSE_MMAP)
+            break;
+        if (h.next == 0) /* no sparse areas: the whole region */
+            return region_areas_check(info, 0, info->size, page, &out->file_end);
+        if (h.next <= at) /* forward only, so the walk ends */
+            return -EPROTO;
+        at = h.next;
+    }
+    if (len - at < sizeof(sp))
+        return -EPROTO;
+    memcpy(&sp, buf + at, sizeof(sp));
+    if (sp.header.version != VFU_REGION_INFO_CAP_SPARSE_MMAP_VERSION)
+        return -EPROTO;
+    if (sp.nr_areas > (len - at - sizeof(sp)) / sizeof(struct vfu_sparse_mmap_area))
+        return -EPROTO;
+    out->list = buf + at + sizeof(sp);
+    out->nr = sp.nr_areas;
+    for (uint32_t i = 0; i < out->nr; i++) {
+        struct vfu_sparse_mmap_area a;
+        int ret;
+
+        memcpy(&a, out->list + i * sizeof(a), sizeof(a));
+        if (a.size == 0)
+            continue;
+        ret = region_areas_check(info, a.offset, a.size, page, &out->file_end);
+        if (ret)
+            return ret;
+    }
+    return 0;
+}
+
+/* Maps every area of ra from fd over a PROT_NONE reservation of the region. */
+static int region_map_areas(const struct vfu_region_info *info, const struct region_areas *ra,
+                            int fd, uint64_t page, struct region_map *out)
+{
+    int prot = (info->flags & VFU_REGION_FLAG_READ ? PROT_READ : 0) |
+               (info->flags & VFU_REGION_FLAG_WRITE ? PROT_WRITE : 0);
+    uint64_t len;
+    uint8_t *base;
+
+    if (info->size > SIZE_MAX - page)
+        return -ENOMEM;
+    len = AM_ALIGN_UP(info->size, page);
+    base = mmap(NULL, (size_t)len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED)
+        return -errno;
+    for (uint32_t i = 0; i < (ra->list ? ra->nr : 1); i++) {
+        struct vfu_sparse_mmap_area a = {0, info->size};
+
+        if (ra->list)
+            memcpy(&a, ra->list + i * sizeof(a), sizeof(a));
+        if (a.size == 0)
+            continue;
+        /* Inside the reservation (checked): MAP_FIXED replaces only it. */
+        if (mmap(base + a.offset, (size_t)a.size, prot, MAP_SHARED | MAP_FIXED, fd,
+                 (off_t)(info->offset + a.offset)) == MAP_FAILED) {
+            int err = -errno;
+            munmap(base, (size_t)len);
+            return err;
+        }
+    }
+    *out = (struct region_map){base, info->size, (size_t)len};
+    return 0;
+}
+
+int vfu_client_region_map(struct vfu_client *c, uint32_t region, void **base, uint64_t *size)
+{
+    uint8_t buf[CLIENT_REGION_INFO_MAX];
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    struct vfu_region_info info;
+    struct region_areas ra;
+    struct region_map map;
+    struct stat st;
+    size_t len;
+    int fd, ret;
+
+    if (region >= VFU_NUM_REGIONS || !base || !size)
+        return -EINVAL;
+    pthread_mutex_lock(&c->map_lock);
+    ret = c->maps[region].base ? -EEXIST : 0;
+    pthread_mutex_unlock(&c->map_lock);
+    if (ret)
+        return ret;
+    ret = region_query(c, region, buf, &len, &fd);
+    if (ret)
+        return ret;
+    memcpy(&info, buf, sizeof(info));
+    if (!(info.flags & VFU_REGION_FLAG_MMAP) || info.size == 0)
+        ret = -ENOTSUP;
+    else if (fd < 0)
+        ret = -EPROTO; /* mmap-able, but no descriptor came */
+    else
+        ret = region_areas_find(buf, len, &info, page, &ra);
+    if (!ret && fstat(fd, &st) != 0)
+        ret = -errno;
+    if (!ret && S_ISREG(st.st_mode) && (uint64_t)st.st_size < ra.file_end)
+        ret = -EPROTO; /* a file too short would fault on first touch */
+    if (!ret) {
+        pthread_mutex_lock(&c->map_lock);
+        if (c->maps[region].base) {
+            ret = -EEXIST; /* another thread was quicker */
+        } else {
+            ret = region_map_areas(&info, &ra, fd, page, &map);
+            if (!ret)
+                c->maps[region] = map;
+        }
+        pthread_mutex_unlock(&c->map_lock);
+    }
+    region_fd_keep(c, region, fd); /* the latest reply's, as REGION_INFO does */
+    if (ret)
+        return ret;
+    *base = map.base;
+    *size = map.size;
+    return 0;
+}
+
 /* ---- the guest's door ---- */
 
 static int vfio_mmio_read(void *opaque, uint64_t off, void *data, unsigned size)
@@ -906,10 +1163,20 @@ static int vfio_irq_wait(void *opaque, unsigned vector, int timeout_ms)
     return vfu_client_irq_wait(opaque, vector, timeout_ms);
 }
 
+static int vfio_db_write(void *opaque, uint64_t off, const void *data, unsigned size)
+{
+    return vfu_client_region_write(opaque, VFU_REGION_BAR4, off, data, size);
+}
+
 void vfu_client_vf_io(struct vfu_client *c, struct vf_io *io)
 {
     io->mmio_read = vfio_mmio_read;
     io->mmio_write = vfio_mmio_write;
     io->irq_wait = vfio_irq_wait;
+    io->db_write = vfio_db_write;
+    pthread_mutex_lock(&c->map_lock);
+    io->db_pages = c->maps[VFU_REGION_BAR4].base;
+    io->db_pages_size = io->db_pages ? c->maps[VFU_REGION_BAR4].size : 0;
+    pthread_mutex_unlock(&c->map_lock);
     io->opaque = c;
 }

@@ -83,7 +83,11 @@ void vfu_client_server_caps(const struct vfu_client *c, struct vfu_client_server
 int vfu_client_call(struct vfu_client *c, uint16_t cmd, const void *req, size_t req_len,
                     const int *fds, size_t nfds, void *rep, size_t rep_cap, size_t *rep_len);
 
-/* Device description. */
+/* Device description. region_info asks with argsz 32 and again with the
+ * argsz the server names (a region with capabilities), as QEMU does; out
+ * gets the info without its capabilities. A descriptor in the reply is kept
+ * for the region (the next such reply or destroy closes it). -EPROTO for a
+ * reply larger than the argsz asked with, or naming more than 4 KiB. */
 int vfu_client_device_info(struct vfu_client *c, struct vfu_device_info *out);
 int vfu_client_region_info(struct vfu_client *c, uint32_t index, struct vfu_region_info *out);
 int vfu_client_irq_info(struct vfu_client *c, uint32_t index, struct vfu_irq_info *out);
@@ -139,7 +143,12 @@ int vfu_client_mig_write(struct vfu_client *c, const void *buf, size_t len);
 /* Maps an mmap-able region (REGION_INFO with the MMAP flag: the fd it
  * carries, its sparse areas, read/write; the rest of the region stays
  * PROT_NONE): *base and *size describe it until vfu_client_destroy.
- * -ENOTSUP when the region is not mmap-able, -EEXIST when already mapped. */
+ * -ENOTSUP when the region is not mmap-able, -EEXIST when already mapped.
+ * The reply is checked before anything is mapped: -EPROTO when no
+ * descriptor came, an area lies outside the region, is not page aligned or
+ * wraps, the capability chain leaves the reply or goes backwards, the file
+ * offset is unaligned or leaves off_t, or the file is shorter than its
+ * areas; mmap's errno otherwise. Nothing is mapped after a failure. */
 int vfu_client_region_map(struct vfu_client *c, uint32_t region, void **base, uint64_t *size);
 
 /* The guest's door over vfio-user: BAR2 MMIO and MSI waits (irqs must be

@@ -3,6 +3,7 @@
  * device ops table the sessions call (vfu_dev_ops_qm). */
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ void vfu_device_config_default(struct vfu_device_config *cfg)
     cfg->hw = MIG_HW_V4;
     cfg->workers = 2;
     cfg->worker_cpus = 0;
+    cfg->db_isolation = true;
 }
 
 /* ---- interrupts ---- */
@@ -120,6 +122,8 @@ static int ops_region_read(void *ctx, uint32_t region, uint64_t off, void *buf, 
 
     if (region == VFU_REGION_CONFIG)
         return vfu_pci_cfg_read(&vf->cfg, off, buf, count);
+    if (region == VFU_REGION_BAR4)
+        return qm_db_bar_read(vf->qm, vf->fn, off, buf, count);
     if (region != VFU_REGION_BAR2)
         return -EINVAL;
     return qm_bar_read(vf->qm, vf->fn, off, buf, count);
@@ -132,9 +136,26 @@ static int ops_region_write(void *ctx, uint32_t region, uint64_t off, const void
 
     if (region == VFU_REGION_CONFIG)
         return vfu_pci_cfg_write(&vf->cfg, off, buf, count);
+    if (region == VFU_REGION_BAR4)
+        return qm_db_bar_write(vf->qm, vf->fn, off, buf, count);
     if (region != VFU_REGION_BAR2)
         return -EINVAL;
     return qm_bar_write(vf->qm, vf->fn, off, buf, count);
+}
+
+static int ops_region_fd(void *ctx, uint32_t region)
+{
+    struct vfu_vf *vf = ctx;
+    int fd;
+
+    if (region != VFU_REGION_BAR4)
+        return -ENOTSUP;
+    fd = qm_db_bar_fd(vf->qm, vf->fn);
+    if (fd < 0)
+        return fd;
+    /* The model's memfd is borrowed; the reply path closes what it sends. */
+    fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    return fd < 0 ? -errno : fd;
 }
 
 static int ops_reset(void *ctx)
@@ -238,6 +259,7 @@ static void ops_irq_trigger(void *ctx, unsigned vector)
 const struct vfu_dev_ops vfu_dev_ops_qm = {
     .region_read = ops_region_read,
     .region_write = ops_region_write,
+    .region_fd = ops_region_fd,
     .reset = ops_reset,
     .mig_flags = ops_mig_flags,
     .mig_get_state = ops_mig_get_state,
@@ -345,13 +367,15 @@ static int vf_create(struct vfu_device *d, unsigned index, struct vfu_vf **out)
     snprintf(vf->name, sizeof(vf->name), "vf%u", index);
     vf->dom = qm_dev_iommu(d->qm, vf->fn);
     vf->bar_size = d->hw == MIG_HW_V3 ? QM_VF_BAR2_V3_GUEST_SIZE : qm_bar_size(d->qm, vf->fn);
+    vf->db_size = qm_db_bar_size(d->qm, vf->fn);
     for (unsigned v = 0; v < QM_NUM_VECTORS; v++)
         vf->msi_efd[v] = -1;
     pthread_mutex_init(&vf->irq_lock, NULL);
     pthread_mutex_init(&vf->session_lock, NULL);
     vf->ops = &vfu_dev_ops_qm;
     vf->ops_ctx = vf;
-    vfu_pci_cfg_init(&vf->cfg, qm_dev_revision(d->qm), vf->bar_size, vf_cfg_flr, vf);
+    vfu_pci_cfg_init(&vf->cfg, qm_dev_revision(d->qm), vf->bar_size, vf->db_size, vf_cfg_flr,
+                     vf);
     ret = mig_dev_create(d->qm, vf->fn, d->hw, &vf->mig);
     if (ret) {
         pthread_mutex_destroy(&vf->irq_lock);
@@ -388,6 +412,7 @@ int vfu_device_create(const struct vfu_device_config *cfg, struct vfu_device **o
     qc.revision = cfg->hw == MIG_HW_V3 ? QM_REV_V3 : QM_REV_V4;
     qc.workers = cfg->workers;
     qc.worker_cpus = cfg->worker_cpus;
+    qc.db_isolation = cfg->db_isolation;
     qc.irq.raise = device_irq_raise;
     qc.irq.opaque = d;
     ret = qm_dev_create(&qc, &d->qm);

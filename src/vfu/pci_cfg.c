@@ -11,6 +11,8 @@
 #define PCI_CAP_ID_MSI 0x05u
 #define PCI_CAP_ID_EXP 0x10u
 #define PCI_STATUS_CAP_LIST 0x0010u
+#define PCI_BAR2 0x18u
+#define PCI_BAR4 0x20u
 #define PCI_BAR_MEM_64 0x4u
 #define PCI_BAR_PREFETCH 0x8u
 #define PCI_MSI_64BIT 0x0080u
@@ -35,7 +37,8 @@ struct cfg_field {
 };
 
 /* Everything not listed reads 0 and ignores writes. The revision byte and
- * the BAR2 size bits depend on the device and are filled in by init. */
+ * the BARs' size bits depend on the device and are filled in by reset (an
+ * absent BAR4 is cleared there). */
 static const struct cfg_field cfg_fields[] = {
     /* type 0 header */
     {0x00, 2, QM_VENDOR_ID, 0, 0, CFG_HOOK_NONE, "vendor"},
@@ -44,8 +47,11 @@ static const struct cfg_field cfg_fields[] = {
     {0x06, 2, PCI_STATUS_CAP_LIST, 0, 0xf900, CFG_HOOK_NONE, "status"},
     {0x08, 4, PCI_CLASS_ACCELERATOR << 24, 0, 0, CFG_HOOK_NONE, "class_revision"},
     {0x0c, 1, 0, 0xff, 0, CFG_HOOK_NONE, "cache_line"},
-    {0x18, 4, PCI_BAR_MEM_64 | PCI_BAR_PREFETCH, 0, 0, CFG_HOOK_NONE, "bar2_lo"},
-    {0x1c, 4, 0, 0xffffffffu, 0, CFG_HOOK_NONE, "bar2_hi"},
+    {PCI_BAR2, 4, PCI_BAR_MEM_64 | PCI_BAR_PREFETCH, 0, 0, CFG_HOOK_NONE, "bar2_lo"},
+    {PCI_BAR2 + 4, 4, 0, 0, 0, CFG_HOOK_NONE, "bar2_hi"},
+    /* Doorbells are stores with side effects: not prefetchable. */
+    {PCI_BAR4, 4, PCI_BAR_MEM_64, 0, 0, CFG_HOOK_NONE, "bar4_lo"},
+    {PCI_BAR4 + 4, 4, 0, 0, 0, CFG_HOOK_NONE, "bar4_hi"},
     {0x2c, 2, QM_VENDOR_ID, 0, 0, CFG_HOOK_NONE, "subsys_vendor"},
     {0x2e, 2, QM_ZIP_VF_DEVICE_ID, 0, 0, CFG_HOOK_NONE, "subsys_id"},
     {0x34, 1, VFU_PCI_MSI_CAP, 0, 0, CFG_HOOK_NONE, "cap_ptr"},
@@ -77,6 +83,21 @@ static void cfg_put(uint8_t *arr, unsigned off, unsigned size, uint32_t v)
         arr[off + i] = (uint8_t)(v >> (8 * i));
 }
 
+/* A 64-bit memory BAR of size bytes (a power of two) at off: the address
+ * bits below the size read back as 0 after the all-ones probe, in both
+ * dwords. Size 0: the BAR is absent, reads 0 and ignores writes. */
+static void cfg_bar64(struct vfu_pci_cfg *cfg, unsigned off, uint64_t size)
+{
+    uint64_t mask = size ? ~(size - 1) & ~UINT64_C(0xf) : 0;
+
+    if (!size) {
+        cfg_put(cfg->bytes, off, 4, 0);
+        cfg_put(cfg->bytes, off + 4, 4, 0);
+    }
+    cfg_put(cfg->wmask, off, 4, (uint32_t)mask);
+    cfg_put(cfg->wmask, off + 4, 4, (uint32_t)(mask >> 32));
+}
+
 void vfu_pci_cfg_reset(struct vfu_pci_cfg *cfg)
 {
     memset(cfg->bytes, 0, sizeof(cfg->bytes));
@@ -89,15 +110,16 @@ void vfu_pci_cfg_reset(struct vfu_pci_cfg *cfg)
         cfg_put(cfg->w1c, f->off, f->size, f->w1c);
     }
     cfg->bytes[0x08] = cfg->revision;
-    /* BAR2: address bits below the size read back as 0 (the size probe). */
-    cfg_put(cfg->wmask, 0x18, 4, (uint32_t)~(cfg->bar2_size - 1) & 0xfffffff0u);
+    cfg_bar64(cfg, PCI_BAR2, cfg->bar2_size);
+    cfg_bar64(cfg, PCI_BAR4, cfg->bar4_size);
 }
 
 void vfu_pci_cfg_init(struct vfu_pci_cfg *cfg, uint8_t revision, uint64_t bar2_size,
-                      void (*flr)(void *opaque), void *opaque)
+                      uint64_t bar4_size, void (*flr)(void *opaque), void *opaque)
 {
     cfg->revision = revision;
     cfg->bar2_size = bar2_size;
+    cfg->bar4_size = bar4_size;
     cfg->flr = flr;
     cfg->opaque = opaque;
     vfu_pci_cfg_reset(cfg);

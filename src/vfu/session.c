@@ -461,14 +461,44 @@ static uint64_t region_size(const struct vfu_session *s, uint32_t idx)
 {
     if (idx == VFU_REGION_BAR2)
         return s->vf->bar_size;
+    if (idx == VFU_REGION_BAR4)
+        return s->vf->db_size;
     if (idx == VFU_REGION_CONFIG)
         return VFU_PCI_CFG_SIZE;
     return 0;
 }
 
+/* Whether region idx is offered for mmap: only the doorbell pages (BAR2's
+ * registers are a model), and only to a client that takes descriptors. */
+static bool region_mmapable(const struct vfu_session *s, uint32_t idx)
+{
+    return idx == VFU_REGION_BAR4 && s->vf->db_size && s->ops->region_fd &&
+           s->peer_max_fds >= 1;
+}
+
+/* The capabilities of an mmap-able region: one sparse area, the whole
+ * region, at fd offset 0. */
+struct region_caps {
+    struct vfu_region_sparse_mmap sparse;
+    struct vfu_sparse_mmap_area area;
+} __attribute__((packed));
+_Static_assert(sizeof(struct region_caps) == 32, "struct region_caps is 32 bytes");
+
+/* The argsz rule of the kernel's VFIO_DEVICE_GET_REGION_INFO: the reply is
+ * never larger than the client's argsz, and argsz in the reply is the size
+ * of the whole info with its caps, so a client that asked with too little
+ * asks again (QEMU's vfio_device_get_region_info does). Unlike the kernel,
+ * a reply without room for the caps does not say CAPS: QEMU 10.2's
+ * vfio-user client refuses CAPS with a cap_offset below 32 (EINVAL,
+ * hw/vfio-user/device.c) before it can retry. MMAP is said in both; the
+ * descriptor goes only with the full reply (QEMU closes a short reply's). */
 static int handle_region_info(struct vfu_session *s, struct vfu_msg *m, struct reply *r)
 {
     struct vfu_region_info info;
+    struct region_caps caps;
+    bool mmapable, whole;
+    size_t need;
+    int fd;
 
     if (m->len != sizeof(info))
         return fail(r, -EINVAL, "payload is not a struct vfu_region_info");
@@ -477,14 +507,37 @@ static int handle_region_info(struct vfu_session *s, struct vfu_msg *m, struct r
         return fail(r, -EINVAL, "argsz below 32");
     if (info.index >= VFU_NUM_REGIONS)
         return fail(r, -EINVAL, "no such region index");
-    info.argsz = sizeof(info);
     info.size = region_size(s, info.index);
     info.flags = info.size ? VFU_REGION_FLAG_READ | VFU_REGION_FLAG_WRITE : 0;
     info.cap_offset = 0;
-    info.offset = 0; /* nothing is mmap-able: registers are a model */
-    if (!reply_alloc(r, sizeof(info)))
+    info.offset = 0; /* the mmap-able region's fd offset */
+    mmapable = info.size && region_mmapable(s, info.index);
+    need = sizeof(info) + (mmapable ? sizeof(caps) : 0);
+    whole = info.argsz >= need;
+    if (mmapable) {
+        info.flags |= VFU_REGION_FLAG_MMAP;
+        if (whole) {
+            fd = s->ops->region_fd(s->ctx, info.index);
+            if (fd < 0)
+                return fail(r, fd, "the region's descriptor cannot be handed out");
+            r->fd = fd; /* closed by the reply path, sent or not */
+            info.flags |= VFU_REGION_FLAG_CAPS;
+            info.cap_offset = sizeof(info);
+            memset(&caps, 0, sizeof(caps));
+            caps.sparse.header.id = VFU_REGION_INFO_CAP_SPARSE_MMAP;
+            caps.sparse.header.version = VFU_REGION_INFO_CAP_SPARSE_MMAP_VERSION;
+            caps.sparse.header.next = 0;
+            caps.sparse.nr_areas = 1;
+            caps.area.offset = 0;
+            caps.area.size = info.size;
+        }
+    }
+    info.argsz = (uint32_t)need;
+    if (!reply_alloc(r, whole ? need : sizeof(info)))
         return -ENOMEM;
     memcpy(r->data, &info, sizeof(info));
+    if (mmapable && whole)
+        memcpy(r->data + sizeof(info), &caps, sizeof(caps));
     return 0;
 }
 

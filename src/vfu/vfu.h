@@ -59,9 +59,14 @@ struct vfu_device_config {
     enum mig_hw_mode hw;  /* V4: revision 0x50, BAR2 64 KiB; V3: 0x30, 32 KiB visible */
     unsigned workers;     /* device job threads, >= 1 */
     uint64_t worker_cpus; /* qm_dev_config.worker_cpus: bit c = CPU c; 0 = anywhere */
+    /* qm_dev_config.db_isolation: each VF's doorbells in its own BAR4 pages,
+     * which a client may map (REGION_INFO hands out their memfd). false: the
+     * old layout, doorbells in BAR2 only, no BAR4, QUE_ISO_CFG reads 0. */
+    bool db_isolation;
 };
 
-/* Defaults: 4 VFs, 4 queue pairs each, v4, 2 workers on any CPU. */
+/* Defaults: 4 VFs, 4 queue pairs each, v4, 2 workers on any CPU, doorbell
+ * isolation on. */
 void vfu_device_config_default(struct vfu_device_config *cfg);
 /* Creates the qm_dev (its irq sink routes to the VFs' eventfds) and one
  * migration device per VF. -EINVAL for a bad config, -ENOMEM, or what
@@ -80,9 +85,11 @@ unsigned vfu_vf_fn(const struct vfu_vf *vf);
 void vfu_vf_irq_counts(struct vfu_vf *vf, uint64_t *delivered, uint64_t *dropped);
 
 /* Which commands a migration state admits (the gating table). Region
- * accesses are finer: config space always; BAR reads in every state but
- * RESUMING and ERROR; BAR writes only in RUNNING, RUNNING_P2P, PRE_COPY,
- * PRE_COPY_P2P and STOP. */
+ * accesses are finer: config space always; BAR reads (BAR2 and BAR4 alike)
+ * in every state but RESUMING and ERROR; BAR writes only in RUNNING,
+ * RUNNING_P2P, PRE_COPY, PRE_COPY_P2P and STOP. A client's stores into its
+ * mapping of BAR4 are not messages and pass no gate: the device model
+ * decides what a doorbell does in each state (qm.h). */
 bool vfu_cmd_allowed(unsigned cmd, enum vfio_mig_state state);
 
 /* ---- a client session on one VF ---- */

@@ -29,10 +29,18 @@ struct vfu_vf;
 
 struct vfu_dev_ops {
     /* Region VFU_REGION_BAR2 (qm_bar_read/write: size 1, 2, 4 or 8,
-     * aligned) or VFU_REGION_CONFIG (any bytes). */
+     * aligned), VFU_REGION_BAR4 (the doorbell pages: qm_db_bar_read/write,
+     * the same sizes, the same memory a client's mapping shows) or
+     * VFU_REGION_CONFIG (any bytes). */
     int (*region_read)(void *ctx, uint32_t region, uint64_t off, void *buf, uint32_t count);
     int (*region_write)(void *ctx, uint32_t region, uint64_t off, const void *buf,
                         uint32_t count);
+    /* The descriptor a client maps region from (VFU_REGION_BAR4: a
+     * close-on-exec dup of qm_db_bar_fd, region offset 0 = file offset 0):
+     * a new descriptor the caller owns, or -ENOTSUP (the region is not
+     * mmap-able), -ENODEV (no BAR4), -EMFILE / -ENFILE. NULL: no region of
+     * the device is mmap-able. */
+    int (*region_fd)(void *ctx, uint32_t region);
     /* VFIO_USER_DEVICE_RESET: vfu_vf_reset. */
     int (*reset)(void *ctx);
 

@@ -182,6 +182,38 @@ struct vfu_region_info {
 } __attribute__((packed));
 _Static_assert(sizeof(struct vfu_region_info) == 32, "struct vfu_region_info is 32 bytes");
 
+/* Capabilities follow the info in the same reply (flag CAPS): the first at
+ * cap_offset, each header's next the offset of the following one, 0 ends
+ * the chain; offsets count from the start of the info (the kernel's
+ * vfio_info_cap_header). A reply is never larger than the request's argsz:
+ * when the caps do not fit, argsz says how large it must be. */
+#define VFU_REGION_INFO_CAP_SPARSE_MMAP 1u
+#define VFU_REGION_INFO_CAP_SPARSE_MMAP_VERSION 1u
+
+struct vfu_info_cap_header {
+    uint16_t id;
+    uint16_t version;
+    uint32_t next;
+} __attribute__((packed));
+_Static_assert(sizeof(struct vfu_info_cap_header) == 8, "struct vfu_info_cap_header is 8 bytes");
+
+/* The parts of an mmap-able region that may be mapped: each area at fd
+ * offset (info.offset + area.offset), region offset area.offset. */
+struct vfu_region_sparse_mmap {
+    struct vfu_info_cap_header header;
+    uint32_t nr_areas;
+    uint32_t reserved;
+    /* then nr_areas struct vfu_sparse_mmap_area */
+} __attribute__((packed));
+_Static_assert(sizeof(struct vfu_region_sparse_mmap) == 16,
+               "struct vfu_region_sparse_mmap is 16 bytes");
+
+struct vfu_sparse_mmap_area {
+    uint64_t offset;
+    uint64_t size;
+} __attribute__((packed));
+_Static_assert(sizeof(struct vfu_sparse_mmap_area) == 16, "struct vfu_sparse_mmap_area is 16 bytes");
+
 /* ---- DEVICE_GET_REGION_IO_FDS (6) ---- */
 struct vfu_region_io_fds {
     uint32_t argsz;

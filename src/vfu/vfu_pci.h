@@ -5,7 +5,9 @@
  * bits, write-1-to-clear bits and an optional hook) applied by one
  * dispatcher. What it shows: vendor 0x19e5 / device 0xa251, the QM revision,
  * class 0x12 (processing accelerator), BAR2 as a 64-bit prefetchable memory
- * BAR whose size answers the usual all-ones probe, an MSI capability with 64-bit
+ * BAR whose size answers the usual all-ones probe, BAR4 (the doorbell pages,
+ * when the VF has them) as a 64-bit non-prefetchable memory BAR with the same
+ * probe (absent: reads 0, not writable), an MSI capability with 64-bit
  * addresses and 4 vectors at 0x40, a PCIe v2 endpoint capability (FLR
  * capable) at 0x50, and no extended capabilities. The MSI capability is
  * informational: delivery follows SET_IRQS (as with vfio-pci).
@@ -30,13 +32,15 @@ struct vfu_pci_cfg {
     uint8_t w1c[VFU_PCI_CFG_SIZE];
     uint8_t revision;
     uint64_t bar2_size;
+    uint64_t bar4_size; /* 0: no BAR4 */
     void (*flr)(void *opaque); /* PCIe function-level reset requested */
     void *opaque;
 };
 
-/* bar2_size must be a power of two >= 16 (the VF region size). */
+/* bar2_size must be a power of two >= 16 (the VF region size); bar4_size
+ * too, or 0 when the VF has no BAR4. */
 void vfu_pci_cfg_init(struct vfu_pci_cfg *cfg, uint8_t revision, uint64_t bar2_size,
-                      void (*flr)(void *opaque), void *opaque);
+                      uint64_t bar4_size, void (*flr)(void *opaque), void *opaque);
 /* Back to reset values (a function-level reset). */
 void vfu_pci_cfg_reset(struct vfu_pci_cfg *cfg);
 /* -EINVAL when [off, off+len) is not inside the space. */

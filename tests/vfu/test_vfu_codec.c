@@ -493,7 +493,7 @@ static void test_config_space_shows_the_zip_vf_identity_and_capabilities(void **
     struct vfu_pci_cfg c;
     uint16_t msi_ctrl, exp_caps;
     (void)state;
-    vfu_pci_cfg_init(&c, QM_REV_V4, QM_VF_BAR2_SIZE, NULL, NULL);
+    vfu_pci_cfg_init(&c, QM_REV_V4, QM_VF_BAR2_SIZE, 0, NULL, NULL);
     assert_int_equal(cfg32(&c, 0) & 0xffff, QM_VENDOR_ID);
     assert_int_equal(cfg32(&c, 0) >> 16, QM_ZIP_VF_DEVICE_ID);
     assert_int_equal(cfg32(&c, 8), 0x12000000u | QM_REV_V4);
@@ -516,7 +516,7 @@ static void test_bar2_answers_the_size_probe_for_64k_and_for_the_v3_32k_half(voi
     struct vfu_pci_cfg c;
     uint32_t ones = 0xffffffffu;
     (void)state;
-    vfu_pci_cfg_init(&c, QM_REV_V4, QM_VF_BAR2_SIZE, NULL, NULL);
+    vfu_pci_cfg_init(&c, QM_REV_V4, QM_VF_BAR2_SIZE, 0, NULL, NULL);
     assert_int_equal(vfu_pci_cfg_write(&c, 0x18, &ones, 4), 0);
     assert_int_equal(cfg32(&c, 0x18), (~(QM_VF_BAR2_SIZE - 1u) & 0xfffffff0u) | 0xc);
     assert_int_equal(vfu_pci_cfg_write(&c, 0x1c, &ones, 4), 0);
@@ -524,10 +524,45 @@ static void test_bar2_answers_the_size_probe_for_64k_and_for_the_v3_32k_half(voi
     assert_int_equal(cfg32(&c, 0x10), 0); /* BAR0 absent: not writable */
     assert_int_equal(vfu_pci_cfg_write(&c, 0x10, &ones, 4), 0);
     assert_int_equal(cfg32(&c, 0x10), 0);
-    vfu_pci_cfg_init(&c, QM_REV_V3, QM_VF_BAR2_V3_GUEST_SIZE, NULL, NULL);
+    vfu_pci_cfg_init(&c, QM_REV_V3, QM_VF_BAR2_V3_GUEST_SIZE, 0, NULL, NULL);
     assert_int_equal(vfu_pci_cfg_write(&c, 0x18, &ones, 4), 0);
     assert_int_equal(cfg32(&c, 0x18), 0xffff800cu);
     assert_int_equal(cfg32(&c, 8) & 0xff, QM_REV_V3);
+}
+
+static void test_bar4_answers_the_size_probe_when_present_and_reads_0_when_absent(void **state)
+{
+    struct vfu_pci_cfg c;
+    uint32_t ones = 0xffffffffu, addr = 0x12340000u;
+    (void)state;
+    /* 4 doorbell pages of 64 KiB: 256 KiB, 64-bit, not prefetchable. */
+    vfu_pci_cfg_init(&c, QM_REV_V4, QM_VF_BAR2_SIZE, 4u * QM_DB_PAGE_SIZE, NULL, NULL);
+    assert_int_equal(cfg32(&c, 0x20), 0x4);
+    assert_int_equal(vfu_pci_cfg_write(&c, 0x20, &ones, 4), 0);
+    assert_int_equal(cfg32(&c, 0x20), (~(4u * QM_DB_PAGE_SIZE - 1u) & 0xfffffff0u) | 0x4);
+    assert_int_equal(vfu_pci_cfg_write(&c, 0x24, &ones, 4), 0);
+    assert_int_equal(cfg32(&c, 0x24), 0xffffffffu);
+    assert_int_equal(vfu_pci_cfg_write(&c, 0x20, &addr, 4), 0);
+    assert_int_equal(cfg32(&c, 0x20), addr | 0x4);
+    /* BAR2 is unchanged by it. */
+    assert_int_equal(vfu_pci_cfg_write(&c, 0x18, &ones, 4), 0);
+    assert_int_equal(cfg32(&c, 0x18), (~(QM_VF_BAR2_SIZE - 1u) & 0xfffffff0u) | 0xc);
+    /* A reset brings the type bits back and the address to 0. */
+    vfu_pci_cfg_reset(&c);
+    assert_int_equal(cfg32(&c, 0x20), 0x4);
+    assert_int_equal(cfg32(&c, 0x24), 0);
+    /* Larger than 4 GiB: the probe reaches into the upper dword. */
+    vfu_pci_cfg_init(&c, QM_REV_V4, QM_VF_BAR2_SIZE, UINT64_C(1) << 33, NULL, NULL);
+    assert_int_equal(vfu_pci_cfg_write(&c, 0x20, &ones, 4), 0);
+    assert_int_equal(vfu_pci_cfg_write(&c, 0x24, &ones, 4), 0);
+    assert_int_equal(cfg32(&c, 0x20), 0x4);
+    assert_int_equal(cfg32(&c, 0x24), 0xfffffffeu);
+    /* Absent (no doorbell isolation): reads 0, not writable. */
+    vfu_pci_cfg_init(&c, QM_REV_V4, QM_VF_BAR2_SIZE, 0, NULL, NULL);
+    assert_int_equal(vfu_pci_cfg_write(&c, 0x20, &ones, 4), 0);
+    assert_int_equal(vfu_pci_cfg_write(&c, 0x24, &ones, 4), 0);
+    assert_int_equal(cfg32(&c, 0x20), 0);
+    assert_int_equal(cfg32(&c, 0x24), 0);
 }
 
 static void test_config_writes_change_only_writable_bits(void **state)
@@ -536,7 +571,7 @@ static void test_config_writes_change_only_writable_bits(void **state)
     uint32_t ones = 0xffffffffu;
     uint16_t status_w1c = 0xf900, cmd;
     (void)state;
-    vfu_pci_cfg_init(&c, QM_REV_V4, QM_VF_BAR2_SIZE, NULL, NULL);
+    vfu_pci_cfg_init(&c, QM_REV_V4, QM_VF_BAR2_SIZE, 0, NULL, NULL);
     assert_int_equal(vfu_pci_cfg_write(&c, 0, &ones, 4), 0); /* ids are read-only */
     assert_int_equal(cfg32(&c, 0), QM_VENDOR_ID | (uint32_t)QM_ZIP_VF_DEVICE_ID << 16);
     assert_int_equal(vfu_pci_cfg_write(&c, 4, &ones, 2), 0);
@@ -553,7 +588,7 @@ static void test_config_access_outside_the_4k_space_is_refused(void **state)
     struct vfu_pci_cfg c;
     uint8_t buf[8];
     (void)state;
-    vfu_pci_cfg_init(&c, QM_REV_V4, QM_VF_BAR2_SIZE, NULL, NULL);
+    vfu_pci_cfg_init(&c, QM_REV_V4, QM_VF_BAR2_SIZE, 0, NULL, NULL);
     assert_int_equal(vfu_pci_cfg_read(&c, 4095, buf, 2), -EINVAL);
     assert_int_equal(vfu_pci_cfg_read(&c, UINT64_MAX, buf, 2), -EINVAL);
     assert_int_equal(vfu_pci_cfg_write(&c, 4096, buf, 1), -EINVAL);
@@ -567,7 +602,7 @@ static void test_writing_the_flr_bit_calls_the_reset_hook_and_reads_back_zero(vo
     uint8_t hi = 0x80;
     (void)state;
     flr_count = 0;
-    vfu_pci_cfg_init(&c, QM_REV_V4, QM_VF_BAR2_SIZE, count_flr, NULL);
+    vfu_pci_cfg_init(&c, QM_REV_V4, QM_VF_BAR2_SIZE, 0, count_flr, NULL);
     assert_int_equal(vfu_pci_cfg_write(&c, VFU_PCI_EXP_CAP + 8, &v, 2), 0);
     assert_int_equal(flr_count, 1);
     assert_int_equal(cfg32(&c, VFU_PCI_EXP_CAP + 8) & 0x8000, 0);
@@ -602,6 +637,7 @@ int main(void)
         cmocka_unit_test(test_listening_refuses_a_regular_file_in_the_way_and_replaces_a_stale_socket),
         cmocka_unit_test(test_config_space_shows_the_zip_vf_identity_and_capabilities),
         cmocka_unit_test(test_bar2_answers_the_size_probe_for_64k_and_for_the_v3_32k_half),
+        cmocka_unit_test(test_bar4_answers_the_size_probe_when_present_and_reads_0_when_absent),
         cmocka_unit_test(test_config_writes_change_only_writable_bits),
         cmocka_unit_test(test_config_access_outside_the_4k_space_is_refused),
         cmocka_unit_test(test_writing_the_flr_bit_calls_the_reset_hook_and_reads_back_zero),

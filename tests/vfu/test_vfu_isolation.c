@@ -112,6 +112,11 @@ static int gw_region_write(void *ctx, uint32_t region, uint64_t off, const void 
     return G(ctx)->inner->region_write(G(ctx)->inner_ctx, region, off, buf, count);
 }
 
+static int gw_region_fd(void *ctx, uint32_t region)
+{
+    return G(ctx)->inner->region_fd(G(ctx)->inner_ctx, region);
+}
+
 static int gw_reset(void *ctx)
 {
     return G(ctx)->inner->reset(G(ctx)->inner_ctx);
@@ -211,6 +216,7 @@ static void gw_irq_trigger(void *ctx, unsigned vector)
 static const struct vfu_dev_ops gate_ops = {
     .region_read = gw_region_read,
     .region_write = gw_region_write,
+    .region_fd = gw_region_fd,
     .reset = gw_reset,
     .mig_flags = gw_mig_flags,
     .mig_get_state = gw_mig_get_state,

@@ -35,9 +35,10 @@ static inline void *test_server_thread(void *arg)
     return NULL;
 }
 
-/* Starts a server with num_vfs VFs in a fresh directory (or dir if given). */
-static inline int test_server_start(struct test_server *ts, unsigned num_vfs, enum mig_hw_mode hw,
-                                    const char *dir)
+/* Starts a server with the device dev in a fresh directory (or dir if
+ * given). */
+static inline int test_server_start_dev(struct test_server *ts, const struct vfu_device_config *dev,
+                                        const char *dir)
 {
     struct vfu_server_config cfg = {0};
     int ret;
@@ -50,15 +51,32 @@ static inline int test_server_start(struct test_server *ts, unsigned num_vfs, en
             return -errno;
     }
     cfg.dir = ts->dir;
-    vfu_device_config_default(&cfg.dev);
-    cfg.dev.num_vfs = num_vfs;
-    cfg.dev.qps_per_vf = 2;
-    cfg.dev.workers = 1;
-    cfg.dev.hw = hw;
+    cfg.dev = *dev;
     ret = vfu_server_create(&cfg, &ts->srv);
     if (ret)
         return ret;
     return -pthread_create(&ts->thread, NULL, test_server_thread, ts);
+}
+
+/* The tests' usual device: num_vfs VFs of 2 queue pairs, 1 worker. */
+static inline void test_dev_config(struct vfu_device_config *dev, unsigned num_vfs,
+                                   enum mig_hw_mode hw)
+{
+    vfu_device_config_default(dev);
+    dev->num_vfs = num_vfs;
+    dev->qps_per_vf = 2;
+    dev->workers = 1;
+    dev->hw = hw;
+}
+
+/* Starts a server with num_vfs VFs in a fresh directory (or dir if given). */
+static inline int test_server_start(struct test_server *ts, unsigned num_vfs, enum mig_hw_mode hw,
+                                    const char *dir)
+{
+    struct vfu_device_config dev;
+
+    test_dev_config(&dev, num_vfs, hw);
+    return test_server_start_dev(ts, &dev, dir);
 }
 
 /* Stops and destroys; keep_dir leaves the directory for a restart. */
