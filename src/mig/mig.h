@@ -129,6 +129,22 @@ enum mig_hw_mode {
 
 struct mig_dev;
 
+/* The PF driver's answer to VF messages, one per device (the part of the
+ * PF driver a VF's driver needs; Linux qm_cmd_process on the PF): every
+ * VF->PF message is taken (DST mailbox) and acked (IFC_INT_SOURCE_P), so the
+ * VF's qm_ping_pf returns at once; VF_GET_QOS is answered with PF_SET_QOS
+ * carrying the VF's rate (the PF driver's default QoS 1000, in units of
+ * 100); PREPARE/START failures are logged. PF BAR2 registers only, on its
+ * own thread; mig_pf_msg_irq is the PF's IFC MSI (call it from the irq sink,
+ * any thread). create unmasks the PF's IFC interrupt. */
+struct mig_pf_msg;
+int mig_pf_msg_create(struct qm_dev *dev, struct mig_pf_msg **out);
+void mig_pf_msg_destroy(struct mig_pf_msg *p);
+void mig_pf_msg_irq(struct mig_pf_msg *p);
+/* Messages served and ones that could not be (a VF that never took the
+ * answer, a refused mailbox). */
+void mig_pf_msg_stats(struct mig_pf_msg *p, uint64_t *answered, uint64_t *failed);
+
 struct mig_timing {  /* of the most recent arcs, in nanoseconds */
     uint64_t quiesce_ns; /* -> RUNNING_P2P (PAUSE_QM) */
     uint64_t save_ns;    /* STOP -> STOP_COPY (write-back + register save) */
