@@ -1,4 +1,5 @@
-/* accmig serve --dir DIR [--vfs N] [--qps Q] [--hw v3|v4] [--worker-cpus LIST]: serve a ZIP PF's
+/* accmig serve --dir DIR [--vfs N] [--qps Q] [--hw v3|v4] [--worker-cpus LIST]
+ * [--no-db-isolation]: serve a ZIP PF's
  * VFs over vfio-user, one socket per VF (DIR/vf0.sock ...), until SIGTERM or
  * SIGINT. --socket-path PATH or --fd N instead of --dir serve one VF, as
  * QEMU's vfio-user backend-program conventions say (docs/interop/
@@ -20,8 +21,8 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: accmig serve --dir DIR [--vfs N] [--qps Q] [--hw v3|v4]\n"
-            "       accmig serve --socket-path PATH | --fd N [--qps Q] [--hw v3|v4]\n"
+            "usage: accmig serve --dir DIR [--vfs N] [--qps Q] [--hw v3|v4] [OPTIONS]\n"
+            "       accmig serve --socket-path PATH | --fd N [--qps Q] [--hw v3|v4] [OPTIONS]\n"
             "  Serve the VFs of one emulated ZIP PF over vfio-user: DIR/vf0.sock is\n"
             "  the first VF (function 1), ... (mode 0600, DIR created 0700 if missing).\n"
             "  --socket-path PATH  serve one VF on a socket created at PATH (0600)\n"
@@ -33,6 +34,9 @@ static void usage(FILE *f)
             "            v3: through the VF BAR's upper half (the guest sees 32 KiB)\n"
             "  --worker-cpus LIST  run the device's job workers only on these CPUs\n"
             "            (0..63; \"0\", \"0,2\", \"0-3,6\"; default: any CPU)\n"
+            "  --no-db-isolation  the old doorbell layout: no BAR4, QUE_ISO_CFG reads 0,\n"
+            "            SQ/CQ doorbells trapped in BAR2 (default: each VF's doorbells in\n"
+            "            its own BAR4 pages, which a client may map)\n"
             "  Logs go to stderr; ACCMIG_LOG=err|guest|unimp|info|debug (serve: info).\n"
             "  SIGTERM/SIGINT: clients are detached (their VFs reset), sockets removed.\n"
             "  QEMU 10.1+: -device '{\"driver\":\"vfio-user-pci\",\"socket\":{\"path\":\n"
@@ -114,12 +118,18 @@ static int parse_args(int argc, char **argv, struct vfu_server_config *cfg)
     bool vfs_given = false;
     unsigned fd = 0;
 
-    /* Every option takes a value: "--opt VALUE" or "--opt=VALUE". */
+    /* Every option but the --no-* flags takes a value: "--opt VALUE" or
+     * "--opt=VALUE". */
     for (int i = 1; i < argc;) {
         char name[32];
         const char *a = argv[i], *v, *eq = strchr(a, '=');
         int ret = 0;
 
+        if (strcmp(a, "--no-db-isolation") == 0) {
+            cfg->dev.db_isolation = false;
+            i++;
+            continue;
+        }
         if (eq && (size_t)(eq - a) < sizeof(name)) {
             snprintf(name, sizeof(name), "%.*s", (int)(eq - a), a);
             a = name;
@@ -208,9 +218,9 @@ int cli_serve(int argc, char **argv)
                     cfg.dir ? cfg.dir : cfg.socket_path, strerror(-ret));
         return 2;
     }
-    printf("accmig serve: %u VF%s of a ZIP PF (QM %s), %u queue pairs each:\n", cfg.dev.num_vfs,
-           cfg.dev.num_vfs == 1 ? "" : "s", cfg.dev.hw == MIG_HW_V3 ? "v3" : "v4",
-           cfg.dev.qps_per_vf);
+    printf("accmig serve: %u VF%s of a ZIP PF (QM %s), %u queue pairs each, doorbells %s:\n",
+           cfg.dev.num_vfs, cfg.dev.num_vfs == 1 ? "" : "s", cfg.dev.hw == MIG_HW_V3 ? "v3" : "v4",
+           cfg.dev.qps_per_vf, cfg.dev.db_isolation ? "in BAR4 pages" : "in BAR2");
     if (cfg.has_listen_fd)
         printf("  the listening socket on descriptor %d\n", cfg.listen_fd);
     else

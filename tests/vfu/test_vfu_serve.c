@@ -362,6 +362,86 @@ static void test_worker_cpus_pins_the_workers_and_bad_lists_exit_2_naming_the_op
     assert_int_equal(rmdir(dir), 0);
 }
 
+/* The doorbell layout one served VF shows a client: BAR4's size (0: none)
+ * and QUE_ISO_CFG. With BAR4, the client maps it and sees idle doorbells. */
+static void doorbell_layout(const char *sock, uint64_t *bar4_size, uint32_t *iso)
+{
+    struct vfu_client *c = NULL;
+    struct vfu_region_info ri;
+    uint64_t size = 0;
+    void *base = NULL;
+
+    assert_int_equal(vfu_client_connect(sock, NULL, &c), 0);
+    assert_int_equal(vfu_client_region_info(c, VFU_REGION_BAR4, &ri), 0);
+    assert_int_equal(vfu_client_region_read(c, VFU_REGION_BAR2, QM_QUE_ISO_CFG, iso, 4), 0);
+    *bar4_size = ri.size;
+    if (ri.size) {
+        assert_int_equal(vfu_client_region_map(c, VFU_REGION_BAR4, &base, &size), 0);
+        assert_int_equal(size, ri.size);
+        assert_int_equal(*(volatile uint64_t *)((uint8_t *)base + QM_DB_SQCQ), QM_DB_IDLE);
+    } else {
+        assert_int_equal(vfu_client_region_map(c, VFU_REGION_BAR4, &base, &size), -ENOTSUP);
+    }
+    vfu_client_destroy(c);
+}
+
+static void test_no_db_isolation_serves_the_old_layout_and_is_in_the_help(void **state)
+{
+    char dir[64], sock[96], log[96];
+    uint64_t bar4;
+    uint32_t iso;
+    pid_t pid;
+    (void)state;
+
+    snprintf(dir, sizeof(dir), "/tmp/accmig-serve-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(sock, sizeof(sock), "%s/dev.sock", dir);
+    snprintf(log, sizeof(log), "%s/log", dir);
+    /* --help lists it (on stdout). */
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int out = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(out, 1);
+        execl(accmig_path, accmig_path, "serve", "--help", NULL);
+        _exit(127);
+    }
+    assert_int_equal(serve_reap(pid), 0);
+    assert_true(file_has(log, "--no-db-isolation"));
+    /* A flag: it takes no value. */
+    {
+        const char *args[] = {"--socket-path", sock, "--no-db-isolation=1", NULL};
+        assert_int_equal(serve_reap(serve_spawn(args, log, -1, -1)), 2);
+        assert_true(file_has(log, "--no-db-isolation"));
+        assert_int_not_equal(access(sock, F_OK), 0);
+    }
+    /* The default: BAR4 pages, QUE_ISO_CFG bit0. */
+    {
+        const char *args[] = {"--socket-path", sock, "--qps", "3", NULL};
+        pid = serve_spawn(args, NULL, -1, -1);
+    }
+    wait_for_socket(sock);
+    doorbell_layout(sock, &bar4, &iso);
+    assert_int_equal(bar4, 4u * QM_DB_PAGE_SIZE); /* 3 pages, rounded to a power of two */
+    assert_int_equal(iso & QM_QUE_ISO_EN, QM_QUE_ISO_EN);
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    assert_int_equal(serve_reap(pid), 0);
+    /* --no-db-isolation: no BAR4, QUE_ISO_CFG 0; the VF serves as before. */
+    {
+        const char *args[] = {"--socket-path", sock, "--no-db-isolation", "--qps", "3", NULL};
+        pid = serve_spawn(args, NULL, -1, -1);
+    }
+    wait_for_socket(sock);
+    doorbell_layout(sock, &bar4, &iso);
+    assert_int_equal(bar4, 0);
+    assert_int_equal(iso, 0);
+    one_vf_serves(sock);
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    assert_int_equal(serve_reap(pid), 0);
+    unlink(log);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 static void test_server_config_wants_one_place_one_vf_and_a_listening_unix_socket(void **state)
 {
     struct vfu_server_config cfg = {0};
@@ -425,6 +505,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_server_config_wants_one_place_one_vf_and_a_listening_unix_socket),
         cmocka_unit_test(test_one_vf_options_refuse_mixing_more_vfs_and_bad_descriptors_with_exit_2),
         cmocka_unit_test(test_worker_cpus_pins_the_workers_and_bad_lists_exit_2_naming_the_option),
+        cmocka_unit_test(test_no_db_isolation_serves_the_old_layout_and_is_in_the_help),
     };
     if (argc < 2) {
         fprintf(stderr, "usage: %s PATH-TO-ACCMIG\n", argv[0]);
