@@ -118,9 +118,10 @@ static enum zip_status zip_job_buffers(struct zip_engine *e, struct iommu_domain
             st = zip_buf_from_flat(&e->dst, q->dst_addr, q->out_off, q->out_len, why);
         return st;
     }
-    st = zip_buf_from_sgl(&e->src, &e->sgl, d, q->src_addr, q->in_off, q->in_len, why);
+    st = zip_buf_from_sgl(&e->src, &e->sgl, d, q->src_addr, q->in_off, q->in_len, false, why);
     if (st == ZIP_ST_OK)
-        st = zip_buf_from_sgl(&e->dst, &e->sgl, d, q->dst_addr, q->out_off, q->out_len, why);
+        st = zip_buf_from_sgl(&e->dst, &e->sgl, d, q->dst_addr, q->out_off, q->out_len, true,
+                              why);
     return st;
 }
 

@@ -73,13 +73,17 @@ static enum zip_status zip_sgl_take(struct zip_buf *b, const struct zip_sgl_entr
  * - offsets count data bytes across entries and SGLs; zero-length entries
  *   hold no data and are skipped;
  * - the walk follows next_dma only while the job still needs bytes, so SGLs
- *   are read no further than the job reaches; a chain that ends before
- *   offset + length bytes, one that goes on (next_dma != 0) after the SGL in
- *   which the job's bytes end, one that visits an SGL twice, or one longer
- *   than ZIP_SGL_MAX_CHAIN SGLs is a bad SQE. */
+ *   are read no further than the job reaches and whatever the chain holds
+ *   beyond that is not looked at (the Linux driver maps a whole scatterlist,
+ *   UADK a whole pool chain, whatever the job's length);
+ * - a source chain that ends before offset + length bytes is a bad SQE; a
+ *   destination chain that does (clip) just makes the output space smaller:
+ *   output that does not fit is ZIP_ST_DEST_TOO_SMALL, as for a flat buffer;
+ * - a chain that visits an SGL twice, or one longer than ZIP_SGL_MAX_CHAIN
+ *   SGLs before the job's bytes end, is a bad SQE. */
 enum zip_status zip_buf_from_sgl(struct zip_buf *b, struct zip_sgl_scratch *s,
                                  struct iommu_domain *d, uint64_t sgl, uint64_t off, uint64_t len,
-                                 const char **why)
+                                 bool clip, const char **why)
 {
     uint64_t skip = off, want = len;
     unsigned hops = 0;
@@ -134,14 +138,11 @@ enum zip_status zip_buf_from_sgl(struct zip_buf *b, struct zip_sgl_scratch *s,
         if (st != ZIP_ST_OK)
             return st;
 
-        if (skip == 0 && want == 0) {
-            if (hdr.next_dma) {
-                *why = "SGL chain goes on past the job's bytes";
-                return ZIP_ST_BAD_SQE;
-            }
+        if (skip == 0 && want == 0)
             return ZIP_ST_OK;
-        }
         if (!hdr.next_dma) {
+            if (clip && skip == 0)
+                return ZIP_ST_OK; /* the output space is what the chain holds */
             *why = skip ? "offset past the SGL's data" : "SGL holds fewer bytes than the job";
             return ZIP_ST_BAD_SQE;
         }

@@ -86,7 +86,7 @@ enum zip_status zip_buf_from_flat(struct zip_buf *b, uint64_t addr, uint64_t off
                                   const char **why);
 enum zip_status zip_buf_from_sgl(struct zip_buf *b, struct zip_sgl_scratch *s,
                                  struct iommu_domain *d, uint64_t sgl, uint64_t off, uint64_t len,
-                                 const char **why);
+                                 bool clip, const char **why);
 
 /* The job's reads (d) and its governor (ops never NULL here: zip.c gives
  * the direct ops when the caller passed none). */
