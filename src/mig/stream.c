@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/common.h"
+#include "qm/qm.h"
 
 const struct mig_reg_desc mig_saved_regs[MIG_REG_COUNT] = {
     [MIG_REG_AEQ_INT_SOURCE] = {QM_AEQ_INT_SOURCE, "AEQ_INT_SOURCE", 0x1, MIG_REG_DERIVED},
@@ -23,8 +24,14 @@ const struct mig_reg_desc mig_saved_regs[MIG_REG_COUNT] = {
     [MIG_REG_VF_STATE] = {QM_VF_STATE, "VF_STATE", 0x1, MIG_REG_WRITE},
 };
 
-#define MIG_PAGE_SIZE_MAX_CODE 2u /* 0 = 4K, 1 = 16K, 2 = 64K */
 #define MIG_NUM_VECTORS_MASK ((1u << QM_NUM_VECTORS) - 1u)
+#define MIG_XEQE_SIZE 4u /* bytes of an EQE or AEQE: what a context's ring holds */
+#define MIG_MIN_DEPTH 2u /* a ring of one entry cannot tell full from empty */
+
+/* The QP_ACTIVE bitmap and a table base's extent both cover the most
+ * queues a VF can have. */
+_Static_assert(MIG_MAX_QPS == QM_MAX_QPS_PER_VF, "QP_ACTIVE covers every queue of a VF");
+_Static_assert(sizeof(struct qm_sqc) == sizeof(struct qm_cqc), "SQC and CQC slots are alike");
 
 static const struct {
     uint16_t type;
@@ -126,7 +133,7 @@ static void match_pack(const struct mig_match *m, uint8_t p[MIG_MATCH_LEN])
     am_st16(p + 8, m->cq_depth);
     am_st16(p + 10, m->eq_depth);
     am_st16(p + 12, m->aeq_depth);
-    /* p[14..15] reserved, zero */
+    am_st16(p + 14, m->reserved);
     am_st32(p + 16, m->que_iso_cfg);
     am_st32(p + 20, m->vf_state);
 }
@@ -141,6 +148,7 @@ static void match_unpack(const uint8_t p[MIG_MATCH_LEN], struct mig_match *m)
     m->cq_depth = am_le16(p + 8);
     m->eq_depth = am_le16(p + 10);
     m->aeq_depth = am_le16(p + 12);
+    m->reserved = am_le16(p + 14);
     m->que_iso_cfg = am_le32(p + 16);
     m->vf_state = am_le32(p + 20);
 }
@@ -272,14 +280,39 @@ static int check_known_length(const struct mig_stream_record *r, char *err, size
     return 0;
 }
 
+/* MATCH on its own: what any accmig ZIP VF could have sent. */
 static int check_match_values(const struct mig_match *m, char *err, size_t errlen)
 {
+    const struct {
+        const char *what;
+        uint16_t v;
+    } depths[] = {{"SQ depth", m->sq_depth},
+                  {"CQ depth", m->cq_depth},
+                  {"EQ depth", m->eq_depth},
+                  {"AEQ depth", m->aeq_depth}};
+
     if (m->format_major != MIG_STREAM_MAJOR)
         return fail(-EBADMSG, err, errlen, "MATCH: format major %u differs from the header's %u",
                     m->format_major, MIG_STREAM_MAJOR);
+    if (m->device_id != QM_ZIP_VF_DEVICE_ID)
+        return fail(-EBADMSG, err, errlen, "MATCH: device id %#06x is not a ZIP VF's (%#06x)",
+                    m->device_id, QM_ZIP_VF_DEVICE_ID);
+    if (m->revision != QM_REV_V3 && m->revision != QM_REV_V4)
+        return fail(-EBADMSG, err, errlen, "MATCH: revision %#04x is neither v3 (%#04x) nor v4 "
+                    "(%#04x)", m->revision, QM_REV_V3, QM_REV_V4);
     if (m->qp_num == 0 || m->qp_num > MIG_MAX_QPS)
         return fail(-EBADMSG, err, errlen, "MATCH: qp count %u out of range 1..%u", m->qp_num,
                     MIG_MAX_QPS);
+    for (size_t i = 0; i < AM_ARRAY_SIZE(depths); i++)
+        if (depths[i].v < MIG_MIN_DEPTH)
+            return fail(-EBADMSG, err, errlen, "MATCH: %s %u is below %u", depths[i].what,
+                        depths[i].v, MIG_MIN_DEPTH);
+    if (m->reserved != 0)
+        return fail(-EBADMSG, err, errlen, "MATCH: reserved bytes 14..15 are %#x, not 0",
+                    m->reserved);
+    if (m->que_iso_cfg & ~mig_saved_regs[MIG_REG_QUE_ISO_CFG].valid_mask)
+        return fail(-EBADMSG, err, errlen, "MATCH: QUE_ISO_CFG %#x has bits outside %#x",
+                    m->que_iso_cfg, mig_saved_regs[MIG_REG_QUE_ISO_CFG].valid_mask);
     if (m->vf_state > QM_VF_STATE_NOT_READY)
         return fail(-EBADMSG, err, errlen, "MATCH: VF_STATE %u is neither READY nor NOT_READY",
                     m->vf_state);
@@ -387,12 +420,64 @@ static int decode_structure(const uint8_t *b, size_t len, struct mig_stream_cont
     return 0;
 }
 
-static int check_snapshot_values(const struct mig_stream_content *c, char *err, size_t errlen)
+/* An EQC or AEQC as the shadow's write of dw6 loads it (qm_xeq_load_locked):
+ * depth 2..the device's, a ring base that is not 0 and that its depth * 4
+ * bytes do not wrap, head and tail inside the depth. Such a context comes
+ * back live. All seven dwords zero is a queue the guest never set up: it is
+ * written as it was and stays not live, as on the source. Anything else the
+ * device would take without a word and not use: refused. The phase bit, the
+ * other bits of dw6 and dw3..dw5 are the guest's and load as they are. */
+static int check_xeq(const char *name, const uint32_t dw[7], uint32_t cap, char *err,
+                     size_t errlen)
+{
+    const uint64_t base = (uint64_t)dw[2] << 32 | dw[1];
+    const uint32_t depth = (dw[6] & 0xffffu) + 1u, head = dw[0] & 0xffffu, tail = dw[0] >> 16;
+    uint64_t end;
+    bool zero = true;
+
+    for (unsigned i = 0; i < 7; i++)
+        zero = zero && dw[i] == 0;
+    if (zero)
+        return 0;
+    if (depth < MIG_MIN_DEPTH || depth > cap)
+        return fail(-EBADMSG, err, errlen, "%s: depth %u outside %u..%u (the device's)", name,
+                    depth, MIG_MIN_DEPTH, cap);
+    if (base == 0)
+        return fail(-EBADMSG, err, errlen, "%s: ring base 0 in a context that is not empty",
+                    name);
+    if (am_add_overflows_u64(base, (uint64_t)depth * MIG_XEQE_SIZE, &end))
+        return fail(-EBADMSG, err, errlen,
+                    "%s: ring base %#llx + %u entries of %u bytes wraps the address space", name,
+                    (unsigned long long)base, depth, MIG_XEQE_SIZE);
+    if (head >= depth || tail >= depth)
+        return fail(-EBADMSG, err, errlen, "%s: head %u / tail %u outside depth %u", name, head,
+                    tail, depth);
+    return 0;
+}
+
+/* A table base as SQC_BT/CQC_BT (op=0) takes it: 0 is never sent (the guest
+ * never set that table), anything else must leave room for one 32-byte slot
+ * per queue a VF can have without wrapping. */
+static int check_table(const char *name, uint64_t base, char *err, size_t errlen)
+{
+    const uint64_t span = (uint64_t)MIG_MAX_QPS * sizeof(struct qm_sqc);
+    uint64_t end;
+
+    if (base != 0 && am_add_overflows_u64(base, span, &end))
+        return fail(-EBADMSG, err, errlen,
+                    "TABLES: %s table base %#llx + %u slots of %zu bytes wraps the address space",
+                    name, (unsigned long long)base, MIG_MAX_QPS, sizeof(struct qm_sqc));
+    return 0;
+}
+
+/* The state records, against what the destination's load would refuse or
+ * silently not hold, and against MATCH (docs/stream-format.md, "What the
+ * check refuses"). A rule here must never refuse a state a guest can put
+ * its VF in: that would let the guest deny its own migration. */
+static int check_state_values(const struct mig_stream_content *c, char *err, size_t errlen)
 {
     const struct mig_vf_snapshot *s = &c->state;
-    const uint32_t depths[2] = {c->match.eq_depth, c->match.aeq_depth};
-    const uint32_t *ctx[2] = {s->eqc, s->aeqc};
-    const char *names[2] = {"EQC", "AEQC"};
+    int rc;
 
     for (unsigned i = 0; i < MIG_REG_COUNT; i++) {
         const struct mig_reg_desc *d = &mig_saved_regs[i];
@@ -401,26 +486,21 @@ static int check_snapshot_values(const struct mig_stream_content *c, char *err, 
             return fail(-EBADMSG, err, errlen, "REGS: %s = %#x has bits outside %#x", d->name,
                         s->regs[i], d->valid_mask);
     }
-    if (s->regs[MIG_REG_PAGE_SIZE] > MIG_PAGE_SIZE_MAX_CODE)
-        return fail(-EBADMSG, err, errlen, "REGS: PAGE_SIZE code %u is not 0, 1 or 2",
-                    s->regs[MIG_REG_PAGE_SIZE]);
     if (s->regs[MIG_REG_VF_STATE] != QM_VF_STATE_READY)
         return fail(-EBADMSG, err, errlen, "REGS: VF_STATE %u with state records (READY is 0)",
                     s->regs[MIG_REG_VF_STATE]);
     if (s->regs[MIG_REG_QUE_ISO_CFG] != c->match.que_iso_cfg)
         return fail(-EBADMSG, err, errlen, "REGS: QUE_ISO_CFG %#x differs from MATCH's %#x",
                     s->regs[MIG_REG_QUE_ISO_CFG], c->match.que_iso_cfg);
-    for (unsigned i = 0; i < 2; i++) {
-        uint32_t depth = (ctx[i][6] & 0xffffu) + 1u;
-        uint32_t head = ctx[i][0] & 0xffffu, tail = ctx[i][0] >> 16;
-
-        if (depth > depths[i])
-            return fail(-EBADMSG, err, errlen, "%s: depth %u exceeds the device's %u", names[i],
-                        depth, depths[i]);
-        if (head >= depth || tail >= depth)
-            return fail(-EBADMSG, err, errlen, "%s: head %u / tail %u outside depth %u",
-                        names[i], head, tail, depth);
-    }
+    rc = check_xeq("EQC", s->eqc, c->match.eq_depth, err, errlen);
+    if (rc == 0)
+        rc = check_xeq("AEQC", s->aeqc, c->match.aeq_depth, err, errlen);
+    if (rc == 0)
+        rc = check_table("SQC", s->sqc_bt, err, errlen);
+    if (rc == 0)
+        rc = check_table("CQC", s->cqc_bt, err, errlen);
+    if (rc != 0)
+        return rc;
     if (c->match.qp_num < MIG_MAX_QPS && (s->qp_active >> c->match.qp_num) != 0)
         return fail(-EBADMSG, err, errlen, "QP_ACTIVE: %#llx names queues beyond the %u of MATCH",
                     (unsigned long long)s->qp_active, c->match.qp_num);
@@ -548,7 +628,7 @@ int mig_stream_check(const void *buf, size_t len, const struct mig_match *dst,
     if (rc == 0 && dst != NULL)
         rc = mig_match_check(&out->match, dst, err, errlen);
     if (rc == 0 && out->has_state)
-        rc = check_snapshot_values(out, err, errlen);
+        rc = check_state_values(out, err, errlen);
     return rc;
 }
 

@@ -71,6 +71,7 @@ struct mig_match {
     uint8_t format_major;
     uint16_t qp_num;
     uint16_t sq_depth, cq_depth, eq_depth, aeq_depth;
+    uint16_t reserved; /* 0; a stream with another value is refused */
     uint32_t que_iso_cfg;
     uint32_t vf_state;
 };
