@@ -104,6 +104,9 @@ static void vmcli_usage(FILE *f)
             "  --prealloc             fault all guest RAM in at start (for --incoming: the\n"
             "                         guest lands without first-touch page faults)\n"
             "  --timeout-ms MS        migration stream and vfio-user waits (default %d)\n"
+            "  --trap-doorbells       leave the VF's doorbell pages (BAR4) unmapped: every\n"
+            "                         SQ/CQ doorbell is a vfio-user message (default: mapped\n"
+            "                         when the server offers it, the device polls them)\n"
             "  --jobs N --qps N --vcpus N --min-size B --max-size B --seed N --sgl-percent N\n"
             "                         the guest's workload (as in accmig demo)\n"
             "  --json                 print the final report as one JSON object\n"
@@ -116,7 +119,7 @@ static void vmcli_usage(FILE *f)
 
 enum {
     OPT_ATTACH = 1, OPT_CONTROL, OPT_INCOMING, OPT_ACCEPT_TIMEOUT, OPT_STAY, OPT_RAM, OPT_PREALLOC,
-    OPT_TIMEOUT, OPT_JSON, OPT_HELP,
+    OPT_TIMEOUT, OPT_TRAP_DB, OPT_JSON, OPT_HELP,
 };
 
 /* 0 ok, 1 help printed, -EINVAL bad usage (reported). */
@@ -131,6 +134,7 @@ static int vmcli_parse(int argc, char **argv, struct vmcli_opts *o)
         {"ram", required_argument, NULL, OPT_RAM},
         {"prealloc", no_argument, NULL, OPT_PREALLOC},
         {"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
+        {"trap-doorbells", no_argument, NULL, OPT_TRAP_DB},
         CLI_OPTS_WORKLOAD_LONGOPTS,
         {"json", no_argument, NULL, OPT_JSON},
         {"help", no_argument, NULL, OPT_HELP},
@@ -169,6 +173,7 @@ static int vmcli_parse(int argc, char **argv, struct vmcli_opts *o)
             ret = cli_opt_num("vm", "--timeout-ms", optarg, 1, INT32_MAX, &v);
             o->vm.timeout_ms = (int)v;
             break;
+        case OPT_TRAP_DB: o->vm.trap_doorbells = true; break;
         case OPT_JSON: o->json = true; break;
         case OPT_HELP: vmcli_usage(stdout); return 1;
         default:

@@ -55,6 +55,7 @@ struct vm {
     struct vfu_client *c;
     struct vf_io io;
     struct vmstream_profile profile;
+    enum vm_doorbells doorbells; /* set at create, immutable */
 
     /* Protects everything below; cond signals hold releases and aborts.
      * The driving thread changes w and s only under it, so the status and
@@ -227,6 +228,47 @@ static int vm_probe_profile(struct vm *vm)
     return vm_probe_qp_count(vm, &vm->profile.qp_count);
 }
 
+const char *vm_doorbells_name(enum vm_doorbells d)
+{
+    static const char *const names[] = {
+        [VM_DB_BAR2] = "bar2", [VM_DB_TRAPPED] = "trapped", [VM_DB_MAPPED] = "mapped"};
+
+    return (unsigned)d < AM_ARRAY_SIZE(names) ? names[d] : "?";
+}
+
+/* Doorbell isolation: with QUE_ISO_CFG bit0 the guest rings SQ/CQ
+ * doorbells in BAR4. Mapping it (the server's fd, vfu_client_region_map)
+ * lets the guest store them with no message at all, the device polling the
+ * page; vfu_client_vf_io then hands the mapping to the guest. A server that
+ * offers no mmap (-ENOTSUP) leaves them trapped. */
+static int vm_setup_doorbells(struct vm *vm, bool trap)
+{
+    uint32_t iso = 0;
+    uint64_t size = 0;
+    void *base = NULL;
+    int ret = vfu_client_region_read(vm->c, VFU_REGION_BAR2, QM_QUE_ISO_CFG, &iso, 4);
+
+    if (ret)
+        return ret;
+    if (!(iso & QM_QUE_ISO_EN)) {
+        vm->doorbells = VM_DB_BAR2;
+        return 0;
+    }
+    vm->doorbells = VM_DB_TRAPPED;
+    if (trap)
+        return 0;
+    ret = vfu_client_region_map(vm->c, VFU_REGION_BAR4, &base, &size);
+    if (ret == -ENOTSUP) {
+        am_log(AM_LOG_INFO, "vm", "%s: BAR4 cannot be mapped: doorbells stay trapped",
+               vm->attach);
+        return 0;
+    }
+    if (ret)
+        return ret;
+    vm->doorbells = VM_DB_MAPPED;
+    return 0;
+}
+
 /* ---- life cycle ---- */
 
 int vm_ram_prealloc(struct vm_ram *ram)
@@ -279,6 +321,8 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
         ret = vfu_client_irqs_enable(vm->c, QM_NUM_VECTORS);
     if (!ret)
         ret = vm_probe_profile(vm);
+    if (!ret)
+        ret = vm_setup_doorbells(vm, cfg->trap_doorbells);
     if (ret)
         goto err_client;
     vfu_client_vf_io(vm->c, &vm->io);
@@ -411,6 +455,7 @@ void vm_status_get(struct vm *vm, struct vm_status *st)
     st->ram_bytes_sent = vm->ram_bytes_sent;
     st->dirty_pages = vm->dirty_pages;
     st->migrations_out = vm->migrations_out;
+    st->doorbells = vm->doorbells;
     if (vm->w) {
         st->guest = true;
         st->steps = workload_steps(vm->w);
@@ -1161,6 +1206,7 @@ json_object *vm_status_json(const struct vm_status *st)
     j_u64(j, "jobs_verified", st->jobs_verified);
     j_u64(j, "jobs_failed", st->jobs_failed);
     j_u64(j, "migrations_out", st->migrations_out);
+    j_str(j, "doorbells", vm_doorbells_name(st->doorbells));
     return j;
 }
 

@@ -74,7 +74,17 @@ struct vm_config {
                                   an incoming guest then lands without first-touch
                                   page faults, which shortens the transfer and the
                                   stop-copy; costs the whole RAM up front */
+    bool trap_doorbells;       /* leave BAR4 unmapped: every doorbell a REGION_WRITE */
 };
+
+/* How the guest's SQ/CQ doorbells reach the VF (decided at vm_create):
+ * the VF isolates doorbells (QUE_ISO_CFG bit0) and its BAR4 is mapped into
+ * the VMM (the guest stores, the device polls: the default when the server
+ * offers an mmap-able BAR4), or reached with REGION_WRITE (trapped:
+ * vm_config.trap_doorbells, or a BAR4 the server does not let us map); or
+ * the VF has no isolation and they are in BAR2 (trapped as all of BAR2). */
+enum vm_doorbells { VM_DB_BAR2 = 0, VM_DB_TRAPPED, VM_DB_MAPPED };
+const char *vm_doorbells_name(enum vm_doorbells d); /* "bar2", "trapped", "mapped" */
 
 enum vm_state {
     VM_ATTACHED = 0, /* VF attached, no guest yet */
@@ -141,16 +151,20 @@ struct vm_status {
     uint64_t steps;                /* vCPU steps so far (progress) */
     uint64_t jobs, jobs_completed, jobs_verified, jobs_failed;
     uint64_t migrations_out;       /* successful outgoing migrations */
+    enum vm_doorbells doorbells;   /* this VMM's, for its guest (a migrated guest uses
+                                      its destination's) */
 };
 
 struct vm;
 
 /* Creates the RAM (populated when cfg->prealloc), connects to cfg->attach,
  * maps the RAM (fd) for DMA,
- * enables the MSI eventfds and reads the device profile (config space ids,
- * queue count from the VF's VFT via its mailbox). -EINVAL bad config
- * (no RAM size, not a 4 KiB multiple, too large), connect/vfio-user
- * errnos. */
+ * enables the MSI eventfds, reads the device profile (config space ids,
+ * queue count from the VF's VFT via its mailbox) and QUE_ISO_CFG, and maps
+ * BAR4 when the VF isolates doorbells, unless cfg->trap_doorbells (enum
+ * vm_doorbells). -EINVAL bad config (no RAM size, not a 4 KiB multiple,
+ * too large), connect/vfio-user errnos (a BAR4 the server offers for mmap
+ * but that cannot be mapped included). */
 int vm_create(const struct vm_config *cfg, struct vm **out);
 /* Stops the guest threads (no teardown), detaches from the VF (the server
  * resets it) and frees the RAM. NULL is a no-op. */

@@ -4,8 +4,10 @@
  * destination frozen during precopy and during stop-copy (the source guest
  * carries on, nothing lost); the source killed (the destination discards
  * and its VF serves the next client); a destination whose device differs
- * refused before any downtime. Every test ends with exactly-once checked on
- * the guest's job table. Fault injection: the source VMM's "hold PHASE"
+ * refused before any downtime; doorbells mapped (the default), trapped
+ * (--trap-doorbells) on both ends, or trapped at the source and mapped at the
+ * destination. Every test ends with exactly-once checked on the guest's job
+ * table. Fault injection: the source VMM's "hold PHASE"
  * control command (docs/vm.md). argv[1] is the accmig binary. */
 #include <poll.h>
 #include <pthread.h>
@@ -136,6 +138,14 @@ static void test_the_demo_migrates_a_busy_guest_back_and_forth_and_every_job_com
     assert_int_not_equal(system(path), 0);
 }
 
+static void assert_doorbells(struct pt *t, const char *vm, const char *want)
+{
+    char got[32];
+
+    pt_status_str(t, vm, "doorbells", got, sizeof(got));
+    assert_string_equal(got, want);
+}
+
 static void test_accmig_migrate_moves_a_running_guest_and_frees_the_source_vf(void **state)
 {
     struct pt *t = *state;
@@ -143,6 +153,9 @@ static void test_accmig_migrate_moves_a_running_guest_and_frees_the_source_vf(vo
     json_object *rep;
 
     two_hosts(t, 4, listen, sizeof(listen));
+    /* By default both VMMs map their VF's doorbell pages. */
+    assert_doorbells(t, "vm0", "mapped");
+    assert_doorbells(t, "vm1", "mapped");
     assert_int_equal(pt_migrate_cli(t, "vm0", listen, NULL, &rep), 0);
     assert_non_null(rep);
     assert_true(jbool(rep, "ok"));
@@ -156,6 +169,43 @@ static void test_accmig_migrate_moves_a_running_guest_and_frees_the_source_vf(vo
     pt_expect_exit(t, "vm0", 0);
     pt_assert_guest_ok(t, "vm1", JOBS);
     assert_vf_serves_a_new_guest(t, "A", "vm2");
+}
+
+/* vm0 (doorbells as src_extra says) migrates its busy guest to vm1 (as
+ * dst_extra says); every job completes exactly once on vm1. */
+static void migrate_with_doorbells(struct pt *t, const char *const *src_extra, const char *src_db,
+                                   const char *const *dst_extra, const char *dst_db)
+{
+    char listen[128];
+    json_object *rep;
+
+    pt_server(t, "A", 4, NULL);
+    pt_server(t, "B", 4, NULL);
+    pt_vm_extra(t, "vm0", "A", 0, JOBS, NULL, NULL, src_extra);
+    pt_vm_extra(t, "vm1", "B", 0, 0, "tcp:127.0.0.1:0", NULL, dst_extra);
+    pt_listen(t, "vm1", listen, sizeof(listen));
+    assert_doorbells(t, "vm0", src_db);
+    assert_doorbells(t, "vm1", dst_db);
+    assert_int_equal(pt_migrate_cli(t, "vm0", listen, NULL, &rep), 0);
+    assert_non_null(rep);
+    assert_true(jbool(rep, "ok"));
+    json_object_put(rep);
+    pt_expect_exit(t, "vm0", 0);
+    pt_assert_guest_ok(t, "vm1", JOBS);
+}
+
+static void test_a_guest_with_trapped_doorbells_migrates_and_every_job_completes_once(void **state)
+{
+    static const char *const trap[] = {"--trap-doorbells", NULL};
+
+    migrate_with_doorbells(*state, trap, "trapped", trap, "trapped");
+}
+
+static void test_a_guest_from_trapped_doorbells_uses_the_destinations_mapped_pages(void **state)
+{
+    static const char *const trap[] = {"--trap-doorbells", NULL};
+
+    migrate_with_doorbells(*state, trap, "trapped", NULL, "mapped");
 }
 
 /* ---- the destination fails ---- */
@@ -419,6 +469,8 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         T(test_the_demo_migrates_a_busy_guest_back_and_forth_and_every_job_completes_once),
         T(test_accmig_migrate_moves_a_running_guest_and_frees_the_source_vf),
+        T(test_a_guest_with_trapped_doorbells_migrates_and_every_job_completes_once),
+        T(test_a_guest_from_trapped_doorbells_uses_the_destinations_mapped_pages),
         T(test_a_destination_vmm_killed_during_precopy_leaves_the_source_guest_running),
         T(test_a_destination_vmm_killed_during_stop_copy_leaves_the_source_guest_running),
         T(test_a_destination_server_killed_during_precopy_leaves_the_source_guest_running),

@@ -304,14 +304,19 @@ static inline void pt_ctl_path(struct pt *t, const char *vm, char *buf, size_t l
 
 #define PT_RAM "8M" /* both ends agree; enough for the workloads below */
 
-/* A VMM with a guest of `jobs` small jobs (or incoming on `incoming`). */
-static inline void pt_vm(struct pt *t, const char *name, const char *server, unsigned vf,
-                         unsigned jobs, const char *incoming, const char *const *prefix)
+/* A VMM with a guest of `jobs` small jobs (or incoming on `incoming`), with
+ * more `accmig vm` options in extra (NULL-terminated, at most 8; or NULL). */
+static inline void pt_vm_extra(struct pt *t, const char *name, const char *server, unsigned vf,
+                               unsigned jobs, const char *incoming, const char *const *prefix,
+                               const char *const *extra)
 {
     char sock[160], ctl[160], j[16];
-    const char *args[32] = {"vm", "--attach", sock, "--control", ctl, "--stay", "--ram", PT_RAM,
+    const char *args[40] = {"vm", "--attach", sock, "--control", ctl, "--stay", "--ram", PT_RAM,
                             "--timeout-ms", "15000", "--json"};
     unsigned n = 11;
+
+    for (unsigned i = 0; extra && extra[i] && i < 8; i++)
+        args[n++] = extra[i];
 
     pt_sock(t, server, vf, sock, sizeof(sock));
     pt_ctl_path(t, name, ctl, sizeof(ctl));
@@ -328,6 +333,12 @@ static inline void pt_vm(struct pt *t, const char *name, const char *server, uns
     args[n] = NULL;
     pt_spawn(t, name, prefix, args);
     pt_wait_path(t, ctl, name);
+}
+
+static inline void pt_vm(struct pt *t, const char *name, const char *server, unsigned vf,
+                         unsigned jobs, const char *incoming, const char *const *prefix)
+{
+    pt_vm_extra(t, name, server, vf, jobs, incoming, prefix, NULL);
 }
 
 /* A control request that must succeed; returns the reply (put it). */
