@@ -47,6 +47,15 @@ static int g_mmio_write(void *opaque, uint64_t off, const void *data, unsigned s
     return qm_bar_write(g->s.dev, 1, off, data, size);
 }
 
+/* BAR4 doorbells (isolation is on by default): trapped, as the in-process
+ * transport has them. */
+static int g_db_write(void *opaque, uint64_t off, const void *data, unsigned size)
+{
+    struct g_side *g = opaque;
+
+    return qm_db_bar_write(g->s.dev, 1, off, data, size);
+}
+
 /* MSIs are counted by the fixture's irq sink; a wait sees a new one. */
 static int g_irq_wait(void *opaque, unsigned vector, int timeout_ms)
 {
@@ -83,7 +92,11 @@ static void g_side_create(struct g_side *g)
 {
     memset(g, 0, sizeof(*g));
     side_create(&g->s, G_QPS, QM_REV_V4, MIG_HW_V4, g_ram_size());
-    g->io = (struct vf_io){.mmio_read = g_mmio_read, .mmio_write = g_mmio_write, .irq_wait = g_irq_wait, .opaque = g};
+    g->io = (struct vf_io){.mmio_read = g_mmio_read,
+                           .mmio_write = g_mmio_write,
+                           .db_write = g_db_write,
+                           .irq_wait = g_irq_wait,
+                           .opaque = g};
 }
 
 static struct guest_ram g_ram(struct g_side *g)
