@@ -10,18 +10,30 @@
  * request's byte count and writes the reply's: the same bytes per direction,
  * the same two threads, no protocol.
  * - job4k: one ZIP compression job of 4 KiB (raw deflate, flat buffers)
- *   through the guest driver (guest/guest.h) over a vfio-user client of a
- *   second VF (guest RAM a memfd mapped by DMA_MAP, MSIs on eventfds), timed
- *   from the submit to the completion the driver's interrupt path delivers,
- *   one job at a time. Its baseline is the same driver and job through the
- *   in-process transport (vmm/inproc.h) to a device of the same shape, so
- *   the ratio is what the vfio-user transport adds to a job. req_bytes is
- *   the job's input, rep_bytes the compressed bytes it produced.
+ *   through the guest driver (guest/guest.h), timed from the submit to the
+ *   completion the driver's interrupt path delivers, one job at a time, in
+ *   three variants measured interleaved: the in-process transport
+ *   (vmm/inproc.h) to a device of the same shape (the baseline), and a
+ *   vfio-user client of a VF of the server (guest RAM a memfd mapped by
+ *   DMA_MAP, MSIs on eventfds) with its doorbell pages (BAR4, doorbell
+ *   isolation) mapped ("job4k": the guest stores its SQ/CQ doorbells, the
+ *   device polls) or trapped ("job4k_trapped": every doorbell a
+ *   REGION_WRITE, the path before mapping), each on its own VF. Each
+ *   vfio-user variant's line compares it with the in-process one. req_bytes
+ *   is the job's input, rep_bytes the compressed bytes it produced. The
+ *   in-process device runs without doorbell isolation: nothing could map
+ *   its pages, so a poller there would only take CPU from the baseline.
+ * - idle: the server with those two guests' queues started and nothing to
+ *   do, for --idle-ms (2 s): the process's CPU time over that span (the
+ *   load threads' left out) as a share of one CPU, idle_server_cpu_pct.
+ *   Everything else in the process is blocked then, so that is the server:
+ *   its doorbell poller backing off, its client threads in their reads.
  *
  * Method (robust on a small, shared machine): both sides are warmed up, then
  * `rounds` pairs of measurements of `iterations` round trips each run back
- * to back, the order inside a pair alternating (vfu first, then bare first),
- * so a load that drifts during the run hits both sides alike. Each pair
+ * to back, the order inside a pair alternating (vfu first, then bare first;
+ * job4k's three variants rotate, each going first, second and last in
+ * turn), so a load that drifts during the run hits every side alike. Each pair
  * gives a ratio; `ratio` is the median pair ratio (min and max beside it),
  * `best_ratio` the best vfu time over the best bare time, `cpu_ratio` the
  * median pair ratio of process CPU time per round trip (both ends of both
@@ -33,7 +45,11 @@
  *    "bare_cpu_us":..,"cpu_ratio":..}
  * vfu_us / bare_us (and the _cpu_ ones) are the medians of each side;
  * vfu_us_p50/_p99/_max and bare_us_p50/_p99/_max the spread of the rounds'
- * times per round trip (nearest rank).
+ * times per round trip (nearest rank). The job4k lines add "doorbells"
+ * ("mapped" or "trapped") and vfu_us_min / bare_us_min (bare = in-process);
+ * the idle line is
+ *   {"bench":"vfu","case":"idle","idle_ms":..,"idle_server_cpu_pct":..,
+ *    "load_threads":..}
  * With --load N, N CPU-bound threads (bench.h) spin from before the warm-up
  * to after the last pair: both sides of every pair run on the same loaded
  * host; their CPU is left out of the _cpu_ figures; every line carries
@@ -62,9 +78,12 @@
 #define BV_MAX_ITER 10000000ull
 #define BV_MAX_ROUNDS 101u
 #define BV_WARMUP 2000u
-#define BV_NUM_VFS 2u    /* VF 0 for the round trips, VF 1 for job4k */
-#define BV_JOB_VF 1u     /* socket index; PCI function BV_JOB_VF + 1 */
+#define BV_NUM_VFS 3u    /* VF 0 for the round trips, 1 and 2 for job4k */
+#define BV_JOB_VF 1u     /* job4k mapped: socket index; PCI function BV_JOB_VF + 1 */
+#define BV_JOB_TRAP_VF 2u /* job4k trapped */
 #define BV_JOB_QP 0u
+#define BV_MAX_SIDES 3u
+#define BV_IDLE_MS 2000u
 #define BV_JOB_BYTES 4096u
 #define BV_JOB_OUT_CAP 8192u
 #define BV_JOB_WAIT_MS 1000
@@ -75,6 +94,7 @@ struct bv_opts {
     unsigned rounds;
     int json;
     unsigned load; /* CPU-bound threads beside the run (--load) */
+    unsigned idle_ms; /* the idle server's measurement (--idle-ms) */
 };
 
 struct bv_case {
@@ -91,38 +111,44 @@ static const struct bv_case bv_cases[] = {
 
 static void bv_usage(FILE *f)
 {
-    fprintf(f, "usage: accmig bench vfu [--iterations N] [--rounds N] [--load N] [--json]\n"
+    fprintf(f, "usage: accmig bench vfu [--iterations N] [--rounds N] [--load N] [--idle-ms MS]\n"
+               "                        [--json]\n"
                "  vfio-user round trips (8-byte doorbell write, 4 KiB region read) against a\n"
-               "  bare UNIX socket ping-pong of the same sizes in the same run, and a 4 KiB\n"
-               "  ZIP job through the guest driver over vfio-user against the same job over\n"
-               "  the in-process transport.\n"
+               "  bare UNIX socket ping-pong of the same sizes in the same run; a 4 KiB ZIP\n"
+               "  job through the guest driver over vfio-user with mapped doorbells and with\n"
+               "  trapped ones, against the same job over the in-process transport; the\n"
+               "  server's CPU while its queues are started and idle.\n"
                "  --iterations N   round trips per measurement (default 2000)\n"
                "  --rounds N       vfu/bare pairs, the median pair reported (default 31)\n"
                "  --load N         N CPU-bound threads spin for the whole run, both sides of\n"
                "                   every pair (0..64, default 0)\n"
+               "  --idle-ms MS     how long the idle server is measured (100..60000,\n"
+               "                   default 2000)\n"
                "  --json           one JSON object per case\n");
 }
 
 static int bv_parse(int argc, char **argv, struct bv_opts *o)
 {
-    enum { O_ITER = 1, O_ROUNDS, O_JSON, O_LOAD, O_HELP };
+    enum { O_ITER = 1, O_ROUNDS, O_JSON, O_LOAD, O_IDLE, O_HELP };
     static const struct option lo[] = {
         {"iterations", required_argument, NULL, O_ITER},
         {"rounds", required_argument, NULL, O_ROUNDS},
         {"json", no_argument, NULL, O_JSON},
         {"load", required_argument, NULL, O_LOAD},
+        {"idle-ms", required_argument, NULL, O_IDLE},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
     uint64_t v;
-    int c;
+    int c, li = 0;
 
     o->iterations = 2000;
     o->rounds = 31;
     o->json = 0;
     o->load = 0;
+    o->idle_ms = BV_IDLE_MS;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "", lo, &li)) != -1) {
         switch (c) {
         case O_ITER:
             if (am_parse_u64(optarg, BV_MAX_ITER, &v) || v == 0)
@@ -141,6 +167,11 @@ static int bv_parse(int argc, char **argv, struct bv_opts *o)
             if (bench_load_parse("vfu", optarg, &o->load))
                 return -EINVAL;
             break;
+        case O_IDLE:
+            if (am_parse_u64(optarg, 60000, &v) || v < 100)
+                goto bad;
+            o->idle_ms = (unsigned)v;
+            break;
         case O_HELP:
             bv_usage(stdout);
             return 1;
@@ -155,7 +186,7 @@ static int bv_parse(int argc, char **argv, struct bv_opts *o)
     }
     return 0;
 bad:
-    fprintf(stderr, "accmig bench vfu: bad value '%s' for %s\n", optarg, argv[optind - 1]);
+    fprintf(stderr, "accmig bench vfu: bad value '%s' for --%s\n", optarg, lo[li].name);
     return -EINVAL;
 }
 
@@ -295,61 +326,78 @@ static int bv_bare_run(void *ctx, const struct bench_load *load, uint64_t n,
 
 /* ---- pairs and medians ---- */
 
+/* One side measured against the baseline (side 0) of the same rounds. */
 struct bv_summary {
     double vfu_ns, bare_ns, ratio, ratio_min, ratio_max, best_ratio;
     double vfu_cpu_ns, bare_cpu_ns, cpu_ratio;
     struct bench_spread vfu, bare; /* ns per round trip, over the rounds */
 };
 
-static int bv_measure(const struct bv_opts *o, const struct bv_side *vs, const struct bv_side *bs,
-                      struct bv_summary *m)
+/* Warms every side up, then o->rounds rounds, each measuring every side
+ * once, the order rotating from round to round (with two sides: side 1
+ * first in even rounds, side 0 first in odd ones). m[i - 1] compares side i
+ * with side 0: per-round ratios, their median, min and max. */
+static int bv_measure_sides(const struct bv_opts *o, const struct bv_side *sides, unsigned nsides,
+                            struct bv_summary *m)
 {
-    double vfu[BV_MAX_ROUNDS], bare[BV_MAX_ROUNDS], ratio[BV_MAX_ROUNDS];
-    double vfu_cpu[BV_MAX_ROUNDS], bare_cpu[BV_MAX_ROUNDS], cpu_ratio[BV_MAX_ROUNDS];
-    double best_vfu = 0, best_bare = 0;
-    struct bv_sample v, b;
+    double t[BV_MAX_SIDES][BV_MAX_ROUNDS], cpu[BV_MAX_SIDES][BV_MAX_ROUNDS];
+    double ratio[BV_MAX_ROUNDS], cpu_ratio[BV_MAX_ROUNDS], best[BV_MAX_SIDES];
     unsigned n = o->rounds;
-    int ret;
+    struct bv_sample smp;
+    int ret = 0;
 
-    /* Warm both paths (caches, the server's buffers, the scheduler). */
-    ret = vs->run(vs->ctx, vs->load, BV_WARMUP, &v);
-    if (!ret)
-        ret = bs->run(bs->ctx, bs->load, BV_WARMUP, &b);
+    /* Warm every path (caches, the server's buffers, the scheduler). */
+    for (unsigned i = 0; i < nsides && !ret; i++)
+        ret = sides[i].run(sides[i].ctx, sides[i].load, BV_WARMUP, &smp);
     for (unsigned r = 0; r < n && !ret; r++) {
-        if (r % 2 == 0) {
-            ret = vs->run(vs->ctx, vs->load, o->iterations, &v);
-            if (!ret)
-                ret = bs->run(bs->ctx, bs->load, o->iterations, &b);
-        } else {
-            ret = bs->run(bs->ctx, bs->load, o->iterations, &b);
-            if (!ret)
-                ret = vs->run(vs->ctx, vs->load, o->iterations, &v);
+        for (unsigned k = 0; k < nsides && !ret; k++) {
+            unsigned i = (r + k + 1) % nsides;
+
+            ret = sides[i].run(sides[i].ctx, sides[i].load, o->iterations, &smp);
+            t[i][r] = smp.ns;
+            cpu[i][r] = smp.cpu_ns;
         }
-        if (ret)
-            break;
-        vfu[r] = v.ns;
-        bare[r] = b.ns;
-        ratio[r] = v.ns / b.ns;
-        vfu_cpu[r] = v.cpu_ns;
-        bare_cpu[r] = b.cpu_ns;
-        cpu_ratio[r] = b.cpu_ns > 0 ? v.cpu_ns / b.cpu_ns : 0.0;
-        best_vfu = r == 0 ? v.ns : AM_MIN(best_vfu, v.ns);
-        best_bare = r == 0 ? b.ns : AM_MIN(best_bare, b.ns);
     }
     if (ret)
         return ret;
-    m->vfu_ns = bench_median(vfu, n); /* sorts vfu[] */
-    m->bare_ns = bench_median(bare, n);
-    bench_spread(vfu, n, &m->vfu);
-    bench_spread(bare, n, &m->bare);
-    m->ratio = bench_median(ratio, n); /* sorts ratio[] */
-    m->ratio_min = ratio[0];
-    m->ratio_max = ratio[n - 1];
-    m->best_ratio = best_vfu / best_bare;
-    m->vfu_cpu_ns = bench_median(vfu_cpu, n);
-    m->bare_cpu_ns = bench_median(bare_cpu, n);
-    m->cpu_ratio = bench_median(cpu_ratio, n);
+    for (unsigned i = 0; i < nsides; i++) {
+        best[i] = t[i][0];
+        for (unsigned r = 1; r < n; r++)
+            best[i] = AM_MIN(best[i], t[i][r]);
+    }
+    for (unsigned i = 1; i < nsides; i++) {
+        struct bv_summary *s = &m[i - 1];
+        double v[BV_MAX_ROUNDS], b[BV_MAX_ROUNDS], vc[BV_MAX_ROUNDS], bc[BV_MAX_ROUNDS];
+
+        for (unsigned r = 0; r < n; r++) {
+            v[r] = t[i][r];
+            b[r] = t[0][r];
+            vc[r] = cpu[i][r];
+            bc[r] = cpu[0][r];
+            ratio[r] = t[i][r] / t[0][r];
+            cpu_ratio[r] = cpu[0][r] > 0 ? cpu[i][r] / cpu[0][r] : 0.0;
+        }
+        s->vfu_ns = bench_median(v, n); /* sorts v[] */
+        s->bare_ns = bench_median(b, n);
+        bench_spread(v, n, &s->vfu);
+        bench_spread(b, n, &s->bare);
+        s->ratio = bench_median(ratio, n); /* sorts ratio[] */
+        s->ratio_min = ratio[0];
+        s->ratio_max = ratio[n - 1];
+        s->best_ratio = best[i] / best[0];
+        s->vfu_cpu_ns = bench_median(vc, n);
+        s->bare_cpu_ns = bench_median(bc, n);
+        s->cpu_ratio = bench_median(cpu_ratio, n);
+    }
     return 0;
+}
+
+static int bv_measure(const struct bv_opts *o, const struct bv_side *vs, const struct bv_side *bs,
+                      struct bv_summary *m)
+{
+    struct bv_side sides[2] = {*bs, *vs};
+
+    return bv_measure_sides(o, sides, 2, m);
 }
 
 /* Case i of bv_cases over client c against its bare ping-pong. */
@@ -475,75 +523,145 @@ static int bv_job_run(void *ctx, const struct bench_load *load, uint64_t n,
     return 0;
 }
 
-static void bv_print(const struct bv_opts *o, const struct bv_case *bc, const struct bv_summary *m)
+/* One case's line; doorbells names a job4k variant (NULL for the round
+ * trips, whose lines stay as they were). */
+static void bv_print(const struct bv_opts *o, const struct bv_case *bc, const struct bv_summary *m,
+                     const char *doorbells)
 {
-    if (o->json)
-        printf("{\"bench\":\"vfu\",\"case\":\"%s\",\"req_bytes\":%zu,\"rep_bytes\":%zu,"
+    if (o->json) {
+        printf("{\"bench\":\"vfu\",\"case\":\"%s\",", bc->name);
+        if (doorbells)
+            printf("\"doorbells\":\"%s\",", doorbells);
+        printf("\"req_bytes\":%zu,\"rep_bytes\":%zu,"
                "\"iterations\":%llu,\"rounds\":%u,\"vfu_us\":%.3f,\"bare_us\":%.3f,"
                "\"ratio\":%.2f,\"ratio_min\":%.2f,\"ratio_max\":%.2f,\"best_ratio\":%.2f,"
                "\"vfu_cpu_us\":%.3f,\"bare_cpu_us\":%.3f,\"cpu_ratio\":%.2f,"
                "\"vfu_us_p50\":%.3f,\"vfu_us_p99\":%.3f,\"vfu_us_max\":%.3f,"
-               "\"bare_us_p50\":%.3f,\"bare_us_p99\":%.3f,\"bare_us_max\":%.3f,"
-               "\"load_threads\":%u}\n",
-               bc->name, bc->req_bytes, bc->rep_bytes, (unsigned long long)o->iterations,
+               "\"bare_us_p50\":%.3f,\"bare_us_p99\":%.3f,\"bare_us_max\":%.3f,",
+               bc->req_bytes, bc->rep_bytes, (unsigned long long)o->iterations,
                o->rounds, m->vfu_ns / 1000.0, m->bare_ns / 1000.0, m->ratio, m->ratio_min,
                m->ratio_max, m->best_ratio, m->vfu_cpu_ns / 1000.0, m->bare_cpu_ns / 1000.0,
                m->cpu_ratio, m->vfu.p50 / 1000.0, m->vfu.p99 / 1000.0, m->vfu.max / 1000.0,
-               m->bare.p50 / 1000.0, m->bare.p99 / 1000.0, m->bare.max / 1000.0, o->load);
-    else
-        printf("  %-8s %5zu B -> %5zu B   vfio-user %7.2f us   bare %7.2f us   ratio %.2f "
+               m->bare.p50 / 1000.0, m->bare.p99 / 1000.0, m->bare.max / 1000.0);
+        if (doorbells)
+            printf("\"vfu_us_min\":%.3f,\"bare_us_min\":%.3f,", m->vfu.min / 1000.0,
+                   m->bare.min / 1000.0);
+        printf("\"load_threads\":%u}\n", o->load);
+    } else if (doorbells) {
+        printf("  %-13s %5zu B -> %5zu B   vfio-user %7.2f us (%.2f..%.2f)   in-process %7.2f us "
+               "(%.2f..%.2f)   ratio %.2f (%.2f..%.2f, best %.2f)   CPU ratio %.2f\n",
+               bc->name, bc->req_bytes, bc->rep_bytes, m->vfu_ns / 1000.0, m->vfu.min / 1000.0,
+               m->vfu.max / 1000.0, m->bare_ns / 1000.0, m->bare.min / 1000.0,
+               m->bare.max / 1000.0, m->ratio, m->ratio_min, m->ratio_max, m->best_ratio,
+               m->cpu_ratio);
+    } else {
+        printf("  %-13s %5zu B -> %5zu B   vfio-user %7.2f us   bare %7.2f us   ratio %.2f "
                "(%.2f..%.2f, best %.2f)   CPU ratio %.2f   vfio-user p99 %.2f max %.2f us\n",
                bc->name, bc->req_bytes, bc->rep_bytes, m->vfu_ns / 1000.0, m->bare_ns / 1000.0,
                m->ratio, m->ratio_min, m->ratio_max, m->best_ratio, m->cpu_ratio,
                m->vfu.p99 / 1000.0, m->vfu.max / 1000.0);
+    }
     fflush(stdout);
 }
 
-/* job4k: a guest on VF BV_JOB_VF of the server against a guest on the
- * same VF of an in-process device of the same shape. Fills *produced with
- * the compressed size of the job. */
-static int bv_job_measure(const struct bv_opts *o, const struct bench_load *load,
-                          struct bench_server *s, struct bv_summary *m, uint32_t *produced)
+/* A job4k guest over vfio-user on the server's VF vf: RAM by fd, MSIs on
+ * eventfds, BAR4 mapped first when map (the guest then stores its
+ * doorbells), queue started. The VF must isolate doorbells, and a mapped
+ * variant must get its mapping: -ENOTSUP (with a message) otherwise. */
+static int bv_job_vfu_start(struct bench_server *s, unsigned vf, bool map, struct bv_job *j,
+                            struct vfu_client **c)
 {
-    struct bv_job jv = {0}, jb = {0};
-    struct vmm_inproc_host h = {0};
-    struct vfu_client *c = NULL;
-    struct bv_side vs = {bv_job_run, &jv, load}, bs = {bv_job_run, &jb, load};
-    struct qm_dev_config cfg;
-    struct vf_io io;
-    int ret = bv_job_ram_create(&jv);
+    struct vf_io io = {0};
+    uint32_t iso = 0;
+    uint64_t size = 0;
+    void *base = NULL;
+    int ret = bv_job_ram_create(j);
 
     if (!ret)
-        ret = vfu_client_connect(bench_server_socket_path(s, BV_JOB_VF), NULL, &c);
+        ret = vfu_client_connect(bench_server_socket_path(s, vf), NULL, c);
     if (!ret)
-        ret = vfu_client_dma_map_fd(c, 0, vm_ram_size(jv.ram), vm_ram_fd(jv.ram), 0,
+        ret = vfu_client_dma_map_fd(*c, 0, vm_ram_size(j->ram), vm_ram_fd(j->ram), 0,
                                     IOMMU_READ | IOMMU_WRITE);
     if (!ret)
-        ret = vfu_client_irqs_enable(c, QM_NUM_VECTORS);
-    if (!ret) {
-        vfu_client_vf_io(c, &io);
-        ret = bv_job_start(&jv, &io);
+        ret = vfu_client_irqs_enable(*c, QM_NUM_VECTORS);
+    if (!ret)
+        ret = vfu_client_region_read(*c, VFU_REGION_BAR2, QM_QUE_ISO_CFG, &iso, 4);
+    if (!ret && !(iso & QM_QUE_ISO_EN)) {
+        fprintf(stderr, "accmig bench vfu: the VF does not isolate its doorbells\n");
+        ret = -ENOTSUP;
     }
+    if (!ret && map) {
+        ret = vfu_client_region_map(*c, VFU_REGION_BAR4, &base, &size);
+        if (ret)
+            fprintf(stderr, "accmig bench vfu: cannot map BAR4: %s\n", strerror(-ret));
+    }
+    if (!ret) {
+        vfu_client_vf_io(*c, &io);
+        if (map != (io.db_pages != NULL)) {
+            fprintf(stderr, "accmig bench vfu: the client's vf_io %s the doorbell pages\n",
+                    map ? "lacks" : "maps");
+            ret = -ENOTSUP;
+        }
+    }
+    if (!ret)
+        ret = bv_job_start(j, &io);
+    return ret;
+}
+
+/* job4k: in-process (side 0), mapped (1) and trapped (2) doorbells, each
+ * guest on its own VF; m[0] mapped and m[1] trapped against in-process.
+ * Then, with the two vfio-user guests still attached and idle, the
+ * server's CPU share over o->idle_ms into *idle_pct. Fills *produced with
+ * the compressed size of the job. */
+static int bv_job_measure(const struct bv_opts *o, const struct bench_load *load,
+                          struct bench_server *s, struct bv_summary m[2], uint32_t *produced,
+                          double *idle_pct)
+{
+    struct bv_job jm = {0}, jt = {0}, jb = {0};
+    struct vmm_inproc_host h = {0};
+    struct vfu_client *cm = NULL, *ct = NULL;
+    struct bv_side sides[3] = {
+        {bv_job_run, &jb, load}, {bv_job_run, &jm, load}, {bv_job_run, &jt, load}};
+    struct qm_dev_config cfg;
+    int ret = bv_job_vfu_start(s, BV_JOB_VF, true, &jm, &cm);
+
+    if (!ret)
+        ret = bv_job_vfu_start(s, BV_JOB_TRAP_VF, false, &jt, &ct);
     if (!ret)
         ret = bv_job_ram_create(&jb);
     if (!ret) {
         qm_dev_config_default(&cfg);
         cfg.num_vfs = BV_NUM_VFS;
         cfg.workers = 1; /* as the server's device */
+        cfg.db_isolation = false; /* nothing maps in-process pages (see the top) */
         ret = vmm_inproc_host_create(&cfg, BV_JOB_VF + 1, vm_ram_guest(jb.ram), &h);
     }
     if (!ret)
         ret = bv_job_start(&jb, vmm_inproc_vf_io(h.vf));
     if (!ret)
-        ret = bv_measure(o, &vs, &bs, m);
-    *produced = jv.produced;
+        ret = bv_measure_sides(o, sides, 3, m);
+    *produced = jm.produced;
     bv_job_stop(&jb);
     vmm_inproc_host_destroy(&h);
     vm_ram_destroy(jb.ram);
-    bv_job_stop(&jv);
-    if (c)
-        vfu_client_destroy(c);
-    vm_ram_destroy(jv.ram);
+    if (!ret) {
+        /* Queues started, no job: only the server can use CPU now. */
+        uint64_t c0 = bench_cpu_ns(load), t0 = am_now_ns();
+        struct timespec ts = {.tv_sec = o->idle_ms / 1000,
+                              .tv_nsec = (long)(o->idle_ms % 1000) * 1000000L};
+
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+        *idle_pct = 100.0 * (double)(bench_cpu_ns(load) - c0) / (double)(am_now_ns() - t0);
+    }
+    bv_job_stop(&jt);
+    bv_job_stop(&jm);
+    if (ct)
+        vfu_client_destroy(ct);
+    if (cm)
+        vfu_client_destroy(cm);
+    vm_ram_destroy(jt.ram);
+    vm_ram_destroy(jm.ram);
     return ret;
 }
 
@@ -579,16 +697,30 @@ int bench_vfu(int argc, char **argv)
         struct bv_summary m;
         ret = bv_rt_measure(&o, load, c, i, &m);
         if (!ret)
-            bv_print(&o, &bv_cases[i], &m);
+            bv_print(&o, &bv_cases[i], &m, NULL);
     }
     if (!ret) {
-        struct bv_summary m;
+        struct bv_summary m[2];
         uint32_t produced = 0;
+        double idle_pct = 0;
 
-        ret = bv_job_measure(&o, load, s, &m, &produced);
+        if (!o.json)
+            printf("4 KiB jobs over vfio-user (doorbells mapped, trapped) vs in-process, "
+                   "interleaved\n");
+        ret = bv_job_measure(&o, load, s, m, &produced, &idle_pct);
         if (!ret) {
             struct bv_case job = {"job4k", BV_JOB_BYTES, produced};
-            bv_print(&o, &job, &m);
+            struct bv_case trapped = {"job4k_trapped", BV_JOB_BYTES, produced};
+
+            bv_print(&o, &job, &m[0], "mapped");
+            bv_print(&o, &trapped, &m[1], "trapped");
+            if (o.json)
+                printf("{\"bench\":\"vfu\",\"case\":\"idle\",\"idle_ms\":%u,"
+                       "\"idle_server_cpu_pct\":%.3f,\"load_threads\":%u}\n",
+                       o.idle_ms, idle_pct, o.load);
+            else
+                printf("  idle server (queues started, no jobs, %u ms): %.3f%% of a CPU\n",
+                       o.idle_ms, idle_pct);
         }
     }
     vfu_client_destroy(c);

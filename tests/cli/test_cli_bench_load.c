@@ -84,9 +84,20 @@ static unsigned check_lines(struct pt *t, const char *name, const char *const *a
         } else if (strcmp(bench, "engine") == 0) {
             pt_assert_ordered(j, "engine_job_us_p50", "engine_job_us_p99", "engine_job_us_max");
             pt_assert_ordered(j, "raw_job_us_p50", "raw_job_us_p99", "raw_job_us_max");
+        } else if (strcmp(bench, "vfu") == 0 && strcmp(pt_str(j, "case"), "idle") == 0) {
+            assert_true(pt_num(j, "idle_server_cpu_pct") >= 0);
+            assert_int_equal(pt_int(j, "idle_ms"), 100);
         } else if (strcmp(bench, "vfu") == 0) {
             pt_assert_ordered(j, "vfu_us_p50", "vfu_us_p99", "vfu_us_max");
             pt_assert_ordered(j, "bare_us_p50", "bare_us_p99", "bare_us_max");
+            if (strncmp(pt_str(j, "case"), "job4k", 5) == 0) {
+                /* median between min and max, for both sides */
+                pt_assert_ordered(j, "vfu_us_min", "vfu_us", "vfu_us_max");
+                pt_assert_ordered(j, "bare_us_min", "bare_us", "bare_us_max");
+                assert_string_equal(pt_str(j, "doorbells"),
+                                    strcmp(pt_str(j, "case"), "job4k") == 0 ? "mapped"
+                                                                            : "trapped");
+            }
         }
         json_object_put(j);
         n++;
@@ -115,9 +126,30 @@ static void test_a_tiny_loaded_engine_run_says_load_threads_on_every_line(void *
 static void test_a_tiny_loaded_vfu_run_says_load_threads_on_every_line(void **state)
 {
     const char *args[] = {"bench", "vfu", "--iterations", "10", "--rounds", "2", "--load", "1",
-                          "--json", NULL};
+                          "--idle-ms", "100", "--json", NULL};
 
-    assert_int_equal(check_lines(*state, "vfu", args, "vfu"), 3); /* doorbell, 4k, job4k */
+    /* doorbell, 4k, job4k (mapped), job4k_trapped, idle */
+    assert_int_equal(check_lines(*state, "vfu", args, "vfu"), 5);
+}
+
+static void test_bench_vfu_refuses_an_idle_span_out_of_range(void **state)
+{
+    struct pt *t = *state;
+    static const char *const bad[] = {"99", "60001", "x", ""};
+
+    for (size_t v = 0; v < AM_ARRAY_SIZE(bad); v++) {
+        const char *args[] = {"bench", "vfu", "--idle-ms", bad[v], "--json", NULL};
+        char name[24], want[64], *log;
+
+        snprintf(name, sizeof(name), "idle%zu", v);
+        assert_int_equal(run(t, name, args), 2);
+        log = pt_log_read(t, name);
+        snprintf(want, sizeof(want), "bad value '%s' for --idle-ms", bad[v]);
+        if (!strstr(log, want))
+            fail_msg("--idle-ms '%s': no clear message in:\n%s", bad[v], log);
+        assert_null(strchr(log, '{'));
+        free(log);
+    }
 }
 
 static void test_a_tiny_loaded_ramcopy_run_says_load_threads(void **state)
@@ -136,6 +168,7 @@ int main(int argc, char **argv)
         T(test_a_tiny_loaded_migrate_run_says_load_threads_on_every_line),
         T(test_a_tiny_loaded_engine_run_says_load_threads_on_every_line),
         T(test_a_tiny_loaded_vfu_run_says_load_threads_on_every_line),
+        T(test_bench_vfu_refuses_an_idle_span_out_of_range),
         T(test_a_tiny_loaded_ramcopy_run_says_load_threads),
     };
 #undef T
