@@ -10,6 +10,8 @@ struct subcommand {
     const char *help;
 };
 
+int cli_conform(int argc, char **argv); /* cli/conform.c */
+
 static const struct subcommand subcommands[] = {
     {"demo", cli_demo, "run a compression workload on a VF and live-migrate it"},
     {"serve", cli_serve, "serve a PF's VFs to VMMs over vfio-user"},
@@ -17,6 +19,7 @@ static const struct subcommand subcommands[] = {
     {"migrate", cli_migrate, "tell a running mini-VMM to migrate"},
     {"inspect", cli_inspect, "decode a saved device-state stream"},
     {"bench", cli_bench, "measure the engine, migration or vfio-user paths"},
+    {"conform", cli_conform, "check a vfio-user server against the spec and the VFIO uAPI"},
 };
 
 static void usage(FILE *f)
