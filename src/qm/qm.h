@@ -120,11 +120,16 @@ static inline int qm_bar_write64(struct qm_dev *dev, unsigned fn, uint64_t off, 
 
 /* BAR4 (doorbell pages) of function fn: its size, 0 when the function has
  * none (the PF, or isolation off); the memfd behind it (sealed against
- * shrinking and growing; the device's, borrowed: dup it to hand it out;
- * -ENODEV when none); trapped accesses (size 1, 2, 4 or 8, aligned, inside
+ * shrinking and growing; the device's, borrowed until the next
+ * qm_db_bar_renew of fn: dup it to hand it out; -ENODEV when none); trapped accesses (size 1, 2, 4 or 8, aligned, inside
  * the BAR, else -EINVAL; -ENODEV when none). */
 uint64_t qm_db_bar_size(const struct qm_dev *dev, unsigned fn);
 int qm_db_bar_fd(const struct qm_dev *dev, unsigned fn);
+/* Fresh pages (all idle, a new memfd) for a new owner of the VF, so one that
+ * kept the old fd or mapping reaches nothing; the old fd is closed (get the
+ * new one with qm_db_bar_fd). Doorbells still in the old pages are dropped.
+ * -ENODEV when the function has no BAR4, or memfd/mmap's errno. */
+int qm_db_bar_renew(struct qm_dev *dev, unsigned fn);
 int qm_db_bar_read(struct qm_dev *dev, unsigned fn, uint64_t off, void *data, unsigned size);
 int qm_db_bar_write(struct qm_dev *dev, unsigned fn, uint64_t off, const void *data,
                     unsigned size);

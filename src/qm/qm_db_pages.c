@@ -123,31 +123,26 @@ void qm_db_poller_activity(struct qm_dev *dev)
     }
 }
 
-/* One pass over every VF. A function whose lock is busy (a mailbox command,
- * a pause) is skipped and counts as "something pending": the next sweep
- * comes soon. */
+/* One pass over every VF, each under its function lock taken with trylock:
+ * a function whose lock is busy (a mailbox command, a pause) is skipped and
+ * counts as "something pending", so the next sweep comes soon; no other VF
+ * waits for it. The lock also keeps the pages from being renewed under us. */
 static bool qm_db_sweep(struct qm_dev *dev)
 {
     bool found = false;
 
     for (unsigned f = 1; f < dev->nfn; f++) {
         struct qm_fn *fn = dev->fn[f];
-        unsigned n = qm_db_queues(fn);
-        unsigned qn;
 
-        for (qn = 0; qn < n; qn++)
-            if (atomic_load_explicit(qm_db_word(fn, qn), memory_order_relaxed) != QM_DB_IDLE)
-                break;
-        if (qn == n)
+        if (pthread_mutex_trylock(&fn->lock) != 0) {
+            found = true;
             continue;
-        found = true;
-        if (pthread_mutex_trylock(&fn->lock) != 0)
-            continue;
+        }
         struct qm_deferred d = {0};
         struct qm_access a = {.dev = dev, .fn = fn, .port = QM_PORT_FN, .d = &d};
 
-        for (; qn < n; qn++)
-            qm_db_take_one_locked(&a, qn);
+        for (unsigned qn = 0; fn->db_pages != NULL && qn < qm_db_queues(fn); qn++)
+            found |= qm_db_take_one_locked(&a, qn);
         qm_fn_unlock(fn, &d);
     }
     return found;
@@ -196,9 +191,9 @@ static void *qm_db_poller_main(void *arg)
     return NULL;
 }
 
-/* A sealed memfd: the VMM that maps it can write doorbells but can neither
- * shrink it under the device's mapping (SIGBUS) nor grow it. */
-static int qm_db_pages_map(struct qm_fn *fn, uint64_t size)
+/* A sealed memfd, all idle: the VMM that maps it can write doorbells but can
+ * neither shrink it under the device's mapping (SIGBUS) nor grow it. */
+static int qm_db_pages_new(uint64_t size, uint8_t **pages, int *fdp)
 {
     int fd = memfd_create("accmig-db-pages", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 
@@ -219,13 +214,49 @@ static int qm_db_pages_map(struct qm_fn *fn, uint64_t size)
         close(fd);
         return e;
     }
-    fn->db_pages = m;
-    fn->db_size = size;
-    fn->db_fd = fd;
-    fn->regs[QM_R_QUE_ISO_CFG] = QM_QUE_ISO_EN;
     for (uint64_t off = 0; off < size; off += 8)
-        atomic_store_explicit((_Atomic uint64_t *)(fn->db_pages + off), QM_DB_IDLE,
+        atomic_store_explicit((_Atomic uint64_t *)((uint8_t *)m + off), QM_DB_IDLE,
                               memory_order_relaxed);
+    *pages = m;
+    *fdp = fd;
+    return 0;
+}
+
+static int qm_db_pages_map(struct qm_fn *fn, uint64_t size)
+{
+    int r = qm_db_pages_new(size, &fn->db_pages, &fn->db_fd);
+
+    if (r)
+        return r;
+    fn->db_size = size;
+    fn->regs[QM_R_QUE_ISO_CFG] = QM_QUE_ISO_EN;
+    return 0;
+}
+
+int qm_db_bar_renew(struct qm_dev *dev, unsigned fnum)
+{
+    uint8_t *pages, *old;
+    int fd, old_fd, r;
+
+    if (dev == NULL || fnum >= dev->nfn)
+        return -EINVAL;
+    struct qm_fn *fn = dev->fn[fnum];
+
+    if (fn->db_pages == NULL)
+        return -ENODEV;
+    r = qm_db_pages_new(fn->db_size, &pages, &fd);
+    if (r)
+        return r;
+    /* Doorbells left in the old pages belonged to the previous owner, who
+     * is gone: they are dropped with the pages. */
+    qm_fn_lock(fn);
+    old = fn->db_pages;
+    old_fd = fn->db_fd;
+    fn->db_pages = pages;
+    fn->db_fd = fd;
+    pthread_mutex_unlock(&fn->lock);
+    munmap(old, fn->db_size);
+    close(old_fd);
     return 0;
 }
 
@@ -337,10 +368,14 @@ int qm_db_bar_read(struct qm_dev *dev, unsigned fnum, uint64_t off, void *data, 
         return r;
     }
     /* The 8-byte word holding the bytes, read at once (it may change). */
-    uint64_t w = atomic_load_explicit((_Atomic uint64_t *)(dev->fn[fnum]->db_pages + (off & ~7ull)),
-                                      memory_order_relaxed);
+    struct qm_fn *fn = dev->fn[fnum];
     uint8_t b[8];
 
+    qm_fn_lock(fn);
+    uint64_t w = atomic_load_explicit((_Atomic uint64_t *)(fn->db_pages + (off & ~7ull)),
+                                      memory_order_relaxed);
+
+    pthread_mutex_unlock(&fn->lock);
     memcpy(b, &w, 8);
     memcpy(data, b + (off & 7), size);
     return 0;

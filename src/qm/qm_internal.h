@@ -296,8 +296,10 @@ struct qm_fn {
     atomic_uint_fast64_t ifc_in;  /* PF->VF message (PF SRC, VF DST): no lock */
     atomic_uint_fast64_t ifc_out; /* VF->PF message (VF SRC, PF DST): no lock */
     struct qm_fn_stats st;    /* no lock */
-    /* BAR4 doorbell pages (isolation; NULL otherwise): set at create and
-     * immutable. The words are shared with the VMM: only 64-bit atomics. */
+    /* BAR4 doorbell pages (isolation; NULL otherwise). Under lock:
+     * qm_db_bar_renew swaps pages and fd for new ones; db_size and whether
+     * there are pages at all never change after create. The words are
+     * shared with the VMM: only 64-bit atomics. */
     uint8_t *db_pages;
     uint64_t db_size;
     int db_fd;

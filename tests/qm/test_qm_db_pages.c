@@ -282,6 +282,50 @@ static void test_a_trapped_access_takes_the_doorbells_stored_before_it(void **st
     tenv_fini(&e);
 }
 
+/* A new owner gets new pages: the previous owner's fd and mapping reach
+ * nothing the device looks at any more. */
+static void test_renewed_pages_cut_off_the_previous_owner(void **state)
+{
+    struct tenv e;
+    struct tvf v;
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    uint16_t slot;
+
+    (void)state;
+    tenv_init(&e, NULL);
+    tvf_probe(&e, &v, 1);
+    tvf_start_qp(&v, 0, ZIP_ALG_COMPRESS);
+    uint8_t *old = e.db[1];
+    int old_fd = dup(qm_db_bar_fd(e.dev, 1));
+
+    assert_true(old_fd >= 0);
+    assert_int_equal(qm_db_bar_renew(e.dev, 1), 0);
+    assert_int_equal(qm_db_bar_renew(e.dev, 0), -ENODEV);
+    e.db[1] = mmap(NULL, e.db_size[1], PROT_READ | PROT_WRITE, MAP_SHARED, qm_db_bar_fd(e.dev, 1), 0);
+    assert_true(e.db[1] != MAP_FAILED);
+    struct tjob j = tjob_new(&e, 1, 4096, 8);
+
+    /* The old owner rings through its stale mapping and its stale fd. */
+    tjob_sqe(&j, sqe, 0);
+    t_place(&v, 0, sqe);
+    atomic_store((_Atomic uint64_t *)(old + QM_DB_SQCQ), qm_db_value(0, QM_DB_CMD_SQ, 1, 0));
+    uint8_t *again = mmap(NULL, e.db_size[1], PROT_READ | PROT_WRITE, MAP_SHARED, old_fd, 0);
+
+    assert_true(again != MAP_FAILED);
+    atomic_store((_Atomic uint64_t *)(again + QM_DB_SQCQ), qm_db_value(0, QM_DB_CMD_SQ, 1, 0));
+    tsleep_us(20000);
+    (void)trd32(&e, tdoor_vf(1), QM_VF_STATE);
+    assert_int_equal(tcounters(&e, 1).jobs_done, 0);
+    assert_int_equal(atomic_load(t_word(&e, 1, 0)), QM_DB_IDLE);
+    /* The new owner's page works. */
+    atomic_store(t_word(&e, 1, 0), qm_db_value(0, QM_DB_CMD_SQ, 1, 0));
+    assert_true(tvf_cqe_wait(&v, 0, &slot, T_TIMEOUT_MS));
+    munmap(again, e.db_size[1]);
+    munmap(old, e.db_size[1]);
+    close(old_fd);
+    tenv_fini(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -292,6 +336,7 @@ int main(void)
         cmocka_unit_test(test_a_trapped_doorbell_write_acts_at_once),
         cmocka_unit_test(test_a_function_reset_clears_the_pages),
         cmocka_unit_test(test_a_trapped_access_takes_the_doorbells_stored_before_it),
+        cmocka_unit_test(test_renewed_pages_cut_off_the_previous_owner),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
