@@ -36,7 +36,12 @@ static void usage(FILE *f)
             "            (0..63; \"0\", \"0,2\", \"0-3,6\"; default: any CPU)\n"
             "  --no-db-isolation  the old doorbell layout: no BAR4, QUE_ISO_CFG reads 0,\n"
             "            SQ/CQ doorbells trapped in BAR2 (default: each VF's doorbells in\n"
-            "            its own BAR4 pages, which a client may map)\n"
+            "            its own BAR4 pages)\n"
+            "  --db-mmap cooperative|always|never  who may map the BAR4 doorbell pages:\n"
+            "            clients whose guest waits for each doorbell to be taken (they say\n"
+            "            so in VERSION, as accmig vm does; default), every client (QEMU too:\n"
+            "            the Linux driver can then lose a doorbell, docs/doorbells.md), or\n"
+            "            nobody (every doorbell trapped)\n"
             "  Logs go to stderr; ACCMIG_LOG=err|guest|unimp|info|debug (serve: info).\n"
             "  SIGTERM/SIGINT: clients are detached (their VFs reset), sockets removed.\n"
             "  QEMU 10.1+: -device '{\"driver\":\"vfio-user-pci\",\"socket\":{\"path\":\n"
@@ -154,6 +159,11 @@ static int parse_args(int argc, char **argv, struct vfu_server_config *cfg)
             ret = parse_uint(a, v, 2, QM_MAX_QPS_PER_VF, &cfg->dev.qps_per_vf);
         } else if (strcmp(a, "--worker-cpus") == 0) {
             ret = parse_cpu_list(v, &cfg->dev.worker_cpus);
+        } else if (strcmp(a, "--db-mmap") == 0 && v &&
+                   (!strcmp(v, "cooperative") || !strcmp(v, "always") || !strcmp(v, "never"))) {
+            cfg->dev.db_mmap = !strcmp(v, "always") ? VFU_DB_MMAP_ALWAYS
+                               : !strcmp(v, "never") ? VFU_DB_MMAP_NEVER
+                                                     : VFU_DB_MMAP_COOPERATIVE;
         } else if (strcmp(a, "--hw") == 0 && v && (!strcmp(v, "v3") || !strcmp(v, "v4"))) {
             cfg->dev.hw = strcmp(v, "v3") == 0 ? MIG_HW_V3 : MIG_HW_V4;
         } else {
@@ -218,9 +228,13 @@ int cli_serve(int argc, char **argv)
                     cfg.dir ? cfg.dir : cfg.socket_path, strerror(-ret));
         return 2;
     }
-    printf("accmig serve: %u VF%s of a ZIP PF (QM %s), %u queue pairs each, doorbells %s:\n",
+    printf("accmig serve: %u VF%s of a ZIP PF (QM %s), %u queue pairs each, doorbells %s%s:\n",
            cfg.dev.num_vfs, cfg.dev.num_vfs == 1 ? "" : "s", cfg.dev.hw == MIG_HW_V3 ? "v3" : "v4",
-           cfg.dev.qps_per_vf, cfg.dev.db_isolation ? "in BAR4 pages" : "in BAR2");
+           cfg.dev.qps_per_vf, cfg.dev.db_isolation ? "in BAR4 pages" : "in BAR2",
+           !cfg.dev.db_isolation                       ? ""
+           : cfg.dev.db_mmap == VFU_DB_MMAP_ALWAYS     ? " (mappable by every client)"
+           : cfg.dev.db_mmap == VFU_DB_MMAP_NEVER      ? " (trapped)"
+                                                       : " (mappable by cooperative clients)");
     if (cfg.has_listen_fd)
         printf("  the listening socket on descriptor %d\n", cfg.listen_fd);
     else

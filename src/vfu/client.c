@@ -313,7 +313,7 @@ static void *twin_thread_main(void *arg)
 
 /* ---- connect / destroy ---- */
 
-static int client_version(struct vfu_client *c, bool want_twin)
+static int client_version(struct vfu_client *c, bool want_twin, bool coop_db)
 {
     struct vfu_caps ours = {
         .has_max_msg_fds = true, .max_msg_fds = 8,
@@ -322,6 +322,7 @@ static int client_version(struct vfu_client *c, bool want_twin)
         .has_pgsizes = true, .pgsizes = VFU_DEFAULT_PGSIZES,
         .has_write_multiple = true, .write_multiple = false,
         .has_twin = want_twin, .twin_supported = want_twin,
+        .has_coop_db = coop_db, .coop_db = coop_db,
     };
     struct vfu_version v = {.major = VFU_VERSION_MAJOR, .minor = VFU_VERSION_MINOR};
     struct vfu_caps theirs = {0};
@@ -356,6 +357,7 @@ static int client_version(struct vfu_client *c, bool want_twin)
     c->caps.max_dma_maps = theirs.has_max_dma_maps ? theirs.max_dma_maps : VFU_DEFAULT_MAX_DMA_MAPS;
     c->caps.pgsizes = theirs.has_pgsizes ? theirs.pgsizes : VFU_DEFAULT_PGSIZES;
     c->caps.write_multiple = theirs.has_write_multiple && theirs.write_multiple;
+    c->caps.cooperative_doorbells = coop_db && theirs.has_coop_db && theirs.coop_db;
     if (want_twin && theirs.twin_supported) {
         /* Supported with a valid descriptor index, or the reply is
          * inconsistent (the spec says: abort). */
@@ -408,7 +410,7 @@ int vfu_client_connect(const char *path, const struct vfu_client_opts *opts,
      * than our own transfer size. */
     vfu_rx_init(&c->rx, VFU_HDR_TYPE_REPLY, vfu_max_msg_size(AM_MAX(c->our_max_xfer, 4096u)),
                 VFU_MSG_MAX_FDS);
-    ret = client_version(c, opts->twin_socket);
+    ret = client_version(c, opts->twin_socket, opts->cooperative_doorbells);
     if (ret)
         goto fail;
     if (c->twin_fd >= 0) {

@@ -53,6 +53,11 @@ struct vfu_client_opts {
      * only logged there); ordering with later calls is kept because the
      * server handles messages in order. */
     bool posted_writes;
+    /* Say in VERSION that the guest behind this client stores a BAR4
+     * doorbell only once the device took the previous one (accmig's guest
+     * driver does; Linux's does not): a server with the default policy then
+     * offers BAR4 for mmap (docs/doorbells.md). */
+    bool cooperative_doorbells;
 };
 
 /* What the server answered in VERSION (spec defaults where it was silent). */
@@ -64,6 +69,7 @@ struct vfu_client_server_caps {
     uint64_t pgsizes;
     bool write_multiple;
     bool twin_socket; /* negotiated and running */
+    bool cooperative_doorbells; /* the server will offer BAR4 for mmap */
 };
 
 /* Connects to a server socket and negotiates the version (0.0). opts may

@@ -16,6 +16,10 @@ struct vfu_device {
     struct qm_dev *qm;
     unsigned num_vfs;
     enum mig_hw_mode hw;
+    enum vfu_db_mmap db_mmap;
+    /* The PF driver's VF message service; set once after the model is
+     * created, read by the irq sink (atomically: an IFC MSI may come first). */
+    struct mig_pf_msg *pf_msg;
     /* Filled before any job can run; read by the irq sink on worker
      * threads without a lock (the array never changes afterwards). */
     struct vfu_vf **vfs;
@@ -29,6 +33,7 @@ void vfu_device_config_default(struct vfu_device_config *cfg)
     cfg->workers = 2;
     cfg->worker_cpus = 0;
     cfg->db_isolation = true;
+    cfg->db_mmap = VFU_DB_MMAP_COOPERATIVE;
 }
 
 /* ---- interrupts ---- */
@@ -73,12 +78,17 @@ void vfu_vf_irq_counts(struct vfu_vf *vf, uint64_t *delivered, uint64_t *dropped
 }
 
 /* The qm_dev irq sink: worker threads (or a register writer) raise MSI
- * vector `vector` of function fn. The PF's own vectors have no client. */
+ * vector `vector` of function fn. The PF's own vectors have no client: its
+ * IFC vector (a VF's message) goes to the PF driver's message service. */
 static void device_irq_raise(void *opaque, unsigned fn, unsigned vector)
 {
     struct vfu_device *d = opaque;
     struct vfu_vf *vf;
 
+    if (fn == 0 && vector == QM_VEC_IFC) {
+        mig_pf_msg_irq(__atomic_load_n(&d->pf_msg, __ATOMIC_ACQUIRE));
+        return;
+    }
     if (fn == 0 || fn > d->num_vfs)
         return;
     vf = __atomic_load_n(&d->vfs[fn - 1], __ATOMIC_ACQUIRE);
@@ -161,6 +171,15 @@ static int ops_region_fd(void *ctx, uint32_t region)
 static int ops_reset(void *ctx)
 {
     return vfu_vf_reset(ctx);
+}
+
+static void ops_release(void *ctx)
+{
+    struct vfu_vf *vf = ctx;
+
+    if (vf->db_size && qm_db_bar_renew(vf->qm, vf->fn) != 0)
+        am_log(AM_LOG_ERR, "vfu", "%s: cannot renew the doorbell pages: the next client shares "
+               "the old ones", vf->name);
 }
 
 static uint32_t ops_mig_flags(void *ctx)
@@ -261,6 +280,7 @@ const struct vfu_dev_ops vfu_dev_ops_qm = {
     .region_write = ops_region_write,
     .region_fd = ops_region_fd,
     .reset = ops_reset,
+    .release = ops_release,
     .mig_flags = ops_mig_flags,
     .mig_get_state = ops_mig_get_state,
     .mig_set_state = ops_mig_set_state,
@@ -368,6 +388,7 @@ static int vf_create(struct vfu_device *d, unsigned index, struct vfu_vf **out)
     vf->dom = qm_dev_iommu(d->qm, vf->fn);
     vf->bar_size = d->hw == MIG_HW_V3 ? QM_VF_BAR2_V3_GUEST_SIZE : qm_bar_size(d->qm, vf->fn);
     vf->db_size = qm_db_bar_size(d->qm, vf->fn);
+    vf->db_mmap = d->db_mmap;
     for (unsigned v = 0; v < QM_NUM_VECTORS; v++)
         vf->msi_efd[v] = -1;
     pthread_mutex_init(&vf->irq_lock, NULL);
@@ -401,6 +422,7 @@ int vfu_device_create(const struct vfu_device_config *cfg, struct vfu_device **o
         return -ENOMEM;
     d->num_vfs = cfg->num_vfs;
     d->hw = cfg->hw;
+    d->db_mmap = cfg->db_mmap;
     d->vfs = calloc(cfg->num_vfs, sizeof(*d->vfs));
     if (!d->vfs) {
         free(d);
@@ -421,6 +443,14 @@ int vfu_device_create(const struct vfu_device_config *cfg, struct vfu_device **o
         free(d);
         return ret;
     }
+    struct mig_pf_msg *pf;
+
+    ret = mig_pf_msg_create(d->qm, &pf);
+    if (ret) {
+        vfu_device_destroy(d);
+        return ret;
+    }
+    __atomic_store_n(&d->pf_msg, pf, __ATOMIC_RELEASE);
     for (unsigned i = 0; i < cfg->num_vfs; i++) {
         struct vfu_vf *vf;
         ret = vf_create(d, i, &vf);
@@ -446,6 +476,11 @@ void vfu_device_destroy(struct vfu_device *d)
             d->vfs[i]->mig = NULL;
         }
     }
+    /* The message service leaves before the model it drives; an IFC MSI
+     * raised meanwhile finds no service and is dropped. */
+    struct mig_pf_msg *pf = __atomic_exchange_n(&d->pf_msg, NULL, __ATOMIC_ACQ_REL);
+
+    mig_pf_msg_destroy(pf);
     qm_dev_destroy(d->qm);
     for (unsigned i = 0; i < d->num_vfs; i++)
         vf_free(d->vfs[i]);

@@ -141,6 +141,12 @@ static int caps_parse_object(struct json_object *caps, struct vfu_caps *out)
         out->write_multiple = json_object_get_boolean(v);
         out->has_write_multiple = true;
     }
+    if (json_object_object_get_ex(caps, "accmig_cooperative_doorbells", &v)) {
+        if (!json_object_is_type(v, json_type_boolean))
+            return caps_fail(out, "accmig_cooperative_doorbells is not a boolean");
+        out->coop_db = json_object_get_boolean(v);
+        out->has_coop_db = true;
+    }
     if (json_object_object_get_ex(caps, "migration", &v)) {
         int ret = caps_parse_migration(v, out);
         if (ret)
@@ -234,6 +240,8 @@ static int caps_build(const struct vfu_caps *c, struct json_object *caps)
         ret = caps_add_u64(caps, "pgsizes", c->pgsizes);
     if (!ret && c->has_write_multiple)
         ret = caps_add_bool(caps, "write_multiple", c->write_multiple);
+    if (!ret && c->has_coop_db)
+        ret = caps_add_bool(caps, "accmig_cooperative_doorbells", c->coop_db);
     if (!ret && c->has_twin) {
         struct json_object *t = json_object_new_object();
         if (!t)

@@ -45,6 +45,7 @@ struct vfu_session {
     struct vfu_rx rx;
     bool negotiated;
     uint64_t peer_max_fds;  /* descriptors the client takes per message */
+    bool peer_coop_db;      /* VERSION: its guest waits for taken doorbells */
     uint64_t peer_max_xfer; /* the client's max_data_xfer_size */
     uint64_t max_dma_maps;
     bool in_handler; /* STYLE 12: set while a handler runs */
@@ -258,6 +259,18 @@ static void twin_close(struct vfu_session *s)
     vfu_rx_reset(&s->twin_rx);
 }
 
+/* Whether region idx is offered for mmap: only the doorbell pages (BAR2's
+ * registers are a model), only to a client that takes descriptors, and as
+ * the device's policy says (vfu.h, enum vfu_db_mmap). */
+static bool region_mmapable(const struct vfu_session *s, uint32_t idx)
+{
+    bool allowed = s->vf->db_mmap == VFU_DB_MMAP_ALWAYS ||
+                   (s->vf->db_mmap == VFU_DB_MMAP_COOPERATIVE && s->peer_coop_db);
+
+    return idx == VFU_REGION_BAR4 && s->vf->db_size && s->ops->region_fd &&
+           s->peer_max_fds >= 1 && allowed;
+}
+
 static int handle_version(struct vfu_session *s, struct vfu_msg *m, struct reply *r)
 {
     struct vfu_version v;
@@ -278,6 +291,7 @@ static int handle_version(struct vfu_session *s, struct vfu_msg *m, struct reply
     s->peer_max_fds = peer.has_max_msg_fds ? peer.max_msg_fds : 1;
     s->peer_max_xfer = peer.has_max_xfer ? peer.max_xfer : VFU_DEFAULT_MAX_XFER;
     s->max_dma_maps = peer.has_max_dma_maps ? peer.max_dma_maps : VFU_DEFAULT_MAX_DMA_MAPS;
+    s->peer_coop_db = peer.has_coop_db && peer.coop_db;
 
     ours.has_max_msg_fds = peer.has_max_msg_fds;
     ours.max_msg_fds = VFU_SERVER_MAX_MSG_FDS;
@@ -289,6 +303,9 @@ static int handle_version(struct vfu_session *s, struct vfu_msg *m, struct reply
     ours.pgsizes = VFU_DEFAULT_PGSIZES;
     ours.has_write_multiple = peer.has_write_multiple;
     ours.write_multiple = true;
+    /* The answer: whether this client will be offered BAR4 to map. */
+    ours.has_coop_db = peer.has_coop_db;
+    ours.coop_db = region_mmapable(s, VFU_REGION_BAR4);
     if (peer.twin_supported && s->peer_max_fds >= 1) {
         ours.has_twin = true;
         ours.twin_supported = true;
@@ -468,13 +485,6 @@ static uint64_t region_size(const struct vfu_session *s, uint32_t idx)
     return 0;
 }
 
-/* Whether region idx is offered for mmap: only the doorbell pages (BAR2's
- * registers are a model), and only to a client that takes descriptors. */
-static bool region_mmapable(const struct vfu_session *s, uint32_t idx)
-{
-    return idx == VFU_REGION_BAR4 && s->vf->db_size && s->ops->region_fd &&
-           s->peer_max_fds >= 1;
-}
 
 /* The capabilities of an mmap-able region: one sparse area, the whole
  * region, at fd offset 0. */
@@ -1308,6 +1318,8 @@ void vfu_session_close(struct vfu_session *s)
     pthread_mutex_lock(&vf->session_lock);
     s->ops->irq_set(s->ctx, 0, QM_NUM_VECTORS, NULL);
     s->ops->reset(s->ctx);
+    if (s->ops->release)
+        s->ops->release(s->ctx);
     /* Waits for DMA in flight; afterwards no remote range refers to s. */
     s->ops->dma_unmap_all(s->ctx);
     twin_close(s);

@@ -63,6 +63,14 @@ struct vfu_device_config {
      * which a client may map (REGION_INFO hands out their memfd). false: the
      * old layout, doorbells in BAR2 only, no BAR4, QUE_ISO_CFG reads 0. */
     bool db_isolation;
+    /* Who may map BAR4 (docs/doorbells.md: a mapped word holds one
+     * doorbell, and a driver that stores an SQ and a CQ doorbell of one
+     * queue before the device looks loses the first). COOPERATIVE (the
+     * default): clients that say in VERSION that their guest waits for the
+     * device ("accmig_cooperative_doorbells", the mini-VMM); others (QEMU
+     * running the Linux driver) get BAR4 trapped. ALWAYS: every client;
+     * NEVER: nobody. */
+    enum vfu_db_mmap { VFU_DB_MMAP_COOPERATIVE = 0, VFU_DB_MMAP_ALWAYS, VFU_DB_MMAP_NEVER } db_mmap;
 };
 
 /* Defaults: 4 VFs, 4 queue pairs each, v4, 2 workers on any CPU, doorbell

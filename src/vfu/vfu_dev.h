@@ -19,6 +19,7 @@ struct vfu_vf {
     struct iommu_domain *dom;
     uint64_t bar_size; /* BAR2 region size the client sees */
     uint64_t db_size;  /* BAR4 (doorbell pages) size, 0 when the VF has none */
+    int db_mmap;       /* enum vfu_db_mmap: who may map BAR4 */
     /* session_lock serialises this VF's session and nothing else: session
      * open and close and every handler (vfu_session_* take it themselves)
      * run with it held, so cfg, session, ops and ops_ctx change one call at

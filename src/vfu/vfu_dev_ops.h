@@ -43,6 +43,10 @@ struct vfu_dev_ops {
     int (*region_fd)(void *ctx, uint32_t region);
     /* VFIO_USER_DEVICE_RESET: vfu_vf_reset. */
     int (*reset)(void *ctx);
+    /* The session ended (after its reset): nothing the client kept (a BAR4
+     * descriptor or mapping) may reach the next one (qm_db_bar_renew).
+     * NULL: nothing to do. */
+    void (*release)(void *ctx);
 
     /* Migration: mig.h's calls of the VF's mig_dev. */
     uint32_t (*mig_flags)(void *ctx);

@@ -101,6 +101,10 @@ struct vfu_caps {
     bool write_multiple;
     uint64_t migr_pgsize, migr_max_bitmap; /* legacy "migration" object */
     bool twin_supported;
+    /* "accmig_cooperative_doorbells": the client's guest stores a doorbell
+     * into a mapped BAR4 page only once the device has taken the previous
+     * one (docs/doorbells.md), so mapping the pages loses nothing. */
+    bool has_coop_db, coop_db;
     bool has_twin_fd_index;
     uint64_t twin_fd_index;
     /* vfu_caps_parse: why it returned -EINVAL (a static string naming the

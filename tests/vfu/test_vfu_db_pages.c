@@ -32,7 +32,7 @@ struct fixture {
     unsigned base_fds;
 };
 
-static int setup_with(void **state, bool isolation)
+static int setup_policy(void **state, bool isolation, enum vfu_db_mmap policy)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     struct vfu_device_config dev;
@@ -40,6 +40,7 @@ static int setup_with(void **state, bool isolation)
     test_dev_config(&dev, 1, MIG_HW_V4);
     dev.qps_per_vf = QPS;
     dev.db_isolation = isolation;
+    dev.db_mmap = policy;
     if (!f || test_server_start_dev(&f->ts, &dev, NULL)) {
         free(f);
         return -1;
@@ -49,9 +50,24 @@ static int setup_with(void **state, bool isolation)
     return 0;
 }
 
+static int setup_with(void **state, bool isolation)
+{
+    return setup_policy(state, isolation, VFU_DB_MMAP_COOPERATIVE);
+}
+
 static int setup(void **state)
 {
     return setup_with(state, true);
+}
+
+static int setup_always(void **state)
+{
+    return setup_policy(state, true, VFU_DB_MMAP_ALWAYS);
+}
+
+static int setup_never(void **state)
+{
+    return setup_policy(state, true, VFU_DB_MMAP_NEVER);
 }
 
 static int setup_no_isolation(void **state)
@@ -73,11 +89,30 @@ static struct qm_dev *model(struct fixture *f)
     return vfu_device_qm(vfu_server_device(f->ts.srv));
 }
 
+/* A client whose guest waits for taken doorbells (as accmig vm's), or one
+ * that does not say so (as QEMU). */
+static struct vfu_client *connect_as(struct fixture *f, bool cooperative)
+{
+    struct vfu_client_opts o = {.cooperative_doorbells = cooperative};
+    struct vfu_client *c = NULL;
+
+    assert_int_equal(vfu_client_connect(test_sock(&f->ts, 0), &o, &c), 0);
+    return c;
+}
+
 static struct vfu_client *connect_vf(struct fixture *f)
 {
-    struct vfu_client *c = NULL;
-    assert_int_equal(vfu_client_connect(test_sock(&f->ts, 0), NULL, &c), 0);
-    return c;
+    return connect_as(f, true);
+}
+
+static int raw_open_coop(struct raw_conn *rc, const char *path)
+{
+    int ret = raw_connect(rc, path);
+
+    if (ret)
+        return ret;
+    return raw_version(rc, "{\"capabilities\":{\"max_msg_fds\":8,"
+                           "\"accmig_cooperative_doorbells\":true}}");
 }
 
 /* One REGION_INFO over a raw connection: the reply payload into rep (cap
@@ -123,7 +158,7 @@ static void test_region_info_of_bar4_gives_mmap_a_sparse_cap_and_one_sealed_memf
     int fd = -1, seals;
 
     assert_int_equal(qm_db_bar_size(model(f), 1), DB_SIZE);
-    assert_int_equal(raw_open(&rc, test_sock(&f->ts, 0)), 0);
+    assert_int_equal(raw_open_coop(&rc, test_sock(&f->ts, 0)), 0);
     /* Room for the caps: everything, and one descriptor. */
     assert_int_equal(raw_region_info(&rc, VFU_REGION_BAR4, 64, rep, sizeof(rep), &len, &fd, &nfds),
                      0);
@@ -332,7 +367,7 @@ static void test_bar4_region_access_out_of_bounds_count_0_or_odd_sizes_is_refuse
     };
     uint64_t v = 0;
 
-    assert_int_equal(raw_open(&rc, test_sock(&f->ts, 0)), 0);
+    assert_int_equal(raw_open_coop(&rc, test_sock(&f->ts, 0)), 0);
     for (size_t i = 0; i < AM_ARRAY_SIZE(bad); i++) {
         struct vfu_region_access a = {.offset = bad[i].off, .region = VFU_REGION_BAR4,
                                       .count = bad[i].count};
@@ -407,7 +442,7 @@ static void test_without_doorbell_isolation_there_is_no_bar4(void **state)
     assert_int_equal(io.db_pages_size, 0);
     vfu_client_destroy(c);
     /* No descriptor with the reply either. */
-    assert_int_equal(raw_open(&rc, test_sock(&f->ts, 0)), 0);
+    assert_int_equal(raw_open_coop(&rc, test_sock(&f->ts, 0)), 0);
     assert_int_equal(raw_region_info(&rc, VFU_REGION_BAR4, 64, rep, sizeof(rep), &len, NULL,
                                      &nfds),
                      0);
@@ -896,6 +931,108 @@ static void test_a_hostile_region_info_never_makes_the_client_map_outside_its_re
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 #define T0(fn) cmocka_unit_test_setup_teardown(fn, setup_no_isolation, teardown)
+#define TA(fn) cmocka_unit_test_setup_teardown(fn, setup_always, teardown)
+#define TN(fn) cmocka_unit_test_setup_teardown(fn, setup_never, teardown)
+
+/* ---- who may map: the policy ---- */
+
+/* A client that does not vouch for its guest (QEMU with the Linux driver,
+ * which can store an SQ and a CQ doorbell before the device looks) gets
+ * BAR4 trapped under the default policy: no MMAP, no descriptor; its
+ * doorbells through REGION_WRITE still run jobs. */
+static void test_a_client_that_does_not_vouch_gets_bar4_trapped(void **state)
+{
+    struct fixture *f = *state;
+    struct vfu_client_server_caps caps;
+    struct vfu_region_info info;
+    struct raw_conn rc;
+    uint8_t rep[4096];
+    size_t len, nfds;
+    void *base;
+    uint64_t size;
+
+    assert_int_equal(raw_open(&rc, test_sock(&f->ts, 0)), 0);
+    assert_int_equal(raw_region_info(&rc, VFU_REGION_BAR4, 64, rep, sizeof(rep), &len, NULL,
+                                     &nfds),
+                     0);
+    memcpy(&info, rep, sizeof(info));
+    assert_int_equal(len, 32);
+    assert_int_equal(nfds, 0);
+    assert_int_equal(info.flags, VFU_REGION_FLAG_READ | VFU_REGION_FLAG_WRITE);
+    assert_int_equal(info.size, DB_SIZE);
+    raw_close(&rc);
+
+    struct vfu_client *c = connect_as(f, false);
+
+    vfu_client_server_caps(c, &caps);
+    assert_false(caps.cooperative_doorbells);
+    assert_int_equal(vfu_client_region_map(c, VFU_REGION_BAR4, &base, &size), -ENOTSUP);
+    vfu_client_destroy(c);
+    /* A client that does vouch is told so in the VERSION reply. */
+    c = connect_as(f, true);
+    vfu_client_server_caps(c, &caps);
+    assert_true(caps.cooperative_doorbells);
+    vfu_client_destroy(c);
+}
+
+/* --db-mmap always: everyone is offered the mapping; never: nobody. */
+static void test_policy_always_offers_every_client_the_mapping(void **state)
+{
+    struct fixture *f = *state;
+    struct vfu_client *c = connect_as(f, false);
+    void *base;
+    uint64_t size;
+
+    assert_int_equal(vfu_client_region_map(c, VFU_REGION_BAR4, &base, &size), 0);
+    assert_int_equal(size, DB_SIZE);
+    assert_int_equal(*(volatile uint64_t *)((uint8_t *)base + QM_DB_SQCQ), QM_DB_IDLE);
+    vfu_client_destroy(c);
+}
+
+static void test_policy_never_offers_nobody_the_mapping(void **state)
+{
+    struct fixture *f = *state;
+    struct vfu_client_server_caps caps;
+    struct vfu_client *c = connect_as(f, true);
+    void *base;
+    uint64_t size, v = 0;
+
+    vfu_client_server_caps(c, &caps);
+    assert_false(caps.cooperative_doorbells);
+    assert_int_equal(vfu_client_region_map(c, VFU_REGION_BAR4, &base, &size), -ENOTSUP);
+    assert_int_equal(vfu_client_region_read(c, VFU_REGION_BAR4, QM_DB_SQCQ, &v, 8), 0);
+    assert_int_equal(v, QM_DB_IDLE);
+    vfu_client_destroy(c);
+}
+
+/* A client that kept its mapping and descriptor after it left reaches
+ * nothing of the next client's pages (they are new). */
+static void test_the_next_client_gets_pages_the_last_one_cannot_reach(void **state)
+{
+    struct fixture *f = *state;
+    struct vfu_client *c1 = connect_vf(f), *c2;
+    uint8_t *p1, *p2;
+    uint64_t size;
+
+    assert_int_equal(vfu_client_region_map(c1, VFU_REGION_BAR4, (void **)&p1, &size), 0);
+    /* Keep a mapping of the first owner's pages past its session, as a
+     * hostile VMM would (the client's own goes with destroy). */
+    uint8_t *kept = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                         qm_db_bar_fd(model(f), 1), 0);
+
+    assert_true(kept != MAP_FAILED);
+    vfu_client_destroy(c1);
+    /* The server serves the next client once the first one's session is
+     * closed (and its pages renewed). */
+    c2 = connect_vf(f);
+    assert_int_equal(vfu_client_region_map(c2, VFU_REGION_BAR4, (void **)&p2, &size), 0);
+    memset(kept, 0x11, 64);
+    *(volatile uint64_t *)(kept + QM_DB_SQCQ) = qm_db_value(0, QM_DB_CMD_SQ, 1, 0);
+    assert_int_equal(*(volatile uint64_t *)(p2 + QM_DB_SQCQ), QM_DB_IDLE);
+    assert_int_equal(p2[0], 0xff);
+    munmap(kept, size);
+    vfu_client_destroy(c2);
+}
 
 int main(void)
 {
@@ -910,6 +1047,10 @@ int main(void)
         T0(test_without_doorbell_isolation_there_is_no_bar4),
         T(test_a_doorbell_stored_into_the_mapped_page_runs_the_job_and_its_cqe_appears),
         T(test_a_hostile_region_info_never_makes_the_client_map_outside_its_region),
+        T(test_a_client_that_does_not_vouch_gets_bar4_trapped),
+        TA(test_policy_always_offers_every_client_the_mapping),
+        TN(test_policy_never_offers_nobody_the_mapping),
+        T(test_the_next_client_gets_pages_the_last_one_cannot_reach),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -362,20 +362,24 @@ static void test_worker_cpus_pins_the_workers_and_bad_lists_exit_2_naming_the_op
     assert_int_equal(rmdir(dir), 0);
 }
 
-/* The doorbell layout one served VF shows a client: BAR4's size (0: none)
- * and QUE_ISO_CFG. With BAR4, the client maps it and sees idle doorbells. */
-static void doorbell_layout(const char *sock, uint64_t *bar4_size, uint32_t *iso)
+/* The doorbell layout one served VF shows a (cooperative) client: BAR4's
+ * size (0: none) and QUE_ISO_CFG; *mappable: whether it may map BAR4, and
+ * if so the mapping shows idle doorbells. */
+static void doorbell_layout_as(const char *sock, bool coop, uint64_t *bar4_size, uint32_t *iso,
+                               bool *mappable)
 {
+    struct vfu_client_opts o = {.cooperative_doorbells = coop};
     struct vfu_client *c = NULL;
     struct vfu_region_info ri;
     uint64_t size = 0;
     void *base = NULL;
 
-    assert_int_equal(vfu_client_connect(sock, NULL, &c), 0);
+    assert_int_equal(vfu_client_connect(sock, &o, &c), 0);
     assert_int_equal(vfu_client_region_info(c, VFU_REGION_BAR4, &ri), 0);
     assert_int_equal(vfu_client_region_read(c, VFU_REGION_BAR2, QM_QUE_ISO_CFG, iso, 4), 0);
     *bar4_size = ri.size;
-    if (ri.size) {
+    *mappable = ri.flags & VFU_REGION_FLAG_MMAP;
+    if (*mappable) {
         assert_int_equal(vfu_client_region_map(c, VFU_REGION_BAR4, &base, &size), 0);
         assert_int_equal(size, ri.size);
         assert_int_equal(*(volatile uint64_t *)((uint8_t *)base + QM_DB_SQCQ), QM_DB_IDLE);
@@ -383,6 +387,14 @@ static void doorbell_layout(const char *sock, uint64_t *bar4_size, uint32_t *iso
         assert_int_equal(vfu_client_region_map(c, VFU_REGION_BAR4, &base, &size), -ENOTSUP);
     }
     vfu_client_destroy(c);
+}
+
+static void doorbell_layout(const char *sock, uint64_t *bar4_size, uint32_t *iso)
+{
+    bool mappable;
+
+    doorbell_layout_as(sock, true, bar4_size, iso, &mappable);
+    assert_int_equal(mappable, *bar4_size != 0);
 }
 
 static void test_no_db_isolation_serves_the_old_layout_and_is_in_the_help(void **state)
@@ -424,8 +436,39 @@ static void test_no_db_isolation_serves_the_old_layout_and_is_in_the_help(void *
     doorbell_layout(sock, &bar4, &iso);
     assert_int_equal(bar4, 4u * QM_DB_PAGE_SIZE); /* 3 pages, rounded to a power of two */
     assert_int_equal(iso & QM_QUE_ISO_EN, QM_QUE_ISO_EN);
+    {
+        bool mappable = true;
+
+        /* A client that does not vouch for its guest: BAR4 trapped. */
+        doorbell_layout_as(sock, false, &bar4, &iso, &mappable);
+        assert_false(mappable);
+        assert_int_equal(bar4, 4u * QM_DB_PAGE_SIZE);
+    }
     assert_int_equal(kill(pid, SIGTERM), 0);
     assert_int_equal(serve_reap(pid), 0);
+    /* --db-mmap: always maps for everyone, never for nobody, else exit 2. */
+    {
+        const char *always[] = {"--socket-path", sock, "--db-mmap", "always", NULL};
+        const char *never[] = {"--socket-path", sock, "--db-mmap=never", NULL};
+        const char *bad[] = {"--socket-path", sock, "--db-mmap", "sometimes", NULL};
+        bool mappable;
+
+        pid = serve_spawn(always, NULL, -1, -1);
+        wait_for_socket(sock);
+        doorbell_layout_as(sock, false, &bar4, &iso, &mappable);
+        assert_true(mappable);
+        assert_int_equal(kill(pid, SIGTERM), 0);
+        assert_int_equal(serve_reap(pid), 0);
+        pid = serve_spawn(never, NULL, -1, -1);
+        wait_for_socket(sock);
+        doorbell_layout_as(sock, true, &bar4, &iso, &mappable);
+        assert_false(mappable);
+        assert_int_equal(bar4, 4u * QM_DB_PAGE_SIZE);
+        assert_int_equal(kill(pid, SIGTERM), 0);
+        assert_int_equal(serve_reap(pid), 0);
+        assert_int_equal(serve_reap(serve_spawn(bad, log, -1, -1)), 2);
+        assert_true(file_has(log, "--db-mmap"));
+    }
     /* --no-db-isolation: no BAR4, QUE_ISO_CFG 0; the VF serves as before. */
     {
         const char *args[] = {"--socket-path", sock, "--no-db-isolation", "--qps", "3", NULL};
