@@ -934,10 +934,17 @@ static void framing_bad_header(struct cf_ctx *x, const char *name, uint32_t size
 {
     struct vfu_hdr h = {.msg_id = 0x4242, .cmd = VFU_CMD_DEVICE_GET_INFO, .size = size,
                         .flags = flags};
+    struct vfu_device_info di = {.argsz = sizeof(di)};
+    uint8_t buf[sizeof(h) + sizeof(di)];
     struct cf_res res;
 
+    /* The bytes the header announces follow when that is a sane amount,
+     * so a server (or proxy) that reads the whole message first is not
+     * left waiting. */
+    memcpy(buf, &h, sizeof(h));
+    memcpy(buf + sizeof(h), &di, sizeof(di));
     cf_ensure(x);
-    cf_call_raw(x, &h, sizeof(h), NULL, 0, &res);
+    cf_call_raw(x, buf, size == sizeof(buf) ? sizeof(buf) : sizeof(h), NULL, 0, &res);
     cf_expect_refused(x, name, &res, rule);
     cf_res_free(&res);
     cf_conn_close(&x->conn); /* the stream is not to be trusted after this */
