@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/common.h"
+#include "qm/qm_debug.h"
 #include "vfu/vfu_dev.h"
 
 struct vfu_device {
@@ -176,6 +177,12 @@ static int ops_reset(void *ctx)
 static void ops_release(void *ctx)
 {
     struct vfu_vf *vf = ctx;
+    struct qm_fn_counters n;
+
+    if (qm_debug_fn_counters(vf->qm, vf->fn, &n) == 0)
+        am_log(AM_LOG_INFO, "vfu", "%s: session ended: %llu doorbells (%llu from BAR4), %llu jobs",
+               vf->name, (unsigned long long)n.doorbells, (unsigned long long)n.doorbells_paged,
+               (unsigned long long)n.jobs_done);
 
     if (vf->db_size && qm_db_bar_renew(vf->qm, vf->fn) != 0)
         am_log(AM_LOG_ERR, "vfu", "%s: cannot renew the doorbell pages: the next client shares "

@@ -4,21 +4,24 @@
 #
 #   tests/qemu/run-driver-test.sh ACCMIG_BINARY [WORKDIR]
 #
-# For --hw v4 and then --hw v3: starts `accmig serve --dir D --vfs 2`, boots
+# For each case (v4, v3: doorbell isolation on, the driver rings SQ/CQ
+# doorbells in BAR4; v4-noiso: --no-db-isolation, BAR2 doorbells): starts
+# `accmig serve --dir D --vfs 2`, boots
 # QEMU (q35 + intel-iommu with interrupt remapping: 4 MSI vectors need it)
 # with the VF on D/vf0.sock and an initramfs of its own (busybox, the hisi
 # modules, tests/qemu/guest/init, tests/qemu/guest/accmig_rt.ko). The guest
 # checks, on each boot: probe, 4 MSI vectors, the hisi-deflate-acomp
-# selftest, device<->software deflate round trips, rmmod + insmod and the
+# selftest, alg_qos (a VF->PF message the PF driver answers), device<->software deflate round trips, rmmod + insmod and the
 # same again; then reboots itself (reboot -f, QEMU stays up) and the second
-# boot must pass the same checks.
+# boot must pass the same checks. The server's log then says how many
+# doorbells came through BAR4: some with isolation, none without.
 # Dependencies come from scripts/qemu-deps.sh (cached outside the repo; the
 # first run builds QEMU, ~30+ minutes on 2 cores). Any missing piece: SKIP,
 # exit 77. Every wait is bounded. Logs stay in WORKDIR.
 # Env: ACCMIG_QEMU_ACCEL=tcg|kvm (default tcg), ACCMIG_QEMU_BOOT_TIMEOUT
 # (seconds per boot, default 400), ACCMIG_QEMU_STALL (seconds of console
 # silence that end a boot, default 60; a boot takes ~20 s under TCG),
-# ACCMIG_QEMU_HW="v4 v3".
+# ACCMIG_QEMU_HW="v4 v3 v4-noiso" (the cases).
 set -uo pipefail
 
 ACCMIG=${1:?usage: run-driver-test.sh ACCMIG_BINARY [WORKDIR]}
@@ -27,7 +30,7 @@ W=${2:-$(mktemp -d /tmp/accmig-qemu-test.XXXXXX)}
 ACCEL=${ACCMIG_QEMU_ACCEL:-tcg}
 BOOT_TIMEOUT=${ACCMIG_QEMU_BOOT_TIMEOUT:-400}
 STALL=${ACCMIG_QEMU_STALL:-60}
-HWS=${ACCMIG_QEMU_HW:-v4 v3}
+HWS=${ACCMIG_QEMU_HW:-v4 v3 v4-noiso}
 T0=$(date +%s)
 
 skip() { echo "SKIP: $*"; exit 77; }
@@ -103,19 +106,25 @@ result() {   # result NAME PASS|FAIL DETAIL
     else failed=$((failed + 1)); failures+=("$1"); echo "FAIL $1 $3"; fi
 }
 
+# A case is HW[-noiso]: v4 or v3, with doorbell isolation (the default:
+# the driver rings SQ/CQ doorbells in BAR4, trapped, since QEMU does not
+# vouch for its guest's driver; docs/doorbells.md) or with --no-db-isolation
+# (BAR2 doorbells, no BAR4).
 run_hw() {
-    local hw=$1 D="$W/sock-$hw" con="$W/console-$hw.log" slog="$W/serve-$hw.log"
-    say "hw $hw: starting accmig serve"
-    ACCMIG_LOG=info "$ACCMIG" serve --dir "$D" --vfs 2 --hw "$hw" 2>"$slog" &
+    local case=$1 hw=${1%-noiso} iso=1 D="$W/sock-$1" con="$W/console-$1.log" slog="$W/serve-$1.log"
+    local extra=()
+    [ "$case" != "$hw" ] && { iso=0; extra=(--no-db-isolation); }
+    say "case $case: starting accmig serve"
+    ACCMIG_LOG=info "$ACCMIG" serve --dir "$D" --vfs 2 --hw "$hw" "${extra[@]}" 2>"$slog" &
     srv_pid=$!
     if ! wait_for 20 test -S "$D/vf0.sock"; then
-        result "$hw-serve" FAIL "no socket $D/vf0.sock after 20 s"; tail -5 "$slog"
+        result "$case-serve" FAIL "no socket $D/vf0.sock after 20 s"; tail -5 "$slog"
         kill "$srv_pid" 2>/dev/null; wait "$srv_pid" 2>/dev/null; srv_pid=""
         return
     fi
     local machine="q35,memory-backend=mem"
     [ "$ACCEL" = kvm ] && machine="$machine,kernel-irqchip=split"
-    say "hw $hw: booting the guest (QEMU $ACCEL)"
+    say "case $case: booting the guest (QEMU $ACCEL)"
     "$ACCMIG_QEMU" -nodefaults -display none -monitor none -L "$ACCMIG_QEMU_FW" \
         -accel "$ACCEL" -machine "$machine" -m 512M -smp 1 \
         -object memory-backend-memfd,id=mem,size=512M,share=on \
@@ -123,12 +132,12 @@ run_hw() {
         -device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"path\":\"$D/vf0.sock\",\"type\":\"unix\"}}" \
         -kernel "$ACCMIG_KERNEL" -initrd "$W/initrd.gz" \
         -append "console=ttyS0 panic=-1 loglevel=3 rdinit=/init" \
-        -serial "file:$con" >"$W/qemu-$hw.log" 2>&1 &
+        -serial "file:$con" >"$W/qemu-$case.log" 2>&1 &
     qemu_pid=$!
     wait_boots "$con" 1 "$qemu_pid"
-    say "hw $hw: boot 1 $( [ "$(done_count "$con")" -ge 1 ] && echo done || echo 'did not finish')"
+    say "case $case: boot 1 $( [ "$(done_count "$con")" -ge 1 ] && echo done || echo 'did not finish')"
     [ "$(done_count "$con")" -ge 1 ] && wait_boots "$con" 2 "$qemu_pid"
-    say "hw $hw: boot 2 $( [ "$(done_count "$con")" -ge 2 ] && echo done || echo 'did not finish')"
+    say "case $case: boot 2 $( [ "$(done_count "$con")" -ge 2 ] && echo done || echo 'did not finish')"
     kill "$qemu_pid" 2>/dev/null
     wait_for 20 eval "! kill -0 $qemu_pid 2>/dev/null" || kill -9 "$qemu_pid" 2>/dev/null
     wait "$qemu_pid" 2>/dev/null; qemu_pid=""
@@ -144,7 +153,7 @@ run_hw() {
         line=${line%$'\r'}
         case $line in
             ACCMIG-BOOT-START*) boot=$((boot + 1)); [ $boot -le 2 ] || break
-                                echo "-- hw $hw boot $boot: $line" ;;
+                                echo "-- $case boot $boot: $line" ;;
             ACCMIG-CHECK*)
                 [ $boot -le 2 ] || break
                 read -r _ name verdict detail <<<"$line"
@@ -155,18 +164,28 @@ run_hw() {
                 # its probe (so these checks failed before cddd52a, the
                 # server's range DMA_UNMAP; issue 9).
                 local tag="boot$boot"; [ $boot = 2 ] && tag="after-reboot"
-                result "$hw-$tag-$name" "$verdict" "$detail" ;;
+                result "$case-$tag-$name" "$verdict" "$detail" ;;
             "  "*) [ $boot -le 2 ] && echo "   $line" ;;
         esac
     done <"$con"
     local n; n=$(done_count "$con")
-    result "$hw-boot1-complete" "$([ "$n" -ge 1 ] && echo PASS || echo FAIL)" "boot 1 ran to ACCMIG-BOOT-DONE"
-    result "$hw-after-reboot-complete" "$([ "$n" -ge 2 ] && echo PASS || echo FAIL)" \
+    result "$case-boot1-complete" "$([ "$n" -ge 1 ] && echo PASS || echo FAIL)" "boot 1 ran to ACCMIG-BOOT-DONE"
+    result "$case-after-reboot-complete" "$([ "$n" -ge 2 ] && echo PASS || echo FAIL)" \
         "guest reboot -f, boot 2 ran to ACCMIG-BOOT-DONE (fails if DMA_UNMAP leaves stale maps)"
-    result "$hw-serve-exit" "$([ "$src" = 0 ] && echo PASS || echo FAIL)" "accmig serve exit status $src on SIGTERM"
+    result "$case-serve-exit" "$([ "$src" = 0 ] && echo PASS || echo FAIL)" "accmig serve exit status $src on SIGTERM"
+    # Where the doorbells went: the server counts, per session, the ones
+    # taken from BAR4 pages. With isolation the Linux driver must use BAR4
+    # (qm_db_v2), without it never.
+    local paged
+    paged=$(sed -n -E 's/.*vf0: session ended: [0-9]+ doorbells \(([0-9]+) from BAR4\).*/\1/p' "$slog" | awk '{ n += $1 } END { print n + 0 }')
+    if [ $iso = 1 ]; then
+        result "$case-bar4-doorbells" "$([ "$paged" -gt 0 ] && echo PASS || echo FAIL)" "$paged SQ/CQ doorbells through BAR4 (QUE_ISO_CFG=1)"
+    else
+        result "$case-bar2-doorbells" "$([ "$paged" = 0 ] && echo PASS || echo FAIL)" "$paged doorbells through BAR4 (there is none)"
+    fi
     if [ "$n" -lt 2 ]; then
         echo "   console tail ($con):"; tail -25 "$con" | sed 's/^/     /'
-        echo "   QEMU: $(tail -3 "$W/qemu-$hw.log" | tr '\n' ' ')"
+        echo "   QEMU: $(tail -3 "$W/qemu-$case.log" | tr '\n' ' ')"
     fi
     echo "   server log ($slog): $(wc -l <"$slog") lines; errors/guest faults:"
     sed -n -E 's/^accmig\[[0-9]+\] (.*: (err|error|guest-error): .*)/\1/p' "$slog" | sed 's/msg [0-9]* //'  | sort | uniq -c | sort -rn | head -8 | sed 's/^/     /'
