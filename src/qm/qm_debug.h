@@ -60,6 +60,9 @@ struct qm_queue_debug {
     bool busy;                  /* a worker holds a job of this queue */
     bool cq_armed;              /* the next CQE raises an EQE */
     bool cq_phase;
+    bool cq_stalled;            /* an SQ waits for room in this CQ */
+    bool cq_overflow_posted;    /* AEQE type 0 already posted for this CQ */
+    bool stop_waiting;          /* a mailbox's STOP_QP waits for this SQ's drain */
     uint16_t sq_head, sq_tail, sq_depth;
     uint16_t cq_head, cq_tail, cq_depth;
     uint16_t cq_num;            /* the CQ this SQ completes into */
@@ -76,6 +79,9 @@ struct qm_fn_debug {
     uint16_t eq_head, eq_tail, eq_depth;
     uint16_t aeq_head, aeq_tail, aeq_depth;
     bool eq_phase, aeq_phase;
+    bool eq_broken, aeq_broken; /* a ring write fault invalidated the queue */
+    bool eq_overflowed;         /* AEQE type 1 posted, EQ not yet given room */
+    bool fn_mb_busy;            /* the function's own mailbox reads busy */
     uint64_t sqc_bt, cqc_bt;
 };
 

@@ -135,6 +135,72 @@ enum qm_vector { QM_VEC_EQ = 0, QM_VEC_AEQ = 1, QM_VEC_IFC = 2, QM_VEC_RSVD = 3,
 #define QM_WIN_PAUSE_PAUSED (1u << 0)
 #define QM_WIN_PAUSE_RETIRED (1u << 1)
 
+/* Queue state (defined here, issue 11): what the cached contexts hold
+ * beyond the positions CACHE_WB writes to the tables, for the host to read
+ * at save and load at restore. Bitmaps are pairs of dwords (queues 0..31 at
+ * _L, 32..63 at _H); bits of queues at or above the function's queue count
+ * read 0 and ignore writes. "rw" bitmaps load as written (no interrupt, no
+ * AEQE). The bits belong to the cached context: whatever drops it (an
+ * SQC/CQC load by mailbox or through QM_WIN_QC_*, SQC_BT/CQC_BT, a VFT
+ * change, FLR) clears them; a context loaded from its table on first use
+ * keeps them, which is how a restore sets the state of a queue whose
+ * context is still in guest RAM. */
+#define QM_WIN_SQ_STOPPED_L 0x1c68  /* rw: STOP_QP ended: no fetch, SQ doorbells ignored */
+#define QM_WIN_SQ_STOPPED_H 0x1c6c  /*     (setting it on a draining SQ ends the drain) */
+#define QM_WIN_SQ_STOPPING_L 0x1c70 /* rw: STOP_QP draining; not loaded on a stopped SQ */
+#define QM_WIN_SQ_STOPPING_H 0x1c74
+#define QM_WIN_SQ_BROKEN_L 0x1c78   /* rw: SQ ring or SQE write-back fault: no fetch */
+#define QM_WIN_SQ_BROKEN_H 0x1c7c
+#define QM_WIN_CQ_BROKEN_L 0x1c80   /* rw: CQ ring fault: nothing completes into it */
+#define QM_WIN_CQ_BROKEN_H 0x1c84
+#define QM_WIN_CQ_DISARMED_L 0x1c88 /* rw: EQE posted, none until a priority-1 CQ doorbell */
+#define QM_WIN_CQ_DISARMED_H 0x1c8c
+#define QM_WIN_CQ_OVERFLOW_L 0x1c90 /* rw: AEQE type 0 posted for this CQ (once a context) */
+#define QM_WIN_CQ_OVERFLOW_H 0x1c94
+#define QM_WIN_CQ_STALLED_L 0x1c98  /* ro: an SQ waits for room in this CQ (derived from */
+#define QM_WIN_CQ_STALLED_H 0x1c9c  /*     the positions: a fetch finds the CQ full again) */
+#define QM_WIN_XEQ_STATE 0x1ca0     /* rw: QM_XEQ_ST_* */
+#define QM_XEQ_ST_EQ_BROKEN (1u << 0)    /* EQ ring fault: EQ takes nothing; its shadow reads */
+#define QM_XEQ_ST_EQ_OVERFLOW (1u << 1)  /*   the context as loaded. OVERFLOW: AEQE type 1 */
+#define QM_XEQ_ST_AEQ_BROKEN (1u << 2)   /*   posted, none until an EQ doorbell makes room */
+#define QM_XEQ_ST_HALTED (1u << 3)       /* AEQ write fault: the function fetches nothing */
+#define QM_XEQ_ST_MASK 0xfu
+/* ro: bit q = the last CACHE_WB_START could not write queue q's cached
+ * SQC (CQC) to its table (no table base, or a DMA fault): that context is
+ * in no guest RAM, and the host reads it through QM_WIN_QC_*. */
+#define QM_WIN_SQC_WB_FAIL_L 0x1ca8
+#define QM_WIN_SQC_WB_FAIL_H 0x1cac
+#define QM_WIN_CQC_WB_FAIL_L 0x1cb0
+#define QM_WIN_CQC_WB_FAIL_H 0x1cb4
+/* The context cache through registers, as the EQC/AEQC shadows: SEL picks
+ * a queue ([5:0]) and kind (bit 8: 1 CQC, 0 SQC); bit 31 reads 1 when that
+ * context is loaded. Writing SEL clears the 8 staging dwords. DWi read the
+ * cached context with live positions (what CACHE_WB writes) when loaded,
+ * the staging dword otherwise; writes stage, and the write of dw7 loads the
+ * 32 bytes as an SQC/CQC mailbox load from memory would (same checks; an
+ * unusable image leaves the queue as it was). */
+#define QM_WIN_QC_SEL 0x1cb8
+#define QM_WIN_QC_SEL_CQ (1u << 8)
+#define QM_WIN_QC_SEL_LOADED (1u << 31)
+#define QM_WIN_QC_DW0 0x1cc0 /* .. dw7 at 0x1cdc */
+#define QM_WIN_QC_DW(i) (QM_WIN_QC_DW0 + 4u * (i))
+/* The function's own mailbox and doorbell staging as the guest left them
+ * (a store split across a pause, a result not yet read, a STOP_QP still
+ * draining). STAGE0..3: the 16 bytes as last written. W0 [15:0]: w0 as the
+ * guest reads it back, busy included; a write loads it, and busy loads only
+ * for STOP_QP (cmd 8) when the queue in STAGE's queue_num is draining
+ * (QM_WIN_SQ_STOPPING): the mailbox then completes when the drain ends, as
+ * on the source (no other command is ever in progress on a paused
+ * function). DB_*: the 8 staged bytes of each doorbell. */
+#define QM_WIN_FN_MB_STAGE0 0x1ce0 /* .. STAGE3 at 0x1cec */
+#define QM_WIN_FN_MB_W0 0x1cf0
+#define QM_WIN_FN_MB_DATA_L 0x1cf4
+#define QM_WIN_FN_MB_DATA_H 0x1cf8
+#define QM_WIN_FN_DB_SQCQ_L 0x1d00
+#define QM_WIN_FN_DB_SQCQ_H 0x1d04
+#define QM_WIN_FN_DB_EQAEQ_L 0x1d08
+#define QM_WIN_FN_DB_EQAEQ_H 0x1d0c
+
 /* v3 mode: the same host-side registers sit in the VF BAR's upper half.
  * 0x8000/0x8020 are the EQC/AEQC shadows (as in Linux's hisi_acc_vfio_pci);
  * every QM_WIN_* register above (window offsets 0x1000..0x1fff) also appears

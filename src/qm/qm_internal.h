@@ -91,6 +91,19 @@ enum qm_reg_access {
     QM_WO,  /* reads return the stored value (the reset value); writes go to the hook */
 };
 
+/* The per-queue state bitmaps of the window, in register order
+ * (QM_WIN_SQ_STOPPED_L + 8 * kind). */
+enum qm_qstate {
+    QM_QS_SQ_STOPPED,
+    QM_QS_SQ_STOPPING,
+    QM_QS_SQ_BROKEN,
+    QM_QS_CQ_BROKEN,
+    QM_QS_CQ_DISARMED,
+    QM_QS_CQ_OVERFLOW,
+    QM_QS_CQ_STALLED, /* read-only, derived */
+    QM_QS_COUNT,
+};
+
 /* Indices of the per-function register array: function-local registers,
  * then the host-side window registers. Order = ascending offset per table. */
 enum qm_fn_reg {
@@ -146,6 +159,24 @@ enum qm_fn_reg {
     QM_R_WIN_IFC_OUT_MSG_L,
     QM_R_WIN_IFC_OUT_MSG_H,
     QM_R_WIN_IFC_SOURCE_V,
+    /* queue state (qm_hw.h: QM_WIN_SQ_STOPPED_L ..): bitmaps as L/H pairs */
+    QM_R_WIN_QSTATE0,
+    QM_R_WIN_QSTATE_LAST = QM_R_WIN_QSTATE0 + 2 * QM_QS_COUNT - 1,
+    QM_R_WIN_XEQ_STATE,
+    QM_R_WIN_SQC_WB_FAIL_L,
+    QM_R_WIN_SQC_WB_FAIL_H,
+    QM_R_WIN_CQC_WB_FAIL_L,
+    QM_R_WIN_CQC_WB_FAIL_H,
+    QM_R_WIN_QC_SEL,
+    QM_R_WIN_QC_DW0,
+    QM_R_WIN_QC_DW7 = QM_R_WIN_QC_DW0 + 7,
+    QM_R_WIN_FN_MB_STAGE0,
+    QM_R_WIN_FN_MB_STAGE3 = QM_R_WIN_FN_MB_STAGE0 + 3,
+    QM_R_WIN_FN_MB_W0,
+    QM_R_WIN_FN_MB_DATA_L,
+    QM_R_WIN_FN_MB_DATA_H,
+    QM_R_WIN_FN_DB0, /* SQCQ L, H, EQAEQ L, H */
+    QM_R_WIN_FN_DB3 = QM_R_WIN_FN_DB0 + 3,
     QM_R_FN_COUNT,
 };
 
@@ -236,7 +267,9 @@ struct qm_cq {
     uint16_t reserved;        /* slots promised to jobs in flight */
     uint32_t gen;
     bool loaded, reload;
-    bool phase, armed, stalled, broken, overflow_posted;
+    /* disarmed: the CQ posted its EQE and waits for a priority-1 doorbell
+     * (false is the state of a fresh context, so a dropped one is armed). */
+    bool phase, disarmed, stalled, broken, overflow_posted;
 };
 
 struct qm_job;
@@ -256,6 +289,7 @@ struct qm_xeq {               /* EQ or AEQ */
     uint64_t base;
     uint16_t head, tail, depth;
     bool phase, valid, overflowed;
+    bool broken;              /* a ring write fault invalidated it (ctx kept as loaded) */
 };
 
 struct qm_fn_stats {          /* qm_debug.h counters, relaxed atomics */
@@ -410,6 +444,10 @@ void qm_mb_read(struct qm_access *a, uint32_t off, uint8_t *data, unsigned size)
 void qm_mb_write(struct qm_access *a, uint32_t off, const uint8_t *data, unsigned size);
 /* Ends an asynchronous STOP_QP on q (status OK), if one is pending. */
 void qm_mb_stop_port_release_locked(struct qm_fn *fn, struct qm_queue *q);
+/* QM_WIN_FN_MB_W0: the function's own mailbox w0 as read back (busy
+ * included), and its load (busy only for a STOP_QP whose queue drains). */
+uint32_t qm_mb_fn_w0_get_locked(const struct qm_fn *fn);
+void qm_mb_fn_w0_set_locked(struct qm_fn *fn, uint32_t v);
 
 /* qm_queue.c */
 void qm_db_execute(struct qm_access *a, uint64_t db, bool eq_port);
@@ -433,6 +471,13 @@ void qm_post_aeqe_locked(struct qm_fn *fn, struct qm_deferred *d, uint16_t qn,
                          enum qm_aeqe_type type);
 void qm_cache_writeback_locked(struct qm_fn *fn);
 void qm_fn_resume_events_locked(struct qm_fn *fn, struct qm_deferred *d);
+/* Queue state bits (QM_WIN_SQ_STOPPED_L ..): read, and load as written. */
+bool qm_queue_state_get_locked(const struct qm_queue *q, enum qm_qstate k);
+void qm_queue_state_set_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_queue *q,
+                               enum qm_qstate k, bool on);
+/* QM_WIN_XEQ_STATE */
+uint32_t qm_xeq_state_get_locked(const struct qm_fn *fn);
+void qm_xeq_state_set_locked(struct qm_fn *fn, struct qm_deferred *d, uint32_t v);
 
 /* qm_worker.c */
 /* Doorbell pages (qm_db_pages.c). The poller takes function locks with

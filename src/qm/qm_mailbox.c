@@ -406,6 +406,36 @@ void qm_mb_stop_port_release_locked(struct qm_fn *fn, struct qm_queue *q)
     }
 }
 
+uint32_t qm_mb_fn_w0_get_locked(const struct qm_fn *fn)
+{
+    const struct qm_mb_port *p = &fn->mb[QM_PORT_FN];
+
+    return p->exec_busy ? (uint32_t)p->w0 | QM_MB_BUSY : p->w0;
+}
+
+/* A host load of the function's own mailbox read-back (QM_WIN_FN_MB_W0).
+ * On a paused function the only command that can be in progress is a
+ * STOP_QP whose drain outlasted its budget, so busy loads only as that:
+ * the port waits on the queue's drain again, exactly as handle_stop_qp
+ * left it. Clearing busy detaches a waiting port (it then reads done). */
+void qm_mb_fn_w0_set_locked(struct qm_fn *fn, uint32_t v)
+{
+    struct qm_mb_port *p = &fn->mb[QM_PORT_FN];
+    uint16_t qn = am_le16(p->stage + 2);
+
+    qm_fn_assert_locked(fn);
+    for (unsigned i = 0; i < QM_MAX_QPS_PER_VF; i++)
+        if (fn->q[i].stop_port == p)
+            fn->q[i].stop_port = NULL;
+    p->exec_busy = false;
+    p->w0 = (uint16_t)(v & ~QM_MB_BUSY);
+    if (!(v & QM_MB_BUSY) || (v & 0xffu) != QM_MB_CMD_STOP_QP || qn >= fn->qp_num ||
+        !fn->q[qn].sq.stopping || fn->q[qn].stop_port != NULL)
+        return;
+    p->exec_busy = true;
+    fn->q[qn].stop_port = p;
+}
+
 void qm_mb_write(struct qm_access *a, uint32_t off, const uint8_t *data, unsigned size)
 {
     struct qm_mb_port *p = &a->fn->mb[a->port];

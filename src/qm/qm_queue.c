@@ -66,7 +66,6 @@ int qm_cq_load_locked(struct qm_fn *fn, struct qm_queue *q, const struct qm_cqc 
     q->cq.head = c->head;
     q->cq.tail = c->tail;
     q->cq.phase = c->dw6 & QM_CQC_DW6_PHASE;
-    q->cq.armed = true;
     q->cq.loaded = true;
     return 0;
 }
@@ -88,6 +87,7 @@ int qm_xeq_load_locked(struct qm_fn *fn, struct qm_xeq *x, const struct qm_eqc *
     x->phase = (c->dw6 >> QM_XEQ_PHASE_SHIFT) & 1u;
     x->valid = true;
     x->overflowed = false;
+    x->broken = false;
     return 0;
 }
 
@@ -138,35 +138,60 @@ void qm_queue_invalidate_locked(struct qm_fn *fn, struct qm_queue *q, bool sq, b
     }
 }
 
-/* Load from the table whatever a SQC_BT/CQC_BT left pending for this queue. */
+/* Load from the table whatever a SQC_BT/CQC_BT left pending for this queue.
+ * The state bits survive a table load (qm_hw.h, QM_WIN_SQ_STOPPED_L): the
+ * table holds positions only, and a restore sets the rest before the load. */
 void qm_queue_ensure_loaded_locked(struct qm_fn *fn, struct qm_queue *q)
 {
     qm_fn_assert_locked(fn);
     if (q->sq.reload) {
+        const struct qm_sq keep = q->sq;
+        struct qm_mb_port *waiting = q->stop_port; /* a restored STOP_QP keeps waiting */
         struct qm_sqc c;
 
         q->sq.reload = false;
-        if (iommu_dma_read(fn->dom, fn->sqc_bt + q->qn * 32ull, &c, sizeof(c)) != 0)
+        q->stop_port = NULL;
+        if (iommu_dma_read(fn->dom, fn->sqc_bt + q->qn * 32ull, &c, sizeof(c)) != 0) {
             QM_COUNT(fn, ring_faults);
-        else if (qm_sq_load_locked(fn, q, &c) == 0)
+        } else if (qm_sq_load_locked(fn, q, &c) == 0) {
             QM_COUNT(fn, table_loads);
+            q->sq.stopped = keep.stopped;
+            q->sq.stopping = keep.stopping;
+            q->sq.broken = keep.broken;
+        }
+        q->stop_port = waiting;
     }
     if (q->cq.reload) {
+        const struct qm_cq keep = q->cq;
         struct qm_cqc c;
 
         q->cq.reload = false;
-        if (iommu_dma_read(fn->dom, fn->cqc_bt + q->qn * 32ull, &c, sizeof(c)) != 0)
+        if (iommu_dma_read(fn->dom, fn->cqc_bt + q->qn * 32ull, &c, sizeof(c)) != 0) {
             QM_COUNT(fn, ring_faults);
-        else if (qm_cq_load_locked(fn, q, &c) == 0)
+        } else if (qm_cq_load_locked(fn, q, &c) == 0) {
             QM_COUNT(fn, table_loads);
+            q->cq.broken = keep.broken;
+            q->cq.disarmed = keep.disarmed;
+            q->cq.overflow_posted = keep.overflow_posted;
+        }
     }
 }
 
-/* CACHE_WB: every cached context, with live positions, into its table slot. */
+static void qm_bit_set(uint32_t *pair, unsigned i)
+{
+    pair[i / 32] |= 1u << (i % 32);
+}
+
+/* CACHE_WB: every cached context, with live positions, into its table slot.
+ * A context with no table, or whose slot cannot be written, is recorded in
+ * the WB_FAIL bitmaps: the host then reads it through QM_WIN_QC_*. */
 void qm_cache_writeback_locked(struct qm_fn *fn)
 {
+    uint32_t *sq_fail = &fn->regs[QM_R_WIN_SQC_WB_FAIL_L], *cq_fail = &fn->regs[QM_R_WIN_CQC_WB_FAIL_L];
+
     qm_fn_assert_locked(fn);
     QM_COUNT(fn, cache_writebacks);
+    sq_fail[0] = sq_fail[1] = cq_fail[0] = cq_fail[1] = 0;
     for (unsigned i = 0; i < fn->qp_num; i++) {
         struct qm_queue *q = &fn->q[i];
 
@@ -174,17 +199,117 @@ void qm_cache_writeback_locked(struct qm_fn *fn)
             struct qm_sqc c;
 
             qm_sq_to_ctx(q, &c);
-            if (fn->sqc_bt == 0 || iommu_dma_write(fn->dom, fn->sqc_bt + i * 32ull, &c, sizeof(c)))
+            if (fn->sqc_bt == 0 || iommu_dma_write(fn->dom, fn->sqc_bt + i * 32ull, &c, sizeof(c))) {
                 QM_COUNT(fn, ring_faults);
+                qm_bit_set(sq_fail, i);
+            }
         }
         if (q->cq.loaded) {
             struct qm_cqc c;
 
             qm_cq_to_ctx(q, &c);
-            if (fn->cqc_bt == 0 || iommu_dma_write(fn->dom, fn->cqc_bt + i * 32ull, &c, sizeof(c)))
+            if (fn->cqc_bt == 0 || iommu_dma_write(fn->dom, fn->cqc_bt + i * 32ull, &c, sizeof(c))) {
                 QM_COUNT(fn, ring_faults);
+                qm_bit_set(cq_fail, i);
+            }
         }
     }
+}
+
+/* ---- queue state bits (window registers) --------------------------------- */
+
+bool qm_queue_state_get_locked(const struct qm_queue *q, enum qm_qstate k)
+{
+    switch (k) {
+    case QM_QS_SQ_STOPPED: return q->sq.stopped;
+    case QM_QS_SQ_STOPPING: return q->sq.stopping;
+    case QM_QS_SQ_BROKEN: return q->sq.broken;
+    case QM_QS_CQ_BROKEN: return q->cq.broken;
+    case QM_QS_CQ_DISARMED: return q->cq.disarmed;
+    case QM_QS_CQ_OVERFLOW: return q->cq.overflow_posted;
+    case QM_QS_CQ_STALLED: return q->cq.stalled;
+    case QM_QS_COUNT: break;
+    }
+    return false;
+}
+
+/* A host load of one state bit. Nothing is posted or raised: the bit says
+ * what already happened. The queue is kicked when the change may let it
+ * (or an SQ waiting on the CQ) fetch; a paused function fetches nothing. */
+void qm_queue_state_set_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_queue *q,
+                               enum qm_qstate k, bool on)
+{
+    qm_fn_assert_locked(fn);
+    if (qm_queue_state_get_locked(q, k) == on)
+        return;
+    switch (k) {
+    case QM_QS_SQ_STOPPED:
+        q->sq.stopped = on;
+        if (on && q->sq.stopping) {
+            q->sq.stopping = false; /* the drain is over: a waiting STOP_QP completes */
+            qm_mb_stop_port_release_locked(fn, q);
+            qm_fn_wake_waiters_locked(fn);
+        }
+        break;
+    case QM_QS_SQ_STOPPING:
+        if (on && q->sq.stopped)
+            return; /* STOP_QP on a stopped SQ returns at once: never both */
+        q->sq.stopping = on;
+        if (!on)
+            qm_mb_stop_port_release_locked(fn, q);
+        /* No settle here: the SQ may still wait for its table load, and a
+         * drain is only judged against a loaded context. */
+        return;
+    case QM_QS_SQ_BROKEN:
+        q->sq.broken = on;
+        break;
+    case QM_QS_CQ_BROKEN:
+        q->cq.broken = on;
+        if (!on)
+            qm_fn_kick_all_locked(fn, d);
+        return;
+    case QM_QS_CQ_DISARMED:
+        q->cq.disarmed = on;
+        return;
+    case QM_QS_CQ_OVERFLOW:
+        q->cq.overflow_posted = on;
+        return;
+    case QM_QS_CQ_STALLED:
+    case QM_QS_COUNT:
+        return;
+    }
+    if (q->sq.loaded)
+        qm_queue_kick_locked(fn, d, q);
+}
+
+uint32_t qm_xeq_state_get_locked(const struct qm_fn *fn)
+{
+    return (fn->eq.broken ? QM_XEQ_ST_EQ_BROKEN : 0) | (fn->eq.overflowed ? QM_XEQ_ST_EQ_OVERFLOW : 0) |
+           (fn->aeq.broken ? QM_XEQ_ST_AEQ_BROKEN : 0) | (fn->halted ? QM_XEQ_ST_HALTED : 0);
+}
+
+static void qm_xeq_set_broken(struct qm_xeq *x, bool on)
+{
+    x->broken = on;
+    if (on)
+        x->valid = false; /* the context stays as loaded: the shadow reads it */
+}
+
+/* A host load of QM_WIN_XEQ_STATE. Clearing BROKEN does not revive the
+ * queue (a context load does); clearing HALTED lets the function fetch. */
+void qm_xeq_state_set_locked(struct qm_fn *fn, struct qm_deferred *d, uint32_t v)
+{
+    bool was_halted = fn->halted;
+
+    qm_fn_assert_locked(fn);
+    qm_xeq_set_broken(&fn->eq, v & QM_XEQ_ST_EQ_BROKEN);
+    fn->eq.overflowed = v & QM_XEQ_ST_EQ_OVERFLOW;
+    qm_xeq_set_broken(&fn->aeq, v & QM_XEQ_ST_AEQ_BROKEN);
+    fn->halted = v & QM_XEQ_ST_HALTED;
+    if (fn->halted && !was_halted)
+        qm_fn_revoke_jobs_locked(fn, false);
+    else if (!fn->halted && was_halted)
+        qm_fn_kick_all_locked(fn, d);
 }
 
 /* ---- event queues --------------------------------------------------------- */
@@ -227,7 +352,7 @@ void qm_post_aeqe_locked(struct qm_fn *fn, struct qm_deferred *d, uint16_t qn,
                             QM_VEC_AEQ)) {
         /* Nothing left to report through: the function stops. */
         QM_COUNT(fn, ring_faults);
-        x->valid = false;
+        qm_xeq_set_broken(x, true);
         fn->halted = true;
         qm_fn_revoke_jobs_locked(fn, false);
         QM_GUEST_LOG(fn, "AEQ ring not writable: function halted%s", "");
@@ -255,7 +380,7 @@ static void qm_post_eqe_locked(struct qm_fn *fn, struct qm_deferred *d, uint16_t
     }
     if (!qm_xeq_push_locked(fn, d, x, cqn, QM_R_EQ_INT_MASK, QM_VEC_EQ)) {
         QM_COUNT(fn, ring_faults);
-        x->valid = false;
+        qm_xeq_set_broken(x, true);
         qm_post_aeqe_locked(fn, d, cqn, QM_AEQE_CQE_ERROR);
         return;
     }
@@ -325,6 +450,7 @@ bool qm_queue_settle_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_q
 {
     qm_fn_assert_locked(fn);
     if (q->sq.stopping) {
+        qm_queue_ensure_loaded_locked(fn, q); /* a drain is judged on the context */
         if (qm_queue_drained_locked(q) || q->sq.broken) {
             qm_queue_stop_finish_locked(fn, q);
             return false;
@@ -369,9 +495,9 @@ void qm_fn_resume_events_locked(struct qm_fn *fn, struct qm_deferred *d)
     for (unsigned i = 0; i < fn->qp_num; i++) {
         struct qm_cq *cq = &fn->q[i].cq;
 
-        if (cq->loaded && !cq->broken && cq->armed && (cq->ctx.dw6 & QM_CQC_DW6_EQ_EN) &&
+        if (cq->loaded && !cq->broken && !cq->disarmed && (cq->ctx.dw6 & QM_CQC_DW6_EQ_EN) &&
             cq->tail != cq->head) {
-            cq->armed = false;
+            cq->disarmed = true;
             qm_post_eqe_locked(fn, d, (uint16_t)i);
         }
     }
@@ -429,8 +555,8 @@ void qm_job_commit_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_que
         QM_COUNT(fn, jobs_dma_fault);
     if (status != ZIP_ST_OK && status != ZIP_ST_NEGATIVE_COMP)
         QM_COUNT(fn, jobs_failed);
-    if ((c->cq.ctx.dw6 & QM_CQC_DW6_EQ_EN) && c->cq.armed) {
-        c->cq.armed = false;
+    if ((c->cq.ctx.dw6 & QM_CQC_DW6_EQ_EN) && !c->cq.disarmed) {
+        c->cq.disarmed = true;
         qm_post_eqe_locked(fn, d, c->qn);
     }
     qm_db_poller_activity(fn->dev);
@@ -495,9 +621,9 @@ static void qm_db_cq(struct qm_access *a, uint64_t db, struct qm_queue *q, uint1
         return;
     /* Re-arm: CQEs already waiting get their event now (after resume if
      * paused), so no completion is ever left without one. */
-    cq->armed = true;
+    cq->disarmed = false;
     if (cq->tail != cq->head && (cq->ctx.dw6 & QM_CQC_DW6_EQ_EN) && qm_fn_can_run_locked(fn)) {
-        cq->armed = false;
+        cq->disarmed = true;
         qm_post_eqe_locked(fn, a->d, q->qn);
     }
 }

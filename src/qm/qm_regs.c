@@ -234,6 +234,192 @@ static uint32_t qm_rd_db_ignored(struct qm_access *a, const struct qm_reg *r)
     return (uint32_t)atomic_load_explicit(&a->fn->st.doorbells_ignored, memory_order_relaxed);
 }
 
+/* Queue state bitmaps: kind and first queue of the dword at r->off. */
+static enum qm_qstate qm_win_qstate(const struct qm_reg *r, unsigned *first)
+{
+    unsigned dw = (r->off - QM_WIN_SQ_STOPPED_L) / 4;
+
+    *first = (dw % 2) * 32;
+    return (enum qm_qstate)(dw / 2);
+}
+
+static uint32_t qm_rd_qstate(struct qm_access *a, const struct qm_reg *r)
+{
+    unsigned first;
+    enum qm_qstate k = qm_win_qstate(r, &first);
+    uint32_t v = 0;
+
+    for (unsigned i = 0; i < 32 && first + i < a->fn->qp_num; i++)
+        if (qm_queue_state_get_locked(&a->fn->q[first + i], k))
+            v |= 1u << i;
+    return v;
+}
+
+static void qm_wr_qstate(struct qm_access *a, const struct qm_reg *r, uint32_t old, uint32_t val)
+{
+    unsigned first;
+    enum qm_qstate k = qm_win_qstate(r, &first);
+
+    (void)old;
+    for (unsigned i = 0; i < 32 && first + i < a->fn->qp_num; i++)
+        qm_queue_state_set_locked(a->fn, a->d, &a->fn->q[first + i], k, (val >> i) & 1u);
+}
+
+static uint32_t qm_rd_xeq_state(struct qm_access *a, const struct qm_reg *r)
+{
+    (void)r;
+    return qm_xeq_state_get_locked(a->fn);
+}
+
+static void qm_wr_xeq_state(struct qm_access *a, const struct qm_reg *r, uint32_t old, uint32_t val)
+{
+    (void)r;
+    (void)old;
+    qm_xeq_state_set_locked(a->fn, a->d, val);
+}
+
+/* QM_WIN_QC_*: the context cache through registers (qm_hw.h). */
+static struct qm_queue *qm_qc_selected(struct qm_access *a, bool *cq)
+{
+    uint32_t sel = a->fn->regs[QM_R_WIN_QC_SEL];
+    unsigned qn = sel & 0x3fu;
+
+    *cq = sel & QM_WIN_QC_SEL_CQ;
+    return qn < a->fn->qp_num ? &a->fn->q[qn] : NULL;
+}
+
+static bool qm_qc_loaded(const struct qm_queue *q, bool cq)
+{
+    return q != NULL && (cq ? q->cq.loaded : q->sq.loaded);
+}
+
+static uint32_t qm_rd_qc_sel(struct qm_access *a, const struct qm_reg *r)
+{
+    bool cq;
+    struct qm_queue *q = qm_qc_selected(a, &cq);
+
+    (void)r;
+    return a->fn->regs[QM_R_WIN_QC_SEL] | (qm_qc_loaded(q, cq) ? QM_WIN_QC_SEL_LOADED : 0);
+}
+
+static void qm_wr_qc_sel(struct qm_access *a, const struct qm_reg *r, uint32_t old, uint32_t val)
+{
+    (void)old;
+    (void)r;
+    a->fn->regs[QM_R_WIN_QC_SEL] = val & (0x3fu | QM_WIN_QC_SEL_CQ); /* bit 31 is derived */
+    memset(&a->fn->regs[QM_R_WIN_QC_DW0], 0, 8 * sizeof(uint32_t));
+}
+
+static uint32_t qm_rd_qc_dw(struct qm_access *a, const struct qm_reg *r)
+{
+    unsigned dw = (r->off - QM_WIN_QC_DW0) / 4;
+    bool cq;
+    struct qm_queue *q = qm_qc_selected(a, &cq);
+    uint32_t w[8];
+
+    if (!qm_qc_loaded(q, cq))
+        return a->fn->regs[QM_R_WIN_QC_DW0 + dw];
+    if (cq) {
+        struct qm_cqc c;
+
+        qm_cq_to_ctx(q, &c);
+        memcpy(w, &c, sizeof(w));
+    } else {
+        struct qm_sqc c;
+
+        qm_sq_to_ctx(q, &c);
+        memcpy(w, &c, sizeof(w));
+    }
+    return w[dw];
+}
+
+/* dw0..dw6 stage; dw7 loads the staged 32 bytes into the selected queue as
+ * a mailbox load from memory would (same checks). */
+static void qm_wr_qc_dw(struct qm_access *a, const struct qm_reg *r, uint32_t old, uint32_t val)
+{
+    unsigned dw = (r->off - QM_WIN_QC_DW0) / 4;
+    uint32_t *stage = &a->fn->regs[QM_R_WIN_QC_DW0];
+    bool cq;
+    struct qm_queue *q = qm_qc_selected(a, &cq);
+    int rc;
+
+    (void)old;
+    stage[dw] = val;
+    if (dw != 7)
+        return;
+    if (q == NULL) {
+        QM_COUNT(a->fn, cfg_errors);
+        QM_GUEST_LOG(a->fn, "context shadow: queue %u out of range",
+                     a->fn->regs[QM_R_WIN_QC_SEL] & 0x3fu);
+        return;
+    }
+    if (cq) {
+        struct qm_cqc c;
+
+        memcpy(&c, stage, sizeof(c));
+        rc = qm_cq_load_locked(a->fn, q, &c);
+        if (rc == 0)
+            qm_fn_kick_all_locked(a->fn, a->d);
+    } else {
+        struct qm_sqc c;
+
+        memcpy(&c, stage, sizeof(c));
+        rc = qm_sq_load_locked(a->fn, q, &c);
+        if (rc == 0)
+            qm_queue_kick_locked(a->fn, a->d, q);
+    }
+    if (rc != 0) {
+        QM_COUNT(a->fn, cfg_errors);
+        QM_GUEST_LOG(a->fn, "context shadow: unusable %s image for queue %u", cq ? "CQC" : "SQC",
+                     q->qn);
+    }
+}
+
+/* The function's own mailbox and doorbell staging (qm_hw.h, QM_WIN_FN_*). */
+static uint32_t qm_rd_fn_stage(struct qm_access *a, const struct qm_reg *r)
+{
+    if (r->off >= QM_WIN_FN_DB_SQCQ_L) {
+        unsigned i = (r->off - QM_WIN_FN_DB_SQCQ_L) / 4;
+
+        return am_le32(&a->fn->db_stage[QM_PORT_FN][i / 2][4 * (i % 2)]);
+    }
+    return am_le32(&a->fn->mb[QM_PORT_FN].stage[r->off - QM_WIN_FN_MB_STAGE0]);
+}
+
+static void qm_wr_fn_stage(struct qm_access *a, const struct qm_reg *r, uint32_t old, uint32_t val)
+{
+    (void)old;
+    if (r->off >= QM_WIN_FN_DB_SQCQ_L) {
+        unsigned i = (r->off - QM_WIN_FN_DB_SQCQ_L) / 4;
+
+        am_st32(&a->fn->db_stage[QM_PORT_FN][i / 2][4 * (i % 2)], val);
+        return;
+    }
+    am_st32(&a->fn->mb[QM_PORT_FN].stage[r->off - QM_WIN_FN_MB_STAGE0], val);
+}
+
+static uint32_t qm_rd_fn_mb(struct qm_access *a, const struct qm_reg *r)
+{
+    uint64_t data = a->fn->mb[QM_PORT_FN].data;
+
+    if (r->off == QM_WIN_FN_MB_W0)
+        return qm_mb_fn_w0_get_locked(a->fn);
+    return r->off == QM_WIN_FN_MB_DATA_L ? (uint32_t)data : (uint32_t)(data >> 32);
+}
+
+static void qm_wr_fn_mb(struct qm_access *a, const struct qm_reg *r, uint32_t old, uint32_t val)
+{
+    uint64_t *data = &a->fn->mb[QM_PORT_FN].data;
+
+    (void)old;
+    if (r->off == QM_WIN_FN_MB_W0)
+        qm_mb_fn_w0_set_locked(a->fn, val);
+    else if (r->off == QM_WIN_FN_MB_DATA_L)
+        *data = (*data & ~0xffffffffull) | val;
+    else
+        *data = (*data & 0xffffffffull) | (uint64_t)val << 32;
+}
+
 /* ---- hooks: PF globals ------------------------------------------------- */
 
 bool qm_vft_sqc_valid(const struct qm_dev *dev, uint64_t w)
@@ -390,6 +576,12 @@ static const struct qm_reg qm_local_regs[QM_R_LOCAL_COUNT] = {
 };
 
 #define QM_XEQC_REG(base, i, n) {(base) + 4 * (i), n, QM_RW, 0, 0xffffffffu, qm_rd_xeqc, qm_wr_xeqc}
+/* Two dwords per state kind, queues 0..31 then 32..63. */
+#define QM_QSTATE_REG(k, n, acc)                                                                   \
+    {QM_WIN_SQ_STOPPED_L + 8 * (k), n "_L", acc, 0, 0xffffffffu, qm_rd_qstate, qm_wr_qstate},      \
+        {QM_WIN_SQ_STOPPED_L + 8 * (k) + 4, n "_H", acc, 0, 0xffffffffu, qm_rd_qstate, qm_wr_qstate}
+#define QM_QC_REG(i, n) {QM_WIN_QC_DW(i), n, QM_RW, 0, 0xffffffffu, qm_rd_qc_dw, qm_wr_qc_dw}
+#define QM_FN_STAGE_REG(o, n) {(o), n, QM_RW, 0, 0xffffffffu, qm_rd_fn_stage, qm_wr_fn_stage}
 
 static const struct qm_reg qm_win_regs[QM_R_FN_COUNT - QM_R_LOCAL_COUNT] = {
     QM_XEQC_REG(QM_WIN_EQC_SHADOW, 0, "WIN_EQC_DW0"),
@@ -416,6 +608,33 @@ static const struct qm_reg qm_win_regs[QM_R_FN_COUNT - QM_R_LOCAL_COUNT] = {
     {QM_WIN_IFC_OUT_MSG_L, "WIN_IFC_OUT_MSG_L", QM_RW, 0, 0xffffffffu, qm_rd_ifc_msg, qm_wr_ifc_msg},
     {QM_WIN_IFC_OUT_MSG_H, "WIN_IFC_OUT_MSG_H", QM_RW, 0, 0xffffffffu, qm_rd_ifc_msg, qm_wr_ifc_msg},
     {QM_WIN_IFC_SOURCE_V, "WIN_IFC_SOURCE_V", QM_RW, 0, 1, qm_rd_win_ifc_source, qm_wr_win_ifc_source},
+    QM_QSTATE_REG(QM_QS_SQ_STOPPED, "WIN_SQ_STOPPED", QM_RW),
+    QM_QSTATE_REG(QM_QS_SQ_STOPPING, "WIN_SQ_STOPPING", QM_RW),
+    QM_QSTATE_REG(QM_QS_SQ_BROKEN, "WIN_SQ_BROKEN", QM_RW),
+    QM_QSTATE_REG(QM_QS_CQ_BROKEN, "WIN_CQ_BROKEN", QM_RW),
+    QM_QSTATE_REG(QM_QS_CQ_DISARMED, "WIN_CQ_DISARMED", QM_RW),
+    QM_QSTATE_REG(QM_QS_CQ_OVERFLOW, "WIN_CQ_OVERFLOW", QM_RW),
+    QM_QSTATE_REG(QM_QS_CQ_STALLED, "WIN_CQ_STALLED", QM_RO),
+    {QM_WIN_XEQ_STATE, "WIN_XEQ_STATE", QM_RW, 0, QM_XEQ_ST_MASK, qm_rd_xeq_state, qm_wr_xeq_state},
+    QM_RO_REG(QM_WIN_SQC_WB_FAIL_L, "WIN_SQC_WB_FAIL_L", 0),
+    QM_RO_REG(QM_WIN_SQC_WB_FAIL_H, "WIN_SQC_WB_FAIL_H", 0),
+    QM_RO_REG(QM_WIN_CQC_WB_FAIL_L, "WIN_CQC_WB_FAIL_L", 0),
+    QM_RO_REG(QM_WIN_CQC_WB_FAIL_H, "WIN_CQC_WB_FAIL_H", 0),
+    {QM_WIN_QC_SEL, "WIN_QC_SEL", QM_RW, 0, 0x3fu | QM_WIN_QC_SEL_CQ, qm_rd_qc_sel, qm_wr_qc_sel},
+    QM_QC_REG(0, "WIN_QC_DW0"), QM_QC_REG(1, "WIN_QC_DW1"), QM_QC_REG(2, "WIN_QC_DW2"),
+    QM_QC_REG(3, "WIN_QC_DW3"), QM_QC_REG(4, "WIN_QC_DW4"), QM_QC_REG(5, "WIN_QC_DW5"),
+    QM_QC_REG(6, "WIN_QC_DW6"), QM_QC_REG(7, "WIN_QC_DW7"),
+    QM_FN_STAGE_REG(QM_WIN_FN_MB_STAGE0, "WIN_FN_MB_STAGE0"),
+    QM_FN_STAGE_REG(QM_WIN_FN_MB_STAGE0 + 4, "WIN_FN_MB_STAGE1"),
+    QM_FN_STAGE_REG(QM_WIN_FN_MB_STAGE0 + 8, "WIN_FN_MB_STAGE2"),
+    QM_FN_STAGE_REG(QM_WIN_FN_MB_STAGE0 + 12, "WIN_FN_MB_STAGE3"),
+    {QM_WIN_FN_MB_W0, "WIN_FN_MB_W0", QM_RW, 0, 0xffffu, qm_rd_fn_mb, qm_wr_fn_mb},
+    {QM_WIN_FN_MB_DATA_L, "WIN_FN_MB_DATA_L", QM_RW, 0, 0xffffffffu, qm_rd_fn_mb, qm_wr_fn_mb},
+    {QM_WIN_FN_MB_DATA_H, "WIN_FN_MB_DATA_H", QM_RW, 0, 0xffffffffu, qm_rd_fn_mb, qm_wr_fn_mb},
+    QM_FN_STAGE_REG(QM_WIN_FN_DB_SQCQ_L, "WIN_FN_DB_SQCQ_L"),
+    QM_FN_STAGE_REG(QM_WIN_FN_DB_SQCQ_H, "WIN_FN_DB_SQCQ_H"),
+    QM_FN_STAGE_REG(QM_WIN_FN_DB_EQAEQ_L, "WIN_FN_DB_EQAEQ_L"),
+    QM_FN_STAGE_REG(QM_WIN_FN_DB_EQAEQ_H, "WIN_FN_DB_EQAEQ_H"),
 };
 
 static const struct qm_reg qm_pf_regs[QM_PR_COUNT] = {
