@@ -183,6 +183,58 @@ static int mig_read_dwords_locked(struct mig_dev *m, uint64_t off, uint32_t *v, 
     return rc;
 }
 
+/* The queue state beyond positions (QSTATE), and the contexts CACHE_WB
+ * could put in no table, read from the context cache (QCTX). */
+static int mig_qstate_read_locked(struct mig_dev *m, struct mig_vf_snapshot *s)
+{
+    struct mig_queue_state *q = &s->qs;
+    const uint64_t r = m->hw.mig_regs;
+    uint64_t fail[2];
+    uint32_t sel;
+    int rc = 0;
+
+    mig_assert_locked(m);
+    for (unsigned k = 0; k < MIG_QS_COUNT && rc == 0; k++)
+        rc = mig_hw_read_pair(&m->hw, r + QM_WIN_SQ_STOPPED_L + 8u * k, &q->bits[k]);
+    if (rc == 0)
+        rc = mig_hw_read32(&m->hw, r + QM_WIN_XEQ_STATE, &q->xeq);
+    for (unsigned i = 0; i < QM_MAILBOX_SIZE / 4 && rc == 0; i++) {
+        uint32_t v;
+
+        rc = mig_hw_read32(&m->hw, r + QM_WIN_FN_MB_STAGE0 + 4u * i, &v);
+        am_st32(q->mb_stage + 4 * i, v);
+    }
+    if (rc == 0)
+        rc = mig_hw_read32(&m->hw, r + QM_WIN_FN_MB_W0, &q->mb_w0);
+    if (rc == 0)
+        rc = mig_hw_read_pair(&m->hw, r + QM_WIN_FN_MB_DATA_L, &q->mb_data);
+    if (rc == 0)
+        rc = mig_hw_read_pair(&m->hw, r + QM_WIN_FN_DB_SQCQ_L, &q->db_stage[0]);
+    if (rc == 0)
+        rc = mig_hw_read_pair(&m->hw, r + QM_WIN_FN_DB_EQAEQ_L, &q->db_stage[1]);
+    if (rc == 0)
+        rc = mig_hw_read_pair(&m->hw, r + QM_WIN_SQC_WB_FAIL_L, &fail[0]);
+    if (rc == 0)
+        rc = mig_hw_read_pair(&m->hw, r + QM_WIN_CQC_WB_FAIL_L, &fail[1]);
+    for (unsigned kind = 0; kind < 2 && rc == 0; kind++) {
+        for (unsigned qn = 0; qn < MIG_MAX_QPS && rc == 0; qn++) {
+            if (!((fail[kind] >> qn) & 1u))
+                continue;
+            rc = mig_hw_write32(&m->hw, r + QM_WIN_QC_SEL, qn | (kind ? QM_WIN_QC_SEL_CQ : 0));
+            if (rc == 0)
+                rc = mig_read_dwords_locked(m, r + QM_WIN_QC_DW0, kind ? s->cqc[qn] : s->sqc[qn],
+                                            8);
+            if (rc == 0)
+                rc = mig_hw_read32(&m->hw, r + QM_WIN_QC_SEL, &sel);
+            if (rc == 0 && !(sel & QM_WIN_QC_SEL_LOADED))
+                rc = -EIO; /* it failed its write-back, so it was loaded */
+        }
+    }
+    s->ctx_sq = fail[0];
+    s->ctx_cq = fail[1];
+    return rc;
+}
+
 /* Device state of a started function; the function is paused. */
 static int mig_snapshot_read_locked(struct mig_dev *m, struct mig_vf_snapshot *s)
 {
@@ -219,6 +271,8 @@ static int mig_snapshot_read_locked(struct mig_dev *m, struct mig_vf_snapshot *s
         rc = mig_hw_read_pair(&m->hw, m->hw.mig_regs + QM_WIN_IFC_MSG_L, &s->ifc_msg);
     if (rc == 0)
         rc = mig_hw_read_pair(&m->hw, m->hw.mig_regs + QM_WIN_IFC_OUT_MSG_L, &s->ifc_out_msg);
+    if (rc == 0)
+        rc = mig_qstate_read_locked(m, s);
     if (rc != 0)
         return mig_fail_locked(m, rc, AM_LOG_ERR, "reading the device state failed (%d)", rc);
     /* Restored here but never run: its queues still wait for their reload. */
@@ -326,6 +380,53 @@ static int mig_write_dwords_locked(struct mig_dev *m, uint64_t off, const uint32
     return rc;
 }
 
+/* QCTX straight into the context cache, then QSTATE. After the table
+ * bases (which drop contexts and their state) and the EQC/AEQC shadows
+ * (whose load clears the event queues' state); queues still waiting for
+ * their table load keep the bits (qm_hw.h). */
+static int mig_qstate_load_locked(struct mig_dev *m, const struct mig_vf_snapshot *s)
+{
+    const struct mig_queue_state *q = &s->qs;
+    const uint64_t r = m->hw.mig_regs;
+    uint32_t sel;
+    int rc = 0;
+
+    mig_assert_locked(m);
+    for (unsigned kind = 0; kind < 2 && rc == 0; kind++) {
+        uint64_t mask = kind ? s->ctx_cq : s->ctx_sq;
+
+        for (unsigned qn = 0; qn < MIG_MAX_QPS && rc == 0; qn++) {
+            if (!((mask >> qn) & 1u))
+                continue;
+            rc = mig_hw_write32(&m->hw, r + QM_WIN_QC_SEL, qn | (kind ? QM_WIN_QC_SEL_CQ : 0));
+            if (rc == 0)
+                rc = mig_write_dwords_locked(m, r + QM_WIN_QC_DW0, kind ? s->cqc[qn] : s->sqc[qn],
+                                             8);
+            if (rc == 0)
+                rc = mig_hw_read32(&m->hw, r + QM_WIN_QC_SEL, &sel);
+            if (rc == 0 && !(sel & QM_WIN_QC_SEL_LOADED))
+                rc = -EIO;
+        }
+    }
+    /* STOPPED before STOPPING (never both), STOPPING before the mailbox
+     * that waits on it. */
+    for (unsigned k = 0; k < MIG_QS_COUNT && rc == 0; k++)
+        rc = mig_hw_write_pair(&m->hw, r + QM_WIN_SQ_STOPPED_L + 8u * k, q->bits[k]);
+    if (rc == 0)
+        rc = mig_hw_write32(&m->hw, r + QM_WIN_XEQ_STATE, q->xeq);
+    for (unsigned i = 0; i < QM_MAILBOX_SIZE / 4 && rc == 0; i++)
+        rc = mig_hw_write32(&m->hw, r + QM_WIN_FN_MB_STAGE0 + 4u * i, am_le32(q->mb_stage + 4 * i));
+    if (rc == 0)
+        rc = mig_hw_write32(&m->hw, r + QM_WIN_FN_MB_W0, q->mb_w0);
+    if (rc == 0)
+        rc = mig_hw_write_pair(&m->hw, r + QM_WIN_FN_MB_DATA_L, q->mb_data);
+    if (rc == 0)
+        rc = mig_hw_write_pair(&m->hw, r + QM_WIN_FN_DB_SQCQ_L, q->db_stage[0]);
+    if (rc == 0)
+        rc = mig_hw_write_pair(&m->hw, r + QM_WIN_FN_DB_EQAEQ_L, q->db_stage[1]);
+    return rc;
+}
+
 static int mig_snapshot_load_locked(struct mig_dev *m, const struct mig_vf_snapshot *s)
 {
     int rc = 0;
@@ -344,6 +445,8 @@ static int mig_snapshot_load_locked(struct mig_dev *m, const struct mig_vf_snaps
         rc = mig_hw_mailbox(&m->hw, QM_MB_CMD_SQC_BT, 0, s->sqc_bt, 0, NULL);
     if (rc == 0 && s->cqc_bt != 0)
         rc = mig_hw_mailbox(&m->hw, QM_MB_CMD_CQC_BT, 0, s->cqc_bt, 0, NULL);
+    if (rc == 0)
+        rc = mig_qstate_load_locked(m, s);
     if (rc == 0)
         rc = mig_hw_write_pair(&m->hw, m->hw.mig_regs + QM_WIN_IFC_MSG_L, s->ifc_msg);
     if (rc == 0)

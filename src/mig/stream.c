@@ -24,13 +24,43 @@ const struct mig_reg_desc mig_saved_regs[MIG_REG_COUNT] = {
     [MIG_REG_VF_STATE] = {QM_VF_STATE, "VF_STATE", 0x1, MIG_REG_WRITE},
 };
 
+const char *const mig_qs_names[MIG_QS_COUNT] = {
+    [MIG_QS_SQ_STOPPED] = "SQ stopped",   [MIG_QS_SQ_STOPPING] = "SQ stopping",
+    [MIG_QS_SQ_BROKEN] = "SQ broken",     [MIG_QS_CQ_BROKEN] = "CQ broken",
+    [MIG_QS_CQ_DISARMED] = "CQ disarmed", [MIG_QS_CQ_OVERFLOW] = "CQ overflow posted",
+};
+
 #define MIG_NUM_VECTORS_MASK ((1u << QM_NUM_VECTORS) - 1u)
+#define MIG_SQE_SIZE 128u /* bytes of an SQE: what an SQC's ring holds */
+#define MIG_CQE_SIZE 16u
+#define MIG_QCTX_MAX_LEN (MIG_QCTX_HDR_LEN + 2u * MIG_MAX_QPS * MIG_QC_LEN)
+#define MIG_MB_BUSY (1u << QM_MB_BUSY_SHIFT)
+
+static unsigned mig_weight(uint64_t mask)
+{
+    return (unsigned)am_bitmap_weight(&mask, 64);
+}
+
+/* The lowest queue of a mask that is not 0. */
+static unsigned mig_first(uint64_t mask)
+{
+    return (unsigned)__builtin_ctzll(mask);
+}
 #define MIG_XEQE_SIZE 4u /* bytes of an EQE or AEQE: what a context's ring holds */
 #define MIG_MIN_DEPTH 2u /* a ring of one entry cannot tell full from empty */
 
 /* The QP_ACTIVE bitmap and a table base's extent both cover the most
  * queues a VF can have. */
 _Static_assert(MIG_MAX_QPS == QM_MAX_QPS_PER_VF, "QP_ACTIVE covers every queue of a VF");
+_Static_assert(sizeof(struct qm_sqc) == MIG_QC_LEN, "a QCTX entry is one context");
+_Static_assert(MIG_QS_COUNT * 8u + 48u == MIG_QSTATE_LEN, "QSTATE: bitmaps, then 48 bytes");
+/* QSTATE's bitmaps are the window's, in its register order. */
+_Static_assert(QM_WIN_SQ_STOPPED_L + 8 * MIG_QS_SQ_STOPPING == QM_WIN_SQ_STOPPING_L &&
+                   QM_WIN_SQ_STOPPED_L + 8 * MIG_QS_SQ_BROKEN == QM_WIN_SQ_BROKEN_L &&
+                   QM_WIN_SQ_STOPPED_L + 8 * MIG_QS_CQ_BROKEN == QM_WIN_CQ_BROKEN_L &&
+                   QM_WIN_SQ_STOPPED_L + 8 * MIG_QS_CQ_DISARMED == QM_WIN_CQ_DISARMED_L &&
+                   QM_WIN_SQ_STOPPED_L + 8 * MIG_QS_CQ_OVERFLOW == QM_WIN_CQ_OVERFLOW_L,
+               "QSTATE bitmaps in window order");
 _Static_assert(sizeof(struct qm_sqc) == sizeof(struct qm_cqc), "SQC and CQC slots are alike");
 
 static const struct {
@@ -45,12 +75,18 @@ static const struct {
     {MIG_REC_TABLES, "TABLES", MIG_TABLES_LEN},
     {MIG_REC_QP_ACTIVE, "QP_ACTIVE", MIG_QP_ACTIVE_LEN},
     {MIG_REC_IRQ, "IRQ", MIG_IRQ_LEN},
+    {MIG_REC_QSTATE, "QSTATE", MIG_QSTATE_LEN},
+    {MIG_REC_QCTX, "QCTX", 0}, /* variable: check_known_length */
     {MIG_REC_END, "END", MIG_END_LEN},
 };
 
-/* Records a READY source sends between MATCH and END, in this order. */
+/* Records a READY source sends between MATCH and END, in this order (1.0:
+ * all six are required). Then the 1.1 records: QSTATE always (optional when
+ * all zero, so a 1.0 reader skips what it would not lose), QCTX when a
+ * context is in no table; either may be absent (a 1.0 source). */
 static const uint16_t mig_state_records[] = {MIG_REC_REGS,   MIG_REC_EQC,       MIG_REC_AEQC,
                                              MIG_REC_TABLES, MIG_REC_QP_ACTIVE, MIG_REC_IRQ};
+static const uint16_t mig_ext_records[] = {MIG_REC_QSTATE, MIG_REC_QCTX};
 
 static int rec_known_index(uint16_t type)
 {
@@ -180,6 +216,64 @@ static void dwords_unpack(const uint8_t *p, uint32_t *v, size_t n)
         v[i] = am_le32(p + 4 * i);
 }
 
+static void qstate_pack(const struct mig_queue_state *q, uint8_t p[MIG_QSTATE_LEN])
+{
+    for (unsigned k = 0; k < MIG_QS_COUNT; k++)
+        am_st64(p + 8 * k, q->bits[k]);
+    am_st32(p + 48, q->xeq);
+    am_st32(p + 52, q->mb_w0);
+    memcpy(p + 56, q->mb_stage, QM_MAILBOX_SIZE);
+    am_st64(p + 72, q->mb_data);
+    am_st64(p + 80, q->db_stage[0]);
+    am_st64(p + 88, q->db_stage[1]);
+}
+
+static void qstate_unpack(const uint8_t p[MIG_QSTATE_LEN], struct mig_queue_state *q)
+{
+    for (unsigned k = 0; k < MIG_QS_COUNT; k++)
+        q->bits[k] = am_le64(p + 8 * k);
+    q->xeq = am_le32(p + 48);
+    q->mb_w0 = am_le32(p + 52);
+    memcpy(q->mb_stage, p + 56, QM_MAILBOX_SIZE);
+    q->mb_data = am_le64(p + 72);
+    q->db_stage[0] = am_le64(p + 80);
+    q->db_stage[1] = am_le64(p + 88);
+}
+
+/* MANDATORY only when it says something: an all-zero QSTATE is what a 1.0
+ * reader assumes anyway, so it may skip it. */
+static int put_qstate(uint8_t *buf, size_t cap, size_t *len, const struct mig_queue_state *q)
+{
+    static const uint8_t zero[MIG_QSTATE_LEN];
+    uint8_t p[MIG_QSTATE_LEN];
+
+    qstate_pack(q, p);
+    return mig_stream_put_record(buf, cap, len, MIG_REC_QSTATE,
+                                 memcmp(p, zero, sizeof(p)) ? MIG_REC_F_MANDATORY : 0, p,
+                                 sizeof(p));
+}
+
+/* u64 SQ mask, u64 CQ mask, then the SQCs named, ascending, then the CQCs. */
+static int put_qctx(uint8_t *buf, size_t cap, size_t *len, const struct mig_vf_snapshot *s)
+{
+    uint8_t p[MIG_QCTX_MAX_LEN];
+    uint32_t n = MIG_QCTX_HDR_LEN;
+
+    am_st64(p, s->ctx_sq);
+    am_st64(p + 8, s->ctx_cq);
+    for (unsigned kind = 0; kind < 2; kind++) {
+        uint64_t mask = kind ? s->ctx_cq : s->ctx_sq;
+
+        for (unsigned q = 0; q < MIG_MAX_QPS; q++) {
+            if (!((mask >> q) & 1u))
+                continue;
+            dwords_pack(p + n, kind ? s->cqc[q] : s->sqc[q], 8);
+            n += MIG_QC_LEN;
+        }
+    }
+    return mig_stream_put_record(buf, cap, len, MIG_REC_QCTX, MIG_REC_F_MANDATORY, p, n);
+}
+
 int mig_stream_encode_tail(const struct mig_vf_snapshot *snap, uint8_t *buf, size_t cap,
                            size_t *len)
 {
@@ -211,6 +305,10 @@ int mig_stream_encode_tail(const struct mig_vf_snapshot *snap, uint8_t *buf, siz
         for (size_t i = 0; i < AM_ARRAY_SIZE(recs) && rc == 0; i++)
             rc = mig_stream_put_record(buf, cap, &n, recs[i].type, MIG_REC_F_MANDATORY,
                                        recs[i].payload, recs[i].len);
+        if (rc == 0)
+            rc = put_qstate(buf, cap, &n, &snap->qs);
+        if (rc == 0 && (snap->ctx_sq | snap->ctx_cq) != 0)
+            rc = put_qctx(buf, cap, &n, snap);
     }
     if (rc == 0)
         rc = mig_stream_put_end(buf, cap, &n);
@@ -224,7 +322,8 @@ size_t mig_stream_full_len(void)
     size_t n = MIG_STREAM_HDR_LEN;
 
     for (size_t i = 0; i < AM_ARRAY_SIZE(mig_rec_types); i++)
-        n += MIG_REC_HDR_LEN + mig_rec_types[i].len;
+        if (mig_rec_types[i].type != MIG_REC_QCTX)
+            n += MIG_REC_HDR_LEN + mig_rec_types[i].len;
     return n;
 }
 
@@ -269,11 +368,20 @@ static int read_record(const uint8_t *b, size_t len, size_t off, struct mig_stre
     return 0;
 }
 
-/* A known record must have its type's exact length. */
+/* A known record must have its type's exact length; QCTX a header and
+ * whole contexts (that their count matches its masks is checked on decode). */
 static int check_known_length(const struct mig_stream_record *r, char *err, size_t errlen)
 {
     int i = rec_known_index(r->type);
 
+    if (r->type == MIG_REC_QCTX) {
+        if (r->length < MIG_QCTX_HDR_LEN || (r->length - MIG_QCTX_HDR_LEN) % MIG_QC_LEN != 0 ||
+            r->length > MIG_QCTX_MAX_LEN)
+            return fail(-EBADMSG, err, errlen,
+                        "record QCTX at offset %u: length %u is not %u + 32 * n (n <= %u)",
+                        r->offset, r->length, MIG_QCTX_HDR_LEN, 2 * MIG_MAX_QPS);
+        return 0;
+    }
     if (i >= 0 && r->length != mig_rec_types[i].len)
         return fail(-EBADMSG, err, errlen, "record %s at offset %u: length %u, expected %u",
                     mig_rec_types[i].name, r->offset, r->length, mig_rec_types[i].len);
@@ -470,6 +578,110 @@ static int check_table(const char *name, uint64_t base, char *err, size_t errlen
     return 0;
 }
 
+static bool beyond(uint64_t mask, unsigned qps)
+{
+    return qps < MIG_MAX_QPS && (mask >> qps) != 0;
+}
+
+/* QSTATE as the window registers load it (qm_hw.h, QM_WIN_SQ_STOPPED_L ..):
+ * every bit of a queue the VF has loads as written, except two things the
+ * device does not hold: an SQ both stopped and stopping (STOP_QP on a
+ * stopped SQ returns at once), and a busy mailbox that is not a STOP_QP
+ * still draining its queue (the only command a paused function can have in
+ * progress). In v3 the host shares that mailbox, so it is never busy in a
+ * v3 stream, and a busy one would hold the destination's own RESUME_QM. */
+static int check_qstate(const struct mig_stream_content *c, char *err, size_t errlen)
+{
+    const struct mig_queue_state *q = &c->state.qs;
+    const unsigned qps = c->match.qp_num;
+    uint64_t both;
+    unsigned qn;
+
+    for (unsigned k = 0; k < MIG_QS_COUNT; k++)
+        if (beyond(q->bits[k], qps))
+            return fail(-EBADMSG, err, errlen, "QSTATE: %s %#llx names queues beyond the %u of "
+                        "MATCH", mig_qs_names[k], (unsigned long long)q->bits[k], qps);
+    both = q->bits[MIG_QS_SQ_STOPPED] & q->bits[MIG_QS_SQ_STOPPING];
+    if (both != 0)
+        return fail(-EBADMSG, err, errlen, "QSTATE: SQ %u is both stopped and stopping",
+                    mig_first(both));
+    if (q->xeq & ~QM_XEQ_ST_MASK)
+        return fail(-EBADMSG, err, errlen, "QSTATE: event queue state %#x has bits outside %#x",
+                    q->xeq, QM_XEQ_ST_MASK);
+    if (q->mb_w0 > 0xffffu)
+        return fail(-EBADMSG, err, errlen, "QSTATE: mailbox w0 %#x is wider than 16 bits",
+                    q->mb_w0);
+    if (!(q->mb_w0 & MIG_MB_BUSY))
+        return 0;
+    qn = am_le16(q->mb_stage + 2);
+    if (c->match.revision != QM_REV_V4)
+        return fail(-EBADMSG, err, errlen, "QSTATE: mailbox busy in a v3 stream (the host "
+                    "shares that mailbox: it is never busy at a save)");
+    if ((q->mb_w0 & 0xffu) != QM_MB_CMD_STOP_QP)
+        return fail(-EBADMSG, err, errlen, "QSTATE: mailbox busy with command %#x: only a "
+                    "STOP_QP still draining can be", q->mb_w0 & 0xffu);
+    if (qn >= qps || !((q->bits[MIG_QS_SQ_STOPPING] >> qn) & 1u))
+        return fail(-EBADMSG, err, errlen, "QSTATE: mailbox busy on STOP_QP of queue %u, which "
+                    "is not stopping", qn);
+    return 0;
+}
+
+/* One context of QCTX as an SQC/CQC load takes it (qm_sq_load_locked,
+ * qm_cq_load_locked): depth 2..MATCH's, the entry size field of its kind, a
+ * ring base that is not 0 and does not wrap, head and tail inside the
+ * depth, an SQ's CQ a queue of this VF. */
+static int check_qc(const char *kind, unsigned qn, const uint32_t dw[8], unsigned cap,
+                    unsigned esize_log2, unsigned esize, unsigned qps, char *err, size_t errlen)
+{
+    const uint64_t base = (uint64_t)dw[2] << 32 | dw[1];
+    const unsigned depth = (dw[3] & 0xfffu) + 1u, head = dw[0] & 0xffffu, tail = dw[0] >> 16;
+    uint64_t end;
+
+    if (depth < MIG_MIN_DEPTH || depth > cap)
+        return fail(-EBADMSG, err, errlen, "QCTX: %s %u: depth %u outside %u..%u", kind, qn,
+                    depth, MIG_MIN_DEPTH, cap);
+    if (((dw[3] >> 12) & 0xfu) != esize_log2)
+        return fail(-EBADMSG, err, errlen, "QCTX: %s %u: entry size field %u, not %u", kind, qn,
+                    (dw[3] >> 12) & 0xfu, esize_log2);
+    if (base == 0 || am_add_overflows_u64(base, (uint64_t)depth * esize, &end))
+        return fail(-EBADMSG, err, errlen, "QCTX: %s %u: ring base %#llx with %u entries is 0 "
+                    "or wraps the address space", kind, qn, (unsigned long long)base, depth);
+    if (head >= depth || tail >= depth)
+        return fail(-EBADMSG, err, errlen, "QCTX: %s %u: head %u / tail %u outside depth %u",
+                    kind, qn, head, tail, depth);
+    if (esize == MIG_SQE_SIZE && (dw[6] & 0xffffu) >= qps)
+        return fail(-EBADMSG, err, errlen, "QCTX: SQC %u: CQ %u beyond the %u queues of MATCH",
+                    qn, dw[6] & 0xffffu, qps);
+    return 0;
+}
+
+/* QCTX: contexts loaded straight into the destination's cache (through
+ * QM_WIN_QC_*), for queues of this VF; an SQC is of a queue QP_ACTIVE names
+ * (a loaded SQ is active). */
+static int check_qctx(const struct mig_stream_content *c, char *err, size_t errlen)
+{
+    const struct mig_vf_snapshot *s = &c->state;
+    const unsigned qps = c->match.qp_num;
+    int rc = 0;
+
+    if (beyond(s->ctx_sq, qps) || beyond(s->ctx_cq, qps))
+        return fail(-EBADMSG, err, errlen, "QCTX: masks %#llx/%#llx name queues beyond the %u "
+                    "of MATCH", (unsigned long long)s->ctx_sq, (unsigned long long)s->ctx_cq,
+                    qps);
+    if (s->ctx_sq & ~s->qp_active)
+        return fail(-EBADMSG, err, errlen, "QCTX: SQC of queue %u, which QP_ACTIVE does not "
+                    "name", mig_first(s->ctx_sq & ~s->qp_active));
+    for (unsigned q = 0; q < MIG_MAX_QPS && rc == 0; q++) {
+        if ((s->ctx_sq >> q) & 1u)
+            rc = check_qc("SQC", q, s->sqc[q], c->match.sq_depth, QM_SQE_SIZE_LOG2, MIG_SQE_SIZE,
+                          qps, err, errlen);
+        if (rc == 0 && ((s->ctx_cq >> q) & 1u))
+            rc = check_qc("CQC", q, s->cqc[q], c->match.cq_depth, 4u, MIG_CQE_SIZE, qps, err,
+                          errlen);
+    }
+    return rc;
+}
+
 /* The state records, against what the destination's load would refuse or
  * silently not hold, and against MATCH (docs/stream-format.md, "What the
  * check refuses"). A rule here must never refuse a state a guest can put
@@ -507,7 +719,8 @@ static int check_state_values(const struct mig_stream_content *c, char *err, siz
     if (s->int_pending & ~MIG_NUM_VECTORS_MASK)
         return fail(-EBADMSG, err, errlen, "IRQ: pending vectors %#x beyond the %u of a VF",
                     s->int_pending, QM_NUM_VECTORS);
-    return 0;
+    rc = check_qstate(c, err, errlen);
+    return rc != 0 ? rc : check_qctx(c, err, errlen);
 }
 
 /* Pass 2: decode the known records, skip unknown optional ones. Every
@@ -518,6 +731,7 @@ static int decode_records(const uint8_t *b, struct mig_stream_content *out, char
 {
     struct mig_vf_snapshot *s = &out->state;
     unsigned seen_state = 0; /* bit i: mig_state_records[i] present */
+    unsigned seen_ext = 0;   /* bit i: mig_ext_records[i] present */
     int rc = 0;
 
 #define FIRST_ERROR(...) (rc = rc != 0 ? rc : fail(-EBADMSG, err, errlen, __VA_ARGS__))
@@ -533,6 +747,14 @@ static int decode_records(const uint8_t *b, struct mig_stream_content *out, char
             FIRST_ERROR("record %s at offset %u appears twice", mig_rec_type_name(r->type),
                         r->offset);
         seen_state |= bit;
+        for (unsigned k = 0; k < AM_ARRAY_SIZE(mig_ext_records); k++) {
+            if (mig_ext_records[k] != r->type)
+                continue;
+            if (seen_ext & (1u << k))
+                FIRST_ERROR("record %s at offset %u appears twice", mig_rec_type_name(r->type),
+                            r->offset);
+            seen_ext |= 1u << k;
+        }
         switch (r->type) {
         case MIG_REC_MATCH:
             if (i != 0) {
@@ -567,6 +789,32 @@ static int decode_records(const uint8_t *b, struct mig_stream_content *out, char
             if (am_le32(p + 4) != 0)
                 FIRST_ERROR("IRQ: reserved word is %#x, not 0", am_le32(p + 4));
             break;
+        case MIG_REC_QSTATE:
+            qstate_unpack(p, &s->qs);
+            break;
+        case MIG_REC_QCTX: {
+            uint32_t n = MIG_QCTX_HDR_LEN;
+
+            s->ctx_sq = am_le64(p);
+            s->ctx_cq = am_le64(p + 8);
+            if (r->length != MIG_QCTX_HDR_LEN + MIG_QC_LEN * (uint32_t)(mig_weight(s->ctx_sq) +
+                                                                        mig_weight(s->ctx_cq))) {
+                FIRST_ERROR("QCTX: length %u does not hold the %u contexts its masks name",
+                            r->length, mig_weight(s->ctx_sq) + mig_weight(s->ctx_cq));
+                break;
+            }
+            for (unsigned kind = 0; kind < 2; kind++) {
+                uint64_t mask = kind ? s->ctx_cq : s->ctx_sq;
+
+                for (unsigned q = 0; q < MIG_MAX_QPS; q++) {
+                    if (!((mask >> q) & 1u))
+                        continue;
+                    dwords_unpack(p + n, kind ? s->cqc[q] : s->sqc[q], 8);
+                    n += MIG_QC_LEN;
+                }
+            }
+            break;
+        }
         case MIG_REC_END:
             break;
         default:
@@ -579,6 +827,9 @@ static int decode_records(const uint8_t *b, struct mig_stream_content *out, char
         }
     }
 #undef FIRST_ERROR
+    if (rc == 0 && seen_state == 0 && seen_ext != 0)
+        return fail(-EBADMSG, err, errlen, "%s without the state records",
+                    mig_rec_type_name(mig_ext_records[(seen_ext & 1u) ? 0 : 1]));
     if (rc != 0 || seen_state == 0)
         return rc;
     for (unsigned k = 0; k < AM_ARRAY_SIZE(mig_state_records); k++)

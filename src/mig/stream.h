@@ -33,8 +33,10 @@
 
 #define MIG_STREAM_MAGIC "AMVF"
 #define MIG_STREAM_MAJOR 1u
-#define MIG_STREAM_MINOR 0u
-#define MIG_STREAM_MAX 512u /* bytes; a stream longer than this is refused */
+#define MIG_STREAM_MINOR 1u /* 1.1 added QSTATE and QCTX; 1.0 streams still load */
+/* Bytes; a stream longer than this is refused. A started VF sends 348; the
+ * most is 4468 (QCTX with every context of 64 queues). */
+#define MIG_STREAM_MAX 8192u
 #define MIG_STREAM_HDR_LEN 8u
 #define MIG_REC_HDR_LEN 8u
 #define MIG_MAX_QPS 64u /* queue pairs a VF can have (the QP_ACTIVE bitmap) */
@@ -49,6 +51,8 @@ enum mig_rec_type {
     MIG_REC_TABLES = 0x0005,    /* SQC and CQC table bases */
     MIG_REC_QP_ACTIVE = 0x0006, /* queues whose context was loaded */
     MIG_REC_IRQ = 0x0007,       /* pending MSI vectors, IFC messages in flight both ways */
+    MIG_REC_QSTATE = 0x0008,    /* 1.1: queue state beyond positions, mailbox/doorbell staging */
+    MIG_REC_QCTX = 0x0009,      /* 1.1: contexts that are in no table (variable length) */
     MIG_REC_END = 0x7fff,       /* CRC32C of everything before its CRC field */
 };
 
@@ -60,6 +64,9 @@ enum mig_rec_type {
 #define MIG_TABLES_LEN 16u
 #define MIG_QP_ACTIVE_LEN 8u
 #define MIG_IRQ_LEN 24u
+#define MIG_QSTATE_LEN 96u
+#define MIG_QCTX_HDR_LEN 16u /* then 32 bytes per context named in its masks */
+#define MIG_QC_LEN 32u
 #define MIG_END_LEN 4u
 
 /* Identity of the source function: the destination refuses a stream whose
@@ -107,6 +114,30 @@ enum {
 #define MIG_REGS_LEN (MIG_REG_COUNT * 4u)
 extern const struct mig_reg_desc mig_saved_regs[MIG_REG_COUNT];
 
+/* QSTATE (1.1): the queue state bitmaps of the window (qm_hw.h,
+ * QM_WIN_SQ_STOPPED_L ..), in register order, then the event queues' state
+ * and the function's own mailbox and doorbell staging. All zero is a
+ * function whose queues are in the state a fresh context load gives (what
+ * a 1.0 stream means). */
+enum {
+    MIG_QS_SQ_STOPPED,
+    MIG_QS_SQ_STOPPING,
+    MIG_QS_SQ_BROKEN,
+    MIG_QS_CQ_BROKEN,
+    MIG_QS_CQ_DISARMED,
+    MIG_QS_CQ_OVERFLOW,
+    MIG_QS_COUNT,
+};
+struct mig_queue_state {
+    uint64_t bits[MIG_QS_COUNT]; /* bit q: queue q */
+    uint32_t xeq;                /* QM_WIN_XEQ_STATE (QM_XEQ_ST_*) */
+    uint32_t mb_w0;              /* QM_WIN_FN_MB_W0: [15:0] w0 as read back, busy included */
+    uint8_t mb_stage[QM_MAILBOX_SIZE]; /* QM_WIN_FN_MB_STAGE0..3 */
+    uint64_t mb_data;            /* QM_WIN_FN_MB_DATA_L/H */
+    uint64_t db_stage[2];        /* QM_WIN_FN_DB_SQCQ_L/H, QM_WIN_FN_DB_EQAEQ_L/H */
+};
+extern const char *const mig_qs_names[MIG_QS_COUNT]; /* "SQ stopped", ... */
+
 /* The state of a started function (VF_STATE READY) at STOP_COPY. */
 struct mig_vf_snapshot {
     uint32_t regs[MIG_REG_COUNT];
@@ -116,6 +147,12 @@ struct mig_vf_snapshot {
     uint32_t int_pending; /* bit v: MSI vector v pending */
     uint64_t ifc_msg;     /* pending PF->VF message */
     uint64_t ifc_out_msg; /* pending VF->PF message */
+    struct mig_queue_state qs; /* QSTATE; all zero from a 1.0 stream */
+    /* QCTX: bit q of ctx_sq (ctx_cq) = queue q's SQC (CQC) travels here,
+     * because CACHE_WB could not put it in a table; sqc[q] / cqc[q] hold
+     * the 8 dwords of those (the others are 0). */
+    uint64_t ctx_sq, ctx_cq;
+    uint32_t sqc[MIG_MAX_QPS][8], cqc[MIG_MAX_QPS][8];
 };
 
 /* One record as found in a stream (decoded or not). */
@@ -156,7 +193,8 @@ int mig_stream_encode_head(const struct mig_match *match, uint8_t *buf, size_t c
  * NULL (a READY source), then END. */
 int mig_stream_encode_tail(const struct mig_vf_snapshot *snap, uint8_t *buf, size_t cap,
                            size_t *len);
-/* Length of a complete stream with state (the STOP_COPY estimate). */
+/* Length of a complete stream with state and no QCTX (what a started VF
+ * whose contexts all are in tables sends; the STOP_COPY estimate). */
 size_t mig_stream_full_len(void);
 
 /* Incremental check of a stream prefix (a destination being written to):
