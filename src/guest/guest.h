@@ -107,9 +107,11 @@ int guest_vf_init(const struct vf_io *io, const struct guest_ram *ram, uint64_t 
  * io->db_write (8 bytes, trapped); EQ/AEQ doorbells stay in BAR2. A mapped
  * word holds one doorbell until the device takes it (qm.h), and an SQ and a
  * CQ doorbell of a queue share it: a doorbell that does not supersede the
- * pending one (another command, or a CQ re-arm it would drop) waits for the
- * device to take it first, up to 1 s, then fails with -ETIMEDOUT. Without
- * bit0 every doorbell is in BAR2 as before. */
+ * pending one (another command, or a CQ re-arm it would drop) goes through
+ * io->db_write instead (the device takes the pending word before a trapped
+ * doorbell, so the order holds), or, when the transport has no db_write,
+ * waits for the device to take the pending one, up to 1 s, then fails with
+ * -ETIMEDOUT. Without bit0 every doorbell is in BAR2 as before. */
 int guest_vf_attach(const struct vf_io *io, const struct guest_ram *ram, uint64_t state_gpa,
                     struct guest_vf **out);
 

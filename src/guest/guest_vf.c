@@ -23,9 +23,10 @@
 #define GVF_MB_BUDGET_NS 1000000ull    /* ... and gives up after 1 ms */
 #define GVF_MB_MIN_POLLS 100u          /* 1 ms of 10 us polls, however long a sleep lasts */
 /* A mapped doorbell word still holding a doorbell the device has not taken
- * yet, which the next one must not overwrite: how long to wait for the
- * device's poller (it skips a function whose lock is busy, e.g. during a
- * mailbox command, so allow for a scheduler that keeps it off its CPU). */
+ * yet, which the next one must not overwrite, and a transport with no
+ * trapped way to BAR4: how long to wait for the device's poller (it skips a
+ * function whose lock is busy, e.g. during a mailbox command, so allow for
+ * a scheduler that keeps it off its CPU). */
 #define GVF_DB_TAKE_BUDGET_NS 1000000000ull
 
 /* Capability register bits (0x3100). */
@@ -153,13 +154,22 @@ static int gvf_db_supersedes(uint64_t cur, uint64_t next)
 /* A doorbell into queue qn's mapped page: a 64-bit store with release order
  * (the ring memory before it), as the Linux driver's writeq to an isolated
  * doorbell page. Caller holds qn's qp_lock, which every doorbell of that
- * queue is rung under, so only the device changes the word meanwhile. */
+ * queue is rung under, so only the device changes the word meanwhile.
+ *
+ * When the word still holds a doorbell this one does not supersede, the
+ * device has yet to take it (its poller may be off its CPU for a while on a
+ * busy host): this one then goes trapped, and the device takes the pending
+ * word before it acts on a trapped doorbell (qm_db_bar_write), so both
+ * arrive in order at the cost of one exit. Only a transport without a
+ * trapped path waits for the poller instead. */
 static int gvf_db_page(struct guest_vf *vf, uint16_t qn, uint64_t v)
 {
-    _Atomic uint64_t *w = (_Atomic uint64_t *)((uint8_t *)vf->io.db_pages +
-                                               (uint64_t)qn * QM_DB_PAGE_SIZE + QM_DB_SQCQ);
+    uint64_t off = (uint64_t)qn * QM_DB_PAGE_SIZE + QM_DB_SQCQ;
+    _Atomic uint64_t *w = (_Atomic uint64_t *)((uint8_t *)vf->io.db_pages + off);
     uint64_t cur = atomic_load_explicit(w, memory_order_relaxed);
 
+    if (cur != QM_DB_IDLE && !gvf_db_supersedes(cur, v) && vf->io.db_write)
+        return vf->io.db_write(vf->io.opaque, off, &v, 8);
     if (cur != QM_DB_IDLE && !gvf_db_supersedes(cur, v)) {
         uint64_t deadline = am_now_ns() + GVF_DB_TAKE_BUDGET_NS;
 

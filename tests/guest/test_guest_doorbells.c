@@ -3,7 +3,8 @@
  * trapped db_write) when the register says so, into BAR2 when it does not;
  * EQ/AEQ doorbells stay in BAR2; a BAR4 too small for the queue count, or
  * none at all, is refused; a pending doorbell the next one does not
- * supersede is never overwritten; attach reads the register again.
+ * supersede is never overwritten (the next one goes trapped after it, or
+ * waits when there is no trapped path); attach reads the register again.
  *
  * The device runs without isolation, behind a fake transport that answers
  * QUE_ISO_CFG as the test wants and forwards whatever reaches its BAR4 to
@@ -104,13 +105,20 @@ static int fake_irq_wait(void *opaque, unsigned vector, int timeout_ms)
     return f->real->irq_wait(f->real->opaque, vector, timeout_ms);
 }
 
+static int take_word(struct fixture *f, unsigned qn);
+
+/* A trapped BAR4 doorbell, as the device takes it: the word already stored
+ * in the page (if mapped) first, then this one. */
 static int fake_db_write(void *opaque, uint64_t off, const void *data, unsigned size)
 {
     struct fixture *f = opaque;
     uint64_t v;
 
     assert_int_equal(size, 8);
+    assert_int_equal(off % QM_DB_PAGE_SIZE, QM_DB_SQCQ);
     memcpy(&v, data, 8);
+    if (f->pages)
+        assert_true(take_word(f, (unsigned)(off / QM_DB_PAGE_SIZE)) >= 0);
     rec_add(f, f->trapped, &f->ntrapped, off, v);
     return forward(f, v);
 }
@@ -415,7 +423,8 @@ static void *submit_main(void *arg)
     return NULL;
 }
 
-static void test_a_pending_doorbell_of_the_other_kind_is_never_overwritten(void **state)
+static void test_without_a_trapped_path_a_pending_doorbell_of_the_other_kind_is_waited_for(
+    void **state)
 {
     struct fixture *f = *state;
     uint64_t cq = qm_db_value(0, QM_DB_CMD_CQ, 0, 1);
@@ -453,6 +462,41 @@ static void test_a_pending_doorbell_of_the_other_kind_is_never_overwritten(void 
     }
     assert_int_equal(f->ndone, 2);
     assert_int_equal(guest_vf_qp_inflight(f->vf, 0), 0);
+}
+
+static void test_a_doorbell_that_would_overwrite_a_pending_one_goes_trapped_after_it(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t cq = qm_db_value(1, QM_DB_CMD_CQ, 0, 1), sq = qm_db_value(1, QM_DB_CMD_SQ, 1, 0);
+    uint32_t sqe[ZIP_SQE_DWORDS];
+
+    f->iso = QM_QUE_ISO_EN;
+    map_pages(f, BAR4_SIZE); /* no poller: nothing takes the pending word by itself */
+    f->io.db_write = fake_db_write;
+    init_guest(f);
+    assert_int_equal(guest_vf_qp_start(f->vf, 1, ZIP_ALG_COMPRESS), 0);
+    atomic_store(&f->pages[db4(1) / 8], cq);
+    build_job(sqe, 1);
+    /* No wait: the SQ doorbell is a trapped write, the CQ one taken first. */
+    assert_int_equal(guest_vf_submit(f->vf, 1, sqe), 0);
+    assert_int_equal(f->ntaken, 1);
+    assert_true(f->taken[0].val == cq);
+    assert_int_equal(f->ntrapped, 1);
+    assert_true(f->trapped[0].off == db4(1) && f->trapped[0].val == sq);
+    assert_true(word(f, 1) == QM_DB_IDLE);
+    /* A later SQ tail over a pending one is a plain store again. */
+    atomic_store(&f->pages[db4(1) / 8], sq);
+    build_job(sqe, 2);
+    f->ntaken = 0;
+    assert_int_equal(guest_vf_submit(f->vf, 1, sqe), 0);
+    assert_int_equal(f->ntrapped, 1);
+    assert_true(word(f, 1) == qm_db_value(1, QM_DB_CMD_SQ, 2, 0));
+    start_poller(f);
+    for (int i = 0; i < 2000 && f->ndone < 2; i++) {
+        int irq = guest_vf_irq_wait(f->vf, 10) == 0;
+        assert_true(guest_vf_poll(f->vf, irq) >= 0);
+    }
+    assert_int_equal(f->ndone, 2);
 }
 
 /* ---- attach ---- */
@@ -503,7 +547,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_bar4_too_small_for_the_queue_count_is_refused_at_init, setup, teardown),
         cmocka_unit_test_setup_teardown(
-            test_a_pending_doorbell_of_the_other_kind_is_never_overwritten, setup, teardown),
+            test_without_a_trapped_path_a_pending_doorbell_of_the_other_kind_is_waited_for, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_doorbell_that_would_overwrite_a_pending_one_goes_trapped_after_it, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(
             test_attach_reads_the_register_again_and_uses_the_new_transport, setup, teardown),
     };
