@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -180,7 +181,29 @@ static int connect_server(struct cf_ctx *x)
     return cf_conn_open(&x->conn, x->opts->socket, x->timeout_ms);
 }
 
+static int session_once(struct cf_ctx *x);
+
+/* A server that just closed a session may still be resetting the device
+ * (or restarting): a few attempts over about two seconds before the
+ * server counts as gone. */
 int cf_session(struct cf_ctx *x)
+{
+    int ret = -ENOTCONN;
+
+    if (x->server_gone)
+        return ret;
+    for (unsigned i = 0; i < 20; i++) {
+        ret = session_once(x);
+        if (ret == 0)
+            return 0;
+        nanosleep(&(struct timespec){.tv_nsec = 100 * 1000 * 1000}, NULL);
+    }
+    if (ret == -ECONNREFUSED || ret == -ENOENT)
+        x->server_gone = true;
+    return ret;
+}
+
+static int session_once(struct cf_ctx *x)
 {
     uint8_t req[sizeof(struct vfu_version) + sizeof(our_caps)];
     struct vfu_version v = {.major = 0, .minor = 0};
@@ -188,13 +211,9 @@ int cf_session(struct cf_ctx *x)
     int ret;
 
     cf_conn_close(&x->conn);
-    if (x->server_gone)
-        return -ENOTCONN;
     ret = connect_server(x);
-    if (ret) {
-        x->server_gone = true;
+    if (ret)
         return ret;
-    }
     memcpy(req, &v, sizeof(v));
     memcpy(req + sizeof(v), our_caps, sizeof(our_caps));
     cf_call(x, VFU_CMD_VERSION, req, sizeof(req), NULL, 0, &res);
