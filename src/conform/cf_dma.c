@@ -269,6 +269,8 @@ void cf_group_dma(struct cf_ctx *x)
             "a refused unmap removed nothing");
     unmap_chk(x, "unmap-straddle", B - PG, 2 * PG, 0, E_REFUSED,
               "vfio_iommu_type1: a mapping that straddles the range's edge");
+    unmap_chk(x, "unmap-nothing", B + 0x40000000ull, 4 * PG, 0, E_ANSWER,
+              "a range with no mapping: type1 succeeds, the spec's exact-match text refuses");
     unmap_chk(x, "unmap-size-0", B, 0, 0, E_REFUSED, "vfio_dma_do_unmap: size 0");
     unmap_chk(x, "unmap-unaligned", B + 0x200, PG, 0, E_REFUSED, "vfio_dma_do_unmap: unaligned");
     unmap_chk(x, "unmap-beyond-2^64", UINT64_MAX - PG + 1, 2 * PG, 0, E_REFUSED,
