@@ -136,6 +136,13 @@ static const char our_caps[] =
     "{\"capabilities\":{\"max_msg_fds\":8,\"max_data_xfer_size\":1048576,"
     "\"max_dma_maps\":65535,\"pgsizes\":4096,\"write_multiple\":true,"
     "\"migration\":{\"pgsize\":4096,\"max_bitmap_size\":1048576}}}";
+/* --accmig: accmig offers its doorbell pages (BAR4) for mmap only to a
+ * client that promises to follow its doorbell protocol (docs/usage.md). */
+static const char our_caps_accmig[] =
+    "{\"capabilities\":{\"max_msg_fds\":8,\"max_data_xfer_size\":1048576,"
+    "\"max_dma_maps\":65535,\"pgsizes\":4096,\"write_multiple\":true,"
+    "\"accmig_cooperative_doorbells\":true,"
+    "\"migration\":{\"pgsize\":4096,\"max_bitmap_size\":1048576}}}";
 
 static void parse_caps(struct cf_device *d, const char *json)
 {
@@ -205,8 +212,10 @@ int cf_session(struct cf_ctx *x)
 
 static int session_once(struct cf_ctx *x)
 {
-    uint8_t req[sizeof(struct vfu_version) + sizeof(our_caps)];
+    uint8_t req[sizeof(struct vfu_version) + sizeof(our_caps_accmig)];
     struct vfu_version v = {.major = 0, .minor = 0};
+    const char *caps = x->opts->accmig ? our_caps_accmig : our_caps;
+    size_t caps_len = strlen(caps) + 1;
     struct cf_res res;
     int ret;
 
@@ -215,8 +224,8 @@ static int session_once(struct cf_ctx *x)
     if (ret)
         return ret;
     memcpy(req, &v, sizeof(v));
-    memcpy(req + sizeof(v), our_caps, sizeof(our_caps));
-    cf_call(x, VFU_CMD_VERSION, req, sizeof(req), NULL, 0, &res);
+    memcpy(req + sizeof(v), caps, caps_len);
+    cf_call(x, VFU_CMD_VERSION, req, sizeof(v) + caps_len, NULL, 0, &res);
     if (res.out != CF_OK || res.rep.len < sizeof(v)) {
         ret = res.out == CF_ERR ? -(res.err ? res.err : EPROTO) : -EPROTO;
         cf_res_free(&res);
