@@ -240,17 +240,29 @@ static void qstate_unpack(const uint8_t p[MIG_QSTATE_LEN], struct mig_queue_stat
     q->db_stage[1] = am_le64(p + 88);
 }
 
-/* MANDATORY only when it says something: an all-zero QSTATE is what a 1.0
- * reader assumes anyway, so it may skip it. */
+/* MANDATORY when a reader that skipped it would run the queues differently
+ * (a stopped or broken queue running, an AEQE posted again, a STOP_QP
+ * never completing, an event queue back to life); otherwise optional: a
+ * 1.0 reader then loses only what 1.0 never carried, none of which stops
+ * the guest's queues: an EQE a disarmed CQ posts again on resume (a
+ * spurious event, which drivers take), a mailbox or doorbell store caught
+ * half-way, a mailbox result not yet read. */
+static bool qstate_mandatory(const struct mig_queue_state *q)
+{
+    bool any = q->xeq != 0 || (q->mb_w0 & MIG_MB_BUSY);
+
+    for (unsigned k = 0; k < MIG_QS_COUNT; k++)
+        any = any || (k != MIG_QS_CQ_DISARMED && q->bits[k] != 0);
+    return any;
+}
+
 static int put_qstate(uint8_t *buf, size_t cap, size_t *len, const struct mig_queue_state *q)
 {
-    static const uint8_t zero[MIG_QSTATE_LEN];
     uint8_t p[MIG_QSTATE_LEN];
 
     qstate_pack(q, p);
     return mig_stream_put_record(buf, cap, len, MIG_REC_QSTATE,
-                                 memcmp(p, zero, sizeof(p)) ? MIG_REC_F_MANDATORY : 0, p,
-                                 sizeof(p));
+                                 qstate_mandatory(q) ? MIG_REC_F_MANDATORY : 0, p, sizeof(p));
 }
 
 /* u64 SQ mask, u64 CQ mask, then the SQCs named, ascending, then the CQCs. */

@@ -576,7 +576,10 @@ static void qm_db_sq(struct qm_access *a, uint64_t db, struct qm_queue *q, uint1
     struct qm_fn *fn = a->fn;
 
     if (!q->sq.loaded) {
-        qm_db_ignore(fn, db, "SQ has no context");
+        /* A reload of a queue that only has a CQ (fed by another SQ) did
+         * its work above. */
+        if (!prio || !q->cq.loaded)
+            qm_db_ignore(fn, db, "SQ has no context");
         return;
     }
     if (prio) {

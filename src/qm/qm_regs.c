@@ -142,8 +142,10 @@ static uint32_t qm_rd_qp_active(struct qm_access *a, const struct qm_reg *r)
     unsigned first = r->off == QM_WIN_QP_ACTIVE_L ? 0 : 32;
     uint32_t v = 0;
 
+    /* A queue is active when either of its contexts is loaded: a CQ fed by
+     * another queue's SQ is reloaded (and its re-arm honoured) as well. */
     for (unsigned i = 0; i < 32; i++)
-        if (a->fn->q[first + i].sq.loaded)
+        if (a->fn->q[first + i].sq.loaded || a->fn->q[first + i].cq.loaded)
             v |= 1u << i;
     return v;
 }

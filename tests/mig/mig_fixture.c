@@ -24,11 +24,19 @@ void side_create(struct mig_side *s, unsigned qps, uint8_t revision, enum mig_hw
 {
     struct qm_dev_config cfg;
 
-    memset(s, 0, sizeof(*s));
     qm_dev_config_default(&cfg);
-    cfg.num_vfs = 1;
     cfg.qps_per_vf = qps;
     cfg.revision = revision;
+    side_create_cfg(s, &cfg, mode, ram_size);
+}
+
+void side_create_cfg(struct mig_side *s, const struct qm_dev_config *base, enum mig_hw_mode mode,
+                     uint64_t ram_size)
+{
+    struct qm_dev_config cfg = *base;
+
+    memset(s, 0, sizeof(*s));
+    cfg.num_vfs = 1;
     cfg.workers = 2;
     cfg.irq.raise = side_msi;
     cfg.irq.opaque = s;
@@ -81,6 +89,14 @@ int side_write_all(struct mig_side *s, const uint8_t *buf, size_t len, size_t pi
 void migrate(struct mig_side *src, struct mig_side *dst, int precopy, size_t piece,
              uint8_t *stream, size_t *len)
 {
+    migrate_to_stop(src, dst, precopy, piece, stream, len);
+    assert_int_equal(mig_set_state(dst->mig, VFIO_MIG_STATE_RUNNING), 0);
+    assert_int_equal(mig_get_state(dst->mig), VFIO_MIG_STATE_RUNNING);
+}
+
+void migrate_to_stop(struct mig_side *src, struct mig_side *dst, int precopy, size_t piece,
+                     uint8_t *stream, size_t *len)
+{
     uint8_t buf[MIG_STREAM_MAX + 64];
     uint64_t initial, dirty;
     size_t head = 0, total;
@@ -103,8 +119,7 @@ void migrate(struct mig_side *src, struct mig_side *dst, int precopy, size_t pie
     assert_true(dst->ram_size >= src->ram_size);
     memcpy(dst->ram, src->ram, src->ram_size);
     assert_int_equal(side_write_all(dst, buf + head, total - head, piece), 0);
-    assert_int_equal(mig_set_state(dst->mig, VFIO_MIG_STATE_RUNNING), 0);
-    assert_int_equal(mig_get_state(dst->mig), VFIO_MIG_STATE_RUNNING);
+    assert_int_equal(mig_set_state(dst->mig, VFIO_MIG_STATE_STOP), 0);
     if (stream != NULL) {
         memcpy(stream, buf, total);
         *len = total;

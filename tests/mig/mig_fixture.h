@@ -23,6 +23,10 @@ struct mig_side {
  * into its domain, a mig_dev in mode. Asserts on failure. */
 void side_create(struct mig_side *s, unsigned qps, uint8_t revision, enum mig_hw_mode mode,
                  uint64_t ram_size);
+/* The same from a device configuration (num_vfs, workers and the irq sink
+ * are the fixture's). */
+void side_create_cfg(struct mig_side *s, const struct qm_dev_config *cfg, enum mig_hw_mode mode,
+                     uint64_t ram_size);
 void side_destroy(struct mig_side *s);
 
 /* Reads the saving stream until it ends (0) or pauses (-ENOMSG), piece
@@ -37,5 +41,8 @@ int side_write_all(struct mig_side *s, const uint8_t *buf, size_t len, size_t pi
  * stream/len when stream is not NULL. The source is left in STOP_COPY. */
 void migrate(struct mig_side *src, struct mig_side *dst, int precopy, size_t piece,
              uint8_t *stream, size_t *len);
+/* The same up to the destination in STOP (restored, not yet running). */
+void migrate_to_stop(struct mig_side *src, struct mig_side *dst, int precopy, size_t piece,
+                     uint8_t *stream, size_t *len);
 
 #endif

@@ -63,6 +63,11 @@ static void doorbell(struct tdrv *d, uint32_t reg, uint16_t qn, unsigned cmd, ui
         fail(d, "doorbell refused", qn);
 }
 
+void tdrv_doorbell(struct tdrv *d, uint16_t qn, unsigned cmd, uint16_t index, uint16_t prio)
+{
+    doorbell(d, cmd >= QM_DB_CMD_EQ ? QM_DB_EQAEQ : QM_DB_SQCQ, qn, cmd, index, prio);
+}
+
 static void sleep_us(unsigned us)
 {
     struct timespec ts = {0, (long)us * 1000};
@@ -71,6 +76,24 @@ static void sleep_us(unsigned us)
 }
 
 /* The driver's mailbox: poll busy every 10 us for 1 ms, before and after. */
+static int mailbox(struct tdrv *d, unsigned cmd, uint16_t queue, uint64_t base, int op,
+                   uint64_t *data);
+
+int tdrv_mailbox(struct tdrv *d, unsigned cmd, uint16_t queue, uint64_t base, int op,
+                 uint64_t *data)
+{
+    return mailbox(d, cmd, queue, base, op, data);
+}
+
+int tdrv_mailbox_post(struct tdrv *d, unsigned cmd, uint16_t queue)
+{
+    struct qm_mailbox m = {.w0 = (uint16_t)(cmd | TDRV_MB_BUSY), .queue_num = queue};
+
+    if (tdrv_reg_read(d, QM_MAILBOX) & TDRV_MB_BUSY)
+        return -EBUSY;
+    return qm_bar_write(d->dev, d->fn, QM_MAILBOX, &m, sizeof(m)) == 0 ? 0 : -EIO;
+}
+
 static int mailbox(struct tdrv *d, unsigned cmd, uint16_t queue, uint64_t base, int op,
                    uint64_t *data)
 {
@@ -165,10 +188,12 @@ int tdrv_init(struct tdrv *d)
     eqc.dw6 = QM_EQC_DW6(TDRV_AEQ_DEPTH, 1);
     memcpy(d->ram + TDRV_GPA_SCRATCH, &eqc, sizeof(eqc));
     rc = mailbox(d, QM_MB_CMD_AEQC, 0, TDRV_GPA_SCRATCH, 0, NULL);
-    if (rc == 0)
-        rc = mailbox(d, QM_MB_CMD_SQC_BT, 0, TDRV_GPA_SQC_TABLE, 0, NULL);
-    if (rc == 0)
-        rc = mailbox(d, QM_MB_CMD_CQC_BT, 0, TDRV_GPA_CQC_TABLE, 0, NULL);
+    if (rc == 0 && d->cfg.sqc_table != TDRV_NO_TABLE)
+        rc = mailbox(d, QM_MB_CMD_SQC_BT, 0, d->cfg.sqc_table ? d->cfg.sqc_table : TDRV_GPA_SQC_TABLE,
+                     0, NULL);
+    if (rc == 0 && d->cfg.cqc_table != TDRV_NO_TABLE)
+        rc = mailbox(d, QM_MB_CMD_CQC_BT, 0, d->cfg.cqc_table ? d->cfg.cqc_table : TDRV_GPA_CQC_TABLE,
+                     0, NULL);
     if (rc != 0)
         return rc;
     tdrv_reg_write(d, QM_PAGE_SIZE, 0);
@@ -216,7 +241,19 @@ int tdrv_qp_start(struct tdrv *d, unsigned q, unsigned cq)
     return 0;
 }
 
+static int submit(struct tdrv *d, unsigned q, bool ring);
+
 int tdrv_submit(struct tdrv *d, unsigned q)
+{
+    return submit(d, q, true);
+}
+
+int tdrv_submit_nodb(struct tdrv *d, unsigned q)
+{
+    return submit(d, q, false);
+}
+
+static int submit(struct tdrv *d, unsigned q, bool ring)
 {
     struct tdrv_queue *s = &d->q[q];
     uint32_t sqe[ZIP_SQE_DWORDS] = {0};
@@ -253,7 +290,8 @@ int tdrv_submit(struct tdrv *d, unsigned q)
     s->sq_tail = (uint16_t)((slot + 1) % TDRV_DEPTH);
     d->next_tag++;
     __atomic_thread_fence(__ATOMIC_RELEASE);
-    doorbell(d, QM_DB_SQCQ, (uint16_t)q, QM_DB_CMD_SQ, s->sq_tail, 0);
+    if (ring)
+        doorbell(d, QM_DB_SQCQ, (uint16_t)q, QM_DB_CMD_SQ, s->sq_tail, 0);
     return (int)tag;
 }
 
@@ -450,6 +488,63 @@ int tdrv_qp_stop(struct tdrv *d, unsigned q)
         rc = tdrv_drain(d);
     d->q[q].stopped = true;
     return rc;
+}
+
+int tdrv_qp_resume(struct tdrv *d, unsigned q)
+{
+    int rc;
+
+    if (q >= d->cfg.nqps || !d->q[q].started)
+        return -EINVAL;
+    /* The device's own view of the stopped SQ, loaded again as it is: the
+     * same ring, head and tail, without the stop. */
+    rc = mailbox(d, QM_MB_CMD_SQC, (uint16_t)q, TDRV_GPA_SCRATCH, 1, NULL);
+    if (rc == 0)
+        rc = mailbox(d, QM_MB_CMD_SQC, (uint16_t)q, TDRV_GPA_SCRATCH, 0, NULL);
+    if (rc != 0)
+        return rc;
+    d->q[q].stopped = false;
+    doorbell(d, QM_DB_SQCQ, (uint16_t)q, QM_DB_CMD_SQ, d->q[q].sq_tail, 0);
+    return d->errors ? -EIO : 0;
+}
+
+int tdrv_cq_restart(struct tdrv *d, unsigned c)
+{
+    struct tdrv_queue *s = &d->q[c];
+    struct qm_cqc cqc = {0};
+    int rc;
+
+    if (c >= d->cfg.nqps)
+        return -EINVAL;
+    cqc.base_l = (uint32_t)cq_gpa(c);
+    cqc.dw3 = QM_CQC_DW3(TDRV_DEPTH);
+    cqc.dw6 = QM_CQC_DW6_PHASE | QM_CQC_DW6_EQ_EN;
+    memset(d->ram + cq_gpa(c), 0, TDRV_DEPTH * TDRV_CQE_BYTES);
+    memcpy(d->ram + TDRV_GPA_SCRATCH, &cqc, sizeof(cqc));
+    rc = mailbox(d, QM_MB_CMD_CQC, (uint16_t)c, TDRV_GPA_SCRATCH, 0, NULL);
+    if (rc != 0)
+        return rc;
+    s->cq_head = 0;
+    s->cq_phase = true;
+    return 0;
+}
+
+int tdrv_eq_reload(struct tdrv *d)
+{
+    struct qm_eqc eqc = {0};
+    int rc;
+
+    eqc.base_l = (uint32_t)TDRV_GPA_EQ;
+    eqc.dw3 = 2u << 12;
+    eqc.dw6 = QM_EQC_DW6(TDRV_EQ_DEPTH, 1);
+    memset(d->ram + TDRV_GPA_EQ, 0, TDRV_EQ_DEPTH * 4u);
+    memcpy(d->ram + TDRV_GPA_SCRATCH, &eqc, sizeof(eqc));
+    rc = mailbox(d, QM_MB_CMD_EQC, 0, TDRV_GPA_SCRATCH, 0, NULL);
+    if (rc != 0)
+        return rc;
+    d->eq_head = 0;
+    d->eq_phase = true;
+    return 0;
 }
 
 int tdrv_check_exactly_once(const struct tdrv *d)

@@ -34,11 +34,16 @@
 #define TDRV_GPA_RINGS 0x10000ull
 #define TDRV_RING_STRIDE 0x24000ull /* SQ 128 KiB + CQ 16 KiB per queue */
 
+#define TDRV_NO_TABLE UINT64_MAX /* tdrv_cfg.sqc_table / cqc_table: never set that base */
+
 struct tdrv_cfg {
     unsigned nqps;      /* queue pairs to lay out (<= the VF's) */
     uint32_t in_len;    /* input bytes per job (<= TDRV_INPUT_MAX - 64) */
     uint32_t out_len;   /* output buffer per job */
     unsigned pool;      /* output buffers per queue = max jobs in flight per queue */
+    /* Table bases tdrv_init sets: 0 = the layout's, TDRV_NO_TABLE = none
+     * (contexts loaded by mailbox only), else that address. */
+    uint64_t sqc_table, cqc_table;
 };
 
 struct tdrv_queue {
@@ -88,6 +93,8 @@ int tdrv_qp_start(struct tdrv *d, unsigned q, unsigned cq);
 int tdrv_qp_stop(struct tdrv *d, unsigned q);
 /* Submits one job on q; returns its tag (>= 0), -EBUSY when full. */
 int tdrv_submit(struct tdrv *d, unsigned q);
+/* The same without the doorbell (the caller rings it, with d->q[q].sq_tail). */
+int tdrv_submit_nodb(struct tdrv *d, unsigned q);
 /* Submits n jobs round-robin over queues [0, nq); returns 0 or an error. */
 int tdrv_submit_many(struct tdrv *d, unsigned nq, unsigned n);
 /* EQ walk + every started CQ; returns completions reaped. */
@@ -100,6 +107,23 @@ unsigned tdrv_cq_pending(const struct tdrv *d, unsigned q);
 unsigned tdrv_inflight(const struct tdrv *d);
 /* 0 when every tag submitted so far completed exactly once, no error. */
 int tdrv_check_exactly_once(const struct tdrv *d);
+
+/* The driver's mailbox command (polls busy like the Linux driver): 0,
+ * -ETIMEDOUT (still busy after 1 ms), -EIO (status != 0). */
+int tdrv_mailbox(struct tdrv *d, unsigned cmd, uint16_t queue, uint64_t base, int op,
+                 uint64_t *data);
+/* Writes a command with queue_num and base 0 and returns at once (a
+ * STOP_QP left draining); -EBUSY if the mailbox is busy. */
+int tdrv_mailbox_post(struct tdrv *d, unsigned cmd, uint16_t queue);
+/* One doorbell (SQ/CQ at 0x1000, EQ/AEQ at 0x2000). */
+void tdrv_doorbell(struct tdrv *d, uint16_t qn, unsigned cmd, uint16_t index, uint16_t prio);
+/* A stopped SQ started again where it stopped: its context dumped (SQC
+ * op=1) and loaded again, then the SQ doorbell: the SQEs left run. */
+int tdrv_qp_resume(struct tdrv *d, unsigned q);
+/* CQ c loaded afresh (ring cleared, head 0, phase 1): after a CQ ring fault. */
+int tdrv_cq_restart(struct tdrv *d, unsigned c);
+/* The EQ loaded afresh (ring cleared, head 0, phase 1). */
+int tdrv_eq_reload(struct tdrv *d);
 
 uint32_t tdrv_reg_read(struct tdrv *d, uint32_t off);
 void tdrv_reg_write(struct tdrv *d, uint32_t off, uint32_t v);
