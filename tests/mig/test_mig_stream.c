@@ -52,6 +52,45 @@ static struct mig_vf_snapshot sample_snapshot(void)
     return s;
 }
 
+/* A usable SQC / CQC of queue q (QCTX), as the mailbox would load it. */
+static void sample_sqc(uint32_t dw[8], unsigned q, unsigned cq)
+{
+    memset(dw, 0, 8 * sizeof(uint32_t));
+    dw[0] = 3u | 7u << 16;
+    dw[1] = 0x100000u + q * 0x40000u;
+    dw[3] = QM_SQC_DW3(1024);
+    dw[6] = cq | (uint32_t)QM_SQC_W13(0) << 16;
+}
+
+static void sample_cqc(uint32_t dw[8], unsigned q)
+{
+    memset(dw, 0, 8 * sizeof(uint32_t));
+    dw[0] = 5u | 5u << 16;
+    dw[1] = 0x120000u + q * 0x40000u;
+    dw[3] = QM_CQC_DW3(1024);
+    dw[6] = QM_CQC_DW6_PHASE | QM_CQC_DW6_EQ_EN;
+}
+
+/* Queues 0 and 2 (QP_ACTIVE 0x5) whose contexts are in no table. */
+static void with_qctx(struct mig_vf_snapshot *s)
+{
+    s->sqc_bt = s->cqc_bt = 0;
+    s->ctx_sq = s->ctx_cq = 0x5;
+    sample_sqc(s->sqc[0], 0, 0);
+    sample_sqc(s->sqc[2], 2, 2);
+    sample_cqc(s->cqc[0], 0);
+    sample_cqc(s->cqc[2], 2);
+}
+
+/* A STOP_QP of queue q still draining, the guest's mailbox busy on it. */
+static void with_draining_stop(struct mig_vf_snapshot *s, unsigned q)
+{
+    s->qs.bits[MIG_QS_SQ_STOPPING] |= 1ull << q;
+    s->qs.mb_w0 = QM_MB_CMD_STOP_QP | 1u << QM_MB_BUSY_SHIFT;
+    am_st16(s->qs.mb_stage, (uint16_t)s->qs.mb_w0);
+    am_st16(s->qs.mb_stage + 2, (uint16_t)q);
+}
+
 static void assert_match_equal(const struct mig_match *a, const struct mig_match *b)
 {
     char err[160];
@@ -323,6 +362,34 @@ static const char *break_rule(unsigned i, struct mig_match *m, struct mig_vf_sna
     case 19: s->cqc_bt = 0xfffffffffffff800ull; return "TABLES: CQC table base";
     case 20: s->qp_active = 1u << 4; return "QP_ACTIVE"; /* queue 4 of a 4-queue VF */
     case 21: s->int_pending = 1u << 4; return "IRQ: pending vectors 0x10";
+    case 22: s->qs.bits[MIG_QS_SQ_STOPPED] = 1u << 4; return "QSTATE: SQ stopped 0x10 names queues";
+    case 23: s->qs.bits[MIG_QS_CQ_DISARMED] = 1ull << 63; return "QSTATE: CQ disarmed";
+    case 24: s->qs.bits[MIG_QS_SQ_STOPPED] = s->qs.bits[MIG_QS_SQ_STOPPING] = 0x2;
+        return "QSTATE: SQ 1 is both stopped and stopping";
+    case 25: s->qs.xeq = 0x10; return "QSTATE: event queue state 0x10";
+    case 26: s->qs.mb_w0 = 0x10000; return "QSTATE: mailbox w0 0x10000";
+    case 27: with_draining_stop(s, 1); s->qs.mb_w0 = QM_MB_CMD_SQC_VFT_V2 | 1u << QM_MB_BUSY_SHIFT;
+        return "QSTATE: mailbox busy with command 0x6";
+    case 28: with_draining_stop(s, 1); am_st16(s->qs.mb_stage + 2, 2);
+        return "QSTATE: mailbox busy on STOP_QP of queue 2, which is not stopping";
+    case 29: with_draining_stop(s, 1); am_st16(s->qs.mb_stage + 2, 4);
+        return "QSTATE: mailbox busy on STOP_QP of queue 4";
+    case 30: with_draining_stop(s, 1); m->revision = QM_REV_V3;
+        return "QSTATE: mailbox busy in a v3 stream";
+    case 31: with_qctx(s); s->ctx_cq |= 1u << 4; sample_cqc(s->cqc[4], 4);
+        return "QCTX: masks 0x5/0x15 name queues beyond";
+    case 32: with_qctx(s); s->ctx_sq |= 0x2; sample_sqc(s->sqc[1], 1, 1);
+        return "QCTX: SQC of queue 1, which QP_ACTIVE does not name";
+    case 33: with_qctx(s); s->sqc[2][3] = QM_SQC_DW3(1); return "QCTX: SQC 2: depth 1";
+    case 34: with_qctx(s); s->sqc[0][3] = QM_SQC_DW3(2048); return "QCTX: SQC 0: depth 2048";
+    case 35: with_qctx(s); s->sqc[0][3] = 0x43ff; return "QCTX: SQC 0: entry size field 4, not 7";
+    case 36: with_qctx(s); s->cqc[2][3] = 0x73ff; return "QCTX: CQC 2: entry size field 7, not 4";
+    case 37: with_qctx(s); s->cqc[0][1] = 0; return "QCTX: CQC 0: ring base 0 with 1024 entries is 0";
+    case 38: with_qctx(s); s->sqc[0][1] = 0xfffe0001u; s->sqc[0][2] = 0xffffffffu;
+        return "QCTX: SQC 0: ring base 0xfffffffffffe0001 with 1024 entries";
+    case 39: with_qctx(s); s->cqc[0][0] = 1024; return "QCTX: CQC 0: head 1024";
+    case 40: with_qctx(s); s->sqc[2][0] = 5u | 1024u << 16; return "QCTX: SQC 2: head 5 / tail 1024";
+    case 41: with_qctx(s); s->sqc[2][6] = 4; return "QCTX: SQC 2: CQ 4 beyond";
     default: return NULL;
     }
 }
@@ -337,13 +404,14 @@ static void test_each_rule_broken_once_is_refused_naming_it(void **state)
     (void)state;
 
     for (i = 0;; i++) {
-        struct mig_match m = sample_match(), dst = sample_match();
+        struct mig_match m = sample_match(), dst;
         struct mig_vf_snapshot s = sample_snapshot();
         size_t len;
 
         expect = break_rule(i, &m, &s);
         if (expect == NULL)
             break;
+        dst = m; /* a destination of the stream's own kind */
         len = build(buf, &m, &s);
         assert_int_equal(decode(buf, len, &c, err), -EBADMSG);
         if (strstr(err, expect) == NULL)
@@ -351,7 +419,7 @@ static void test_each_rule_broken_once_is_refused_naming_it(void **state)
         /* The destination's call gives the same verdict. */
         assert_int_equal(mig_stream_check(buf, len, &dst, &c, err, sizeof(err)), -EBADMSG);
     }
-    assert_int_equal(i, 22);
+    assert_int_equal(i, 42);
 }
 
 /* State i a guest can put its VF in (each through a register or a mailbox
@@ -379,6 +447,27 @@ static const char *reachable_state(unsigned i, struct mig_vf_snapshot *s)
             if (r != MIG_REG_VF_STATE && r != MIG_REG_QUE_ISO_CFG)
                 s->regs[r] = mig_saved_regs[r].valid_mask;
         return "every interrupt bit and mask set";
+    case 13: /* every queue state bit but stopped-and-stopping at once */
+        s->qs.bits[MIG_QS_SQ_STOPPED] = 0x5;
+        s->qs.bits[MIG_QS_SQ_STOPPING] = 0xa;
+        for (unsigned k = MIG_QS_SQ_BROKEN; k < MIG_QS_COUNT; k++)
+            s->qs.bits[k] = 0xf;
+        s->qs.xeq = QM_XEQ_ST_MASK;
+        return "every queue and event queue state bit";
+    case 14: /* any image of an idle mailbox, any staged doorbell bytes */
+        s->qs.mb_w0 = 0xffffu & ~(1u << QM_MB_BUSY_SHIFT);
+        memset(s->qs.mb_stage, 0xff, sizeof(s->qs.mb_stage));
+        s->qs.mb_data = ~0ull;
+        s->qs.db_stage[0] = s->qs.db_stage[1] = ~0ull;
+        return "an idle mailbox's image and staged bytes, all ones";
+    case 15: with_draining_stop(s, 3); return "a STOP_QP of queue 3 still draining (v4)";
+    case 16: with_qctx(s); return "queues 0 and 2 loaded with no table bases";
+    case 17: with_qctx(s); s->sqc_bt = 0x300000; s->ctx_cq = 0; memset(s->cqc, 0, sizeof(s->cqc));
+        return "SQCs whose table slots could not be written";
+    case 18: s->qp_active = 0xf; s->ctx_sq = 0; s->ctx_cq = 0xf;
+        for (unsigned q = 0; q < 4; q++)
+            sample_cqc(s->cqc[q], q);
+        return "every CQC in QCTX";
     default: return NULL;
     }
 }
@@ -403,7 +492,68 @@ static void test_states_a_guest_can_reach_are_accepted(void **state)
             fail_msg("%s: refused: %s", what, err);
         assert_memory_equal(&c.state, &s, sizeof(s));
     }
-    assert_int_equal(i, 13);
+    assert_int_equal(i, 19);
+}
+
+/* QSTATE and QCTX: round trip, the mandatory flag, and the structure rules
+ * (lengths that do not match the masks, a record twice or alone). */
+static void test_queue_state_records_round_trip_and_their_structure_is_checked(void **state)
+{
+    static struct mig_stream_content c;
+    static struct mig_vf_snapshot s;
+    struct mig_match m = sample_match();
+    uint8_t buf[MIG_STREAM_MAX], p[MIG_QSTATE_LEN] = {0};
+    char err[160];
+    size_t len, qctx_off;
+    (void)state;
+
+    s = sample_snapshot();
+    with_qctx(&s);
+    s.qs.bits[MIG_QS_SQ_BROKEN] = 0x4;
+    s.qs.db_stage[0] = 0x123;
+    len = build(buf, &m, &s);
+    assert_int_equal(len, mig_stream_full_len() + MIG_REC_HDR_LEN + MIG_QCTX_HDR_LEN +
+                              4 * MIG_QC_LEN);
+    assert_int_equal(decode(buf, len, &c, err), 0);
+    assert_memory_equal(&c.state, &s, sizeof(s));
+    assert_int_equal(c.nrecords, 10);
+    assert_int_equal(c.records[7].type, MIG_REC_QSTATE);
+    assert_int_equal(c.records[7].flags, MIG_REC_F_MANDATORY); /* a broken SQ */
+    assert_int_equal(c.records[8].type, MIG_REC_QCTX);
+    assert_int_equal(c.records[8].flags, MIG_REC_F_MANDATORY);
+    /* Only disarmed CQs (the usual state of a busy VF): optional. */
+    s = sample_snapshot();
+    s.qs.bits[MIG_QS_CQ_DISARMED] = 0xf;
+    s.qs.mb_w0 = QM_MB_CMD_CQC;
+    assert_int_equal(decode(buf, build(buf, &m, &s), &c, err), 0);
+    assert_int_equal(c.records[7].flags, 0);
+    /* QCTX whose masks name one context more than it holds. */
+    s = sample_snapshot();
+    with_qctx(&s);
+    len = build(buf, &m, &s);
+    assert_int_equal(decode(buf, len, &c, err), 0);
+    qctx_off = c.records[8].offset;
+    am_st64(buf + qctx_off + MIG_REC_HDR_LEN, 0x7);
+    am_st32(buf + len - MIG_END_LEN, am_crc32c(0, buf, len - MIG_END_LEN));
+    assert_int_equal(decode(buf, len, &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "QCTX: length 144 does not hold the 5 contexts"));
+    /* A QCTX length that is not a header and whole contexts. */
+    len = build(buf, &m, &s);
+    am_st32(buf + qctx_off + 4, MIG_QCTX_HDR_LEN + 4 * MIG_QC_LEN - 4);
+    assert_int_equal(decode(buf, len, &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "QCTX"));
+    /* QSTATE twice, and QSTATE with no state records. */
+    len = build(buf, &m, &s) - MIG_REC_HDR_LEN - MIG_END_LEN;
+    assert_int_equal(mig_stream_put_record(buf, sizeof(buf), &len, MIG_REC_QSTATE, 0, p, sizeof(p)),
+                     0);
+    assert_int_equal(mig_stream_put_end(buf, sizeof(buf), &len), 0);
+    assert_int_equal(decode(buf, len, &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "QSTATE at offset"));
+    assert_non_null(strstr(err, "twice"));
+    len = build_with(buf, &m, MIG_REC_QSTATE, 0, p, sizeof(p));
+    assert_int_equal(decode(buf, len, &c, err), -EBADMSG);
+    assert_non_null(strstr(err, "QSTATE without the state records"));
+    assert_string_equal(mig_rec_type_name(MIG_REC_QCTX), "QCTX");
 }
 
 static void test_a_match_record_with_reserved_bits_or_a_foreign_device_is_refused_early(void **state)
@@ -522,6 +672,7 @@ int main(void)
         cmocka_unit_test(test_record_order_and_completeness_rules_are_enforced),
         cmocka_unit_test(test_each_rule_broken_once_is_refused_naming_it),
         cmocka_unit_test(test_states_a_guest_can_reach_are_accepted),
+        cmocka_unit_test(test_queue_state_records_round_trip_and_their_structure_is_checked),
         cmocka_unit_test(test_a_match_record_with_reserved_bits_or_a_foreign_device_is_refused_early),
         cmocka_unit_test(test_incompatible_match_data_is_refused_naming_the_mismatch),
         cmocka_unit_test(test_the_match_can_be_checked_from_a_prefix),
