@@ -46,15 +46,16 @@
  * - mig_write: only in RESUMING; any segmentation; returns len or a negative
  *   errno: -EINVAL for a write outside RESUMING, a NULL buffer, or a stream
  *   already known to be bad or incompatible; -EFBIG beyond the maximum stream
- *   size (MIG_STREAM_MAX, 512 bytes). A source whose match record is
+ *   size (MIG_STREAM_MAX, 8192 bytes). A source whose match record is
  *   incompatible is refused by the write that completes that record, with a
  *   message naming the mismatch (mig_last_error: "stream refused: qp count:
  *   source 4, destination 8"); every later write and RESUMING -> STOP fail.
  * - mig_precopy_info: initial_bytes = unread bytes of the head (header and
  *   MATCH record, 40 bytes), dirty_bytes = 0 always: the rest of the state is
  *   small and captured at STOP_COPY with the function stopped.
- * - mig_data_size: the full stream length (244 bytes for a started VF; the
- *   exact length once STOP_COPY has built it); never 0.
+ * - mig_data_size: the full stream length (348 bytes for a started VF whose
+ *   contexts are all in tables; the exact length once STOP_COPY has built
+ *   it, larger when contexts travel in QCTX); never 0.
  * - mig_reset: device (function-level) reset: it performs the FLR
  *   (qm_function_reset) itself, then state RUNNING, streams ended, DMA
  *   logging stopped, ERROR cleared. A caller that also resets the function
