@@ -187,7 +187,8 @@ static void qm_bit_set(uint32_t *pair, unsigned i)
  * the WB_FAIL bitmaps: the host then reads it through QM_WIN_QC_*. */
 void qm_cache_writeback_locked(struct qm_fn *fn)
 {
-    uint32_t *sq_fail = &fn->regs[QM_R_WIN_SQC_WB_FAIL_L], *cq_fail = &fn->regs[QM_R_WIN_CQC_WB_FAIL_L];
+    uint32_t *sq_fail = &fn->regs[QM_R_WIN_SQC_WB_FAIL_L];
+    uint32_t *cq_fail = &fn->regs[QM_R_WIN_CQC_WB_FAIL_L];
 
     qm_fn_assert_locked(fn);
     QM_COUNT(fn, cache_writebacks);
@@ -199,7 +200,8 @@ void qm_cache_writeback_locked(struct qm_fn *fn)
             struct qm_sqc c;
 
             qm_sq_to_ctx(q, &c);
-            if (fn->sqc_bt == 0 || iommu_dma_write(fn->dom, fn->sqc_bt + i * 32ull, &c, sizeof(c))) {
+            if (fn->sqc_bt == 0 ||
+                iommu_dma_write(fn->dom, fn->sqc_bt + i * 32ull, &c, sizeof(c)) != 0) {
                 QM_COUNT(fn, ring_faults);
                 qm_bit_set(sq_fail, i);
             }
@@ -208,7 +210,8 @@ void qm_cache_writeback_locked(struct qm_fn *fn)
             struct qm_cqc c;
 
             qm_cq_to_ctx(q, &c);
-            if (fn->cqc_bt == 0 || iommu_dma_write(fn->dom, fn->cqc_bt + i * 32ull, &c, sizeof(c))) {
+            if (fn->cqc_bt == 0 ||
+                iommu_dma_write(fn->dom, fn->cqc_bt + i * 32ull, &c, sizeof(c)) != 0) {
                 QM_COUNT(fn, ring_faults);
                 qm_bit_set(cq_fail, i);
             }
@@ -284,7 +287,8 @@ void qm_queue_state_set_locked(struct qm_fn *fn, struct qm_deferred *d, struct q
 
 uint32_t qm_xeq_state_get_locked(const struct qm_fn *fn)
 {
-    return (fn->eq.broken ? QM_XEQ_ST_EQ_BROKEN : 0) | (fn->eq.overflowed ? QM_XEQ_ST_EQ_OVERFLOW : 0) |
+    return (fn->eq.broken ? QM_XEQ_ST_EQ_BROKEN : 0) |
+           (fn->eq.overflowed ? QM_XEQ_ST_EQ_OVERFLOW : 0) |
            (fn->aeq.broken ? QM_XEQ_ST_AEQ_BROKEN : 0) | (fn->halted ? QM_XEQ_ST_HALTED : 0);
 }
 

@@ -189,11 +189,11 @@ int tdrv_init(struct tdrv *d)
     memcpy(d->ram + TDRV_GPA_SCRATCH, &eqc, sizeof(eqc));
     rc = mailbox(d, QM_MB_CMD_AEQC, 0, TDRV_GPA_SCRATCH, 0, NULL);
     if (rc == 0 && d->cfg.sqc_table != TDRV_NO_TABLE)
-        rc = mailbox(d, QM_MB_CMD_SQC_BT, 0, d->cfg.sqc_table ? d->cfg.sqc_table : TDRV_GPA_SQC_TABLE,
-                     0, NULL);
+        rc = mailbox(d, QM_MB_CMD_SQC_BT, 0,
+                     d->cfg.sqc_table ? d->cfg.sqc_table : TDRV_GPA_SQC_TABLE, 0, NULL);
     if (rc == 0 && d->cfg.cqc_table != TDRV_NO_TABLE)
-        rc = mailbox(d, QM_MB_CMD_CQC_BT, 0, d->cfg.cqc_table ? d->cfg.cqc_table : TDRV_GPA_CQC_TABLE,
-                     0, NULL);
+        rc = mailbox(d, QM_MB_CMD_CQC_BT, 0,
+                     d->cfg.cqc_table ? d->cfg.cqc_table : TDRV_GPA_CQC_TABLE, 0, NULL);
     if (rc != 0)
         return rc;
     tdrv_reg_write(d, QM_PAGE_SIZE, 0);
