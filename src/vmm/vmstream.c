@@ -84,11 +84,24 @@ enum vms_rec_type {
     VMS_REC_ROUND = 6,     /* sent optional */
     VMS_REC_STOP_COPY = 7,
     VMS_REC_END = 8,
+    VMS_REC_COMMIT = 9,    /* S -> D, after READY: the source has handed over */
+    VMS_REC_ABORT = 10,    /* S -> D, after READY instead of COMMIT: it has not */
 };
 #define VMS_REC_F_OPTIONAL 1u
 
 enum { VMS_STATUS_OK = 0, VMS_STATUS_REFUSED = 1 };
-enum { VMS_PHASE_STREAM = 0, VMS_PHASE_HELLO = 1, VMS_PHASE_DEVICE = 2, VMS_PHASE_END = 3 };
+enum {
+    VMS_PHASE_STREAM = 0,
+    VMS_PHASE_HELLO = 1,
+    VMS_PHASE_DEVICE = 2,
+    VMS_PHASE_END = 3,    /* READY: D restored the state, its guest does not run yet */
+    VMS_PHASE_COMMIT = 4, /* COMMITTED: the guest runs on D (or, refused: it never will) */
+};
+
+struct vms_commit {
+    uint64_t id; /* the migration's id, chosen by S */
+} __attribute__((packed));
+_Static_assert(sizeof(struct vms_commit) == 8, "struct vms_commit is 8 bytes on the wire");
 
 /* The largest payload of any record: a full RAM record. */
 #define VMS_REC_MAX (VMS_RUNS_MAX * sizeof(struct vms_run) + VMS_RAM_REC_PAGES * VM_RAM_PAGE_SIZE)
@@ -100,7 +113,9 @@ enum vms_state {
     VMS_NEW,     /* before the handshake */
     VMS_OPEN,    /* handshake done: precopy */
     VMS_STOPPED, /* stop-copy marker sent / received */
-    VMS_ENDED,   /* final answer sent / received */
+    VMS_READY,   /* END verified, READY sent / received: the handover is next */
+    VMS_COMMIT,  /* S: COMMIT sent (past the point of no return); D: COMMIT read */
+    VMS_ENDED,   /* COMMITTED sent / received */
 };
 
 struct vmstream {
@@ -129,7 +144,8 @@ static const char *rec_name(uint16_t type)
     static const char *const names[] = {
         [VMS_REC_REPLY] = "REPLY", [VMS_REC_RAM] = "RAM", [VMS_REC_ZERO] = "ZERO",
         [VMS_REC_DEV] = "DEV", [VMS_REC_DEV_CHECK] = "DEV_CHECK", [VMS_REC_ROUND] = "ROUND",
-        [VMS_REC_STOP_COPY] = "STOP_COPY", [VMS_REC_END] = "END",
+        [VMS_REC_STOP_COPY] = "STOP_COPY", [VMS_REC_END] = "END", [VMS_REC_COMMIT] = "COMMIT",
+        [VMS_REC_ABORT] = "ABORT",
     };
     return type < AM_ARRAY_SIZE(names) && names[type] != NULL ? names[type] : "unknown";
 }
@@ -159,7 +175,7 @@ static int vms_fail(struct vmstream *s, int err, const char *fmt, ...)
      * lets a destination that is draining stop waiting. (The destination
      * hangs up itself after it has sent its reason.) */
     if (s->role == VMSTREAM_SOURCE)
-        shutdown(s->fd, SHUT_RDWR);
+        shutdown(s->fd, s->state == VMS_STOPPED && s->st.end_ns ? SHUT_RD : SHUT_RDWR);
     /* Peer mistakes in the guest tier; the rest is returned to the caller,
      * who reports it, so it is only information here. */
     am_log(err == -EBADMSG || err == -EPROTONOSUPPORT ? AM_LOG_GUEST : AM_LOG_INFO,
@@ -312,7 +328,7 @@ static void reason_sanitize(char *dst, size_t dstlen, const uint8_t *src, size_t
 static int read_reply(struct vmstream *s, uint32_t phase)
 {
     static const char *const what[] = {"the migration", "the handshake", "the device state",
-                                       "the end of the stream"};
+                                       "the end of the stream", "the handover"};
     uint8_t payload[sizeof(struct vms_reply) + VMSTREAM_REASON_MAX];
     char reason[VMSTREAM_REASON_MAX + 1];
     struct vms_reply r;
@@ -796,9 +812,61 @@ int vmstream_send_end(struct vmstream *s)
     ret = read_reply(s, VMS_PHASE_END);
     if (ret != 0)
         return ret;
+    s->state = VMS_READY;
+    s->st.ready_ns = am_now_ns();
+    return 0;
+}
+
+int vmstream_send_commit(struct vmstream *s, uint64_t id)
+{
+    struct vms_commit c = {.id = id};
+    struct iovec iov = {.iov_base = &c, .iov_len = sizeof(c)};
+    int ret = vms_enter(s, VMSTREAM_SOURCE, VMS_READY, VMS_READY, "vmstream_send_commit");
+
+    if (ret != 0)
+        return ret;
+    if (__atomic_load_n(&s->aborted, __ATOMIC_ACQUIRE))
+        return vms_fail(s, -ECANCELED, "aborted before the handover");
+    /* From the first byte on, the destination may run the guest. */
+    s->state = VMS_COMMIT;
+    ret = send_record(s, VMS_REC_COMMIT, 0, 0, &iov, 1, 1);
+    if (ret != 0) {
+        io_fail(s, ret, "the commit record", 0, sizeof(c));
+        return -EINPROGRESS;
+    }
+    return 0;
+}
+
+int vmstream_wait_committed(struct vmstream *s)
+{
+    int ret = vms_enter(s, VMSTREAM_SOURCE, VMS_COMMIT, VMS_COMMIT, "vmstream_wait_committed");
+
+    if (ret == -EINVAL)
+        return ret;
+    if (ret != 0)
+        return -EINPROGRESS;
+    ret = read_reply(s, VMS_PHASE_COMMIT);
+    if (ret == -EREMOTEIO)
+        return ret; /* D says it does not and will not run the guest */
+    if (ret != 0)
+        return -EINPROGRESS;
     s->state = VMS_ENDED;
     s->st.done_ns = am_now_ns();
     return 0;
+}
+
+void vmstream_send_abort(struct vmstream *s)
+{
+    struct vms_rec h = {.type = VMS_REC_ABORT, .seq = s->tx_seq};
+
+    if (s->role != VMSTREAM_SOURCE || s->state != VMS_READY ||
+        __atomic_load_n(&s->aborted, __ATOMIC_ACQUIRE))
+        return;
+    /* Best effort and past any sticky failure: a destination that reads it
+     * discards at once instead of waiting in doubt. */
+    if (vm_net_write_full(s->fd, &h, sizeof(h)) == 0)
+        s->tx_seq++;
+    shutdown(s->fd, SHUT_RDWR);
 }
 
 /* ---- Destination ---- */
@@ -989,9 +1057,9 @@ static int recv_end(struct recv_ctx *c)
     }
     ret = send_reply(s, VMS_PHASE_END, VMS_STATUS_OK, "");
     if (ret != 0)
-        return io_fail(s, ret, "the final answer", 0, 0);
-    s->state = VMS_ENDED;
-    s->st.done_ns = am_now_ns();
+        return io_fail(s, ret, "the ready answer", 0, 0);
+    s->state = VMS_READY;
+    s->st.ready_ns = am_now_ns();
     return 0;
 }
 
@@ -1069,6 +1137,9 @@ static int recv_record(struct recv_ctx *c)
         return 0;
     case VMS_REC_END:
         return recv_end(c);
+    case VMS_REC_COMMIT:
+    case VMS_REC_ABORT:
+        return rec_fail(c, -EBADMSG, "a handover record before END");
     case VMS_REC_REPLY:
         return rec_fail(c, -EBADMSG, "a source never sends REPLY records");
     default:
@@ -1116,12 +1187,61 @@ int vmstream_recv_loop(struct vmstream *s, struct vm_ram *ram,
     if (ram == NULL || vm_ram_size(ram) != s->peer.ram_size)
         return vms_usage(s, "destination RAM must have the negotiated %llu bytes",
                          (unsigned long long)s->peer.ram_size);
-    while (s->state != VMS_ENDED) {
+    while (s->state != VMS_READY) {
         ret = recv_record(&c);
         if (ret != 0) {
             recv_fail_answer(&c, ret);
             return ret;
         }
     }
+    return 0;
+}
+
+/* ---- Destination: the handover ---- */
+
+int vmstream_recv_commit(struct vmstream *s, uint64_t *id)
+{
+    struct vms_commit cm;
+    struct vms_rec h;
+    size_t done = 0;
+    int ret = vms_enter(s, VMSTREAM_DEST, VMS_READY, VMS_READY, "vmstream_recv_commit");
+
+    if (ret != 0)
+        return ret;
+    ret = vm_net_read_full(s->fd, &h, sizeof(h), &done);
+    if (ret != 0)
+        return io_fail(s, ret, done == 0 ? "waiting for the source's commit" : "the commit header",
+                       done, sizeof(h));
+    if (h.seq != s->rx_seq || h.flags != 0 || h.nruns != 0)
+        return vms_fail(s, -EBADMSG, "bad handover record: type %u (%s), seq %u (expected %u)",
+                        h.type, rec_name(h.type), h.seq, s->rx_seq);
+    s->rx_seq++;
+    if (h.type == VMS_REC_ABORT && h.len == 0)
+        return vms_fail(s, -ECONNABORTED, "the source did not hand over (ABORT): it keeps the "
+                        "guest");
+    if (h.type != VMS_REC_COMMIT || h.len != sizeof(cm))
+        return vms_fail(s, -EBADMSG, "expected COMMIT after END, got type %u (%s) of %u bytes",
+                        h.type, rec_name(h.type), h.len);
+    ret = vms_read(s, &cm, sizeof(cm), "the commit record");
+    if (ret != 0)
+        return ret;
+    s->state = VMS_COMMIT;
+    if (id != NULL)
+        *id = cm.id;
+    return 0;
+}
+
+int vmstream_send_committed(struct vmstream *s, int err, const char *reason)
+{
+    int ret = vms_enter(s, VMSTREAM_DEST, VMS_COMMIT, VMS_COMMIT, "vmstream_send_committed");
+
+    if (ret != 0)
+        return ret;
+    ret = send_reply(s, VMS_PHASE_COMMIT, err == 0 ? VMS_STATUS_OK : VMS_STATUS_REFUSED,
+                     reason != NULL ? reason : "");
+    if (ret != 0)
+        return io_fail(s, ret, "the committed answer", 0, 0);
+    s->state = VMS_ENDED;
+    s->st.done_ns = am_now_ns();
     return 0;
 }

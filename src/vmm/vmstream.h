@@ -12,8 +12,15 @@
  *   S       vmstream_send_stop_copy  the source guest and device are stopped
  *   S       vmstream_send_ram_round, vmstream_send_device  (final state)
  *   S       vmstream_send_end     END with the stream CRC32C, then waits for
- *                                 D's final answer (device RUNNING there)
- *   D       vmstream_recv_loop    does all of D's side after the handshake
+ *                                 D's READY (state restored there, guest not
+ *                                 running)
+ *   S       vmstream_send_commit  COMMIT: the point of no return
+ *   S       vmstream_wait_committed  D's COMMITTED (the guest runs there)
+ *   S       vmstream_send_abort   instead of COMMIT: the source keeps its guest
+ *   D       vmstream_recv_loop    D's side up to READY
+ *   D       vmstream_recv_commit  waits for COMMIT (or ABORT)
+ *   D       vmstream_send_committed  the guest runs here (or never will)
+ *   docs/vm.md has the handover as a state machine for both sides.
  *
  * Contract
  * - Functions return 0 or a negative errno and leave a sentence in
@@ -51,7 +58,7 @@
 
 #include "vmm/vm_ram.h"
 
-#define VMSTREAM_VERSION_MAJOR 1
+#define VMSTREAM_VERSION_MAJOR 2 /* 2: END is answered READY, the handover follows */
 #define VMSTREAM_VERSION_MINOR 0
 #define VMSTREAM_REASON_MAX 512 /* bytes of a refusal reason on the wire */
 
@@ -82,7 +89,8 @@ struct vmstream_stats {
     uint64_t bytes;           /* wire bytes S -> D after the hello */
     uint64_t stop_copy_ns;    /* stop-copy marker sent / received */
     uint64_t end_ns;          /* END sent / verified */
-    uint64_t done_ns;         /* final answer received / sent */
+    uint64_t ready_ns;        /* READY received / sent */
+    uint64_t done_ns;         /* COMMITTED received / sent */
 };
 
 /* One RAM round, as sent by S. */
@@ -104,9 +112,10 @@ struct vmstream_device_source {
 /* D: where device state goes (mig_write in RESUMING).
  * write absorbs the next bytes (any segmentation); 0 or a negative errno
  *   with a sentence in why (e.g. mig_last_error: "qp count differs ...").
- * finish is called once the END record and its CRC checked out: bring the
- *   device to RUNNING (RESUMING -> STOP -> RUNNING); 0 or a negative errno
- *   with a reason. Only after it returns 0 does S hear that it may release.
+ * finish is called once the END record and its CRC checked out: load the
+ *   state (RESUMING -> STOP) and check the guest RAM, but run nothing yet;
+ *   0 or a negative errno with a reason. Only after it returns 0 does S
+ *   hear READY; the guest may run only after COMMIT (vmstream_recv_commit).
  * Either may be NULL (no device); device records then make D refuse. */
 struct vmstream_device_ops {
     int (*write)(void *opaque, const void *buf, size_t len, char *why, size_t why_len);
@@ -148,19 +157,46 @@ int vmstream_send_ram_round(struct vmstream *s, struct vm_ram *ram, const uint64
                             struct vmstream_round *out);
 /* S: the source guest and device are stopped; what follows is final. */
 int vmstream_send_stop_copy(struct vmstream *s);
-/* S: sends END (stream CRC32C) and waits for D's final answer: 0 when the
- * destination's device is RUNNING (S may release its guest), -EREMOTEIO
- * with D's reason otherwise (S keeps running its guest). */
+/* S: sends END (stream CRC32C) and waits for D's READY: 0 when the
+ * destination holds the state, loaded and not running; -EREMOTEIO with D's
+ * reason otherwise. Whatever it returns, S has not handed over yet: on a
+ * failure it resumes its guest (and calls vmstream_send_abort). */
 int vmstream_send_end(struct vmstream *s);
+/* S, after READY: sends COMMIT carrying the migration's id. This is the
+ * point of no return: from its first byte on the destination may run the
+ * guest, so S must never resume it by itself. 0 sent; -EINPROGRESS the send
+ * failed (the handover is in doubt: D may or may not have it);
+ * -ECANCELED/-EINVAL nothing was sent (vmstream_abort came first, or out of
+ * order). */
+int vmstream_send_commit(struct vmstream *s, uint64_t id);
+/* S, after vmstream_send_commit: waits for COMMITTED. 0 the guest runs on D;
+ * -EREMOTEIO D refused (it does not run the guest and never will: S may
+ * resume); -EINPROGRESS no answer (reset, timeout, abort, garbage): in
+ * doubt, vmstream_error says why. */
+int vmstream_wait_committed(struct vmstream *s);
+/* S, after READY and instead of COMMIT: tells D, best effort, that the
+ * source keeps the guest; then hangs up. A no-op in any other state. */
+void vmstream_send_abort(struct vmstream *s);
 
 /* D: after a successful handshake, receives records into ram (which must
  * have the negotiated size), device state into ops, answers the device
- * check, verifies END and calls ops->finish, then tells S it may release.
- * Returns 0 after that final answer went out. On any failure D sends S a
+ * check, verifies END and calls ops->finish, then answers READY.
+ * Returns 0 after READY went out. On any failure D sends S a
  * failure answer with the reason (best effort), drains what S still sends
- * for at most the timeout, and returns the error. */
+ * for at most the timeout, and returns the error: S cannot have handed over,
+ * so D discards. (A failure to send READY itself also returns an error: S
+ * cannot have read a whole READY, so it cannot commit.) */
 int vmstream_recv_loop(struct vmstream *s, struct vm_ram *ram,
                        const struct vmstream_device_ops *ops);
+/* D, after vmstream_recv_loop returned 0: waits (timeout_ms) for the
+ * source's word. 0 COMMIT (*id its migration id): the guest is D's to run;
+ * -ECONNABORTED ABORT: S keeps the guest, D discards; any other errno
+ * (-ECONNRESET, -ETIMEDOUT, -ECANCELED, -EBADMSG): in doubt, S may or may
+ * not have committed, and D must neither run nor drop the guest by itself. */
+int vmstream_recv_commit(struct vmstream *s, uint64_t *id);
+/* D, after COMMIT: err 0 tells S the guest runs here; otherwise that it does
+ * not and never will (reason). 0 or the send's errno. */
+int vmstream_send_committed(struct vmstream *s, int err, const char *reason);
 
 /* Ends a blocked transfer from another thread: the driving call returns
  * -ECANCELED (and so does every later call). */

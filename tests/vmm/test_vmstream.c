@@ -312,6 +312,134 @@ out:
     return ret;
 }
 
+/* ---- the handover: READY, then COMMIT or ABORT ---- */
+
+/* What each side does after READY. */
+enum ho_src { HO_COMMIT, HO_ABORT, HO_VANISH };
+enum ho_dst { HO_ACCEPT, HO_REFUSE, HO_VANISH_AFTER_COMMIT };
+
+struct ho_plan {
+    struct plan p;
+    enum ho_src src;
+    enum ho_dst dst;
+    uint64_t id_seen;
+};
+
+static int source_handover(struct side *sd)
+{
+    struct ho_plan *h = sd->ctx;
+    struct side inner = *sd;
+    int ret;
+
+    inner.ctx = &h->p;
+    ret = source_migrate(&inner);
+    if (ret != 0)
+        return ret;
+    if (h->src == HO_ABORT) {
+        vmstream_send_abort(sd->s);
+        return 0;
+    }
+    if (h->src == HO_VANISH) {
+        vmstream_abort(sd->s); /* the connection ends, no word said */
+        return 0;
+    }
+    ret = vmstream_send_commit(sd->s, 0x1234abcdull);
+    return ret != 0 ? ret : vmstream_wait_committed(sd->s);
+}
+
+static int dest_handover(struct side *sd)
+{
+    struct ho_plan *h = sd->ctx;
+    int ret = vmstream_handshake(sd->s, &sd->prof, NULL);
+
+    if (ret == 0)
+        ret = vmstream_recv_loop(sd->s, sd->ram, NULL);
+    if (ret == 0)
+        ret = vmstream_recv_commit(sd->s, &h->id_seen);
+    if (ret != 0)
+        return ret;
+    if (h->dst == HO_VANISH_AFTER_COMMIT) {
+        vmstream_abort(sd->s);
+        return 0;
+    }
+    return vmstream_send_committed(sd->s, h->dst == HO_REFUSE ? -EIO : 0,
+                                   h->dst == HO_REFUSE ? "the device did not resume" : "");
+}
+
+static void handover_pair(struct ho_plan *h, struct side *src, struct side *dst)
+{
+    struct vm_ram *sram = ram_new(MiB), *dram = ram_new(MiB);
+
+    ram_populate(sram);
+    h->p.rounds = 1;
+    *src = (struct side){.prof = profile(MiB), .ram = sram, .run = source_handover, .ctx = h};
+    *dst = (struct side){.prof = profile(MiB), .ram = dram, .run = dest_handover, .ctx = h};
+    run_pair(false, src, dst);
+    vm_ram_destroy(sram);
+    vm_ram_destroy(dram);
+}
+
+static void test_commit_carries_the_migration_id_and_committed_ends_both_sides(void **state)
+{
+    struct ho_plan h = {.src = HO_COMMIT, .dst = HO_ACCEPT};
+    struct side src, dst;
+
+    (void)state;
+    handover_pair(&h, &src, &dst);
+    assert_int_equal(src.ret, 0);
+    assert_int_equal(dst.ret, 0);
+    assert_int_equal(h.id_seen, 0x1234abcdull);
+    assert_true(src.st.done_ns >= src.st.ready_ns && src.st.ready_ns >= src.st.end_ns);
+    assert_true(dst.st.done_ns >= dst.st.ready_ns);
+}
+
+static void test_an_abort_after_ready_tells_the_destination_to_discard(void **state)
+{
+    struct ho_plan h = {.src = HO_ABORT};
+    struct side src, dst;
+
+    (void)state;
+    handover_pair(&h, &src, &dst);
+    assert_int_equal(src.ret, 0);
+    assert_int_equal(dst.ret, -ECONNABORTED);
+    assert_err_mentions(dst.err, "ABORT");
+}
+
+static void test_a_source_gone_after_ready_leaves_the_destination_in_doubt(void **state)
+{
+    struct ho_plan h = {.src = HO_VANISH};
+    struct side src, dst;
+
+    (void)state;
+    handover_pair(&h, &src, &dst);
+    /* Not ABORT: the destination cannot tell whether a COMMIT was lost. */
+    assert_true(dst.ret == -ECONNRESET || dst.ret == -EPIPE);
+    assert_err_mentions(dst.err, "waiting for the source's commit");
+}
+
+static void test_a_destination_gone_after_commit_leaves_the_source_in_doubt(void **state)
+{
+    struct ho_plan h = {.src = HO_COMMIT, .dst = HO_VANISH_AFTER_COMMIT};
+    struct side src, dst;
+
+    (void)state;
+    handover_pair(&h, &src, &dst);
+    assert_int_equal(dst.ret, 0);
+    assert_int_equal(src.ret, -EINPROGRESS);
+}
+
+static void test_a_destination_refusing_after_commit_gives_the_guest_back(void **state)
+{
+    struct ho_plan h = {.src = HO_COMMIT, .dst = HO_REFUSE};
+    struct side src, dst;
+
+    (void)state;
+    handover_pair(&h, &src, &dst);
+    assert_int_equal(dst.ret, 0);
+    assert_int_equal(src.ret, -EREMOTEIO);
+    assert_err_mentions(src.err, "the destination refused the handover: the device did not resume");
+}
+
 /* ---- handshake ---- */
 
 static void test_handshake_accepts_an_identical_profile(void **state)
@@ -466,7 +594,7 @@ static void migrate_and_compare(bool tcp, uint64_t size)
     /* The last round carried only what the last mutation dirtied. */
     assert_true(plan.last_round_pages > 0 && plan.last_round_pages < 100);
     assert_true(dst.st.stop_copy_ns != 0 && dst.st.end_ns >= dst.st.stop_copy_ns);
-    assert_true(src.st.done_ns >= src.st.end_ns);
+    assert_true(src.st.ready_ns >= src.st.end_ns);
     vm_ram_destroy(sram);
     vm_ram_destroy(dram);
 }
@@ -884,7 +1012,7 @@ static void craft_source_hello(struct craft *c, uint64_t ram_size)
 {
     struct vmstream_profile p = profile(ram_size);
 
-    craft_hello(c, "ACCMIGVM", 1, 48, VMSTREAM_SOURCE, &p);
+    craft_hello(c, "ACCMIGVM", VMSTREAM_VERSION_MAJOR, 48, VMSTREAM_SOURCE, &p);
 }
 
 /* A record; the first crc_len payload bytes count in the stream CRC (all of
@@ -1074,8 +1202,8 @@ static void test_another_major_version_is_refused_with_both_versions_named(void 
     struct vmstream_profile p = profile(MiB);
 
     (void)state;
-    craft_hello(&c, "ACCMIGVM", 2, 48, VMSTREAM_SOURCE, &p);
-    expect_refused(&c, -EPROTONOSUPPORT, "stream version 2.0, this side 1.0");
+    craft_hello(&c, "ACCMIGVM", 1, 48, VMSTREAM_SOURCE, &p);
+    expect_refused(&c, -EPROTONOSUPPORT, "stream version 1.0, this side 2.0");
     craft_free(&c);
 }
 
@@ -1085,11 +1213,11 @@ static void test_a_hello_with_an_impossible_length_is_refused(void **state)
     struct vmstream_profile p = profile(MiB);
 
     (void)state;
-    craft_hello(&c, "ACCMIGVM", 1, 40, VMSTREAM_SOURCE, &p);
+    craft_hello(&c, "ACCMIGVM", VMSTREAM_VERSION_MAJOR, 40, VMSTREAM_SOURCE, &p);
     expect_refused(&c, -EBADMSG, "hello length 40 outside 48..4096");
     craft_free(&c);
     memset(&c, 0, sizeof(c));
-    craft_hello(&c, "ACCMIGVM", 1, 5000, VMSTREAM_SOURCE, &p);
+    craft_hello(&c, "ACCMIGVM", VMSTREAM_VERSION_MAJOR, 5000, VMSTREAM_SOURCE, &p);
     expect_refused(&c, -EBADMSG, "hello length 5000");
     craft_free(&c);
 }
@@ -1102,7 +1230,7 @@ static void test_a_longer_hello_from_a_later_minor_is_accepted(void **state)
     struct dest_result r;
 
     (void)state;
-    craft_hello(&c, "ACCMIGVM", 1, 64, VMSTREAM_SOURCE, &p);
+    craft_hello(&c, "ACCMIGVM", VMSTREAM_VERSION_MAJOR, 64, VMSTREAM_SOURCE, &p);
     craft_rec(&c, 7, 0, NULL, 0);
     craft_end(&c);
     run_dest(&c, ram, NULL, &r);
@@ -1391,7 +1519,7 @@ static void test_a_garbled_reply_fails_the_source(void **state)
     int fds[2];
 
     (void)state;
-    craft_hello(&c, "ACCMIGVM", 1, 48, VMSTREAM_DEST, &p);
+    craft_hello(&c, "ACCMIGVM", VMSTREAM_VERSION_MAJOR, 48, VMSTREAM_DEST, &p);
     /* A REPLY whose length field is huge. */
     craft_rec_ex(&c, 1, 0, 1u << 30, 0, 0, NULL, 0, 0);
     socket_pair(false, fds);
@@ -1421,7 +1549,7 @@ static void test_a_refusal_reason_is_shown_printable(void **state)
 
     (void)state;
     memcpy(reply + 8, "bad\x1b[31mred\n", 12);
-    craft_hello(&c, "ACCMIGVM", 1, 48, VMSTREAM_DEST, &p);
+    craft_hello(&c, "ACCMIGVM", VMSTREAM_VERSION_MAJOR, 48, VMSTREAM_DEST, &p);
     craft_rec(&c, 1, 0, reply, sizeof(reply));
     socket_pair(false, fds);
     assert_int_equal(vmstream_create(fds[0], VMSTREAM_SOURCE, TIMEOUT_MS, &src.s), 0);
@@ -1471,6 +1599,11 @@ int main(void)
         T(test_a_stream_truncated_anywhere_fails_cleanly),
         T(test_a_garbled_reply_fails_the_source),
         T(test_a_refusal_reason_is_shown_printable),
+        T(test_commit_carries_the_migration_id_and_committed_ends_both_sides),
+        T(test_an_abort_after_ready_tells_the_destination_to_discard),
+        T(test_a_source_gone_after_ready_leaves_the_destination_in_doubt),
+        T(test_a_destination_gone_after_commit_leaves_the_source_in_doubt),
+        T(test_a_destination_refusing_after_commit_gives_the_guest_back),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
