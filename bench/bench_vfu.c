@@ -58,6 +58,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,8 +82,12 @@
 #define BV_NUM_VFS 3u    /* VF 0 for the round trips, 1 and 2 for job4k */
 #define BV_JOB_VF 1u     /* job4k mapped: socket index; PCI function BV_JOB_VF + 1 */
 #define BV_JOB_TRAP_VF 2u /* job4k trapped */
-#define BV_JOB_QP 0u
+#define BV_JOB_QP 0u     /* polled (GUEST_QP_MODE_POLL): job4k, job4k_trapped */
+#define BV_JOB_IRQ_QP 1u /* interrupt-driven: job4k_irq, job4k_irq_trapped */
 #define BV_MAX_SIDES 3u
+/* A polled guest finding its CQ empty: pause-spin this long, then yield
+ * the CPU at every empty poll (the device's worker may need this CPU). */
+#define BV_POLL_SPIN_NS 2000ull
 #define BV_IDLE_MS 2000u
 #define BV_JOB_BYTES 4096u
 #define BV_JOB_OUT_CAP 8192u
@@ -447,7 +452,7 @@ static int bv_job_ram_create(struct bv_job *j)
     uint8_t *in;
     int ret;
 
-    j->in_gpa = guest_vf_state_size(1);
+    j->in_gpa = guest_vf_state_size(2); /* two queues: polled and irq */
     j->out_gpa = j->in_gpa + BV_JOB_BYTES;
     ret = vm_ram_create(j->out_gpa + BV_JOB_OUT_CAP, &j->ram);
     if (ret)
@@ -458,7 +463,9 @@ static int bv_job_ram_create(struct bv_job *j)
     return 0;
 }
 
-/* Probe the VF and start one compression queue, as a guest's driver does. */
+/* Probe the VF and start two compression queues, as a guest's driver does:
+ * BV_JOB_QP polled, as a user-space queue is (UADK), and BV_JOB_IRQ_QP
+ * interrupt-driven, as the kernel driver's are. */
 static int bv_job_start(struct bv_job *j, const struct vf_io *io)
 {
     int ret = guest_vf_init(io, vm_ram_guest(j->ram), 0, j->in_gpa, &j->vf);
@@ -466,7 +473,25 @@ static int bv_job_start(struct bv_job *j, const struct vf_io *io)
     if (ret)
         return ret;
     guest_vf_set_complete_cb(j->vf, bv_job_complete, j);
-    return guest_vf_qp_start(j->vf, BV_JOB_QP, ZIP_ALG_COMPRESS);
+    ret = guest_vf_qp_start_mode(j->vf, BV_JOB_QP, ZIP_ALG_COMPRESS, GUEST_QP_MODE_POLL);
+    if (!ret)
+        ret = guest_vf_qp_start_mode(j->vf, BV_JOB_IRQ_QP, ZIP_ALG_COMPRESS, GUEST_QP_MODE_IRQ);
+    return ret;
+}
+
+/* One guest's queue in one mode: a side of job4k (polled) or job4k_irq. */
+struct bv_jq {
+    struct bv_job *j;
+    bool poll;
+};
+
+static inline void bv_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
 }
 
 /* Driver down (while the transport is still there); RAM stays. */
@@ -479,12 +504,16 @@ static void bv_job_stop(struct bv_job *j)
     }
 }
 
-/* n jobs, one at a time: submit, then the driver's interrupt path (MSI
- * wait, poll) until the completion is delivered. */
+/* n jobs, one at a time: submit, then until the completion is delivered
+ * either the polled queue's CQ read in memory (guest_vf_qp_poll: a short
+ * pause-spin, then a yield at every empty look) or the driver's interrupt
+ * path (MSI wait, guest_vf_poll). */
 static int bv_job_run(void *ctx, const struct bench_load *load, uint64_t n,
                       struct bv_sample *out)
 {
-    struct bv_job *j = ctx;
+    struct bv_job *j = ((struct bv_jq *)ctx)->j;
+    bool poll = ((struct bv_jq *)ctx)->poll;
+    unsigned qp = poll ? BV_JOB_QP : BV_JOB_IRQ_QP;
     uint64_t c0 = bench_cpu_ns(load), t0 = am_now_ns();
 
     for (uint64_t k = 0; k < n; k++) {
@@ -503,8 +532,22 @@ static int bv_job_run(void *ctx, const struct bench_load *load, uint64_t n,
         int ret = guest_zip_sqe_build(sqe, &q);
 
         if (!ret)
-            ret = guest_vf_submit(j->vf, BV_JOB_QP, sqe);
-        while (!ret && j->completed < want) {
+            ret = guest_vf_submit(j->vf, qp, sqe);
+        for (uint64_t spin_end = am_now_ns() + BV_POLL_SPIN_NS; poll && !ret && j->completed < want;) {
+            int got = guest_vf_qp_poll(j->vf, qp);
+
+            if (got < 0)
+                ret = got;
+            else if (got > 0)
+                continue;
+            else if (am_now_ns() < spin_end)
+                bv_cpu_relax();
+            else if (am_now_ns() > deadline)
+                ret = -ETIMEDOUT;
+            else
+                sched_yield();
+        }
+        while (!poll && !ret && j->completed < want) {
             int irq = guest_vf_irq_wait(j->vf, BV_JOB_WAIT_MS) == 0;
             int got = guest_vf_poll(j->vf, irq);
 
@@ -531,7 +574,8 @@ static void bv_print(const struct bv_opts *o, const struct bv_case *bc, const st
     if (o->json) {
         printf("{\"bench\":\"vfu\",\"case\":\"%s\",", bc->name);
         if (doorbells)
-            printf("\"doorbells\":\"%s\",", doorbells);
+            printf("\"doorbells\":\"%s\",\"completion\":\"%s\",", doorbells,
+                   strstr(bc->name, "_irq") ? "irq" : "poll");
         printf("\"req_bytes\":%zu,\"rep_bytes\":%zu,"
                "\"iterations\":%llu,\"rounds\":%u,\"vfu_us\":%.3f,\"bare_us\":%.3f,"
                "\"ratio\":%.2f,\"ratio_min\":%.2f,\"ratio_max\":%.2f,\"best_ratio\":%.2f,"
@@ -548,7 +592,7 @@ static void bv_print(const struct bv_opts *o, const struct bv_case *bc, const st
                    m->bare.min / 1000.0);
         printf("\"load_threads\":%u}\n", o->load);
     } else if (doorbells) {
-        printf("  %-13s %5zu B -> %5zu B   vfio-user %7.2f us (%.2f..%.2f)   in-process %7.2f us "
+        printf("  %-17s %5zu B -> %5zu B   vfio-user %7.2f us (%.2f..%.2f)   in-process %7.2f us "
                "(%.2f..%.2f)   ratio %.2f (%.2f..%.2f, best %.2f)   CPU ratio %.2f\n",
                bc->name, bc->req_bytes, bc->rep_bytes, m->vfu_ns / 1000.0, m->vfu.min / 1000.0,
                m->vfu.max / 1000.0, m->bare_ns / 1000.0, m->bare.min / 1000.0,
@@ -572,8 +616,10 @@ static int bv_job_vfu_start(struct bench_server *s, unsigned vf, bool map, struc
                             struct vfu_client **c)
 {
     /* The guest driver never overwrites a doorbell it does not supersede,
-     * so the server lets this client map BAR4 (vfu/client.h). */
-    struct vfu_client_opts co = {.cooperative_doorbells = true};
+     * so the server lets this client map BAR4 (vfu/client.h). The trapped
+     * variant does not ask, as QEMU does not: it is never given the pages'
+     * fd, so the device's poller never sweeps them. */
+    struct vfu_client_opts co = {.cooperative_doorbells = map};
     struct vf_io io = {0};
     uint32_t iso = 0;
     uint64_t size = 0;
@@ -612,19 +658,21 @@ static int bv_job_vfu_start(struct bench_server *s, unsigned vf, bool map, struc
 }
 
 /* job4k: in-process (side 0), mapped (1) and trapped (2) doorbells, each
- * guest on its own VF; m[0] mapped and m[1] trapped against in-process.
- * Then, with the two vfio-user guests still attached and idle, the
- * server's CPU share over o->idle_ms into *idle_pct. Fills *produced with
- * the compressed size of the job. */
+ * guest on its own VF, first all three on their polled queues (m[0] mapped
+ * and m[1] trapped against in-process), then all three on their
+ * interrupt-driven queues (m[2], m[3]). Then, with the two vfio-user guests
+ * still attached and idle, the server's CPU share over o->idle_ms into
+ * *idle_pct. Fills *produced with the compressed size of the job. */
 static int bv_job_measure(const struct bv_opts *o, const struct bench_load *load,
-                          struct bench_server *s, struct bv_summary m[2], uint32_t *produced,
+                          struct bench_server *s, struct bv_summary m[4], uint32_t *produced,
                           double *idle_pct)
 {
     struct bv_job jm = {0}, jt = {0}, jb = {0};
     struct vmm_inproc_host h = {0};
     struct vfu_client *cm = NULL, *ct = NULL;
-    struct bv_side sides[3] = {
-        {bv_job_run, &jb, load}, {bv_job_run, &jm, load}, {bv_job_run, &jt, load}};
+    struct bv_jq q[2][3] = {{{&jb, true}, {&jm, true}, {&jt, true}},
+                            {{&jb, false}, {&jm, false}, {&jt, false}}};
+    struct bv_side sides[2][3];
     struct qm_dev_config cfg;
     int ret = bv_job_vfu_start(s, BV_JOB_VF, true, &jm, &cm);
 
@@ -636,13 +684,20 @@ static int bv_job_measure(const struct bv_opts *o, const struct bench_load *load
         qm_dev_config_default(&cfg);
         cfg.num_vfs = BV_NUM_VFS;
         cfg.workers = 1; /* as the server's device */
-        cfg.db_isolation = false; /* nothing maps in-process pages (see the top) */
+        /* The server's shape, doorbell isolation included: the in-process
+         * transport rings BAR4 by function call and hands no pages out, so
+         * the device's poller never sweeps them (qm.h). */
         ret = vmm_inproc_host_create(&cfg, BV_JOB_VF + 1, vm_ram_guest(jb.ram), &h);
     }
     if (!ret)
         ret = bv_job_start(&jb, vmm_inproc_vf_io(h.vf));
+    for (unsigned g = 0; g < 2; g++)
+        for (unsigned i = 0; i < 3; i++)
+            sides[g][i] = (struct bv_side){bv_job_run, &q[g][i], load};
     if (!ret)
-        ret = bv_measure_sides(o, sides, 3, m);
+        ret = bv_measure_sides(o, sides[0], 3, m);
+    if (!ret)
+        ret = bv_measure_sides(o, sides[1], 3, m + 2);
     *produced = jm.produced;
     bv_job_stop(&jb);
     vmm_inproc_host_destroy(&h);
@@ -703,20 +758,24 @@ int bench_vfu(int argc, char **argv)
             bv_print(&o, &bv_cases[i], &m, NULL);
     }
     if (!ret) {
-        struct bv_summary m[2];
+        struct bv_summary m[4];
         uint32_t produced = 0;
         double idle_pct = 0;
 
         if (!o.json)
             printf("4 KiB jobs over vfio-user (doorbells mapped, trapped) vs in-process, "
-                   "interleaved\n");
+                   "interleaved: polled queues, then interrupt-driven ones (_irq)\n");
         ret = bv_job_measure(&o, load, s, m, &produced, &idle_pct);
         if (!ret) {
             struct bv_case job = {"job4k", BV_JOB_BYTES, produced};
             struct bv_case trapped = {"job4k_trapped", BV_JOB_BYTES, produced};
+            struct bv_case irq = {"job4k_irq", BV_JOB_BYTES, produced};
+            struct bv_case irq_trapped = {"job4k_irq_trapped", BV_JOB_BYTES, produced};
 
             bv_print(&o, &job, &m[0], "mapped");
             bv_print(&o, &trapped, &m[1], "trapped");
+            bv_print(&o, &irq, &m[2], "mapped");
+            bv_print(&o, &irq_trapped, &m[3], "trapped");
             if (o.json)
                 printf("{\"bench\":\"vfu\",\"case\":\"idle\",\"idle_ms\":%u,"
                        "\"idle_server_cpu_pct\":%.3f,\"load_threads\":%u}\n",

@@ -55,6 +55,7 @@ struct guest_vf_stats {
     uint64_t submits;          /* SQEs doorbelled */
     uint64_t submit_busy;      /* submissions refused because the SQ was full */
     uint64_t mailbox_errors;   /* mailbox commands that timed out or reported status */
+    uint64_t cq_doorbells;     /* CQ doorbells rung (per CQE and re-arms, or polled batches) */
 };
 
 /* What a completion callback sees: the result fields of the finished SQE. */
@@ -133,11 +134,36 @@ unsigned guest_vf_sq_depth(const struct guest_vf *vf);
 uint32_t guest_vf_alg_bitmap(const struct guest_vf *vf);
 uint64_t guest_vf_state_gpa(const struct guest_vf *vf);
 
-/* Configure and start queue pair qp (SQC then CQC mailbox) for one direction.
- * -EINVAL bad qp or dir, -ENOSPC qp has no ring memory, -EBUSY already
- * started, mailbox errors as above. A stopped or fatal queue may be started
- * again (it restarts from slot 0). */
+/* How a queue's completions are found. */
+enum guest_qp_mode {
+    /* As the Linux kernel driver: the CQ raises an EQE and MSI 0;
+     * guest_vf_poll reads EQ_INT_SOURCE, rings the EQ doorbell, a CQ
+     * doorbell per CQE and a priority-1 one that re-arms the CQ's event. */
+    GUEST_QP_MODE_IRQ = 0,
+    /* As a user-space queue (UADK): the CQ raises no event (its CQC has no
+     * EQ enable), nobody waits for an MSI, guest_vf_qp_poll (or
+     * guest_vf_poll) reads the CQ in memory. CQ heads are cumulative, so
+     * the driver acknowledges CQEs in batches: one priority-0 CQ doorbell
+     * once 32 CQEs (a quarter of the CQ if that is less) are read and not
+     * yet acknowledged, and one before an SQ doorbell whenever the CQ, as
+     * the device counts it (every CQE not acknowledged, every job in
+     * flight), would otherwise be too full for the device to fetch that
+     * SQE. So a job needs no register access but its SQ doorbell, the CQ
+     * never stalls, and the CQ doorbell seldom shares the SQ doorbell's
+     * mapped word with a submission. */
+    GUEST_QP_MODE_POLL = 1,
+};
+
+/* Configure and start queue pair qp (SQC then CQC mailbox) for one direction
+ * in mode. -EINVAL bad qp, dir or mode, -ENOSPC qp has no ring memory,
+ * -EBUSY already started, mailbox errors as above. A stopped or fatal queue
+ * may be started again (it restarts from slot 0, in the mode given).
+ * guest_vf_qp_start is the GUEST_QP_MODE_IRQ form. */
 int guest_vf_qp_start(struct guest_vf *vf, unsigned qp, enum zip_alg_dir dir);
+int guest_vf_qp_start_mode(struct guest_vf *vf, unsigned qp, enum zip_alg_dir dir,
+                           enum guest_qp_mode mode);
+/* The mode qp was last started in (GUEST_QP_MODE_IRQ for a bad qp). */
+enum guest_qp_mode guest_vf_qp_mode(const struct guest_vf *vf, unsigned qp);
 
 /* STOP_QP then reap every completion still owed (callbacks run), leaving the
  * queue STOPPED. -EINVAL bad qp, -ENOENT not started, -ETIMEDOUT when jobs
@@ -170,9 +196,16 @@ int guest_vf_irq_wait(struct guest_vf *vf, int timeout_ms);
  * CQ doorbell per CQE (priority 0) and a last one with priority 1; then walk
  * AEQEs (a queue-fatal event marks its queue FATAL and is logged). Every
  * started queue's CQ is also checked, so a lost MSI delays but never loses a
- * completion. Returns the number of completions delivered (>= 0) or an MMIO
+ * completion; a polled queue's CQEs are acknowledged as its mode says. Returns the number of completions delivered (>= 0) or an MMIO
  * error. */
 int guest_vf_poll(struct guest_vf *vf, int from_irq);
+
+/* The completion path of one queue, any mode: walk qp's CQEs by phase
+ * (callbacks as guest_vf_poll's, under the same poll lock) and ring its CQ
+ * doorbells as its mode says. No EQ or AEQ is looked at and no register is
+ * read, so a polled queue's completion costs no MMIO. Returns the number
+ * of completions delivered (>= 0), -EINVAL for a bad qp, or an MMIO error. */
+int guest_vf_qp_poll(struct guest_vf *vf, unsigned qp);
 
 /* Dump the device's live SQC of qp through the mailbox (op=1) into *out. */
 int guest_vf_qp_sqc_dump(struct guest_vf *vf, unsigned qp, struct qm_sqc *out);

@@ -38,6 +38,9 @@
 #define GVF_V3_QP_DEPTH 0x04000400u
 #define GVF_IRQ_TYPE_ENABLE (1u << 16)
 #define GVF_ALG_DEFLATE (3u << 4)
+/* Polling mode: CQEs reaped but not yet acknowledged by a CQ doorbell, at
+ * most (heads are cumulative, so one doorbell acknowledges them all). */
+#define GVF_CQ_DB_BATCH 32u
 
 /* Per-queue software state in guest RAM (64 bytes). */
 struct gvf_qp {
@@ -49,7 +52,9 @@ struct gvf_qp {
     uint16_t used;     /* doorbelled and not yet reaped */
     uint64_t sq_gpa, cq_gpa, tags_gpa;
     uint64_t submitted, completed;
-    uint64_t rsvd;
+    uint16_t cq_db_head; /* the CQ head last rung: what the device knows */
+    uint16_t mode;       /* enum guest_qp_mode */
+    uint32_t rsvd;
 };
 _Static_assert(sizeof(struct gvf_qp) == 64, "struct gvf_qp is 64 bytes");
 
@@ -622,7 +627,8 @@ int guest_vf_attach(const struct vf_io *io, const struct guest_ram *ram, uint64_
             continue;
         if (!gvf_area_ok(vf, q->sq_gpa, GVF_SQ_BYTES) || !gvf_area_ok(vf, q->cq_gpa, GVF_CQ_BYTES) ||
             !gvf_area_ok(vf, q->tags_gpa, GVF_TAGS_BYTES) || q->sq_tail >= st->sq_depth ||
-            q->cq_head >= st->cq_depth || q->cq_phase > 1 || q->used >= st->sq_depth)
+            q->cq_head >= st->cq_depth || q->cq_phase > 1 || q->used >= st->sq_depth ||
+            q->cq_db_head >= st->cq_depth || q->mode > GUEST_QP_MODE_POLL)
             goto err_free;
     }
     /* The transport may have changed (a migration): where do doorbells go
@@ -712,7 +718,41 @@ unsigned guest_vf_qp_inflight_tags(const struct guest_vf *vf, unsigned qp, uint6
 
 /* ---- queues ---- */
 
+/* CQEs the driver has read that no CQ doorbell has acknowledged yet. */
+static unsigned gvf_cq_unacked(const struct gvf_state *st, const struct gvf_qp *q)
+{
+    return ((unsigned)q->cq_head + st->cq_depth - q->cq_db_head) % st->cq_depth;
+}
+
+/* A polled queue's acknowledgement batch: GVF_CQ_DB_BATCH, less on a short
+ * CQ so that acknowledging never has to wait for a full one. */
+static unsigned gvf_cq_db_batch(const struct gvf_state *st)
+{
+    return AM_MAX(1u, AM_MIN(GVF_CQ_DB_BATCH, st->cq_depth / 4u));
+}
+
+/* CQ doorbell of qp at the driver's head (cumulative: it acknowledges every
+ * CQE before it). Caller holds qp's qp_lock. */
+static int gvf_cq_db(struct guest_vf *vf, unsigned qp, uint16_t prio)
+{
+    struct gvf_qp *q = &vf->st->qp[qp];
+    int ret = gvf_db(vf, (uint16_t)qp, QM_DB_CMD_CQ, q->cq_head, prio);
+
+    if (ret)
+        return ret;
+    q->cq_db_head = q->cq_head;
+    gvf_dirty(vf, q, sizeof(*q));
+    gvf_stat_add(vf, &vf->st->stats.cq_doorbells, 1);
+    return 0;
+}
+
 int guest_vf_qp_start(struct guest_vf *vf, unsigned qp, enum zip_alg_dir dir)
+{
+    return guest_vf_qp_start_mode(vf, qp, dir, GUEST_QP_MODE_IRQ);
+}
+
+int guest_vf_qp_start_mode(struct guest_vf *vf, unsigned qp, enum zip_alg_dir dir,
+                           enum guest_qp_mode mode)
 {
     struct gvf_state *st = vf->st;
     struct gvf_qp *q;
@@ -720,7 +760,8 @@ int guest_vf_qp_start(struct guest_vf *vf, unsigned qp, enum zip_alg_dir dir)
     struct qm_cqc cqc = {0};
     int ret;
 
-    if (qp >= st->qp_num || (dir != ZIP_ALG_COMPRESS && dir != ZIP_ALG_DECOMPRESS))
+    if (qp >= st->qp_num || (dir != ZIP_ALG_COMPRESS && dir != ZIP_ALG_DECOMPRESS) ||
+        (mode != GUEST_QP_MODE_IRQ && mode != GUEST_QP_MODE_POLL))
         return -EINVAL;
     if (qp >= st->qp_rings)
         return -ENOSPC;
@@ -740,6 +781,8 @@ int guest_vf_qp_start(struct guest_vf *vf, unsigned qp, enum zip_alg_dir dir)
     q->cq_head = 0;
     q->cq_phase = 1;
     q->used = 0;
+    q->cq_db_head = 0;
+    q->mode = (uint16_t)mode;
     gvf_dirty(vf, q, sizeof(*q));
 
     sqc.base_l = (uint32_t)q->sq_gpa;
@@ -752,7 +795,8 @@ int guest_vf_qp_start(struct guest_vf *vf, unsigned qp, enum zip_alg_dir dir)
         cqc.base_l = (uint32_t)q->cq_gpa;
         cqc.base_h = (uint32_t)(q->cq_gpa >> 32);
         cqc.dw3 = QM_CQC_DW3(st->cq_depth);
-        cqc.dw6 = QM_CQC_DW6_PHASE | QM_CQC_DW6_EQ_EN;
+        /* A polled CQ raises no event at all: nobody would read its EQE. */
+        cqc.dw6 = QM_CQC_DW6_PHASE | (mode == GUEST_QP_MODE_IRQ ? QM_CQC_DW6_EQ_EN : 0u);
         ret = gvf_mb_load(vf, QM_MB_CMD_CQC, (uint16_t)qp, &cqc, sizeof(cqc));
     }
     if (!ret) {
@@ -794,7 +838,14 @@ int guest_vf_submit(struct guest_vf *vf, unsigned qp, const uint32_t sqe[ZIP_SQE
     tags[tail].tag = (uint64_t)sqe[ZIP_SQE_TAG_H] << 32 | sqe[ZIP_SQE_TAG_L];
     tags[tail].busy = 1;
     gvf_dirty(vf, &tags[tail], sizeof(tags[tail]));
-    ret = gvf_db(vf, (uint16_t)qp, QM_DB_CMD_SQ, next, 0);
+    /* A polled queue acknowledges CQEs in batches; the device fetches this
+     * SQE only if the CQ has room for it counting every CQE it still
+     * thinks is unread (qm_cq_has_room: used + promised < depth - 1). */
+    ret = 0;
+    if (q->mode == GUEST_QP_MODE_POLL && gvf_cq_unacked(st, q) + q->used >= st->cq_depth - 1u)
+        ret = gvf_cq_db(vf, qp, 0);
+    if (!ret)
+        ret = gvf_db(vf, (uint16_t)qp, QM_DB_CMD_SQ, next, 0);
     if (ret) {
         tags[tail].busy = 0;
         gvf_dirty(vf, &tags[tail], sizeof(tags[tail]));
@@ -820,8 +871,10 @@ int guest_vf_irq_wait(struct guest_vf *vf, int timeout_ms)
 #define GVF_CQ_BATCH 64u
 
 /* Take up to GVF_CQ_BATCH CQEs of qp under its lock into c[]: read the SQE
- * slot each names, free the slot, ring a CQ doorbell per CQE; when the CQ is
- * found empty, ring the final priority-1 doorbell that re-arms its event.
+ * slot each names, free the slot. An interrupt-driven queue rings a CQ
+ * doorbell per CQE and, when the CQ is found empty, the final priority-1
+ * doorbell that re-arms its event. A polled queue rings one priority-0
+ * doorbell once GVF_CQ_DB_BATCH CQEs are unacknowledged (guest.h).
  * Returns the count taken; *more says the batch filled up. */
 static int gvf_cq_take(struct guest_vf *vf, unsigned qp, struct guest_vf_completion *c, int *more)
 {
@@ -885,12 +938,16 @@ static int gvf_cq_take(struct guest_vf *vf, unsigned qp, struct guest_vf_complet
             q->cq_head++;
         }
         gvf_dirty(vf, q, sizeof(*q));
-        ret = gvf_db(vf, (uint16_t)qp, QM_DB_CMD_CQ, q->cq_head, 0);
+        if (q->mode == GUEST_QP_MODE_POLL)
+            continue;
+        ret = gvf_cq_db(vf, qp, 0);
         if (ret)
             break;
     }
-    if (!ret && !*more && n > 0)
-        ret = gvf_db(vf, (uint16_t)qp, QM_DB_CMD_CQ, q->cq_head, 1);
+    if (!ret && n > 0 && q->mode != GUEST_QP_MODE_POLL && !*more)
+        ret = gvf_cq_db(vf, qp, 1);
+    if (!ret && q->mode == GUEST_QP_MODE_POLL && gvf_cq_unacked(st, q) >= gvf_cq_db_batch(st))
+        ret = gvf_cq_db(vf, qp, 0);
     pthread_mutex_unlock(&vf->qp_lock[qp]);
     if (n > 0)
         gvf_stat_add(vf, &st->stats.cqes, (uint64_t)n);
@@ -1038,6 +1095,25 @@ int guest_vf_poll(struct guest_vf *vf, int from_irq)
         ret = gvf_aeq_walk_locked(vf);
     pthread_mutex_unlock(&vf->poll_lock);
     return ret ? ret : total;
+}
+
+int guest_vf_qp_poll(struct guest_vf *vf, unsigned qp)
+{
+    int n;
+
+    if (qp >= vf->st->qp_num)
+        return -EINVAL;
+    pthread_mutex_lock(&vf->poll_lock);
+    n = gvf_cq_drain_locked(vf, qp);
+    pthread_mutex_unlock(&vf->poll_lock);
+    return n;
+}
+
+enum guest_qp_mode guest_vf_qp_mode(const struct guest_vf *vf, unsigned qp)
+{
+    if (qp >= vf->st->qp_num)
+        return GUEST_QP_MODE_IRQ;
+    return (enum guest_qp_mode)__atomic_load_n(&vf->st->qp[qp].mode, __ATOMIC_RELAXED);
 }
 
 int guest_vf_qp_stop(struct guest_vf *vf, unsigned qp, int timeout_ms)

@@ -38,10 +38,15 @@
  *   and the VF has BAR4 (qm_db_bar_size bytes, a power of two): one 64 KiB
  *   page per queue pair, the SQ/CQ doorbell word at qn * QM_DB_PAGE_SIZE +
  *   QM_DB_SQCQ (qm_hw.h). The pages are a sealed memfd (qm_db_bar_fd) that a
- *   VMM may map into its guest: the device polls every doorbell word and
- *   takes a doorbell by swapping QM_DB_IDLE in. A trapped access
- *   (qm_db_bar_read/write) sees the same memory; a trapped 8-byte write to a
- *   doorbell word is taken at once. Only aligned 64-bit doorbells count: a
+ *   VMM may map into its guest: the device polls the doorbell words of every
+ *   VF whose fd was handed out (qm_db_bar_fd called since the last
+ *   qm_db_bar_renew; no one else can store into them, so the pages of an
+ *   in-process or trapped-only VF cost no polling) and takes a doorbell by
+ *   swapping QM_DB_IDLE in. A trapped access (qm_db_bar_read/write) sees
+ *   the same memory; a trapped 8-byte write to a doorbell word first takes
+ *   the doorbell that word still holds, then its own, both at once (so a
+ *   driver that finds its word pending may ring trapped and keep the
+ *   order). Only aligned 64-bit doorbells count: a
  *   word holding anything else (a torn or garbage write, another queue's
  *   qn) is taken, ignored and counted. A mapped word holds one doorbell:
  *   two stored before the device takes the first leave only the second, so
@@ -121,13 +126,16 @@ static inline int qm_bar_write64(struct qm_dev *dev, unsigned fn, uint64_t off, 
 /* BAR4 (doorbell pages) of function fn: its size, 0 when the function has
  * none (the PF, or isolation off); the memfd behind it (sealed against
  * shrinking and growing; the device's, borrowed until the next
- * qm_db_bar_renew of fn: dup it to hand it out; -ENODEV when none); trapped accesses (size 1, 2, 4 or 8, aligned, inside
- * the BAR, else -EINVAL; -ENODEV when none). */
+ * qm_db_bar_renew of fn: dup it to hand it out; -ENODEV when none; from
+ * this call on, until the next renew, the poller sweeps fn's pages);
+ * trapped accesses (size 1, 2, 4 or 8, aligned, inside the BAR, else
+ * -EINVAL; -ENODEV when none). */
 uint64_t qm_db_bar_size(const struct qm_dev *dev, unsigned fn);
 int qm_db_bar_fd(const struct qm_dev *dev, unsigned fn);
 /* Fresh pages (all idle, a new memfd) for a new owner of the VF, so one that
  * kept the old fd or mapping reaches nothing; the old fd is closed (get the
  * new one with qm_db_bar_fd). Doorbells still in the old pages are dropped.
+ * The new pages are not swept until qm_db_bar_fd hands them out.
  * -ENODEV when the function has no BAR4, or memfd/mmap's errno. */
 int qm_db_bar_renew(struct qm_dev *dev, unsigned fn);
 int qm_db_bar_read(struct qm_dev *dev, unsigned fn, uint64_t off, void *data, unsigned size);

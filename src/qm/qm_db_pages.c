@@ -2,13 +2,19 @@
  * notices doorbells a guest stored straight into a mapped page.
  *
  * Real silicon sees every posted write; a page mapped into a guest is plain
- * shared memory, so the device must look. The poller sweeps every doorbell
- * word of every VF: while anything happens (a doorbell taken, a job
- * completed) it sweeps back to back, yielding the CPU between sweeps so it
- * never keeps a runnable thread off its core; QM_DB_SPIN_NS after the last
- * event it starts sleeping, doubling the sleep from QM_DB_SLEEP_MIN_NS up
- * to QM_DB_SLEEP_MAX_NS. A completing job wakes a sleeping poller at once.
- * docs/doorbells.md gives the latency and CPU cost of this policy.
+ * shared memory, so the device must look. The poller sweeps the doorbell
+ * words of the VFs whose pages have been handed out (qm_db_bar_fd since the
+ * last renew): no one else can store into them, and their trapped doorbells
+ * are taken where they arrive. With no such VF it sleeps until one is.
+ * Phases (docs/doorbells.md gives what each costs):
+ * - spin: for QM_DB_SPIN_NS after a completion (the guest's next doorbell
+ *   usually follows within microseconds), sweeps with a pause between them;
+ * - yield: until QM_DB_YIELD_NS after the last event (a doorbell taken or a
+ *   job completed), sweeps with sched_yield() between them, so any other
+ *   runnable thread here, the worker the doorbell woke above all, runs
+ *   first. Right after taking a doorbell the poller yields, never spins;
+ * - sleep: then sleeps, from QM_DB_SLEEP_MIN_NS doubling up to
+ *   QM_DB_SLEEP_MAX_NS; a completing job wakes it at once.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,7 +30,8 @@
 #include "common/common.h"
 #include "qm/qm_internal.h"
 
-#define QM_DB_SPIN_NS 200000ull       /* keep sweeping this long after an event */
+#define QM_DB_SPIN_NS 20000ull        /* pause-spin this long after a completion */
+#define QM_DB_YIELD_NS 200000ull      /* yield-sweep this long after any event */
 #define QM_DB_SLEEP_MIN_NS 20000ull   /* first sleep once idle */
 #define QM_DB_SLEEP_MAX_NS 2000000ull /* idle: ~500 sweeps a second */
 
@@ -37,8 +44,27 @@ struct qm_db_poller {
     pthread_cond_t cond;
     bool stop;
     atomic_bool sleeping;             /* the poller waits on cond */
-    atomic_uint_fast64_t last_event_ns;
+    atomic_uint_fast64_t last_db_ns;  /* a doorbell taken */
+    atomic_uint_fast64_t last_done_ns; /* a job completed */
+    /* handed[f]: VF f's pages were handed out since its last renew (no
+     * lock: a stale value costs one sweep of idle pages, or one sweep's
+     * delay for a VMM that has only just been given its fd). */
+    atomic_bool *handed;
+    atomic_uint nhanded;
 };
+
+/* A short wait in a spin loop that tells the CPU so (an SMT sibling or a
+ * hypervisor gets the cycles). */
+static inline void qm_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#else
+    atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
 
 static _Atomic uint64_t *qm_db_word(const struct qm_fn *fn, unsigned qn)
 {
@@ -113,9 +139,11 @@ void qm_db_poller_activity(struct qm_dev *dev)
 {
     struct qm_db_poller *p = dev->poller;
 
-    if (p == NULL)
+    /* No pages handed out: no guest can store a doorbell, nothing to poll
+     * for (an in-process device pays one load per job). */
+    if (p == NULL || atomic_load_explicit(&p->nhanded, memory_order_relaxed) == 0)
         return;
-    atomic_store_explicit(&p->last_event_ns, am_now_ns(), memory_order_relaxed);
+    atomic_store_explicit(&p->last_done_ns, am_now_ns(), memory_order_relaxed);
     if (atomic_load(&p->sleeping)) {
         pthread_mutex_lock(&p->lock);
         pthread_cond_signal(&p->cond);
@@ -134,6 +162,8 @@ static bool qm_db_sweep(struct qm_dev *dev)
     for (unsigned f = 1; f < dev->nfn; f++) {
         struct qm_fn *fn = dev->fn[f];
 
+        if (!atomic_load_explicit(&dev->poller->handed[f], memory_order_relaxed))
+            continue;
         if (pthread_mutex_trylock(&fn->lock) != 0) {
             found = true;
             continue;
@@ -148,43 +178,65 @@ static bool qm_db_sweep(struct qm_dev *dev)
     return found;
 }
 
+/* Sleep until woken (a completion, pages handed out, stop) or for ns
+ * (0: no timeout). */
+static void qm_db_poller_sleep(struct qm_db_poller *p, uint64_t ns)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t until = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + ns;
+
+    ts.tv_sec = (time_t)(until / 1000000000ull);
+    ts.tv_nsec = (long)(until % 1000000000ull);
+    pthread_mutex_lock(&p->lock);
+    atomic_store(&p->sleeping, true);
+    /* An event between the caller's check and here is seen at the next
+     * sweep, at most ns later; pages handed out are checked again under
+     * the lock, as qm_db_bar_fd signals under it. */
+    if (!p->stop && ns != 0)
+        pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+    else if (!p->stop && atomic_load(&p->nhanded) == 0)
+        pthread_cond_wait(&p->cond, &p->lock);
+    atomic_store(&p->sleeping, false);
+    pthread_mutex_unlock(&p->lock);
+}
+
 static void *qm_db_poller_main(void *arg)
 {
     struct qm_db_poller *p = arg;
     uint64_t sleep_ns = QM_DB_SLEEP_MIN_NS;
 
     for (;;) {
-        uint64_t now, last;
+        uint64_t now, db, done;
 
         pthread_mutex_lock(&p->lock);
         bool stop = p->stop;
         pthread_mutex_unlock(&p->lock);
         if (stop)
             break;
+        if (atomic_load(&p->nhanded) == 0) {
+            qm_db_poller_sleep(p, 0);
+            continue;
+        }
         if (qm_db_sweep(p->dev))
-            atomic_store_explicit(&p->last_event_ns, am_now_ns(), memory_order_relaxed);
+            atomic_store_explicit(&p->last_db_ns, am_now_ns(), memory_order_relaxed);
         now = am_now_ns();
-        last = atomic_load_explicit(&p->last_event_ns, memory_order_relaxed);
-        if (now - last < QM_DB_SPIN_NS) {
+        db = atomic_load_explicit(&p->last_db_ns, memory_order_relaxed);
+        done = atomic_load_explicit(&p->last_done_ns, memory_order_relaxed);
+        if (done >= db && now - done < QM_DB_SPIN_NS) {
+            /* Right after a completion: the guest's next doorbell is due. */
+            sleep_ns = QM_DB_SLEEP_MIN_NS;
+            for (unsigned k = 0; k < 16; k++)
+                qm_cpu_relax();
+            continue;
+        }
+        if (now - AM_MAX(db, done) < QM_DB_YIELD_NS) {
             sleep_ns = QM_DB_SLEEP_MIN_NS;
             sched_yield();
             continue;
         }
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t until = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + sleep_ns;
-
-        ts.tv_sec = (time_t)(until / 1000000000ull);
-        ts.tv_nsec = (long)(until % 1000000000ull);
-        pthread_mutex_lock(&p->lock);
-        atomic_store(&p->sleeping, true);
-        /* An event between the check above and here is seen at the next
-         * sweep, at most sleep_ns later. */
-        if (!p->stop)
-            pthread_cond_timedwait(&p->cond, &p->lock, &ts);
-        atomic_store(&p->sleeping, false);
-        pthread_mutex_unlock(&p->lock);
+        qm_db_poller_sleep(p, sleep_ns);
         if (sleep_ns < QM_DB_SLEEP_MAX_NS)
             sleep_ns *= 2;
     }
@@ -254,6 +306,10 @@ int qm_db_bar_renew(struct qm_dev *dev, unsigned fnum)
     old_fd = fn->db_fd;
     fn->db_pages = pages;
     fn->db_fd = fd;
+    /* Nobody holds the new pages yet: no sweep until they are handed out. */
+    if (dev->poller != NULL &&
+        atomic_exchange_explicit(&dev->poller->handed[fnum], false, memory_order_relaxed))
+        atomic_fetch_sub_explicit(&dev->poller->nhanded, 1, memory_order_relaxed);
     pthread_mutex_unlock(&fn->lock);
     munmap(old, fn->db_size);
     close(old_fd);
@@ -282,6 +338,11 @@ int qm_db_pages_create(struct qm_dev *dev)
     if (p == NULL)
         return -ENOMEM;
     p->dev = dev;
+    p->handed = calloc(dev->nfn, sizeof(*p->handed));
+    if (p->handed == NULL) {
+        free(p);
+        return -ENOMEM;
+    }
     pthread_mutex_init(&p->lock, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -291,6 +352,7 @@ int qm_db_pages_create(struct qm_dev *dev)
     if (r) {
         pthread_cond_destroy(&p->cond);
         pthread_mutex_destroy(&p->lock);
+        free(p->handed);
         free(p);
         return r;
     }
@@ -310,6 +372,7 @@ void qm_db_pages_destroy(struct qm_dev *dev)
         pthread_join(p->thread, NULL);
         pthread_cond_destroy(&p->cond);
         pthread_mutex_destroy(&p->lock);
+        free(p->handed);
         free(p);
         dev->poller = NULL;
     }
@@ -334,8 +397,18 @@ uint64_t qm_db_bar_size(const struct qm_dev *dev, unsigned fn)
 
 int qm_db_bar_fd(const struct qm_dev *dev, unsigned fn)
 {
+    struct qm_db_poller *p;
+
     if (dev == NULL || fn >= dev->nfn || dev->fn[fn]->db_pages == NULL)
         return -ENODEV;
+    /* Whoever gets the fd can map the pages: from now on they are swept. */
+    p = dev->poller;
+    if (p != NULL && !atomic_exchange(&p->handed[fn], true)) {
+        pthread_mutex_lock(&p->lock);
+        atomic_fetch_add(&p->nhanded, 1);
+        pthread_cond_signal(&p->cond);
+        pthread_mutex_unlock(&p->lock);
+    }
     return dev->fn[fn]->db_fd;
 }
 

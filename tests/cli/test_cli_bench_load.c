@@ -5,8 +5,10 @@
  * timing thresholds: the runs are far too short to mean anything. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "../vmm/vm_proc_util.h"
@@ -94,9 +96,14 @@ static unsigned check_lines(struct pt *t, const char *name, const char *const *a
                 /* median between min and max, for both sides */
                 pt_assert_ordered(j, "vfu_us_min", "vfu_us", "vfu_us_max");
                 pt_assert_ordered(j, "bare_us_min", "bare_us", "bare_us_max");
-                assert_string_equal(pt_str(j, "doorbells"),
-                                    strcmp(pt_str(j, "case"), "job4k") == 0 ? "mapped"
-                                                                            : "trapped");
+                const char *c = pt_str(j, "case");
+                bool trapped = strstr(c, "_trapped") != NULL;
+
+                assert_true(strcmp(c, "job4k") == 0 || strcmp(c, "job4k_trapped") == 0 ||
+                            strcmp(c, "job4k_irq") == 0 || strcmp(c, "job4k_irq_trapped") == 0);
+                assert_string_equal(pt_str(j, "doorbells"), trapped ? "trapped" : "mapped");
+                assert_string_equal(pt_str(j, "completion"),
+                                    strstr(c, "_irq") != NULL ? "irq" : "poll");
             }
         }
         json_object_put(j);
@@ -128,8 +135,9 @@ static void test_a_tiny_loaded_vfu_run_says_load_threads_on_every_line(void **st
     const char *args[] = {"bench", "vfu", "--iterations", "10", "--rounds", "2", "--load", "1",
                           "--idle-ms", "100", "--json", NULL};
 
-    /* doorbell, 4k, job4k (mapped), job4k_trapped, idle */
-    assert_int_equal(check_lines(*state, "vfu", args, "vfu"), 5);
+    /* doorbell, 4k, job4k (mapped, polled), job4k_trapped, job4k_irq,
+     * job4k_irq_trapped, idle */
+    assert_int_equal(check_lines(*state, "vfu", args, "vfu"), 7);
 }
 
 static void test_bench_vfu_refuses_an_idle_span_out_of_range(void **state)

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 #include <zlib.h>
 
+#include "common/common.h"
 #include "guest/guest.h"
 #include "guest/workload.h"
 #include "qm/qm_debug.h"
@@ -771,6 +772,216 @@ static void test_submit_and_poll_refuse_bad_queue_numbers(void **state)
     assert_int_equal(guest_vf_qp_state(f->vf, 99), GUEST_QP_IDLE);
 }
 
+/* ---- polling mode ---- */
+
+/* Submit r, then reap qp by polling its CQ only (no MSI wait, no EQ). */
+static struct guest_vf_completion run_polled_job(struct fixture *f, unsigned qp,
+                                                 const struct guest_zip_req *r)
+{
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    unsigned before = f->ndone;
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 20000};
+
+    assert_int_equal(guest_zip_sqe_build(sqe, r), 0);
+    assert_int_equal(guest_vf_submit(f->vf, qp, sqe), 0);
+    for (int i = 0; i < 200000 && f->ndone == before; i++) {
+        int n = guest_vf_qp_poll(f->vf, qp);
+
+        assert_true(n >= 0);
+        if (n == 0)
+            nanosleep(&ts, NULL);
+    }
+    assert_int_equal(f->ndone, before + 1);
+    return f->done[before];
+}
+
+static void test_a_polled_queue_raises_no_event_and_acknowledges_cqes_in_batches(void **state)
+{
+    struct fixture *f = *state;
+    const unsigned jobs = 200;
+    struct guest_zip_req r = {.type = ZIP_REQ_DEFLATE, .buf_type = ZIP_BUF_FLAT, .src = DATA_GPA,
+                              .dst = DATA_GPA + 0x10000, .in_len = 64, .dest_avail = 4096};
+    struct qm_fn_counters n0, n1;
+    struct guest_vf_stats st;
+    unsigned from, ncq = 0;
+
+    fill_text(f, DATA_GPA, 64, 21);
+    assert_int_equal(guest_vf_qp_start_mode(f->vf, 0, ZIP_ALG_COMPRESS, GUEST_QP_MODE_POLL), 0);
+    assert_int_equal(guest_vf_qp_mode(f->vf, 0), GUEST_QP_MODE_POLL);
+    assert_int_equal(qm_debug_fn_counters(f->host.dev, VF, &n0), 0);
+    from = f->nrec;
+    for (unsigned i = 0; i < jobs; i++) {
+        r.tag = i;
+        struct guest_vf_completion c = run_polled_job(f, 0, &r);
+
+        assert_int_equal(c.tag, i);
+        assert_int_equal(c.status, ZIP_ST_OK);
+    }
+    for (unsigned i = 0; i < jobs; i++)
+        assert_int_equal(f->per_tag[i], 1);
+    assert_int_equal(qm_debug_fn_counters(f->host.dev, VF, &n1), 0);
+    /* The CQC has no EQ enable: no EQE, no MSI, no EQ doorbell. */
+    assert_int_equal(n1.eqes_posted - n0.eqes_posted, 0);
+    assert_int_equal(n1.msi_raised - n0.msi_raised, 0);
+    assert_true(rec_find(f, from, QM_DB_EQAEQ) < 0);
+    /* One priority-0 CQ doorbell per 32 CQEs, each at a multiple of 32. */
+    for (unsigned i = from; i < f->nrec; i++) {
+        uint64_t v;
+
+        memcpy(&v, f->rec[i].data, 8);
+        if (f->rec[i].size != 8 || ((v >> 12) & 0xfu) != QM_DB_CMD_CQ)
+            continue;
+        ncq++;
+        assert_int_equal(v >> 48, 0);                      /* priority 0 */
+        assert_int_equal(((v >> 32) & 0xffffu) % 32u, 0); /* cumulative head */
+    }
+    assert_int_equal(ncq, jobs / 32);
+    guest_vf_stats_get(f->vf, &st);
+    assert_int_equal(st.cq_doorbells, jobs / 32);
+    assert_int_equal(st.cqes, jobs);
+    assert_int_equal(st.irqs, 0);
+    assert_int_equal(st.eqes, 0);
+    assert_int_equal(n1.cq_full_stalls - n0.cq_full_stalls, 0);
+    assert_int_equal(n1.doorbells_ignored - n0.doorbells_ignored, 0);
+}
+
+/* CQEs read but not acknowledged still fill the CQ as the device counts
+ * it: a submission that could not be fetched otherwise acknowledges them
+ * first, so a queue filled to depth-1 never stalls. */
+static void test_a_polled_queue_acknowledges_before_the_device_would_find_its_cq_full(void **state)
+{
+    struct fixture *f = *state;
+    struct guest_zip_req r = {.type = ZIP_REQ_DEFLATE, .buf_type = ZIP_BUF_FLAT, .src = DATA_GPA,
+                              .dst = DATA_GPA + 0x10000, .in_len = 32, .dest_avail = 4096};
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    struct qm_fn_counters n0, n1;
+    struct guest_vf_stats s0, s1;
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 100000};
+
+    fill_text(f, DATA_GPA, 32, 5);
+    assert_int_equal(guest_vf_qp_start_mode(f->vf, 0, ZIP_ALG_COMPRESS, GUEST_QP_MODE_POLL), 0);
+    /* 31 CQEs read, none acknowledged (one short of a batch). */
+    for (unsigned i = 0; i < 31; i++) {
+        r.tag = i;
+        run_polled_job(f, 0, &r);
+    }
+    guest_vf_stats_get(f->vf, &s0);
+    assert_int_equal(s0.cq_doorbells, 0);
+    assert_int_equal(qm_debug_fn_counters(f->host.dev, VF, &n0), 0);
+    /* Then the SQ filled to depth-1 with nothing reaped meanwhile. */
+    for (unsigned i = 0; i < QM_SQ_DEPTH - 1; i++) {
+        r.tag = 100 + i;
+        assert_int_equal(guest_zip_sqe_build(sqe, &r), 0);
+        assert_int_equal(guest_vf_submit(f->vf, 0, sqe), 0);
+    }
+    guest_vf_stats_get(f->vf, &s1);
+    assert_int_equal(s1.cq_doorbells, 1); /* rung by a submission */
+    for (int i = 0; i < 20000 && f->ndone < 31 + QM_SQ_DEPTH - 1; i++) {
+        int n = guest_vf_qp_poll(f->vf, 0);
+
+        assert_true(n >= 0);
+        if (n == 0)
+            nanosleep(&ts, NULL);
+    }
+    assert_int_equal(f->ndone, 31 + QM_SQ_DEPTH - 1);
+    assert_int_equal(guest_vf_qp_inflight(f->vf, 0), 0);
+    assert_int_equal(qm_debug_fn_counters(f->host.dev, VF, &n1), 0);
+    assert_int_equal(n1.cq_full_stalls - n0.cq_full_stalls, 0);
+    for (unsigned i = 0; i < QM_SQ_DEPTH - 1; i++)
+        assert_int_equal(f->per_tag[100 + i], 1);
+}
+
+/* Both modes on one VF: the irq queue's completions come by MSI and EQ,
+ * the polled one's by its CQ alone; guest_vf_poll serves both; the mode
+ * survives a re-attach and a restart may change it. */
+static void test_polled_and_interrupt_driven_queues_share_a_vf(void **state)
+{
+    struct fixture *f = *state;
+    struct guest_zip_req r = {.type = ZIP_REQ_DEFLATE, .buf_type = ZIP_BUF_FLAT, .src = DATA_GPA,
+                              .dst = DATA_GPA + 0x10000, .in_len = 500, .dest_avail = 4096};
+    struct guest_vf_stats st;
+
+    fill_text(f, DATA_GPA, 500, 8);
+    assert_int_equal(guest_vf_qp_start_mode(f->vf, 0, ZIP_ALG_COMPRESS, GUEST_QP_MODE_POLL), 0);
+    assert_int_equal(guest_vf_qp_start_mode(f->vf, 1, ZIP_ALG_COMPRESS, GUEST_QP_MODE_IRQ), 0);
+    for (unsigned i = 0; i < 40; i++) {
+        r.tag = i;
+        assert_int_equal((i % 2 ? run_job(f, 1, &r) : run_polled_job(f, 0, &r)).tag, i);
+    }
+    /* The interrupt path also drains a polled CQ it comes across. */
+    r.tag = 40;
+    assert_int_equal(run_job(f, 0, &r).tag, 40);
+    guest_vf_stats_get(f->vf, &st);
+    assert_int_equal(st.cqes, 41);
+    assert_true(st.irqs >= 1 && st.irqs <= 21);
+    assert_true(st.eqes >= 1 && st.eqes <= 20); /* queue 1's only */
+    guest_vf_detach(f->vf);
+    assert_int_equal(guest_vf_attach(&f->io, f->g, STATE_GPA, &f->vf), 0);
+    guest_vf_set_complete_cb(f->vf, on_complete, f);
+    assert_int_equal(guest_vf_qp_mode(f->vf, 0), GUEST_QP_MODE_POLL);
+    assert_int_equal(guest_vf_qp_mode(f->vf, 1), GUEST_QP_MODE_IRQ);
+    r.tag = 41;
+    assert_int_equal(run_polled_job(f, 0, &r).tag, 41);
+    assert_int_equal(guest_vf_qp_stop(f->vf, 0, 1000), 0);
+    assert_int_equal(guest_vf_qp_start_mode(f->vf, 0, ZIP_ALG_COMPRESS, GUEST_QP_MODE_IRQ), 0);
+    assert_int_equal(guest_vf_qp_mode(f->vf, 0), GUEST_QP_MODE_IRQ);
+    r.tag = 42;
+    assert_int_equal(run_job(f, 0, &r).tag, 42);
+    for (unsigned i = 0; i <= 42; i++)
+        assert_int_equal(f->per_tag[i], 1);
+    /* Bad arguments. */
+    assert_int_equal(guest_vf_qp_start_mode(f->vf, 2, ZIP_ALG_COMPRESS, (enum guest_qp_mode)2),
+                     -EINVAL);
+    assert_int_equal(guest_vf_qp_start_mode(f->vf, 2, ZIP_ALG_COMPRESS, (enum guest_qp_mode)-1),
+                     -EINVAL);
+    assert_int_equal(guest_vf_qp_state(f->vf, 2), GUEST_QP_IDLE);
+    assert_int_equal(guest_vf_qp_poll(f->vf, GUEST_VF_MAX_QPS), -EINVAL);
+    assert_int_equal(guest_vf_qp_poll(f->vf, 3), 0); /* never started */
+    assert_int_equal(guest_vf_qp_mode(f->vf, GUEST_VF_MAX_QPS), GUEST_QP_MODE_IRQ);
+}
+
+/* The device's poller sweeps only pages someone was given the fd of (since
+ * the last renew): the in-process transport gives none, so a word in its
+ * pages stays as stored until a trapped access takes it, however long;
+ * once the fd is handed out the poller takes it; fresh pages are unswept
+ * again. A 4-byte trapped write lands in the page as a torn store would. */
+static void test_the_poller_sweeps_only_pages_that_were_handed_out(void **state)
+{
+    struct fixture *f = *state;
+    struct qm_dev *dev = f->host.dev;
+    uint32_t torn = 0x1234;
+    uint64_t w = 0, end;
+    struct qm_fn_counters n;
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 50000000};
+
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(qm_db_bar_write(dev, VF, QM_DB_SQCQ, &torn, 4), 0);
+        nanosleep(&ts, NULL); /* a sweeping poller takes it within 2 ms */
+        assert_int_equal(qm_db_bar_read(dev, VF, QM_DB_SQCQ, &w, 8), 0);
+        assert_int_not_equal(w, QM_DB_IDLE);
+        assert_int_equal(qm_debug_fn_counters(dev, VF, &n), 0);
+        assert_int_equal(n.doorbells_ignored, (uint64_t)round);
+        assert_true(qm_db_bar_fd(dev, VF) >= 0);
+        end = am_now_ns() + 5000000000ull;
+        do {
+            nanosleep(&(struct timespec){.tv_nsec = 100000}, NULL);
+            assert_int_equal(qm_db_bar_read(dev, VF, QM_DB_SQCQ, &w, 8), 0);
+        } while (w != QM_DB_IDLE && am_now_ns() < end);
+        assert_int_equal(w, QM_DB_IDLE);
+        assert_int_equal(qm_debug_fn_counters(dev, VF, &n), 0);
+        assert_int_equal(n.doorbells_ignored, (uint64_t)round + 1); /* torn: taken, ignored */
+        assert_int_equal(qm_db_bar_renew(dev, VF), 0);
+    }
+    /* A trapped BAR2 access takes what unswept pages hold (PCIe order). */
+    assert_int_equal(qm_db_bar_write(dev, VF, QM_DB_SQCQ, &torn, 4), 0);
+    assert_int_equal(qm_db_bar_read(dev, VF, QM_DB_SQCQ, &w, 8), 0);
+    assert_int_not_equal(w, QM_DB_IDLE);
+    (void)bar32(f, QM_QUE_ISO_CFG);
+    assert_int_equal(qm_db_bar_read(dev, VF, QM_DB_SQCQ, &w, 8), 0);
+    assert_int_equal(w, QM_DB_IDLE);
+    assert_int_equal(qm_db_bar_fd(dev, 0), -ENODEV); /* the PF has no pages */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -809,6 +1020,15 @@ int main(void)
             test_the_in_process_transport_rings_isolated_doorbells_as_bar4_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_and_poll_refuse_bad_queue_numbers, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_polled_queue_raises_no_event_and_acknowledges_cqes_in_batches, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_polled_queue_acknowledges_before_the_device_would_find_its_cq_full, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(test_polled_and_interrupt_driven_queues_share_a_vf, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_the_poller_sweeps_only_pages_that_were_handed_out,
+                                        setup_device, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
