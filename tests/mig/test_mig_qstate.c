@@ -207,13 +207,14 @@ static bool fn_is_halted(void *arg)
 
 /* ---- stopped with SQEs left ------------------------------------------------- */
 
-/* Two SQs complete into CQ 0; the guest stops consuming and stops SQ 1 with
- * the CQ full: the device posts AEQE type 0 once and stops SQ 1 with its
- * remaining SQEs unexecuted (driver-compat.md, CQ full). */
+/* Two SQs complete into CQ 0: SQ 0's 1023 jobs fill it, SQ 1's 300 wait
+ * behind it; the guest stops consuming and stops SQ 1 with the CQ full: the
+ * device posts AEQE type 0 once and stops SQ 1 with its SQEs unexecuted
+ * (driver-compat.md, CQ full). */
 static void stopped_behind_a_full_cq(uint8_t rev, enum mig_hw_mode mode)
 {
     static struct mig_side src, dst;
-    const struct tdrv_cfg c = {.nqps = 2, .in_len = 256, .out_len = 1024, .pool = 800};
+    const struct tdrv_cfg c = {.nqps = 2, .in_len = 256, .out_len = 1024, .pool = 1100};
     struct qcond full = {&src, 0, TDRV_DEPTH - 1};
     struct qm_queue_debug before, after;
     struct qm_fn_counters cnt;
@@ -222,8 +223,10 @@ static void stopped_behind_a_full_cq(uint8_t rev, enum mig_hw_mode mode)
     pair_setup(&src, &dst, &c, 2, rev, mode);
     assert_int_equal(tdrv_qp_start(&drv, 0, 0), 0);
     assert_int_equal(tdrv_qp_start(&drv, 1, 0), 0);
-    assert_int_equal(tdrv_submit_many(&drv, 2, 1400), 0);
+    assert_int_equal(tdrv_submit_many(&drv, 1, TDRV_DEPTH - 1), 0);
     wait_until(cq_holds, &full);
+    for (unsigned i = 0; i < 300; i++)
+        assert_true(tdrv_submit(&drv, 1) >= 0);
     assert_int_equal(tdrv_mailbox(&drv, QM_MB_CMD_STOP_QP, 1, 0, 0, NULL), 0);
     before = dq(&src, 1);
     assert_true(before.stopped && before.sq_head != before.sq_tail);
@@ -264,7 +267,7 @@ static void stopped_behind_a_full_cq(uint8_t rev, enum mig_hw_mode mode)
     assert_int_equal(tdrv_qp_resume(&drv, 1), 0);
     assert_int_equal(tdrv_drain(&drv), 0);
     assert_int_equal(tdrv_check_exactly_once(&drv), 0);
-    assert_int_equal(drv.completions, 1400);
+    assert_int_equal(drv.completions, TDRV_DEPTH - 1 + 300);
     pair_teardown(&src, &dst);
 }
 
