@@ -85,9 +85,10 @@
 #define BV_JOB_QP 0u     /* polled (GUEST_QP_MODE_POLL): job4k, job4k_trapped */
 #define BV_JOB_IRQ_QP 1u /* interrupt-driven: job4k_irq, job4k_irq_trapped */
 #define BV_MAX_SIDES 3u
-/* A polled guest finding its CQ empty: pause-spin this long, then yield
- * the CPU at every empty poll (the device's worker may need this CPU). */
-#define BV_POLL_SPIN_NS 2000ull
+/* A polled guest finding its CQ empty: pause-spin this long (about one
+ * 4 KiB job), then yield the CPU at every empty poll (the device's worker
+ * may need this CPU). The same for every variant. */
+#define BV_POLL_SPIN_NS 20000ull
 #define BV_IDLE_MS 2000u
 #define BV_JOB_BYTES 4096u
 #define BV_JOB_OUT_CAP 8192u
@@ -345,7 +346,7 @@ struct bv_summary {
 static int bv_measure_sides(const struct bv_opts *o, const struct bv_side *sides, unsigned nsides,
                             struct bv_summary *m)
 {
-    double t[BV_MAX_SIDES][BV_MAX_ROUNDS], cpu[BV_MAX_SIDES][BV_MAX_ROUNDS];
+    double t[BV_MAX_SIDES][BV_MAX_ROUNDS] = {{0}}, cpu[BV_MAX_SIDES][BV_MAX_ROUNDS] = {{0}};
     double ratio[BV_MAX_ROUNDS], cpu_ratio[BV_MAX_ROUNDS], best[BV_MAX_SIDES];
     unsigned n = o->rounds;
     struct bv_sample smp;

@@ -219,8 +219,10 @@ static void *qm_db_poller_main(void *arg)
             qm_db_poller_sleep(p, 0);
             continue;
         }
-        if (qm_db_sweep(p->dev))
+        if (qm_db_sweep(p->dev)) {
             atomic_store_explicit(&p->last_db_ns, am_now_ns(), memory_order_relaxed);
+            sleep_ns = QM_DB_SLEEP_MIN_NS; /* doorbells come again: short sleeps */
+        }
         now = am_now_ns();
         db = atomic_load_explicit(&p->last_db_ns, memory_order_relaxed);
         done = atomic_load_explicit(&p->last_done_ns, memory_order_relaxed);
