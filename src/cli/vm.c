@@ -42,6 +42,7 @@
 #define VMCLI_MAX_CONNS 8
 #define VMCLI_POLL_MS 100
 #define VMCLI_HOLD_ENV "ACCMIG_VM_HOLD"
+#define VMCLI_FAULT_ENV "ACCMIG_VM_FAULT" /* POINT:ACTION, tests only (docs/vm.md) */
 
 struct vmcli_opts {
     struct vm_config vm;
@@ -111,10 +112,12 @@ static void vmcli_usage(FILE *f)
             "                         the guest's workload (as in accmig demo)\n"
             "  --json                 print the final report as one JSON object\n"
             "  Fault injection (tests): %s=precopy|stop-copy|incoming stops a migration at\n"
-            "  that phase until `continue` arrives on the control socket.\n"
+            "  that phase until `continue` arrives on the control socket; %s=POINT:ACTION\n"
+            "  (docs/vm.md) kills, freezes or cuts at a handover step.\n"
             "Exit status: 0 the guest finished verified or migrated away, 1 a check or an\n"
-            "incoming migration failed, 2 usage or setup error.\n",
-            VM_DEFAULT_TIMEOUT_MS, VMCLI_HOLD_ENV);
+            "incoming migration failed, or the VMM quit with a handover in doubt, 2 usage\n"
+            "or setup error.\n",
+            VM_DEFAULT_TIMEOUT_MS, VMCLI_HOLD_ENV, VMCLI_FAULT_ENV);
 }
 
 enum {
@@ -392,6 +395,43 @@ static void vmcli_cmd_migrate(struct vmcli *x, struct vmcli_conn *c, char *args)
     c->waiting = true;
 }
 
+/* "resolve source|destination": which side runs a guest whose handover is
+ * in doubt (docs/vm.md). */
+static void vmcli_cmd_resolve(struct vmcli *x, struct vmcli_conn *c, const char *args)
+{
+    struct vm_status st;
+    bool source = strcmp(args, "source") == 0, run_here;
+    char why[400];
+    json_object *j;
+    int ret;
+
+    if (!source && strcmp(args, "destination") != 0) {
+        vmcli_reply_error(c, "resolve: which side runs the guest? (resolve source|destination)");
+        return;
+    }
+    if (x->job != VMCLI_JOB_NONE) {
+        vmcli_reply_error(c, "resolve: a migration is running");
+        return;
+    }
+    vm_status_get(x->vm, &st);
+    if (st.handover == VM_HO_NONE) {
+        vmcli_reply_error(c, "resolve: this VMM took part in no handover");
+        return;
+    }
+    run_here = st.handover_source == source;
+    ret = vm_resolve(x->vm, run_here, why, sizeof(why));
+    if (ret) {
+        vmcli_reply_error(c, "resolve: %s", why);
+        return;
+    }
+    if (st.state == VM_IN_DOUBT && !run_here && !st.handover_source)
+        x->incoming_failed = true; /* discarded: this VMM's work is over */
+    vm_status_get(x->vm, &st);
+    j = vmcli_ok();
+    json_object_object_add(j, "status", vm_status_json(&st));
+    vmcli_reply(c, j);
+}
+
 static void vmcli_command(struct vmcli *x, struct vmcli_conn *c, char *line)
 {
     char *args = strchr(line, ' ');
@@ -414,6 +454,8 @@ static void vmcli_command(struct vmcli *x, struct vmcli_conn *c, char *line)
     } else if (strcmp(line, "continue") == 0) {
         vm_hold_release(x->vm);
         vmcli_reply(c, vmcli_ok());
+    } else if (strcmp(line, "resolve") == 0) {
+        vmcli_cmd_resolve(x, c, args);
     } else if (strcmp(line, "quit") == 0) {
         x->quit = true;
         if (x->job != VMCLI_JOB_NONE)
@@ -421,7 +463,7 @@ static void vmcli_command(struct vmcli *x, struct vmcli_conn *c, char *line)
         vmcli_reply(c, vmcli_ok());
     } else {
         vmcli_reply_error(c, "unknown command '%.64s' (status, report, migrate, hold, continue, "
-                          "quit)", line);
+                          "resolve, quit)", line);
     }
 }
 
@@ -487,6 +529,8 @@ static void vmcli_job_done(struct vmcli *x)
                 json_object_object_add(j, "ok", json_object_new_boolean(x->job_ret == 0));
                 if (x->job_ret)
                     json_object_object_add(j, "error", json_object_new_string(x->rep.error));
+                if (x->job_ret == -EINPROGRESS)
+                    json_object_object_add(j, "in_doubt", json_object_new_boolean(1));
                 json_object_object_add(j, "migration", json_object_get(mj));
                 vmcli_reply(&x->conns[i], j);
             }
@@ -494,9 +538,14 @@ static void vmcli_job_done(struct vmcli *x)
         if (x->job_ret == 0)
             fprintf(stderr, "accmig vm: the guest migrated to %s (downtime %.1f ms)\n", x->mig_to,
                     (double)x->rep.downtime_us / 1e3);
+        else if (x->job_ret == -EINPROGRESS)
+            fprintf(stderr, "accmig vm: HANDOVER IN DOUBT (migration to %s): %s\n", x->mig_to,
+                    x->rep.error);
         else
             fprintf(stderr, "accmig vm: migration to %s failed: %s%s\n", x->mig_to, x->rep.error,
                     x->rep.rolled_back ? "; the guest carries on here" : "");
+    } else if (x->job_ret == -EINPROGRESS) {
+        fprintf(stderr, "accmig vm: HANDOVER IN DOUBT (incoming): %s\n", x->rep.error);
     } else if (x->job_ret == -ECANCELED && x->quit) {
         fprintf(stderr, "accmig vm: stopped while waiting for a migration\n");
     } else if (x->job_ret) {
@@ -655,7 +704,22 @@ static int vmcli_finish(struct vmcli *x)
             fprintf(stderr, "accmig vm: guest shutdown: %s\n", strerror(-ret));
         have = vm_guest_report(x->vm, &r) == 0;
     }
-    if (x->incoming_failed) {
+    if (st == VM_IN_DOUBT) {
+        struct vm_status vs;
+        char why[200];
+
+        /* Quit with the handover unsettled: a destination never runs the
+         * guest by itself (it discards it); a source never resumes it. */
+        vm_status_get(x->vm, &vs);
+        if (!vs.handover_source)
+            vm_resolve(x->vm, false, why, sizeof(why));
+        fprintf(stderr, "accmig vm: quit with the handover in doubt: the guest %s\n",
+                vs.handover_source ? "was left paused, never resumed here"
+                                   : "was discarded, never run here");
+        outcome = "in-doubt";
+        status = 1;
+        have = false;
+    } else if (x->incoming_failed) {
         outcome = "incoming-failed";
         status = 1;
     } else if (st == VM_MIGRATED) {
@@ -696,7 +760,7 @@ static int vmcli_finish(struct vmcli *x)
 
 static int vmcli_setup(struct vmcli *x)
 {
-    const char *hold = getenv(VMCLI_HOLD_ENV);
+    const char *hold = getenv(VMCLI_HOLD_ENV), *fault = getenv(VMCLI_FAULT_ENV);
     sigset_t sigs;
     int ret;
 
@@ -722,6 +786,19 @@ static int vmcli_setup(struct vmcli *x)
         fprintf(stderr, "accmig vm: %s=%s names no phase (precopy, stop-copy, incoming)\n",
                 VMCLI_HOLD_ENV, hold);
         return -EINVAL;
+    }
+    if (fault && fault[0]) {
+        char point[32];
+        const char *colon = strchr(fault, ':');
+        size_t n = colon ? (size_t)(colon - fault) : 0;
+
+        if (!colon || n >= sizeof(point) ||
+            (memcpy(point, fault, n), point[n] = '\0', vm_fault_set(x->vm, point, colon + 1)) != 0) {
+            fprintf(stderr, "accmig vm: %s=%s: want POINT:ACTION (points: precopy, stop-copy, "
+                    "incoming, src-ready, src-commit, dst-end, dst-ready, dst-commit; actions: "
+                    "hold, kill, stop, cut-send, cut-recv)\n", VMCLI_FAULT_ENV, fault);
+            return -EINVAL;
+        }
     }
     if (x->o.incoming && (ret = vmcli_incoming_open(x)) != 0)
         return ret;

@@ -3,11 +3,14 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -45,7 +48,18 @@ struct vm_epilogue {
 } __attribute__((packed));
 _Static_assert(sizeof(struct vm_epilogue) == 64, "struct vm_epilogue is 64 bytes on the wire");
 
-static const char *const vm_hold_phases[] = {"precopy", "stop-copy", "incoming"};
+/* Fault injection points (vm.h): the old hold phases and the handover's. */
+static const char *const vm_hold_phases[] = {"precopy",    "stop-copy", "incoming", "src-ready",
+                                             "src-commit", "dst-end",   "dst-ready", "dst-commit"};
+static const char *const vm_fault_actions[] = {"hold", "kill", "stop", "cut-send", "cut-recv"};
+
+/* What a failed migration's source undoes, in this order: logging off,
+ * device back to RUNNING, vCPUs on. */
+struct vm_undo {
+    bool logging;
+    bool device_moved;
+    bool paused;
+};
 
 struct vm {
     char attach[VM_NET_PATH_MAX];
@@ -71,6 +85,19 @@ struct vm {
     bool hold_released;
     char phase[VM_PHASE_NAME_MAX];
     uint64_t round, ram_bytes_sent, dirty_pages, migrations_out;
+    /* Fault injection other than hold (vm_fault_set): point and action. */
+    char fault_point[VM_PHASE_NAME_MAX];
+    char fault_action[VM_PHASE_NAME_MAX];
+    int mig_fd; /* the migration's connection, -1 when none (for the cut faults) */
+
+    /* The last handover (docs/vm.md): where it ended, which side this was,
+     * its id; in doubt, what a source still has to undo when told to run
+     * the guest (a destination in doubt holds its workload attached, not
+     * started, and its device in STOP). */
+    enum vm_handover ho;
+    bool ho_source;
+    uint64_t ho_id;
+    struct vm_undo doubt_undo;
 
     /* Destination timings, written by the finish callback (driving thread). */
     struct vm_epilogue dest;
@@ -81,7 +108,7 @@ const char *vm_state_name(enum vm_state s)
     static const char *const names[] = {
         [VM_ATTACHED] = "attached", [VM_INCOMING] = "incoming", [VM_RUNNING] = "running",
         [VM_MIGRATING] = "migrating", [VM_FINISHED] = "finished", [VM_MIGRATED] = "migrated",
-        [VM_SHUT_DOWN] = "shut-down", [VM_FAILED] = "failed",
+        [VM_SHUT_DOWN] = "shut-down", [VM_FAILED] = "failed", [VM_IN_DOUBT] = "in-doubt",
     };
     return (unsigned)s < AM_ARRAY_SIZE(names) && names[s] ? names[s] : "unknown";
 }
@@ -124,11 +151,39 @@ static bool vm_aborted(struct vm *vm)
     return a;
 }
 
-/* Fault injection: waits here when the hold names this phase. */
+static bool vm_name_known(const char *name, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(name, names[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Fault injection: waits here when the hold names this point, or does the
+ * fault set for it (once). Returns -ECANCELED when the VM was aborted. */
 static int vm_hold_point(struct vm *vm, const char *phase)
 {
-    int ret;
+    char action[VM_PHASE_NAME_MAX] = "";
+    int ret, fd;
 
+    pthread_mutex_lock(&vm->lock);
+    if (strcmp(vm->fault_point, phase) == 0) {
+        snprintf(action, sizeof(action), "%s", vm->fault_action);
+        vm->fault_point[0] = '\0'; /* one shot */
+        if (strcmp(action, "hold") == 0)
+            snprintf(vm->hold, sizeof(vm->hold), "%s", phase);
+    }
+    fd = vm->mig_fd;
+    pthread_mutex_unlock(&vm->lock);
+    if (action[0] && strcmp(action, "hold") != 0) {
+        am_log(AM_LOG_ERR, "vm", "fault injection at '%s': %s", phase, action);
+        if (strcmp(action, "kill") == 0)
+            raise(SIGKILL);
+        else if (strcmp(action, "stop") == 0)
+            raise(SIGSTOP); /* frozen until SIGCONT, then carries on from here */
+        else if (fd >= 0)
+            shutdown(fd, strcmp(action, "cut-send") == 0 ? SHUT_WR : SHUT_RD);
+    }
     pthread_mutex_lock(&vm->lock);
     if (strcmp(vm->hold, phase) == 0) {
         snprintf(vm->held, sizeof(vm->held), "%s", phase);
@@ -144,13 +199,30 @@ static int vm_hold_point(struct vm *vm, const char *phase)
     return ret;
 }
 
+int vm_fault_set(struct vm *vm, const char *point, const char *action)
+{
+    if (point[0] && (!vm_name_known(point, vm_hold_phases, AM_ARRAY_SIZE(vm_hold_phases)) ||
+                     !vm_name_known(action, vm_fault_actions, AM_ARRAY_SIZE(vm_fault_actions))))
+        return -EINVAL;
+    pthread_mutex_lock(&vm->lock);
+    snprintf(vm->fault_point, sizeof(vm->fault_point), "%s", point);
+    snprintf(vm->fault_action, sizeof(vm->fault_action), "%s", point[0] ? action : "");
+    pthread_mutex_unlock(&vm->lock);
+    return 0;
+}
+
+const char *vm_handover_name(enum vm_handover h)
+{
+    static const char *const names[] = {
+        [VM_HO_NONE] = "none", [VM_HO_IN_DOUBT] = "in-doubt", [VM_HO_COMMITTED] = "committed",
+        [VM_HO_ROLLED_BACK] = "rolled-back", [VM_HO_DISCARDED] = "discarded"};
+
+    return (unsigned)h < AM_ARRAY_SIZE(names) ? names[h] : "?";
+}
+
 int vm_hold_set(struct vm *vm, const char *phase)
 {
-    bool known = phase[0] == '\0';
-
-    for (size_t i = 0; i < AM_ARRAY_SIZE(vm_hold_phases); i++)
-        known = known || strcmp(phase, vm_hold_phases[i]) == 0;
-    if (!known)
+    if (phase[0] && !vm_name_known(phase, vm_hold_phases, AM_ARRAY_SIZE(vm_hold_phases)))
         return -EINVAL;
     pthread_mutex_lock(&vm->lock);
     snprintf(vm->hold, sizeof(vm->hold), "%s", phase);
@@ -308,6 +380,7 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
     pthread_mutex_init(&vm->lock, NULL);
     pthread_cond_init(&vm->cond, NULL);
     vm->state = VM_ATTACHED;
+    vm->mig_fd = -1;
     ret = vm_ram_create(size, &vm->ram);
     if (ret)
         goto err_free;
@@ -460,6 +533,9 @@ void vm_status_get(struct vm *vm, struct vm_status *st)
     st->dirty_pages = vm->dirty_pages;
     st->migrations_out = vm->migrations_out;
     st->doorbells = vm->doorbells;
+    st->handover = vm->ho;
+    st->handover_source = vm->ho_source;
+    st->migration_id = vm->ho_id;
     if (vm->w) {
         st->guest = true;
         st->steps = workload_steps(vm->w);
@@ -519,14 +595,6 @@ static int vm_collect_dirty(struct vm *vm, uint64_t *map, uint64_t *dma)
     vm_ram_dirty_collect(vm->ram, map);
     return 0;
 }
-
-/* What a failed migration's source undoes, in this order: logging off,
- * device back to RUNNING, vCPUs on. */
-struct vm_undo {
-    bool logging;
-    bool device_moved;
-    bool paused;
-};
 
 static int vm_rollback(struct vm *vm, const struct vm_undo *u, struct vm_mig_report *rep)
 {
@@ -776,6 +844,66 @@ static int vm_out_stop_copy(struct vm_out *x, uint64_t *t_pause)
     return 0;
 }
 
+static uint64_t vm_new_migration_id(void)
+{
+    uint64_t id = 0;
+
+    if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id) || id == 0)
+        id = am_now_ns() ^ (uint64_t)getpid() << 40; /* unique enough to tell migrations apart */
+    return id ? id : 1;
+}
+
+/* The handover (docs/vm.md, "The handover"). Before COMMIT leaves, a
+ * failure rolls back as any other; from then on only COMMITTED (release)
+ * or D's explicit refusal (D will never run it: roll back) settle it, and
+ * anything else leaves the guest paused here, in doubt: -EINPROGRESS. */
+static int vm_out_handover(struct vm_out *x)
+{
+    struct vm *vm = x->vm;
+    struct vm_mig_report *rep = x->rep;
+    uint64_t t, id = vm_new_migration_id();
+    int ret;
+
+    vm_set_phase(vm, "handover");
+    ret = vm_hold_point(vm, "src-ready");
+    if (ret) {
+        vm_fail_note(rep, "handover", ret, "migration aborted before the handover");
+        return ret;
+    }
+    t = am_now_ns();
+    ret = vmstream_send_commit(x->s, id);
+    if (ret == -ECANCELED || ret == -EINVAL) {
+        vm_fail_stream(rep, "handover", ret, x->s, "handover");
+        return ret; /* nothing left: still ours to resume */
+    }
+    /* The point of no return. */
+    pthread_mutex_lock(&vm->lock);
+    vm->ho = VM_HO_IN_DOUBT;
+    vm->ho_source = true;
+    vm->ho_id = id;
+    pthread_mutex_unlock(&vm->lock);
+    rep->migration_id = id;
+    if (ret == 0) {
+        /* An abort from here on cannot undo anything: the wait below fails
+         * and the handover is in doubt. */
+        (void)vm_hold_point(vm, "src-commit");
+        ret = vmstream_wait_committed(x->s);
+    }
+    rep->handover_us = us_since(t);
+    if (ret == 0)
+        return 0;
+    if (ret == -EREMOTEIO) {
+        vm_fail_stream(rep, "handover", ret, x->s, "handover");
+        return ret; /* D refused: it does not run the guest, so we do */
+    }
+    vm_fail_note(rep, "handover", -EINPROGRESS,
+                 "handover in doubt: the commit went out but no answer came (%s); the guest "
+                 "stays paused here until `accmig migrate --resolve` says which side runs it",
+                 vmstream_error(x->s)[0] ? vmstream_error(x->s) : strerror(-ret));
+    rep->in_doubt = true;
+    return -EINPROGRESS;
+}
+
 /* Connection, handshake and the early device data. */
 static int vm_out_open(struct vm_out *x, const char *to, int *fd)
 {
@@ -798,6 +926,9 @@ static int vm_out_open(struct vm_out *x, const char *to, int *fd)
         vm_fail_note(rep, "connect", ret, "cannot connect to %s: %s", to, strerror(-ret));
         return ret;
     }
+    pthread_mutex_lock(&vm->lock);
+    vm->mig_fd = *fd;
+    pthread_mutex_unlock(&vm->lock);
     ret = vmstream_create(*fd, VMSTREAM_SOURCE, x->o->timeout_ms, &x->s);
     if (ret) {
         vm_fail_note(rep, "connect", ret, "migration stream: %s", strerror(-ret));
@@ -844,6 +975,23 @@ static int vm_out_open(struct vm_out *x, const char *to, int *fd)
     return 0;
 }
 
+/* The guest lives on the destination now: let go of it and of the VF
+ * (reset: the next client gets a fresh function). */
+static void vm_release(struct vm *vm)
+{
+    struct workload *w = vm->w;
+
+    vfu_client_dma_logging_stop(vm->c);
+    vm_set_workload(vm, NULL, VM_MIGRATED);
+    workload_destroy(w);
+    vfu_client_reset(vm->c);
+    pthread_mutex_lock(&vm->lock);
+    vm->migrations_out++;
+    vm->ho = VM_HO_COMMITTED;
+    vm->phase[0] = '\0';
+    pthread_mutex_unlock(&vm->lock);
+}
+
 int vm_migrate_out(struct vm *vm, const char *to, const struct vm_mig_opts *opts,
                    struct vm_mig_report *rep)
 {
@@ -888,6 +1036,8 @@ int vm_migrate_out(struct vm *vm, const char *to, const struct vm_mig_opts *opts
     }
     if (ret == 0)
         ret = vm_out_stop_copy(&x, &t_pause);
+    if (ret == 0)
+        ret = vm_out_handover(&x);
     if (ret == 0) {
         rep->downtime_us = us_since(t_pause);
         rep->precopy_us = (t_pause - t_open) / 1000u;
@@ -896,30 +1046,38 @@ int vm_migrate_out(struct vm *vm, const char *to, const struct vm_mig_opts *opts
         vm_read_epilogue(fd, rep);
     }
 out:
+    if (ret != 0 && ret != -EINPROGRESS && x.s)
+        vmstream_send_abort(x.s); /* after READY: D may discard at once */
     vm_set_stream(vm, NULL);
     vmstream_destroy(x.s);
+    pthread_mutex_lock(&vm->lock);
+    vm->mig_fd = -1;
+    pthread_mutex_unlock(&vm->lock);
     if (fd >= 0)
         close(fd);
     free(x.map);
     free(x.dma);
     if (ret == 0) {
-        /* The guest lives on the destination now: let go of it and of the
-         * VF (reset: the next client gets a fresh function). */
-        struct workload *w = vm->w;
-
         rep->ok = true;
         snprintf(rep->phase, sizeof(rep->phase), "done");
-        vfu_client_dma_logging_stop(vm->c);
-        vm_set_workload(vm, NULL, VM_MIGRATED);
-        workload_destroy(w);
-        vfu_client_reset(vm->c);
-        pthread_mutex_lock(&vm->lock);
-        vm->migrations_out++;
-        vm->phase[0] = '\0';
-        pthread_mutex_unlock(&vm->lock);
+        vm_release(vm);
         return 0;
     }
     rep->total_us = us_since(t0);
+    if (ret == -EINPROGRESS) {
+        /* Past the point of no return: never resume by ourselves. */
+        pthread_mutex_lock(&vm->lock);
+        vm->doubt_undo = x.undo;
+        vm->state = VM_IN_DOUBT;
+        vm->phase[0] = '\0';
+        pthread_mutex_unlock(&vm->lock);
+        am_log(AM_LOG_ERR, "vm", "migration to %s: %s", to, rep->error);
+        return ret;
+    }
+    pthread_mutex_lock(&vm->lock);
+    if (vm->ho == VM_HO_IN_DOUBT)
+        vm->ho = VM_HO_ROLLED_BACK; /* D refused after COMMIT */
+    pthread_mutex_unlock(&vm->lock);
     if (vm_rollback(vm, &x.undo, rep) == 0)
         am_log(AM_LOG_INFO, "vm", "migration to %s failed (%s): the guest carries on here", to,
                rep->error);
@@ -951,6 +1109,8 @@ static int vm_dev_write(void *opaque, const void *buf, size_t len, char *why, si
     return ret;
 }
 
+/* After END: the state is loaded and the guest RAM checked, nothing runs
+ * (vmstream answers READY once this returns 0). */
 static int vm_dev_finish(void *opaque, char *why, size_t why_len)
 {
     struct vm_in *x = opaque;
@@ -965,14 +1125,6 @@ static int vm_dev_finish(void *opaque, char *why, size_t why_len)
         return ret;
     }
     vm->dest.restore_ns = am_now_ns() - t;
-    t = am_now_ns();
-    ret = vfu_client_mig_state_set(vm->c, VFIO_MIG_STATE_RUNNING);
-    if (ret) {
-        snprintf(why, why_len, "the device did not resume (STOP -> RUNNING: %s)", strerror(-ret));
-        return ret;
-    }
-    vm->dest.resume_ns = am_now_ns() - t;
-    t = am_now_ns();
     ret = workload_attach(vm_ram_guest(vm->ram), &vm->io, &x->w);
     if (ret) {
         snprintf(why, why_len, "the guest RAM holds no valid workload (%s)", strerror(-ret));
@@ -981,7 +1133,26 @@ static int vm_dev_finish(void *opaque, char *why, size_t why_len)
     pthread_mutex_lock(&vm->lock);
     vm->w = x->w;
     pthread_mutex_unlock(&vm->lock);
-    ret = workload_vcpus_start(x->w);
+    if (vm_hold_point(vm, "dst-end") != 0) {
+        snprintf(why, why_len, "migration aborted");
+        return -ECANCELED;
+    }
+    return 0;
+}
+
+/* After COMMIT: the guest is ours to run. */
+static int vm_dest_start(struct vm *vm, char *why, size_t why_len)
+{
+    uint64_t t = am_now_ns();
+    int ret = vfu_client_mig_state_set(vm->c, VFIO_MIG_STATE_RUNNING);
+
+    if (ret) {
+        snprintf(why, why_len, "the device did not resume (STOP -> RUNNING: %s)", strerror(-ret));
+        return ret;
+    }
+    vm->dest.resume_ns = am_now_ns() - t;
+    t = am_now_ns();
+    ret = workload_vcpus_start(vm->w);
     if (ret) {
         snprintf(why, why_len, "the vCPUs did not start (%s)", strerror(-ret));
         return ret;
@@ -1016,6 +1187,10 @@ static void vm_discard(struct vm *vm)
     if (vfu_client_reset(vm->c) != 0)
         am_log(AM_LOG_ERR, "vm", "the VF did not take the reset; detaching resets it");
     vm_ram_zero_range(vm->ram, 0, vm_ram_size(vm->ram));
+    pthread_mutex_lock(&vm->lock);
+    if (vm->ho == VM_HO_IN_DOUBT)
+        vm->ho = VM_HO_DISCARDED;
+    pthread_mutex_unlock(&vm->lock);
 }
 
 static int vm_accept(struct vm *vm, int listen_fd, int timeout_ms, int *fd)
@@ -1046,7 +1221,8 @@ int vm_incoming(struct vm *vm, int listen_fd, int accept_timeout_ms, struct vm_m
     struct vmstream_profile peer;
     struct vmstream_stats st;
     struct vmstream *s = NULL;
-    uint64_t t0;
+    char why[VMSTREAM_REASON_MAX - 64];
+    uint64_t t0, id = 0;
     int fd = -1, ret;
 
     memset(rep, 0, sizeof(*rep));
@@ -1064,6 +1240,9 @@ int vm_incoming(struct vm *vm, int listen_fd, int accept_timeout_ms, struct vm_m
         goto fail;
     }
     t0 = am_now_ns();
+    pthread_mutex_lock(&vm->lock);
+    vm->mig_fd = fd;
+    pthread_mutex_unlock(&vm->lock);
     ret = vmstream_create(fd, VMSTREAM_DEST, vm->timeout_ms, &s);
     if (ret) {
         vm_fail_note(rep, "handshake", ret, "migration stream: %s", strerror(-ret));
@@ -1098,8 +1277,52 @@ int vm_incoming(struct vm *vm, int listen_fd, int accept_timeout_ms, struct vm_m
         vm_fail_stream(rep, "receive", ret, s, "receiving the guest");
         goto fail;
     }
+    /* READY went out: from here the source may hand over at any moment. */
+    vm_set_phase(vm, "handover");
+    pthread_mutex_lock(&vm->lock);
+    vm->ho = VM_HO_IN_DOUBT;
+    vm->ho_source = false;
+    vm->ho_id = 0;
+    pthread_mutex_unlock(&vm->lock);
+    if (vm_hold_point(vm, "dst-ready") != 0)
+        ret = -ECANCELED; /* in doubt all the same: the source may have committed */
+    else
+        ret = vmstream_recv_commit(s, &id);
+    if (ret == -ECONNABORTED) {
+        vm_fail_stream(rep, "handover", ret, s, "handover");
+        goto fail;
+    }
+    if (ret) {
+        vm_fail_note(rep, "handover", -EINPROGRESS,
+                     "handover in doubt: READY went out but no commit came (%s); the guest is "
+                     "held here, not running, until `accmig migrate --resolve`",
+                     ret == -ECANCELED ? "aborted" : vmstream_error(s));
+        rep->in_doubt = true;
+        ret = -EINPROGRESS;
+        goto in_doubt;
+    }
+    rep->migration_id = id;
+    pthread_mutex_lock(&vm->lock);
+    vm->ho_id = id;
+    pthread_mutex_unlock(&vm->lock);
+    ret = vm_dest_start(vm, why, sizeof(why));
+    if (ret) {
+        /* Tell the source we will never run it: it resumes its own. */
+        vmstream_send_committed(s, ret, why);
+        vm_fail_note(rep, "handover", ret, "%s", why);
+        goto fail;
+    }
+    pthread_mutex_lock(&vm->lock);
+    vm->ho = VM_HO_COMMITTED;
+    vm->state = VM_RUNNING;
+    pthread_mutex_unlock(&vm->lock);
+    (void)vm_hold_point(vm, "dst-commit");
+    /* The guest runs here whether or not this answer arrives. */
+    ret = vmstream_send_committed(s, 0, "");
+    vmstream_stats_get(s, &st);
+    if (ret == 0)
+        vm_send_epilogue(vm, fd, &st);
     rep->total_us = us_since(t0);
-    vm_send_epilogue(vm, fd, &st);
     rep->dest_reported = true;
     rep->dest_restore_us = vm->dest.restore_ns / 1000u;
     rep->dest_resume_us = vm->dest.resume_ns / 1000u;
@@ -1114,12 +1337,28 @@ int vm_incoming(struct vm *vm, int listen_fd, int accept_timeout_ms, struct vm_m
     pthread_mutex_lock(&vm->lock);
     vm->state = VM_RUNNING;
     vm->phase[0] = '\0';
+    vm->mig_fd = -1;
     pthread_mutex_unlock(&vm->lock);
     return 0;
+
+in_doubt:
+    vm_set_stream(vm, NULL);
+    vmstream_destroy(s);
+    close(fd);
+    pthread_mutex_lock(&vm->lock);
+    vm->state = VM_IN_DOUBT;
+    vm->phase[0] = '\0';
+    vm->mig_fd = -1;
+    pthread_mutex_unlock(&vm->lock);
+    am_log(AM_LOG_ERR, "vm", "incoming migration: %s", rep->error);
+    return ret;
 
 fail:
     vm_set_stream(vm, NULL);
     vmstream_destroy(s);
+    pthread_mutex_lock(&vm->lock);
+    vm->mig_fd = -1;
+    pthread_mutex_unlock(&vm->lock);
     if (fd >= 0)
         close(fd);
     vm_discard(vm);
@@ -1127,6 +1366,60 @@ fail:
     am_log(AM_LOG_INFO, "vm", "incoming migration failed (%s): state discarded, VF reset",
            rep->error);
     return ret;
+}
+
+/* ---- settling a handover in doubt ---- */
+
+int vm_resolve(struct vm *vm, bool run_here, char *why, size_t why_len)
+{
+    struct vm_mig_report rep;
+    enum vm_state st;
+    bool here;
+    int ret;
+
+    pthread_mutex_lock(&vm->lock);
+    st = vm->state;
+    here = vm->w != NULL && (st == VM_RUNNING || st == VM_FINISHED);
+    pthread_mutex_unlock(&vm->lock);
+    why[0] = '\0';
+    if (st != VM_IN_DOUBT) {
+        if (here == run_here)
+            return 0; /* it is already so */
+        snprintf(why, why_len, "%s", here ? "the guest runs here: it stays"
+                                          : "the guest is not here to run");
+        return -EPERM;
+    }
+    if (vm->ho_source && run_here) {
+        memset(&rep, 0, sizeof(rep));
+        ret = vm_rollback(vm, &vm->doubt_undo, &rep);
+        if (ret) {
+            snprintf(why, why_len, "resuming the guest here failed: %s",
+                     rep.error[0] ? rep.error : strerror(-ret));
+            return ret;
+        }
+        pthread_mutex_lock(&vm->lock);
+        vm->state = VM_RUNNING;
+        vm->ho = VM_HO_ROLLED_BACK;
+        pthread_mutex_unlock(&vm->lock);
+        am_log(AM_LOG_INFO, "vm", "handover resolved: the guest runs here (source) again");
+    } else if (vm->ho_source) {
+        vm_release(vm);
+        am_log(AM_LOG_INFO, "vm", "handover resolved: the guest runs on the destination");
+    } else if (run_here) {
+        ret = vm_dest_start(vm, why, why_len);
+        if (ret)
+            return ret;
+        pthread_mutex_lock(&vm->lock);
+        vm->state = VM_RUNNING;
+        vm->ho = VM_HO_COMMITTED;
+        pthread_mutex_unlock(&vm->lock);
+        am_log(AM_LOG_INFO, "vm", "handover resolved: the guest runs here (destination)");
+    } else {
+        vm_discard(vm);
+        am_log(AM_LOG_INFO, "vm", "handover resolved: the guest stays with the source; "
+               "state discarded, VF reset");
+    }
+    return 0;
 }
 
 /* ---- JSON views ---- */
@@ -1163,6 +1456,13 @@ json_object *vm_mig_report_json(const struct vm_mig_report *r)
         j_str(j, "failed_step", r->phase);
         j_str(j, "error", r->error);
         json_object_object_add(j, "rolled_back", json_object_new_boolean(r->rolled_back));
+        json_object_object_add(j, "in_doubt", json_object_new_boolean(r->in_doubt));
+    }
+    if (r->migration_id) {
+        char id[24];
+
+        snprintf(id, sizeof(id), "%016llx", (unsigned long long)r->migration_id);
+        j_str(j, "migration_id", id);
     }
     j_u64(j, "precopy_rounds", r->precopy_rounds);
     j_u64(j, "ram_bytes", r->ram_bytes);
@@ -1181,6 +1481,7 @@ json_object *vm_mig_report_json(const struct vm_mig_report *r)
     j_u64(j, "final_ram_us", r->final_ram_us);
     j_u64(j, "device_send_us", r->device_send_us);
     j_u64(j, "end_to_ack_us", r->end_us);
+    j_u64(j, "handover_us", r->handover_us);
     json_object_object_add(j, "dest_reported", json_object_new_boolean(r->dest_reported));
     if (r->dest_reported) {
         j_u64(j, "restore_us", r->dest_restore_us);
@@ -1211,6 +1512,15 @@ json_object *vm_status_json(const struct vm_status *st)
     j_u64(j, "jobs_failed", st->jobs_failed);
     j_u64(j, "migrations_out", st->migrations_out);
     j_str(j, "doorbells", vm_doorbells_name(st->doorbells));
+    j_str(j, "handover", vm_handover_name(st->handover));
+    if (st->handover != VM_HO_NONE)
+        j_str(j, "handover_role", st->handover_source ? "source" : "destination");
+    if (st->migration_id) {
+        char id[24];
+
+        snprintf(id, sizeof(id), "%016llx", (unsigned long long)st->migration_id);
+        j_str(j, "migration_id", id);
+    }
     return j;
 }
 

@@ -14,18 +14,24 @@
  *   device PRE_COPY_P2P (quiesced, P2P) -> STOP_COPY (queue positions
  *   written back into guest RAM) -> stop-copy marker, the last dirty pages
  *   (after STOP_COPY, which dirtied the SQC/CQC tables), the device state,
- *   END -> the destination's ack. On success the guest lives on the
+ *   END -> the destination's READY -> COMMIT (the point of no return) ->
+ *   the destination's COMMITTED. On success the guest lives on the
  *   destination: the source's workload objects are freed and its VF reset.
- *   On any failure (refusal, peer gone, timeout, abort) the device goes
- *   back to RUNNING and the vCPUs resume: the guest carries on, no job lost.
+ *   On any failure before COMMIT (refusal, peer gone, timeout, abort) the
+ *   device goes back to RUNNING and the vCPUs resume: the guest carries on,
+ *   no job lost. After COMMIT the source never resumes by itself: without
+ *   COMMITTED (or D's explicit refusal) it stays paused, in doubt, until
+ *   vm_resolve says which side runs the guest.
  *
  * Destination side (vm_incoming): accept one connection, handshake with its
  *   own profile, device RESUMING, RAM into its memfd and device bytes into
  *   the VF (MIG_DATA_WRITE) as they arrive; after END: RESUMING -> STOP
- *   (restore) -> RUNNING_P2P -> RUNNING (resume), workload_attach and vCPUs
- *   start, then the ack goes out, followed by the epilogue (below). On any
- *   failure it discards what arrived: guest stopped if it had started, VF
- *   reset, RAM cleared.
+ *   (restore) and workload_attach (nothing runs), READY; on COMMIT:
+ *   -> RUNNING_P2P -> RUNNING (resume) and the vCPUs start, then COMMITTED,
+ *   followed by the epilogue (below). On any failure before READY, or an
+ *   ABORT, it discards what arrived: VF reset, RAM cleared. When the link
+ *   dies between READY and COMMIT it cannot know whether the source handed
+ *   over: it holds the guest, not running, in doubt, until vm_resolve.
  *
  * The epilogue: after the ack (vmstream's last word), the destination
  * writes one fixed 64-byte record on the same connection with its side of
@@ -46,7 +52,16 @@
  *   log line) and wait for vm_hold_release or vm_abort. Phases:
  *   "precopy" (source, after RAM round 0 went out), "stop-copy" (source,
  *   vCPUs paused and the device in STOP_COPY, before the final RAM),
- *   "incoming" (destination, after the handshake, before RESUMING).
+ *   "incoming" (destination, after the handshake, before RESUMING), and the
+ *   handover's: "src-ready" (READY read, COMMIT not sent), "src-commit"
+ *   (COMMIT sent, COMMITTED not read), "dst-end" (END checked and the state
+ *   restored, READY not sent), "dst-ready" (READY sent, COMMIT not read),
+ *   "dst-commit" (COMMIT read and the guest started, COMMITTED not sent).
+ *   vm_fault_set(vm, point, action) does something else there once: "kill"
+ *   (SIGKILL to itself), "stop" (SIGSTOP to itself: a frozen peer),
+ *   "cut-send" / "cut-recv" (shutdown of that direction of the migration
+ *   connection: the peer reads the end of the stream / this side does), or
+ *   "hold" (as vm_hold_set).
  */
 #ifndef ACCMIG_VMM_VM_H
 #define ACCMIG_VMM_VM_H
@@ -95,7 +110,19 @@ enum vm_state {
     VM_MIGRATED,     /* the guest left for another host */
     VM_SHUT_DOWN,    /* the guest driver was torn down */
     VM_FAILED,       /* an incoming migration failed: state discarded, VF reset */
+    VM_IN_DOUBT,     /* the handover's outcome is unknown: the guest is paused here
+                        (source) or held, not running (destination), until vm_resolve */
 };
+
+/* Where the last handover ended, as this side knows it. */
+enum vm_handover {
+    VM_HO_NONE = 0,   /* no migration reached the handover */
+    VM_HO_IN_DOUBT,   /* see VM_IN_DOUBT */
+    VM_HO_COMMITTED,  /* the guest runs on the destination */
+    VM_HO_ROLLED_BACK, /* source: it kept (or took back) the guest */
+    VM_HO_DISCARDED,  /* destination: it dropped the guest without running it */
+};
+const char *vm_handover_name(enum vm_handover h); /* "none", "in-doubt", ... */
 
 const char *vm_state_name(enum vm_state s);
 
@@ -111,6 +138,8 @@ struct vm_mig_opts {
 struct vm_mig_report {
     bool ok;
     bool rolled_back;   /* source: the guest runs here again after a failure */
+    bool in_doubt;      /* the handover's outcome is unknown (err -EINPROGRESS) */
+    uint64_t migration_id; /* the id COMMIT carried (0 before it) */
     int err;            /* negative errno when !ok */
     char phase[VM_PHASE_NAME_MAX]; /* where it ended: "done" or the failing phase */
     char error[400];    /* why it failed */
@@ -130,7 +159,8 @@ struct vm_mig_report {
     uint64_t save_us;        /* device -> STOP_COPY (write-back + register save) */
     uint64_t final_ram_us;   /* logs collected + last RAM round sent */
     uint64_t device_send_us; /* STOP_COPY device state read + sent */
-    uint64_t end_us;         /* END sent .. ack received (destination restore + resume) */
+    uint64_t end_us;         /* END sent .. READY received (destination restore) */
+    uint64_t handover_us;    /* COMMIT sent .. COMMITTED received (destination resume) */
     uint64_t expected_downtime_us; /* the estimate that ended precopy */
     bool dest_reported;
     uint64_t dest_restore_us; /* destination RESUMING -> STOP */
@@ -153,6 +183,9 @@ struct vm_status {
     uint64_t migrations_out;       /* successful outgoing migrations */
     enum vm_doorbells doorbells;   /* this VMM's, for its guest (a migrated guest uses
                                       its destination's) */
+    enum vm_handover handover;     /* the last handover, as this side knows it */
+    bool handover_source;          /* this side was its source */
+    uint64_t migration_id;         /* the last COMMIT's id (0: none seen) */
 };
 
 struct vm;
@@ -202,16 +235,32 @@ int vm_guest_report(struct vm *vm, struct workload_report *r);
  * -ECONNRESET/-EPIPE/-ETIMEDOUT/-ECONNREFUSED (the peer), -ECANCELED
  * (vm_abort), or a vfio-user errno; the guest runs here again
  * (rep->rolled_back) unless rolling back itself failed (then the error says
- * so and the guest stays paused). rep is always filled. */
+ * so and the guest stays paused). -EINPROGRESS: COMMIT went (or may have
+ * gone) and no answer came: the handover is in doubt, the guest stays
+ * paused here (state IN_DOUBT, rep->in_doubt) until vm_resolve. rep is
+ * always filled. */
 int vm_migrate_out(struct vm *vm, const char *to, const struct vm_mig_opts *opts,
                    struct vm_mig_report *rep);
 
 /* Destination: waits up to accept_timeout_ms (< 0: forever) for one
  * connection on listen_fd (vm_net_listen; the caller keeps and closes it),
- * receives the guest and starts it: 0 (state RUNNING). On failure the
- * partial state is discarded (state FAILED; the VF reset and ready for
- * another client) and the errno returned. rep is always filled. */
+ * receives the guest and starts it once the source committed: 0 (state
+ * RUNNING). On failure the partial state is discarded (state FAILED; the VF
+ * reset and ready for another client) and the errno returned;
+ * -EINPROGRESS: the link died between READY and COMMIT, the guest is held
+ * here, not running (state IN_DOUBT), until vm_resolve. rep is always
+ * filled. */
 int vm_incoming(struct vm *vm, int listen_fd, int accept_timeout_ms, struct vm_mig_report *rep);
+
+/* Settles a handover in doubt: run_here says whether the guest runs on this
+ * side. A source told so resumes its guest (as a rollback), otherwise it
+ * releases it (state MIGRATED, VF reset); a destination told so starts the
+ * guest (RUNNING), otherwise discards it (FAILED, VF reset). On a VM not in
+ * doubt: 0 when the answer agrees with where the guest is (nothing done),
+ * -EPERM when it does not (why says so). Other errnos: the device or the
+ * vCPUs failed (why says which; the VM stays in doubt). From the driving
+ * thread (no migration running). */
+int vm_resolve(struct vm *vm, bool run_here, char *why, size_t why_len);
 
 /* Ends a running migration (either side) as a failure (-ECANCELED) and
  * releases a hold. */
@@ -219,6 +268,8 @@ void vm_abort(struct vm *vm);
 /* Fault injection (see above). vm_hold_set: -EINVAL for an unknown phase
  * name; "" clears. */
 int vm_hold_set(struct vm *vm, const char *phase);
+/* -EINVAL for an unknown point or action (names above); "" clears. */
+int vm_fault_set(struct vm *vm, const char *point, const char *action);
 void vm_hold_release(struct vm *vm);
 
 void vm_status_get(struct vm *vm, struct vm_status *st);

@@ -859,8 +859,10 @@ void vmstream_send_abort(struct vmstream *s)
 {
     struct vms_rec h = {.type = VMS_REC_ABORT, .seq = s->tx_seq};
 
-    if (s->role != VMSTREAM_SOURCE || s->state != VMS_READY ||
-        __atomic_load_n(&s->aborted, __ATOMIC_ACQUIRE))
+    /* After END (READY read or not: a frozen destination may still send
+     * it and wait for our word). */
+    if (s->role != VMSTREAM_SOURCE || __atomic_load_n(&s->aborted, __ATOMIC_ACQUIRE) ||
+        !(s->state == VMS_READY || (s->state == VMS_STOPPED && s->st.end_ns != 0)))
         return;
     /* Best effort and past any sticky failure: a destination that reads it
      * discards at once instead of waiting in doubt. */

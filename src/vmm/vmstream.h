@@ -174,8 +174,9 @@ int vmstream_send_commit(struct vmstream *s, uint64_t id);
  * resume); -EINPROGRESS no answer (reset, timeout, abort, garbage): in
  * doubt, vmstream_error says why. */
 int vmstream_wait_committed(struct vmstream *s);
-/* S, after READY and instead of COMMIT: tells D, best effort, that the
- * source keeps the guest; then hangs up. A no-op in any other state. */
+/* S, after END (READY read or not) and instead of COMMIT: tells D, best
+ * effort, that the source keeps the guest; then hangs up. A no-op before END
+ * and after COMMIT. */
 void vmstream_send_abort(struct vmstream *s);
 
 /* D: after a successful handshake, receives records into ram (which must
