@@ -50,6 +50,7 @@
 #include "common/common.h"
 #include "guest/workload.h"
 #include "qm/qm.h"
+#include "vmm/ledger.h"
 #include "vmm/vm.h"
 #include "vmm/vm_ram.h"
 
@@ -84,6 +85,8 @@ struct dh_guest {
     json_object *log; /* its migration_log (entries shared with dh.log) */
     json_object *rep; /* its final report, NULL until read */
     unsigned migrations_done;
+    struct vm_ledger ledger; /* the supervisor's own account of its jobs */
+    bool ledger_done;
 };
 
 struct dh {
@@ -106,6 +109,7 @@ struct dh {
     unsigned migrations_done; /* summed over guests */
     bool failed;      /* a step failed: the verdict is FAILED */
     bool guest_started;
+    struct vm_ledger ledger; /* summed over the guests */
 };
 
 /* ---- options ---- */
@@ -611,16 +615,62 @@ static int dh_server_start(struct dh *d, char host)
     return ret;
 }
 
+/* Where guest g's VMM k exports its results for the ledger. */
+static void dh_results_path(const struct dh *d, unsigned g, unsigned k, char *buf, size_t len)
+{
+    char name[32];
+
+    dh_vm_name(g, k, name, sizeof(name));
+    snprintf(buf, len, "%s/%s.results", d->dir, name);
+}
+
+/* The supervisor's own verdict on guest g: every result file its VMMs
+ * wrote, each job's input regenerated from the seed, each output inflated
+ * with zlib (vmm/ledger.h). Not the guest's counters. */
+static int dh_ledger(struct dh *d, unsigned g)
+{
+    struct dh_guest *gu = &d->guests[g];
+    struct workload_config cfg = d->o.wl;
+    unsigned n = d->o.migrations + 1;
+    char (*paths)[PATH_MAX + 32] = calloc(n, sizeof(*paths));
+    const char **files = calloc(n, sizeof(*files));
+    int ret = -ENOMEM;
+
+    cfg.seed = d->o.wl.seed + g;
+    if (paths && files) {
+        for (unsigned k = 0; k < n; k++) {
+            dh_results_path(d, g, k, paths[k], sizeof(paths[k]));
+            files[k] = paths[k];
+        }
+        ret = vm_ledger_check(&cfg, files, n, &gu->ledger);
+    }
+    free(paths);
+    free(files);
+    if (ret)
+        return ret;
+    gu->ledger_done = true;
+    vm_ledger_add(&d->ledger, &gu->ledger);
+    return 0;
+}
+
+static bool dh_ledger_ok(const struct dh_guest *gu)
+{
+    return gu->ledger_done && gu->ledger.mismatches == 0 && gu->ledger.jobs_checked == gu->ledger.jobs;
+}
+
 /* Guest g's VMM k on host k%2, VF dh_vm_vf(g, k); incoming for k > 0. */
 static int dh_vm_start(struct dh *d, unsigned g, unsigned k)
 {
     char name[16], sock[PATH_MAX + 16], ctl[PATH_MAX + 16], ram[32], jobs[16], qps[16], vcpus[16],
         mins[16], maxs[16], seed[32], sgl[16];
-    const char *args[32] = {"vm", "--attach", sock, "--control", ctl, "--stay", "--ram", ram};
-    unsigned n = 8;
+    char results[PATH_MAX + 32];
+    const char *args[34] = {"vm", "--attach", sock, "--control", ctl, "--stay", "--ram", ram,
+                            "--results", results};
+    unsigned n = 10;
     int ret;
 
     dh_vm_name(g, k, name, sizeof(name));
+    dh_results_path(d, g, k, results, sizeof(results));
     snprintf(sock, sizeof(sock), "%s/%c/vf%u.sock", d->dir, dh_host(k), dh_vm_vf(g, k));
     dh_ctl_path(d, g, k, ctl, sizeof(ctl));
     snprintf(ram, sizeof(ram), "%llu", (unsigned long long)d->ram_size);
@@ -1055,7 +1105,9 @@ static json_object *dh_guests_json(const struct dh *d)
         json_object_object_add(o, "seed", json_object_new_int64((int64_t)(d->o.wl.seed + g)));
         json_object_object_add(o, "vm", json_object_new_string(name));
         json_object_object_add(o, "verdict",
-                               json_object_new_string(dh_report_ok(gu->rep) ? "ok" : "failed"));
+                               json_object_new_string(dh_report_ok(gu->rep) && dh_ledger_ok(gu)
+                                                          ? "ok" : "failed"));
+        json_object_object_add(o, "ledger", vm_ledger_json(&gu->ledger));
         if (gu->rep) {
             json_object_object_foreach(gu->rep, key, val)
                 if (strcmp(key, "jobs") == 0 || strncmp(key, "jobs_", 5) == 0 ||
@@ -1126,6 +1178,7 @@ static void dh_print(struct dh *d, json_object *rep, bool ok, double elapsed_ms)
             v = json_object_new_double_s(strtod(ms, NULL), ms);
         }
         json_object_object_add(j, "elapsed_ms", v);
+        json_object_object_add(j, "ledger", vm_ledger_json(&d->ledger));
         json_object_object_add(j, "migration_log", json_object_get(d->log));
         json_object_object_add(j, "guests", dh_guests_json(d));
         printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
@@ -1168,6 +1221,13 @@ static void dh_print(struct dh *d, json_object *rep, bool ok, double elapsed_ms)
                s > 0 ? (double)dh_int(rep, "bytes_in") / s / 1e6 : 0.0);
         printf("  driver: %lld MSIs, %lld CQEs, %lld bad CQEs\n", (long long)dh_int(drv, "irqs"),
                (long long)dh_int(drv, "cqes"), (long long)dh_int(drv, "bad_cqes"));
+        printf("  ledger (the supervisor's own check, zlib): %llu of %llu jobs checked, %llu "
+               "mismatches (%llu missing, %llu done twice, %llu bad output)\n",
+               (unsigned long long)d->ledger.jobs_checked, (unsigned long long)d->ledger.jobs,
+               (unsigned long long)d->ledger.mismatches, (unsigned long long)d->ledger.missing,
+               (unsigned long long)d->ledger.duplicated, (unsigned long long)d->ledger.bad_output);
+        if (d->ledger.first_problem[0])
+            printf("  ledger: %s\n", d->ledger.first_problem);
         if (!ok && dh_strf(rep, "first_failure")[0])
             printf("  first failure: guest %lld, job %lld: %s\n",
                    (long long)dh_int(rep, "first_failed_guest"),
@@ -1257,6 +1317,9 @@ static int dh_run(struct dh *d, json_object **rep, double *elapsed_ms)
     for (unsigned g = 0; g < d->o.guests; g++)
         if ((ret = dh_guest_finish(d, g)) != 0)
             return ret;
+    for (unsigned g = 0; g < d->o.guests; g++)
+        if ((ret = dh_ledger(d, g)) != 0)
+            return ret;
     *elapsed_ms = (double)(am_now_ns() - t_guest) / 1e6;
     *rep = json_object_new_object();
     for (unsigned g = 0; g < d->o.guests; g++)
@@ -1277,7 +1340,7 @@ static int dh_run(struct dh *d, json_object **rep, double *elapsed_ms)
 static bool dh_all_ok(const struct dh *d, json_object *rep)
 {
     for (unsigned g = 0; g < d->o.guests; g++)
-        if (!dh_report_ok(d->guests[g].rep) ||
+        if (!dh_report_ok(d->guests[g].rep) || !dh_ledger_ok(&d->guests[g]) ||
             d->guests[g].migrations_done != d->o.migrations)
             return false;
     return dh_report_ok(rep);

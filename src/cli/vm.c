@@ -110,6 +110,8 @@ static void vmcli_usage(FILE *f)
             "                         when the server offers it, the device polls them)\n"
             "  --jobs N --qps N --vcpus N --min-size B --max-size B --seed N --sgl-percent N\n"
             "                         the guest's workload (as in accmig demo)\n"
+            "  --results FILE         append every compression result the guest reads here\n"
+            "                         to FILE, for a check outside the guest (the demo's ledger)\n"
             "  --json                 print the final report as one JSON object\n"
             "  Fault injection (tests): %s=precopy|stop-copy|incoming stops a migration at\n"
             "  that phase until `continue` arrives on the control socket; %s=POINT:ACTION\n"
@@ -122,7 +124,7 @@ static void vmcli_usage(FILE *f)
 
 enum {
     OPT_ATTACH = 1, OPT_CONTROL, OPT_INCOMING, OPT_ACCEPT_TIMEOUT, OPT_STAY, OPT_RAM, OPT_PREALLOC,
-    OPT_TIMEOUT, OPT_TRAP_DB, OPT_JSON, OPT_HELP,
+    OPT_TIMEOUT, OPT_TRAP_DB, OPT_JSON, OPT_HELP, OPT_RESULTS,
 };
 
 /* 0 ok, 1 help printed, -EINVAL bad usage (reported). */
@@ -138,6 +140,7 @@ static int vmcli_parse(int argc, char **argv, struct vmcli_opts *o)
         {"prealloc", no_argument, NULL, OPT_PREALLOC},
         {"timeout-ms", required_argument, NULL, OPT_TIMEOUT},
         {"trap-doorbells", no_argument, NULL, OPT_TRAP_DB},
+        {"results", required_argument, NULL, OPT_RESULTS},
         CLI_OPTS_WORKLOAD_LONGOPTS,
         {"json", no_argument, NULL, OPT_JSON},
         {"help", no_argument, NULL, OPT_HELP},
@@ -177,6 +180,7 @@ static int vmcli_parse(int argc, char **argv, struct vmcli_opts *o)
             o->vm.timeout_ms = (int)v;
             break;
         case OPT_TRAP_DB: o->vm.trap_doorbells = true; break;
+        case OPT_RESULTS: o->vm.results = optarg; break;
         case OPT_JSON: o->json = true; break;
         case OPT_HELP: vmcli_usage(stdout); return 1;
         default:

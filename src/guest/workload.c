@@ -110,6 +110,11 @@ struct workload {
     struct guest_ram ram;
     struct vf_io io;
     struct guest_vf *vf;
+    /* Host side, not in guest RAM: where compressed results are exported
+     * (workload_result_sink) and the test-only miscount knob. */
+    workload_result_fn result_fn;
+    void *result_opaque;
+    uint32_t miscount_job; /* job + 1 counted verified without running; 0 none */
     struct wl_root *root; /* derived from ram; never stored in guest RAM */
     struct workload_config cfg;
     unsigned nthreads;
@@ -313,7 +318,10 @@ static void wl_gen(uint8_t *p, size_t len, unsigned kind, uint64_t *s)
         return;
     }
     while (pos < len) {
-        size_t run = AM_MIN(len - pos, (size_t)(256 + wl_rand(s) % 8192));
+        /* One draw: AM_MIN evaluates its arguments twice, and a second draw
+         * could make the run overshoot len (the ledger's regeneration of
+         * the input found the write past the end). */
+        size_t want = (size_t)(256 + wl_rand(s) % 8192), run = AM_MIN(len - pos, want);
         (k % 2 == 0 ? wl_gen_text : wl_gen_random)(p + pos, run, s);
         pos += run;
         k++;
@@ -418,23 +426,83 @@ static enum wl_result wl_step_pick(struct workload *w, struct wl_vcpu *v)
     return WL_PROGRESS;
 }
 
+/* What a job's seed decides before its data, in the order the generator
+ * draws it; the data follows from *s. One source for the guest and for
+ * workload_job_input. */
+struct wl_params {
+    uint32_t in_len;
+    uint8_t kind, type, window, sgl;
+    uint32_t piece_len;
+    uint16_t per_choice;
+};
+
+static void wl_params_draw(const struct workload_config *cfg, uint32_t job, struct wl_params *p,
+                           uint64_t *s)
+{
+    *s = wl_job_seed(cfg->seed, job);
+    p->in_len = wl_pick_size(s, cfg->min_size, cfg->max_size);
+    p->kind = (uint8_t)(wl_rand(s) % WL_DATA_KINDS);
+    p->type = (uint8_t)(ZIP_REQ_DEFLATE + wl_rand(s) % 3);
+    p->window = (uint8_t)(wl_rand(s) % 5);
+    p->sgl = wl_rand(s) % 100 < cfg->sgl_percent;
+    p->piece_len = wl_sgl_pieces[wl_rand(s) % AM_ARRAY_SIZE(wl_sgl_pieces)];
+    p->per_choice = wl_sgl_per[wl_rand(s) % AM_ARRAY_SIZE(wl_sgl_per)];
+}
+
+int workload_job_input(const struct workload_config *cfg, uint32_t job, uint8_t *buf, size_t cap,
+                       uint32_t *len, enum zip_req_type *type)
+{
+    struct wl_params p;
+    uint64_t s;
+
+    if (!cfg || job >= cfg->jobs || !len || !type)
+        return -EINVAL;
+    wl_params_draw(cfg, job, &p, &s);
+    *len = p.in_len;
+    *type = (enum zip_req_type)p.type;
+    if (!buf || cap < p.in_len)
+        return -ENOSPC;
+    wl_gen(buf, p.in_len, p.kind, &s);
+    return 0;
+}
+
+void workload_result_sink(struct workload *w, workload_result_fn fn, void *opaque)
+{
+    w->result_fn = fn;
+    w->result_opaque = opaque;
+}
+
+void workload_test_miscount(struct workload *w, uint32_t job_plus_one)
+{
+    w->miscount_job = job_plus_one;
+}
+
 static enum wl_result wl_step_gen(struct workload *w, struct wl_vcpu *v)
 {
     struct wl_job *job = wl_job(w, v->job);
-    uint64_t s = wl_job_seed(w->cfg.seed, v->job);
     uint8_t *in = wl_ptr(w, v->in_gpa);
+    struct wl_params p;
+    uint64_t s;
     int hdr;
 
+    wl_params_draw(&w->cfg, v->job, &p, &s);
     memset(job, 0, sizeof(*job));
+    if (w->miscount_job == v->job + 1) {
+        /* Test-only: a guest that counts a job it never ran (the demo's
+         * ledger must catch it). */
+        job->state = WL_JOB_VERIFIED;
+        wl_dirty(w, job, sizeof(*job));
+        v->step = WL_STEP_PICK;
+        return WL_PROGRESS;
+    }
     job->state = WL_JOB_RUNNING;
-    job->in_len = wl_pick_size(&s, w->cfg.min_size, w->cfg.max_size);
-    job->kind = (uint8_t)(wl_rand(&s) % WL_DATA_KINDS);
-    job->type = (uint8_t)(ZIP_REQ_DEFLATE + wl_rand(&s) % 3);
-    job->window = (uint8_t)(wl_rand(&s) % 5);
-    job->sgl = wl_rand(&s) % 100 < w->cfg.sgl_percent;
-    job->piece_len = wl_sgl_pieces[wl_rand(&s) % AM_ARRAY_SIZE(wl_sgl_pieces)];
-    job->per_sgl = wl_sgl_per_for(w->root->comp_cap, job->piece_len,
-                                  wl_sgl_per[wl_rand(&s) % AM_ARRAY_SIZE(wl_sgl_per)]);
+    job->in_len = p.in_len;
+    job->kind = p.kind;
+    job->type = p.type;
+    job->window = p.window;
+    job->sgl = p.sgl;
+    job->piece_len = p.piece_len;
+    job->per_sgl = wl_sgl_per_for(w->root->comp_cap, job->piece_len, p.per_choice);
     wl_gen(in, job->in_len, job->kind, &s);
     wl_dirty(w, in, job->in_len);
     job->in_crc = am_crc32c(0, in, job->in_len);
@@ -583,6 +651,14 @@ static enum wl_result wl_step_verify(struct workload *w, struct wl_vcpu *v)
     }
     job->comp_len = job->hdr_len + job->comp_produced;
     wl_dirty(w, job, sizeof(*job));
+    if (w->result_fn) {
+        /* Exported before the guest's own check: whoever reads it checks
+         * for itself. */
+        struct workload_result res = {.job = v->job, .tag = wl_tag(v->job, ZIP_ALG_COMPRESS),
+                                      .type = (enum zip_req_type)job->type,
+                                      .data = wl_ptr(w, v->comp_gpa), .len = job->comp_len};
+        w->result_fn(w->result_opaque, &res);
+    }
     if (wl_zlib_check(wl_ptr(w, v->comp_gpa), job->comp_len, wl_ptr(w, v->in_gpa), job->in_len,
                       job->type)) {
         wl_job_fail(w, job, v->job, WL_FAIL_ZLIB, WL_JOB_FAILED);

@@ -64,6 +64,13 @@ void workload_data_fill(uint8_t *buf, size_t len, enum workload_data_kind kind, 
 /* 0, or -EINVAL with a one-line reason in why (may be NULL). */
 int workload_config_check(const struct workload_config *cfg, char *why, size_t why_len);
 
+/* The input of job `job` of a workload with cfg, as the guest generates it:
+ * *len and *type always (when job < cfg->jobs); the bytes into buf when cap
+ * is enough. 0, -EINVAL (bad job), -ENOSPC (buf too small or NULL). For a
+ * checker outside the guest (the demo's ledger). */
+int workload_job_input(const struct workload_config *cfg, uint32_t job, uint8_t *buf, size_t cap,
+                       uint32_t *len, enum zip_req_type *type);
+
 /* Guest RAM the workload needs (from 0, including the unused first page),
  * rounded up to 4 KiB; 0 for an invalid config. */
 uint64_t workload_ram_size(const struct workload_config *cfg);
@@ -82,6 +89,24 @@ int workload_create(const struct workload_config *cfg, const struct guest_ram *r
  * the root block and the driver state (-EINVAL), touches no register. No
  * thread runs yet; workload_vcpus_start carries on where the copy stopped. */
 int workload_attach(const struct guest_ram *ram, const struct vf_io *io, struct workload **out);
+
+/* A job's compressed result as the device produced it (header included),
+ * handed to the host the moment its CQE is read, before the guest checks it.
+ * data points into guest RAM and is valid only during the call. */
+struct workload_result {
+    uint32_t job;
+    uint64_t tag;            /* the compression SQE's tag */
+    enum zip_req_type type;
+    const uint8_t *data;
+    uint32_t len;
+};
+typedef void (*workload_result_fn)(void *opaque, const struct workload_result *r);
+/* Host side (not migrated): fn is called from the vCPU threads, maybe
+ * several at once. Set before workload_vcpus_start; NULL turns it off. */
+void workload_result_sink(struct workload *w, workload_result_fn fn, void *opaque);
+/* Test-only: job_plus_one - 1 is counted verified without ever running (a
+ * guest whose own counters lie); 0 turns it off. Host side. */
+void workload_test_miscount(struct workload *w, uint32_t job_plus_one);
 
 /* Start the threads. -EALREADY if they run. */
 int workload_vcpus_start(struct workload *w);

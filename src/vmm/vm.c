@@ -2,6 +2,7 @@
 #include "vmm/vm.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -11,11 +12,13 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "common/common.h"
 #include "qm/qm_hw.h"
 #include "vfu/client.h"
+#include "vmm/ledger.h"
 #include "vmm/net.h"
 #include "vmm/vm_ram.h"
 
@@ -98,6 +101,12 @@ struct vm {
     bool ho_source;
     uint64_t ho_id;
     struct vm_undo doubt_undo;
+
+    /* The results file (vm_config.results) and what serialises its
+     * writers (the vCPU threads); -1 when none. */
+    int results_fd;
+    pthread_mutex_t results_lock;
+    uint32_t miscount; /* test-only: ACCMIG_TEST_GUEST_MISCOUNT (workload_test_miscount) */
 
     /* Destination timings, written by the finish callback (driving thread). */
     struct vm_epilogue dest;
@@ -342,6 +351,35 @@ static int vm_setup_doorbells(struct vm *vm, bool trap)
     return 0;
 }
 
+/* ---- the results file (vmm/ledger.h) ---- */
+
+static void vm_result_write(void *opaque, const struct workload_result *r)
+{
+    struct vm *vm = opaque;
+    struct vm_ledger_record h = {.magic = VM_LEDGER_MAGIC, .job = r->job, .tag = r->tag,
+                                 .type = (uint32_t)r->type, .len = r->len};
+    struct iovec iov[2] = {{.iov_base = &h, .iov_len = sizeof(h)},
+                           {.iov_base = (void *)r->data, .iov_len = r->len}};
+    size_t left = sizeof(h) + r->len;
+    ssize_t n;
+
+    pthread_mutex_lock(&vm->results_lock);
+    n = writev(vm->results_fd, iov, 2);
+    pthread_mutex_unlock(&vm->results_lock);
+    if (n < 0 || (size_t)n != left)
+        am_log(AM_LOG_ERR, "vm", "results file: job %u not written (%s)", r->job,
+               n < 0 ? strerror(errno) : "short write");
+}
+
+/* A workload that starts or lands here: export its results, apply the
+ * test knob. */
+static void vm_workload_bind(struct vm *vm, struct workload *w)
+{
+    if (vm->results_fd >= 0)
+        workload_result_sink(w, vm_result_write, vm);
+    workload_test_miscount(w, vm->miscount);
+}
+
 /* ---- life cycle ---- */
 
 int vm_ram_prealloc(struct vm_ram *ram)
@@ -381,6 +419,22 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
     pthread_cond_init(&vm->cond, NULL);
     vm->state = VM_ATTACHED;
     vm->mig_fd = -1;
+    vm->results_fd = -1;
+    pthread_mutex_init(&vm->results_lock, NULL);
+    {
+        const char *mc = getenv("ACCMIG_TEST_GUEST_MISCOUNT"); /* test-only, docs/vm.md */
+        uint64_t v = 0;
+
+        if (mc && am_parse_u64(mc, UINT32_MAX - 1, &v) == 0)
+            vm->miscount = (uint32_t)v + 1;
+    }
+    if (cfg->results) {
+        vm->results_fd = open(cfg->results, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (vm->results_fd < 0) {
+            ret = -errno;
+            goto err_free;
+        }
+    }
     ret = vm_ram_create(size, &vm->ram);
     if (ret)
         goto err_free;
@@ -411,6 +465,9 @@ err_client:
 err_ram:
     vm_ram_destroy(vm->ram);
 err_free:
+    if (vm->results_fd >= 0)
+        close(vm->results_fd);
+    pthread_mutex_destroy(&vm->results_lock);
     pthread_cond_destroy(&vm->cond);
     pthread_mutex_destroy(&vm->lock);
     free(vm);
@@ -424,6 +481,9 @@ void vm_destroy(struct vm *vm)
     workload_destroy(vm->w);
     vfu_client_destroy(vm->c);
     vm_ram_destroy(vm->ram);
+    if (vm->results_fd >= 0)
+        close(vm->results_fd);
+    pthread_mutex_destroy(&vm->results_lock);
     pthread_cond_destroy(&vm->cond);
     pthread_mutex_destroy(&vm->lock);
     free(vm);
@@ -462,6 +522,7 @@ int vm_guest_start(struct vm *vm)
     ret = workload_create(&vm->wl, vm_ram_guest(vm->ram), &vm->io, &w);
     if (ret)
         return ret;
+    vm_workload_bind(vm, w);
     ret = workload_vcpus_start(w);
     if (ret) {
         workload_destroy(w);
@@ -1130,6 +1191,7 @@ static int vm_dev_finish(void *opaque, char *why, size_t why_len)
         snprintf(why, why_len, "the guest RAM holds no valid workload (%s)", strerror(-ret));
         return ret;
     }
+    vm_workload_bind(vm, x->w);
     pthread_mutex_lock(&vm->lock);
     vm->w = x->w;
     pthread_mutex_unlock(&vm->lock);

@@ -90,6 +90,9 @@ struct vm_config {
                                   page faults, which shortens the transfer and the
                                   stop-copy; costs the whole RAM up front */
     bool trap_doorbells;       /* leave BAR4 unmapped: every doorbell a REGION_WRITE */
+    const char *results;       /* NULL, or a file (created 0600, appended to) that gets
+                                  every compression result the guest reads here, for an
+                                  independent check (vmm/ledger.h) */
 };
 
 /* How the guest's SQ/CQ doorbells reach the VF (decided at vm_create):

@@ -82,6 +82,7 @@ static void test_the_default_demo_prints_progress_a_migration_and_the_verdict(vo
     assert_non_null(strstr(out, "transport vfio-user, 2 hosts, 1 of 1 migrations"));
     assert_non_null(strstr(out, "60 verified"));
     assert_non_null(strstr(out, "0 duplicated, 0 lost"));
+    assert_non_null(strstr(out, "60 of 60 jobs checked, 0 mismatches"));
     assert_non_null(strstr(out, "verdict: OK"));
     assert_null(strstr(out, "\r"));
     free(out);
@@ -118,6 +119,45 @@ static void test_the_vfio_user_demo_without_migrations_uses_one_server(void **st
     assert_true(json_object_get_double(log) > 0);
     assert_true(json_object_object_get_ex(j, "migration_log", &log));
     assert_int_equal(json_object_array_length(log), 0);
+    /* The supervisor checked every job itself. */
+    assert_true(json_object_object_get_ex(j, "ledger", &log));
+    assert_int_equal(pt_int(log, "jobs_checked"), 40);
+    assert_int_equal(pt_int(log, "mismatches"), 0);
+    json_object_put(j);
+    free(out);
+}
+
+/* A guest whose own counters lie (test-only knob: job 5 counted verified,
+ * never run): its report says every job was verified, and the demo fails
+ * anyway, on the ledger the supervisor keeps. */
+static void test_a_guest_that_miscounts_its_jobs_cannot_make_the_demo_pass(void **state)
+{
+    struct pt *t = *state;
+    const char *args[] = {"demo", "--migrations", "2", "--jobs", "40", "--max-size", "32K",
+                          "--qps", "2", "--vcpus", "2", "--json", NULL};
+    json_object *j, *l;
+    char *out, *line;
+
+    setenv("ACCMIG_TEST_GUEST_MISCOUNT", "5", 1);
+    assert_int_equal(pt_run_once(t, "demo", args, PT_EXIT_MS * 2), 1);
+    unsetenv("ACCMIG_TEST_GUEST_MISCOUNT");
+    out = pt_log_read(t, "demo");
+    line = strstr(out, "{\"verdict\"");
+    assert_non_null(line);
+    j = json_tokener_parse(line);
+    assert_non_null(j);
+    assert_string_equal(pt_str(j, "verdict"), "failed");
+    /* The guest's own word: all verified, nothing lost or duplicated. */
+    assert_int_equal(pt_int(j, "jobs_verified"), 40);
+    assert_int_equal(pt_int(j, "jobs_lost"), 0);
+    assert_int_equal(pt_int(j, "jobs_duplicated"), 0);
+    assert_int_equal(pt_int(j, "migrations"), 2);
+    /* The supervisor's: one job has no result. */
+    assert_true(json_object_object_get_ex(j, "ledger", &l));
+    assert_int_equal(pt_int(l, "jobs_checked"), 39);
+    assert_int_equal(pt_int(l, "missing"), 1);
+    assert_int_equal(pt_int(l, "mismatches"), 1);
+    assert_non_null(strstr(pt_str(l, "first_problem"), "job 5"));
     json_object_put(j);
     free(out);
 }
@@ -230,6 +270,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         T(test_the_default_demo_prints_progress_a_migration_and_the_verdict),
         T(test_the_vfio_user_demo_without_migrations_uses_one_server),
+        T(test_a_guest_that_miscounts_its_jobs_cannot_make_the_demo_pass),
         T(test_an_interrupted_demo_stops_every_child_and_removes_its_directory),
         T(test_a_killed_demo_takes_its_children_with_it),
         T(test_the_command_lines_refuse_what_they_cannot_do_with_a_clear_message),
