@@ -11,7 +11,10 @@
  * the same two threads, no protocol.
  * - job4k: one ZIP compression job of 4 KiB (raw deflate, flat buffers)
  *   through the guest driver (guest/guest.h), timed from the submit to the
- *   completion the driver's interrupt path delivers, one job at a time, in
+ *   completion, one job at a time, on a polled queue (GUEST_QP_MODE_POLL:
+ *   the guest reads its CQ, as a UADK queue; job4k, job4k_trapped) and
+ *   then on an interrupt-driven one (MSI wait and the driver's interrupt
+ *   path; job4k_irq, job4k_irq_trapped), each in
  *   three variants measured interleaved: the in-process transport
  *   (vmm/inproc.h) to a device of the same shape (the baseline), and a
  *   vfio-user client of a VF of the server (guest RAM a memfd mapped by
@@ -21,8 +24,10 @@
  *   REGION_WRITE, the path before mapping), each on its own VF. Each
  *   vfio-user variant's line compares it with the in-process one. req_bytes
  *   is the job's input, rep_bytes the compressed bytes it produced. The
- *   in-process device runs without doorbell isolation: nothing could map
- *   its pages, so a poller there would only take CPU from the baseline.
+ *   in-process device has the server's shape, doorbell isolation
+ *   included; it hands no pages out, so its poller never sweeps (qm.h).
+ *   The trapped client does not vouch for its guest (as QEMU), so its
+ *   VF's pages are never handed out or swept either.
  * - idle: the server with those two guests' queues started and nothing to
  *   do, for --idle-ms (2 s): the process's CPU time over that span (the
  *   load threads' left out) as a share of one CPU, idle_server_cpu_pct.
@@ -46,7 +51,8 @@
  * vfu_us / bare_us (and the _cpu_ ones) are the medians of each side;
  * vfu_us_p50/_p99/_max and bare_us_p50/_p99/_max the spread of the rounds'
  * times per round trip (nearest rank). The job4k lines add "doorbells"
- * ("mapped" or "trapped") and vfu_us_min / bare_us_min (bare = in-process);
+ * ("mapped" or "trapped"), "completion" ("poll" or "irq") and vfu_us_min /
+ * bare_us_min (bare = in-process);
  * the idle line is
  *   {"bench":"vfu","case":"idle","idle_ms":..,"idle_server_cpu_pct":..,
  *    "load_threads":..}
