@@ -557,7 +557,7 @@ void qm_job_commit_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_que
     QM_COUNT(fn, jobs_done);
     if (status == ZIP_ST_DMA_FAULT)
         QM_COUNT(fn, jobs_dma_fault);
-    if (status != ZIP_ST_OK && status != ZIP_ST_NEGATIVE_COMP)
+    if (!zip_status_is_success(status))
         QM_COUNT(fn, jobs_failed);
     if ((c->cq.ctx.dw6 & QM_CQC_DW6_EQ_EN) && !c->cq.disarmed) {
         c->cq.disarmed = true;

@@ -312,8 +312,19 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
     qm_job_detach_locked(fn, j);
     if (r == 0 && c->cq.gen == j->cq_gen) {
         uint32_t status = w->sqe[ZIP_SQE_DW3] & ZIP_DW3_STATUS_MASK;
+        uint64_t ctx_iova;
+        const void *ctx;
+        uint32_t ctx_len;
 
-        if (status != ZIP_ST_OK && status != ZIP_ST_NEGATIVE_COMP)
+        /* Stream mode: the context the piece leaves is written with its
+         * commit, under the lock a revoker takes, so a job revoked before
+         * this point leaves the old context and its replay starts from it. */
+        if (alg <= ZIP_ALG_DECOMPRESS && zip_engine_stream_ctx(w->eng, &ctx_iova, &ctx, &ctx_len) &&
+            iommu_dma_write(fn->dom, ctx_iova, ctx, ctx_len) != 0) {
+            status = ZIP_ST_DMA_FAULT;
+            w->sqe[ZIP_SQE_DW3] = (w->sqe[ZIP_SQE_DW3] & ~ZIP_DW3_STATUS_MASK) | status;
+        }
+        if (!zip_status_is_success(status))
             QM_GUEST_LOG(fn, "q %u job tag %08x%08x: status %#x: %s", q->qn, w->sqe[ZIP_SQE_TAG_H],
                          w->sqe[ZIP_SQE_TAG_L], status,
                          alg > ZIP_ALG_DECOMPRESS ? "queue has no direction"

@@ -1,8 +1,10 @@
 /* zip: the engine object, SQE decode and validation, and the result write-back.
  *
  * Decisions where the spec is silent (also in the report):
- * - Stateless mode only: dw7 bits 25-27 (flush, stateful, new stream) set is
- *   a bad SQE (0x01); stream_ctx_addr is never read.
+ * - Stream mode (dw7 bit 26) as docs/stream-mode.md defines it: the
+ *   context at stream_ctx_addr is read before the job and the one it leaves
+ *   is written with its commit (zip_engine_stream_ctx), never before. The
+ *   flush and new-stream bits without bit 26 are a bad SQE (0x01).
  * - Every field is validated whatever the direction: the window must be 0..4
  *   on decompression too, although it is used only as a compression hint.
  *   Reserved bits are ignored, as hardware does.
@@ -30,15 +32,24 @@ int zip_engine_create(struct zip_engine **out)
     if (!e)
         return -ENOMEM;
     e->level_buf = malloc(ISAL_DEF_LVL1_DEFAULT);
+    e->ctx_in = malloc(ZIP_CTX_SIZE);
+    e->ctx_out = malloc(ZIP_CTX_SIZE);
     e->in_bounce = malloc(ZIP_CHUNK);
     e->out_bounce = malloc(ZIP_CHUNK);
     /* Not zeroed: the pages are touched only as far as SGL walks reach. */
     e->src.segs = malloc(ZIP_BUF_MAX_SEGS * sizeof(struct zip_seg));
     e->dst.segs = malloc(ZIP_BUF_MAX_SEGS * sizeof(struct zip_seg));
-    if (!e->level_buf || !e->in_bounce || !e->out_bounce || !e->src.segs || !e->dst.segs) {
+    if (!e->level_buf || !e->in_bounce || !e->out_bounce || !e->src.segs || !e->dst.segs ||
+        !e->ctx_in || !e->ctx_out) {
         zip_engine_destroy(e);
         return -ENOMEM;
     }
+    /* Raw inflate for stream mode, reset per piece. */
+    if (inflateInit2(&e->zs, -15) != Z_OK) {
+        zip_engine_destroy(e);
+        return -ENOMEM;
+    }
+    e->zs_ready = true;
     *out = e;
     return 0;
 }
@@ -47,6 +58,10 @@ void zip_engine_destroy(struct zip_engine *e)
 {
     if (!e)
         return;
+    if (e->zs_ready)
+        inflateEnd(&e->zs);
+    free(e->ctx_in);
+    free(e->ctx_out);
     free(e->level_buf);
     free(e->in_bounce);
     free(e->out_bounce);
@@ -73,8 +88,16 @@ static enum zip_status zip_sqe_decode(const uint32_t *sqe, struct zip_req *q, co
         *why = "sqe_type is not 3";
         return ZIP_ST_BAD_SQE;
     }
-    if (dw7 & ZIP_DW7_STATEFUL_BITS) {
-        *why = "stateful mode (dw7 bits 25-27) is not implemented";
+    q->stateful = dw7 & ZIP_DW7_STATEFUL;
+    q->new_stream = dw7 & ZIP_DW7_NEW_STREAM;
+    q->end = dw7 & ZIP_DW7_FLUSH;
+    q->ctx_addr = zip_sqe_addr(sqe, ZIP_SQE_CTX_ADDR_L);
+    if (!q->stateful && (dw7 & ZIP_DW7_STATEFUL_BITS)) {
+        *why = "flush or new-stream bit without stream mode (dw7 bit 26)";
+        return ZIP_ST_BAD_SQE;
+    }
+    if (q->stateful && (q->ctx_addr == 0 || q->ctx_addr > UINT64_MAX - ZIP_CTX_SIZE)) {
+        *why = "stream mode without a context buffer, or one that wraps";
         return ZIP_ST_BAD_SQE;
     }
     if (req_type != ZIP_REQ_DEFLATE && req_type != ZIP_REQ_ZLIB && req_type != ZIP_REQ_GZIP) {
@@ -153,12 +176,17 @@ int zip_engine_run(struct zip_engine *e, struct iommu_domain *d, uint32_t sqe[ZI
     if (j.ops->cancelled && j.ops->cancelled(j.opaque))
         goto cancelled;
 
+    e->ctx_out_valid = false;
     r.status = zip_sqe_decode(sqe, &q, &why);
     if (r.status == ZIP_ST_OK)
         r.status = zip_job_buffers(e, d, &q, &why);
+    if (r.status == ZIP_ST_OK && q.stateful)
+        r.status = zip_stream_load(e, d, &q, dir, &why);
     if (r.status == ZIP_ST_OK) {
         if (dir == ZIP_ALG_COMPRESS)
             rc = zip_codec_compress(e, &j, &q, &r);
+        else if (q.stateful)
+            rc = zip_codec_decompress_stream(e, &j, &q, &r);
         else
             rc = zip_codec_decompress(e, &j, &q, &r);
         if (rc == -ECANCELED)
@@ -171,10 +199,16 @@ int zip_engine_run(struct zip_engine *e, struct iommu_domain *d, uint32_t sqe[ZI
             why = "corrupt stream or trailer mismatch";
         else if (r.status == ZIP_ST_DEST_TOO_SMALL)
             why = "destination too small";
+        else if (r.status == ZIP_ST_STREAM_BLOCK)
+            why = "a deflate block longer than the stream context holds, cut between pieces";
+        if (q.stateful && (r.status == ZIP_ST_OK || r.status == ZIP_ST_END_OF_STREAM)) {
+            zip_stream_store(e);
+            e->ctx_iova = q.ctx_addr;
+        }
     }
 
     e->last_error = why;
-    if (r.status != ZIP_ST_OK && r.status != ZIP_ST_NEGATIVE_COMP)
+    if (!zip_status_is_success(r.status))
         zip_stat_add(&e->stats.errors, 1);
     sqe[ZIP_SQE_CONSUMED] = (uint32_t)r.consumed;
     sqe[ZIP_SQE_PRODUCED] = (uint32_t)r.produced;
@@ -192,6 +226,17 @@ cancelled:
 const char *zip_engine_last_error(const struct zip_engine *e)
 {
     return e->last_error ? e->last_error : "";
+}
+
+bool zip_engine_stream_ctx(const struct zip_engine *e, uint64_t *iova, const void **buf,
+                           uint32_t *len)
+{
+    if (!e->ctx_out_valid)
+        return false;
+    *iova = e->ctx_iova;
+    *buf = e->ctx_out;
+    *len = ZIP_CTX_SIZE;
+    return true;
 }
 
 void zip_engine_stats_get(const struct zip_engine *e, struct zip_engine_stats *out)

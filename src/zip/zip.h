@@ -83,5 +83,12 @@ void zip_engine_stats_get(const struct zip_engine *e, struct zip_engine_stats *o
 /* Why the engine's last job ended with an error status ("" when it did
  * not): the caller, which knows whose job it was, logs it (rate-limited). */
 const char *zip_engine_last_error(const struct zip_engine *e);
+/* Stream mode: after a stateful job that succeeded, the context it leaves
+ * (true; len bytes for iova). The caller writes it together with the job's
+ * commit, so a job cancelled before its commit leaves the old context in
+ * guest memory and its replay starts from the same state. false: nothing
+ * to write (stateless, or failed). */
+bool zip_engine_stream_ctx(const struct zip_engine *e, uint64_t *iova, const void **buf,
+                           uint32_t *len);
 
 #endif

@@ -16,6 +16,7 @@
  * reads it and checks the trailer.
  */
 #include <errno.h>
+#include <string.h>
 
 #include "common/common.h"
 #include "zip/zip_int.h"
@@ -147,6 +148,34 @@ static enum zip_settle zip_out_settle(const struct zip_job *j, struct zip_out *o
     return ZIP_SETTLED;
 }
 
+/* Appends n bytes the engine makes itself (a trailer) after the codec's
+ * output, through the same pieces. 0, or -ECANCELED (revoked). */
+static int zip_out_put(struct zip_engine *e, const struct zip_job *j, struct zip_out *o,
+                       uint8_t **next, uint32_t *avail, const uint8_t *p, unsigned n,
+                       enum zip_status *st)
+{
+    while (n) {
+        if (*avail == 0)
+            zip_out_next(e, o, next, avail);
+        unsigned k = AM_MIN(n, *avail);
+
+        memcpy(*next, p, k);
+        *next += k;
+        *avail -= k;
+        p += k;
+        n -= k;
+        switch (zip_out_settle(j, o, *avail, st)) {
+        case ZIP_SETTLE_REVOKED:
+            return -ECANCELED;
+        case ZIP_SETTLE_FAILED:
+            return 0;
+        case ZIP_SETTLED:
+            break;
+        }
+    }
+    return 0;
+}
+
 int zip_codec_compress(struct zip_engine *e, const struct zip_job *j, const struct zip_req *q,
                        struct zip_result *r)
 {
@@ -170,6 +199,18 @@ int zip_codec_compress(struct zip_engine *e, const struct zip_job *j, const stru
                     : q->type == ZIP_REQ_GZIP ? IGZIP_GZIP_NO_HDR
                                               : IGZIP_DEFLATE;
     zs->flush = NO_FLUSH;
+    /* Stream mode: raw deflate continuing from the history, a sync flush at
+     * the end of every piece but the last, the trailer written here over the
+     * whole stream (ISA-L would checksum one piece only). */
+    if (q->stateful) {
+        zs->gzip_flag = IGZIP_DEFLATE;
+        if (!q->end)
+            zs->flush = SYNC_FLUSH;
+        if (e->strm.hist_len && isal_deflate_set_dict(zs, e->strm.hist, e->strm.hist_len) != COMP_OK) {
+            am_log(AM_LOG_ERR, "zip", "isal_deflate_set_dict refused the history");
+            return -EIO;
+        }
+    }
     zs->end_of_stream = 0;
     zs->avail_in = 0;
     zs->avail_out = 0;
@@ -186,11 +227,16 @@ int zip_codec_compress(struct zip_engine *e, const struct zip_job *j, const stru
             if (st != ZIP_ST_OK)
                 break;
             in_done = in.handed == e->src.len;
+            if (q->stateful) {
+                e->strm.check = zip_stream_check_update(q->type, e->strm.check, zs->next_in,
+                                                        zs->avail_in);
+                zip_stream_hist_append(e->strm.hist, &e->strm.hist_len, zs->next_in, zs->avail_in);
+            }
         }
         if (zs->avail_out == 0)
             zip_out_next(e, &out, &zs->next_out, &zs->avail_out);
         held = zip_step_hold(&zs->avail_in);
-        zs->end_of_stream = in_done && held == 0;
+        zs->end_of_stream = in_done && held == 0 && (!q->stateful || q->end);
         in_before = zs->avail_in;
         out_before = zs->avail_out;
         state_before = zs->internal_state.state;
@@ -210,12 +256,38 @@ int zip_codec_compress(struct zip_engine *e, const struct zip_job *j, const stru
             return -ECANCELED;
         if (settle == ZIP_SETTLE_FAILED || zs->internal_state.state == ZSTATE_END)
             break;
+        /* A piece that is not the last: done once every byte went in and the
+         * flush left room behind it. */
+        if (q->stateful && !q->end && in_done && zs->avail_in == 0 && zs->avail_out != 0)
+            break;
+    }
+    if (st == ZIP_ST_OK && q->stateful && q->end && q->type != ZIP_REQ_DEFLATE) {
+        uint8_t t[8];
+        unsigned n = 4;
+
+        if (q->type == ZIP_REQ_ZLIB) {
+            am_st32(t, __builtin_bswap32(e->strm.check)); /* Adler-32 big-endian */
+        } else {
+            am_st32(t, e->strm.check);
+            am_st32(t + 4, (uint32_t)(e->strm.total_in + (in.handed - zs->avail_in)));
+            n = 8;
+        }
+        int rc = zip_out_put(e, j, &out, &zs->next_out, &zs->avail_out, t, n, &st);
+
+        if (rc)
+            return rc;
     }
     r->status = st;
     r->consumed = in.handed - zs->avail_in;
     r->produced = out.produced;
-    if (st == ZIP_ST_OK && r->produced > e->src.len)
+    if (q->stateful) {
+        e->strm.total_in += r->consumed;
+        e->strm.total_out += r->produced;
+        if (q->end)
+            e->strm.flags |= ZIP_CTX_ENDED;
+    } else if (st == ZIP_ST_OK && r->produced > e->src.len) {
         r->status = ZIP_ST_NEGATIVE_COMP;
+    }
     return 0;
 }
 
@@ -286,5 +358,272 @@ int zip_codec_decompress(struct zip_engine *e, const struct zip_job *j, const st
     r->status = st;
     r->consumed = in.handed - AM_MIN(unread, in.handed);
     r->produced = out.produced;
+    return 0;
+}
+
+/* ---- stream mode decompression ------------------------------------------ */
+
+/* Positions count bytes of (the context's pending bytes ∥ this job's input).
+ * The mark is where the inflater last stood at a deflate block boundary (at
+ * first: where the context left it): the next piece restarts there, makes
+ * again the output delivered past it (the context's skip) without
+ * delivering it twice, and goes on. */
+struct zip_mark {
+    uint64_t in;      /* bytes taken, the partly used last one included */
+    uint8_t bits;     /* unused (high) bits of that last byte, and their value */
+    uint8_t bitval;
+    uint32_t check;   /* of the output before it */
+};
+
+/* The bytes from position `from` to `upto` into the new pending buffer: the
+ * old pending part from the context, the rest read again from the source
+ * (input pieces are not kept). */
+static enum zip_status zip_pend_rebuild(struct zip_engine *e, const struct zip_job *j,
+                                        uint32_t old_pend, uint64_t from, uint64_t upto)
+{
+    uint8_t *dst = e->ctx_out + ZIP_CTX_HDR + ZIP_CTX_HIST;
+    struct zip_cursor c = { .buf = &e->src };
+    uint64_t pos = old_pend, n = 0;
+
+    if (from < old_pend) {
+        memcpy(dst, e->strm.pend + from, old_pend - from);
+        n = old_pend - from;
+    }
+    while (pos < upto) {
+        uint64_t iova;
+        uint32_t k = zip_cursor_peek(&c, &iova);
+
+        if (k == 0)
+            break;
+        k = (uint32_t)AM_MIN((uint64_t)k, upto - pos);
+        if (pos + k > from) {
+            uint64_t skip = from > pos ? from - pos : 0;
+
+            if (iommu_dma_read(j->d, iova + skip, dst + n, k - skip))
+                return ZIP_ST_DMA_FAULT;
+            n += k - skip;
+        }
+        zip_cursor_advance(&c, k);
+        pos += k;
+    }
+    e->strm.pend = dst;
+    e->strm.pend_len = (uint32_t)n;
+    return ZIP_ST_OK;
+}
+
+static bool zip_trailer_ok(unsigned type, const uint8_t *t, uint32_t check, uint64_t total_out)
+{
+    if (type == ZIP_REQ_ZLIB)
+        return am_le32(t) == __builtin_bswap32(check); /* Adler-32 big-endian */
+    return am_le32(t) == check && am_le32(t + 4) == (uint32_t)total_out;
+}
+
+/* One piece of a deflate stream, with zlib (it stops at block boundaries
+ * and restarts from one with inflatePrime and a dictionary), as
+ * docs/stream-mode.md defines it. */
+int zip_codec_decompress_stream(struct zip_engine *e, const struct zip_job *j,
+                                const struct zip_req *q, struct zip_result *r)
+{
+    struct zip_strm *s = &e->strm;
+    z_stream *z = &e->zs;
+    struct zip_cursor in = { .buf = &e->src };
+    struct zip_out out = { .cur = { .buf = &e->dst } };
+    enum zip_status st = ZIP_ST_OK;
+    const uint32_t base = s->pend_len;
+    const unsigned tlen = q->type == ZIP_REQ_ZLIB ? 4 : q->type == ZIP_REQ_GZIP ? 8 : 0;
+    struct zip_mark mark = { .bits = s->bits, .bitval = s->bitval, .check = s->check };
+    bool out_full = false, trailer = s->flags & ZIP_CTX_TRAILER, ended = false;
+    uint64_t fed = 0, out_now = 0;
+    uint32_t check = s->check;
+    /* Output the last piece delivered past its mark: made again, not again
+     * delivered (into the input bounce buffer's twin, the probe's space). */
+    uint64_t skip_left = s->skip, since = s->skip;
+    /* The last byte taken, with the context's primed bits at the top. */
+    unsigned last = (unsigned)s->bitval << (8 - s->bits);
+    uint8_t tbuf[8];
+    unsigned tgot = 0, dry = 0;
+
+    if (inflateReset(z) != Z_OK ||
+        (s->hist_len && inflateSetDictionary(z, s->hist, s->hist_len) != Z_OK) ||
+        (s->bits && inflatePrime(z, s->bits, s->bitval) != Z_OK))
+        return -EIO;
+    z->next_in = s->pend;
+    z->avail_in = base;
+    fed = base;
+    if (trailer) {
+        memcpy(tbuf, s->pend, base); /* the trailer's first bytes */
+        tgot = base;
+        z->avail_in = 0;
+    }
+    z->avail_out = 0;
+    for (;;) {
+        if (zip_cancelled(j))
+            return -ECANCELED;
+        if (z->avail_in == 0) {
+            uint8_t *p = NULL;
+            uint32_t n = 0;
+
+            st = zip_in_next(e, j, &in, &p, &n);
+            if (st != ZIP_ST_OK)
+                break;
+            /* Out of input: one more call with room for output, which lets
+             * zlib finish what its bit buffer holds (the end of a stored
+             * final block is seen only then). */
+            if (n == 0 && (trailer || dry++ > 0))
+                break;
+            if (n) {
+                z->next_in = p;
+                z->avail_in = n;
+                fed += n;
+            }
+        }
+        if (trailer) {
+            unsigned k = (unsigned)AM_MIN((uint64_t)(tlen - tgot), (uint64_t)z->avail_in);
+
+            memcpy(tbuf + tgot, z->next_in, k);
+            tgot += k;
+            z->next_in += k;
+            z->avail_in -= k;
+            if (tgot == tlen) {
+                if (!zip_trailer_ok(q->type, tbuf, check, s->total_out + out_now))
+                    st = ZIP_ST_CORRUPT;
+                mark.in = fed - z->avail_in;
+                ended = true;
+                break;
+            }
+            continue;
+        }
+        uint8_t *in_before = z->next_in;
+        int zr;
+        uint32_t made;
+
+        if (skip_left) {
+            z->next_out = e->out_bounce;
+            z->avail_out = (uInt)AM_MIN(skip_left, (uint64_t)ZIP_CHUNK);
+            zr = inflate(z, Z_BLOCK);
+            made = (uint32_t)(z->next_out - e->out_bounce);
+            check = zip_stream_check_update(q->type, check, e->out_bounce, made);
+            skip_left -= made;
+            z->avail_out = 0; /* the next output goes to the destination */
+            if (z->next_in != in_before)
+                last = z->next_in[-1];
+            if (zr == Z_NEED_DICT || zr == Z_DATA_ERROR || zr == Z_MEM_ERROR ||
+                zr == Z_STREAM_ERROR || ((zr == Z_STREAM_END || (z->data_type & 128)) && skip_left)) {
+                st = ZIP_ST_CORRUPT; /* or a context that says more than there was */
+                break;
+            }
+            if (zr != Z_STREAM_END && !(z->data_type & 128))
+                continue;
+            goto boundary;
+        }
+        if (z->avail_out == 0) {
+            uint8_t *p;
+            uint32_t n;
+
+            zip_out_next(e, &out, &p, &n);
+            z->next_out = p;
+            z->avail_out = n;
+        }
+        uint8_t *out_before = z->next_out;
+
+        zr = inflate(z, Z_BLOCK);
+        made = (uint32_t)(z->next_out - out_before);
+        if (z->next_in != in_before)
+            last = z->next_in[-1];
+        if (made)
+            check = zip_stream_check_update(q->type, check, out_before, made);
+        enum zip_settle settle = zip_out_settle(j, &out, z->avail_out, &st);
+
+        /* Only what reached the destination counts (not the probe's bytes). */
+        since += out.produced - out_now;
+        out_now = out.produced;
+
+        if (settle == ZIP_SETTLE_REVOKED)
+            return -ECANCELED;
+        if (settle == ZIP_SETTLE_FAILED) {
+            out_full = st == ZIP_ST_DEST_TOO_SMALL; /* the piece ends at its last mark */
+            if (out_full)
+                st = ZIP_ST_OK;
+            break;
+        }
+        if (zr == Z_NEED_DICT || zr == Z_DATA_ERROR || zr == Z_MEM_ERROR || zr == Z_STREAM_ERROR) {
+            st = ZIP_ST_CORRUPT;
+            break;
+        }
+        if (zr != Z_STREAM_END && !(z->data_type & 128))
+            continue;
+    boundary:;
+        /* A block boundary (bits < 8 there: zlib takes bytes one at a time). */
+        uInt dl = ZIP_CTX_HIST;
+
+        since = 0;
+        mark.in = fed - z->avail_in;
+        mark.bits = (uint8_t)(z->data_type & 7);
+        mark.bitval = mark.bits ? (uint8_t)(last >> (8 - mark.bits)) : 0;
+        mark.check = check;
+        if (inflateGetDictionary(z, e->ctx_out + ZIP_CTX_HDR, &dl) != Z_OK)
+            return -EIO;
+        s->hist = e->ctx_out + ZIP_CTX_HDR;
+        s->hist_len = dl;
+        if (zr == Z_STREAM_END) {
+            mark.bits = 0; /* the trailer starts on a byte boundary */
+            if (tlen == 0) {
+                ended = true;
+                break;
+            }
+            trailer = true;
+        }
+    }
+    if (st != ZIP_ST_OK)
+        goto refuse;
+    if (ended) {
+        s->pend_len = 0;
+        fed = mark.in;
+    } else if (trailer) {
+        /* Deflate done, the trailer not yet whole: keep its bytes. */
+        memcpy(e->ctx_out + ZIP_CTX_HDR + ZIP_CTX_HIST, tbuf, tgot);
+        s->pend = e->ctx_out + ZIP_CTX_HDR + ZIP_CTX_HIST;
+        s->pend_len = tgot;
+        mark.check = check;
+    } else {
+        /* An unfinished block: its bytes so far go into the context, as far
+         * as it holds them; the driver gives the rest again (consumed). */
+        if (fed - mark.in > ZIP_CTX_PEND_MAX) {
+            fed = mark.in + ZIP_CTX_PEND_MAX;
+            if (fed <= base) {
+                /* The context is full of this block. Output still moves
+                 * it forward (the next piece skips what went out); with
+                 * none, the piece must bring the rest of the block. */
+                if (out_now == 0) {
+                    st = ZIP_ST_STREAM_BLOCK;
+                    goto refuse;
+                }
+                fed = base;
+            }
+        }
+        st = zip_pend_rebuild(e, j, base, mark.in, fed);
+        if (st != ZIP_ST_OK)
+            goto refuse;
+        if (out_full && fed == base && out_now == 0) {
+            st = ZIP_ST_DEST_TOO_SMALL; /* not one block fits the output space */
+            goto refuse;
+        }
+    }
+    s->bits = ended || trailer ? 0 : mark.bits;
+    s->bitval = ended || trailer ? 0 : mark.bitval;
+    s->check = mark.check;
+    s->skip = ended || trailer ? 0 : (uint32_t)AM_MIN(since, (uint64_t)UINT32_MAX);
+    s->flags = ended ? ZIP_CTX_ENDED : trailer ? ZIP_CTX_TRAILER : 0;
+    r->produced = out_now;
+    r->consumed = fed > base ? fed - base : 0;
+    s->total_out += r->produced;
+    s->total_in += r->consumed;
+    r->status = ended ? ZIP_ST_END_OF_STREAM : q->end ? ZIP_ST_CORRUPT : ZIP_ST_OK;
+    return 0;
+refuse:
+    /* The context stays as it was: the piece can be given again. */
+    r->status = st;
+    r->consumed = 0;
+    r->produced = 0;
     return 0;
 }

@@ -5,6 +5,7 @@
 #ifndef ACCMIG_ZIP_HW_H
 #define ACCMIG_ZIP_HW_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define ZIP_SQE_SIZE 128u
@@ -57,8 +58,16 @@ enum zip_status {
     ZIP_ST_TOO_BIG = 0x04,      /* defined here: request over 8 MiB */
     ZIP_ST_NEGATIVE_COMP = 0x0d,
     ZIP_ST_DEST_TOO_SMALL = 0x0e,
+    ZIP_ST_STREAM_BLOCK = 0x05, /* defined here: stream mode, a block the context cannot hold */
     ZIP_ST_END_OF_STREAM = 0x13,
 };
+
+/* A finished job the driver takes as done: OK, negative compression (a valid
+ * result), and in stream mode the end of the stream. */
+static inline bool zip_status_is_success(uint32_t st)
+{
+    return st == ZIP_ST_OK || st == ZIP_ST_NEGATIVE_COMP || st == ZIP_ST_END_OF_STREAM;
+}
 
 #define ZIP_MAX_REQUEST (8u << 20)
 

@@ -670,11 +670,18 @@ static void test_bad_sqe_type_request_type_buffer_type_window_and_stateful_bits_
             sqe[ZIP_SQE_DW9] |= w << ZIP_DW9_WIN_SHIFT;
             assert_bad_sqe(f, sqe, dir);
         }
-        for (unsigned bit = 25; bit <= 27; bit++) {
+        /* Flush or new stream without stream mode. */
+        for (unsigned bit = 25; bit <= 27; bit += 2) {
             sqe_fill(sqe, ZIP_REQ_DEFLATE, ZIP_BUF_FLAT, SRC, 0, 4 * KIB, DST, 0, 8 * KIB);
             sqe[ZIP_SQE_DW7] |= 1u << bit;
             assert_bad_sqe(f, sqe, dir);
         }
+        /* Stream mode with a context nobody mapped: a DMA fault, nothing written. */
+        sqe_fill(sqe, ZIP_REQ_DEFLATE, ZIP_BUF_FLAT, SRC, 0, 4 * KIB, DST, 0, 8 * KIB);
+        sqe[ZIP_SQE_DW7] |= ZIP_DW7_STATEFUL;
+        assert_int_equal(run(f, sqe, dir, NULL), 0);
+        assert_int_equal(STATUS(sqe), ZIP_ST_DMA_FAULT);
+        assert_int_equal(H(f, DST)[0], 0x5e);
         /* A flat address whose offset + length wraps the 64-bit space. */
         sqe_fill(sqe, ZIP_REQ_DEFLATE, ZIP_BUF_FLAT, UINT64_MAX - 100, 50, 4 * KIB, DST, 0, 8 * KIB);
         assert_bad_sqe(f, sqe, dir);
@@ -1587,6 +1594,256 @@ static void test_stats_count_jobs_errors_and_bytes(void **state)
     assert_true(st.bytes_out > 0 && st.bytes_out < 8 * KIB);
 }
 
+/* ---- stream mode (docs/stream-mode.md) ---- */
+
+#define CTX (RAM_IOVA + 47 * MIB) /* one 64 KiB stream context */
+
+/* One piece: the SQE with stream bits, run, and the context it leaves
+ * written back as the QM does at commit. */
+static uint32_t stream_piece(struct fx *f, uint32_t *sqe, enum zip_alg_dir dir, bool first,
+                             bool last)
+{
+    const void *ctx;
+    uint64_t iova;
+    uint32_t len;
+
+    sqe[ZIP_SQE_DW7] |= ZIP_DW7_STATEFUL | (first ? ZIP_DW7_NEW_STREAM : 0) |
+                        (last ? ZIP_DW7_FLUSH : 0);
+    sqe[ZIP_SQE_CTX_ADDR_L] = (uint32_t)CTX;
+    sqe[ZIP_SQE_CTX_ADDR_H] = (uint32_t)(CTX >> 32);
+    assert_int_equal(run(f, sqe, dir, NULL), 0);
+    if (zip_engine_stream_ctx(f->e, &iova, &ctx, &len)) {
+        assert_int_equal(iova, CTX);
+        memcpy(H(f, CTX), ctx, len);
+    }
+    return STATUS(sqe);
+}
+
+/* Compresses data[0, n) in pieces of the sizes rng gives, into one buffer
+ * (header by the driver for zlib/gzip, as the stateless path); returns the
+ * stream's length. */
+static size_t stream_compress(struct fx *f, unsigned type, size_t n, uint64_t seed, uint32_t maxp)
+{
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    size_t in = 0, outp = hdr_len(type);
+
+    memcpy(H(f, DST), hdr_bytes(type), outp);
+    memcpy(H(f, SRC), f->data, n);
+    do {
+        uint64_t want = rng_next(&seed) % maxp; /* AM_MIN evaluates twice */
+        uint32_t piece = (uint32_t)AM_MIN(want, (uint64_t)(n - in));
+        bool first = in == 0, last = in + piece == n;
+
+        sqe_fill(sqe, type, ZIP_BUF_FLAT, SRC + in, 0, piece, DST + outp, 0,
+                 (uint32_t)AM_MIN(16 * MIB - outp, 4 * MIB));
+        assert_int_equal(stream_piece(f, sqe, ZIP_ALG_COMPRESS, first, last), ZIP_ST_OK);
+        assert_int_equal(CONSUMED(sqe), piece);
+        in += piece;
+        outp += PRODUCED(sqe);
+    } while (in < n);
+    return outp;
+}
+
+static void test_a_stream_compressed_in_pieces_inflates_whole_with_zlib(void **state)
+{
+    struct fx *f = *state;
+    static const unsigned types[] = { ZIP_REQ_DEFLATE, ZIP_REQ_ZLIB, ZIP_REQ_GZIP };
+    static const uint32_t maxp[] = { 1, 4096, 70000, 1 << 20 };
+
+    fill_text(f->data, 3 * MIB, 21);
+    for (size_t t = 0; t < AM_ARRAY_SIZE(types); t++) {
+        for (size_t m = 0; m < AM_ARRAY_SIZE(maxp); m++) {
+            size_t n = maxp[m] == 1 ? 5000 : 3 * MIB; /* pieces of 0 bytes too */
+            size_t len = stream_compress(f, types[t], n, 7 + t + m, maxp[m] + 1);
+            long got = zlib_inflate_exact(H(f, DST), len, zlib_wbits(types[t]), f->ref, 16 * MIB);
+
+            if (got != (long)n)
+                fail_msg("type %u, pieces up to %u: zlib read %ld of %zu bytes", types[t], maxp[m],
+                         got, n);
+            assert_memory_equal(f->ref, f->data, n);
+        }
+    }
+    /* History crosses pieces: 4 KiB pieces of one stream compress better
+     * than the same pieces as separate streams (each alone) do. */
+    size_t whole = stream_compress(f, ZIP_REQ_DEFLATE, 1 * MIB, 3, 4097), alone = 0;
+    uint32_t sqe[ZIP_SQE_DWORDS];
+
+    for (size_t off = 0; off < 1 * MIB; off += 4 * KIB) {
+        memcpy(H(f, SRC), f->data + off, 4 * KIB);
+        sqe_fill(sqe, ZIP_REQ_DEFLATE, ZIP_BUF_FLAT, SRC, 0, 4 * KIB, DST, 0, 64 * KIB);
+        assert_int_equal(run(f, sqe, ZIP_ALG_COMPRESS, NULL), 0);
+        alone += PRODUCED(sqe);
+    }
+    assert_true(whole < alone);
+}
+
+/* Decompresses stream[0, len) in input pieces of random sizes into output
+ * spaces of random sizes, giving back what the device did not consume;
+ * returns the bytes produced (into f->ref). */
+static size_t stream_inflate(struct fx *f, unsigned type, const uint8_t *stream, size_t len,
+                             uint64_t seed, uint32_t minin, uint32_t maxin, uint32_t maxout)
+{
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    size_t in = hdr_len(type), produced = 0;
+    bool first = true;
+    unsigned rounds = 0;
+
+    memcpy(H(f, SRC), stream, len);
+    for (;;) {
+        uint64_t want = minin + 1 + rng_next(&seed) % maxin; /* AM_MIN evaluates twice */
+        uint32_t piece = (uint32_t)AM_MIN(want, (uint64_t)(len - in));
+        uint32_t space = (uint32_t)(1 + rng_next(&seed) % maxout);
+
+        sqe_fill(sqe, type, ZIP_BUF_FLAT, SRC + in, 0, piece, DST, 0, space);
+        uint32_t st = stream_piece(f, sqe, ZIP_ALG_DECOMPRESS, first, false);
+
+        if (!(st == ZIP_ST_OK || st == ZIP_ST_END_OF_STREAM || st == ZIP_ST_DEST_TOO_SMALL))
+            fail_msg("piece at %zu (+%u, space %u, round %u): status %#x (%s)", in, piece, space,
+                     rounds, st, zip_engine_last_error(f->e));
+        assert_true(CONSUMED(sqe) <= piece);
+        assert_true(PRODUCED(sqe) <= space);
+        if (st != ZIP_ST_DEST_TOO_SMALL)
+            first = false;
+        memcpy(f->ref + produced, H(f, DST), PRODUCED(sqe));
+        produced += PRODUCED(sqe);
+        in += CONSUMED(sqe);
+        if (st == ZIP_ST_END_OF_STREAM)
+            return produced;
+        assert_true(++rounds < 200000);
+    }
+}
+
+static void test_a_stream_decompressed_in_pieces_gives_back_the_data(void **state)
+{
+    struct fx *f = *state;
+    static const unsigned types[] = { ZIP_REQ_DEFLATE, ZIP_REQ_ZLIB, ZIP_REQ_GZIP };
+    static const int levels[] = { 0, 1, 6, 9 };
+    uint8_t *z = malloc(8 * MIB);
+
+    assert_non_null(z);
+    fill_text(f->data, 1 * MIB, 5);
+    fill_random(f->data + 1 * MIB, 256 * KIB, 6); /* stored blocks at level 0 and beyond */
+    for (size_t t = 0; t < AM_ARRAY_SIZE(types); t++) {
+        for (size_t l = 0; l < AM_ARRAY_SIZE(levels); l++) {
+            size_t n = 1 * MIB + 256 * KIB;
+            size_t zl = zlib_deflate(types[t], levels[l], f->data, n, z, 8 * MIB);
+            /* Blocks longer than the context holds (stored blocks of 64 KiB
+             * at level 0, some of zlib's at other levels) need a piece
+             * that brings the rest of the block (docs/stream-mode.md):
+             * pieces of 33 KiB and more. */
+            uint32_t minin = 33 * KIB;
+            size_t got = stream_inflate(f, types[t], z, zl, 11 + t + l, minin, 9000, 70000);
+
+            assert_int_equal(got, n);
+            assert_memory_equal(f->ref, f->data, n);
+            /* Tiny output spaces. */
+            assert_int_equal(stream_inflate(f, types[t], z, zl, 3, 33 * KIB, 7, 300), n);
+            assert_memory_equal(f->ref, f->data, n);
+        }
+    }
+    /* Tiny input pieces work while each block fits the context: zlib's
+     * level 1 on 64 KiB of text makes small blocks. */
+    size_t zl = zlib_deflate(ZIP_REQ_DEFLATE, 1, f->data, 64 * KIB, z, 8 * MIB);
+
+    assert_int_equal(stream_inflate(f, ZIP_REQ_DEFLATE, z, zl, 4, 0, 7, 300), 64 * KIB);
+    assert_memory_equal(f->ref, f->data, 64 * KIB);
+    free(z);
+}
+
+/* The context is guest memory: whatever is in it gives a defined status
+ * (0x01 for one the device did not leave), never undefined behaviour. */
+static void test_a_garbage_or_foreign_stream_context_is_0x01(void **state)
+{
+    struct fx *f = *state;
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    uint64_t seed = 99;
+
+    fill_text(f->data, 64 * KIB, 1);
+    memcpy(H(f, SRC), f->data, 64 * KIB);
+    for (unsigned i = 0; i < 200; i++) {
+        for (size_t k = 0; k < 64 * KIB; k += 8) {
+            uint64_t v = rng_next(&seed);
+
+            memcpy(H(f, CTX) + k, &v, 8);
+        }
+        if (i % 2) /* a right magic and version, the rest garbage */
+            memcpy(H(f, CTX), "ZCCX\x01", 5);
+        for (enum zip_alg_dir dir = ZIP_ALG_COMPRESS; dir <= ZIP_ALG_DECOMPRESS; dir++) {
+            sqe_fill(sqe, ZIP_REQ_ZLIB, ZIP_BUF_FLAT, SRC, 0, 64 * KIB, DST, 0, 1 * MIB);
+            uint32_t st = stream_piece(f, sqe, dir, false, false);
+
+            assert_true(st == ZIP_ST_BAD_SQE || st == ZIP_ST_CORRUPT || st == ZIP_ST_OK ||
+                        st == ZIP_ST_STREAM_BLOCK || st == ZIP_ST_DEST_TOO_SMALL);
+        }
+    }
+    /* A compression context continued as a decompression one, an ended
+     * stream continued, stream bits without stream mode, no context. */
+    sqe_fill(sqe, ZIP_REQ_ZLIB, ZIP_BUF_FLAT, SRC, 0, 1000, DST, 0, 1 * MIB);
+    assert_int_equal(stream_piece(f, sqe, ZIP_ALG_COMPRESS, true, true), ZIP_ST_OK);
+    sqe_fill(sqe, ZIP_REQ_ZLIB, ZIP_BUF_FLAT, SRC, 0, 1000, DST, 0, 1 * MIB);
+    assert_int_equal(stream_piece(f, sqe, ZIP_ALG_COMPRESS, false, false), ZIP_ST_BAD_SQE);
+    sqe_fill(sqe, ZIP_REQ_ZLIB, ZIP_BUF_FLAT, SRC, 0, 1000, DST, 0, 1 * MIB);
+    assert_int_equal(stream_piece(f, sqe, ZIP_ALG_COMPRESS, true, false), ZIP_ST_OK);
+    sqe_fill(sqe, ZIP_REQ_ZLIB, ZIP_BUF_FLAT, SRC, 0, 1000, DST, 0, 1 * MIB);
+    assert_int_equal(stream_piece(f, sqe, ZIP_ALG_DECOMPRESS, false, false), ZIP_ST_BAD_SQE);
+    sqe_fill(sqe, ZIP_REQ_GZIP, ZIP_BUF_FLAT, SRC, 0, 1000, DST, 0, 1 * MIB);
+    assert_int_equal(stream_piece(f, sqe, ZIP_ALG_COMPRESS, false, false), ZIP_ST_BAD_SQE);
+    sqe_fill(sqe, ZIP_REQ_ZLIB, ZIP_BUF_FLAT, SRC, 0, 1000, DST, 0, 1 * MIB);
+    sqe[ZIP_SQE_DW7] |= ZIP_DW7_NEW_STREAM;
+    assert_bad_sqe(f, sqe, ZIP_ALG_COMPRESS);
+    sqe_fill(sqe, ZIP_REQ_ZLIB, ZIP_BUF_FLAT, SRC, 0, 1000, DST, 0, 1 * MIB);
+    sqe[ZIP_SQE_DW7] |= ZIP_DW7_STATEFUL | ZIP_DW7_NEW_STREAM;
+    sqe[ZIP_SQE_CTX_ADDR_L] = 0;
+    sqe[ZIP_SQE_CTX_ADDR_H] = 0;
+    assert_bad_sqe(f, sqe, ZIP_ALG_COMPRESS); /* context address 0 */
+}
+
+/* A piece run twice from the same context (a job revoked before its commit
+ * and replayed) gives the same bytes; a stream whose input ends early, or
+ * whose trailer is wrong, is corrupt. */
+static void test_a_replayed_piece_gives_the_same_bytes_and_bad_streams_are_0x03(void **state)
+{
+    struct fx *f = *state;
+    uint32_t sqe[ZIP_SQE_DWORDS], a_prod;
+    uint8_t *z = malloc(1 * MIB), saved[64];
+
+    assert_non_null(z);
+    fill_text(f->data, 200 * KIB, 8);
+    memcpy(H(f, SRC), f->data, 200 * KIB);
+    sqe_fill(sqe, ZIP_REQ_DEFLATE, ZIP_BUF_FLAT, SRC, 0, 100 * KIB, DST, 0, 1 * MIB);
+    assert_int_equal(stream_piece(f, sqe, ZIP_ALG_COMPRESS, true, false), ZIP_ST_OK);
+    uint8_t *ctx_before = malloc(64 * KIB);
+
+    assert_non_null(ctx_before);
+    memcpy(ctx_before, H(f, CTX), 64 * KIB);
+    sqe_fill(sqe, ZIP_REQ_DEFLATE, ZIP_BUF_FLAT, SRC + 100 * KIB, 0, 100 * KIB, DST, 0, 1 * MIB);
+    assert_int_equal(stream_piece(f, sqe, ZIP_ALG_COMPRESS, false, true), ZIP_ST_OK);
+    a_prod = PRODUCED(sqe);
+    memcpy(z, H(f, DST), a_prod);
+    memcpy(saved, H(f, CTX), sizeof(saved));
+    /* Replay: the old context back, the same piece again. */
+    memcpy(H(f, CTX), ctx_before, 64 * KIB);
+    memset(H(f, DST), 0, a_prod);
+    sqe_fill(sqe, ZIP_REQ_DEFLATE, ZIP_BUF_FLAT, SRC + 100 * KIB, 0, 100 * KIB, DST, 0, 1 * MIB);
+    assert_int_equal(stream_piece(f, sqe, ZIP_ALG_COMPRESS, false, true), ZIP_ST_OK);
+    assert_int_equal(PRODUCED(sqe), a_prod);
+    assert_memory_equal(H(f, DST), z, a_prod);
+    assert_memory_equal(H(f, CTX), saved, sizeof(saved));
+    free(ctx_before);
+
+    /* A zlib stream cut short with "no more input": 0x03; a flipped
+     * trailer byte: 0x03. */
+    size_t zl = zlib_deflate(ZIP_REQ_ZLIB, 6, f->data, 200 * KIB, z, 1 * MIB);
+
+    memcpy(H(f, SRC), z, zl);
+    sqe_fill(sqe, ZIP_REQ_ZLIB, ZIP_BUF_FLAT, SRC, 2, (uint32_t)(zl / 2), DST, 0, 1 * MIB);
+    assert_int_equal(stream_piece(f, sqe, ZIP_ALG_DECOMPRESS, true, true), ZIP_ST_CORRUPT);
+    H(f, SRC)[zl - 1] ^= 1;
+    sqe_fill(sqe, ZIP_REQ_ZLIB, ZIP_BUF_FLAT, SRC, 2, (uint32_t)(zl - 2), DST, 0, 1 * MIB);
+    assert_int_equal(stream_piece(f, sqe, ZIP_ALG_DECOMPRESS, true, false), ZIP_ST_CORRUPT);
+    free(z);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1600,6 +1857,10 @@ int main(void)
         T(test_incompressible_input_is_negative_compression_with_a_valid_stream),
         T(test_overlapping_source_and_destination_give_a_defined_status),
         T(test_overlapping_sgl_shapes_give_a_defined_status),
+        T(test_a_stream_compressed_in_pieces_inflates_whole_with_zlib),
+        T(test_a_stream_decompressed_in_pieces_gives_back_the_data),
+        T(test_a_garbage_or_foreign_stream_context_is_0x01),
+        T(test_a_replayed_piece_gives_the_same_bytes_and_bad_streams_are_0x03),
         T(test_window_field_limits_the_match_distance),
         T(test_compress_into_a_too_small_destination_is_0x0e),
         T(test_decompress_into_a_too_small_destination_is_0x0e),
