@@ -9,5 +9,6 @@ int cli_vm(int argc, char **argv);
 int cli_migrate(int argc, char **argv);
 int cli_inspect(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+int cli_conform(int argc, char **argv);
 
 #endif

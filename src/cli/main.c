@@ -10,7 +10,6 @@ struct subcommand {
     const char *help;
 };
 
-int cli_conform(int argc, char **argv); /* cli/conform.c */
 
 static const struct subcommand subcommands[] = {
     {"demo", cli_demo, "run a compression workload on a VF and live-migrate it"},

@@ -100,13 +100,17 @@ static void srv_conn_assert_locked(struct srv_vf *sv)
 
 /* Whether the VF's current client has hung up (its thread may still be
  * inside a handler, or ending the session). */
+static bool srv_fd_hung_up(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+
+    return fd >= 0 && poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 static bool srv_conn_hung_up_locked(struct srv_vf *sv)
 {
-    struct pollfd p = {.fd = sv->conn_fd, .events = POLLRDHUP};
-
     srv_conn_assert_locked(sv);
-    return sv->conn_fd >= 0 && poll(&p, 1, 0) == 1 &&
-           (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+    return srv_fd_hung_up(sv->conn_fd);
 }
 
 /* The client's session has ended: closes its connection and takes the
@@ -217,7 +221,11 @@ static enum srv_room srv_client_room(struct srv_vf *sv, int fd)
     pthread_mutex_lock(&sv->conn_lock);
     if (sv->client_done) {
         room = ROOM_FREE;
-    } else if (sv->pending_fd < 0 && srv_conn_hung_up_locked(sv)) {
+    } else if (srv_conn_hung_up_locked(sv) &&
+               (sv->pending_fd < 0 || srv_fd_hung_up(sv->pending_fd))) {
+        /* A waiting client that has itself gone since gives up its place. */
+        if (sv->pending_fd >= 0)
+            close(sv->pending_fd);
         sv->pending_fd = fd;
         room = ROOM_HANDED_OVER;
     } else {
