@@ -40,6 +40,8 @@ static const struct cli_opt_wl_u32 cli_opt_wl_u32s[] = {
     {CLI_OPT_WL_MAX_SIZE, "--max-size", 1, WORKLOAD_MAX_SIZE,
      offsetof(struct workload_config, max_size)},
     {CLI_OPT_WL_SGL_PERCENT, "--sgl-percent", 0, 100, offsetof(struct workload_config, sgl_percent)},
+    {CLI_OPT_WL_STREAM_PERCENT, "--stream-percent", 0, 100,
+     offsetof(struct workload_config, stream_percent)},
 };
 
 int cli_opt_workload(const char *cmd, int which, const char *arg, struct workload_config *wl)

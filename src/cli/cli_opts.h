@@ -19,6 +19,7 @@ enum {
     CLI_OPT_WL_MAX_SIZE,
     CLI_OPT_WL_SEED,
     CLI_OPT_WL_SGL_PERCENT,
+    CLI_OPT_WL_STREAM_PERCENT,
 };
 
 /* The workload's entries of a struct option table: put it inside the
@@ -31,7 +32,8 @@ enum {
     {"min-size", required_argument, NULL, CLI_OPT_WL_MIN_SIZE},      \
     {"max-size", required_argument, NULL, CLI_OPT_WL_MAX_SIZE},      \
     {"seed", required_argument, NULL, CLI_OPT_WL_SEED},              \
-    {"sgl-percent", required_argument, NULL, CLI_OPT_WL_SGL_PERCENT}
+    {"sgl-percent", required_argument, NULL, CLI_OPT_WL_SGL_PERCENT},    \
+    {"stream-percent", required_argument, NULL, CLI_OPT_WL_STREAM_PERCENT}
 
 /* Parses ARG (as am_parse_u64 does: decimal, 0x hex, K/M/G suffixes) into
  * *out if it lies in min..max. Otherwise prints

@@ -71,6 +71,8 @@ static void demo_usage(FILE *f)
             "  --max-size BYTES    largest input (default 1M; at most 4M)\n"
             "  --seed N            data and job mix seed (default 1)\n"
             "  --sgl-percent N     share of jobs on hardware SGLs (default 25)\n"
+            "  --stream-percent N  share of stream jobs: one stream compressed in 4-16\n"
+            "                      pieces, a stream-mode SQE each (default 0)\n"
             "  --workers N         device job worker threads (default 2)\n"
             "  --migrations M      live migrations during the run, alternating between two\n"
             "                      device instances A and B (default 0)\n"
@@ -259,6 +261,8 @@ static void demo_print_json(const struct demo_run *run, const struct workload_re
     json_object_object_add(j, "bytes_in", json_object_new_int64((int64_t)r->bytes_in));
     json_object_object_add(j, "bytes_out", json_object_new_int64((int64_t)r->bytes_out));
     json_object_object_add(j, "sgl_jobs", json_object_new_int64((int64_t)r->sgl_jobs));
+    json_object_object_add(j, "stream_jobs", json_object_new_int64((int64_t)r->stream_jobs));
+    json_object_object_add(j, "stream_pieces", json_object_new_int64((int64_t)r->stream_pieces));
     json_object_object_add(j, "queues_fatal", json_object_new_int64((int64_t)r->queues_fatal));
     json_object_object_add(t, "deflate", json_object_new_int64((int64_t)r->jobs_by_type[ZIP_REQ_DEFLATE]));
     json_object_object_add(t, "zlib", json_object_new_int64((int64_t)r->jobs_by_type[ZIP_REQ_ZLIB]));
@@ -331,6 +335,9 @@ static void demo_print_text(const struct demo_run *run, const struct workload_re
            (unsigned long long)r->jobs_by_type[ZIP_REQ_DEFLATE],
            (unsigned long long)r->jobs_by_type[ZIP_REQ_ZLIB],
            (unsigned long long)r->jobs_by_type[ZIP_REQ_GZIP], (unsigned long long)r->sgl_jobs);
+    if (r->stream_jobs)
+        printf("  streams: %llu jobs in %llu pieces\n", (unsigned long long)r->stream_jobs,
+               (unsigned long long)r->stream_pieces);
     printf("  jobs: %llu submitted, %llu completed, %llu verified, %llu failed\n",
            (unsigned long long)r->jobs_submitted, (unsigned long long)r->jobs_completed,
            (unsigned long long)r->jobs_verified, (unsigned long long)r->jobs_failed);

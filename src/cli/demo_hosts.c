@@ -130,6 +130,8 @@ static void dh_usage(FILE *f)
             "  --max-size BYTES    largest input (default 1M; at most 4M)\n"
             "  --seed N            data and job mix seed (default 1)\n"
             "  --sgl-percent N     share of jobs on hardware SGLs (default 25)\n"
+            "  --stream-percent N  share of stream jobs: one stream compressed in 4-16\n"
+            "                      pieces, a stream-mode SQE each (default 0)\n"
             "  --migrations M      live migrations, alternating hosts (default 1; 0: one host)\n"
             "  --guests N          guests, each with its own workload (seed + its index) on\n"
             "                      its own VFs, migrated all at the same time (default 1,\n"
@@ -662,7 +664,7 @@ static bool dh_ledger_ok(const struct dh_guest *gu)
 static int dh_vm_start(struct dh *d, unsigned g, unsigned k)
 {
     char name[16], sock[PATH_MAX + 16], ctl[PATH_MAX + 16], ram[32], jobs[16], qps[16], vcpus[16],
-        mins[16], maxs[16], seed[32], sgl[16];
+        mins[16], maxs[16], seed[32], sgl[16], strm[16];
     char results[PATH_MAX + 32];
     const char *args[34] = {"vm", "--attach", sock, "--control", ctl, "--stay", "--ram", ram,
                             "--results", results};
@@ -688,8 +690,10 @@ static int dh_vm_start(struct dh *d, unsigned g, unsigned k)
          * table lives in its RAM). */
         snprintf(seed, sizeof(seed), "%llu", (unsigned long long)(d->o.wl.seed + g));
         snprintf(sgl, sizeof(sgl), "%u", d->o.wl.sgl_percent);
+        snprintf(strm, sizeof(strm), "%u", d->o.wl.stream_percent);
         const char *wl[] = {"--jobs", jobs, "--qps", qps, "--vcpus", vcpus, "--min-size", mins,
-                            "--max-size", maxs, "--seed", seed, "--sgl-percent", sgl};
+                            "--max-size", maxs, "--seed", seed, "--sgl-percent", sgl,
+                            "--stream-percent", strm};
         for (size_t i = 0; i < AM_ARRAY_SIZE(wl); i++)
             args[n++] = wl[i];
     }

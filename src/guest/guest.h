@@ -224,10 +224,26 @@ struct guest_zip_req {
     uint32_t dest_avail;        /* output room after out_off */
     unsigned window;            /* compression window 0..4 = 4 KiB..32 KiB */
     uint64_t tag;
+    /* Stream mode (docs/stream-mode.md): the stream's context buffer in
+     * guest RAM (GUEST_ZIP_STREAM_CTX_SIZE bytes, one per stream, owned by
+     * the device between pieces), or 0 for a stateless job. */
+    uint64_t stream_ctx;
+    unsigned stream_flags;      /* GUEST_ZIP_STREAM_*, only with stream_ctx */
 };
 
-/* Fill a 128-byte SQE (v3 sqe_type) for r. -EINVAL for a bad type, buffer
- * type, window, or an offset that does not fit 24 bits. */
+#define GUEST_ZIP_STREAM_CTX_SIZE (64u << 10)
+#define GUEST_ZIP_STREAM_FIRST 0x1u /* the stream's first piece: the context is not read */
+#define GUEST_ZIP_STREAM_LAST 0x2u  /* compression: the last piece (final block, trailer);
+                                     * decompression: no more input follows */
+
+/* Fill a 128-byte SQE (v3 sqe_type) for r: one stateless job, or with
+ * r->stream_ctx one piece of a stream (dw7 stream mode, new-stream for
+ * FIRST, end for LAST; the context address in dw22-23). The pieces of one
+ * stream go one at a time: the next is submitted only after the previous
+ * completed, since each reads the context the previous one wrote.
+ * -EINVAL for a bad type, buffer type, window, an offset that does not fit
+ * 24 bits, stream flags without a context or unknown ones, or a context
+ * whose 64 KiB would wrap. */
 int guest_zip_sqe_build(uint32_t sqe[ZIP_SQE_DWORDS], const struct guest_zip_req *r);
 
 #define GUEST_ZIP_ZLIB_HDR_LEN 2u

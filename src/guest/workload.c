@@ -14,12 +14,16 @@
 #include "guest/workload.h"
 
 #define WL_MAGIC 0x314b4c57u /* "WLK1" */
-#define WL_VERSION 1u
+#define WL_VERSION 2u /* 2: stream jobs (config, job fields, context buffers) */
 #define WL_PAGE 4096u
 #define WL_TAG_MAGIC 0xacc0ull
 #define WL_IRQ_WAIT_MS 10
 #define WL_WORKER_WAIT_MS 20
 #define WL_VERIFY_CHUNK (64u << 10)
+#define WL_STREAM_MIN_PIECES 4u
+#define WL_STREAM_MAX_PIECES 16u /* a piece's bit in wl_job.piece_mask */
+#define WL_TAG_PIECE_SHIFT 40
+#define WL_STREAM_SEED 0x5354524d5354524dull /* "STRM": the stream draw's own sequence */
 
 enum wl_step {
     WL_STEP_PICK = 0,
@@ -63,20 +67,27 @@ static const char *const wl_fail_names[WL_FAIL_COUNT] = {
 #define WL_DATA_KINDS 3u
 
 /* A job in guest RAM (80 bytes). *_done are completion counts per tag,
- * written by the completion path; the rest by the vCPU running the job. */
+ * written by the completion path; the rest by the vCPU running the job.
+ * A stream job (pieces > 0): comp_submitted counts the pieces submitted,
+ * comp_done the completions, piece_mask has a bit per piece completed and
+ * piece_dups counts completions of a piece already done (completion path);
+ * piece is the one being run and comp_len the header plus every earlier
+ * piece's output (vCPU). */
 struct wl_job {
     uint32_t state, fail;
     uint32_t in_len, in_crc;
     uint32_t comp_len; /* header + produced */
     uint8_t type, sgl, window, kind;
-    uint8_t hdr_len, rsvd0;
+    uint8_t hdr_len, pieces;
     uint16_t per_sgl;
     uint32_t piece_len;
     uint32_t comp_submitted, decomp_submitted;
     uint32_t comp_done, decomp_done;
     uint32_t comp_status, comp_produced, comp_consumed;
     uint32_t decomp_status, decomp_produced, decomp_consumed;
-    uint64_t rsvd1;
+    uint16_t piece_mask;
+    uint8_t piece, piece_dups;
+    uint32_t rsvd1;
 };
 _Static_assert(sizeof(struct wl_job) == 80, "struct wl_job is 80 bytes");
 
@@ -152,6 +163,7 @@ void workload_config_default(struct workload_config *cfg)
         .seed = 1,
         .sgl_percent = 25,
         .job_timeout_ms = 30000,
+        .stream_percent = 0,
     };
 }
 
@@ -176,6 +188,8 @@ int workload_config_check(const struct workload_config *c, char *why, size_t why
         return wl_why(why, why_len, "sizes must satisfy 1 <= min-size <= max-size <= 4 MiB");
     if (c->sgl_percent > 100)
         return wl_why(why, why_len, "sgl percent must be 0..100");
+    if (c->stream_percent > 100)
+        return wl_why(why, why_len, "stream percent must be 0..100");
     if (c->job_timeout_ms < 1)
         return wl_why(why, why_len, "job timeout must be at least 1 ms");
     return 0;
@@ -215,7 +229,7 @@ static uint64_t wl_sgl_cap(uint64_t data_cap)
 
 struct wl_layout {
     uint64_t jobs_gpa, driver_gpa, driver_len, bufs_gpa;
-    uint64_t in_cap, comp_cap, out_cap, sgl_cap, per_vcpu, total;
+    uint64_t in_cap, comp_cap, out_cap, sgl_cap, ctx_cap, per_vcpu, total;
 };
 
 static void wl_layout(const struct workload_config *c, struct wl_layout *l)
@@ -228,7 +242,10 @@ static void wl_layout(const struct workload_config *c, struct wl_layout *l)
     l->comp_cap = wl_comp_cap(c->max_size);
     l->out_cap = l->in_cap;
     l->sgl_cap = wl_sgl_cap(l->comp_cap);
-    l->per_vcpu = l->in_cap + l->comp_cap + l->out_cap + 2 * l->sgl_cap;
+    /* A stream context per vCPU (it runs one stream at a time), only when
+     * there are stream jobs, so the layout without them is as before. */
+    l->ctx_cap = c->stream_percent ? GUEST_ZIP_STREAM_CTX_SIZE : 0;
+    l->per_vcpu = l->in_cap + l->comp_cap + l->out_cap + 2 * l->sgl_cap + l->ctx_cap;
     l->total = l->bufs_gpa + (uint64_t)c->vcpus * l->per_vcpu;
 }
 
@@ -337,17 +354,27 @@ void workload_data_fill(uint8_t *buf, size_t len, enum workload_data_kind kind, 
 
 /* ---- tags ---- */
 
-static uint64_t wl_tag(uint32_t job, unsigned dir)
+/* magic (16 bits) | piece (8) | dir (8) | job (32); piece is 0 but for a
+ * stream job's compression pieces. */
+static uint64_t wl_tag_piece(uint32_t job, unsigned dir, unsigned piece)
 {
-    return WL_TAG_MAGIC << 48 | (uint64_t)dir << 32 | job;
+    return WL_TAG_MAGIC << 48 | (uint64_t)piece << WL_TAG_PIECE_SHIFT | (uint64_t)dir << 32 | job;
 }
 
-static int wl_tag_decode(const struct workload *w, uint64_t tag, uint32_t *job, unsigned *dir)
+static uint64_t wl_tag(uint32_t job, unsigned dir)
 {
-    if (tag >> 48 != WL_TAG_MAGIC || ((tag >> 32) & 0xffffu) > 1 || (uint32_t)tag >= w->cfg.jobs)
+    return wl_tag_piece(job, dir, 0);
+}
+
+static int wl_tag_decode(const struct workload *w, uint64_t tag, uint32_t *job, unsigned *dir,
+                         unsigned *piece)
+{
+    if (tag >> 48 != WL_TAG_MAGIC || ((tag >> 32) & 0xffu) > 1 || (uint32_t)tag >= w->cfg.jobs ||
+        ((tag >> WL_TAG_PIECE_SHIFT) & 0xffu) >= WL_STREAM_MAX_PIECES)
         return -EINVAL;
     *job = (uint32_t)tag;
     *dir = (unsigned)(tag >> 32) & 1u;
+    *piece = (unsigned)(tag >> WL_TAG_PIECE_SHIFT) & 0xffu;
     return 0;
 }
 
@@ -374,9 +401,10 @@ static void wl_on_complete(void *opaque, const struct guest_vf_completion *c)
     struct workload *w = opaque;
     struct wl_job *job;
     uint32_t j;
-    unsigned dir;
+    unsigned dir, piece;
 
-    if (wl_tag_decode(w, c->tag, &j, &dir) || (c->qp % 2) != dir) {
+    if (wl_tag_decode(w, c->tag, &j, &dir, &piece) || (c->qp % 2) != dir ||
+        (piece && (dir != ZIP_ALG_COMPRESS || piece >= wl_job(w, j)->pieces))) {
         __atomic_fetch_add(&w->root->stray_completions, 1, __ATOMIC_RELAXED);
         wl_dirty(w, &w->root->stray_completions, sizeof(uint64_t));
         am_log(AM_LOG_ERR, "workload", "completion on qp %u with stray tag 0x%llx", c->qp,
@@ -388,6 +416,13 @@ static void wl_on_complete(void *opaque, const struct guest_vf_completion *c)
         job->comp_status = c->status;
         job->comp_produced = c->produced;
         job->comp_consumed = c->consumed;
+        if (job->pieces) {
+            uint16_t bit = (uint16_t)(1u << piece);
+            if (__atomic_load_n(&job->piece_mask, __ATOMIC_RELAXED) & bit)
+                __atomic_fetch_add(&job->piece_dups, 1, __ATOMIC_RELAXED);
+            /* Release: the results above are visible to whoever sees the bit. */
+            __atomic_fetch_or(&job->piece_mask, bit, __ATOMIC_RELEASE);
+        }
         __atomic_fetch_add(&job->comp_done, 1, __ATOMIC_RELEASE);
     } else {
         job->decomp_status = c->status;
@@ -449,6 +484,39 @@ static void wl_params_draw(const struct workload_config *cfg, uint32_t job, stru
     p->per_choice = wl_sgl_per[wl_rand(s) % AM_ARRAY_SIZE(wl_sgl_per)];
 }
 
+/* Whether job is a stream job and how its input is cut, drawn from a
+ * sequence of its own so that the other draws, and so the data, do not
+ * depend on stream_percent. Returns the number of pieces (0: a stateless
+ * job); for i below it, *off and *len (when not NULL) get piece i's range
+ * of the in_len input bytes (random sizes; the pieces cover it exactly). */
+static unsigned wl_stream_draw(const struct workload_config *cfg, uint32_t job, uint32_t in_len,
+                               unsigned i, uint32_t *off, uint32_t *len)
+{
+    uint32_t wt[WL_STREAM_MAX_PIECES];
+    uint64_t s, sum = 0, before = 0;
+    unsigned n;
+
+    if (!cfg->stream_percent)
+        return 0;
+    s = wl_job_seed(cfg->seed ^ WL_STREAM_SEED, job);
+    if (wl_rand(&s) % 100 >= cfg->stream_percent)
+        return 0;
+    n = WL_STREAM_MIN_PIECES +
+        (unsigned)(wl_rand(&s) % (WL_STREAM_MAX_PIECES - WL_STREAM_MIN_PIECES + 1));
+    for (unsigned k = 0; k < n; k++) {
+        wt[k] = 1 + (uint32_t)(wl_rand(&s) % 1000);
+        sum += wt[k];
+        before += k < i ? wt[k] : 0;
+    }
+    if (off && len && i < n) {
+        uint64_t a = (uint64_t)in_len * before / sum;
+        uint64_t b = (uint64_t)in_len * (before + wt[i]) / sum;
+        *off = (uint32_t)a;
+        *len = (uint32_t)(b - a);
+    }
+    return n;
+}
+
 int workload_job_input(const struct workload_config *cfg, uint32_t job, uint8_t *buf, size_t cap,
                        uint32_t *len, enum zip_req_type *type)
 {
@@ -503,12 +571,16 @@ static enum wl_result wl_step_gen(struct workload *w, struct wl_vcpu *v)
     job->sgl = p.sgl;
     job->piece_len = p.piece_len;
     job->per_sgl = wl_sgl_per_for(w->root->comp_cap, job->piece_len, p.per_choice);
+    job->pieces = (uint8_t)wl_stream_draw(&w->cfg, v->job, p.in_len, 0, NULL, NULL);
+    if (job->pieces)
+        job->sgl = 0; /* stream jobs run on flat buffers */
     wl_gen(in, job->in_len, job->kind, &s);
     wl_dirty(w, in, job->in_len);
     job->in_crc = am_crc32c(0, in, job->in_len);
     hdr = guest_zip_header_write((enum zip_req_type)job->type, wl_ptr(w, v->comp_gpa),
                                  w->root->comp_cap);
     job->hdr_len = (uint8_t)hdr;
+    job->comp_len = job->pieces ? job->hdr_len : 0; /* a stream's output grows piece by piece */
     wl_dirty(w, wl_ptr(w, v->comp_gpa), GUEST_ZIP_MAX_HDR_LEN);
     wl_dirty(w, job, sizeof(*job));
     v->step = WL_STEP_SUBMIT_COMP;
@@ -556,7 +628,7 @@ static enum wl_result wl_submit(struct workload *w, unsigned idx, struct wl_vcpu
         return WL_PROGRESS;
     }
     if (dir == ZIP_ALG_COMPRESS)
-        job->comp_submitted = 1;
+        job->comp_submitted = job->pieces ? job->piece + 1u : 1u;
     else
         job->decomp_submitted = 1;
     wl_dirty(w, job, sizeof(*job));
@@ -565,10 +637,49 @@ static enum wl_result wl_submit(struct workload *w, unsigned idx, struct wl_vcpu
     return WL_PROGRESS;
 }
 
+/* The stream's context buffer: the vCPU's last region (wl_layout). */
+static uint64_t wl_ctx_gpa(const struct workload *w, const struct wl_vcpu *v)
+{
+    return v->sgl_dst_gpa + w->root->sgl_cap;
+}
+
+/* Piece job->piece of a stream job: its input range, output after what the
+ * earlier pieces wrote, the vCPU's context, first/last flags. */
+static enum wl_result wl_submit_piece(struct workload *w, unsigned idx, struct wl_vcpu *v,
+                                      struct wl_job *job)
+{
+    struct guest_zip_req r = {0};
+    uint32_t off = 0, len = 0;
+
+    if (job->pieces > WL_STREAM_MAX_PIECES || job->piece >= job->pieces ||
+        wl_stream_draw(&w->cfg, v->job, job->in_len, job->piece, &off, &len) != job->pieces ||
+        job->comp_len > w->root->comp_cap) {
+        wl_job_fail(w, job, v->job, WL_FAIL_SUBMIT, WL_JOB_FAILED);
+        v->step = WL_STEP_PICK;
+        return WL_PROGRESS;
+    }
+    r.type = (enum zip_req_type)job->type;
+    r.buf_type = ZIP_BUF_FLAT;
+    r.src = v->in_gpa + off;
+    r.in_len = len;
+    r.dst = v->comp_gpa;
+    r.out_off = job->comp_len;
+    r.dest_avail = (uint32_t)(w->root->comp_cap - job->comp_len);
+    r.window = job->window;
+    r.tag = wl_tag_piece(v->job, ZIP_ALG_COMPRESS, job->piece);
+    r.stream_ctx = wl_ctx_gpa(w, v);
+    r.stream_flags = (job->piece == 0 ? GUEST_ZIP_STREAM_FIRST : 0) |
+                     (job->piece + 1u == job->pieces ? GUEST_ZIP_STREAM_LAST : 0);
+    return wl_submit(w, idx, v, job, ZIP_ALG_COMPRESS, &r);
+}
+
 static enum wl_result wl_step_submit_comp(struct workload *w, unsigned idx, struct wl_vcpu *v)
 {
     struct wl_job *job = wl_job(w, v->job);
     struct guest_zip_req r = {0};
+
+    if (job->pieces)
+        return wl_submit_piece(w, idx, v, job);
 
     if (wl_bufs(w, v, job, v->in_gpa, job->in_len, v->comp_gpa, w->root->comp_cap, &r)) {
         wl_job_fail(w, job, v->job, WL_FAIL_SUBMIT, WL_JOB_FAILED);
@@ -587,8 +698,14 @@ static enum wl_result wl_step_wait(struct workload *w, unsigned idx, struct wl_v
 {
     struct wl_job *job = wl_job(w, v->job);
     uint32_t *done = dir == ZIP_ALG_COMPRESS ? &job->comp_done : &job->decomp_done;
+    int complete;
 
-    if (__atomic_load_n(done, __ATOMIC_ACQUIRE) > 0) {
+    if (dir == ZIP_ALG_COMPRESS && job->pieces)
+        complete = job->piece < WL_STREAM_MAX_PIECES &&
+                   (__atomic_load_n(&job->piece_mask, __ATOMIC_ACQUIRE) >> job->piece & 1u);
+    else
+        complete = __atomic_load_n(done, __ATOMIC_ACQUIRE) > 0;
+    if (complete) {
         v->step = dir == ZIP_ALG_COMPRESS ? WL_STEP_VERIFY : WL_STEP_CHECK;
         return WL_PROGRESS;
     }
@@ -645,11 +762,29 @@ static enum wl_result wl_step_verify(struct workload *w, struct wl_vcpu *v)
         wl_job_fail(w, job, v->job, WL_FAIL_COMP_STATUS, WL_JOB_FAILED);
         return WL_PROGRESS;
     }
-    if (job->comp_produced > room || job->comp_consumed != job->in_len) {
+    if (job->pieces) {
+        /* One piece: it takes all of its input; its output follows the
+         * earlier pieces'. The whole stream is checked after the last. */
+        uint32_t off = 0, len = 0;
+
+        wl_stream_draw(&w->cfg, v->job, job->in_len, job->piece, &off, &len);
+        if (job->comp_consumed != len || job->comp_produced > w->root->comp_cap - job->comp_len) {
+            wl_job_fail(w, job, v->job, WL_FAIL_COMP_LEN, WL_JOB_FAILED);
+            return WL_PROGRESS;
+        }
+        job->comp_len += job->comp_produced;
+        if (job->piece + 1u < job->pieces) {
+            job->piece++;
+            wl_dirty(w, job, sizeof(*job));
+            v->step = WL_STEP_SUBMIT_COMP;
+            return WL_PROGRESS;
+        }
+    } else if (job->comp_produced > room || job->comp_consumed != job->in_len) {
         wl_job_fail(w, job, v->job, WL_FAIL_COMP_LEN, WL_JOB_FAILED);
         return WL_PROGRESS;
+    } else {
+        job->comp_len = job->hdr_len + job->comp_produced;
     }
-    job->comp_len = job->hdr_len + job->comp_produced;
     wl_dirty(w, job, sizeof(*job));
     if (w->result_fn) {
         /* Exported before the guest's own check: whoever reads it checks
@@ -1172,13 +1307,22 @@ void workload_report_get(const struct workload *w, struct workload_report *r)
         const struct wl_job *job = wl_job(w, j);
         uint32_t cd = __atomic_load_n(&job->comp_done, __ATOMIC_ACQUIRE);
         uint32_t dd = __atomic_load_n(&job->decomp_done, __ATOMIC_ACQUIRE);
-        int lost = (job->comp_submitted && cd == 0) || (job->decomp_submitted && dd == 0);
+        /* Stateless: one tag each way. Stream: a tag per piece submitted. */
+        int lost = cd < job->comp_submitted || (job->decomp_submitted && dd == 0);
+        uint32_t comp_once = job->pieces ? job->comp_submitted : 1u;
+        unsigned pieces_done =
+            (unsigned)__builtin_popcount(__atomic_load_n(&job->piece_mask, __ATOMIC_ACQUIRE));
 
         if (job->state == WL_JOB_NEW)
             continue;
         if (job->type < AM_ARRAY_SIZE(r->jobs_by_type))
             r->jobs_by_type[job->type]++;
         r->sgl_jobs += job->sgl;
+        if (job->pieces) {
+            r->stream_jobs++;
+            r->stream_pieces += pieces_done;
+            r->streams_open += pieces_done > 0 && pieces_done < job->pieces;
+        }
         if (job->comp_submitted)
             r->jobs_submitted++;
         if (job->comp_submitted && !lost)
@@ -1193,13 +1337,14 @@ void workload_report_get(const struct workload *w, struct workload_report *r)
                          wl_fail_names[job->fail < WL_FAIL_COUNT ? job->fail : 0]);
             }
         }
-        if (cd > 1 || dd > 1)
+        if (cd > comp_once || __atomic_load_n(&job->piece_dups, __ATOMIC_RELAXED) || dd > 1)
             r->jobs_duplicated++;
         if (lost)
             r->jobs_lost++;
         if (cd > 0) {
             r->bytes_in += job->in_len;
-            r->bytes_out += job->hdr_len + (uint64_t)job->comp_produced;
+            r->bytes_out += job->pieces ? job->comp_len
+                                        : job->hdr_len + (uint64_t)job->comp_produced;
         }
     }
     for (unsigned q = 0; q < w->cfg.qps; q++)
@@ -1229,8 +1374,8 @@ int workload_check_paused(const struct workload *w, char *why, size_t why_len)
     for (unsigned i = 0; i < w->cfg.vcpus; i++) {
         const struct wl_vcpu *v = &w->root->vcpu[i];
         const struct wl_job *job;
-        unsigned dir, qp, n;
-        uint32_t done;
+        unsigned dir, qp, n, piece;
+        uint32_t done, submitted;
         int found = 0;
 
         if (v->step != WL_STEP_WAIT_COMP && v->step != WL_STEP_WAIT_DECOMP &&
@@ -1239,17 +1384,25 @@ int workload_check_paused(const struct workload *w, char *why, size_t why_len)
         job = wl_job(w, v->job);
         dir = (v->step == WL_STEP_WAIT_COMP || v->step == WL_STEP_SUBMIT_COMP) ? 0 : 1;
         qp = dir ? v->decomp_qp : v->comp_qp;
-        done = dir ? job->decomp_done : job->comp_done;
+        piece = !dir && job->pieces ? job->piece : 0;
+        if (!dir && job->pieces) {
+            /* A stream job's vCPU owns its current piece's tag only. */
+            done = piece < WL_STREAM_MAX_PIECES ? job->piece_mask >> piece & 1u : 0;
+            submitted = job->comp_submitted > piece;
+        } else {
+            done = dir ? job->decomp_done : job->comp_done;
+            submitted = dir ? job->decomp_submitted : job->comp_submitted;
+        }
         n = guest_vf_qp_inflight_tags(w->vf, qp, tags, QM_SQ_DEPTH);
         for (unsigned k = 0; k < n && k < QM_SQ_DEPTH; k++)
-            found += tags[k] == wl_tag(v->job, dir);
+            found += tags[k] == wl_tag_piece(v->job, dir, piece);
         if (v->step == WL_STEP_SUBMIT_COMP || v->step == WL_STEP_SUBMIT_DECOMP) {
-            if ((dir ? job->decomp_submitted : job->comp_submitted) || found)
+            if (submitted || found)
                 return wl_check_fail(why, why_len, "vCPU %u about to submit job %u has it in flight",
                                      i, v->job);
             continue;
         }
-        if (!(dir ? job->decomp_submitted : job->comp_submitted))
+        if (!submitted)
             return wl_check_fail(why, why_len, "vCPU %u waits on job %u never submitted", i, v->job);
         if (done == 0 && found != 1)
             return wl_check_fail(why, why_len, "vCPU %u waits on job %u: tag not in flight", i,

@@ -27,6 +27,15 @@
  * WAIT_DECOMP -> CHECK -> PICK ... -> DONE. A job that waits longer than
  * job_timeout_ms of running time (time paused does not count) is declared
  * lost and the vCPU moves on; a late completion still counts.
+ *
+ * A stream job (stream_percent of them, always on flat buffers) compresses
+ * its input as one stream in 4..16 pieces of random sizes (stream mode,
+ * docs/stream-mode.md): each piece is its own SQE with its own tag (job,
+ * direction, piece), submitted only once the previous piece completed,
+ * with the stream's 64 KiB context in the vCPU's guest RAM. SUBMIT_COMP ->
+ * WAIT_COMP -> VERIFY runs once per piece; the last VERIFY has zlib inflate
+ * the concatenated output whole, then one stateless decompression follows
+ * as for any job. Each piece must complete exactly once.
  */
 #ifndef ACCMIG_GUEST_WORKLOAD_H
 #define ACCMIG_GUEST_WORKLOAD_H
@@ -51,6 +60,7 @@ struct workload_config {
     uint64_t seed;           /* default 1 */
     uint32_t sgl_percent;    /* share of jobs on hardware SGLs, 0..100; default 25 */
     uint32_t job_timeout_ms; /* running time before a job is declared lost; default 30000 */
+    uint32_t stream_percent; /* share of stream jobs, 0..100; default 0 */
 };
 
 void workload_config_default(struct workload_config *cfg);
@@ -151,6 +161,9 @@ struct workload_report {
     uint64_t sgl_jobs;
     uint64_t queues_fatal;     /* queues an AEQE killed (driver state FATAL) */
     uint64_t jobs_by_type[4];  /* index = zip_req_type */
+    uint64_t stream_jobs;      /* jobs compressed as a stream of pieces */
+    uint64_t stream_pieces;    /* their pieces completed */
+    uint64_t streams_open;     /* stream jobs with some but not all pieces completed */
     uint64_t first_failed_job; /* UINT64_MAX if none */
     char first_failure[96];    /* why that job failed */
     struct guest_vf_stats driver;

@@ -24,6 +24,10 @@ int guest_zip_sqe_build(uint32_t sqe[ZIP_SQE_DWORDS], const struct guest_zip_req
         return -EINVAL;
     if (r->window > 4 || r->in_off > ZIP_DW7_OFFSET_MASK || r->out_off > ZIP_DW8_OFFSET_MASK)
         return -EINVAL;
+    if (r->stream_flags & ~(GUEST_ZIP_STREAM_FIRST | GUEST_ZIP_STREAM_LAST) ||
+        (r->stream_flags && !r->stream_ctx) ||
+        (r->stream_ctx && r->stream_ctx > UINT64_MAX - GUEST_ZIP_STREAM_CTX_SIZE))
+        return -EINVAL;
 
     memset(sqe, 0, ZIP_SQE_SIZE);
     sqe[ZIP_SQE_INPUT_LEN] = r->in_len;
@@ -36,6 +40,13 @@ int guest_zip_sqe_build(uint32_t sqe[ZIP_SQE_DWORDS], const struct guest_zip_req
     sqe[ZIP_SQE_SRC_ADDR_H] = (uint32_t)(r->src >> 32);
     sqe[ZIP_SQE_DST_ADDR_L] = (uint32_t)r->dst;
     sqe[ZIP_SQE_DST_ADDR_H] = (uint32_t)(r->dst >> 32);
+    if (r->stream_ctx) {
+        sqe[ZIP_SQE_DW7] |= ZIP_DW7_STATEFUL |
+                            (r->stream_flags & GUEST_ZIP_STREAM_FIRST ? ZIP_DW7_NEW_STREAM : 0) |
+                            (r->stream_flags & GUEST_ZIP_STREAM_LAST ? ZIP_DW7_FLUSH : 0);
+        sqe[ZIP_SQE_CTX_ADDR_L] = (uint32_t)r->stream_ctx;
+        sqe[ZIP_SQE_CTX_ADDR_H] = (uint32_t)(r->stream_ctx >> 32);
+    }
     sqe[ZIP_SQE_TAG_L] = (uint32_t)r->tag;
     sqe[ZIP_SQE_TAG_H] = (uint32_t)(r->tag >> 32);
     return 0;

@@ -112,6 +112,33 @@ static void test_demo_json_reports_every_job_verified_once_and_exits_0(void **st
     free(r);
 }
 
+static void test_demo_with_stream_jobs_verifies_them_across_migrations(void **state)
+{
+    const char *exe = *state;
+    static const char *const args[] = {"demo", "--jobs", "30", "--max-size", "128K", "--seed", "5",
+                                       "--stream-percent", "50", "--migrations", "2",
+                                       "--transport", "inproc", "--json", NULL};
+    struct run *r = calloc(1, sizeof(*r));
+    json_object *j, *v;
+
+    run_accmig(exe, args, r);
+    if (r->status != 0)
+        fail_msg("exit %d: %s", r->status, r->err);
+    j = json_tokener_parse(r->out);
+    assert_non_null(j);
+    assert_int_equal(jint(j, "jobs_verified"), 30);
+    assert_int_equal(jint(j, "jobs_failed"), 0);
+    assert_int_equal(jint(j, "jobs_duplicated"), 0);
+    assert_int_equal(jint(j, "jobs_lost"), 0);
+    assert_int_equal(jint(j, "migrations"), 2);
+    assert_true(jint(j, "stream_jobs") > 0 && jint(j, "stream_jobs") < 30);
+    assert_true(jint(j, "stream_pieces") >= 4 * jint(j, "stream_jobs"));
+    assert_true(json_object_object_get_ex(j, "verdict", &v));
+    assert_string_equal(json_object_get_string(v), "ok");
+    json_object_put(j);
+    free(r);
+}
+
 static void test_demo_text_summary_ends_with_the_verdict(void **state)
 {
     const char *exe = *state;
@@ -150,6 +177,7 @@ static void test_demo_refuses_what_it_cannot_do_with_a_clear_message(void **stat
     static const char *const big[] = {"demo", "--max-size", "5M", NULL};
     static const char *const unk[] = {"demo", "--frobnicate", NULL};
     static const char *const extra[] = {"demo", "stray", NULL};
+    static const char *const strm[] = {"demo", "--stream-percent", "101", NULL};
 
     expect_usage_error(exe, mig, "--migrations");
     expect_usage_error(exe, tr, "carrier-pigeon");
@@ -160,6 +188,7 @@ static void test_demo_refuses_what_it_cannot_do_with_a_clear_message(void **stat
     expect_usage_error(exe, big, "--max-size");
     expect_usage_error(exe, unk, "--frobnicate");
     expect_usage_error(exe, extra, "stray");
+    expect_usage_error(exe, strm, "--stream-percent");
 }
 
 static void test_bench_engine_prints_one_json_line_with_both_throughputs(void **state)
@@ -200,6 +229,7 @@ int main(int argc, char **argv)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_prestate(test_demo_json_reports_every_job_verified_once_and_exits_0, argv[1]),
+        cmocka_unit_test_prestate(test_demo_with_stream_jobs_verifies_them_across_migrations, argv[1]),
         cmocka_unit_test_prestate(test_demo_text_summary_ends_with_the_verdict, argv[1]),
         cmocka_unit_test_prestate(test_demo_refuses_what_it_cannot_do_with_a_clear_message, argv[1]),
         cmocka_unit_test_prestate(test_bench_engine_prints_one_json_line_with_both_throughputs,

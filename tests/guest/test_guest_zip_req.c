@@ -69,6 +69,42 @@ static void test_sqe_build_refuses_bad_types_windows_and_offsets(void **state)
     assert_int_equal(guest_zip_sqe_build(sqe, &ok), 0);
 }
 
+static void test_a_stream_piece_carries_the_stream_bits_and_its_context(void **state)
+{
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    struct guest_zip_req r = {.type = ZIP_REQ_ZLIB, .buf_type = ZIP_BUF_FLAT, .in_len = 100,
+                              .stream_ctx = 0x123450000ull};
+    static const unsigned flags[] = {GUEST_ZIP_STREAM_FIRST, 0, GUEST_ZIP_STREAM_LAST,
+                                     GUEST_ZIP_STREAM_FIRST | GUEST_ZIP_STREAM_LAST};
+    (void)state;
+
+    for (size_t i = 0; i < 4; i++) {
+        r.stream_flags = flags[i];
+        assert_int_equal(guest_zip_sqe_build(sqe, &r), 0);
+        assert_true(sqe[ZIP_SQE_DW7] & ZIP_DW7_STATEFUL);
+        assert_int_equal(!!(sqe[ZIP_SQE_DW7] & ZIP_DW7_NEW_STREAM),
+                         !!(flags[i] & GUEST_ZIP_STREAM_FIRST));
+        assert_int_equal(!!(sqe[ZIP_SQE_DW7] & ZIP_DW7_FLUSH), !!(flags[i] & GUEST_ZIP_STREAM_LAST));
+        assert_int_equal(sqe[ZIP_SQE_DW7] >> ZIP_DW7_SQE_TYPE_SHIFT, ZIP_SQE_TYPE_V3);
+        assert_int_equal(sqe[ZIP_SQE_CTX_ADDR_L], 0x23450000u);
+        assert_int_equal(sqe[ZIP_SQE_CTX_ADDR_H], 0x1u);
+    }
+    /* A stateless job has none of the stream bits. */
+    r.stream_ctx = 0;
+    r.stream_flags = 0;
+    assert_int_equal(guest_zip_sqe_build(sqe, &r), 0);
+    assert_int_equal(sqe[ZIP_SQE_DW7] & ZIP_DW7_STATEFUL_BITS, 0);
+    /* Flags without a context, unknown flags, a context that wraps. */
+    r.stream_flags = GUEST_ZIP_STREAM_FIRST;
+    assert_int_equal(guest_zip_sqe_build(sqe, &r), -EINVAL);
+    r.stream_ctx = 0x10000;
+    r.stream_flags = 0x4;
+    assert_int_equal(guest_zip_sqe_build(sqe, &r), -EINVAL);
+    r.stream_flags = 0;
+    r.stream_ctx = UINT64_MAX - 0x1000;
+    assert_int_equal(guest_zip_sqe_build(sqe, &r), -EINVAL);
+}
+
 static void test_header_write_gives_the_6_1_driver_headers(void **state)
 {
     uint8_t b[16];
@@ -225,6 +261,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sqe_build_places_every_field_where_the_spec_says),
         cmocka_unit_test(test_sqe_build_refuses_bad_types_windows_and_offsets),
+        cmocka_unit_test(test_a_stream_piece_carries_the_stream_bits_and_its_context),
         cmocka_unit_test(test_header_write_gives_the_6_1_driver_headers),
         cmocka_unit_test(test_header_parse_skips_every_optional_gzip_field),
         cmocka_unit_test(test_header_parse_refuses_malformed_headers),

@@ -3,6 +3,7 @@
  * nothing moving; resuming (also re-attached from RAM alone) finishes the
  * run. */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <zlib.h>
 
 #include <cmocka.h>
 
@@ -336,6 +338,203 @@ static void test_a_guest_resumed_on_a_copy_behind_another_device_finishes_exactl
     vm_ram_destroy(b_ram);
 }
 
+/* ---- stream jobs ---- */
+
+/* An independent check of every compressed result (what the demo's ledger
+ * does): regenerate the job's input, have zlib inflate the whole result. */
+struct stream_sink {
+    struct workload_config cfg;
+    pthread_mutex_t lock;
+    uint8_t *in, *out;
+    uint32_t results, bad;
+    uint8_t seen[256];
+};
+
+static void stream_sink_fn(void *opaque, const struct workload_result *r)
+{
+    struct stream_sink *k = opaque;
+    enum zip_req_type type;
+    uint32_t len;
+    z_stream z = {0};
+    int wbits, ok;
+
+    pthread_mutex_lock(&k->lock);
+    ok = r->job < sizeof(k->seen) && !k->seen[r->job] &&
+         workload_job_input(&k->cfg, r->job, k->in, WORKLOAD_MAX_SIZE, &len, &type) == 0 &&
+         type == r->type;
+    if (ok) {
+        wbits = type == ZIP_REQ_DEFLATE ? -15 : type == ZIP_REQ_ZLIB ? 15 : 31;
+        ok = inflateInit2(&z, wbits) == Z_OK;
+    }
+    if (ok) {
+        z.next_in = (Bytef *)r->data;
+        z.avail_in = r->len;
+        z.next_out = k->out;
+        z.avail_out = WORKLOAD_MAX_SIZE + 1;
+        ok = inflate(&z, Z_FINISH) == Z_STREAM_END && z.avail_in == 0 && z.total_out == len &&
+             memcmp(k->out, k->in, len) == 0;
+        inflateEnd(&z);
+        k->seen[r->job] = 1;
+    }
+    k->results++;
+    k->bad += !ok;
+    pthread_mutex_unlock(&k->lock);
+}
+
+static void stream_sink_init(struct stream_sink *k, const struct workload_config *c)
+{
+    memset(k, 0, sizeof(*k));
+    k->cfg = *c;
+    pthread_mutex_init(&k->lock, NULL);
+    k->in = malloc(WORKLOAD_MAX_SIZE);
+    k->out = malloc(WORKLOAD_MAX_SIZE + 1);
+    assert_non_null(k->in);
+    assert_non_null(k->out);
+}
+
+static void stream_sink_fini(struct stream_sink *k)
+{
+    pthread_mutex_destroy(&k->lock);
+    free(k->in);
+    free(k->out);
+}
+
+static void stream_config(struct workload_config *c)
+{
+    small_config(c);
+    c->jobs = 40;
+    c->max_size = 200u << 10;
+    c->stream_percent = 100;
+}
+
+/* Every job a stream, every piece completed once, every stream whole. */
+static void assert_streams_whole(const struct workload *w, const struct stream_sink *k,
+                                 uint64_t jobs)
+{
+    struct workload_report r;
+
+    assert_all_verified_once(w, jobs);
+    workload_report_get(w, &r);
+    assert_int_equal(r.stream_jobs, jobs);
+    assert_int_equal(r.sgl_jobs, 0);
+    assert_int_equal(r.streams_open, 0);
+    assert_true(r.stream_pieces >= 4 * jobs && r.stream_pieces <= 16 * jobs);
+    /* One CQE per piece and one per decompression: no piece twice. */
+    assert_int_equal(r.driver.cqes, r.stream_pieces + jobs);
+    assert_int_equal(k->results, jobs);
+    assert_int_equal(k->bad, 0);
+}
+
+static void test_a_run_of_stream_jobs_verifies_every_stream_and_piece_once(void **state)
+{
+    struct workload_config c;
+    struct fixture *f;
+    struct stream_sink k;
+    (void)state;
+
+    stream_config(&c);
+    stream_sink_init(&k, &c);
+    f = fixture_new(&c);
+    workload_result_sink(f->w, stream_sink_fn, &k);
+    assert_int_equal(workload_vcpus_start(f->w), 0);
+    assert_int_equal(workload_wait(f->w, 120000), 0);
+    assert_int_equal(workload_shutdown(f->w), 0);
+    assert_streams_whole(f->w, &k, c.jobs);
+    fixture_free(f);
+    stream_sink_fini(&k);
+}
+
+static void test_a_mix_with_stream_jobs_keeps_the_other_jobs_as_they_were(void **state)
+{
+    struct workload_config c;
+    struct fixture *f;
+    struct workload_report r;
+    uint8_t *a = malloc(WORKLOAD_MAX_SIZE), *b = malloc(WORKLOAD_MAX_SIZE);
+    (void)state;
+
+    assert_non_null(a);
+    assert_non_null(b);
+    small_config(&c);
+    c.stream_percent = 30;
+    f = fixture_new(&c);
+    assert_int_equal(workload_vcpus_start(f->w), 0);
+    assert_int_equal(workload_wait(f->w, 120000), 0);
+    assert_int_equal(workload_shutdown(f->w), 0);
+    assert_all_verified_once(f->w, c.jobs);
+    workload_report_get(f->w, &r);
+    assert_true(r.stream_jobs > 0 && r.stream_jobs < c.jobs);
+    assert_int_equal(r.driver.cqes, r.stream_pieces + 2 * (c.jobs - r.stream_jobs) + r.stream_jobs);
+    /* The stream draw has its own sequence: the inputs do not change. */
+    for (uint32_t j = 0; j < c.jobs; j++) {
+        struct workload_config z = c;
+        uint32_t la, lb;
+        enum zip_req_type ta, tb;
+        z.stream_percent = 0;
+        assert_int_equal(workload_job_input(&c, j, a, WORKLOAD_MAX_SIZE, &la, &ta), 0);
+        assert_int_equal(workload_job_input(&z, j, b, WORKLOAD_MAX_SIZE, &lb, &tb), 0);
+        assert_int_equal(la, lb);
+        assert_int_equal(ta, tb);
+        assert_memory_equal(a, b, la);
+    }
+    fixture_free(f);
+    free(a);
+    free(b);
+}
+
+/* Migrations while streams are between pieces or have a piece in flight:
+ * the context travels in guest RAM, each piece completes once (on one
+ * device or the other), and zlib inflates every stream whole. */
+static void test_streams_cut_by_migrations_resume_and_inflate_whole(void **state)
+{
+    struct workload_config c;
+    struct fixture *f;
+    struct vm_ram *b_ram;
+    struct vmm_inproc_host b_host;
+    struct qm_dev_config dc;
+    struct stream_sink k;
+    struct workload_report r;
+    char why[160] = "";
+    uint64_t open = 0, prev = 0;
+    unsigned hops = 0;
+    (void)state;
+
+    stream_config(&c);
+    c.jobs = 60;
+    stream_sink_init(&k, &c);
+    f = fixture_new(&c);
+    workload_result_sink(f->w, stream_sink_fn, &k);
+    assert_int_equal(vm_ram_create(vm_ram_size(f->ram), &b_ram), 0);
+    qm_dev_config_default(&dc);
+    assert_int_equal(vmm_inproc_host_create(&dc, VF, vm_ram_guest(b_ram), &b_host), 0);
+    assert_int_equal(workload_vcpus_start(f->w), 0);
+    for (; hops < 8 && !workload_done(f->w); hops++) {
+        wait_steps(f->w, prev + 60);
+        assert_int_equal(workload_vcpus_pause(f->w), 0);
+        prev = workload_steps(f->w);
+        if (workload_check_paused(f->w, why, sizeof(why)) != 0)
+            fail_msg("paused guest is inconsistent: %s", why);
+        workload_report_get(f->w, &r);
+        open += r.streams_open;
+        if (hops % 2 == 0) {
+            migrate_stop_and_copy(&f->host, f->ram, &b_host, b_ram);
+            assert_int_equal(workload_vcpus_resume(f->w, vm_ram_guest(b_ram),
+                                                   vmm_inproc_vf_io(b_host.vf)), 0);
+        } else {
+            migrate_stop_and_copy(&b_host, b_ram, &f->host, f->ram);
+            assert_int_equal(workload_vcpus_resume(f->w, f->g, vmm_inproc_vf_io(f->host.vf)), 0);
+        }
+    }
+    assert_true(hops >= 2);
+    assert_true(open > 0); /* some migration did cut a stream */
+    assert_int_equal(workload_wait(f->w, 120000), 0);
+    assert_int_equal(workload_shutdown(f->w), 0);
+    assert_streams_whole(f->w, &k, c.jobs);
+    fixture_free(f);
+    vmm_inproc_host_destroy(&b_host);
+    vm_ram_destroy(b_ram);
+    stream_sink_fini(&k);
+}
+
 /* Precopy relies on this: every page of guest RAM that changes is in the
  * guest's CPU dirty log or in the device's DMA write log. */
 static void test_every_changed_page_is_in_the_cpu_or_the_dma_dirty_log(void **state)
@@ -508,6 +707,11 @@ static void test_config_check_names_what_is_wrong(void **state)
     c.max_size = WORKLOAD_MAX_SIZE + 1;
     assert_int_equal(workload_config_check(&c, NULL, 0), -EINVAL);
     workload_config_default(&c);
+    assert_int_equal(c.stream_percent, 0);
+    c.stream_percent = 101;
+    assert_int_equal(workload_config_check(&c, why, sizeof(why)), -EINVAL);
+    assert_non_null(strstr(why, "stream"));
+    workload_config_default(&c);
     assert_int_equal(workload_create(&c, &tiny, &io, &w), -ENOSPC);
     assert_null(w);
 }
@@ -525,6 +729,9 @@ int main(void)
         cmocka_unit_test(test_every_changed_page_is_in_the_cpu_or_the_dma_dirty_log),
         cmocka_unit_test(test_a_job_that_never_completes_is_declared_lost_and_fails_the_run),
         cmocka_unit_test(test_config_check_names_what_is_wrong),
+        cmocka_unit_test(test_a_run_of_stream_jobs_verifies_every_stream_and_piece_once),
+        cmocka_unit_test(test_a_mix_with_stream_jobs_keeps_the_other_jobs_as_they_were),
+        cmocka_unit_test(test_streams_cut_by_migrations_resume_and_inflate_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
