@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/common.h"
+#include "vmm/migrate_core.h"
 
 struct vmm_mig_host {
     struct vmm_inproc_host own; /* zeroed for a wrapped host */
@@ -162,7 +163,7 @@ struct vmm_mig_ctx {
     uint64_t pages;
     uint64_t *dirty; /* the union to copy next, one bit per page */
     uint64_t *dma;   /* scratch for DMA_LOGGING_REPORT */
-    uint64_t t_pause;
+    uint64_t t_pause, t_stop;
 };
 
 static int vmm_mig_fail(struct vmm_mig_ctx *c, enum vmm_mig_step step, int ret, const char *fmt, ...)
@@ -315,28 +316,6 @@ static int vmm_mig_collect(struct vmm_mig_ctx *c, enum vmm_mig_step step, uint64
     return 0;
 }
 
-static int vmm_mig_ram_precopy(struct vmm_mig_ctx *c)
-{
-    struct vmm_mig_stats *st = c->st;
-    uint64_t pages, dma;
-    int ret;
-
-    ret = vmm_mig_copy_data(c, &pages);
-    for (;;) {
-        if (ret)
-            return ret;
-        st->round_pages[st->precopy_rounds++] = pages;
-        st->precopy_bytes += pages << VM_RAM_PAGE_SHIFT;
-        ret = vmm_mig_collect(c, VMM_MIG_STEP_RAM_PRECOPY, &dma);
-        if (ret)
-            return ret;
-        if (am_bitmap_weight(c->dirty, c->pages) <= c->cfg->max_remaining_pages ||
-            st->precopy_rounds >= c->cfg->max_rounds)
-            return 0; /* what is left in c->dirty goes with the vCPUs stopped */
-        pages = vmm_mig_copy_dirty(c);
-    }
-}
-
 /* Back to where the migration started: destination reset, source RUNNING,
  * the guest carrying on there. */
 static void vmm_mig_rollback(struct vmm_mig_ctx *c)
@@ -369,12 +348,65 @@ static void vmm_mig_rollback(struct vmm_mig_ctx *c)
     }
 }
 
-/* Steps 1-5: everything done while the guest runs. */
-static int vmm_mig_live_phase(struct vmm_mig_ctx *c)
+/* ---- the steps, as ops of the orchestrator (vmm/migrate_core.h) ---- */
+
+/* Round 0 copies every page holding data (holes read as zero on both
+ * sides), later rounds the union in map; the last one goes with the vCPUs
+ * stopped. */
+static int vmm_mig_op_send_pages(void *opaque, uint64_t *map, unsigned round, bool last)
 {
+    struct vmm_mig_ctx *c = opaque;
     struct vmm_mig_stats *st = c->st;
-    struct iommu_range range = {0, vm_ram_size(c->src->ram)};
-    uint64_t page_size = VM_RAM_PAGE_SIZE;
+    uint64_t pages;
+    int ret;
+
+    (void)map; /* c->dirty */
+    if (last) {
+        st->last_pages = vmm_mig_copy_dirty(c);
+        return 0;
+    }
+    if (round == 0) {
+        ret = vmm_mig_copy_data(c, &pages);
+        if (ret)
+            return ret;
+    } else {
+        pages = vmm_mig_copy_dirty(c);
+    }
+    st->round_pages[st->precopy_rounds++] = pages;
+    st->precopy_bytes += pages << VM_RAM_PAGE_SHIFT;
+    return 0;
+}
+
+static int vmm_mig_op_collect(void *opaque, uint64_t *map, bool last)
+{
+    struct vmm_mig_ctx *c = opaque;
+    uint64_t dma = 0;
+    int ret;
+
+    (void)map;
+    ret = vmm_mig_collect(c, last ? VMM_MIG_STEP_LOG_LAST : VMM_MIG_STEP_RAM_PRECOPY, &dma);
+    if (ret || !last)
+        return ret;
+    c->st->last_dma_pages = dma;
+    mig_dma_logging_stop(c->src->mig);
+    c->logging = false;
+    return 0;
+}
+
+/* What is left in the union then goes with the vCPUs stopped. */
+static bool vmm_mig_op_precopy_done(void *opaque, unsigned rounds, uint64_t dirty)
+{
+    struct vmm_mig_ctx *c = opaque;
+
+    return dirty <= c->cfg->max_remaining_pages || rounds >= c->cfg->max_rounds;
+}
+
+/* Steps 1-3: the destination paused and empty, the source in PRE_COPY,
+ * the match data across. */
+static int vmm_mig_op_open(void *opaque)
+{
+    struct vmm_mig_ctx *c = opaque;
+    struct vmm_mig_stats *st = c->st;
     int ret;
 
     ret = vmm_mig_set_state(c, VMM_MIG_STEP_DST_RESUMING, c->dst->mig, "destination",
@@ -408,9 +440,16 @@ static int vmm_mig_live_phase(struct vmm_mig_ctx *c)
     ret = vmm_mig_state_write(c, VMM_MIG_STEP_MATCH, 0, st->device_head_bytes);
     if (ret || (ret = vmm_mig_done(c, VMM_MIG_STEP_MATCH)))
         return ret;
+    return 0;
+}
 
-    if (c->shared)
-        return 0;
+static int vmm_mig_op_log_start(void *opaque)
+{
+    struct vmm_mig_ctx *c = opaque;
+    struct iommu_range range = {0, vm_ram_size(c->src->ram)};
+    uint64_t page_size = VM_RAM_PAGE_SIZE;
+    int ret;
+
     ret = mig_dma_logging_start(c->src->mig, &page_size, &range, 1, 0);
     if (ret)
         return vmm_mig_fail(c, VMM_MIG_STEP_LOG_START, ret, "DMA logging start: %s",
@@ -422,21 +461,12 @@ static int vmm_mig_live_phase(struct vmm_mig_ctx *c)
     /* Round 1 copies every page with data, so older CPU writes are moot. */
     vm_ram_dirty_collect(c->src->ram, c->dirty);
     memset(c->dirty, 0, am_bitmap_words(c->pages) * sizeof(uint64_t));
-    if ((ret = vmm_mig_done(c, VMM_MIG_STEP_LOG_START)))
-        return ret;
-
-    ret = vmm_mig_ram_precopy(c);
-    if (ret || (ret = vmm_mig_done(c, VMM_MIG_STEP_RAM_PRECOPY)))
-        return ret;
     return 0;
 }
 
-/* Steps 6-12: the guest stopped, up to its resume on the destination. */
-static int vmm_mig_stop_phase(struct vmm_mig_ctx *c)
+static int vmm_mig_op_pause(void *opaque)
 {
-    struct vmm_mig_stats *st = c->st;
-    struct mig_timing ts, td;
-    uint64_t head = st->device_head_bytes, t_stop, dma = 0;
+    struct vmm_mig_ctx *c = opaque;
     int ret;
 
     c->t_pause = am_now_ns();
@@ -444,43 +474,44 @@ static int vmm_mig_stop_phase(struct vmm_mig_ctx *c)
     if (ret)
         return vmm_mig_fail(c, VMM_MIG_STEP_VCPUS_PAUSE, ret, "pausing the vCPUs: %d", ret);
     c->paused = true;
-    st->pause_ns = am_now_ns() - c->t_pause;
-    if ((ret = vmm_mig_done(c, VMM_MIG_STEP_VCPUS_PAUSE)))
-        return ret;
+    c->st->pause_ns = am_now_ns() - c->t_pause;
+    return 0;
+}
 
-    t_stop = am_now_ns();
+/* STOP_COPY (PRE_COPY_P2P quiesces it, the CACHE_WB writes queue positions
+ * into guest RAM) and the rest of the state read. */
+static int vmm_mig_op_stop_device(void *opaque)
+{
+    struct vmm_mig_ctx *c = opaque;
+    int ret;
+
+    c->t_stop = am_now_ns();
     ret = vmm_mig_set_state(c, VMM_MIG_STEP_SRC_STOP_COPY, c->src->mig, "source",
                             VFIO_MIG_STATE_STOP_COPY);
-    if (ret || (ret = vmm_mig_state_read(c, VMM_MIG_STEP_SRC_STOP_COPY)) ||
-        (ret = vmm_mig_done(c, VMM_MIG_STEP_SRC_STOP_COPY)))
-        return ret;
+    return ret ? ret : vmm_mig_state_read(c, VMM_MIG_STEP_SRC_STOP_COPY);
+}
 
-    if (!c->shared) {
-        /* After STOP_COPY: the source is quiesced, so this report holds
-         * every DMA write it will ever make, the CACHE_WB's among them. */
-        ret = vmm_mig_collect(c, VMM_MIG_STEP_LOG_LAST, &dma);
-        if (ret)
-            return ret;
-        st->last_dma_pages = dma;
-        mig_dma_logging_stop(c->src->mig);
-        c->logging = false;
-        if ((ret = vmm_mig_done(c, VMM_MIG_STEP_LOG_LAST)))
-            return ret;
+static int vmm_mig_op_device_state(void *opaque)
+{
+    struct vmm_mig_ctx *c = opaque;
 
-        st->last_pages = vmm_mig_copy_dirty(c);
-        if ((ret = vmm_mig_done(c, VMM_MIG_STEP_RAM_LAST)))
-            return ret;
-    }
+    return vmm_mig_state_write(c, VMM_MIG_STEP_DST_STATE, c->st->device_head_bytes,
+                               c->st->device_state_bytes);
+}
 
-    ret = vmm_mig_state_write(c, VMM_MIG_STEP_DST_STATE, head, st->device_state_bytes);
-    if (ret || (ret = vmm_mig_done(c, VMM_MIG_STEP_DST_STATE)))
-        return ret;
+/* Steps 11-12: the destination RUNNING, the guest carrying on there. */
+static int vmm_mig_op_handover(void *opaque)
+{
+    struct vmm_mig_ctx *c = opaque;
+    struct vmm_mig_stats *st = c->st;
+    struct mig_timing ts, td;
+    int ret;
 
     ret = vmm_mig_set_state(c, VMM_MIG_STEP_DST_RUNNING, c->dst->mig, "destination",
                             VFIO_MIG_STATE_RUNNING);
     if (ret)
         return ret;
-    st->stop_to_run_ns = am_now_ns() - t_stop;
+    st->stop_to_run_ns = am_now_ns() - c->t_stop;
     mig_timing_get(c->src->mig, &ts);
     mig_timing_get(c->dst->mig, &td);
     st->quiesce_ns = ts.quiesce_ns;
@@ -499,6 +530,53 @@ static int vmm_mig_stop_phase(struct vmm_mig_ctx *c)
     st->downtime_ns = am_now_ns() - c->t_pause;
     return 0;
 }
+
+/* The core's steps are this path's; the ones inside OPEN and HANDOVER
+ * (DST_RESUMING, SRC_PRE_COPY, MATCH, DST_RUNNING) are checked there. */
+static int vmm_mig_op_step_done(void *opaque, enum mig_core_step step)
+{
+    static const enum vmm_mig_step steps[MIG_CORE_STEP_COUNT] = {
+        [MIG_CORE_OPEN] = VMM_MIG_STEP_NONE,
+        [MIG_CORE_LOG_START] = VMM_MIG_STEP_LOG_START,
+        [MIG_CORE_PRECOPY] = VMM_MIG_STEP_RAM_PRECOPY,
+        [MIG_CORE_PAUSE] = VMM_MIG_STEP_VCPUS_PAUSE,
+        [MIG_CORE_STOP_COPY] = VMM_MIG_STEP_SRC_STOP_COPY,
+        [MIG_CORE_LOG_LAST] = VMM_MIG_STEP_LOG_LAST,
+        [MIG_CORE_RAM_LAST] = VMM_MIG_STEP_RAM_LAST,
+        [MIG_CORE_DEVICE_STATE] = VMM_MIG_STEP_DST_STATE,
+        [MIG_CORE_HANDOVER] = VMM_MIG_STEP_NONE,
+    };
+
+    if ((unsigned)step >= MIG_CORE_STEP_COUNT || steps[step] == VMM_MIG_STEP_NONE)
+        return 0;
+    return vmm_mig_done(opaque, steps[step]);
+}
+
+static void vmm_mig_op_rollback(void *opaque, int err)
+{
+    struct vmm_mig_ctx *c = opaque;
+
+    (void)err;
+    /* With shared RAM the destination writes the one RAM from DST_RUNNING
+     * on: a failing guest resume leaves it running and the guest paused. */
+    if (c->shared && c->st->failed_step >= VMM_MIG_STEP_VCPUS_RESUME)
+        return;
+    vmm_mig_rollback(c);
+}
+
+static const struct mig_core_ops vmm_mig_ops = {
+    .open = vmm_mig_op_open,
+    .log_start = vmm_mig_op_log_start,
+    .send_pages = vmm_mig_op_send_pages,
+    .collect = vmm_mig_op_collect,
+    .precopy_done = vmm_mig_op_precopy_done,
+    .pause = vmm_mig_op_pause,
+    .stop_device = vmm_mig_op_stop_device,
+    .device_state = vmm_mig_op_device_state,
+    .handover = vmm_mig_op_handover,
+    .step_done = vmm_mig_op_step_done,
+    .rollback = vmm_mig_op_rollback,
+};
 
 static int vmm_mig_check(const struct vmm_mig_host *src, const struct vmm_mig_host *dst,
                          const struct vmm_mig_guest *guest, const struct vmm_mig_config *cfg)
@@ -561,12 +639,9 @@ int vmm_mig_run(struct vmm_mig_host *src, struct vmm_mig_host *dst, const struct
             return -ENOMEM;
         }
     }
-    ret = vmm_mig_live_phase(&c);
-    if (ret == 0)
-        ret = vmm_mig_stop_phase(&c);
-    if (ret && (!c.shared || st->failed_step < VMM_MIG_STEP_VCPUS_RESUME)) {
-        vmm_mig_rollback(&c);
-    } else if (ret == 0) {
+    ret = mig_core_run(&(struct mig_core){.ops = &vmm_mig_ops, .opaque = &c, .ram = !c.shared,
+                                           .map = c.dirty, .pages = c.pages});
+    if (ret == 0) {
         /* Committed: the source keeps nothing of the guest. */
         st->ram_bytes = st->precopy_bytes + (st->last_pages << VM_RAM_PAGE_SHIFT);
         st->src_reset_error = mig_reset(src->mig);

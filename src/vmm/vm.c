@@ -19,6 +19,7 @@
 #include "qm/qm_hw.h"
 #include "vfu/client.h"
 #include "vmm/ledger.h"
+#include "vmm/migrate_core.h"
 #include "vmm/net.h"
 #include "vmm/vm_ram.h"
 
@@ -730,12 +731,17 @@ static void vm_read_epilogue(int fd, struct vm_mig_report *rep)
 
 struct vm_out {
     struct vm *vm;
+    const char *to;
     const struct vm_mig_opts *o;
     struct vm_mig_report *rep;
     struct vmstream *s;
     struct vm_undo undo;
     uint64_t *map, *dma;
     uint64_t round_ns, round_bytes; /* time and wire bytes of the rounds so far */
+    uint64_t best, sent;            /* precopy convergence (vm_out_precopy_done) */
+    unsigned stalled;
+    uint64_t t_open, t_pause, t_final; /* precopy start, vCPU pause, final round start */
+    int fd;
 };
 
 static void vm_out_progress(struct vm_out *x, uint64_t dirty)
@@ -769,83 +775,114 @@ static int vm_out_round(struct vm_out *x, bool barrier)
     return 0;
 }
 
-/* Precopy: round 0 sends every page, later rounds what both logs caught,
- * until the estimate of the stop-copy fits the goal. */
-static int vm_out_precopy(struct vm_out *x)
+/* Round 0 sends every page, later rounds what both logs caught; a
+ * precopy round ends with a device check, the last one (vCPUs stopped)
+ * does not. */
+static int vm_out_send_pages(void *opaque, uint64_t *map, unsigned round, bool last)
 {
-    struct vm *vm = x->vm;
-    uint64_t npages = vm_ram_pages(vm->ram), words = vm_ram_bitmap_words(vm->ram);
-    uint64_t goal_us = (uint64_t)x->o->downtime_ms * 1000u, best = UINT64_MAX, sent = npages;
-    unsigned stalled = 0;
+    struct vm_out *x = opaque;
+    struct vm_mig_report *rep = x->rep;
     int ret;
 
-    vm_ram_dirty_set_all(vm->ram, x->map);
-    for (;;) {
-        uint64_t pages, rate, est_us;
+    if (last) {
+        uint64_t pages = rep->ram_pages, zero = rep->zero_pages;
 
-        ret = vm_out_round(x, true);
+        ret = vm_out_round(x, false);
         if (ret) {
-            vm_fail_stream(x->rep, "precopy", ret, x->s, "RAM round");
+            vm_fail_stream(rep, "stop-copy", ret, x->s, "final RAM round");
             return ret;
         }
-        x->rep->precopy_rounds++;
-        if (x->rep->precopy_rounds == 1 && (ret = vm_hold_point(vm, "precopy")) != 0) {
-            vm_fail_note(x->rep, "precopy", ret, "migration aborted");
-            return ret;
-        }
-        memset(x->map, 0, words * sizeof(uint64_t));
-        ret = vm_collect_dirty(vm, x->map, x->dma);
-        if (ret) {
-            vm_fail_note(x->rep, "precopy", ret, "reading the dirty logs failed: %s",
-                         strerror(-ret));
-            return ret;
-        }
-        pages = am_bitmap_weight(x->map, npages);
-        vm_out_progress(x, pages);
-        /* Wire bytes per second so far; the first round (every page) sets
-         * it, the small later ones refine it. */
-        rate = x->round_ns ? x->round_bytes * 1000000000u / x->round_ns : 0;
-        est_us = rate ? pages * VM_RAM_PAGE_SIZE * 1000000u / rate : UINT64_MAX / 2;
-        est_us += VM_STOP_OVERHEAD_US;
-        x->rep->expected_downtime_us = est_us;
-        /* Within the goal, one more round is still worth it while rounds
-         * keep halving what is left (round 1 always, unless little is
-         * left): the stop-copy then carries little more than what the
-         * guest writes during one short round. */
-        if (pages == 0 || x->rep->precopy_rounds >= x->o->max_rounds)
-            return 0;
-        if (est_us <= goal_us &&
-            (pages <= VM_FEW_PAGES || (x->rep->precopy_rounds >= 2 && pages * 2 > sent)))
-            return 0;
-        sent = pages;
-        if (pages < best) {
-            best = pages;
-            stalled = 0;
-        } else if (++stalled >= VM_STALL_ROUNDS) {
-            return 0; /* not converging: the guest dirties as fast as we send */
-        }
+        rep->final_ram_pages = rep->ram_pages - pages + rep->zero_pages - zero;
+        rep->final_ram_us = us_since(x->t_final);
+        return 0;
     }
+    if (round == 0)
+        vm_ram_dirty_set_all(x->vm->ram, map);
+    ret = vm_out_round(x, true);
+    if (ret) {
+        vm_fail_stream(rep, "precopy", ret, x->s, "RAM round");
+        return ret;
+    }
+    rep->precopy_rounds++;
+    if (rep->precopy_rounds == 1 && (ret = vm_hold_point(x->vm, "precopy")) != 0) {
+        vm_fail_note(rep, "precopy", ret, "migration aborted");
+        return ret;
+    }
+    memset(map, 0, vm_ram_bitmap_words(x->vm->ram) * sizeof(uint64_t));
+    return 0;
 }
 
-/* Stop-and-copy and the end: every step timed for the downtime split. */
-static int vm_out_stop_copy(struct vm_out *x, uint64_t *t_pause)
+/* The final collect's map still holds what precopy's last one found; it
+ * adds what was written since, STOP_COPY's write-back (queue positions)
+ * included. */
+static int vm_out_collect(void *opaque, uint64_t *map, bool last)
 {
-    struct vm *vm = x->vm;
-    struct vm_mig_report *rep = x->rep;
-    struct vmstream_round before;
-    uint64_t t;
+    struct vm_out *x = opaque;
+    int ret = vm_collect_dirty(x->vm, map, x->dma);
+
+    if (ret)
+        vm_fail_note(x->rep, last ? "stop-copy" : "precopy", ret,
+                     "reading the dirty logs failed: %s", strerror(-ret));
+    return ret;
+}
+
+/* Precopy goes on until the estimate of the stop-copy fits the goal. */
+static bool vm_out_precopy_done(void *opaque, unsigned rounds, uint64_t pages)
+{
+    struct vm_out *x = opaque;
+    uint64_t goal_us = (uint64_t)x->o->downtime_ms * 1000u, rate, est_us;
+
+    vm_out_progress(x, pages);
+    /* Wire bytes per second so far; the first round (every page) sets
+     * it, the small later ones refine it. */
+    rate = x->round_ns ? x->round_bytes * 1000000000u / x->round_ns : 0;
+    est_us = rate ? pages * VM_RAM_PAGE_SIZE * 1000000u / rate : UINT64_MAX / 2;
+    est_us += VM_STOP_OVERHEAD_US;
+    x->rep->expected_downtime_us = est_us;
+    /* Within the goal, one more round is still worth it while rounds
+     * keep halving what is left (round 1 always, unless little is
+     * left): the stop-copy then carries little more than what the
+     * guest writes during one short round. */
+    if (pages == 0 || rounds >= x->o->max_rounds)
+        return true;
+    if (est_us <= goal_us && (pages <= VM_FEW_PAGES || (rounds >= 2 && pages * 2 > x->sent)))
+        return true;
+    x->sent = pages;
+    if (pages < x->best) {
+        x->best = pages;
+        x->stalled = 0;
+    } else if (++x->stalled >= VM_STALL_ROUNDS) {
+        return true; /* not converging: the guest dirties as fast as we send */
+    }
+    return false;
+}
+
+/* Stop-and-copy: every step timed for the downtime split. */
+static int vm_out_pause(void *opaque)
+{
+    struct vm_out *x = opaque;
     int ret;
 
-    vm_set_phase(vm, "stop-copy");
-    *t_pause = t = am_now_ns();
-    ret = workload_vcpus_pause(vm->w);
+    vm_set_phase(x->vm, "stop-copy");
+    x->t_pause = am_now_ns();
+    ret = workload_vcpus_pause(x->vm->w);
     if (ret) {
-        vm_fail_note(rep, "stop-copy", ret, "pausing the vCPUs failed: %s", strerror(-ret));
+        vm_fail_note(x->rep, "stop-copy", ret, "pausing the vCPUs failed: %s", strerror(-ret));
         return ret;
     }
     x->undo.paused = true;
-    rep->pause_us = us_since(t);
-    t = am_now_ns();
+    x->rep->pause_us = us_since(x->t_pause);
+    return 0;
+}
+
+static int vm_out_stop_device(void *opaque)
+{
+    struct vm_out *x = opaque;
+    struct vm *vm = x->vm;
+    struct vm_mig_report *rep = x->rep;
+    uint64_t t = am_now_ns();
+    int ret;
+
     ret = vfu_client_mig_state_set(vm->c, VFIO_MIG_STATE_PRE_COPY_P2P);
     if (ret) {
         vm_fail_note(rep, "stop-copy", ret, "device quiesce (PRE_COPY_P2P) failed: %s",
@@ -865,36 +902,28 @@ static int vm_out_stop_copy(struct vm_out *x, uint64_t *t_pause)
         vm_fail_note(rep, "stop-copy", ret, "migration aborted");
         return ret;
     }
-    t = am_now_ns();
+    x->t_final = am_now_ns();
     ret = vmstream_send_stop_copy(x->s);
-    if (ret) {
+    if (ret)
         vm_fail_stream(rep, "stop-copy", ret, x->s, "stop-copy marker");
-        return ret;
-    }
-    /* map still holds what precopy's last collection found; add what was
-     * written since, STOP_COPY's write-back (queue positions) included. */
-    ret = vm_collect_dirty(vm, x->map, x->dma);
-    if (ret) {
-        vm_fail_note(rep, "stop-copy", ret, "reading the dirty logs failed: %s", strerror(-ret));
-        return ret;
-    }
-    before.pages = rep->ram_pages;
-    before.zero_pages = rep->zero_pages;
-    ret = vm_out_round(x, false);
-    if (ret) {
-        vm_fail_stream(rep, "stop-copy", ret, x->s, "final RAM round");
-        return ret;
-    }
-    rep->final_ram_pages = rep->ram_pages - before.pages + rep->zero_pages - before.zero_pages;
-    rep->final_ram_us = us_since(t);
-    t = am_now_ns();
-    ret = vm_send_device(vm, x->s, &rep->device_state_bytes);
+    return ret;
+}
+
+/* The device state, then END (answered READY: D holds the state). */
+static int vm_out_device_state(void *opaque)
+{
+    struct vm_out *x = opaque;
+    struct vm_mig_report *rep = x->rep;
+    uint64_t t = am_now_ns();
+    int ret;
+
+    ret = vm_send_device(x->vm, x->s, &rep->device_state_bytes);
     if (ret) {
         vm_fail_stream(rep, "stop-copy", ret, x->s, "device state");
         return ret;
     }
     rep->device_send_us = us_since(t);
-    vm_set_phase(vm, "end");
+    vm_set_phase(x->vm, "end");
     t = am_now_ns();
     ret = vmstream_send_end(x->s);
     if (ret) {
@@ -918,8 +947,9 @@ static uint64_t vm_new_migration_id(void)
  * failure rolls back as any other; from then on only COMMITTED (release)
  * or D's explicit refusal (D will never run it: roll back) settle it, and
  * anything else leaves the guest paused here, in doubt: -EINPROGRESS. */
-static int vm_out_handover(struct vm_out *x)
+static int vm_out_handover(void *opaque)
 {
+    struct vm_out *x = opaque;
     struct vm *vm = x->vm;
     struct vm_mig_report *rep = x->rep;
     uint64_t t, id = vm_new_migration_id();
@@ -966,9 +996,12 @@ static int vm_out_handover(struct vm_out *x)
 }
 
 /* Connection, handshake and the early device data. */
-static int vm_out_open(struct vm_out *x, const char *to, int *fd)
+static int vm_out_open(void *opaque)
 {
+    struct vm_out *x = opaque;
     struct vm *vm = x->vm;
+    const char *to = x->to;
+    int *fd = &x->fd;
     struct vm_mig_report *rep = x->rep;
     struct vm_net_endpoint ep;
     uint64_t page_size = VM_RAM_PAGE_SIZE;
@@ -1053,14 +1086,61 @@ static void vm_release(struct vm *vm)
     pthread_mutex_unlock(&vm->lock);
 }
 
+static int vm_out_step_done(void *opaque, enum mig_core_step step)
+{
+    struct vm_out *x = opaque;
+
+    if (step == MIG_CORE_OPEN)
+        x->t_open = am_now_ns();
+    return 0;
+}
+
+/* Before the point of no return (or after D's explicit refusal): tell D,
+ * then the guest carries on here. */
+static void vm_out_rollback(void *opaque, int err)
+{
+    struct vm_out *x = opaque;
+    struct vm *vm = x->vm;
+
+    (void)err;
+    if (x->s)
+        vmstream_send_abort(x->s); /* after READY: D may discard at once */
+    pthread_mutex_lock(&vm->lock);
+    if (vm->ho == VM_HO_IN_DOUBT)
+        vm->ho = VM_HO_ROLLED_BACK; /* D refused after COMMIT */
+    pthread_mutex_unlock(&vm->lock);
+    if (vm_rollback(vm, &x->undo, x->rep) == 0)
+        am_log(AM_LOG_INFO, "vm", "migration to %s failed (%s): the guest carries on here", x->to,
+               x->rep->error);
+    else
+        am_log(AM_LOG_ERR, "vm", "migration to %s failed and could not be undone: %s", x->to,
+               x->rep->error);
+}
+
+/* The mini-VMM's steps for the orchestrator (vmm/migrate_core.h): the
+ * DMA log starts in open, before PRE_COPY's first read. */
+static const struct mig_core_ops vm_out_ops = {
+    .open = vm_out_open,
+    .log_start = NULL,
+    .send_pages = vm_out_send_pages,
+    .collect = vm_out_collect,
+    .precopy_done = vm_out_precopy_done,
+    .pause = vm_out_pause,
+    .stop_device = vm_out_stop_device,
+    .device_state = vm_out_device_state,
+    .handover = vm_out_handover,
+    .step_done = vm_out_step_done,
+    .rollback = vm_out_rollback,
+};
+
 int vm_migrate_out(struct vm *vm, const char *to, const struct vm_mig_opts *opts,
                    struct vm_mig_report *rep)
 {
     struct vm_mig_opts o = opts ? *opts : (struct vm_mig_opts){0};
-    struct vm_out x = {.vm = vm, .o = &o, .rep = rep};
+    struct vm_out x = {.vm = vm, .to = to, .o = &o, .rep = rep, .best = UINT64_MAX, .fd = -1};
     enum vm_state was = vm->state;
-    uint64_t t0 = am_now_ns(), t_open = 0, t_pause = 0;
-    int fd = -1, ret;
+    uint64_t t0 = am_now_ns();
+    int ret;
 
     memset(rep, 0, sizeof(*rep));
     snprintf(rep->peer, sizeof(rep->peer), "%s", to ? to : "");
@@ -1081,6 +1161,7 @@ int vm_migrate_out(struct vm *vm, const char *to, const struct vm_mig_opts *opts
     }
     x.map = calloc(vm_ram_bitmap_words(vm->ram), sizeof(uint64_t));
     x.dma = calloc(vm_ram_bitmap_words(vm->ram), sizeof(uint64_t));
+    x.sent = vm_ram_pages(vm->ram);
     pthread_mutex_lock(&vm->lock);
     vm->state = VM_MIGRATING;
     vm->round = vm->ram_bytes_sent = vm->dirty_pages = 0;
@@ -1088,34 +1169,25 @@ int vm_migrate_out(struct vm *vm, const char *to, const struct vm_mig_opts *opts
     if (!x.map || !x.dma) {
         vm_fail_note(rep, "start", -ENOMEM, "out of memory for the dirty bitmaps");
         ret = -ENOMEM;
-        goto out;
+        vm_out_rollback(&x, ret);
+    } else {
+        ret = mig_core_run(&(struct mig_core){.ops = &vm_out_ops, .opaque = &x, .ram = true,
+                                               .map = x.map, .pages = vm_ram_pages(vm->ram)});
     }
-    ret = vm_out_open(&x, to, &fd);
     if (ret == 0) {
-        t_open = am_now_ns();
-        ret = vm_out_precopy(&x);
-    }
-    if (ret == 0)
-        ret = vm_out_stop_copy(&x, &t_pause);
-    if (ret == 0)
-        ret = vm_out_handover(&x);
-    if (ret == 0) {
-        rep->downtime_us = us_since(t_pause);
-        rep->precopy_us = (t_pause - t_open) / 1000u;
+        rep->downtime_us = us_since(x.t_pause);
+        rep->precopy_us = (x.t_pause - x.t_open) / 1000u;
         rep->total_us = us_since(t0);
         rep->ram_bytes_per_s = x.round_ns ? x.round_bytes * 1000000000u / x.round_ns : 0;
-        vm_read_epilogue(fd, rep);
+        vm_read_epilogue(x.fd, rep);
     }
-out:
-    if (ret != 0 && ret != -EINPROGRESS && x.s)
-        vmstream_send_abort(x.s); /* after READY: D may discard at once */
     vm_set_stream(vm, NULL);
     vmstream_destroy(x.s);
     pthread_mutex_lock(&vm->lock);
     vm->mig_fd = -1;
     pthread_mutex_unlock(&vm->lock);
-    if (fd >= 0)
-        close(fd);
+    if (x.fd >= 0)
+        close(x.fd);
     free(x.map);
     free(x.dma);
     if (ret == 0) {
@@ -1135,16 +1207,6 @@ out:
         am_log(AM_LOG_ERR, "vm", "migration to %s: %s", to, rep->error);
         return ret;
     }
-    pthread_mutex_lock(&vm->lock);
-    if (vm->ho == VM_HO_IN_DOUBT)
-        vm->ho = VM_HO_ROLLED_BACK; /* D refused after COMMIT */
-    pthread_mutex_unlock(&vm->lock);
-    if (vm_rollback(vm, &x.undo, rep) == 0)
-        am_log(AM_LOG_INFO, "vm", "migration to %s failed (%s): the guest carries on here", to,
-               rep->error);
-    else
-        am_log(AM_LOG_ERR, "vm", "migration to %s failed and could not be undone: %s", to,
-               rep->error);
     pthread_mutex_lock(&vm->lock);
     vm->state = was;
     vm->phase[0] = '\0';
