@@ -92,6 +92,7 @@ struct vm {
     /* Fault injection other than hold (vm_fault_set): point and action. */
     char fault_point[VM_PHASE_NAME_MAX];
     char fault_action[VM_PHASE_NAME_MAX];
+    bool fault_deaf;  /* a cut-recv fired: nothing more is read, even if buffered */
     int mig_fd; /* the migration's connection, -1 when none (for the cut faults) */
 
     /* The last handover (docs/vm.md): where it ended, which side this was,
@@ -193,6 +194,11 @@ static int vm_hold_point(struct vm *vm, const char *phase)
             raise(SIGSTOP); /* frozen until SIGCONT, then carries on from here */
         else if (fd >= 0)
             shutdown(fd, strcmp(action, "cut-send") == 0 ? SHUT_WR : SHUT_RD);
+        if (strcmp(action, "cut-recv") == 0) {
+            pthread_mutex_lock(&vm->lock);
+            vm->fault_deaf = true;
+            pthread_mutex_unlock(&vm->lock);
+        }
     }
     pthread_mutex_lock(&vm->lock);
     if (strcmp(vm->hold, phase) == 0) {
@@ -978,7 +984,13 @@ static int vm_out_handover(void *opaque)
         /* An abort from here on cannot undo anything: the wait below fails
          * and the handover is in doubt. */
         (void)vm_hold_point(vm, "src-commit");
-        ret = vmstream_wait_committed(x->s);
+        pthread_mutex_lock(&vm->lock);
+        bool deaf = vm->fault_deaf;
+        vm->fault_deaf = false;
+        pthread_mutex_unlock(&vm->lock);
+        /* Deaf: an answer that reached the socket before the cut is not
+         * heard either (a shut read side may still hand out queued bytes). */
+        ret = deaf ? -ECONNRESET : vmstream_wait_committed(x->s);
     }
     rep->handover_us = us_since(t);
     if (ret == 0)
