@@ -534,6 +534,17 @@ int workload_job_input(const struct workload_config *cfg, uint32_t job, uint8_t 
     return 0;
 }
 
+unsigned workload_job_stream_pieces(const struct workload_config *cfg, uint32_t job)
+{
+    struct wl_params p;
+    uint64_t s;
+
+    if (!cfg || job >= cfg->jobs)
+        return 0;
+    wl_params_draw(cfg, job, &p, &s);
+    return wl_stream_draw(cfg, job, p.in_len, 0, NULL, NULL);
+}
+
 void workload_result_sink(struct workload *w, workload_result_fn fn, void *opaque)
 {
     w->result_fn = fn;

@@ -81,6 +81,11 @@ int workload_config_check(const struct workload_config *cfg, char *why, size_t w
 int workload_job_input(const struct workload_config *cfg, uint32_t job, uint8_t *buf, size_t cap,
                        uint32_t *len, enum zip_req_type *type);
 
+/* How many pieces job `job` of a workload with cfg is compressed in: 0 for
+ * a stateless job (or a bad job), 4..16 for a stream job. For a checker
+ * outside the guest (the demo counts its stream jobs). */
+unsigned workload_job_stream_pieces(const struct workload_config *cfg, uint32_t job);
+
 /* Guest RAM the workload needs (from 0, including the unused first page),
  * rounded up to 4 KiB; 0 for an invalid config. */
 uint64_t workload_ram_size(const struct workload_config *cfg);

@@ -412,9 +412,13 @@ static void assert_streams_whole(const struct workload *w, const struct stream_s
                                  uint64_t jobs)
 {
     struct workload_report r;
+    uint64_t pieces = 0;
 
     assert_all_verified_once(w, jobs);
     workload_report_get(w, &r);
+    for (uint32_t j = 0; j < jobs; j++)
+        pieces += workload_job_stream_pieces(workload_config_get(w), j);
+    assert_int_equal(r.stream_pieces, pieces); /* what a checker outside computes */
     assert_int_equal(r.stream_jobs, jobs);
     assert_int_equal(r.sgl_jobs, 0);
     assert_int_equal(r.streams_open, 0);
@@ -463,6 +467,13 @@ static void test_a_mix_with_stream_jobs_keeps_the_other_jobs_as_they_were(void *
     assert_all_verified_once(f->w, c.jobs);
     workload_report_get(f->w, &r);
     assert_true(r.stream_jobs > 0 && r.stream_jobs < c.jobs);
+    {
+        uint64_t n = 0;
+        for (uint32_t j = 0; j < c.jobs; j++)
+            n += workload_job_stream_pieces(&c, j) > 0;
+        assert_int_equal(r.stream_jobs, n);
+        assert_int_equal(workload_job_stream_pieces(&c, c.jobs), 0); /* bad job */
+    }
     assert_int_equal(r.driver.cqes, r.stream_pieces + 2 * (c.jobs - r.stream_jobs) + r.stream_jobs);
     /* The stream draw has its own sequence: the inputs do not change. */
     for (uint32_t j = 0; j < c.jobs; j++) {
