@@ -505,7 +505,7 @@ static void test_streams_cut_by_migrations_resume_and_inflate_whole(void **state
     struct stream_sink k;
     struct workload_report r;
     char why[160] = "";
-    uint64_t open = 0, prev = 0;
+    uint64_t open = 0, prev = 0, cut = 0;
     unsigned hops = 0;
     (void)state;
 
@@ -518,14 +518,22 @@ static void test_streams_cut_by_migrations_resume_and_inflate_whole(void **state
     qm_dev_config_default(&dc);
     assert_int_equal(vmm_inproc_host_create(&dc, VF, vm_ram_guest(b_ram), &b_host), 0);
     assert_int_equal(workload_vcpus_start(f->w), 0);
-    for (; hops < 8 && !workload_done(f->w); hops++) {
-        wait_steps(f->w, prev + 60);
+    /* At least 8 hops, and on until one of them carried a piece other than
+     * a stream's first in flight (tag bits 40-47, docs/guest.md). */
+    for (; (hops < 8 || !cut) && hops < 40 && !workload_done(f->w); hops++) {
+        wait_steps(f->w, prev + 40);
         assert_int_equal(workload_vcpus_pause(f->w), 0);
         prev = workload_steps(f->w);
         if (workload_check_paused(f->w, why, sizeof(why)) != 0)
             fail_msg("paused guest is inconsistent: %s", why);
         workload_report_get(f->w, &r);
         open += r.streams_open;
+        for (unsigned q = 0; q < c.qps; q += 2) {
+            uint64_t tags[QM_SQ_DEPTH];
+            unsigned n = guest_vf_qp_inflight_tags(workload_vf(f->w), q, tags, QM_SQ_DEPTH);
+            for (unsigned t = 0; t < n && t < QM_SQ_DEPTH; t++)
+                cut += (tags[t] >> 40 & 0xff) != 0;
+        }
         if (hops % 2 == 0) {
             migrate_stop_and_copy(&f->host, f->ram, &b_host, b_ram);
             assert_int_equal(workload_vcpus_resume(f->w, vm_ram_guest(b_ram),
@@ -537,6 +545,9 @@ static void test_streams_cut_by_migrations_resume_and_inflate_whole(void **state
     }
     assert_true(hops >= 2);
     assert_true(open > 0); /* some migration did cut a stream */
+    print_message("%u migrations: %llu open streams, %llu later pieces in flight\n", hops,
+                  (unsigned long long)open, (unsigned long long)cut);
+    assert_true(cut > 0);  /* and one had a later piece in flight */
     assert_int_equal(workload_wait(f->w, 120000), 0);
     assert_int_equal(workload_shutdown(f->w), 0);
     assert_streams_whole(f->w, &k, c.jobs);
