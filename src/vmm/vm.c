@@ -215,6 +215,19 @@ static int vm_hold_point(struct vm *vm, const char *phase)
     return ret;
 }
 
+/* Whether a cut-recv fault has made this side deaf (and clears it): a shut
+ * read side may still hand out bytes queued before the cut, which a deaf
+ * side must not hear. */
+static bool vm_take_deaf(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    bool deaf = vm->fault_deaf;
+
+    vm->fault_deaf = false;
+    pthread_mutex_unlock(&vm->lock);
+    return deaf;
+}
+
 int vm_fault_set(struct vm *vm, const char *point, const char *action)
 {
     if (point[0] && (!vm_name_known(point, vm_hold_phases, AM_ARRAY_SIZE(vm_hold_phases)) ||
@@ -984,13 +997,7 @@ static int vm_out_handover(void *opaque)
         /* An abort from here on cannot undo anything: the wait below fails
          * and the handover is in doubt. */
         (void)vm_hold_point(vm, "src-commit");
-        pthread_mutex_lock(&vm->lock);
-        bool deaf = vm->fault_deaf;
-        vm->fault_deaf = false;
-        pthread_mutex_unlock(&vm->lock);
-        /* Deaf: an answer that reached the socket before the cut is not
-         * heard either (a shut read side may still hand out queued bytes). */
-        ret = deaf ? -ECONNRESET : vmstream_wait_committed(x->s);
+        ret = vm_take_deaf(vm) ? -ECONNRESET : vmstream_wait_committed(x->s);
     }
     rep->handover_us = us_since(t);
     if (ret == 0)
@@ -1420,10 +1427,13 @@ int vm_incoming(struct vm *vm, int listen_fd, int accept_timeout_ms, struct vm_m
     vm->ho_source = false;
     vm->ho_id = 0;
     pthread_mutex_unlock(&vm->lock);
-    if (vm_hold_point(vm, "dst-ready") != 0)
+    if (vm_hold_point(vm, "dst-ready") != 0) {
         ret = -ECANCELED; /* in doubt all the same: the source may have committed */
-    else
-        ret = vmstream_recv_commit(s, &id);
+    } else {
+        /* Deaf (cut-recv): a COMMIT queued before the cut is not read
+         * either, as on the source side. */
+        ret = vm_take_deaf(vm) ? -ECONNRESET : vmstream_recv_commit(s, &id);
+    }
     if (ret == -ECONNABORTED) {
         vm_fail_stream(rep, "handover", ret, s, "handover");
         goto fail;
