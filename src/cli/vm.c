@@ -109,6 +109,7 @@ static void vmcli_usage(FILE *f)
             "                         SQ/CQ doorbell is a vfio-user message (default: mapped\n"
             "                         when the server offers it, the device polls them)\n"
             "  --jobs N --qps N --vcpus N --min-size B --max-size B --seed N --sgl-percent N\n"
+            "  --stream-percent N     (0..100) that share of jobs as streams in pieces\n"
             "                         the guest's workload (as in accmig demo)\n"
             "  --results FILE         append every compression result the guest reads here\n"
             "                         to FILE, for a check outside the guest (the demo's ledger)\n"
