@@ -1442,7 +1442,9 @@ int vm_incoming(struct vm *vm, int listen_fd, int accept_timeout_ms, struct vm_m
         vm_fail_note(rep, "handover", -EINPROGRESS,
                      "handover in doubt: READY went out but no commit came (%s); the guest is "
                      "held here, not running, until `accmig migrate --resolve`",
-                     ret == -ECANCELED ? "aborted" : vmstream_error(s));
+                     ret == -ECANCELED  ? "aborted"
+                     : vmstream_error(s)[0] ? vmstream_error(s)
+                                            : strerror(-ret));
         rep->in_doubt = true;
         ret = -EINPROGRESS;
         goto in_doubt;
