@@ -7,8 +7,9 @@
  * anything that can stop its vCPUs at a step boundary and carry on with
  * another RAM and VF (struct vmm_mig_guest; the workload is one).
  *
- * One migration (vmm_mig_run), in this order; the numbers are enum
- * vmm_mig_step:
+ * One migration (vmm_mig_run), in this order, run by the orchestrator the
+ * mini-VMM shares (vmm/migrate_core.h; these steps are its ops); the
+ * numbers are enum vmm_mig_step:
  *   1 DST_RESUMING   destination VF -> RESUMING (function reset, paused);
  *                    its RAM is emptied and its stale MSIs dropped
  *   2 SRC_PRE_COPY   source VF -> PRE_COPY (still running)
