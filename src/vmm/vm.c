@@ -1162,6 +1162,7 @@ int vm_migrate_out(struct vm *vm, const char *to, const struct vm_mig_opts *opts
     int ret;
 
     memset(rep, 0, sizeof(*rep));
+    (void)vm_take_deaf(vm); /* a cut of an earlier migration is not this one's */
     snprintf(rep->peer, sizeof(rep->peer), "%s", to ? to : "");
     if (!o.downtime_ms)
         o.downtime_ms = VM_DEFAULT_DOWNTIME_MS;
@@ -1375,6 +1376,7 @@ int vm_incoming(struct vm *vm, int listen_fd, int accept_timeout_ms, struct vm_m
         return -EINVAL;
     }
     memset(&vm->dest, 0, sizeof(vm->dest));
+    (void)vm_take_deaf(vm); /* a cut of an earlier migration is not this one's */
     vm_set_state(vm, VM_INCOMING);
     vm_set_phase(vm, "wait");
     ret = vm_accept(vm, listen_fd, accept_timeout_ms, &fd);
