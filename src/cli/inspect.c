@@ -90,6 +90,18 @@ static void text_fields(const struct mig_stream_content *c, const struct mig_str
                s->int_pending, (unsigned long long)s->ifc_msg,
                (unsigned long long)s->ifc_out_msg);
         return;
+    case MIG_REC_QSTATE:
+        for (unsigned i = 0; i < MIG_QS_COUNT; i++)
+            if (s->qs.bits[i])
+                printf("      %-16s queues %#llx\n", mig_qs_names[i],
+                       (unsigned long long)s->qs.bits[i]);
+        printf("      event queues/halt %#x, mailbox w0 %#x, mailbox data %#llx\n", s->qs.xeq,
+               s->qs.mb_w0, (unsigned long long)s->qs.mb_data);
+        return;
+    case MIG_REC_QCTX:
+        printf("      SQC of queues %#llx, CQC of queues %#llx (in no table)\n",
+               (unsigned long long)s->ctx_sq, (unsigned long long)s->ctx_cq);
+        return;
     case MIG_REC_END:
         printf("      crc32c %08x\n", c->crc_stored);
         return;
@@ -191,6 +203,21 @@ static json_object *json_fields(const struct mig_stream_content *c,
         jadd_u(f, "int_pending", s->int_pending);
         jadd_u(f, "ifc_msg", s->ifc_msg);
         jadd_u(f, "ifc_out_msg", s->ifc_out_msg);
+        break;
+    case MIG_REC_QSTATE: {
+        json_object *qs = json_object_new_object();
+
+        for (unsigned i = 0; i < MIG_QS_COUNT; i++)
+            jadd_u(qs, mig_qs_names[i], s->qs.bits[i]);
+        json_object_object_add(f, "queues", qs);
+        jadd_u(f, "xeq_state", s->qs.xeq);
+        jadd_u(f, "mb_w0", s->qs.mb_w0);
+        jadd_u(f, "mb_data", s->qs.mb_data);
+        break;
+    }
+    case MIG_REC_QCTX:
+        jadd_u(f, "ctx_sq", s->ctx_sq);
+        jadd_u(f, "ctx_cq", s->ctx_cq);
         break;
     case MIG_REC_END:
         jadd_u(f, "crc32c", c->crc_stored);
