@@ -982,9 +982,13 @@ static int vm_out_handover(void *opaque)
     }
     t = am_now_ns();
     ret = vmstream_send_commit(x->s, id);
-    if (ret == -ECANCELED || ret == -EINVAL) {
+    if (ret != 0 && ret != -EINPROGRESS) {
+        /* Not a byte of COMMIT left (aborted, out of order, or the stream
+         * had already failed, e.g. READY never came): still ours to resume.
+         * Only 0 (sent) and -EINPROGRESS (cut while sending) pass the point
+         * of no return. */
         vm_fail_stream(rep, "handover", ret, x->s, "handover");
-        return ret; /* nothing left: still ours to resume */
+        return ret;
     }
     /* The point of no return. */
     pthread_mutex_lock(&vm->lock);
