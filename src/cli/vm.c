@@ -13,7 +13,9 @@
  *
  * Exit: 0 the guest finished here with every job verified exactly once, or
  * it migrated away, or the operator said quit; 1 the guest's checks failed
- * or an incoming migration failed; 2 bad usage or setup failure.
+ * or an incoming migration failed (even because its server died); 2 bad
+ * usage or setup failure; 3 the device server went away (its socket hung
+ * up) under a guest here.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -81,6 +83,8 @@ struct vmcli {
 
     json_object *log; /* array: every migration this VMM took part in */
     bool quit;
+    bool dev_gone; /* the device server hung up: seen once, then not polled */
+    bool dev_unwatched; /* it hung up after the guest left: nothing to fail */
     bool incoming_failed;
     int exit_status;
 };
@@ -119,7 +123,7 @@ static void vmcli_usage(FILE *f)
             "  (docs/vm.md) kills, freezes or cuts at a handover step.\n"
             "Exit status: 0 the guest finished verified or migrated away, 1 a check or an\n"
             "incoming migration failed, or the VMM quit with a handover in doubt, 2 usage\n"
-            "or setup error.\n",
+            "or setup error, 3 the device server went away.\n",
             VM_DEFAULT_TIMEOUT_MS, VMCLI_HOLD_ENV, VMCLI_FAULT_ENV);
 }
 
@@ -643,6 +647,28 @@ static void vmcli_signal(struct vmcli *x)
         vm_abort(x->vm);
 }
 
+/* The server's socket hung up (a dead server, not a slow one): fail the VM
+ * at once rather than when the guest's jobs time out. A migration under way
+ * fails at its next device call by itself (and says why to its peer); only
+ * a destination still waiting for its source, with no device call to come,
+ * is aborted. */
+static void vmcli_device_gone(struct vmcli *x)
+{
+    struct vm_status st;
+
+    if (x->job == VMCLI_JOB_NONE && vm_guest_poll(x->vm) == VM_MIGRATED) {
+        x->dev_unwatched = true;
+        return;
+    }
+    x->dev_gone = true;
+    vm_device_gone(x->vm);
+    vm_status_get(x->vm, &st);
+    if (x->job == VMCLI_JOB_INCOMING && strcmp(st.phase, "wait") == 0)
+        vm_abort(x->vm);
+    fprintf(stderr, "accmig vm: the device server went away (%s hung up): the guest's device is "
+                    "gone\n", x->o.vm.attach);
+}
+
 static void vmcli_wake(struct vmcli *x)
 {
     uint64_t n;
@@ -656,19 +682,25 @@ static void vmcli_wake(struct vmcli *x)
 static void vmcli_loop(struct vmcli *x)
 {
     for (;;) {
-        struct pollfd p[3 + VMCLI_MAX_CONNS];
-        struct vmcli_conn *pc[3 + VMCLI_MAX_CONNS];
+        struct pollfd p[4 + VMCLI_MAX_CONNS];
+        struct vmcli_conn *pc[4 + VMCLI_MAX_CONNS];
+        int dev_fd = x->dev_gone || x->dev_unwatched ? -1 : vm_device_fd(x->vm);
         enum vm_state st;
-        nfds_t n = 0;
+        nfds_t n = 0, first = 2;
 
         if (x->job == VMCLI_JOB_NONE) {
             st = vm_guest_poll(x->vm);
             if (x->quit || x->incoming_failed || st == VM_MIGRATED ||
-                (st == VM_FINISHED && !x->o.stay))
+                (st == VM_FINISHED && !x->o.stay) || (x->dev_gone && !x->o.stay))
                 return;
         }
         p[n++] = (struct pollfd){.fd = x->sig_fd, .events = POLLIN};
         p[n++] = (struct pollfd){.fd = x->wake_fd, .events = POLLIN};
+        /* Only the hang-up: the client reads its replies itself. */
+        if (dev_fd >= 0) {
+            p[n++] = (struct pollfd){.fd = dev_fd, .events = POLLRDHUP};
+            first = 3;
+        }
         if (x->ctl_fd >= 0)
             p[n++] = (struct pollfd){.fd = x->ctl_fd, .events = POLLIN};
         for (unsigned i = 0; i < VMCLI_MAX_CONNS; i++) {
@@ -683,7 +715,9 @@ static void vmcli_loop(struct vmcli *x)
             vmcli_signal(x);
         if (p[1].revents)
             vmcli_wake(x);
-        for (nfds_t i = 2; i < n; i++) {
+        if (first == 3 && (p[2].revents & (POLLRDHUP | POLLHUP | POLLERR)))
+            vmcli_device_gone(x);
+        for (nfds_t i = first; i < n; i++) {
             if (!p[i].revents)
                 continue;
             if (x->ctl_fd >= 0 && p[i].fd == x->ctl_fd)
@@ -703,6 +737,8 @@ static int vmcli_finish(struct vmcli *x)
     const char *outcome;
     int status = 0;
 
+    /* A guest whose device is gone is not shut down: that talks to the
+     * device (and waits on it); vm_destroy only stops its vCPUs. */
     if (st == VM_RUNNING || st == VM_FINISHED) {
         int ret = vm_guest_shutdown(x->vm);
         if (ret)
@@ -724,9 +760,12 @@ static int vmcli_finish(struct vmcli *x)
         outcome = "in-doubt";
         status = 1;
         have = false;
-    } else if (x->incoming_failed) {
+    } else if (x->incoming_failed) { /* also when its server died during it */
         outcome = "incoming-failed";
         status = 1;
+    } else if (x->dev_gone) {
+        outcome = "device-gone";
+        status = 3;
     } else if (st == VM_MIGRATED) {
         outcome = "migrated";
     } else if (st == VM_FINISHED) {

@@ -13,6 +13,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -74,6 +75,7 @@ struct vm {
     struct vf_io io;
     struct vmstream_profile profile;
     enum vm_doorbells doorbells; /* set at create, immutable */
+    int dev_fd; /* the vfio-user socket as found at create (watched only), -1; immutable */
 
     /* Protects everything below; cond signals hold releases and aborts.
      * The driving thread changes w and s only under it, so the status and
@@ -94,6 +96,7 @@ struct vm {
     char fault_action[VM_PHASE_NAME_MAX];
     bool fault_deaf;  /* a cut-recv fired: nothing more is read, even if buffered */
     int mig_fd; /* the migration's connection, -1 when none (for the cut faults) */
+    bool dev_gone; /* the device server hung up (vm_device_gone) */
 
     /* The last handover (docs/vm.md): where it ended, which side this was,
      * its id; in doubt, what a source still has to undo when told to run
@@ -416,8 +419,55 @@ int vm_ram_prealloc(struct vm_ram *ram)
     return 0;
 }
 
+/* vfu's client does not expose its socket, and a caller that wants to see
+ * the server hang up at once (rather than at its next call) needs it: so
+ * note the connected AF_UNIX sockets before the connect and take the
+ * highest new one after. Only watched, never read, written or closed. */
+#define VM_DEV_FD_SCAN 1024
+
+static bool vm_fd_is_unix_peer(int fd)
+{
+    struct sockaddr_un a;
+    socklen_t len = sizeof(a);
+
+    return getpeername(fd, (struct sockaddr *)&a, &len) == 0 && a.sun_family == AF_UNIX;
+}
+
+static void vm_fd_scan(uint64_t *set)
+{
+    for (int fd = 0; fd < VM_DEV_FD_SCAN; fd++)
+        if (vm_fd_is_unix_peer(fd))
+            set[fd / 64] |= 1ull << (fd % 64);
+}
+
+static int vm_fd_new(const uint64_t *before)
+{
+    uint64_t after[VM_DEV_FD_SCAN / 64] = {0};
+
+    vm_fd_scan(after);
+    for (int fd = VM_DEV_FD_SCAN - 1; fd >= 0; fd--)
+        if ((after[fd / 64] & ~before[fd / 64]) & 1ull << (fd % 64))
+            return fd;
+    return -1;
+}
+
+int vm_device_fd(const struct vm *vm)
+{
+    return vm->dev_fd;
+}
+
+void vm_device_gone(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    vm->dev_gone = true;
+    if (vm->state == VM_RUNNING || vm->state == VM_FINISHED)
+        vm->state = VM_FAILED;
+    pthread_mutex_unlock(&vm->lock);
+}
+
 int vm_create(const struct vm_config *cfg, struct vm **out)
 {
+    uint64_t fds_before[VM_DEV_FD_SCAN / 64] = {0};
     struct vfu_client_opts co = {0};
     uint64_t need, size;
     struct vm *vm;
@@ -439,6 +489,7 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
     pthread_cond_init(&vm->cond, NULL);
     vm->state = VM_ATTACHED;
     vm->mig_fd = -1;
+    vm->dev_fd = -1;
     vm->results_fd = -1;
     pthread_mutex_init(&vm->results_lock, NULL);
     {
@@ -464,9 +515,11 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
     /* Our guest's driver never stores a doorbell over a pending one it does
      * not supersede (guest.h), so the server may let us map BAR4. */
     co.cooperative_doorbells = true;
+    vm_fd_scan(fds_before);
     ret = vfu_client_connect(vm->attach, &co, &vm->c);
     if (ret)
         goto err_ram;
+    vm->dev_fd = vm_fd_new(fds_before);
     ret = vfu_client_dma_map_fd(vm->c, 0, size, vm_ram_fd(vm->ram), 0, IOMMU_READ | IOMMU_WRITE);
     if (!ret)
         ret = vfu_client_irqs_enable(vm->c, QM_NUM_VECTORS);
@@ -617,6 +670,7 @@ void vm_status_get(struct vm *vm, struct vm_status *st)
     st->handover = vm->ho;
     st->handover_source = vm->ho_source;
     st->migration_id = vm->ho_id;
+    st->device_gone = vm->dev_gone;
     if (vm->w) {
         st->guest = true;
         st->steps = workload_steps(vm->w);
@@ -1655,6 +1709,7 @@ json_object *vm_status_json(const struct vm_status *st)
     j_str(j, "state", vm_state_name(st->state));
     j_str(j, "phase", st->phase);
     j_str(j, "held", st->held);
+    json_object_object_add(j, "device_gone", json_object_new_boolean(st->device_gone));
     j_u64(j, "round", st->round);
     j_u64(j, "ram_bytes_sent", st->ram_bytes_sent);
     j_u64(j, "dirty_pages", st->dirty_pages);

@@ -189,6 +189,7 @@ struct vm_status {
     enum vm_handover handover;     /* the last handover, as this side knows it */
     bool handover_source;          /* this side was its source */
     uint64_t migration_id;         /* the last COMMIT's id (0: none seen) */
+    bool device_gone;              /* the device server hung up (vm_device_gone) */
 };
 
 struct vm;
@@ -276,6 +277,16 @@ int vm_fault_set(struct vm *vm, const char *point, const char *action);
 void vm_hold_release(struct vm *vm);
 
 void vm_status_get(struct vm *vm, struct vm_status *st);
+
+/* The device server's vfio-user socket, for a caller's poll only (POLLRDHUP
+ * or POLLHUP: the server went away; never read or close it), -1 when it
+ * could not be found; valid until vm_destroy. vm_device_gone records that
+ * the server went away: the status says device_gone, a running or
+ * finished guest's state becomes VM_FAILED (not shut down then: that
+ * talks to the device; vm_destroy stops its vCPUs); a migration in progress fails by itself at its next device
+ * call (or the caller aborts it). Neither call waits on a device call. */
+int vm_device_fd(const struct vm *vm);
+void vm_device_gone(struct vm *vm);
 
 /* JSON views for the control socket, `accmig migrate`, the demo and the
  * benchmark (new objects; the caller puts them). */
