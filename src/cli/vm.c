@@ -673,8 +673,11 @@ static void vmcli_wake(struct vmcli *x)
 {
     uint64_t n;
 
-    if (read(x->wake_fd, &n, sizeof(n)) == sizeof(n) && x->job != VMCLI_JOB_NONE)
+    if (read(x->wake_fd, &n, sizeof(n)) == sizeof(n) && x->job != VMCLI_JOB_NONE) {
         vmcli_job_done(x);
+        if (x->dev_gone) /* a guest the failed migration left running here is failed too */
+            vm_device_gone(x->vm);
+    }
 }
 
 /* Runs until the guest finished (without --stay), migrated away, an

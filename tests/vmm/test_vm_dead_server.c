@@ -222,6 +222,50 @@ static void test_a_destination_whose_server_dies_after_the_handover_fails_at_onc
     pt_expect_exit(t, "vm0", 0); /* the source left once the guest had migrated */
 }
 
+/* The source's server SIGKILLed during a migration (held in precopy, then
+ * let go): the migration fails, the source says its device is gone and
+ * exits 3; the destination discards and exits 1. */
+static void test_a_source_whose_server_dies_during_precopy_fails(void **state)
+{
+    struct pt *t = *state;
+    char listen[128], got_state[64];
+    json_object *rep = NULL;
+    uint64_t t0;
+    double ms;
+    int got;
+
+    running_guest(t);
+    pt_server(t, "B", 4, NULL);
+    pt_vm(t, "vm1", "B", 0, 0, "tcp:127.0.0.1:0", NULL);
+    pt_listen(t, "vm1", listen, sizeof(listen));
+    json_object_put(pt_ctl(t, "vm0", "hold precopy"));
+    pt_migrate_start(t, "vm0", listen, NULL);
+    pt_wait_status(t, "vm0", "held", "precopy");
+    t0 = am_now_ns();
+    pt_kill(t, "A", SIGKILL);
+    for (;;) { /* seen while the migration is still held */
+        if (status_bool(t, "vm0", "device_gone"))
+            break;
+        if (am_now_ns() - t0 > (uint64_t)HANG_MS * 1000000u)
+            fail_msg("vm0 did not see its server die in %d ms", HANG_MS);
+        usleep(2000);
+    }
+    ms = (double)(am_now_ns() - t0) / 1e6;
+    printf("reaction: source held in precopy, server SIGKILLed -> device_gone in %.1f ms\n", ms);
+    json_object_put(pt_ctl(t, "vm0", "continue"));
+    assert_int_not_equal(pt_migrate_finish(t, "vm0", &rep), 0);
+    json_object_put(rep);
+    pt_status_str(t, "vm0", "state", got_state, sizeof(got_state));
+    printf("source state after the failed migration: %s\n", got_state);
+    assert_string_not_equal(got_state, "running");
+    assert_string_not_equal(got_state, "migrated");
+    json_object_put(pt_ctl(t, "vm0", "quit"));
+    got = pt_wait(t, "vm0", HANG_MS);
+    assert_int_equal(got, 3);
+    got = pt_wait(t, "vm1", PT_EXIT_MS);
+    assert_int_equal(got, 1);
+}
+
 int main(int argc, char **argv)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -231,6 +275,7 @@ int main(int argc, char **argv)
         T(test_a_vmm_without_stay_exits_3_by_itself),
         T(test_an_incoming_vmm_whose_server_dies_stops_waiting),
         T(test_a_destination_whose_server_dies_after_the_handover_fails_at_once),
+        T(test_a_source_whose_server_dies_during_precopy_fails),
     };
 #undef T
     if (argc < 2) {
