@@ -1170,6 +1170,11 @@ static int vfio_db_write(void *opaque, uint64_t off, const void *data, unsigned 
     return vfu_client_region_write(opaque, VFU_REGION_BAR4, off, data, size);
 }
 
+int vfu_client_fd(const struct vfu_client *c)
+{
+    return c->fd;
+}
+
 void vfu_client_vf_io(struct vfu_client *c, struct vf_io *io)
 {
     io->mmio_read = vfio_mmio_read;

@@ -81,6 +81,9 @@ int vfu_client_connect(const char *path, const struct vfu_client_opts *opts,
  * thread, closes eventfds. NULL is a no-op. */
 void vfu_client_destroy(struct vfu_client *c);
 void vfu_client_server_caps(const struct vfu_client *c, struct vfu_client_server_caps *out);
+/* The connection's socket, for poll only (to see the server hang up at
+ * once): never read, write or close it. Valid until vfu_client_destroy. */
+int vfu_client_fd(const struct vfu_client *c);
 
 /* Raw request: sends cmd with req (req_len bytes) and fds, waits for the
  * reply and copies its payload (up to rep_cap bytes; -EMSGSIZE if longer,

@@ -13,7 +13,6 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -419,38 +418,6 @@ int vm_ram_prealloc(struct vm_ram *ram)
     return 0;
 }
 
-/* vfu's client does not expose its socket, and a caller that wants to see
- * the server hang up at once (rather than at its next call) needs it: so
- * note the connected AF_UNIX sockets before the connect and take the
- * highest new one after. Only watched, never read, written or closed. */
-#define VM_DEV_FD_SCAN 1024
-
-static bool vm_fd_is_unix_peer(int fd)
-{
-    struct sockaddr_un a;
-    socklen_t len = sizeof(a);
-
-    return getpeername(fd, (struct sockaddr *)&a, &len) == 0 && a.sun_family == AF_UNIX;
-}
-
-static void vm_fd_scan(uint64_t *set)
-{
-    for (int fd = 0; fd < VM_DEV_FD_SCAN; fd++)
-        if (vm_fd_is_unix_peer(fd))
-            set[fd / 64] |= 1ull << (fd % 64);
-}
-
-static int vm_fd_new(const uint64_t *before)
-{
-    uint64_t after[VM_DEV_FD_SCAN / 64] = {0};
-
-    vm_fd_scan(after);
-    for (int fd = VM_DEV_FD_SCAN - 1; fd >= 0; fd--)
-        if ((after[fd / 64] & ~before[fd / 64]) & 1ull << (fd % 64))
-            return fd;
-    return -1;
-}
-
 int vm_device_fd(const struct vm *vm)
 {
     return vm->dev_fd;
@@ -467,7 +434,6 @@ void vm_device_gone(struct vm *vm)
 
 int vm_create(const struct vm_config *cfg, struct vm **out)
 {
-    uint64_t fds_before[VM_DEV_FD_SCAN / 64] = {0};
     struct vfu_client_opts co = {0};
     uint64_t need, size;
     struct vm *vm;
@@ -515,11 +481,10 @@ int vm_create(const struct vm_config *cfg, struct vm **out)
     /* Our guest's driver never stores a doorbell over a pending one it does
      * not supersede (guest.h), so the server may let us map BAR4. */
     co.cooperative_doorbells = true;
-    vm_fd_scan(fds_before);
     ret = vfu_client_connect(vm->attach, &co, &vm->c);
     if (ret)
         goto err_ram;
-    vm->dev_fd = vm_fd_new(fds_before);
+    vm->dev_fd = vfu_client_fd(vm->c);
     ret = vfu_client_dma_map_fd(vm->c, 0, size, vm_ram_fd(vm->ram), 0, IOMMU_READ | IOMMU_WRITE);
     if (!ret)
         ret = vfu_client_irqs_enable(vm->c, QM_NUM_VECTORS);
