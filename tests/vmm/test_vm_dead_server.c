@@ -20,22 +20,12 @@ static const char *g_exe;
 
 static int setup(void **state)
 {
-    struct pt *t = calloc(1, sizeof(*t));
-
-    if (!t)
-        return -1;
-    pt_init(t, g_exe);
-    *state = t;
-    return 0;
+    return pt_fixture_new(state, g_exe);
 }
 
 static int teardown(void **state)
 {
-    struct pt *t = *state;
-
-    pt_cleanup(t);
-    free(t);
-    return 0;
+    return pt_fixture_free(state);
 }
 
 static bool status_bool(struct pt *t, const char *vm, const char *key)

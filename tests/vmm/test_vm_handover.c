@@ -168,27 +168,6 @@ static void migrate_rolled_back(struct pt *t, const char *listen, const char *ex
     json_object_put(rep);
 }
 
-/* A VMM on server's VF 0 runs a few jobs to the end. */
-static void assert_vf_serves_a_new_guest(struct pt *t, const char *server, const char *name)
-{
-    char sock[160], ctl[160];
-    const char *args[] = {"vm", "--attach", sock, "--control", ctl, "--stay", "--jobs", "16",
-                          "--qps", "2", "--vcpus", "2", "--max-size", "16K", NULL};
-    json_object *j, *r;
-
-    pt_sock(t, server, 0, sock, sizeof(sock));
-    pt_ctl_path(t, name, ctl, sizeof(ctl));
-    pt_spawn(t, name, NULL, args);
-    pt_wait_path(t, ctl, name);
-    pt_wait_status(t, name, "state", "finished");
-    j = pt_ctl(t, name, "report");
-    assert_true(json_object_object_get_ex(j, "report", &r));
-    assert_string_equal(pt_str(j, "verdict"), "ok");
-    json_object_put(j);
-    json_object_put(pt_ctl(t, name, "quit"));
-    pt_expect_exit(t, name, 0);
-}
-
 /* The guest ended on `winner`: the other VMM is gone with status
  * loser_exit (or was killed: -1 skips), every job verified exactly once on
  * the winner, and the loser's host serves a new guest. */
@@ -200,7 +179,7 @@ static void assert_guest_on(struct pt *t, const char *winner, const char *loser,
         pt_expect_exit(t, loser, loser_exit);
     assert_at_most_one_runs(t);
     pt_assert_guest_ok(t, winner, JOBS);
-    assert_vf_serves_a_new_guest(t, loser_host, "vm-new");
+    pt_assert_vf_serves_a_new_guest(t, loser_host, "vm-new");
 }
 
 /* ---- before the point of no return: the source keeps the guest ---- */

@@ -27,22 +27,12 @@ static const char *g_exe;
 
 static int setup(void **state)
 {
-    struct pt *t = calloc(1, sizeof(*t));
-
-    if (!t)
-        return -1;
-    pt_init(t, g_exe);
-    *state = t;
-    return 0;
+    return pt_fixture_new(state, g_exe);
 }
 
 static int teardown(void **state)
 {
-    struct pt *t = *state;
-
-    pt_cleanup(t);
-    free(t);
-    return 0;
+    return pt_fixture_free(state);
 }
 
 /* Two hosts (servers A and B, 4 queue pairs each unless said), vm0 running
@@ -60,29 +50,6 @@ static bool jbool(json_object *o, const char *k)
 {
     json_object *v;
     return json_object_object_get_ex(o, k, &v) && json_object_get_boolean(v);
-}
-
-/* A VMM attached to server's VF runs a few jobs to the end: the VF was
- * left reset and ready. */
-static void assert_vf_serves_a_new_guest(struct pt *t, const char *server, const char *name)
-{
-    char sock[160], ctl[160];
-    const char *args[] = {"vm", "--attach", sock, "--control", ctl, "--stay", "--jobs", "16",
-                          "--qps", "2", "--vcpus", "2", "--max-size", "16K", NULL};
-    json_object *j, *r;
-
-    pt_sock(t, server, 0, sock, sizeof(sock));
-    pt_ctl_path(t, name, ctl, sizeof(ctl));
-    pt_spawn(t, name, NULL, args);
-    pt_wait_path(t, ctl, name);
-    pt_wait_status(t, name, "state", "finished");
-    j = pt_ctl(t, name, "report");
-    assert_true(json_object_object_get_ex(j, "report", &r));
-    assert_string_equal(pt_str(j, "verdict"), "ok");
-    assert_int_equal(pt_int(r, "jobs_verified"), 16);
-    json_object_put(j);
-    json_object_put(pt_ctl(t, name, "quit"));
-    pt_expect_exit(t, name, 0);
 }
 
 /* ---- success ---- */
@@ -168,7 +135,7 @@ static void test_accmig_migrate_moves_a_running_guest_and_frees_the_source_vf(vo
     /* The source VMM hands over and leaves with status 0. */
     pt_expect_exit(t, "vm0", 0);
     pt_assert_guest_ok(t, "vm1", JOBS);
-    assert_vf_serves_a_new_guest(t, "A", "vm2");
+    pt_assert_vf_serves_a_new_guest(t, "A", "vm2");
 }
 
 /* vm0 (doorbells as src_extra says) migrates its busy guest to vm1 (as
@@ -247,7 +214,7 @@ static void dest_vmm_killed(void **state, const char *phase)
     two_hosts(t, 4, listen, sizeof(listen));
     json_object_put(migrate_and_fail_at(t, listen, phase, hurt_kill, "vm1", NULL));
     pt_expect_exit(t, "vm1", 128 + SIGKILL);
-    assert_vf_serves_a_new_guest(t, "B", "vm2");
+    pt_assert_vf_serves_a_new_guest(t, "B", "vm2");
 }
 
 static void test_a_destination_vmm_killed_during_precopy_leaves_the_source_guest_running(
@@ -389,7 +356,7 @@ static void test_a_cut_connection_during_stop_copy_keeps_the_source_and_frees_th
     close(p.lfd);
     /* The destination discards what it had and leaves its VF reset. */
     pt_expect_exit(t, "vm1", 1);
-    assert_vf_serves_a_new_guest(t, "B", "vm2");
+    pt_assert_vf_serves_a_new_guest(t, "B", "vm2");
 }
 
 /* ---- the source fails ---- */
@@ -412,8 +379,8 @@ static void test_a_killed_source_leaves_the_destination_discarding_and_its_vf_re
     /* The destination gives up at once (connection reset), exits 1. */
     pt_expect_exit(t, "vm1", 1);
     /* Both VFs serve new clients. */
-    assert_vf_serves_a_new_guest(t, "B", "vm2");
-    assert_vf_serves_a_new_guest(t, "A", "vm3");
+    pt_assert_vf_serves_a_new_guest(t, "B", "vm2");
+    pt_assert_vf_serves_a_new_guest(t, "A", "vm3");
 }
 
 /* ---- an incompatible destination ---- */

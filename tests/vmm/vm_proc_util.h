@@ -496,4 +496,28 @@ static inline int pt_migrate_cli(struct pt *t, const char *vm, const char *to, c
     return pt_migrate_finish(t, vm, rep);
 }
 
+/* A VMM attached to server's VF 0 runs 16 jobs to the end, all verified:
+ * the VF was left reset and ready for a new guest. */
+static inline void pt_assert_vf_serves_a_new_guest(struct pt *t, const char *server,
+                                                   const char *name)
+{
+    char sock[160], ctl[160];
+    const char *args[] = {"vm", "--attach", sock, "--control", ctl, "--stay", "--jobs", "16",
+                          "--qps", "2", "--vcpus", "2", "--max-size", "16K", NULL};
+    json_object *j, *r;
+
+    pt_sock(t, server, 0, sock, sizeof(sock));
+    pt_ctl_path(t, name, ctl, sizeof(ctl));
+    pt_spawn(t, name, NULL, args);
+    pt_wait_path(t, ctl, name);
+    pt_wait_status(t, name, "state", "finished");
+    j = pt_ctl(t, name, "report");
+    assert_true(json_object_object_get_ex(j, "report", &r));
+    assert_string_equal(pt_str(j, "verdict"), "ok");
+    assert_int_equal(pt_int(r, "jobs_verified"), 16);
+    json_object_put(j);
+    json_object_put(pt_ctl(t, name, "quit"));
+    pt_expect_exit(t, name, 0);
+}
+
 #endif
