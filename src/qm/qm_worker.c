@@ -332,6 +332,9 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
                          w->sqe[ZIP_SQE_TAG_L], status,
                          alg > ZIP_ALG_DECOMPRESS ? "queue has no direction"
                                                   : zip_engine_last_error(w->eng));
+        /* Before the CQE: a guest that sees it and rings at once finds
+         * the device polling and needs no kick. */
+        qm_db_poll_state_on_locked(fn);
         qm_job_commit_locked(fn, &d, q, c, slot, w->sqe);
         /* The guest may have rung again while this job ran: see it now,
          * under the lock held anyway, rather than at the next sweep. */
