@@ -203,7 +203,10 @@ static int gvf_db_page(struct guest_vf *vf, uint16_t qn, uint64_t v)
 
     if (vf->io.db_write && atomic_load_explicit(state, memory_order_relaxed) != QM_DB_POLL_ON) {
         gvf_stat_add(vf, &vf->st->stats.doorbell_kicks, 1);
-        return vf->io.db_write(vf->io.opaque, off, &v, 8);
+        /* The store was the doorbell; the kick only hurries it. A refused
+         * kick (the host stopped the device for a migration) leaves it to
+         * the device's resume or next sweep. */
+        (void)vf->io.db_write(vf->io.opaque, off, &v, 8);
     }
     return 0;
 }

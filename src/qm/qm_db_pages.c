@@ -57,6 +57,8 @@ struct qm_db_poll {
     uint64_t sleep_ns;                /* the sleep phase's next wait */
     atomic_uint_fast64_t last_db_ns;  /* a doorbell taken */
     atomic_uint_fast64_t last_done_ns; /* a job completed */
+    atomic_uint_fast64_t ndone;        /* jobs completed: a turn that saw it change
+                                        * since its sweep began sweeps again */
     /* handed[f]: VF f's pages were handed out since its last renew (no
      * lock: a stale value costs one sweep of idle pages, or one sweep's
      * delay for a VMM that has only just been given its fd). */
@@ -157,8 +159,10 @@ void qm_db_poll_note_done(struct qm_dev *dev)
 
     /* No pages handed out: no guest can store a doorbell, nothing to poll
      * for (an in-process device pays one load per job). */
-    if (p != NULL && atomic_load_explicit(&p->nhanded, memory_order_relaxed) != 0)
+    if (p != NULL && atomic_load_explicit(&p->nhanded, memory_order_relaxed) != 0) {
         atomic_store_explicit(&p->last_done_ns, am_now_ns(), memory_order_relaxed);
+        atomic_fetch_add_explicit(&p->ndone, 1, memory_order_relaxed);
+    }
 }
 
 /* The poll state every queue's page of fn shows its guest (qm_hw.h,
@@ -282,6 +286,7 @@ bool qm_db_poll_turn_locked(struct qm_dev *dev, const struct qm_worker *w, bool 
     p->owner_waits = false;
     /* The pages say ON only while this turn spins (QM_DB_POLL_STATE). */
     bool spin = qm_db_spin_due(p, am_now_ns());
+    uint64_t done0 = atomic_load_explicit(&p->ndone, memory_order_relaxed);
 
     pthread_mutex_unlock(&dev->sched_lock);
     bool found = qm_db_sweep(dev, spin ? QM_DB_POLL_ON : QM_DB_POLL_OFF);
@@ -311,6 +316,11 @@ bool qm_db_poll_turn_locked(struct qm_dev *dev, const struct qm_worker *w, bool 
             return true;
         }
     }
+    /* A job completed meanwhile: its commit told its guest the device
+     * polls (qm_db_poll_state_on_locked), so no wait before another sweep;
+     * its worker saw this turn busy, or it would have taken it. */
+    if (atomic_load_explicit(&p->ndone, memory_order_relaxed) != done0)
+        return true;
     if (dev->ring_count == 0 && !dev->stopping) {
         struct timespec ts;
 
@@ -331,6 +341,14 @@ bool qm_db_poll_turn_locked(struct qm_dev *dev, const struct qm_worker *w, bool 
             p->owner_waits = false;
     }
     return true;
+}
+
+void qm_db_poll_wake_owner_locked(struct qm_dev *dev)
+{
+    struct qm_db_poll *p = dev->poll;
+
+    if (p != NULL && p->owner != NULL && p->owner_waits)
+        pthread_cond_broadcast(&dev->sched_cond);
 }
 
 void qm_db_poll_leave_locked(struct qm_dev *dev, const struct qm_worker *w, unsigned idle_workers)

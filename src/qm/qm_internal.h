@@ -502,6 +502,10 @@ bool qm_db_poll_turn_locked(struct qm_dev *dev, const struct qm_worker *w, bool 
 /* A job of fn is about to complete: its pages say QM_DB_POLL_ON (if they
  * were handed out), as the completing worker spins next. */
 void qm_db_poll_state_on_locked(struct qm_fn *fn);
+/* A worker back from a job takes another from the ring instead of polling:
+ * the job's commit told its guest the device polls, so a waiting turn owner
+ * is woken to sweep. Under dev->sched_lock. */
+void qm_db_poll_wake_owner_locked(struct qm_dev *dev);
 /* w takes a job: if it held the turn, it gives it up and signals one of
  * idle_workers, if any, to take it. Under dev->sched_lock. */
 void qm_db_poll_leave_locked(struct qm_dev *dev, const struct qm_worker *w, unsigned idle_workers);

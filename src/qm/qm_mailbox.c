@@ -342,6 +342,9 @@ static uint8_t handle_resume_qm(struct qm_access *a, struct qm_mb_port *p,
     for (unsigned v = 0; v < QM_NUM_VECTORS; v++)
         if (held & (1u << v))
             qm_fn_msi_locked(fn, a->d, v);
+    /* Doorbells stored during the pause run now, not at the next sweep
+     * (a guest's kick may have been refused meanwhile). */
+    qm_db_pages_take_locked(a);
     qm_fn_resume_events_locked(fn, a->d);
     return QM_MB_ST_OK;
 }

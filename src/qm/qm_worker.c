@@ -404,6 +404,9 @@ static void *qm_worker_main(void *arg)
         dev->ring_count--;
         q->queued = false;
         qm_db_poll_leave_locked(dev, w, dev->idle_waiting);
+        if (back_from_job)
+            qm_db_poll_wake_owner_locked(dev);
+        back_from_job = false;
         atomic_fetch_add(&dev->serving, 1);
         pthread_mutex_unlock(&dev->sched_lock);
         while (qm_worker_serve(w, q)) {
