@@ -248,7 +248,13 @@ static int sec_execute(struct sec_engine *e, const struct sec_job *j)
     /* The destination image: the source's bytes, the payload ciphered (a
      * MAC over the output covers what it spans of either). */
     out_len = j->dir ? (uint64_t)j->c_off + j->c_len : 0;
-    memcpy(e->out, e->in, j->total);
+    if (out_len == 0) {
+        memcpy(e->out, e->in, j->total);
+    } else {
+        /* The payload is overwritten by the cipher: copy only around it. */
+        memcpy(e->out, e->in, j->c_off);
+        memcpy(e->out + out_len, e->in + out_len, j->total - out_len);
+    }
     if (j->xcm) {
         r = sec_crypto_aead(e, j, ckey, iv, e->in + j->a_off, j->a_len, e->in + j->c_off,
                             e->out + j->c_off, j->c_len, j->dir == SEC_DIR_ENC ? mac : want_mac);
