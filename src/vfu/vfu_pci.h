@@ -1,9 +1,10 @@
-/* vfu_pci: the emulated PCI Express configuration space of a ZIP VF
- * (private to vfu/).
+/* vfu_pci: the emulated PCI Express configuration space of a VF (ZIP, SEC:
+ * the engine's device id) (private to vfu/).
  *
  * The layout is data (pci_cfg.c: a table of fields with reset value, writable
  * bits, write-1-to-clear bits and an optional hook) applied by one
- * dispatcher. What it shows: vendor 0x19e5 / device 0xa251, the QM revision,
+ * dispatcher. What it shows: vendor 0x19e5 / device 0xa251 (ZIP; the
+ * engine's VF id after vfu_pci_cfg_set_device_id, 0xa256 for SEC), the QM revision,
  * class 0x12 (processing accelerator), BAR2 as a 64-bit prefetchable memory
  * BAR whose size answers the usual all-ones probe, BAR4 (the doorbell pages,
  * when the VF has them) as a 64-bit non-prefetchable memory BAR with the same
