@@ -243,6 +243,113 @@ static void test_a_sec_stream_is_refused_by_a_zip_destination_before_downtime(vo
     side_down(&src);
 }
 
+/* A cbc(aes)-256 encryption of len bytes at src into dst of fn's memory;
+ * returns libcrypto's answer in want. */
+struct cbc_job {
+    uint64_t src, dst, key, iv;
+    uint32_t len;
+    uint8_t want[8192];
+};
+
+static void cbc_job_new(struct tenv *e, unsigned fn, struct cbc_job *j, uint32_t len)
+{
+    uint8_t key[32], iv[16], *pt;
+    EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new();
+    int n = 0;
+
+    assert_true(len <= sizeof(j->want) && len % 16 == 0);
+    j->len = len;
+    j->src = tmem_alloc(e, fn, len, 64);
+    j->dst = tmem_alloc(e, fn, len, 64);
+    j->key = tmem_alloc(e, fn, 64, 64);
+    j->iv = tmem_alloc(e, fn, 64, 64);
+    pt = tmem_ptr(e, fn, j->src);
+    assert_int_equal(RAND_bytes(key, 32), 1);
+    assert_int_equal(RAND_bytes(iv, 16), 1);
+    assert_int_equal(RAND_bytes(pt, (int)len), 1);
+    memcpy(tmem_ptr(e, fn, j->key), key, 32);
+    memcpy(tmem_ptr(e, fn, j->iv), iv, 16);
+    assert_int_equal(EVP_EncryptInit_ex(x, EVP_aes_256_cbc(), NULL, key, iv), 1);
+    EVP_CIPHER_CTX_set_padding(x, 0);
+    assert_int_equal(EVP_EncryptUpdate(x, j->want, &n, pt, (int)len), 1);
+    EVP_CIPHER_CTX_free(x);
+}
+
+static void cbc_job_bd(const struct cbc_job *j, uint32_t *bd)
+{
+    memset(bd, 0, SEC_SQE_SIZE);
+    bd[SEC_DW_BD_PARAM] = SEC_BD_TYPE3 | 1u << SEC_BD_DE_SHIFT;
+    bd[SEC_DW_CIPHER] = SEC_DIR_ENC | 2u << SEC_CKEY_LEN_SHIFT | SEC_MODE_CBC << SEC_CMODE_SHIFT |
+                        SEC_ALG_AES << SEC_CALG_SHIFT;
+    bd[SEC_DW_CIPHER_LEN] = j->len;
+    put64(bd, SEC_DW_SRC_L, j->src);
+    put64(bd, SEC_DW_DST_L, j->dst);
+    put64(bd, SEC_DW_CKEY_L, j->key);
+    put64(bd, SEC_DW_CIV_L, j->iv);
+}
+
+/* A started SEC VF with finished jobs migrates to another SEC device (the
+ * guest memory moves with it): the destination's queue takes the next BD
+ * where the source's left off and computes it. */
+static void test_a_started_sec_vf_migrates_and_its_queue_works_on_the_destination(void **state)
+{
+    static uint8_t stream[MIG_STREAM_MAX];
+    static struct cbc_job j1, j2;
+    struct qm_dev_config c;
+    struct tenv src, dst;
+    struct mig_dev *ms, *md;
+    struct tvf v;
+    uint32_t bd[SEC_SQE_DWORDS], back[SEC_SQE_DWORDS];
+    uint16_t slot, done;
+    size_t n = 0;
+    (void)state;
+
+    sec_config(&c, QM_ENGINE_SEC);
+    c.num_vfs = 1;
+    tenv_init(&src, &c);
+    tenv_init(&dst, &c);
+    assert_int_equal(mig_dev_create(src.dev, 1, MIG_HW_V4, &ms), 0);
+    assert_int_equal(mig_dev_create(dst.dev, 1, MIG_HW_V4, &md), 0);
+    tvf_probe(&src, &v, 1);
+    tvf_start_qp(&v, 0, 0);
+    cbc_job_new(&src, 1, &j1, 4096);
+    cbc_job_new(&src, 1, &j2, 8192);
+    cbc_job_bd(&j1, bd);
+    slot = tvf_submit(&v, 0, bd);
+    assert_true(tvf_cqe_wait(&v, 0, &done, T_TIMEOUT_MS));
+    assert_int_equal(done, slot);
+    assert_memory_equal(tmem_ptr(&src, 1, j1.dst), j1.want, j1.len);
+
+    assert_int_equal(mig_set_state(ms, VFIO_MIG_STATE_STOP_COPY), 0);
+    for (;;) {
+        ssize_t r = mig_read(ms, stream + n, sizeof(stream) - n);
+
+        if (r == 0)
+            break;
+        assert_true(r > 0);
+        n += (size_t)r;
+    }
+    tmem_adopt(&dst, &src, 1);
+    assert_int_equal(mig_set_state(md, VFIO_MIG_STATE_RESUMING), 0);
+    assert_int_equal(mig_write(md, stream, n), (ssize_t)n);
+    assert_int_equal(mig_set_state(md, VFIO_MIG_STATE_RUNNING), 0);
+
+    v.env = &dst;
+    cbc_job_bd(&j2, bd);
+    slot = tvf_submit(&v, 0, bd);
+    assert_true(tvf_cqe_wait(&v, 0, &done, T_TIMEOUT_MS));
+    assert_int_equal(done, slot);
+    tvf_sqe(&v, 0, slot, back);
+    assert_true(sec_bd_ok(back));
+    assert_memory_equal(tmem_ptr(&dst, 1, j2.dst), j2.want, j2.len);
+    assert_int_equal(tcounters(&dst, 1).jobs_done, 1);
+
+    mig_dev_destroy(md);
+    mig_dev_destroy(ms);
+    tenv_fini(&dst);
+    tenv_fini(&src);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -251,6 +358,7 @@ int main(void)
         cmocka_unit_test(test_config_space_carries_the_engines_device_id),
         cmocka_unit_test(test_a_sec_bd_through_a_queue_writes_back_only_dw28),
         cmocka_unit_test(test_a_sec_stream_is_refused_by_a_zip_destination_before_downtime),
+        cmocka_unit_test(test_a_started_sec_vf_migrates_and_its_queue_works_on_the_destination),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
