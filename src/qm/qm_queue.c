@@ -34,11 +34,12 @@ int qm_sq_load_locked(struct qm_fn *fn, struct qm_queue *q, const struct qm_sqc 
 {
     uint64_t base = qm_addr(c->base_l, c->base_h);
     unsigned depth = (c->dw3 & QM_QC_DEPTH_MASK) + 1;
-
-    qm_fn_assert_locked(fn);
+    /* The ring's entries are the engine's SQEs. */
     const struct qm_engine *e = fn->dev->engine;
 
-    if (depth < 2 || depth > QM_SQ_DEPTH || ((c->dw3 >> QM_QC_ESIZE_SHIFT) & 0xfu) != e->sqe_size_log2 ||
+    qm_fn_assert_locked(fn);
+    if (depth < 2 || depth > QM_SQ_DEPTH ||
+        ((c->dw3 >> QM_QC_ESIZE_SHIFT) & 0xfu) != e->sqe_size_log2 ||
         !qm_ring_ok(base, depth, e->sqe_size) || c->head >= depth || c->tail >= depth ||
         c->cq_num >= fn->qp_num)
         return -EINVAL;

@@ -1,8 +1,9 @@
 /* qm_worker: the job engines. Runnable queues wait on one FIFO ring; a worker
  * takes a queue, fetches the SQE at its head under the function lock, runs
- * the device's engine (qm_engine.h) with no lock held (output through qm_job_write, which a
- * revocation closes), and commits under the lock again. A queue is served by
- * one worker at a time (q->job), so its jobs complete in order.
+ * the device's engine (qm_engine.h) with no lock held (output through
+ * qm_job_write, which a revocation closes), and commits under the lock
+ * again. A queue is served by one worker at a time (q->job), so its jobs
+ * complete in order.
  * With more work on its queue a worker keeps it while no other queue waits,
  * and puts it back at the end of the ring otherwise (fair sharing without a
  * hand-off per job). */
