@@ -56,6 +56,8 @@ struct guest_vf_stats {
     uint64_t submit_busy;      /* submissions refused because the SQ was full */
     uint64_t mailbox_errors;   /* mailbox commands that timed out or reported status */
     uint64_t cq_doorbells;     /* CQ doorbells rung (per CQE and re-arms, or polled batches) */
+    uint64_t doorbell_kicks;   /* stored doorbells rung trapped too: the device was between
+                                * sweeps (qm_hw.h, QM_DB_POLL_STATE) */
 };
 
 /* What a completion callback sees: the result fields of the finished SQE. */

@@ -162,7 +162,7 @@ static int gvf_db_supersedes(uint64_t cur, uint64_t next)
  * queue is rung under, so only the device changes the word meanwhile.
  *
  * When the word still holds a doorbell this one does not supersede, the
- * device has yet to take it (its poller may be off its CPU for a while on a
+ * device has yet to take it (its polling worker may be off its CPU on a
  * busy host): this one then goes trapped, and the device takes the pending
  * word before it acts on a trapped doorbell (qm_db_bar_write), so both
  * arrive in order at the cost of one exit. Only a transport without a
@@ -193,6 +193,18 @@ static int gvf_db_page(struct guest_vf *vf, uint16_t qn, uint64_t v)
         }
     }
     atomic_store_explicit(w, v, memory_order_release);
+    /* A device between sweeps is kicked: the same doorbell, trapped
+     * (QM_DB_POLL_STATE). The fence pairs with the device's between its
+     * poll-state store and its sweep: either it finds this doorbell, or
+     * this load sees it is not polling. */
+    atomic_thread_fence(memory_order_seq_cst);
+    _Atomic uint64_t *state = (_Atomic uint64_t *)((uint8_t *)vf->io.db_pages + off - QM_DB_SQCQ +
+                                                   QM_DB_POLL_STATE);
+
+    if (vf->io.db_write && atomic_load_explicit(state, memory_order_relaxed) != QM_DB_POLL_ON) {
+        gvf_stat_add(vf, &vf->st->stats.doorbell_kicks, 1);
+        return vf->io.db_write(vf->io.opaque, off, &v, 8);
+    }
     return 0;
 }
 

@@ -137,6 +137,14 @@ static inline int qm_bar_write64(struct qm_dev *dev, unsigned fn, uint64_t off, 
  * -EINVAL; -ENODEV when none). */
 uint64_t qm_db_bar_size(const struct qm_dev *dev, unsigned fn);
 int qm_db_bar_fd(struct qm_dev *dev, unsigned fn);
+/* The holder of fn's pages, until the next renew, rings a doorbell trapped
+ * too whenever the page says the device is not polling (qm_hw.h,
+ * QM_DB_POLL_STATE; accmig's guest driver does): the device then waits for
+ * the kick instead of sweeping fn's pages on a timer, so an idle device
+ * whose every holder kicks costs no CPU. A holder that breaks the promise
+ * only delays its own doorbells, to the device's next sweep. 0, or -ENODEV
+ * when fn has no pages. */
+int qm_db_bar_holder_kicks(struct qm_dev *dev, unsigned fn);
 /* Fresh pages (all idle, a new memfd) for a new owner of the VF, so one that
  * kept the old fd or mapping reaches nothing; the old fd is closed (get the
  * new one with qm_db_bar_fd). Doorbells still in the old pages are dropped.

@@ -47,6 +47,7 @@
 #define QM_DB_NAP_PHASE_NS 200000ull  /* ... for this long after any event */
 #define QM_DB_SLEEP_MIN_NS 20000ull   /* first sleep once idle */
 #define QM_DB_SLEEP_MAX_NS 2000000ull /* idle: ~500 sweeps a second */
+#define QM_DB_SLEEP_KICKED_NS 100000000ull /* every holder kicks: 10 sweeps a second */
 
 /* The poll turn. dev->sched_lock protects owner, owner_waits and sleep_ns;
  * the rest is atomic. */
@@ -61,6 +62,10 @@ struct qm_db_poll {
      * delay for a VMM that has only just been given its fd). */
     atomic_bool *handed;
     atomic_uint nhanded;
+    /* kicks[f]: VF f's holder rings trapped when its pages say the device
+     * is not polling (qm_db_bar_holder_kicks), so its pages need no sweep
+     * on a timer. Reset by renew. */
+    atomic_bool *kicks;
 };
 
 /* A short wait in a spin loop that tells the CPU so (an SMT sibling or a
@@ -143,6 +148,7 @@ void qm_db_pages_reset_locked(struct qm_fn *fn)
     for (uint64_t off = 0; off < fn->db_size; off += 8)
         atomic_store_explicit((_Atomic uint64_t *)(fn->db_pages + off), QM_DB_IDLE,
                               memory_order_relaxed);
+    fn->db_poll_state = QM_DB_IDLE;
 }
 
 void qm_db_poll_note_done(struct qm_dev *dev)
@@ -155,11 +161,28 @@ void qm_db_poll_note_done(struct qm_dev *dev)
         atomic_store_explicit(&p->last_done_ns, am_now_ns(), memory_order_relaxed);
 }
 
+/* The poll state every queue's page of fn shows its guest (qm_hw.h,
+ * QM_DB_POLL_STATE), if it does not already. */
+static void qm_db_poll_state_publish_locked(struct qm_fn *fn, uint64_t state)
+{
+    if (fn->db_poll_state == state)
+        return;
+    for (unsigned qn = 0; qn < qm_db_queues(fn); qn++)
+        atomic_store_explicit((_Atomic uint64_t *)(fn->db_pages + (uint64_t)qn * QM_DB_PAGE_SIZE +
+                                                   QM_DB_POLL_STATE),
+                              state, memory_order_relaxed);
+    fn->db_poll_state = state;
+}
+
 /* One pass over every VF, each under its function lock taken with trylock:
  * a function whose lock is busy (a mailbox command, a pause) is skipped and
  * counts as "something pending", so the next sweep comes soon; no other VF
- * waits for it. The lock also keeps the pages from being renewed under us. */
-static bool qm_db_sweep(struct qm_dev *dev)
+ * waits for it. The lock also keeps the pages from being renewed under us.
+ * Each VF's pages show `state` first; the full fence between that store and
+ * the doorbell loads pairs with the guest's between its doorbell store and
+ * its poll-state load: a guest either sees QM_DB_POLL_OFF and kicks, or its
+ * doorbell is found by this sweep. */
+static bool qm_db_sweep(struct qm_dev *dev, uint64_t state)
 {
     bool found = false;
 
@@ -175,30 +198,54 @@ static bool qm_db_sweep(struct qm_dev *dev)
         struct qm_deferred d = {0};
         struct qm_access a = {.dev = dev, .fn = fn, .port = QM_PORT_FN, .d = &d};
 
-        for (unsigned qn = 0; fn->db_pages != NULL && qn < qm_db_queues(fn); qn++)
-            found |= qm_db_take_one_locked(&a, qn);
+        if (fn->db_pages != NULL) {
+            qm_db_poll_state_publish_locked(fn, state);
+            atomic_thread_fence(memory_order_seq_cst);
+            for (unsigned qn = 0; qn < qm_db_queues(fn); qn++)
+                found |= qm_db_take_one_locked(&a, qn);
+        }
         qm_fn_unlock(fn, &d);
     }
     return found;
 }
 
+/* No handed-out pages need a sweep on a timer: each holder kicks. */
+static bool qm_db_every_holder_kicks(const struct qm_dev *dev)
+{
+    for (unsigned f = 1; f < dev->nfn; f++)
+        if (atomic_load_explicit(&dev->poll->handed[f], memory_order_relaxed) &&
+            !atomic_load_explicit(&dev->poll->kicks[f], memory_order_relaxed))
+            return false;
+    return true;
+}
+
+/* The guest's next doorbell is due: a job completed within QM_DB_SPIN_NS
+ * and no doorbell was taken since. */
+static bool qm_db_spin_due(const struct qm_db_poll *p, uint64_t now)
+{
+    uint64_t db = atomic_load_explicit(&p->last_db_ns, memory_order_relaxed);
+    uint64_t done = atomic_load_explicit(&p->last_done_ns, memory_order_relaxed);
+
+    return done >= db && now - done < QM_DB_SPIN_NS;
+}
+
 /* After a sweep: how long the turn's owner waits before the next one (0:
- * spin on). */
+ * spin on). Under sched_lock (sleep_ns). */
 static uint64_t qm_db_poll_wait_ns(struct qm_db_poll *p, bool found)
 {
-    uint64_t now = am_now_ns(), db, done;
+    uint64_t now = am_now_ns();
 
     if (found) {
         atomic_store_explicit(&p->last_db_ns, now, memory_order_relaxed);
         p->sleep_ns = QM_DB_SLEEP_MIN_NS; /* doorbells come again: short sleeps */
     }
-    db = atomic_load_explicit(&p->last_db_ns, memory_order_relaxed);
-    done = atomic_load_explicit(&p->last_done_ns, memory_order_relaxed);
-    if (done >= db && now - done < QM_DB_SPIN_NS) {
-        /* Right after a completion: the guest's next doorbell is due. */
+    if (qm_db_spin_due(p, now)) {
         p->sleep_ns = QM_DB_SLEEP_MIN_NS;
         return 0;
     }
+    uint64_t db = atomic_load_explicit(&p->last_db_ns, memory_order_relaxed);
+    uint64_t done = atomic_load_explicit(&p->last_done_ns, memory_order_relaxed);
+
     if (now - AM_MAX(db, done) < QM_DB_NAP_PHASE_NS) {
         p->sleep_ns = QM_DB_SLEEP_MIN_NS;
         return QM_DB_NAP_NS;
@@ -208,6 +255,16 @@ static uint64_t qm_db_poll_wait_ns(struct qm_db_poll *p, bool found)
     if (p->sleep_ns < QM_DB_SLEEP_MAX_NS)
         p->sleep_ns *= 2;
     return ns;
+}
+
+void qm_db_poll_state_on_locked(struct qm_fn *fn)
+{
+    struct qm_db_poll *p = fn->dev->poll;
+
+    qm_fn_assert_locked(fn);
+    if (p != NULL && fn->db_pages != NULL &&
+        atomic_load_explicit(&p->handed[fn->idx], memory_order_relaxed))
+        qm_db_poll_state_publish_locked(fn, QM_DB_POLL_ON);
 }
 
 bool qm_db_poll_turn_locked(struct qm_dev *dev, const struct qm_worker *w, bool back_from_job)
@@ -223,8 +280,12 @@ bool qm_db_poll_turn_locked(struct qm_dev *dev, const struct qm_worker *w, bool 
         return false;
     p->owner = w;
     p->owner_waits = false;
+    /* The pages say ON only while this turn spins (QM_DB_POLL_STATE). */
+    bool spin = qm_db_spin_due(p, am_now_ns());
+
     pthread_mutex_unlock(&dev->sched_lock);
-    bool found = qm_db_sweep(dev);
+    bool found = qm_db_sweep(dev, spin ? QM_DB_POLL_ON : QM_DB_POLL_OFF);
+
     pthread_mutex_lock(&dev->sched_lock);
     if (p->owner != w)
         return true;
@@ -237,17 +298,34 @@ bool qm_db_poll_turn_locked(struct qm_dev *dev, const struct qm_worker *w, bool 
         pthread_mutex_lock(&dev->sched_lock);
         return true;
     }
+    if (spin) {
+        /* The spin ends: the guests are told first, and a doorbell stored
+         * before they could see it is found by one more sweep. */
+        pthread_mutex_unlock(&dev->sched_lock);
+        found = qm_db_sweep(dev, QM_DB_POLL_OFF);
+        pthread_mutex_lock(&dev->sched_lock);
+        if (p->owner != w)
+            return true;
+        if (found) {
+            (void)qm_db_poll_wait_ns(p, true);
+            return true;
+        }
+    }
     if (dev->ring_count == 0 && !dev->stopping) {
         struct timespec ts;
 
+        /* Every holder kicks: the timer is only the fallback for one that
+         * broke its promise. */
+        if (qm_db_every_holder_kicks(dev))
+            ns = QM_DB_SLEEP_KICKED_NS;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         uint64_t until = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + ns;
 
         ts.tv_sec = (time_t)(until / 1000000000ull);
         ts.tv_nsec = (long)(until % 1000000000ull);
         p->owner_waits = true;
-        /* Work put on the ring (a trapped doorbell, a resume) signals this
-         * condition; pages handed out or a stop broadcast it. */
+        /* Work put on the ring (a trapped doorbell, a kick, a resume)
+         * signals this condition; pages handed out or a stop broadcast it. */
         pthread_cond_timedwait(&dev->sched_cond, &dev->sched_lock, &ts);
         if (p->owner == w)
             p->owner_waits = false;
@@ -305,6 +383,7 @@ static int qm_db_pages_map(struct qm_fn *fn, uint64_t size)
     if (r)
         return r;
     fn->db_size = size;
+    fn->db_poll_state = QM_DB_IDLE; /* as the fresh words read */
     fn->regs[QM_R_QUE_ISO_CFG] = QM_QUE_ISO_EN;
     return 0;
 }
@@ -330,10 +409,13 @@ int qm_db_bar_renew(struct qm_dev *dev, unsigned fnum)
     old_fd = fn->db_fd;
     fn->db_pages = pages;
     fn->db_fd = fd;
+    fn->db_poll_state = QM_DB_IDLE;
     /* Nobody holds the new pages yet: no sweep until they are handed out. */
     if (dev->poll != NULL &&
         atomic_exchange_explicit(&dev->poll->handed[fnum], false, memory_order_relaxed))
         atomic_fetch_sub_explicit(&dev->poll->nhanded, 1, memory_order_relaxed);
+    if (dev->poll != NULL)
+        atomic_store_explicit(&dev->poll->kicks[fnum], false, memory_order_relaxed);
     pthread_mutex_unlock(&fn->lock);
     munmap(old, fn->db_size);
     close(old_fd);
@@ -361,7 +443,10 @@ int qm_db_pages_create(struct qm_dev *dev)
     if (p == NULL)
         return -ENOMEM;
     p->handed = calloc(dev->nfn, sizeof(*p->handed));
-    if (p->handed == NULL) {
+    p->kicks = calloc(dev->nfn, sizeof(*p->kicks));
+    if (p->handed == NULL || p->kicks == NULL) {
+        free(p->handed);
+        free(p->kicks);
         free(p);
         return -ENOMEM;
     }
@@ -375,6 +460,7 @@ void qm_db_pages_destroy(struct qm_dev *dev)
 {
     if (dev->poll != NULL) {
         free(dev->poll->handed);
+        free(dev->poll->kicks);
         free(dev->poll);
         dev->poll = NULL;
     }
@@ -413,6 +499,14 @@ int qm_db_bar_fd(struct qm_dev *dev, unsigned fn)
         pthread_mutex_unlock(&dev->sched_lock);
     }
     return dev->fn[fn]->db_fd;
+}
+
+int qm_db_bar_holder_kicks(struct qm_dev *dev, unsigned fn)
+{
+    if (dev == NULL || fn >= dev->nfn || dev->fn[fn]->db_pages == NULL || dev->poll == NULL)
+        return -ENODEV;
+    atomic_store_explicit(&dev->poll->kicks[fn], true, memory_order_relaxed);
+    return 0;
 }
 
 static int qm_db_bar_check(struct qm_dev *dev, unsigned fnum, uint64_t off, const void *data,

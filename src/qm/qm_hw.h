@@ -268,6 +268,18 @@ _Static_assert(sizeof(struct qm_mailbox) == 16, "struct qm_mailbox is 16 bytes")
 #define QM_QUE_ISO_EN 0x1u
 #define QM_DB_PAGE_SIZE 0x10000u
 #define QM_DB_IDLE UINT64_MAX
+/* Defined here, for guests that map BAR4 and vouch for it (accmig's own
+ * driver): the word after each doorbell word reads QM_DB_POLL_ON while the
+ * device sweeps the pages continuously, so a stored doorbell is seen within
+ * microseconds; anything else means the device may wait up to milliseconds
+ * between sweeps. A guest that stores a doorbell, then (after a full fence)
+ * reads anything but QM_DB_POLL_ON here, rings the same doorbell trapped
+ * too: a kick (doorbells are idempotent). The device never depends on the
+ * word: it only spares a kick. As virtio's used-ring flags and NVMe's
+ * shadow-doorbell event index spare notifications. */
+#define QM_DB_POLL_STATE (QM_DB_SQCQ + 8u)
+#define QM_DB_POLL_ON 1u
+#define QM_DB_POLL_OFF 0u
 static inline uint64_t qm_db_value(uint16_t qn, unsigned cmd, uint16_t index, uint16_t priority)
 {
     return (uint64_t)(qn & 0xfffu) | (uint64_t)(cmd & 0xfu) << 12 | (uint64_t)index << 32 |

@@ -326,6 +326,7 @@ struct qm_fn {
     uint8_t *db_pages;
     uint64_t db_size;
     int db_fd;
+    uint64_t db_poll_state;   /* what the pages' QM_DB_POLL_STATE words hold */
     struct am_ratelimit log_rl; /* guest-triggered log lines (its own lock) */
 };
 
@@ -488,6 +489,9 @@ void qm_db_poll_note_done(struct qm_dev *dev);
  * on sched_cond. Returns true with sched_lock held again (look at the ring
  * again), false when w should wait for work. */
 bool qm_db_poll_turn_locked(struct qm_dev *dev, const struct qm_worker *w, bool back_from_job);
+/* A job of fn is about to complete: its pages say QM_DB_POLL_ON (if they
+ * were handed out), as the completing worker spins next. */
+void qm_db_poll_state_on_locked(struct qm_fn *fn);
 /* w takes a job: if it held the turn, it gives it up and signals one of
  * idle_workers, if any, to take it. Under dev->sched_lock. */
 void qm_db_poll_leave_locked(struct qm_dev *dev, const struct qm_worker *w, unsigned idle_workers);

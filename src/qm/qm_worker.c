@@ -331,6 +331,9 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
                          (unsigned long long)e->job_tag(w->sqe), e->name,
                          alg >= e->num_alg_types ? "queue alg_type unknown to the engine"
                                                  : e->last_error(w->eng));
+        /* Before the CQE: a guest that sees it and rings at once finds
+         * the device polling and needs no kick. */
+        qm_db_poll_state_on_locked(fn);
         qm_job_commit_locked(fn, &d, q, c, slot, w->sqe);
         /* The guest may have rung again while this job ran: see it now,
          * under the lock held anyway, rather than at the next sweep. */

@@ -155,7 +155,7 @@ static int ops_region_write(void *ctx, uint32_t region, uint64_t off, const void
     return qm_bar_write(vf->qm, vf->fn, off, buf, count);
 }
 
-static int ops_region_fd(void *ctx, uint32_t region)
+static int ops_region_fd(void *ctx, uint32_t region, bool holder_kicks)
 {
     struct vfu_vf *vf = ctx;
     int fd;
@@ -165,6 +165,12 @@ static int ops_region_fd(void *ctx, uint32_t region)
     fd = qm_db_bar_fd(vf->qm, vf->fn);
     if (fd < 0)
         return fd;
+    if (holder_kicks) {
+        int r = qm_db_bar_holder_kicks(vf->qm, vf->fn);
+
+        if (r)
+            return r;
+    }
     /* The model's memfd is borrowed; the reply path closes what it sends. */
     fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     return fd < 0 ? -errno : fd;

@@ -527,7 +527,8 @@ static int handle_region_info(struct vfu_session *s, struct vfu_msg *m, struct r
     if (mmapable) {
         info.flags |= VFU_REGION_FLAG_MMAP;
         if (whole) {
-            fd = s->ops->region_fd(s->ctx, info.index);
+            /* A cooperative client's guest also kicks (docs/doorbells.md). */
+            fd = s->ops->region_fd(s->ctx, info.index, s->peer_coop_db);
             if (fd < 0)
                 return fail(r, fd, "the region's descriptor cannot be handed out");
             r->fd = fd; /* closed by the reply path, sent or not */

@@ -39,8 +39,9 @@ struct vfu_dev_ops {
      * close-on-exec dup of qm_db_bar_fd, region offset 0 = file offset 0):
      * a new descriptor the caller owns, or -ENOTSUP (the region is not
      * mmap-able), -ENODEV (no BAR4), -EMFILE / -ENFILE. NULL: no region of
-     * the device is mmap-able. */
-    int (*region_fd)(void *ctx, uint32_t region);
+     * the device is mmap-able. holder_kicks: the client said its guest kicks
+     * a device that is not polling (qm_db_bar_holder_kicks). */
+    int (*region_fd)(void *ctx, uint32_t region, bool holder_kicks);
     /* VFIO_USER_DEVICE_RESET: vfu_vf_reset. */
     int (*reset)(void *ctx);
     /* The session ended (after its reset): nothing the client kept (a BAR4

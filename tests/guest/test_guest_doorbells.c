@@ -201,6 +201,13 @@ static int teardown(void **state)
 }
 
 /* Our BAR4, mapped: size bytes of idle words. */
+/* What every queue's page says of the device (qm_hw.h, QM_DB_POLL_STATE). */
+static void set_poll_state(struct fixture *f, uint64_t state)
+{
+    for (unsigned qn = 0; qn < NQ; qn++)
+        atomic_store(&f->pages[(qn * QM_DB_PAGE_SIZE + QM_DB_POLL_STATE) / 8], state);
+}
+
 static void map_pages(struct fixture *f, uint64_t size)
 {
     f->pages = aligned_alloc(4096, BAR4_SIZE);
@@ -209,6 +216,7 @@ static void map_pages(struct fixture *f, uint64_t size)
         atomic_init(&f->pages[i], QM_DB_IDLE);
     f->io.db_pages = (void *)f->pages;
     f->io.db_pages_size = size;
+    set_poll_state(f, QM_DB_POLL_ON); /* the fake device says it polls */
 }
 
 static void start_poller(struct fixture *f)
@@ -499,6 +507,48 @@ static void test_a_doorbell_that_would_overwrite_a_pending_one_goes_trapped_afte
     assert_int_equal(f->ndone, 2);
 }
 
+/* A page that says the device is not polling: the stored doorbell is rung
+ * trapped too (a kick, the same value); one that says it polls: a store
+ * alone. Anything but QM_DB_POLL_ON counts as not polling. */
+static void test_a_stored_doorbell_kicks_a_device_that_is_not_polling(void **state)
+{
+    struct fixture *f = *state;
+    const uint64_t states[] = {QM_DB_POLL_OFF, QM_DB_IDLE, 0x1234};
+    struct guest_vf_stats st;
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    unsigned tail = 0;
+
+    f->iso = QM_QUE_ISO_EN;
+    map_pages(f, BAR4_SIZE);
+    f->io.db_write = fake_db_write;
+    init_guest(f);
+    assert_int_equal(guest_vf_qp_start(f->vf, 2, ZIP_ALG_COMPRESS), 0);
+    for (unsigned i = 0; i < (sizeof(states) / sizeof(states[0])); i++) {
+        set_poll_state(f, states[i]);
+        build_job(sqe, ++tail);
+        assert_int_equal(guest_vf_submit(f->vf, 2, sqe), 0);
+        assert_int_equal(f->ntrapped, i + 1);
+        assert_true(f->trapped[i].off == db4(2) &&
+                    f->trapped[i].val == qm_db_value(2, QM_DB_CMD_SQ, tail, 0));
+        /* The kick took the stored word first: one doorbell, both ways. */
+        assert_true(f->taken[f->ntaken - 1].val == f->trapped[i].val);
+        assert_true(word(f, 2) == QM_DB_IDLE);
+    }
+    set_poll_state(f, QM_DB_POLL_ON);
+    build_job(sqe, ++tail);
+    assert_int_equal(guest_vf_submit(f->vf, 2, sqe), 0);
+    assert_int_equal(f->ntrapped, (sizeof(states) / sizeof(states[0])));
+    assert_true(word(f, 2) == qm_db_value(2, QM_DB_CMD_SQ, tail, 0));
+    guest_vf_stats_get(f->vf, &st);
+    assert_int_equal(st.doorbell_kicks, (sizeof(states) / sizeof(states[0])));
+    start_poller(f);
+    for (int i = 0; i < 2000 && f->ndone < tail; i++) {
+        int irq = guest_vf_irq_wait(f->vf, 10) == 0;
+        assert_true(guest_vf_poll(f->vf, irq) >= 0);
+    }
+    assert_int_equal(f->ndone, tail);
+}
+
 /* ---- attach ---- */
 
 static void test_attach_reads_the_register_again_and_uses_the_new_transport(void **state)
@@ -552,6 +602,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_doorbell_that_would_overwrite_a_pending_one_goes_trapped_after_it, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(test_a_stored_doorbell_kicks_a_device_that_is_not_polling,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_attach_reads_the_register_again_and_uses_the_new_transport, setup, teardown),
     };

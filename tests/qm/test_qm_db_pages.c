@@ -27,6 +27,22 @@ static void t_wait_taken(struct tenv *e, unsigned fn, unsigned qn)
     }
 }
 
+/* Waits (bounded) until every queue's page of fn says `state`. */
+static void t_wait_poll_state(struct tenv *e, unsigned fn, uint64_t state)
+{
+    uint64_t end = am_now_ns() + (uint64_t)T_TIMEOUT_MS * 1000000u;
+
+    for (unsigned qn = 0; qn < qm_db_bar_size(e->dev, fn) / QM_DB_PAGE_SIZE; qn++) {
+        _Atomic uint64_t *w = (_Atomic uint64_t *)(e->db[fn] + (uint64_t)qn * QM_DB_PAGE_SIZE +
+                                                   QM_DB_POLL_STATE);
+
+        while (atomic_load(w) != state) {
+            assert_true(am_now_ns() < end);
+            tsleep_us(10);
+        }
+    }
+}
+
 /* One SQE in queue qn's next slot, without ringing. */
 static void t_place(struct tvf *v, unsigned qn, const uint32_t *sqe)
 {
@@ -35,6 +51,16 @@ static void t_place(struct tvf *v, unsigned qn, const uint32_t *sqe)
     memcpy(tmem_ptr(v->env, v->fn, q->sq + (uint64_t)q->sq_tail * ZIP_SQE_SIZE), sqe,
            ZIP_SQE_SIZE);
     q->sq_tail = (uint16_t)((q->sq_tail + 1) % q->depth);
+}
+
+/* One SQE placed in queue qn of v and its SQ doorbell stored into the
+ * mapped page, as a guest with the page mapped rings. */
+static void t_submit_stored(struct tvf *v, unsigned qn, const uint32_t *sqe)
+{
+    t_place(v, qn, sqe);
+    atomic_store_explicit(t_word(v->env, v->fn, qn),
+                          qm_db_value(qn, QM_DB_CMD_SQ, v->qp[qn].sq_tail, 0),
+                          memory_order_release);
 }
 
 static void test_the_vf_has_sealed_doorbell_pages_that_read_idle(void **state)
@@ -60,7 +86,10 @@ static void test_the_vf_has_sealed_doorbell_pages_that_read_idle(void **state)
     assert_int_not_equal(ftruncate(fd, 4096), 0); /* a VMM cannot pull the pages away */
     for (uint64_t off = 0; off < qm_db_bar_size(e.dev, 1); off += 8) {
         assert_int_equal(qm_db_bar_read(e.dev, 1, off, &w, 8), 0);
-        assert_int_equal(w, QM_DB_IDLE);
+        if (off % QM_DB_PAGE_SIZE == QM_DB_POLL_STATE) /* the device writes it */
+            assert_true(w == QM_DB_IDLE || w == QM_DB_POLL_OFF || w == QM_DB_POLL_ON);
+        else
+            assert_int_equal(w, QM_DB_IDLE);
     }
     /* Trapped access rules: aligned 1/2/4/8 inside the BAR. */
     assert_int_equal(qm_db_bar_read(e.dev, 1, 4 * QM_DB_PAGE_SIZE, &w, 8), -EINVAL);
@@ -127,10 +156,7 @@ static void test_a_doorbell_stored_into_the_mapped_page_runs_the_job(void **stat
             uint64_t paged = tcounters(&e, 1).doorbells_paged;
 
             tjob_sqe(&j, sqe, n);
-            t_place(&v, 2, sqe);
-            atomic_store_explicit(t_word(&e, 1, 2),
-                                  qm_db_value(2, QM_DB_CMD_SQ, v.qp[2].sq_tail, 0),
-                                  memory_order_release);
+            t_submit_stored(&v, 2, sqe);
             assert_true(twait_jobs_done(&e, 1, n, T_TIMEOUT_MS));
             t_wait_taken(&e, 1, 2);
             assert_true(tcounters(&e, 1).doorbells_paged > paged);
@@ -168,16 +194,11 @@ static void test_a_stored_doorbell_is_served_while_another_vf_holds_a_worker(voi
 
     assert_int_equal(qm_debug_freeze_arm(e.dev, QM_FREEZE_FETCHED), 0);
     tjob_sqe(&j1, sqe, 1);
-    t_place(&v1, 0, sqe);
-    atomic_store_explicit(t_word(&e, 1, 0), qm_db_value(0, QM_DB_CMD_SQ, v1.qp[0].sq_tail, 0),
-                          memory_order_release);
+    t_submit_stored(&v1, 0, sqe);
     assert_int_equal(qm_debug_freeze_wait(e.dev, T_TIMEOUT_MS), 0);
     for (unsigned n = 1; n <= 3; n++) {
         tjob_sqe(&j2, sqe, n);
-        t_place(&v2, 0, sqe);
-        atomic_store_explicit(t_word(&e, 2, 0),
-                              qm_db_value(0, QM_DB_CMD_SQ, v2.qp[0].sq_tail, 0),
-                              memory_order_release);
+        t_submit_stored(&v2, 0, sqe);
         assert_true(twait_jobs_done(&e, 2, n, T_TIMEOUT_MS));
     }
     assert_int_equal(tcounters(&e, 1).jobs_done, 0); /* still held */
@@ -297,11 +318,55 @@ static void test_a_function_reset_clears_the_pages(void **state)
         t_wait_taken(&e, 2, qn);
     assert_int_equal(e.db[2][0], 0x3c);
     assert_int_equal(qm_function_reset(e.dev, 2), 0);
+    /* Idle, but for the poll-state words a sweep may have rewritten since. */
     for (uint64_t off = 0; off < qm_db_bar_size(e.dev, 2); off += 8)
-        assert_int_equal(*(uint64_t *)(e.db[2] + off), QM_DB_IDLE);
+        if (off % QM_DB_PAGE_SIZE != QM_DB_POLL_STATE)
+            assert_int_equal(*(uint64_t *)(e.db[2] + off), QM_DB_IDLE);
+    t_wait_poll_state(&e, 2, QM_DB_POLL_OFF); /* told again, after the reset */
     assert_int_equal(trd32(&e, tdoor_vf(2), QM_QUE_ISO_CFG), QM_QUE_ISO_EN);
     /* Another VF's pages were never touched. */
     assert_int_equal(atomic_load(t_word(&e, 1, 0)), QM_DB_IDLE);
+    tenv_fini(&e);
+}
+
+/* The poll-state words (qm_hw.h): an idle device says it does not poll,
+ * so a guest that kicks rings it trapped; a holder that kicks gets its
+ * trapped doorbells acted on at once while the device waits with no sweep
+ * due; a stored doorbell of a holder that broke its promise still runs, at
+ * the fallback sweep. The PF has no pages to promise anything about. */
+static void test_the_pages_say_whether_the_device_polls_and_a_kick_is_acted_on(void **state)
+{
+    struct tenv e;
+    struct tvf v;
+    uint32_t sqe[ZIP_SQE_DWORDS];
+
+    (void)state;
+    tenv_init(&e, NULL);
+    assert_int_equal(qm_db_bar_holder_kicks(e.dev, 0), -ENODEV);
+    assert_int_equal(qm_db_bar_holder_kicks(e.dev, 1), 0);
+    tvf_probe(&e, &v, 1);
+    tvf_start_qp(&v, 1, ZIP_ALG_COMPRESS);
+    struct tjob j = tjob_new(&e, 1, 4096, 9);
+
+    t_wait_poll_state(&e, 1, QM_DB_POLL_OFF);
+    /* A kick: stored, then the same doorbell trapped. */
+    tjob_sqe(&j, sqe, 1);
+    t_submit_stored(&v, 1, sqe);
+    uint64_t db = qm_db_value(1, QM_DB_CMD_SQ, v.qp[1].sq_tail, 0);
+
+    assert_int_equal(qm_db_bar_write(e.dev, 1, (uint64_t)1 * QM_DB_PAGE_SIZE + QM_DB_SQCQ, &db, 8),
+                     0);
+    assert_true(twait_jobs_done(&e, 1, 1, T_TIMEOUT_MS));
+    /* Idle again: the spin after the completion ends, the pages say so. */
+    t_wait_poll_state(&e, 1, QM_DB_POLL_OFF);
+    /* No kick this time: a later sweep (a nap's or the fallback's) finds it. */
+    tjob_sqe(&j, sqe, 2);
+    t_submit_stored(&v, 1, sqe);
+    assert_true(twait_jobs_done(&e, 1, 2, T_TIMEOUT_MS));
+    uint32_t back[ZIP_SQE_DWORDS];
+
+    tvf_sqe(&v, 1, 1, back);
+    tjob_check(&v, &j, back);
     tenv_fini(&e);
 }
 
@@ -386,6 +451,7 @@ int main(void)
         cmocka_unit_test(test_garbage_in_the_pages_is_ignored_and_counted),
         cmocka_unit_test(test_a_trapped_doorbell_write_acts_at_once),
         cmocka_unit_test(test_a_function_reset_clears_the_pages),
+        cmocka_unit_test(test_the_pages_say_whether_the_device_polls_and_a_kick_is_acted_on),
         cmocka_unit_test(test_a_trapped_access_takes_the_doorbells_stored_before_it),
         cmocka_unit_test(test_renewed_pages_cut_off_the_previous_owner),
     };

@@ -112,9 +112,9 @@ static int gw_region_write(void *ctx, uint32_t region, uint64_t off, const void 
     return G(ctx)->inner->region_write(G(ctx)->inner_ctx, region, off, buf, count);
 }
 
-static int gw_region_fd(void *ctx, uint32_t region)
+static int gw_region_fd(void *ctx, uint32_t region, bool holder_kicks)
 {
-    return G(ctx)->inner->region_fd(G(ctx)->inner_ctx, region);
+    return G(ctx)->inner->region_fd(G(ctx)->inner_ctx, region, holder_kicks);
 }
 
 static int gw_reset(void *ctx)
