@@ -1,4 +1,6 @@
-/* accmig bench engine: ZIP compression throughput through the whole device
+/* accmig bench engine: ZIP compression (or, with --engine sec, SEC
+ * cbc(aes)-128 encryption against raw libcrypto EVP on the same input, a
+ * cipher init per job on both sides) throughput through the whole device
  * path (guest SQE -> SQ doorbell -> SQE fetch -> DMA translate -> codec ->
  * CQE -> EQE -> MSI -> guest completion path) on one queue, against the raw
  * ISA-L codec on the same input in the same run, with the engine's settings
@@ -31,8 +33,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
 #include "bench.h"
 #include "common/common.h"
+#include "sec/sec.h"
 #include "guest/guest.h"
 #include "guest/workload.h"
 #include "vmm/inproc.h"
@@ -59,7 +64,15 @@ struct be_opts {
     int poll;
     int json;
     unsigned load; /* CPU-bound threads beside the run (--load) */
+    enum qm_engine_type engine; /* ZIP or SEC (--engine) */
 };
+
+/* SEC: the BD's key and IV in guest RAM, and the BD's reserved dw26 (the
+ * no-scene layout's rsvd1, which the engine ignores) carrying the output
+ * slot back, where the guest driver's completion reports "dw26-27". */
+#define BE_SEC_KEY_GPA 0x800u
+#define BE_SEC_IV_GPA 0xc00u
+#define BE_SEC_SLOT_DW 26u
 
 struct be_result {
     double mb_s;     /* input MB per wall-clock second */
@@ -86,6 +99,8 @@ struct be_ctx {
     unsigned free_slots[BE_MAX_DEPTH], nfree;
     uint64_t completed, failed, last_produced;
     uint8_t *raw_level_buf;
+    uint64_t sq_gpa;             /* SEC: the SQ ring, to read each BD's dw28 */
+    EVP_CIPHER_CTX *raw_cipher;  /* SEC: the raw side's context */
 };
 
 static void be_usage(FILE *f)
@@ -94,6 +109,8 @@ static void be_usage(FILE *f)
             "usage: accmig bench engine [options]\n"
             "  ZIP compression throughput through the whole device path on one queue vs\n"
             "  the raw ISA-L codec (same level 1, same input) in the same run.\n"
+            "  --engine zip|sec zip (default), or sec: cbc(aes)-128 encryption through a\n"
+            "                   SEC VF vs raw libcrypto (EVP) on the same input\n"
             "  --size BYTES     job size (default: 4K, 64K and 1M in turn)\n"
             "  --jobs N         jobs per measurement (default: as many as --seconds allows)\n"
             "  --seconds S      length of each measurement when --jobs is not given (default 0.5)\n"
@@ -109,13 +126,15 @@ static void be_usage(FILE *f)
 
 static int be_parse(int argc, char **argv, struct be_opts *o)
 {
-    enum { O_SIZE = 1, O_JOBS, O_SECONDS, O_DEPTH, O_WORKERS, O_ROUNDS, O_POLL, O_JSON, O_LOAD, O_HELP };
+    enum { O_SIZE = 1, O_JOBS, O_SECONDS, O_DEPTH, O_WORKERS, O_ROUNDS, O_POLL, O_JSON, O_LOAD, O_HELP,
+           O_ENGINE };
     static const struct option lo[] = {
         {"size", required_argument, NULL, O_SIZE},     {"jobs", required_argument, NULL, O_JOBS},
         {"seconds", required_argument, NULL, O_SECONDS}, {"depth", required_argument, NULL, O_DEPTH},
         {"workers", required_argument, NULL, O_WORKERS}, {"rounds", required_argument, NULL, O_ROUNDS},
         {"poll", no_argument, NULL, O_POLL},           {"json", no_argument, NULL, O_JSON},
         {"load", required_argument, NULL, O_LOAD},     {"help", no_argument, NULL, O_HELP},
+        {"engine", required_argument, NULL, O_ENGINE},
         {NULL, 0, NULL, 0},
     };
     uint64_t v;
@@ -165,6 +184,14 @@ static int be_parse(int argc, char **argv, struct be_opts *o)
             if (bench_load_parse("engine", optarg, &o->load))
                 return -EINVAL;
             break;
+        case O_ENGINE:
+            if (strcmp(optarg, "zip") == 0)
+                o->engine = QM_ENGINE_ZIP;
+            else if (strcmp(optarg, "sec") == 0)
+                o->engine = QM_ENGINE_SEC;
+            else
+                goto bad;
+            break;
         case O_HELP: be_usage(stdout); return 1;
         default:
             fprintf(stderr, "accmig bench engine: unknown or incomplete option '%s'\n",
@@ -176,6 +203,13 @@ static int be_parse(int argc, char **argv, struct be_opts *o)
     if (optind < argc) {
         fprintf(stderr, "accmig bench engine: unexpected argument '%s'\n", argv[optind]);
         return -EINVAL;
+    }
+    for (unsigned i = 0; o->engine == QM_ENGINE_SEC && i < o->nsizes; i++) {
+        if (o->sizes[i] % 16) {
+            fprintf(stderr, "accmig bench engine: --engine sec (cbc) wants a size that is a "
+                    "multiple of 16\n");
+            return -EINVAL;
+        }
     }
     return 0;
 bad:
@@ -189,10 +223,25 @@ static uint64_t be_out_cap(uint32_t size)
     return AM_ALIGN_UP((uint64_t)size + size / 8 + 4096, 4096);
 }
 
+static uint8_t *be_host(const struct be_ctx *x, uint64_t gpa);
+
 static void be_on_complete(void *opaque, const struct guest_vf_completion *c)
 {
     struct be_ctx *x = opaque;
 
+    if (x->o->engine == QM_ENGINE_SEC) {
+        /* The SEC result is dw28 of the BD in its SQ slot. */
+        uint32_t bd[SEC_SQE_DWORDS];
+
+        memcpy(bd, be_host(x, x->sq_gpa + (uint64_t)c->sq_slot * SEC_SQE_SIZE), sizeof(bd));
+        if (!sec_bd_ok(bd))
+            x->failed++;
+        x->last_produced = bd[SEC_DW_CIPHER_LEN] & SEC_LEN_MASK;
+        x->completed++;
+        if (bd[BE_SEC_SLOT_DW] < BE_MAX_DEPTH && x->nfree < BE_MAX_DEPTH)
+            x->free_slots[x->nfree++] = bd[BE_SEC_SLOT_DW];
+        return;
+    }
     if (c->status != ZIP_ST_OK && c->status != ZIP_ST_NEGATIVE_COMP)
         x->failed++;
     x->last_produced = c->produced;
@@ -216,13 +265,15 @@ static int be_ctx_create(struct be_ctx *x, const struct be_opts *o, const struct
     x->out_gpa = x->in_gpa + AM_ALIGN_UP((uint64_t)max_size, 4096);
     ram_size = x->out_gpa + (uint64_t)o->depth * x->out_cap;
     x->raw_level_buf = malloc(ISAL_DEF_LVL1_DEFAULT);
-    if (!x->raw_level_buf)
+    x->raw_cipher = EVP_CIPHER_CTX_new();
+    if (!x->raw_level_buf || !x->raw_cipher)
         return -ENOMEM;
     ret = vm_ram_create(ram_size, &x->ram);
     if (ret)
         return ret;
     qm_dev_config_default(&cfg);
     cfg.workers = o->workers;
+    cfg.engine = o->engine;
     ret = vmm_inproc_host_create(&cfg, BE_VF_FN, vm_ram_guest(x->ram), &x->host);
     if (ret)
         return ret;
@@ -231,7 +282,16 @@ static int be_ctx_create(struct be_ctx *x, const struct be_opts *o, const struct
     if (ret)
         return ret;
     guest_vf_set_complete_cb(x->vf, be_on_complete, x);
-    return guest_vf_qp_start(x->vf, BE_QP, ZIP_ALG_COMPRESS);
+    ret = guest_vf_qp_start(x->vf, BE_QP, ZIP_ALG_COMPRESS); /* alg_type 0: SEC's too */
+    if (ret == 0 && o->engine == QM_ENGINE_SEC) {
+        struct qm_sqc sqc;
+
+        ret = guest_vf_qp_sqc_dump(x->vf, BE_QP, &sqc);
+        x->sq_gpa = (uint64_t)sqc.base_h << 32 | sqc.base_l;
+        workload_data_fill(be_host(x, BE_SEC_KEY_GPA), 16, WORKLOAD_DATA_RANDOM, BE_SEED + 1);
+        workload_data_fill(be_host(x, BE_SEC_IV_GPA), 16, WORKLOAD_DATA_RANDOM, BE_SEED + 2);
+    }
+    return ret;
 }
 
 static void be_ctx_destroy(struct be_ctx *x)
@@ -243,6 +303,7 @@ static void be_ctx_destroy(struct be_ctx *x)
     vmm_inproc_host_destroy(&x->host);
     vm_ram_destroy(x->ram);
     free(x->raw_level_buf);
+    EVP_CIPHER_CTX_free(x->raw_cipher);
 }
 
 static uint8_t *be_host(const struct be_ctx *x, uint64_t gpa)
@@ -250,11 +311,35 @@ static uint8_t *be_host(const struct be_ctx *x, uint64_t gpa)
     return vm_ram_host(x->ram) + gpa;
 }
 
+/* The raw SEC side: what the engine does per job (cipher init with the
+ * key and IV, one pass over the input), on the same buffers. */
+static int be_run_raw_sec(struct be_ctx *x, uint32_t size, uint64_t jobs, struct be_result *r)
+{
+    uint64_t t0 = am_now_ns(), c0 = bench_cpu_ns(x->load);
+
+    for (uint64_t i = 0; i < jobs; i++) {
+        int n = 0;
+
+        if (EVP_EncryptInit_ex(x->raw_cipher, EVP_aes_128_cbc(), NULL, be_host(x, BE_SEC_KEY_GPA),
+                               be_host(x, BE_SEC_IV_GPA)) != 1 ||
+            EVP_CIPHER_CTX_set_padding(x->raw_cipher, 0) != 1 ||
+            EVP_EncryptUpdate(x->raw_cipher, be_host(x, x->out_gpa), &n, be_host(x, x->in_gpa),
+                              (int)size) != 1 || (uint32_t)n != size)
+            return -EIO;
+        r->out_bytes = (uint64_t)n;
+    }
+    be_rates(r, (double)size * (double)jobs, am_now_ns() - t0, bench_cpu_ns(x->load) - c0);
+    return 0;
+}
+
 /* The raw codec: one isal_deflate call per job over the same buffers. */
 static int be_run_raw(struct be_ctx *x, uint32_t size, uint64_t jobs, struct be_result *r)
 {
     struct isal_zstream zs;
     uint64_t t0 = am_now_ns(), c0 = bench_cpu_ns(x->load);
+
+    if (x->o->engine == QM_ENGINE_SEC)
+        return be_run_raw_sec(x, size, jobs, r);
 
     for (uint64_t i = 0; i < jobs; i++) {
         isal_deflate_init(&zs);
@@ -274,6 +359,26 @@ static int be_run_raw(struct be_ctx *x, uint32_t size, uint64_t jobs, struct be_
         r->out_bytes = zs.total_out;
     }
     be_rates(r, (double)size * (double)jobs, am_now_ns() - t0, bench_cpu_ns(x->load) - c0);
+    return 0;
+}
+
+/* A cbc(aes)-128 encryption BD as hisi_sec2 fills it (flat buffers). */
+static int be_sec_bd(const struct be_ctx *x, uint32_t *bd, uint32_t size, unsigned slot)
+{
+    const uint64_t dst = x->out_gpa + (uint64_t)slot * x->out_cap;
+
+    memset(bd, 0, SEC_SQE_SIZE);
+    bd[SEC_DW_BD_PARAM] = SEC_BD_TYPE3 | 1u << SEC_BD_DE_SHIFT;
+    bd[SEC_DW_CIPHER] = SEC_DIR_ENC | SEC_MODE_CBC << SEC_CMODE_SHIFT | SEC_ALG_AES << SEC_CALG_SHIFT;
+    bd[SEC_DW_AUTH] = 2u << 25; /* CTR counter rollover: the driver always sets it */
+    bd[SEC_DW_CIPHER_LEN] = size;
+    bd[SEC_DW_SRC_L] = (uint32_t)x->in_gpa;
+    bd[SEC_DW_SRC_H] = (uint32_t)(x->in_gpa >> 32);
+    bd[SEC_DW_DST_L] = (uint32_t)dst;
+    bd[SEC_DW_DST_H] = (uint32_t)(dst >> 32);
+    bd[SEC_DW_CKEY_L] = BE_SEC_KEY_GPA;
+    bd[SEC_DW_CIV_L] = BE_SEC_IV_GPA;
+    bd[BE_SEC_SLOT_DW] = slot;
     return 0;
 }
 
@@ -304,7 +409,10 @@ static int be_run_engine(struct be_ctx *x, uint32_t size, uint64_t jobs, struct 
             };
             uint32_t sqe[ZIP_SQE_DWORDS];
 
-            ret = guest_zip_sqe_build(sqe, &q);
+            if (x->o->engine == QM_ENGINE_SEC)
+                ret = be_sec_bd(x, sqe, size, slot);
+            else
+                ret = guest_zip_sqe_build(sqe, &q);
             if (!ret)
                 ret = guest_vf_submit(x->vf, BE_QP, sqe);
             if (ret)
@@ -336,16 +444,19 @@ struct be_summary {
 static void be_print(const struct be_opts *o, uint32_t size, uint64_t jobs, const struct be_summary *m)
 {
     if (o->json) {
-        printf("{\"bench\":\"engine\",\"size\":%u,\"jobs\":%llu,\"depth\":%u,\"workers\":%u,"
-               "\"rounds\":%u,\"mode\":\"%s\",\"level\":1,\"format\":\"deflate\","
+        printf("{\"bench\":\"engine\",\"engine\":\"%s\",\"size\":%u,\"jobs\":%llu,\"depth\":%u,"
+               "\"workers\":%u,\"rounds\":%u,\"mode\":\"%s\",%s"
                "\"raw_mb_s\":%.1f,\"engine_mb_s\":%.1f,\"ratio\":%.3f,"
                "\"ratio_min\":%.3f,\"ratio_max\":%.3f,"
                "\"raw_cpu_mb_s\":%.1f,\"engine_cpu_mb_s\":%.1f,\"cpu_ratio\":%.3f,"
                "\"raw_job_us_p50\":%.1f,\"raw_job_us_p99\":%.1f,\"raw_job_us_max\":%.1f,"
                "\"engine_job_us_p50\":%.1f,\"engine_job_us_p99\":%.1f,\"engine_job_us_max\":%.1f,"
                "\"raw_out_bytes\":%llu,\"engine_out_bytes\":%llu,\"load_threads\":%u}\n",
-               size, (unsigned long long)jobs, o->depth, o->workers, o->rounds,
-               o->poll ? "poll" : "irq", m->raw_mb_s, m->engine_mb_s, m->ratio, m->ratio_min,
+               o->engine == QM_ENGINE_SEC ? "sec" : "zip", size, (unsigned long long)jobs, o->depth,
+               o->workers, o->rounds, o->poll ? "poll" : "irq",
+               o->engine == QM_ENGINE_SEC ? "\"alg\":\"cbc(aes)-128\",\"raw\":\"libcrypto\","
+                                          : "\"level\":1,\"format\":\"deflate\",",
+               m->raw_mb_s, m->engine_mb_s, m->ratio, m->ratio_min,
                m->ratio_max, m->raw_cpu_mb_s, m->engine_cpu_mb_s, m->cpu_ratio,
                m->raw_job_us.p50, m->raw_job_us.p99, m->raw_job_us.max, m->engine_job_us.p50,
                m->engine_job_us.p99, m->engine_job_us.max, (unsigned long long)m->raw_out,
@@ -427,8 +538,11 @@ int bench_engine(int argc, char **argv)
     workload_data_fill(be_host(&x, x.in_gpa), max_size, WORKLOAD_DATA_TEXT, BE_SEED);
     guest_ram_mark_dirty(vm_ram_guest(x.ram), x.in_gpa, max_size);
     if (!o.json)
-        printf("accmig bench engine: one queue, depth %u, %u device worker(s), %s, text-like input, "
-               "%u load thread(s)\n", o.depth, o.workers, o.poll ? "polling" : "MSI-driven", o.load);
+        printf("accmig bench engine: %s, one queue, depth %u, %u device worker(s), %s, text-like "
+               "input, %u load thread(s)\n",
+               o.engine == QM_ENGINE_SEC ? "SEC cbc(aes)-128 vs raw libcrypto"
+                                         : "ZIP deflate level 1 vs raw ISA-L",
+               o.depth, o.workers, o.poll ? "polling" : "MSI-driven", o.load);
 
     for (unsigned i = 0; i < o.nsizes && ret == 0; i++) {
         uint32_t size = o.sizes[i];

@@ -1,9 +1,10 @@
-/* vfu_pci: the emulated PCI Express configuration space of a ZIP VF
- * (private to vfu/).
+/* vfu_pci: the emulated PCI Express configuration space of a VF (ZIP, SEC:
+ * the engine's device id) (private to vfu/).
  *
  * The layout is data (pci_cfg.c: a table of fields with reset value, writable
  * bits, write-1-to-clear bits and an optional hook) applied by one
- * dispatcher. What it shows: vendor 0x19e5 / device 0xa251, the QM revision,
+ * dispatcher. What it shows: vendor 0x19e5 / device 0xa251 (ZIP; the
+ * engine's VF id after vfu_pci_cfg_set_device_id, 0xa256 for SEC), the QM revision,
  * class 0x12 (processing accelerator), BAR2 as a 64-bit prefetchable memory
  * BAR whose size answers the usual all-ones probe, BAR4 (the doorbell pages,
  * when the VF has them) as a 64-bit non-prefetchable memory BAR with the same
@@ -31,6 +32,7 @@ struct vfu_pci_cfg {
     uint8_t wmask[VFU_PCI_CFG_SIZE];
     uint8_t w1c[VFU_PCI_CFG_SIZE];
     uint8_t revision;
+    uint16_t device_id; /* the engine's VF id (vfu_pci_cfg_set_device_id); ZIP's after init */
     uint64_t bar2_size;
     uint64_t bar4_size; /* 0: no BAR4 */
     void (*flr)(void *opaque); /* PCIe function-level reset requested */
@@ -41,6 +43,9 @@ struct vfu_pci_cfg {
  * too, or 0 when the VF has no BAR4. */
 void vfu_pci_cfg_init(struct vfu_pci_cfg *cfg, uint8_t revision, uint64_t bar2_size,
                       uint64_t bar4_size, void (*flr)(void *opaque), void *opaque);
+/* The VF's PCI device id (and subsystem id): the engine's (qm_engine.h),
+ * written at once and kept across resets. */
+void vfu_pci_cfg_set_device_id(struct vfu_pci_cfg *cfg, uint16_t device_id);
 /* Back to reset values (a function-level reset). */
 void vfu_pci_cfg_reset(struct vfu_pci_cfg *cfg);
 /* -EINVAL when [off, off+len) is not inside the space. */
