@@ -1,5 +1,5 @@
-/* accmig serve --dir DIR [--vfs N] [--qps Q] [--hw v3|v4] [--worker-cpus LIST]
- * [--no-db-isolation]: serve a ZIP PF's
+/* accmig serve --dir DIR [--vfs N] [--qps Q] [--hw v3|v4] [--engine zip|sec|..]
+ * [--worker-cpus LIST] [--no-db-isolation]: serve a ZIP (or SEC, ...) PF's
  * VFs over vfio-user, one socket per VF (DIR/vf0.sock ...), until SIGTERM or
  * SIGINT. --socket-path PATH or --fd N instead of --dir serve one VF, as
  * QEMU's vfio-user backend-program conventions say (docs/interop/
@@ -23,7 +23,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: accmig serve --dir DIR [--vfs N] [--qps Q] [--hw v3|v4] [OPTIONS]\n"
             "       accmig serve --socket-path PATH | --fd N [--qps Q] [--hw v3|v4] [OPTIONS]\n"
-            "  Serve the VFs of one emulated ZIP PF over vfio-user: DIR/vf0.sock is\n"
+            "  Serve the VFs of one emulated PF over vfio-user: DIR/vf0.sock is\n"
             "  the first VF (function 1), ... (mode 0600, DIR created 0700 if missing).\n"
             "  --socket-path PATH  serve one VF on a socket created at PATH (0600)\n"
             "  --fd N    serve one VF on listening UNIX socket N, inherited from the\n"
@@ -32,6 +32,8 @@ static void usage(FILE *f)
             "  --qps Q   queue pairs per VF, 2..%u (default %u)\n"
             "  --hw      v4: migration through the PF's per-VF window (default);\n"
             "            v3: through the VF BAR's upper half (the guest sees 32 KiB)\n"
+            "  --engine %s  the engine behind the queues (default zip); the\n"
+            "            VFs' PCI device id is its (zip a251, sec a256)\n"
             "  --worker-cpus LIST  run the device's job workers only on these CPUs\n"
             "            (0..63; \"0\", \"0,2\", \"0-3,6\"; default: any CPU)\n"
             "  --no-db-isolation  the old doorbell layout: no BAR4, QUE_ISO_CFG reads 0,\n"
@@ -46,7 +48,7 @@ static void usage(FILE *f)
             "  SIGTERM/SIGINT: clients are detached (their VFs reset), sockets removed.\n"
             "  QEMU 10.1+: -device '{\"driver\":\"vfio-user-pci\",\"socket\":{\"path\":\n"
             "  \"DIR/vf0.sock\",\"type\":\"unix\"}}' with memory-backend-memfd,share=on.\n",
-            QM_MAX_VFS, QM_DEFAULT_VFS, QM_MAX_QPS_PER_VF, QM_DEFAULT_QPS_PER_VF);
+            QM_MAX_VFS, QM_DEFAULT_VFS, QM_MAX_QPS_PER_VF, QM_DEFAULT_QPS_PER_VF, qm_engine_names());
 }
 
 static int parse_uint(const char *opt, const char *s, uint64_t min, uint64_t max, unsigned *out)
@@ -164,6 +166,8 @@ static int parse_args(int argc, char **argv, struct vfu_server_config *cfg)
             cfg->dev.db_mmap = !strcmp(v, "always") ? VFU_DB_MMAP_ALWAYS
                                : !strcmp(v, "never") ? VFU_DB_MMAP_NEVER
                                                      : VFU_DB_MMAP_COOPERATIVE;
+        } else if (strcmp(a, "--engine") == 0 && v && qm_engine_by_name(v) != NULL) {
+            cfg->dev.engine = qm_engine_by_name(v)->type;
         } else if (strcmp(a, "--hw") == 0 && v && (!strcmp(v, "v3") || !strcmp(v, "v4"))) {
             cfg->dev.hw = strcmp(v, "v3") == 0 ? MIG_HW_V3 : MIG_HW_V4;
         } else {
@@ -186,6 +190,21 @@ static int parse_args(int argc, char **argv, struct vfu_server_config *cfg)
         cfg->dev.num_vfs = 1;
     }
     return 0;
+}
+
+/* "ZIP", "SEC": the engine's name as the startup line prints it. */
+static const char *engine_label(enum qm_engine_type t)
+{
+    switch (t) {
+    case QM_ENGINE_ZIP:
+        return "ZIP";
+    case QM_ENGINE_SEC:
+        return "SEC";
+    case QM_ENGINE_HPRE:
+        return "HPRE";
+    default:
+        return "?";
+    }
 }
 
 int cli_serve(int argc, char **argv)
@@ -228,8 +247,9 @@ int cli_serve(int argc, char **argv)
                     cfg.dir ? cfg.dir : cfg.socket_path, strerror(-ret));
         return 2;
     }
-    printf("accmig serve: %u VF%s of a ZIP PF (QM %s), %u queue pairs each, doorbells %s%s:\n",
-           cfg.dev.num_vfs, cfg.dev.num_vfs == 1 ? "" : "s", cfg.dev.hw == MIG_HW_V3 ? "v3" : "v4",
+    printf("accmig serve: %u VF%s of a %s PF (QM %s), %u queue pairs each, doorbells %s%s:\n",
+           cfg.dev.num_vfs, cfg.dev.num_vfs == 1 ? "" : "s", engine_label(cfg.dev.engine),
+           cfg.dev.hw == MIG_HW_V3 ? "v3" : "v4",
            cfg.dev.qps_per_vf, cfg.dev.db_isolation ? "in BAR4 pages" : "in BAR2",
            !cfg.dev.db_isolation                       ? ""
            : cfg.dev.db_mmap == VFU_DB_MMAP_ALWAYS     ? " (mappable by every client)"

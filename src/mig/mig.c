@@ -81,7 +81,7 @@ static int mig_match_read_locked(struct mig_dev *m, struct mig_match *out)
         return mig_fail_locked(m, rc, AM_LOG_ERR, "reading the identity registers failed (%d)",
                                rc);
     *out = (struct mig_match){
-        .device_id = QM_ZIP_VF_DEVICE_ID,
+        .device_id = qm_dev_engine(m->dev)->vf_device_id,
         .revision = qm_dev_revision(m->dev),
         .format_major = MIG_STREAM_MAJOR,
         .qp_num = (uint16_t)(((vft >> QM_VFT_NUM_SHIFT) & QM_VFT_NUM_MASK) + 1u),

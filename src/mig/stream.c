@@ -31,7 +31,6 @@ const char *const mig_qs_names[MIG_QS_COUNT] = {
 };
 
 #define MIG_NUM_VECTORS_MASK ((1u << QM_NUM_VECTORS) - 1u)
-#define MIG_SQE_SIZE 128u /* bytes of an SQE: what an SQC's ring holds */
 #define MIG_CQE_SIZE 16u
 #define MIG_QCTX_MAX_LEN (MIG_QCTX_HDR_LEN + 2u * MIG_MAX_QPS * MIG_QC_LEN)
 #define MIG_MB_BUSY (1u << QM_MB_BUSY_SHIFT)
@@ -400,7 +399,8 @@ static int check_known_length(const struct mig_stream_record *r, char *err, size
     return 0;
 }
 
-/* MATCH on its own: what any accmig ZIP VF could have sent. */
+/* MATCH on its own: what any accmig VF could have sent (the device id names
+ * its engine: qm_engine_by_vf_device_id). */
 static int check_match_values(const struct mig_match *m, char *err, size_t errlen)
 {
     const struct {
@@ -414,9 +414,9 @@ static int check_match_values(const struct mig_match *m, char *err, size_t errle
     if (m->format_major != MIG_STREAM_MAJOR)
         return fail(-EBADMSG, err, errlen, "MATCH: format major %u differs from the header's %u",
                     m->format_major, MIG_STREAM_MAJOR);
-    if (m->device_id != QM_ZIP_VF_DEVICE_ID)
-        return fail(-EBADMSG, err, errlen, "MATCH: device id %#06x is not a ZIP VF's (%#06x)",
-                    m->device_id, QM_ZIP_VF_DEVICE_ID);
+    if (qm_engine_by_vf_device_id(m->device_id) == NULL)
+        return fail(-EBADMSG, err, errlen, "MATCH: device id %#06x is no engine's VF (%s)",
+                    m->device_id, qm_engine_names());
     if (m->revision != QM_REV_V3 && m->revision != QM_REV_V4)
         return fail(-EBADMSG, err, errlen, "MATCH: revision %#04x is neither v3 (%#04x) nor v4 "
                     "(%#04x)", m->revision, QM_REV_V3, QM_REV_V4);
@@ -476,6 +476,7 @@ int mig_match_check(const struct mig_match *src, const struct mig_match *dst, ch
         bool hex;
     } fields[] = {
         {"format major", src->format_major, dst->format_major, false},
+        /* the engine: a SEC VF's state means nothing to a ZIP VF */
         {"device id", src->device_id, dst->device_id, true},
         {"revision", src->revision, dst->revision, true},
         {"qp count", src->qp_num, dst->qp_num, false},
@@ -643,7 +644,8 @@ static int check_qstate(const struct mig_stream_content *c, char *err, size_t er
  * ring base that is not 0 and does not wrap, head and tail inside the
  * depth, an SQ's CQ a queue of this VF. */
 static int check_qc(const char *kind, unsigned qn, const uint32_t dw[8], unsigned cap,
-                    unsigned esize_log2, unsigned esize, unsigned qps, char *err, size_t errlen)
+                    unsigned esize_log2, unsigned esize, bool sqc, unsigned qps, char *err,
+                    size_t errlen)
 {
     const uint64_t base = (uint64_t)dw[2] << 32 | dw[1];
     const unsigned depth = (dw[3] & 0xfffu) + 1u, head = dw[0] & 0xffffu, tail = dw[0] >> 16;
@@ -661,7 +663,7 @@ static int check_qc(const char *kind, unsigned qn, const uint32_t dw[8], unsigne
     if (head >= depth || tail >= depth)
         return fail(-EBADMSG, err, errlen, "QCTX: %s %u: head %u / tail %u outside depth %u",
                     kind, qn, head, tail, depth);
-    if (esize == MIG_SQE_SIZE && (dw[6] & 0xffffu) >= qps)
+    if (sqc && (dw[6] & 0xffffu) >= qps)
         return fail(-EBADMSG, err, errlen, "QCTX: SQC %u: CQ %u beyond the %u queues of MATCH",
                     qn, dw[6] & 0xffffu, qps);
     return 0;
@@ -674,8 +676,12 @@ static int check_qctx(const struct mig_stream_content *c, char *err, size_t errl
 {
     const struct mig_vf_snapshot *s = &c->state;
     const unsigned qps = c->match.qp_num;
+    /* MATCH was checked: the device id is a known engine's. */
+    const struct qm_engine *e = qm_engine_by_vf_device_id(c->match.device_id);
     int rc = 0;
 
+    if (e == NULL)
+        return fail(-EBADMSG, err, errlen, "QCTX: MATCH names no engine");
     if (beyond(s->ctx_sq, qps) || beyond(s->ctx_cq, qps))
         return fail(-EBADMSG, err, errlen, "QCTX: masks %#llx/%#llx name queues beyond the %u "
                     "of MATCH", (unsigned long long)s->ctx_sq, (unsigned long long)s->ctx_cq,
@@ -685,11 +691,11 @@ static int check_qctx(const struct mig_stream_content *c, char *err, size_t errl
                     "name", mig_first(s->ctx_sq & ~s->qp_active));
     for (unsigned q = 0; q < MIG_MAX_QPS && rc == 0; q++) {
         if ((s->ctx_sq >> q) & 1u)
-            rc = check_qc("SQC", q, s->sqc[q], c->match.sq_depth, QM_SQE_SIZE_LOG2, MIG_SQE_SIZE,
-                          qps, err, errlen);
+            rc = check_qc("SQC", q, s->sqc[q], c->match.sq_depth, e->sqe_size_log2, e->sqe_size,
+                          true, qps, err, errlen);
         if (rc == 0 && ((s->ctx_cq >> q) & 1u))
-            rc = check_qc("CQC", q, s->cqc[q], c->match.cq_depth, 4u, MIG_CQE_SIZE, qps, err,
-                          errlen);
+            rc = check_qc("CQC", q, s->cqc[q], c->match.cq_depth, 4u, MIG_CQE_SIZE, false, qps,
+                          err, errlen);
     }
     return rc;
 }

@@ -1,4 +1,5 @@
-/* qm: the device model, a ZIP PF with N SR-IOV VFs behind a queue manager.
+/* qm: the device model, a PF with N SR-IOV VFs behind a queue manager, whose
+ * queues feed one engine (ZIP, SEC, ...: qm_engine.h; cfg.engine).
  *
  * This is the "silicon". Drivers reach it only through BAR2 register
  * accesses (qm_bar_read/qm_bar_write) and DMA through each function's IOMMU
@@ -68,6 +69,7 @@
 #include <stdint.h>
 
 #include "iommu/iommu.h"
+#include "qm/qm_engine.h"
 #include "qm/qm_hw.h"
 
 #define QM_MAX_VFS 63u
@@ -90,11 +92,12 @@ struct qm_dev_config {
     unsigned workers;      /* job worker threads, >= 1 */
     uint64_t worker_cpus;  /* bit c: workers may run on CPU c; 0 = anywhere */
     bool db_isolation;     /* VF doorbells in BAR4 pages (default true) */
+    enum qm_engine_type engine; /* the engine behind the queues (default ZIP); qm_engine.h */
     struct qm_irq_sink irq;
 };
 
 /* Fills the defaults: 4 VFs, 4 queue pairs each, v4, 2 workers, doorbell
- * isolation, no irq sink. */
+ * isolation, the ZIP engine, no irq sink. */
 void qm_dev_config_default(struct qm_dev_config *cfg);
 
 /* Creates the device with its VFT programmed (each VF gets qps_per_vf
@@ -105,6 +108,8 @@ void qm_dev_destroy(struct qm_dev *dev);
 
 unsigned qm_dev_num_functions(const struct qm_dev *dev); /* 1 + num_vfs */
 uint8_t qm_dev_revision(const struct qm_dev *dev);
+/* The engine of the device's queues (its PCI ids, SQE size, capabilities). */
+const struct qm_engine *qm_dev_engine(const struct qm_dev *dev);
 /* BAR2 size of a function: 4 MiB for the PF, 64 KiB for a VF. */
 uint64_t qm_bar_size(const struct qm_dev *dev, unsigned fn);
 

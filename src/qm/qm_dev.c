@@ -444,7 +444,7 @@ int qm_dev_create(const struct qm_dev_config *cfg, struct qm_dev **out)
     if (cfg == NULL || out == NULL || cfg->num_vfs < 1 || cfg->num_vfs > QM_MAX_VFS ||
         cfg->qps_per_vf < 2 || cfg->qps_per_vf > QM_MAX_QPS_PER_VF ||
         (cfg->revision != QM_REV_V3 && cfg->revision != QM_REV_V4) || cfg->workers < 1 ||
-        cfg->workers > QM_MAX_WORKERS)
+        cfg->workers > QM_MAX_WORKERS || qm_engine_get(cfg->engine) == NULL)
         return -EINVAL;
     r = qm_regs_check_tables();
     if (r)
@@ -453,6 +453,7 @@ int qm_dev_create(const struct qm_dev_config *cfg, struct qm_dev **out)
     if (dev == NULL)
         return -ENOMEM;
     dev->cfg = *cfg;
+    dev->engine = qm_engine_get(cfg->engine);
     dev->nfn = 1 + cfg->num_vfs;
     dev->total_qps = dev->nfn * cfg->qps_per_vf;
     pthread_mutex_init(&dev->sched_lock, NULL);
@@ -516,6 +517,11 @@ unsigned qm_dev_num_functions(const struct qm_dev *dev)
 uint8_t qm_dev_revision(const struct qm_dev *dev)
 {
     return dev->cfg.revision;
+}
+
+const struct qm_engine *qm_dev_engine(const struct qm_dev *dev)
+{
+    return dev->engine;
 }
 
 struct iommu_domain *qm_dev_iommu(struct qm_dev *dev, unsigned fn)

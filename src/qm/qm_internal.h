@@ -16,7 +16,7 @@
  *   it started (RESUME_QM restarts them all): a woken worker would only
  *   block on the fn->lock still held, and one wakeup per queue would set the
  *   workers fighting the writer for it.
- * - A worker runs the ZIP engine with no lock held; the commit (SQE result,
+ * - A worker runs the engine (dev->engine) with no lock held; the commit (SQE result,
  *   CQE, head advance, EQE) happens under fn->lock.
  * - job->gate (struct qm_job) protects a job's revoked flag and the output
  *   write it has in progress (where, what, how long). The worker holds it only
@@ -58,6 +58,7 @@
 #include "qm/qm.h"
 #include "qm/qm_debug.h"
 #include "qm/qm_hw.h"
+#include "qm/qm_engine.h"
 #include "zip/zip.h"
 
 #define QM_LOG "qm"
@@ -128,21 +129,9 @@ enum qm_fn_reg {
     QM_R_CAP_ABN_IRQ_TYPE,
     QM_R_CAP_PF2VF_IRQ_TYPE,
     QM_R_CAP_IRQ_NUM,
-    QM_R_ZIP_QM_NFE_MASK,
-    QM_R_ZIP_QM_RESET_MASK,
-    QM_R_ZIP_QM_CE_MASK,
-    QM_R_ZIP_NFE_MASK,
-    QM_R_ZIP_RESET_MASK,
-    QM_R_ZIP_CE_MASK,
-    QM_R_ZIP_CORE_NUM,
-    QM_R_ZIP_CORE_BITMAP,
-    QM_R_ZIP_DRV_ALG_BITMAP,
-    QM_R_ZIP_DEV_ALG_BITMAP,
-    QM_R_ZIP_CORE1_ALG,
-    QM_R_ZIP_CORE2_ALG,
-    QM_R_ZIP_CORE3_ALG,
-    QM_R_ZIP_CORE4_ALG,
-    QM_R_ZIP_CORE5_ALG,
+    /* the engine's capability registers (qm_engine.h): QM_ENGINE_CAP_BASE + 4 i */
+    QM_R_ENG_CAP0,
+    QM_R_ENG_CAP_LAST = QM_R_ENG_CAP0 + QM_ENGINE_CAP_COUNT - 1,
     QM_R_LOCAL_COUNT,
     /* window space (QM_WIN_*) */
     QM_R_WIN_EQC0 = QM_R_LOCAL_COUNT,
@@ -365,10 +354,10 @@ struct qm_job {
 
 struct qm_worker {
     struct qm_dev *dev;
-    struct zip_engine *eng;
+    void *eng;                  /* dev->engine's instance of this worker */
     pthread_t thread;
     struct qm_job job;
-    uint32_t sqe[ZIP_SQE_DWORDS];
+    uint32_t sqe[QM_ENGINE_SQE_DWORDS_MAX];
 };
 
 /* Test hook (qm_debug_freeze_*): the next worker to reach `armed` blocks
@@ -384,6 +373,7 @@ struct qm_freeze {
 
 struct qm_dev {
     struct qm_dev_config cfg;
+    const struct qm_engine *engine; /* qm_engine_get(cfg.engine), never NULL */
     unsigned nfn;
     unsigned total_qps;       /* queue pool the VFT may hand out */
     struct qm_fn *fn[QM_NUM_FNS_MAX];

@@ -36,8 +36,10 @@ int qm_sq_load_locked(struct qm_fn *fn, struct qm_queue *q, const struct qm_sqc 
     unsigned depth = (c->dw3 & QM_QC_DEPTH_MASK) + 1;
 
     qm_fn_assert_locked(fn);
-    if (depth < 2 || depth > QM_SQ_DEPTH || ((c->dw3 >> QM_QC_ESIZE_SHIFT) & 0xfu) != QM_SQE_SIZE_LOG2 ||
-        !qm_ring_ok(base, depth, ZIP_SQE_SIZE) || c->head >= depth || c->tail >= depth ||
+    const struct qm_engine *e = fn->dev->engine;
+
+    if (depth < 2 || depth > QM_SQ_DEPTH || ((c->dw3 >> QM_QC_ESIZE_SHIFT) & 0xfu) != e->sqe_size_log2 ||
+        !qm_ring_ok(base, depth, e->sqe_size) || c->head >= depth || c->tail >= depth ||
         c->cq_num >= fn->qp_num)
         return -EINVAL;
     qm_queue_invalidate_locked(fn, q, true, false);
@@ -516,19 +518,39 @@ void qm_fn_resume_events_locked(struct qm_fn *fn, struct qm_deferred *d)
 
 /* ---- job commit -------------------------------------------------------- */
 
+/* The result dwords of the engine (mask bit i = dword i), each run of
+ * consecutive dwords in one write. */
+static int qm_sqe_write_back(struct qm_fn *fn, uint64_t sqe_iova, uint32_t mask,
+                             const uint32_t *sqe)
+{
+    for (unsigned i = 0; i < 32 && (mask >> i) != 0;) {
+        unsigned n = 0;
+
+        if (!((mask >> i) & 1u)) {
+            i++;
+            continue;
+        }
+        while (i + n < 32 && ((mask >> (i + n)) & 1u))
+            n++;
+        if (iommu_dma_write(fn->dom, sqe_iova + 4u * i, &sqe[i], 4u * n) != 0)
+            return -EFAULT;
+        i += n;
+    }
+    return 0;
+}
+
 /* The CQE is the commit point: SQE result first, then the CQE (phase last),
  * then the EQE. A ring that cannot be written breaks its queue (AEQE 2). */
 void qm_job_commit_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_queue *q,
                           struct qm_queue *c, uint16_t slot, const uint32_t *sqe)
 {
-    uint64_t sqe_iova = q->sq.base + (uint64_t)slot * ZIP_SQE_SIZE;
+    const struct qm_engine *e = fn->dev->engine;
+    uint64_t sqe_iova = q->sq.base + (uint64_t)slot * e->sqe_size;
     uint64_t cqe_iova = c->cq.base + (uint64_t)c->cq.tail * sizeof(struct qm_cqe);
-    uint32_t status = sqe[ZIP_SQE_DW3] & ZIP_DW3_STATUS_MASK;
     struct qm_cqe cqe = {0};
 
     qm_fn_assert_locked(fn);
-    if (iommu_dma_write(fn->dom, sqe_iova, &sqe[ZIP_SQE_CONSUMED], 8) != 0 ||
-        iommu_dma_write(fn->dom, sqe_iova + 4 * ZIP_SQE_DW3, &sqe[ZIP_SQE_DW3], 4) != 0) {
+    if (qm_sqe_write_back(fn, sqe_iova, e->writeback_mask, sqe) != 0) {
         QM_COUNT(fn, ring_faults);
         q->sq.broken = true;
         qm_post_aeqe_locked(fn, d, q->qn, QM_AEQE_CQE_ERROR);
@@ -555,9 +577,9 @@ void qm_job_commit_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_que
         c->cq.phase = !c->cq.phase;
     q->sq.head = (uint16_t)((slot + 1) % q->sq.depth);
     QM_COUNT(fn, jobs_done);
-    if (status == ZIP_ST_DMA_FAULT)
+    if (e->job_dma_fault(sqe))
         QM_COUNT(fn, jobs_dma_fault);
-    if (!zip_status_is_success(status))
+    if (!e->job_ok(sqe))
         QM_COUNT(fn, jobs_failed);
     if ((c->cq.ctx.dw6 & QM_CQC_DW6_EQ_EN) && !c->cq.disarmed) {
         c->cq.disarmed = true;

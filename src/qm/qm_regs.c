@@ -33,6 +33,12 @@ static uint32_t qm_rd_eq_source(struct qm_access *a, const struct qm_reg *r)
     return qm_xeq_source(&a->fn->eq);
 }
 
+/* Constant per device: the engine's table says what the driver finds. */
+static uint32_t qm_rd_engine_cap(struct qm_access *a, const struct qm_reg *r)
+{
+    return qm_engine_cap_read(a->dev->engine, r->off);
+}
+
 /* Unmasking with events pending raises the vector at once. */
 static void qm_wr_xeq_mask(struct qm_access *a, const struct qm_reg *r, uint32_t old, uint32_t val)
 {
@@ -527,6 +533,12 @@ static void qm_wr_mig_region_sel(struct qm_access *a, const struct qm_reg *r, ui
 /* ---- the tables ------------------------------------------------------- */
 
 #define QM_RO_REG(o, n, v) {(o), (n), QM_RO, (v), 0, NULL, NULL}
+/* The engine's capability registers read through its table (qm_engine.h). */
+#define QM_ENG_CAP_REG(i)                                                                          \
+    [QM_R_ENG_CAP0 + (i)] = {QM_ENGINE_CAP_BASE + 4u * (i), "ENGINE_CAP" #i, QM_RO, 0, 0,         \
+                             qm_rd_engine_cap, NULL}
+_Static_assert(QM_ENGINE_CAP_BASE + 4u * QM_ENGINE_CAP_COUNT <= 0x4000u,
+               "engine capabilities are function-local registers");
 
 /* Capability values: the v3 column of the Linux driver's tables
  * (docs/driver-compat.md). */
@@ -560,21 +572,12 @@ static const struct qm_reg qm_local_regs[QM_R_LOCAL_COUNT] = {
     [QM_R_CAP_PF2VF_IRQ_TYPE] = QM_RO_REG(QM_CAP_PF2VF_IRQ_TYPE, "CAP_PF2VF_IRQ_TYPE",
                                           0x10000 | QM_VEC_IFC),
     [QM_R_CAP_IRQ_NUM] = QM_RO_REG(QM_CAP_IRQ_NUM, "CAP_IRQ_NUM", 0x00040003),
-    [QM_R_ZIP_QM_NFE_MASK] = QM_RO_REG(ZIP_CAP_QM_NFE_MASK, "ZIP_CAP_QM_NFE_MASK", 0x7c77),
-    [QM_R_ZIP_QM_RESET_MASK] = QM_RO_REG(ZIP_CAP_QM_RESET_MASK, "ZIP_CAP_QM_RESET_MASK", 0x6c77),
-    [QM_R_ZIP_QM_CE_MASK] = QM_RO_REG(ZIP_CAP_QM_CE_MASK, "ZIP_CAP_QM_CE_MASK", 0x8),
-    [QM_R_ZIP_NFE_MASK] = QM_RO_REG(ZIP_CAP_NFE_MASK, "ZIP_CAP_NFE_MASK", 0x1ffe),
-    [QM_R_ZIP_RESET_MASK] = QM_RO_REG(ZIP_CAP_RESET_MASK, "ZIP_CAP_RESET_MASK", 0x7fe),
-    [QM_R_ZIP_CE_MASK] = QM_RO_REG(ZIP_CAP_CE_MASK, "ZIP_CAP_CE_MASK", 0x1),
-    [QM_R_ZIP_CORE_NUM] = QM_RO_REG(ZIP_CAP_CORE_NUM, "ZIP_CAP_CORE_NUM", 0x12050203),
-    [QM_R_ZIP_CORE_BITMAP] = QM_RO_REG(ZIP_CAP_CORE_BITMAP, "ZIP_CAP_CORE_BITMAP", 0x001c0003),
-    [QM_R_ZIP_DRV_ALG_BITMAP] = QM_RO_REG(ZIP_CAP_DRV_ALG_BITMAP, "ZIP_CAP_DRV_ALG_BITMAP", 0x3f),
-    [QM_R_ZIP_DEV_ALG_BITMAP] = QM_RO_REG(ZIP_CAP_DEV_ALG_BITMAP, "ZIP_CAP_DEV_ALG_BITMAP", 0x3f),
-    [QM_R_ZIP_CORE1_ALG] = QM_RO_REG(ZIP_CAP_CORE1_ALG_BITMAP, "ZIP_CAP_CORE1_ALG_BITMAP", 0xd5),
-    [QM_R_ZIP_CORE2_ALG] = QM_RO_REG(ZIP_CAP_CORE2_ALG_BITMAP, "ZIP_CAP_CORE2_ALG_BITMAP", 0xd5),
-    [QM_R_ZIP_CORE3_ALG] = QM_RO_REG(ZIP_CAP_CORE3_ALG_BITMAP, "ZIP_CAP_CORE3_ALG_BITMAP", 0x2a),
-    [QM_R_ZIP_CORE4_ALG] = QM_RO_REG(ZIP_CAP_CORE4_ALG_BITMAP, "ZIP_CAP_CORE4_ALG_BITMAP", 0x2a),
-    [QM_R_ZIP_CORE5_ALG] = QM_RO_REG(ZIP_CAP_CORE5_ALG_BITMAP, "ZIP_CAP_CORE5_ALG_BITMAP", 0x2a),
+    QM_ENG_CAP_REG(0), QM_ENG_CAP_REG(1), QM_ENG_CAP_REG(2), QM_ENG_CAP_REG(3),
+    QM_ENG_CAP_REG(4), QM_ENG_CAP_REG(5), QM_ENG_CAP_REG(6), QM_ENG_CAP_REG(7),
+    QM_ENG_CAP_REG(8), QM_ENG_CAP_REG(9), QM_ENG_CAP_REG(10), QM_ENG_CAP_REG(11),
+    QM_ENG_CAP_REG(12), QM_ENG_CAP_REG(13), QM_ENG_CAP_REG(14), QM_ENG_CAP_REG(15),
+    QM_ENG_CAP_REG(16), QM_ENG_CAP_REG(17), QM_ENG_CAP_REG(18), QM_ENG_CAP_REG(19),
+    QM_ENG_CAP_REG(20), QM_ENG_CAP_REG(21), QM_ENG_CAP_REG(22),
 };
 
 #define QM_XEQC_REG(base, i, n) {(base) + 4 * (i), n, QM_RW, 0, 0xffffffffu, qm_rd_xeqc, qm_wr_xeqc}

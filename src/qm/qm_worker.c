@@ -1,6 +1,6 @@
 /* qm_worker: the job engines. Runnable queues wait on one FIFO ring; a worker
  * takes a queue, fetches the SQE at its head under the function lock, runs
- * the ZIP engine with no lock held (output through qm_job_write, which a
+ * the device's engine (qm_engine.h) with no lock held (output through qm_job_write, which a
  * revocation closes), and commits under the lock again. A queue is served by
  * one worker at a time (q->job), so its jobs complete in order.
  * With more work on its queue a worker keeps it while no other queue waits,
@@ -207,7 +207,7 @@ static bool qm_job_cancelled(void *opaque)
     return atomic_load_explicit(&w->job.revoked, memory_order_acquire);
 }
 
-static const struct zip_job_ops qm_job_ops = {.write = qm_job_write, .cancelled = qm_job_cancelled};
+static const struct qm_engine_io qm_job_ops = {.write = qm_job_write, .cancelled = qm_job_cancelled};
 
 /* Takes the job off its queue; the caller decides what the worker sees. */
 static void qm_job_detach_locked(struct qm_fn *fn, struct qm_job *j)
@@ -253,6 +253,7 @@ void qm_fn_revoke_jobs_locked(struct qm_fn *fn, bool help)
 static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
 {
     struct qm_fn *fn = q->fn;
+    const struct qm_engine *e = w->dev->engine;
     struct qm_job *j = &w->job;
     struct qm_deferred d = {0};
     struct qm_queue *c;
@@ -270,7 +271,7 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
         return false;
     }
     slot = q->sq.head;
-    if (iommu_dma_read(fn->dom, q->sq.base + (uint64_t)slot * ZIP_SQE_SIZE, w->sqe, ZIP_SQE_SIZE)) {
+    if (iommu_dma_read(fn->dom, q->sq.base + (uint64_t)slot * e->sqe_size, w->sqe, e->sqe_size)) {
         QM_COUNT(fn, ring_faults);
         q->sq.broken = true;
         qm_post_aeqe_locked(fn, &d, q->qn, QM_AEQE_CQE_ERROR);
@@ -291,14 +292,13 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
     qm_fn_unlock(fn, &d);
 
     qm_freeze_point(w->dev, QM_FREEZE_FETCHED);
-    if (alg > ZIP_ALG_DECOMPRESS) {
-        /* The queue's direction is neither compress nor decompress. */
-        w->sqe[ZIP_SQE_CONSUMED] = 0;
-        w->sqe[ZIP_SQE_PRODUCED] = 0;
-        w->sqe[ZIP_SQE_DW3] = (w->sqe[ZIP_SQE_DW3] & ~ZIP_DW3_STATUS_MASK) | ZIP_ST_BAD_SQE;
+    if (alg >= e->num_alg_types) {
+        /* The queue's alg_type is none the engine has (for ZIP: neither
+         * compress nor decompress). */
+        e->refuse(w->sqe);
         r = 0;
     } else {
-        r = zip_engine_run(w->eng, fn->dom, w->sqe, (enum zip_alg_dir)alg, &qm_job_ops, w);
+        r = e->run(w->eng, fn->dom, w->sqe, alg, &qm_job_ops, w);
     }
     qm_freeze_point(w->dev, QM_FREEZE_BEFORE_COMMIT);
 
@@ -311,7 +311,6 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
     }
     qm_job_detach_locked(fn, j);
     if (r == 0 && c->cq.gen == j->cq_gen) {
-        uint32_t status = w->sqe[ZIP_SQE_DW3] & ZIP_DW3_STATUS_MASK;
         uint64_t ctx_iova;
         const void *ctx;
         uint32_t ctx_len;
@@ -319,16 +318,15 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
         /* Stream mode: the context the piece leaves is written with its
          * commit, under the lock a revoker takes, so a job revoked before
          * this point leaves the old context and its replay starts from it. */
-        if (alg <= ZIP_ALG_DECOMPRESS && zip_engine_stream_ctx(w->eng, &ctx_iova, &ctx, &ctx_len) &&
-            iommu_dma_write(fn->dom, ctx_iova, ctx, ctx_len) != 0) {
-            status = ZIP_ST_DMA_FAULT;
-            w->sqe[ZIP_SQE_DW3] = (w->sqe[ZIP_SQE_DW3] & ~ZIP_DW3_STATUS_MASK) | status;
-        }
-        if (!zip_status_is_success(status))
-            QM_GUEST_LOG(fn, "q %u job tag %08x%08x: status %#x: %s", q->qn, w->sqe[ZIP_SQE_TAG_H],
-                         w->sqe[ZIP_SQE_TAG_L], status,
-                         alg > ZIP_ALG_DECOMPRESS ? "queue has no direction"
-                                                  : zip_engine_last_error(w->eng));
+        if (alg < e->num_alg_types && e->stream_ctx != NULL &&
+            e->stream_ctx(w->eng, &ctx_iova, &ctx, &ctx_len) &&
+            iommu_dma_write(fn->dom, ctx_iova, ctx, ctx_len) != 0)
+            e->set_dma_fault(w->sqe);
+        if (!e->job_ok(w->sqe))
+            QM_GUEST_LOG(fn, "q %u job tag %016llx: %s error: %s", q->qn,
+                         (unsigned long long)e->job_tag(w->sqe), e->name,
+                         alg >= e->num_alg_types ? "queue alg_type unknown to the engine"
+                                                 : e->last_error(w->eng));
         qm_job_commit_locked(fn, &d, q, c, slot, w->sqe);
     } else {
         /* The CQ was reloaded under the job, or the engine failed: the job
@@ -417,7 +415,7 @@ int qm_workers_start(struct qm_dev *dev)
         pthread_mutex_init(&w->job.gate, NULL);
         pthread_cond_init(&w->job.write_done, NULL);
         atomic_init(&w->job.revoked, false);
-        r = zip_engine_create(&w->eng);
+        r = dev->engine->create(&w->eng);
         if (r)
             return r;
         r = pthread_create(&w->thread, NULL, qm_worker_main, w);
@@ -458,7 +456,7 @@ void qm_workers_stop(struct qm_dev *dev)
         pthread_join(dev->workers[i].thread, NULL);
     for (unsigned i = 0; dev->workers && i < dev->nworkers; i++) {
         if (dev->workers[i].eng)
-            zip_engine_destroy(dev->workers[i].eng);
+            dev->engine->destroy(dev->workers[i].eng);
         pthread_mutex_destroy(&dev->workers[i].job.gate);
         pthread_cond_destroy(&dev->workers[i].job.write_done);
     }

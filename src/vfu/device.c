@@ -35,6 +35,7 @@ void vfu_device_config_default(struct vfu_device_config *cfg)
     cfg->worker_cpus = 0;
     cfg->db_isolation = true;
     cfg->db_mmap = VFU_DB_MMAP_COOPERATIVE;
+    cfg->engine = QM_ENGINE_ZIP;
 }
 
 /* ---- interrupts ---- */
@@ -404,6 +405,7 @@ static int vf_create(struct vfu_device *d, unsigned index, struct vfu_vf **out)
     vf->ops_ctx = vf;
     vfu_pci_cfg_init(&vf->cfg, qm_dev_revision(d->qm), vf->bar_size, vf->db_size, vf_cfg_flr,
                      vf);
+    vfu_pci_cfg_set_device_id(&vf->cfg, qm_dev_engine(d->qm)->vf_device_id);
     ret = mig_dev_create(d->qm, vf->fn, d->hw, &vf->mig);
     if (ret) {
         pthread_mutex_destroy(&vf->irq_lock);
@@ -442,6 +444,7 @@ int vfu_device_create(const struct vfu_device_config *cfg, struct vfu_device **o
     qc.workers = cfg->workers;
     qc.worker_cpus = cfg->worker_cpus;
     qc.db_isolation = cfg->db_isolation;
+    qc.engine = cfg->engine;
     qc.irq.raise = device_irq_raise;
     qc.irq.opaque = d;
     ret = qm_dev_create(&qc, &d->qm);

@@ -11,6 +11,8 @@
 #define PCI_CAP_ID_MSI 0x05u
 #define PCI_CAP_ID_EXP 0x10u
 #define PCI_STATUS_CAP_LIST 0x0010u
+#define PCI_DEVICE_ID 0x02u
+#define PCI_SUBSYSTEM_ID 0x2eu
 #define PCI_BAR2 0x18u
 #define PCI_BAR4 0x20u
 #define PCI_BAR_MEM_64 0x4u
@@ -42,7 +44,7 @@ struct cfg_field {
 static const struct cfg_field cfg_fields[] = {
     /* type 0 header */
     {0x00, 2, QM_VENDOR_ID, 0, 0, CFG_HOOK_NONE, "vendor"},
-    {0x02, 2, QM_ZIP_VF_DEVICE_ID, 0, 0, CFG_HOOK_NONE, "device"},
+    {PCI_DEVICE_ID, 2, 0, 0, 0, CFG_HOOK_NONE, "device"}, /* the engine's: reset fills it */
     {0x04, 2, 0, 0x0406, 0, CFG_HOOK_NONE, "command"}, /* memory, bus master, INTx off */
     {0x06, 2, PCI_STATUS_CAP_LIST, 0, 0xf900, CFG_HOOK_NONE, "status"},
     {0x08, 4, PCI_CLASS_ACCELERATOR << 24, 0, 0, CFG_HOOK_NONE, "class_revision"},
@@ -53,7 +55,7 @@ static const struct cfg_field cfg_fields[] = {
     {PCI_BAR4, 4, PCI_BAR_MEM_64, 0, 0, CFG_HOOK_NONE, "bar4_lo"},
     {PCI_BAR4 + 4, 4, 0, 0, 0, CFG_HOOK_NONE, "bar4_hi"},
     {0x2c, 2, QM_VENDOR_ID, 0, 0, CFG_HOOK_NONE, "subsys_vendor"},
-    {0x2e, 2, QM_ZIP_VF_DEVICE_ID, 0, 0, CFG_HOOK_NONE, "subsys_id"},
+    {PCI_SUBSYSTEM_ID, 2, 0, 0, 0, CFG_HOOK_NONE, "subsys_id"},
     {0x34, 1, VFU_PCI_MSI_CAP, 0, 0, CFG_HOOK_NONE, "cap_ptr"},
     {0x3c, 1, 0, 0xff, 0, CFG_HOOK_NONE, "int_line"},
     /* MSI, 64-bit, 4 vectors, no per-vector masking */
@@ -110,6 +112,8 @@ void vfu_pci_cfg_reset(struct vfu_pci_cfg *cfg)
         cfg_put(cfg->w1c, f->off, f->size, f->w1c);
     }
     cfg->bytes[0x08] = cfg->revision;
+    cfg_put(cfg->bytes, PCI_DEVICE_ID, 2, cfg->device_id);
+    cfg_put(cfg->bytes, PCI_SUBSYSTEM_ID, 2, cfg->device_id);
     cfg_bar64(cfg, PCI_BAR2, cfg->bar2_size);
     cfg_bar64(cfg, PCI_BAR4, cfg->bar4_size);
 }
@@ -118,11 +122,19 @@ void vfu_pci_cfg_init(struct vfu_pci_cfg *cfg, uint8_t revision, uint64_t bar2_s
                       uint64_t bar4_size, void (*flr)(void *opaque), void *opaque)
 {
     cfg->revision = revision;
+    cfg->device_id = QM_ZIP_VF_DEVICE_ID;
     cfg->bar2_size = bar2_size;
     cfg->bar4_size = bar4_size;
     cfg->flr = flr;
     cfg->opaque = opaque;
     vfu_pci_cfg_reset(cfg);
+}
+
+void vfu_pci_cfg_set_device_id(struct vfu_pci_cfg *cfg, uint16_t device_id)
+{
+    cfg->device_id = device_id;
+    cfg_put(cfg->bytes, PCI_DEVICE_ID, 2, device_id);
+    cfg_put(cfg->bytes, PCI_SUBSYSTEM_ID, 2, device_id);
 }
 
 int vfu_pci_cfg_read(const struct vfu_pci_cfg *cfg, uint64_t off, void *buf, uint64_t len)

@@ -71,10 +71,13 @@ struct vfu_device_config {
      * running the Linux driver) get BAR4 trapped. ALWAYS: every client;
      * NEVER: nobody. */
     enum vfu_db_mmap { VFU_DB_MMAP_COOPERATIVE = 0, VFU_DB_MMAP_ALWAYS, VFU_DB_MMAP_NEVER } db_mmap;
+    /* qm_dev_config.engine: the engine behind the queues (ZIP by default);
+     * the VFs' PCI device id is the engine's. */
+    enum qm_engine_type engine;
 };
 
 /* Defaults: 4 VFs, 4 queue pairs each, v4, 2 workers on any CPU, doorbell
- * isolation on. */
+ * isolation on, the ZIP engine. */
 void vfu_device_config_default(struct vfu_device_config *cfg);
 /* Creates the qm_dev (its irq sink routes to the VFs' eventfds) and one
  * migration device per VF. -EINVAL for a bad config, -ENOMEM, or what

@@ -31,6 +31,7 @@ struct vfu_pci_cfg {
     uint8_t wmask[VFU_PCI_CFG_SIZE];
     uint8_t w1c[VFU_PCI_CFG_SIZE];
     uint8_t revision;
+    uint16_t device_id; /* the engine's VF id (vfu_pci_cfg_set_device_id); ZIP's after init */
     uint64_t bar2_size;
     uint64_t bar4_size; /* 0: no BAR4 */
     void (*flr)(void *opaque); /* PCIe function-level reset requested */
@@ -41,6 +42,9 @@ struct vfu_pci_cfg {
  * too, or 0 when the VF has no BAR4. */
 void vfu_pci_cfg_init(struct vfu_pci_cfg *cfg, uint8_t revision, uint64_t bar2_size,
                       uint64_t bar4_size, void (*flr)(void *opaque), void *opaque);
+/* The VF's PCI device id (and subsystem id): the engine's (qm_engine.h),
+ * written at once and kept across resets. */
+void vfu_pci_cfg_set_device_id(struct vfu_pci_cfg *cfg, uint16_t device_id);
 /* Back to reset values (a function-level reset). */
 void vfu_pci_cfg_reset(struct vfu_pci_cfg *cfg);
 /* -EINVAL when [off, off+len) is not inside the space. */
