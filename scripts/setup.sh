@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev
-      libisal-dev zlib1g-dev libjson-c-dev libcmocka-dev iproute2)
+      libisal-dev zlib1g-dev libjson-c-dev libcmocka-dev libssl-dev iproute2)
 
 missing=()
 for p in "${pkgs[@]}"; do

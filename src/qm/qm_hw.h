@@ -14,6 +14,8 @@
 #define QM_VENDOR_ID 0x19e5
 #define QM_ZIP_PF_DEVICE_ID 0xa250
 #define QM_ZIP_VF_DEVICE_ID 0xa251
+#define QM_SEC_PF_DEVICE_ID 0xa255
+#define QM_SEC_VF_DEVICE_ID 0xa256
 #define QM_REV_V3 0x30
 #define QM_REV_V4 0x50
 

@@ -1,0 +1,98 @@
+/* sec_int: private to the SEC engine. A job's buffers are described as
+ * ordered DMA segments (sec_buf.c), gathered into host memory, computed
+ * there with libcrypto (sec_crypto.c) and scattered back through the
+ * caller's write op. */
+#ifndef ACCMIG_SEC_INT_H
+#define ACCMIG_SEC_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+
+#include "sec/sec.h"
+
+#define SEC_LOG "sec"
+#define SEC_SGL_MAX_ENTRIES 255u /* per SGL */
+#define SEC_SGL_MAX_CHAIN 256u   /* SGLs in one chain before it counts as a loop */
+
+struct sec_seg {
+    uint64_t iova;
+    uint64_t len;
+};
+
+/* The bytes [0, len) of a BD's buffer, in order. */
+struct sec_buf {
+    struct sec_seg *segs;
+    unsigned nsegs, cap;
+    uint64_t len;
+};
+
+/* A BD, decoded. Lengths in bytes. */
+struct sec_job {
+    unsigned dir;       /* enum sec_cipher_dir */
+    unsigned calg, cmode, ckey_code;
+    unsigned auth;      /* enum sec_auth */
+    unsigned aalg;
+    unsigned mac_len;   /* authenc: mac_len words * 4; CCM/GCM: c_icv_len */
+    unsigned akey_len;
+    bool auth_first;    /* seq: authenticate the input, then decipher */
+    bool de;            /* destination apart from the source */
+    bool xcm;           /* CCM or GCM */
+    unsigned src_type, dst_type;
+    uint64_t src, dst, ckey, akey, civ, mac;
+    uint32_t c_off, c_len, a_off, a_len;
+    uint64_t total;     /* bytes of the source the job reads */
+};
+
+struct sec_engine {
+    EVP_CIPHER_CTX *cctx;
+    EVP_MAC *hmac;
+    uint8_t *in, *out;  /* host copies of source and destination image */
+    size_t cap;
+    struct sec_buf src, dst;
+    /* the job in progress */
+    struct iommu_domain *d;
+    const struct sec_job_ops *ops;
+    void *opaque;
+    char last_error[192];
+};
+
+/* Negative errno (-ECANCELED, -EIO), 0, or a positive enum sec_error: the
+ * convention of the job's internal steps. */
+
+/* sec_buf.c */
+int sec_buf_describe(struct sec_engine *e, struct sec_buf *b, unsigned type, uint64_t addr,
+                     uint64_t len);
+int sec_buf_gather(struct sec_engine *e, const struct sec_buf *b, uint8_t *to, uint64_t len);
+int sec_buf_scatter(struct sec_engine *e, const struct sec_buf *b, uint64_t off,
+                    const uint8_t *from, uint64_t len);
+/* Writes len bytes at a flat device address in SEC_CHUNK pieces. */
+int sec_write_flat(struct sec_engine *e, uint64_t iova, const uint8_t *p, uint64_t len);
+void sec_buf_free(struct sec_buf *b);
+bool sec_job_cancelled(struct sec_engine *e);
+int sec_fail(struct sec_engine *e, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* sec_crypto.c: in and out are host buffers of len bytes (may be equal). */
+int sec_crypto_cipher(struct sec_engine *e, const struct sec_job *j, const uint8_t *key,
+                      const uint8_t *iv, const uint8_t *in, uint8_t *out, uint32_t len);
+/* CCM/GCM: aad (alen bytes), in -> out (len); tag: made (encrypt) or
+ * checked (decrypt). Returns 0, a sec_error, SEC_ICV_MISMATCH, or -errno. */
+#define SEC_ICV_MISMATCH 0x100
+int sec_crypto_aead(struct sec_engine *e, const struct sec_job *j, const uint8_t *key,
+                    const uint8_t *iv, const uint8_t *aad, uint32_t alen, const uint8_t *in,
+                    uint8_t *out, uint32_t len, uint8_t *tag);
+/* HMAC of data into mac (the full digest; the caller keeps mac_len bytes). */
+int sec_crypto_hmac(struct sec_engine *e, unsigned aalg, const uint8_t *key, unsigned keylen,
+                    const uint8_t *data, uint32_t len, uint8_t mac[64]);
+/* Key bytes of the cipher (0: not a valid code for the algorithm), IV
+ * bytes, block bytes (1 for stream modes), hash block and digest bytes. */
+unsigned sec_cipher_key_bytes(unsigned calg, unsigned cmode, unsigned code);
+unsigned sec_cipher_iv_bytes(unsigned calg, unsigned cmode);
+unsigned sec_cipher_block_bytes(unsigned calg, unsigned cmode);
+bool sec_cipher_known(unsigned calg, unsigned cmode);
+unsigned sec_hash_block_bytes(unsigned aalg);
+unsigned sec_hash_digest_bytes(unsigned aalg);
+
+#endif
