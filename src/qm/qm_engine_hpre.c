@@ -78,7 +78,7 @@ static const char *qm_hpre_last_error(const void *eng)
 }
 
 /* The v3 column of hpre_basic_info (hpre_main.c), the algorithm bitmaps cut
- * to what the engine implements (docs/hpre.md). */
+ * to what the engine implements (docs/engines.md, HPRE). */
 static const struct qm_engine_cap qm_hpre_caps[] = {
     {HPRE_CAP_QM_NFE_MASK, HPRE_CAPV_QM_NFE_MASK},
     {HPRE_CAP_QM_RESET_MASK, HPRE_CAPV_QM_RESET_MASK},
