@@ -11,11 +11,13 @@
 #include <string.h>
 
 #include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/obj_mac.h>
+#include <openssl/params.h>
 
 #include "common/common.h"
 #include "hpre/hpre.h"
@@ -44,6 +46,15 @@ struct hpre_engine {
      * ends (BN_CTX_end keeps them, values and all, for the next job). */
     BIGNUM *held[HPRE_MAX_HELD];
     unsigned nheld;
+    /* The Montgomery context of the last public modulus (RSA n-CRT's n, DH's
+     * p), kept across jobs: a driver sends many jobs with one key, and
+     * setting a context up costs as much as a public-key operation. Never a
+     * secret modulus (CRT primes). */
+    BN_MONT_CTX *mont;
+    BIGNUM *mont_mod;
+    /* Imports X25519 private keys (with a placeholder public key, so that
+     * libcrypto does not compute the public key it would never use). */
+    EVP_PKEY_CTX *x25519_import;
     const char *last_error;
     struct hpre_engine_stats stats; /* updated with atomics */
 };
@@ -82,7 +93,11 @@ int hpre_engine_create(struct hpre_engine **out)
     if (!e)
         return -ENOMEM;
     e->bn = BN_CTX_new();
-    if (!e->bn) {
+    e->mont = BN_MONT_CTX_new();
+    e->mont_mod = BN_new();
+    e->x25519_import = EVP_PKEY_CTX_new_from_name(NULL, "X25519", NULL);
+    if (!e->bn || !e->mont || !e->mont_mod || !e->x25519_import ||
+        EVP_PKEY_fromdata_init(e->x25519_import) <= 0) {
         rc = -ENOMEM;
         goto err_destroy;
     }
@@ -122,6 +137,9 @@ void hpre_engine_destroy(struct hpre_engine *e)
         BN_free(e->curves[i].b);
     }
     BN_CTX_free(e->bn);
+    BN_MONT_CTX_free(e->mont);
+    BN_free(e->mont_mod);
+    EVP_PKEY_CTX_free(e->x25519_import);
     OPENSSL_cleanse(e->key, sizeof(e->key));
     free(e);
 }
@@ -231,6 +249,36 @@ static bool hpre_modulus_ok(const BIGNUM *m)
     return !BN_is_zero(m) && BN_is_odd(m);
 }
 
+/* The Montgomery context for the public modulus m (odd, non-zero): the
+ * cached one when m is the last modulus, else set up anew. NULL on ENOMEM. */
+static BN_MONT_CTX *hpre_mont_public(struct hpre_engine *e, const BIGNUM *m)
+{
+    if (!BN_is_zero(e->mont_mod) && !BN_cmp(m, e->mont_mod))
+        return e->mont;
+    BN_zero(e->mont_mod);
+    if (!BN_MONT_CTX_set(e->mont, m, e->bn) || !BN_copy(e->mont_mod, m))
+        return NULL;
+    return e->mont;
+}
+
+/* An exponent this short cannot be a private key of a modulus the engine
+ * takes (512 bits and more), so it is public (RSA's e): variable time is
+ * safe for it, and several times faster. */
+#define HPRE_PUBLIC_EXP_BITS 64
+
+/* r = b^x mod m for a public modulus m; constant time unless x is short. */
+static int hpre_mod_exp_public_mod(struct hpre_engine *e, BIGNUM *r, const BIGNUM *b,
+                                   const BIGNUM *x, const BIGNUM *m)
+{
+    BN_MONT_CTX *mont = hpre_mont_public(e, m);
+
+    if (!mont)
+        return 0;
+    if (BN_num_bits(x) <= HPRE_PUBLIC_EXP_BITS)
+        return BN_mod_exp_mont(r, b, x, m, e->bn, mont);
+    return BN_mod_exp_mont_consttime(r, b, x, m, e->bn, mont);
+}
+
 /* The algorithms: each returns an etype (>= 0) with the result in e->out,
  * or -EIO when libcrypto failed on validated input. Called inside a
  * BN_CTX_start/end frame. */
@@ -251,8 +299,8 @@ static int hpre_rsa_ncrt(struct hpre_engine *e, const struct hpre_req *q, const 
         *why = "RSA operand not below the modulus";
         return HPRE_ET_OPERAND;
     }
-    /* The engine cannot tell e from d: every exponent is treated as secret. */
-    if (!BN_mod_exp_mont_consttime(r, m, exp, n, e->bn, NULL) ||
+    /* e or d: the engine cannot tell, only that a short exponent is public. */
+    if (!hpre_mod_exp_public_mod(e, r, m, exp, n) ||
         BN_bn2binpad(r, e->out, (int)k) < 0)
         return -EIO;
     return HPRE_ET_OK;
@@ -265,9 +313,9 @@ static int hpre_rsa_crt(struct hpre_engine *e, const struct hpre_req *q, const c
     BIGNUM *bq = hpre_bn(e, e->key + 2u * h, h), *bp = hpre_bn(e, e->key + 3u * h, h);
     BIGNUM *qinv = hpre_bn(e, e->key + 4u * h, h), *c = hpre_bn(e, e->in, k);
     BIGNUM *n = hpre_bn_tmp(e), *t = hpre_bn_tmp(e);
-    BIGNUM *m1 = hpre_bn_tmp(e), *m2 = hpre_bn_tmp(e);
+    BIGNUM *m1 = hpre_bn_tmp(e), *m2 = hpre_bn_tmp(e), *t2 = hpre_bn_tmp(e);
 
-    if (!dq || !dp || !bq || !bp || !qinv || !c || !n || !t || !m1 || !m2)
+    if (!dq || !dp || !bq || !bp || !qinv || !c || !n || !t || !m1 || !m2 || !t2)
         return -EIO;
     if (!hpre_modulus_ok(bp) || !hpre_modulus_ok(bq) || BN_is_one(bp) || BN_is_one(bq)) {
         *why = "RSA CRT prime even, zero or one";
@@ -285,8 +333,10 @@ static int hpre_rsa_crt(struct hpre_engine *e, const struct hpre_req *q, const c
     }
     /* m1 = c^dp mod p, m2 = c^dq mod q, h = qinv (m1 - m2) mod p,
      * m = m2 + h q (Garner); m < p q whatever the parameters are. */
-    if (!BN_mod(t, c, bp, e->bn) || !BN_mod_exp_mont_consttime(m1, t, dp, bp, e->bn, NULL) ||
-        !BN_mod(t, c, bq, e->bn) || !BN_mod_exp_mont_consttime(m2, t, dq, bq, e->bn, NULL) ||
+    /* Both halves in one call: libcrypto runs them side by side (AVX-512
+     * IFMA for 1024-bit primes) or one after the other. */
+    if (!BN_mod(t, c, bp, e->bn) || !BN_mod(t2, c, bq, e->bn) ||
+        !BN_mod_exp_mont_consttime_x2(m1, t, dp, bp, NULL, m2, t2, dq, bq, NULL, e->bn) ||
         !BN_mod_sub(t, m1, m2, bp, e->bn) || !BN_mod_mul(t, t, qinv, bp, e->bn) ||
         !BN_mul(t, t, bq, e->bn) || !BN_add(t, t, m2) || BN_bn2binpad(t, e->out, (int)k) < 0)
         return -EIO;
@@ -312,7 +362,7 @@ static int hpre_dh(struct hpre_engine *e, const struct hpre_req *q, const char *
         *why = "DH base not below the prime";
         return HPRE_ET_OPERAND;
     }
-    if (!BN_mod_exp_mont_consttime(r, g, xa, p, e->bn, NULL) ||
+    if (!hpre_mod_exp_public_mod(e, r, g, xa, p) ||
         BN_bn2binpad(r, e->out, (int)k) < 0)
         return -EIO;
     return HPRE_ET_OK;
@@ -388,6 +438,24 @@ static void hpre_reverse(uint8_t *dst, const uint8_t *src, unsigned len)
         dst[i] = src[len - 1u - i];
 }
 
+/* An X25519 key of private key k_le (little-endian) whose public half is a
+ * placeholder: derive uses only the private half, and leaving libcrypto to
+ * compute the public one would double the job's cost. NULL on failure. */
+static EVP_PKEY *hpre_x25519_private(struct hpre_engine *e, uint8_t k_le[HPRE_X25519_KSZ])
+{
+    uint8_t placeholder[HPRE_X25519_KSZ] = { 9 };
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PRIV_KEY, k_le, HPRE_X25519_KSZ),
+        OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, placeholder, HPRE_X25519_KSZ),
+        OSSL_PARAM_construct_end(),
+    };
+    EVP_PKEY *k = NULL;
+
+    if (EVP_PKEY_fromdata(e->x25519_import, &k, EVP_PKEY_KEYPAIR, params) <= 0)
+        return NULL;
+    return k;
+}
+
 static int hpre_x25519(struct hpre_engine *e, const struct hpre_req *q, const char **why)
 {
     const uint8_t *p = e->key, *a = e->key + HPRE_X25519_KSZ, *k = e->key + 2u * HPRE_X25519_KSZ;
@@ -412,7 +480,7 @@ static int hpre_x25519(struct hpre_engine *e, const struct hpre_req *q, const ch
     }
     hpre_reverse(k_le, k, HPRE_X25519_KSZ);
     hpre_reverse(u_le, e->in, HPRE_X25519_KSZ);
-    priv = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, k_le, sizeof(k_le));
+    priv = hpre_x25519_private(e, k_le);
     peer = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, u_le, sizeof(u_le));
     ctx = priv ? EVP_PKEY_CTX_new(priv, NULL) : NULL;
     if (!priv || !peer || !ctx || EVP_PKEY_derive_init(ctx) <= 0 ||

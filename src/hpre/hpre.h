@@ -33,9 +33,17 @@
  * - No lock of the domain is held between calls into it.
  * - An engine holds OpenSSL contexts and curve tables for one job at a time:
  *   one per worker thread. hpre_engine_stats_get may be called from any
- *   thread. Key material is wiped from the engine's buffers after each job.
+ *   thread. Key material is wiped from the engine's buffers after each job;
+ *   what an engine keeps between jobs is public: the Montgomery context of
+ *   the last RSA n-CRT modulus or DH prime (a driver sends many jobs with
+ *   one key; setting one up costs as much as an RSA public operation).
  *
  * Decisions where the driver is silent
+ * - Exponentiation is constant time, except for exponents of at most 64
+ *   bits (RSA's e: no private exponent of a 512-bit or larger modulus is
+ *   that short), which use libcrypto's faster variable-time path. RSA CRT
+ *   runs both halves through BN_mod_exp_mont_consttime_x2 (AVX-512 IFMA for
+ *   1024-bit primes where the CPU has it).
  * - Key sizes: see hpre_hw.h. RSA with an even or zero modulus, or an
  *   operand >= n (CRT: >= p * q), is HPRE_ET_OPERAND; so is a CRT result
  *   wider than key_sz (p * q larger than the key size).

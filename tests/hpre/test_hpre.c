@@ -327,6 +327,38 @@ static void rsa_key_sizes_outside_512_to_4096_bits_are_bad_lengths(void **state)
         assert_int_equal(ram(f, OUT)[i], 0);
 }
 
+static void alternating_rsa_keys_each_get_their_own_modulus(void **state)
+{
+    struct fx *f = *state;
+    struct rsa_key k[2];
+    uint8_t m[128], c[2][128];
+
+    rsa_key_gen(&k[0], 1024);
+    rsa_key_gen(&k[1], 1024);
+    assert_true(RAND_bytes(m, sizeof(m)) == 1);
+    m[0] = 0;
+    evp_raw(k[0].pkey, true, m, c[0], 128);
+    evp_raw(k[1].pkey, true, m, c[1], 128);
+    /* the engine keeps the last public modulus: every switch must drop it */
+    for (int i = 0; i < 6; i++) {
+        const struct rsa_key *kk = &k[i % 2];
+
+        memcpy(ram(f, IN), m, 128);
+        rsa_put_pub(f, kk);
+        assert_int_equal(run(f, HPRE_ALG_NC_NCRT, 128, HPRE_QTYPE_V2), HPRE_ET_OK);
+        assert_memory_equal(ram(f, OUT), c[i % 2], 128);
+        memcpy(ram(f, IN), c[i % 2], 128);
+        rsa_put_priv(f, kk);
+        assert_int_equal(run(f, HPRE_ALG_NC_NCRT, 128, HPRE_QTYPE_V2), HPRE_ET_OK);
+        assert_memory_equal(ram(f, OUT), m, 128);
+        /* a refused job in between (even modulus) does not poison it */
+        ram(f, KEY)[255] &= 0xfe;
+        assert_int_equal(run(f, HPRE_ALG_NC_NCRT, 128, HPRE_QTYPE_V2), HPRE_ET_OPERAND);
+    }
+    rsa_key_free(&k[0]);
+    rsa_key_free(&k[1]);
+}
+
 /* ---- DH ----------------------------------------------------------------- */
 
 static EVP_PKEY *dh_gen(const char *group)
@@ -941,6 +973,7 @@ int main(void)
         T(rsa_2048_public_private_and_crt_agree_with_libcrypto),
         T(rsa_operand_not_below_n_or_even_modulus_is_an_operand_error),
         T(rsa_key_sizes_outside_512_to_4096_bits_are_bad_lengths),
+        T(alternating_rsa_keys_each_get_their_own_modulus),
         T(dh_ffdhe2048_public_and_shared_agree_with_evp_derive),
         T(dh_ffdhe3072_public_and_shared_agree_with_evp_derive),
         T(dh_sizes_other_than_the_drivers_groups_are_bad_lengths),
