@@ -55,7 +55,9 @@
  * bare_us_min (bare = in-process);
  * the idle line is
  *   {"bench":"vfu","case":"idle","idle_ms":..,"idle_server_cpu_pct":..,
- *    "load_threads":..}
+ *    "workers":..,"load_threads":..}
+ * --workers N (default 1) sets the job workers of both devices, the
+ * server's and the in-process one; every line carries "workers".
  * With --load N, N CPU-bound threads (bench.h) spin from before the warm-up
  * to after the last pair: both sides of every pair run on the same loaded
  * host; their CPU is left out of the _cpu_ figures; every line carries
@@ -107,6 +109,7 @@ struct bv_opts {
     int json;
     unsigned load; /* CPU-bound threads beside the run (--load) */
     unsigned idle_ms; /* the idle server's measurement (--idle-ms) */
+    unsigned workers; /* job workers of both devices (--workers) */
 };
 
 struct bv_case {
@@ -136,18 +139,21 @@ static void bv_usage(FILE *f)
                "                   every pair (0..64, default 0)\n"
                "  --idle-ms MS     how long the idle server is measured (100..60000,\n"
                "                   default 2000)\n"
+               "  --workers N      job worker threads of the server's device and of the\n"
+               "                   in-process one (1..8, default 1)\n"
                "  --json           one JSON object per case\n");
 }
 
 static int bv_parse(int argc, char **argv, struct bv_opts *o)
 {
-    enum { O_ITER = 1, O_ROUNDS, O_JSON, O_LOAD, O_IDLE, O_HELP };
+    enum { O_ITER = 1, O_ROUNDS, O_JSON, O_LOAD, O_IDLE, O_WORKERS, O_HELP };
     static const struct option lo[] = {
         {"iterations", required_argument, NULL, O_ITER},
         {"rounds", required_argument, NULL, O_ROUNDS},
         {"json", no_argument, NULL, O_JSON},
         {"load", required_argument, NULL, O_LOAD},
         {"idle-ms", required_argument, NULL, O_IDLE},
+        {"workers", required_argument, NULL, O_WORKERS},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -159,6 +165,7 @@ static int bv_parse(int argc, char **argv, struct bv_opts *o)
     o->json = 0;
     o->load = 0;
     o->idle_ms = BV_IDLE_MS;
+    o->workers = 1;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", lo, &li)) != -1) {
         switch (c) {
@@ -184,6 +191,11 @@ static int bv_parse(int argc, char **argv, struct bv_opts *o)
                 goto bad;
             o->idle_ms = (unsigned)v;
             break;
+        case O_WORKERS:
+            if (am_parse_u64(optarg, 8, &v) || v == 0)
+                goto bad;
+            o->workers = (unsigned)v;
+            break;
         case O_HELP:
             bv_usage(stdout);
             return 1;
@@ -206,13 +218,13 @@ bad:
 
 /* The server: bench_server_create (bench.h) with BV_NUM_VFS VFs and one
  * device worker. */
-static int bv_server_start(struct bench_server **s)
+static int bv_server_start(unsigned workers, struct bench_server **s)
 {
     struct vfu_device_config dev;
 
     vfu_device_config_default(&dev);
     dev.num_vfs = BV_NUM_VFS;
-    dev.workers = 1;
+    dev.workers = workers;
     return bench_server_create("vfu", &dev, s);
 }
 
@@ -597,7 +609,7 @@ static void bv_print(const struct bv_opts *o, const struct bv_case *bc, const st
         if (doorbells)
             printf("\"vfu_us_min\":%.3f,\"bare_us_min\":%.3f,", m->vfu.min / 1000.0,
                    m->bare.min / 1000.0);
-        printf("\"load_threads\":%u}\n", o->load);
+        printf("\"workers\":%u,\"load_threads\":%u}\n", o->workers, o->load);
     } else if (doorbells) {
         printf("  %-17s %5zu B -> %5zu B   vfio-user %7.2f us (%.2f..%.2f)   in-process %7.2f us "
                "(%.2f..%.2f)   ratio %.2f (%.2f..%.2f, best %.2f)   CPU ratio %.2f\n",
@@ -690,7 +702,7 @@ static int bv_job_measure(const struct bv_opts *o, const struct bench_load *load
     if (!ret) {
         qm_dev_config_default(&cfg);
         cfg.num_vfs = BV_NUM_VFS;
-        cfg.workers = 1; /* as the server's device */
+        cfg.workers = o->workers; /* as the server's device */
         /* The server's shape, doorbell isolation included: the in-process
          * transport rings BAR4 by function call and hands no pages out, so
          * the device's poller never sweeps them (qm.h). */
@@ -742,7 +754,7 @@ int bench_vfu(int argc, char **argv)
         return ret > 0 ? 0 : 2;
     if (bench_load_create("vfu", o.load, &load))
         return 2;
-    ret = bv_server_start(&s);
+    ret = bv_server_start(o.workers, &s);
     if (ret) {
         fprintf(stderr, "accmig bench vfu: cannot start the server: %s\n", strerror(-ret));
         bench_load_destroy(load);
@@ -785,8 +797,8 @@ int bench_vfu(int argc, char **argv)
             bv_print(&o, &irq_trapped, &m[3], "trapped");
             if (o.json)
                 printf("{\"bench\":\"vfu\",\"case\":\"idle\",\"idle_ms\":%u,"
-                       "\"idle_server_cpu_pct\":%.3f,\"load_threads\":%u}\n",
-                       o.idle_ms, idle_pct, o.load);
+                       "\"idle_server_cpu_pct\":%.3f,\"workers\":%u,\"load_threads\":%u}\n",
+                       o.idle_ms, idle_pct, o.workers, o.load);
             else
                 printf("  idle server (queues started, no jobs, %u ms): %.3f%% of a CPU\n",
                        o.idle_ms, idle_pct);

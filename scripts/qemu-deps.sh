@@ -2,9 +2,10 @@
 # Fetches and builds what tests/qemu needs, cached outside the repository:
 #   - QEMU >= 10.1 with the vfio-user-pci client (Debian 12 has 7.2): the
 #     source package of a newer Debian QEMU, built for x86_64-softmmu only;
-#   - the Debian 12 guest kernel (linux-image .deb, extracted, not installed)
-#     and the hisi_qm/hisi_zip modules built out of tree from linux-source-6.1
-#     against the matching linux-headers;
+#   - the Debian 12 guest kernel (linux-image .deb, extracted, not installed;
+#     its crypto modules too, for the SEC guest's initramfs) and the
+#     hisi_qm/hisi_zip/hisi_sec2/hisi_hpre modules built out of tree from
+#     linux-source-6.1 against the matching linux-headers;
 #   - busybox-static for the initramfs, SeaBIOS and QEMU's option ROMs.
 # Idempotent: a second run only checks the stamps (seconds).
 # Cache: $ACCMIG_QEMU_CACHE, else /var/cache/accmig-qemu when writable, else
@@ -36,6 +37,8 @@ if [ -f "$ENVF" ]; then
     while IFS='=' read -r k v; do
         case $k in ACCMIG_*) [ -e "$v" ] || ok=0 ;; esac
     done <"$ENVF"
+    # An env file from before the SEC/HPRE modules: build them.
+    grep -q '^ACCMIG_HISI_HPRE_KO=' "$ENVF" || ok=0
     if [ $ok = 1 ]; then echo "$ENVF"; exit 0; fi
     log "cached env incomplete; rebuilding what is missing"
 fi
@@ -151,7 +154,9 @@ kdep=$(apt-cache depends "$KVER_PKG" 2>/dev/null | sed -n 's/.*Depends: \(linux-
 [ -n "$kdep" ] || skip "no Debian 12 6.1 kernel package known"
 kver=${kdep#linux-image-}
 KR=$K/root
-if [ ! -f "$KR/boot/vmlinuz-$kver" ] || [ ! -f "$K/hisi-$kver/hisi_zip.ko" ]; then
+S=$K/src/linux-source-6.1/drivers/crypto/hisilicon
+HB=$K/hisi-$kver
+if [ ! -f "$KR/boot/vmlinuz-$kver" ] || [ ! -f "$S/sec2/sec_main.c" ]; then
     mkdir -p "$K/debs" "$KR" && cd "$K/debs"
     abi=${kver%-amd64}
     log "fetching kernel $kver, its headers and linux-source-6.1"
@@ -169,17 +174,25 @@ if [ ! -f "$KR/boot/vmlinuz-$kver" ] || [ ! -f "$K/hisi-$kver/hisi_zip.ko" ]; th
     dpkg-deb --fsys-tarfile linux-source-6.1_*.deb | tar x -O ./usr/src/linux-source-6.1.tar.xz |
         tar xJ -C "$K/src" linux-source-6.1/drivers/crypto/hisilicon ||
         skip "cannot unpack linux-source-6.1"
-    S=$K/src/linux-source-6.1/drivers/crypto/hisilicon
-    HB=$K/hisi-$kver
+    rm -f "$HB/hisi_zip.ko"   # rebuild against the fresh tree
+fi
+# The hisi modules, out of tree: the QM, ZIP, SEC (hisi_sec2) and HPRE.
+if [ ! -f "$HB/hisi_zip.ko" ] || [ ! -f "$HB/hisi_sec2.ko" ] || [ ! -f "$HB/hisi_hpre.ko" ]; then
+    H=$KR/usr/src/linux-headers-$kver
     rm -rf "$HB"; mkdir -p "$HB"
     cp "$S"/qm.c "$S"/sgl.c "$S"/debugfs.c "$S"/qm_common.h "$S"/zip/zip.h "$S"/zip/zip_main.c \
-       "$S"/zip/zip_crypto.c "$HB"/
-    # The Makefiles of drivers/crypto/hisilicon{,/zip}, flattened. Kconfig
-    # ties the driver to ARM64; an external build only needs the symbols.
-    printf '%s\n' 'obj-m += hisi_qm.o hisi_zip.o' 'hisi_qm-objs := qm.o sgl.o debugfs.o' \
-        'hisi_zip-objs := zip_main.o zip_crypto.o' >"$HB/Kbuild"
-    log "building hisi_qm.ko, hisi_zip.ko for $kver"
+       "$S"/zip/zip_crypto.c "$S"/sec2/sec.h "$S"/sec2/sec_crypto.h "$S"/sec2/sec_main.c \
+       "$S"/sec2/sec_crypto.c "$S"/hpre/hpre.h "$S"/hpre/hpre_main.c "$S"/hpre/hpre_crypto.c "$HB"/
+    # The Makefiles of drivers/crypto/hisilicon{,/zip,/sec2,/hpre}, flattened.
+    # Kconfig ties the drivers to ARM64; an external build only needs the
+    # symbols.
+    printf '%s\n' 'obj-m += hisi_qm.o hisi_zip.o hisi_sec2.o hisi_hpre.o' \
+        'hisi_qm-objs := qm.o sgl.o debugfs.o' 'hisi_zip-objs := zip_main.o zip_crypto.o' \
+        'hisi_sec2-objs := sec_main.o sec_crypto.o' 'hisi_hpre-objs := hpre_main.o hpre_crypto.o' \
+        >"$HB/Kbuild"
+    log "building hisi_qm.ko, hisi_zip.ko, hisi_sec2.ko, hisi_hpre.ko for $kver"
     nice -n 19 make -C "$H" M="$HB" CONFIG_CRYPTO_DEV_HISI_QM=m CONFIG_CRYPTO_DEV_HISI_ZIP=m \
+        CONFIG_CRYPTO_DEV_HISI_SEC2=m CONFIG_CRYPTO_DEV_HISI_HPRE=m \
         modules >"$HB/build.log" 2>&1 || skip "hisi module build failed (see $HB/build.log)"
 fi
 
@@ -191,6 +204,9 @@ ACCMIG_QEMU_FW=$FW
 ACCMIG_KERNEL=$KR/boot/vmlinuz-$kver
 ACCMIG_KHEADERS=$KR/usr/src/linux-headers-$kver
 ACCMIG_HISI_KO=$K/hisi-$kver
+ACCMIG_HISI_SEC_KO=$K/hisi-$kver/hisi_sec2.ko
+ACCMIG_HISI_HPRE_KO=$K/hisi-$kver/hisi_hpre.ko
+ACCMIG_KMODULES=$KR/lib/modules/$kver
 ACCMIG_BUSYBOX=/bin/busybox
 EOF
 mv "$ENVF.tmp" "$ENVF"

@@ -132,11 +132,11 @@ static inline int qm_bar_write64(struct qm_dev *dev, unsigned fn, uint64_t off, 
  * none (the PF, or isolation off); the memfd behind it (sealed against
  * shrinking and growing; the device's, borrowed until the next
  * qm_db_bar_renew of fn: dup it to hand it out; -ENODEV when none; from
- * this call on, until the next renew, the poller sweeps fn's pages);
+ * this call on, until the next renew, idle workers sweep fn's pages);
  * trapped accesses (size 1, 2, 4 or 8, aligned, inside the BAR, else
  * -EINVAL; -ENODEV when none). */
 uint64_t qm_db_bar_size(const struct qm_dev *dev, unsigned fn);
-int qm_db_bar_fd(const struct qm_dev *dev, unsigned fn);
+int qm_db_bar_fd(struct qm_dev *dev, unsigned fn);
 /* Fresh pages (all idle, a new memfd) for a new owner of the VF, so one that
  * kept the old fd or mapping reaches nothing; the old fd is closed (get the
  * new one with qm_db_bar_fd). Doorbells still in the old pages are dropped.

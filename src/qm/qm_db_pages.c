@@ -1,24 +1,33 @@
-/* Doorbell isolation: each VF's BAR4 doorbell pages, and the poller that
+/* Doorbell isolation: each VF's BAR4 doorbell pages, and how the device
  * notices doorbells a guest stored straight into a mapped page.
  *
  * Real silicon sees every posted write; a page mapped into a guest is plain
- * shared memory, so the device must look. The poller sweeps the doorbell
- * words of the VFs whose pages have been handed out (qm_db_bar_fd since the
- * last renew): no one else can store into them, and their trapped doorbells
- * are taken where they arrive. With no such VF it sleeps until one is.
- * Phases (docs/doorbells.md gives what each costs):
+ * shared memory, so the device must look. Its idle job workers look: a
+ * worker with nothing to run takes the poll turn (one worker at a time) and
+ * sweeps the doorbell words of the VFs whose pages have been handed out
+ * (qm_db_bar_fd since the last renew): no one else can store into them, and
+ * their trapped doorbells are taken where they arrive. A doorbell it finds
+ * puts its queue on the ring, and the same worker runs the job: no second
+ * thread is woken, and while jobs flow only the guest and one worker need a
+ * CPU. With no VF handed out the workers just wait for work.
+ * Phases of the poll turn (docs/doorbells.md gives what each costs):
  * - spin: for QM_DB_SPIN_NS after a completion (the guest's next doorbell
- *   usually follows within microseconds), sweeps with a pause between them;
+ *   usually follows within microseconds), sweeps with a pause between them.
+ *   The worker that completes a job takes the turn over from a worker that
+ *   naps or sleeps, so the spin is always the completer's own;
  * - nap: until QM_DB_NAP_PHASE_NS after the last event (a doorbell taken or
- *   a job completed), sweeps with a sleep of QM_DB_NAP_NS between them
- *   (a completion ends it at once). Sleeping, not sched_yield(): a thread
- *   that yields stays runnable and waits behind every CPU hog for its
- *   turn (milliseconds on a loaded host), one that wakes from a short
- *   sleep is scheduled at once, and the worker the doorbell woke (which
- *   never preempts on wake-up, SCHED_BATCH) gets this CPU meanwhile.
- *   Right after taking a doorbell the poller naps, never spins;
- * - sleep: then sleeps, from QM_DB_SLEEP_MIN_NS doubling up to
- *   QM_DB_SLEEP_MAX_NS; a completing job wakes it at once.
+ *   a job completed), sweeps with a wait of QM_DB_NAP_NS between them on
+ *   the scheduler's condition (new work on the ring ends it at once).
+ *   Waiting, not sched_yield(): a thread that yields stays runnable and
+ *   waits behind every CPU hog for its turn (milliseconds on a loaded
+ *   host);
+ * - sleep: then waits from QM_DB_SLEEP_MIN_NS doubling up to
+ *   QM_DB_SLEEP_MAX_NS between sweeps.
+ * A worker that takes a job while holding the turn gives it up and wakes
+ * one idle worker, if any, to take it: another VF's doorbell does not wait
+ * for this job. A worker that completes a job first takes its own
+ * function's doorbell words (it holds the lock already), so a guest that
+ * keeps its queue full is served without any sweep.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +36,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,19 +45,15 @@
 #define QM_DB_SPIN_NS 20000ull        /* pause-spin this long after a completion */
 #define QM_DB_NAP_NS 10000ull         /* nap between sweeps ... */
 #define QM_DB_NAP_PHASE_NS 200000ull  /* ... for this long after any event */
-#define QM_DB_TIMER_SLACK_NS 1000ul   /* the poller's own timer slack (default 50 us) */
 #define QM_DB_SLEEP_MIN_NS 20000ull   /* first sleep once idle */
 #define QM_DB_SLEEP_MAX_NS 2000000ull /* idle: ~500 sweeps a second */
 
-struct qm_db_poller {
-    struct qm_dev *dev;
-    pthread_t thread;
-    /* lock: stop and the sleep; a leaf lock, never held with a function lock
-     * taken after it. */
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool stop;
-    atomic_bool sleeping;             /* the poller waits on cond */
+/* The poll turn. dev->sched_lock protects owner, owner_waits and sleep_ns;
+ * the rest is atomic. */
+struct qm_db_poll {
+    const struct qm_worker *owner;    /* the worker whose turn it is, or NULL */
+    bool owner_waits;                 /* ... and it waits between two sweeps */
+    uint64_t sleep_ns;                /* the sleep phase's next wait */
     atomic_uint_fast64_t last_db_ns;  /* a doorbell taken */
     atomic_uint_fast64_t last_done_ns; /* a job completed */
     /* handed[f]: VF f's pages were handed out since its last renew (no
@@ -141,20 +145,14 @@ void qm_db_pages_reset_locked(struct qm_fn *fn)
                               memory_order_relaxed);
 }
 
-void qm_db_poller_activity(struct qm_dev *dev)
+void qm_db_poll_note_done(struct qm_dev *dev)
 {
-    struct qm_db_poller *p = dev->poller;
+    struct qm_db_poll *p = dev->poll;
 
     /* No pages handed out: no guest can store a doorbell, nothing to poll
      * for (an in-process device pays one load per job). */
-    if (p == NULL || atomic_load_explicit(&p->nhanded, memory_order_relaxed) == 0)
-        return;
-    atomic_store_explicit(&p->last_done_ns, am_now_ns(), memory_order_relaxed);
-    if (atomic_load(&p->sleeping)) {
-        pthread_mutex_lock(&p->lock);
-        pthread_cond_signal(&p->cond);
-        pthread_mutex_unlock(&p->lock);
-    }
+    if (p != NULL && atomic_load_explicit(&p->nhanded, memory_order_relaxed) != 0)
+        atomic_store_explicit(&p->last_done_ns, am_now_ns(), memory_order_relaxed);
 }
 
 /* One pass over every VF, each under its function lock taken with trylock:
@@ -168,7 +166,7 @@ static bool qm_db_sweep(struct qm_dev *dev)
     for (unsigned f = 1; f < dev->nfn; f++) {
         struct qm_fn *fn = dev->fn[f];
 
-        if (!atomic_load_explicit(&dev->poller->handed[f], memory_order_relaxed))
+        if (!atomic_load_explicit(&dev->poll->handed[f], memory_order_relaxed))
             continue;
         if (pthread_mutex_trylock(&fn->lock) != 0) {
             found = true;
@@ -184,73 +182,89 @@ static bool qm_db_sweep(struct qm_dev *dev)
     return found;
 }
 
-/* Sleep until woken (a completion, pages handed out, stop) or for ns
- * (0: no timeout). */
-static void qm_db_poller_sleep(struct qm_db_poller *p, uint64_t ns)
+/* After a sweep: how long the turn's owner waits before the next one (0:
+ * spin on). */
+static uint64_t qm_db_poll_wait_ns(struct qm_db_poll *p, bool found)
 {
-    struct timespec ts;
+    uint64_t now = am_now_ns(), db, done;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t until = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + ns;
+    if (found) {
+        atomic_store_explicit(&p->last_db_ns, now, memory_order_relaxed);
+        p->sleep_ns = QM_DB_SLEEP_MIN_NS; /* doorbells come again: short sleeps */
+    }
+    db = atomic_load_explicit(&p->last_db_ns, memory_order_relaxed);
+    done = atomic_load_explicit(&p->last_done_ns, memory_order_relaxed);
+    if (done >= db && now - done < QM_DB_SPIN_NS) {
+        /* Right after a completion: the guest's next doorbell is due. */
+        p->sleep_ns = QM_DB_SLEEP_MIN_NS;
+        return 0;
+    }
+    if (now - AM_MAX(db, done) < QM_DB_NAP_PHASE_NS) {
+        p->sleep_ns = QM_DB_SLEEP_MIN_NS;
+        return QM_DB_NAP_NS;
+    }
+    uint64_t ns = p->sleep_ns;
 
-    ts.tv_sec = (time_t)(until / 1000000000ull);
-    ts.tv_nsec = (long)(until % 1000000000ull);
-    pthread_mutex_lock(&p->lock);
-    atomic_store(&p->sleeping, true);
-    /* An event between the caller's check and here is seen at the next
-     * sweep, at most ns later; pages handed out are checked again under
-     * the lock, as qm_db_bar_fd signals under it. */
-    if (!p->stop && ns != 0)
-        pthread_cond_timedwait(&p->cond, &p->lock, &ts);
-    else if (!p->stop && atomic_load(&p->nhanded) == 0)
-        pthread_cond_wait(&p->cond, &p->lock);
-    atomic_store(&p->sleeping, false);
-    pthread_mutex_unlock(&p->lock);
+    if (p->sleep_ns < QM_DB_SLEEP_MAX_NS)
+        p->sleep_ns *= 2;
+    return ns;
 }
 
-static void *qm_db_poller_main(void *arg)
+bool qm_db_poll_turn_locked(struct qm_dev *dev, const struct qm_worker *w, bool back_from_job)
 {
-    struct qm_db_poller *p = arg;
-    uint64_t sleep_ns = QM_DB_SLEEP_MIN_NS;
+    struct qm_db_poll *p = dev->poll;
 
-    /* A 10 us nap should last about 10 us, not 60: this thread only. */
-    (void)prctl(PR_SET_TIMERSLACK, QM_DB_TIMER_SLACK_NS, 0, 0, 0);
-    for (;;) {
-        uint64_t now, db, done;
+    if (p == NULL || atomic_load_explicit(&p->nhanded, memory_order_relaxed) == 0)
+        return false;
+    /* A waiting owner hands the turn to a worker back from a job (whose
+     * guest rings next); on waking it finds the turn gone and waits for
+     * work like any idle worker. */
+    if (p->owner != NULL && p->owner != w && !(back_from_job && p->owner_waits))
+        return false;
+    p->owner = w;
+    p->owner_waits = false;
+    pthread_mutex_unlock(&dev->sched_lock);
+    bool found = qm_db_sweep(dev);
+    pthread_mutex_lock(&dev->sched_lock);
+    if (p->owner != w)
+        return true;
+    uint64_t ns = qm_db_poll_wait_ns(p, found);
 
-        pthread_mutex_lock(&p->lock);
-        bool stop = p->stop;
-        pthread_mutex_unlock(&p->lock);
-        if (stop)
-            break;
-        if (atomic_load(&p->nhanded) == 0) {
-            qm_db_poller_sleep(p, 0);
-            continue;
-        }
-        if (qm_db_sweep(p->dev)) {
-            atomic_store_explicit(&p->last_db_ns, am_now_ns(), memory_order_relaxed);
-            sleep_ns = QM_DB_SLEEP_MIN_NS; /* doorbells come again: short sleeps */
-        }
-        now = am_now_ns();
-        db = atomic_load_explicit(&p->last_db_ns, memory_order_relaxed);
-        done = atomic_load_explicit(&p->last_done_ns, memory_order_relaxed);
-        if (done >= db && now - done < QM_DB_SPIN_NS) {
-            /* Right after a completion: the guest's next doorbell is due. */
-            sleep_ns = QM_DB_SLEEP_MIN_NS;
-            for (unsigned k = 0; k < 16; k++)
-                qm_cpu_relax();
-            continue;
-        }
-        if (now - AM_MAX(db, done) < QM_DB_NAP_PHASE_NS) {
-            sleep_ns = QM_DB_SLEEP_MIN_NS;
-            qm_db_poller_sleep(p, QM_DB_NAP_NS);
-            continue;
-        }
-        qm_db_poller_sleep(p, sleep_ns);
-        if (sleep_ns < QM_DB_SLEEP_MAX_NS)
-            sleep_ns *= 2;
+    if (ns == 0) {
+        pthread_mutex_unlock(&dev->sched_lock);
+        for (unsigned k = 0; k < 16; k++)
+            qm_cpu_relax();
+        pthread_mutex_lock(&dev->sched_lock);
+        return true;
     }
-    return NULL;
+    if (dev->ring_count == 0 && !dev->stopping) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t until = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + ns;
+
+        ts.tv_sec = (time_t)(until / 1000000000ull);
+        ts.tv_nsec = (long)(until % 1000000000ull);
+        p->owner_waits = true;
+        /* Work put on the ring (a trapped doorbell, a resume) signals this
+         * condition; pages handed out or a stop broadcast it. */
+        pthread_cond_timedwait(&dev->sched_cond, &dev->sched_lock, &ts);
+        if (p->owner == w)
+            p->owner_waits = false;
+    }
+    return true;
+}
+
+void qm_db_poll_leave_locked(struct qm_dev *dev, const struct qm_worker *w, unsigned idle_workers)
+{
+    struct qm_db_poll *p = dev->poll;
+
+    if (p == NULL || p->owner != w)
+        return;
+    p->owner = NULL;
+    p->owner_waits = false;
+    if (idle_workers > 0)
+        pthread_cond_signal(&dev->sched_cond);
 }
 
 /* A sealed memfd, all idle: the VMM that maps it can write doorbells but can
@@ -317,9 +331,9 @@ int qm_db_bar_renew(struct qm_dev *dev, unsigned fnum)
     fn->db_pages = pages;
     fn->db_fd = fd;
     /* Nobody holds the new pages yet: no sweep until they are handed out. */
-    if (dev->poller != NULL &&
-        atomic_exchange_explicit(&dev->poller->handed[fnum], false, memory_order_relaxed))
-        atomic_fetch_sub_explicit(&dev->poller->nhanded, 1, memory_order_relaxed);
+    if (dev->poll != NULL &&
+        atomic_exchange_explicit(&dev->poll->handed[fnum], false, memory_order_relaxed))
+        atomic_fetch_sub_explicit(&dev->poll->nhanded, 1, memory_order_relaxed);
     pthread_mutex_unlock(&fn->lock);
     munmap(old, fn->db_size);
     close(old_fd);
@@ -329,8 +343,7 @@ int qm_db_bar_renew(struct qm_dev *dev, unsigned fnum)
 int qm_db_pages_create(struct qm_dev *dev)
 {
     uint64_t size = QM_DB_PAGE_SIZE;
-    struct qm_db_poller *p;
-    pthread_condattr_t ca;
+    struct qm_db_poll *p;
     int r;
 
     for (unsigned f = 0; f < dev->nfn; f++)
@@ -347,44 +360,23 @@ int qm_db_pages_create(struct qm_dev *dev)
     p = calloc(1, sizeof(*p));
     if (p == NULL)
         return -ENOMEM;
-    p->dev = dev;
     p->handed = calloc(dev->nfn, sizeof(*p->handed));
     if (p->handed == NULL) {
         free(p);
         return -ENOMEM;
     }
-    pthread_mutex_init(&p->lock, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->cond, &ca);
-    pthread_condattr_destroy(&ca);
-    r = -pthread_create(&p->thread, NULL, qm_db_poller_main, p);
-    if (r) {
-        pthread_cond_destroy(&p->cond);
-        pthread_mutex_destroy(&p->lock);
-        free(p->handed);
-        free(p);
-        return r;
-    }
-    dev->poller = p;
+    p->sleep_ns = QM_DB_SLEEP_MIN_NS;
+    dev->poll = p;
     return 0;
 }
 
+/* After the workers stopped: nobody sweeps any more. */
 void qm_db_pages_destroy(struct qm_dev *dev)
 {
-    struct qm_db_poller *p = dev->poller;
-
-    if (p != NULL) {
-        pthread_mutex_lock(&p->lock);
-        p->stop = true;
-        pthread_cond_signal(&p->cond);
-        pthread_mutex_unlock(&p->lock);
-        pthread_join(p->thread, NULL);
-        pthread_cond_destroy(&p->cond);
-        pthread_mutex_destroy(&p->lock);
-        free(p->handed);
-        free(p);
-        dev->poller = NULL;
+    if (dev->poll != NULL) {
+        free(dev->poll->handed);
+        free(dev->poll);
+        dev->poll = NULL;
     }
     for (unsigned f = 0; f < dev->nfn; f++) {
         struct qm_fn *fn = dev->fn[f];
@@ -405,19 +397,20 @@ uint64_t qm_db_bar_size(const struct qm_dev *dev, unsigned fn)
     return dev != NULL && fn < dev->nfn ? dev->fn[fn]->db_size : 0;
 }
 
-int qm_db_bar_fd(const struct qm_dev *dev, unsigned fn)
+int qm_db_bar_fd(struct qm_dev *dev, unsigned fn)
 {
-    struct qm_db_poller *p;
+    struct qm_db_poll *p;
 
     if (dev == NULL || fn >= dev->nfn || dev->fn[fn]->db_pages == NULL)
         return -ENODEV;
-    /* Whoever gets the fd can map the pages: from now on they are swept. */
-    p = dev->poller;
+    /* Whoever gets the fd can map the pages: from now on they are swept;
+     * an idle worker waiting for work takes the poll turn. */
+    p = dev->poll;
     if (p != NULL && !atomic_exchange(&p->handed[fn], true)) {
-        pthread_mutex_lock(&p->lock);
+        pthread_mutex_lock(&dev->sched_lock);
         atomic_fetch_add(&p->nhanded, 1);
-        pthread_cond_signal(&p->cond);
-        pthread_mutex_unlock(&p->lock);
+        pthread_cond_broadcast(&dev->sched_cond);
+        pthread_mutex_unlock(&dev->sched_lock);
     }
     return dev->fn[fn]->db_fd;
 }

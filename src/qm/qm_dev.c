@@ -497,8 +497,8 @@ void qm_dev_destroy(struct qm_dev *dev)
 {
     if (dev == NULL)
         return;
-    qm_db_pages_destroy(dev); /* no doorbell reaches a worker after this */
-    qm_workers_stop(dev);
+    qm_workers_stop(dev); /* the workers sweep the pages: they go first */
+    qm_db_pages_destroy(dev);
     for (unsigned i = 0; i < dev->nfn; i++)
         qm_fn_destroy(dev->fn[i]);
     free(dev->ring);

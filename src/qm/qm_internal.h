@@ -390,8 +390,9 @@ struct qm_dev {
     struct qm_worker *workers;
     unsigned nworkers, nstarted;
     atomic_uint serving;      /* workers between taking a queue and letting go */
+    unsigned idle_waiting;    /* workers waiting on sched_cond with no deadline */
     struct qm_freeze freeze;
-    struct qm_db_poller *poller; /* NULL without doorbell isolation */
+    struct qm_db_poll *poll;  /* the poll turn; NULL without doorbell isolation */
 };
 
 /* qm_dev.c */
@@ -469,18 +470,29 @@ void qm_queue_state_set_locked(struct qm_fn *fn, struct qm_deferred *d, struct q
 uint32_t qm_xeq_state_get_locked(const struct qm_fn *fn);
 void qm_xeq_state_set_locked(struct qm_fn *fn, struct qm_deferred *d, uint32_t v);
 
-/* qm_worker.c */
-/* Doorbell pages (qm_db_pages.c). The poller takes function locks with
+/* Doorbell pages (qm_db_pages.c). A sweep takes function locks with
  * trylock only, so a function whose lock is held long delays nobody else. */
 int qm_db_pages_create(struct qm_dev *dev);
+/* After qm_workers_stop. */
 void qm_db_pages_destroy(struct qm_dev *dev);
 /* Takes every pending doorbell word of a->fn (PCIe order: a trapped access
  * after a posted doorbell sees its effect). */
 void qm_db_pages_take_locked(struct qm_access *a);
 /* Back to QM_DB_IDLE (FLR). */
 void qm_db_pages_reset_locked(struct qm_fn *fn);
-/* A job completed: the guest will likely ring again soon, so poll. */
-void qm_db_poller_activity(struct qm_dev *dev);
+/* A job completed: the guest will likely ring again soon, so spin. */
+void qm_db_poll_note_done(struct qm_dev *dev);
+/* An idle worker w, under dev->sched_lock with the ring empty: if pages are
+ * handed out and the poll turn is free (or its owner waits and w is back
+ * from a job), w takes the turn: one sweep, then the phase's pause or wait
+ * on sched_cond. Returns true with sched_lock held again (look at the ring
+ * again), false when w should wait for work. */
+bool qm_db_poll_turn_locked(struct qm_dev *dev, const struct qm_worker *w, bool back_from_job);
+/* w takes a job: if it held the turn, it gives it up and signals one of
+ * idle_workers, if any, to take it. Under dev->sched_lock. */
+void qm_db_poll_leave_locked(struct qm_dev *dev, const struct qm_worker *w, unsigned idle_workers);
+
+/* qm_worker.c */
 int qm_workers_start(struct qm_dev *dev);
 void qm_workers_stop(struct qm_dev *dev);
 /* Puts q on the runnable ring (once) and counts it in d->sched_wake. */

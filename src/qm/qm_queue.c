@@ -585,7 +585,7 @@ void qm_job_commit_locked(struct qm_fn *fn, struct qm_deferred *d, struct qm_que
         c->cq.disarmed = true;
         qm_post_eqe_locked(fn, d, c->qn);
     }
-    qm_db_poller_activity(fn->dev);
+    qm_db_poll_note_done(fn->dev);
 }
 
 /* ---- doorbells ----------------------------------------------------------- */

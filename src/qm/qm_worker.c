@@ -9,10 +9,13 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 #include "common/common.h"
 #include "qm/qm_internal.h"
+
+#define QM_WORKER_TIMER_SLACK_NS 1000ul /* see qm_worker_place */
 
 /* Returns true when q went on the ring (it was not on it already). */
 static bool qm_sched_push_locked(struct qm_dev *dev, struct qm_queue *q)
@@ -328,6 +331,10 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
                          alg >= e->num_alg_types ? "queue alg_type unknown to the engine"
                                                  : e->last_error(w->eng));
         qm_job_commit_locked(fn, &d, q, c, slot, w->sqe);
+        /* The guest may have rung again while this job ran: see it now,
+         * under the lock held anyway, rather than at the next sweep. */
+        qm_db_pages_take_locked(&(struct qm_access){.dev = w->dev, .fn = fn,
+                                                    .port = QM_PORT_FN, .d = &d});
     } else {
         /* The CQ was reloaded under the job, or the engine failed: the job
          * stays on the SQ (head unchanged) and runs again when fetched next. */
@@ -352,6 +359,10 @@ static void qm_worker_place(const struct qm_dev *dev)
     r = pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
     if (r != 0)
         am_log(AM_LOG_INFO, QM_LOG, "worker left under SCHED_OTHER: errno %d", r);
+    /* A worker's nap between two sweeps of the doorbell pages should last
+     * about its 10 us, not the default slack's 60. */
+    if (dev->poll != NULL)
+        (void)prctl(PR_SET_TIMERSLACK, QM_WORKER_TIMER_SLACK_NS, 0, 0, 0);
     if (dev->cfg.worker_cpus == 0)
         return;
     CPU_ZERO(&set);
@@ -367,19 +378,27 @@ static void *qm_worker_main(void *arg)
 {
     struct qm_worker *w = arg;
     struct qm_dev *dev = w->dev;
+    bool back_from_job = false;
 
     qm_worker_place(dev);
     pthread_mutex_lock(&dev->sched_lock);
-    for (;;) {
-        while (!dev->stopping && dev->ring_count == 0)
-            pthread_cond_wait(&dev->sched_cond, &dev->sched_lock);
-        if (dev->stopping)
-            break;
+    while (!dev->stopping) {
+        if (dev->ring_count == 0) {
+            /* Idle: look at the doorbell pages, or wait for work. */
+            if (!qm_db_poll_turn_locked(dev, w, back_from_job)) {
+                dev->idle_waiting++;
+                pthread_cond_wait(&dev->sched_cond, &dev->sched_lock);
+                dev->idle_waiting--;
+            }
+            back_from_job = false;
+            continue;
+        }
         struct qm_queue *q = dev->ring[dev->ring_head];
 
         dev->ring_head = (dev->ring_head + 1) % dev->ring_cap;
         dev->ring_count--;
         q->queued = false;
+        qm_db_poll_leave_locked(dev, w, dev->idle_waiting);
         atomic_fetch_add(&dev->serving, 1);
         pthread_mutex_unlock(&dev->sched_lock);
         while (qm_worker_serve(w, q)) {
@@ -394,6 +413,7 @@ static void *qm_worker_main(void *arg)
                 break;
         }
         atomic_fetch_sub(&dev->serving, 1);
+        back_from_job = true;
         pthread_mutex_lock(&dev->sched_lock);
     }
     pthread_mutex_unlock(&dev->sched_lock);

@@ -917,6 +917,10 @@ static void mutate_structure(struct campaign *c, const struct slist *base)
     for (unsigned k = 0; k < 2; k++) {
         int r = slist_find(base, k == 0 ? MIG_REC_EQC : MIG_REC_AEQC);
 
+        if (r < 0) {
+            fail_msg("the base stream has no %s record", k == 0 ? "EQC" : "AEQC");
+            return;
+        }
         s = *base;
         memset(s.r[r].p, 0, MIG_EQC_LEN);
         try_slist(c, &s, k == 0 ? "EQC never loaded (all zero)" : "AEQC never loaded (all zero)",

@@ -21,7 +21,10 @@
 # Env: ACCMIG_QEMU_ACCEL=tcg|kvm (default tcg), ACCMIG_QEMU_BOOT_TIMEOUT
 # (seconds per boot, default 400), ACCMIG_QEMU_STALL (seconds of console
 # silence that end a boot, default 60; a boot takes ~20 s under TCG),
-# ACCMIG_QEMU_HW="v4 v3 v4-noiso" (the cases).
+# ACCMIG_QEMU_HW="v4 v3 v4-noiso" (the cases; "sec" and "sec-v3" run the
+# hisi_sec2 VF driver against `accmig serve --engine sec` instead, with
+# tests/qemu/guest/init-sec: every algorithm the driver registers must show
+# "selftest : passed" in /proc/crypto, its jobs counted by the driver).
 set -uo pipefail
 
 ACCMIG=${1:?usage: run-driver-test.sh ACCMIG_BINARY [WORKDIR]}
@@ -60,6 +63,30 @@ cp "$HERE/guest/init" "$W/root/init"; chmod 755 "$W/root/init"
 cp "$ACCMIG_HISI_KO/hisi_qm.ko" "$ACCMIG_HISI_KO/hisi_zip.ko" "$W/rt/accmig_rt.ko" "$W/root/lib/"
 (cd "$W/root" && find . | "$ACCMIG_BUSYBOX" cpio -o -H newc 2>/dev/null | gzip -1 >"$W/initrd.gz") ||
     skip "cannot build the initramfs"
+
+# The SEC cases' initramfs: init-sec, hisi_qm + hisi_sec2, and the guest
+# kernel's generic crypto modules that the driver's fallback tfms and the
+# templates need (in load order; Debian builds them as modules).
+SEC_CRYPTO="gf128mul ghash-generic ctr ecb ofb cfb xts ccm gcm libdes des_generic sha512_generic authenc"
+case " $HWS " in
+*" sec"*)
+    [ -e "${ACCMIG_HISI_SEC_KO:-}" ] && [ -d "${ACCMIG_KMODULES:-}" ] ||
+        skip "no hisi_sec2.ko or guest kernel modules in $envf"
+    R=$W/root-sec
+    mkdir -p "$R/bin" "$R/lib/crypto" "$R/proc" "$R/sys" "$R/dev" "$R/tmp"
+    cp "$ACCMIG_BUSYBOX" "$R/bin/busybox"
+    cp "$HERE/guest/init-sec" "$R/init"; chmod 755 "$R/init"
+    cp "$ACCMIG_HISI_KO/hisi_qm.ko" "$ACCMIG_HISI_SEC_KO" "$R/lib/"
+    for m in $SEC_CRYPTO; do
+        f=$(find "$ACCMIG_KMODULES/kernel" -name "$m.ko" | head -1)
+        [ -n "$f" ] || skip "guest kernel module $m.ko not found under $ACCMIG_KMODULES"
+        cp "$f" "$R/lib/crypto/"
+        echo "$m" >>"$R/lib/crypto/order"
+    done
+    (cd "$R" && find . | "$ACCMIG_BUSYBOX" cpio -o -H newc 2>/dev/null | gzip -1 >"$W/initrd-sec.gz") ||
+        skip "cannot build the SEC initramfs"
+    ;;
+esac
 
 # --- one run: server + QEMU, two boots ----------------------------------------
 srv_pid=""; qemu_pid=""
@@ -112,8 +139,13 @@ result() {   # result NAME PASS|FAIL DETAIL
 # (BAR2 doorbells, no BAR4).
 run_hw() {
     local case=$1 hw=${1%-noiso} iso=1 D="$W/sock-$1" con="$W/console-$1.log" slog="$W/serve-$1.log"
-    local extra=()
+    local extra=() initrd="$W/initrd.gz"
     [ "$case" != "$hw" ] && { iso=0; extra=(--no-db-isolation); }
+    # sec, sec-v3: a SEC PF (--engine sec), the hisi_sec2 guest.
+    case $hw in
+    sec*) hw=${hw#sec}; hw=${hw#-}; hw=${hw:-v4}
+          extra+=(--engine sec --qps 8); initrd="$W/initrd-sec.gz" ;;
+    esac
     say "case $case: starting accmig serve"
     ACCMIG_LOG=info "$ACCMIG" serve --dir "$D" --vfs 2 --hw "$hw" "${extra[@]}" 2>"$slog" &
     srv_pid=$!
@@ -130,7 +162,7 @@ run_hw() {
         -object memory-backend-memfd,id=mem,size=512M,share=on \
         -device intel-iommu,intremap=on,caching-mode=on \
         -device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"path\":\"$D/vf0.sock\",\"type\":\"unix\"}}" \
-        -kernel "$ACCMIG_KERNEL" -initrd "$W/initrd.gz" \
+        -kernel "$ACCMIG_KERNEL" -initrd "$initrd" \
         -append "console=ttyS0 panic=-1 loglevel=3 rdinit=/init" \
         -serial "file:$con" >"$W/qemu-$case.log" 2>&1 &
     qemu_pid=$!

@@ -1,4 +1,4 @@
-/* Doorbell isolation: BAR4 doorbell pages, the poller, trapped access, and
+/* Doorbell isolation: BAR4 doorbell pages, the workers that poll them, trapped access, and
  * what garbage, a torn write and FLR do (qm.h "Doorbell isolation"). */
 #include "qm_tdrv.h"
 
@@ -105,40 +105,90 @@ static void test_without_isolation_there_is_no_bar4_and_the_register_says_so(voi
 }
 
 /* Nothing but a store into shared memory: the poller notices it. */
+/* With one worker (it polls between its jobs) and with two. */
 static void test_a_doorbell_stored_into_the_mapped_page_runs_the_job(void **state)
 {
+    (void)state;
+    for (unsigned workers = 1; workers <= 2; workers++) {
+        struct qm_dev_config cfg;
+        struct tenv e;
+        struct tvf v;
+        uint32_t sqe[ZIP_SQE_DWORDS];
+        uint16_t slot;
+
+        qm_dev_config_default(&cfg);
+        cfg.workers = workers;
+        tenv_init(&e, &cfg);
+        tvf_probe(&e, &v, 1);
+        tvf_start_qp(&v, 2, ZIP_ALG_COMPRESS);
+        struct tjob j = tjob_new(&e, 1, 65536, 3);
+
+        for (unsigned n = 1; n <= 20; n++) {
+            uint64_t paged = tcounters(&e, 1).doorbells_paged;
+
+            tjob_sqe(&j, sqe, n);
+            t_place(&v, 2, sqe);
+            atomic_store_explicit(t_word(&e, 1, 2),
+                                  qm_db_value(2, QM_DB_CMD_SQ, v.qp[2].sq_tail, 0),
+                                  memory_order_release);
+            assert_true(twait_jobs_done(&e, 1, n, T_TIMEOUT_MS));
+            t_wait_taken(&e, 1, 2);
+            assert_true(tcounters(&e, 1).doorbells_paged > paged);
+            /* The CQ doorbell, by store too, once the SQ one was taken. */
+            struct qm_cqe *cqe = tmem_ptr(&e, 1, v.qp[2].cq + (uint64_t)v.qp[2].cq_head * 16);
+
+            assert_int_equal(cqe->sq_head, (uint16_t)(n - 1));
+            assert_true(tvf_cqe_take(&v, 2, &slot)); /* rings via tvf_ring */
+        }
+        uint32_t back[ZIP_SQE_DWORDS];
+
+        tvf_sqe(&v, 2, slot, back);
+        tjob_check(&v, &j, back); /* zlib inflates the last output */
+        assert_int_equal(tcounters(&e, 1).doorbells_ignored, 0);
+        tenv_fini(&e);
+    }
+}
+
+/* The idle workers poll the pages: while one worker is held inside VF 1's
+ * job, the other still notices VF 2's stored doorbell and runs its job (the
+ * worker that took VF 1's job handed its poll turn on). */
+static void test_a_stored_doorbell_is_served_while_another_vf_holds_a_worker(void **state)
+{
     struct tenv e;
-    struct tvf v;
+    struct tvf v1, v2;
     uint32_t sqe[ZIP_SQE_DWORDS];
-    uint16_t slot;
 
     (void)state;
-    tenv_init(&e, NULL);
-    tvf_probe(&e, &v, 1);
-    tvf_start_qp(&v, 2, ZIP_ALG_COMPRESS);
-    struct tjob j = tjob_new(&e, 1, 65536, 3);
+    tenv_init(&e, NULL); /* two workers */
+    tvf_probe(&e, &v1, 1);
+    tvf_probe(&e, &v2, 2);
+    tvf_start_qp(&v1, 0, ZIP_ALG_COMPRESS);
+    tvf_start_qp(&v2, 0, ZIP_ALG_COMPRESS);
+    struct tjob j1 = tjob_new(&e, 1, 4096, 5), j2 = tjob_new(&e, 2, 4096, 6);
 
-    for (unsigned n = 1; n <= 20; n++) {
-        uint64_t paged = tcounters(&e, 1).doorbells_paged;
-
-        tjob_sqe(&j, sqe, n);
-        t_place(&v, 2, sqe);
-        atomic_store_explicit(t_word(&e, 1, 2), qm_db_value(2, QM_DB_CMD_SQ, v.qp[2].sq_tail, 0),
+    assert_int_equal(qm_debug_freeze_arm(e.dev, QM_FREEZE_FETCHED), 0);
+    tjob_sqe(&j1, sqe, 1);
+    t_place(&v1, 0, sqe);
+    atomic_store_explicit(t_word(&e, 1, 0), qm_db_value(0, QM_DB_CMD_SQ, v1.qp[0].sq_tail, 0),
+                          memory_order_release);
+    assert_int_equal(qm_debug_freeze_wait(e.dev, T_TIMEOUT_MS), 0);
+    for (unsigned n = 1; n <= 3; n++) {
+        tjob_sqe(&j2, sqe, n);
+        t_place(&v2, 0, sqe);
+        atomic_store_explicit(t_word(&e, 2, 0),
+                              qm_db_value(0, QM_DB_CMD_SQ, v2.qp[0].sq_tail, 0),
                               memory_order_release);
-        assert_true(twait_jobs_done(&e, 1, n, T_TIMEOUT_MS));
-        t_wait_taken(&e, 1, 2);
-        assert_true(tcounters(&e, 1).doorbells_paged > paged);
-        /* The CQ doorbell, by store too, once the SQ one was taken. */
-        struct qm_cqe *cqe = tmem_ptr(&e, 1, v.qp[2].cq + (uint64_t)v.qp[2].cq_head * 16);
-
-        assert_int_equal(cqe->sq_head, (uint16_t)(n - 1));
-        assert_true(tvf_cqe_take(&v, 2, &slot)); /* rings via tvf_ring */
+        assert_true(twait_jobs_done(&e, 2, n, T_TIMEOUT_MS));
     }
+    assert_int_equal(tcounters(&e, 1).jobs_done, 0); /* still held */
+    assert_int_equal(qm_debug_freeze_release(e.dev, T_TIMEOUT_MS), 0);
+    assert_true(twait_jobs_done(&e, 1, 1, T_TIMEOUT_MS));
     uint32_t back[ZIP_SQE_DWORDS];
 
-    tvf_sqe(&v, 2, slot, back);
-    tjob_check(&v, &j, back); /* zlib inflates the last output */
-    assert_int_equal(tcounters(&e, 1).doorbells_ignored, 0);
+    tvf_sqe(&v1, 0, 0, back);
+    tjob_check(&v1, &j1, back);
+    tvf_sqe(&v2, 0, 2, back);
+    tjob_check(&v2, &j2, back);
     tenv_fini(&e);
 }
 
@@ -332,6 +382,7 @@ int main(void)
         cmocka_unit_test(test_the_vf_has_sealed_doorbell_pages_that_read_idle),
         cmocka_unit_test(test_without_isolation_there_is_no_bar4_and_the_register_says_so),
         cmocka_unit_test(test_a_doorbell_stored_into_the_mapped_page_runs_the_job),
+        cmocka_unit_test(test_a_stored_doorbell_is_served_while_another_vf_holds_a_worker),
         cmocka_unit_test(test_garbage_in_the_pages_is_ignored_and_counted),
         cmocka_unit_test(test_a_trapped_doorbell_write_acts_at_once),
         cmocka_unit_test(test_a_function_reset_clears_the_pages),

@@ -90,7 +90,7 @@ static void test_version_0_0_from_qemu_gets_0_0_and_a_reply_no_larger_than_the_r
     uint8_t req[512], rep[512];
     struct vfu_version v = {0, 0};
     struct vfu_caps caps;
-    size_t n = strlen(qemu_caps) + 1, got;
+    size_t n = strlen(qemu_caps) + 1, got = 0;
 
     assert_int_equal(raw_connect(&rc, test_sock(&f->ts, 1)), 0);
     memcpy(req, &v, sizeof(v));
@@ -124,7 +124,7 @@ static void test_version_with_max_msg_fds_32_is_answered_with_ours_and_the_sessi
     uint8_t req[160], rep[160];
     struct vfu_version v = {0, 0};
     struct vfu_caps caps;
-    size_t got, n = strlen(json) + 1;
+    size_t got = 0, n = strlen(json) + 1;
 
     assert_int_equal(raw_connect(&rc, test_sock(&f->ts, 1)), 0);
     memcpy(req, &v, sizeof(v));
@@ -155,7 +155,7 @@ static void test_version_ignores_unknown_capabilities_and_keys_of_any_type(void 
     uint8_t req[300], rep[300];
     struct vfu_version v = {0, 0};
     struct vfu_caps caps;
-    size_t got, n = strlen(json) + 1;
+    size_t got = 0, n = strlen(json) + 1;
 
     assert_int_equal(raw_connect(&rc, test_sock(&f->ts, 1)), 0);
     memcpy(req, &v, sizeof(v));
@@ -178,7 +178,7 @@ static void test_version_answers_only_what_was_proposed_and_minor_0_to_a_higher_
     uint8_t req[128], rep[128];
     struct vfu_version v = {0, 7};
     struct vfu_caps caps;
-    size_t got, n = strlen(json) + 1;
+    size_t got = 0, n = strlen(json) + 1;
 
     assert_int_equal(raw_connect(&rc, test_sock(&f->ts, 1)), 0);
     memcpy(req, &v, sizeof(v));
@@ -197,7 +197,7 @@ static void test_version_with_a_tiny_or_no_json_is_answered_with_the_version_alo
     struct fixture *f = *state;
     struct raw_conn rc;
     uint8_t rep[64];
-    size_t got;
+    size_t got = 0;
     struct vfu_version v = {0, 0};
     uint8_t req[8];
 
@@ -310,7 +310,7 @@ static void test_a_no_reply_command_is_not_answered_and_the_next_one_is(void **s
     struct vfu_region_access *a = (void *)buf;
     uint8_t line = 0x5a;
     uint8_t rep[32];
-    size_t got;
+    size_t got = 0;
 
     a->offset = 0x3c;
     a->region = VFU_REGION_CONFIG;
@@ -358,7 +358,7 @@ static void test_a_client_stuck_inside_a_message_holds_up_no_other_vf(void **sta
                         .flags = VFU_HDR_TYPE_COMMAND};
     struct raw_conn other;
     struct vfu_msg m;
-    size_t got;
+    size_t got = 0;
 
     memcpy(wire, &h, sizeof(h));
     memcpy(wire + 16, &a, sizeof(a));
@@ -425,7 +425,7 @@ static void test_dma_map_with_an_fd_then_unmap_of_the_exact_range_succeeds(void 
     int fd = memfd(1 << 20);
     struct vfu_dma_map m = map_req(0x100000, 1 << 20, 3);
     struct vfu_dma_unmap u = {.argsz = 24, .addr = 0x100000, .size = 1 << 20}, rep;
-    size_t got;
+    size_t got = 0;
 
     assert_int_equal(call_fds(f, VFU_CMD_DMA_MAP, &m, sizeof(m), &fd, 1), 0);
     assert_int_equal(iommu_mapping_count(qm_dev_iommu(vfu_device_qm(vfu_server_device(f->ts.srv)), 1)), 1);
@@ -540,7 +540,7 @@ static void test_device_info_says_pci_with_reset_9_regions_5_irqs(void **state)
 {
     struct fixture *f = *state;
     struct vfu_device_info info = {.argsz = 16}, rep;
-    size_t got;
+    size_t got = 0;
 
     assert_int_equal(call(f, VFU_CMD_DEVICE_GET_INFO, &info, sizeof(info), &rep, sizeof(rep), &got), 0);
     assert_int_equal(got, 16);
@@ -901,7 +901,7 @@ static void test_migration_feature_advertises_all_flags_probes_and_refuses_set(v
 {
     struct fixture *f = *state;
     uint8_t rep[16];
-    size_t got;
+    size_t got = 0;
     uint64_t flags;
 
     assert_int_equal(feature(f, VFU_FEATURE_GET | VFIO_FEATURE_MIGRATION, 16, NULL, 0, rep,
@@ -1063,7 +1063,7 @@ static void test_dma_logging_start_report_stop_and_their_checks(void **state)
     struct vfu_feature_dma_logging_range rg = {0x100000, 1 << 20};
     struct vfu_feature_dma_logging_report rr = {0x100000, 1 << 20, 4096};
     uint64_t bitmap[4];
-    size_t got;
+    size_t got = 0;
 
     assert_int_equal(call_fds(f, VFU_CMD_DMA_MAP, &m, sizeof(m), &fd, 1), 0);
     close(fd);
