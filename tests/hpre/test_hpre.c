@@ -359,6 +359,55 @@ static void alternating_rsa_keys_each_get_their_own_modulus(void **state)
     rsa_key_free(&k[1]);
 }
 
+static void degenerate_but_valid_operands_compute_what_arithmetic_says(void **state)
+{
+    struct fx *f = *state;
+    unsigned k = 64; /* 512 bits: the smallest RSA size */
+
+    /* n = 1: the only operand below it is 0, and 0^e mod 1 = 0 */
+    memset(ram(f, KEY), 0, 2 * k);
+    ram(f, KEY)[k - 1] = 3;
+    ram(f, KEY)[2 * k - 1] = 1;
+    memset(ram(f, IN), 0, k);
+    memset(ram(f, OUT), 0xee, k);
+    assert_int_equal(run(f, HPRE_ALG_NC_NCRT, k, HPRE_QTYPE_V2), HPRE_ET_OK);
+    for (unsigned i = 0; i < k; i++)
+        assert_int_equal(ram(f, OUT)[i], 0);
+    /* exponent 0: m^0 mod 33 = 1, then the same modulus again (cached) */
+    memset(ram(f, KEY), 0, k);
+    ram(f, KEY)[2 * k - 1] = 33;
+    ram(f, IN)[k - 1] = 5;
+    assert_int_equal(run(f, HPRE_ALG_NC_NCRT, k, HPRE_QTYPE_V2), HPRE_ET_OK);
+    assert_int_equal(ram(f, OUT)[k - 1], 1);
+    ram(f, KEY)[k - 1] = 2; /* 5^2 mod 33 = 25 */
+    assert_int_equal(run(f, HPRE_ALG_NC_NCRT, k, HPRE_QTYPE_V2), HPRE_ET_OK);
+    assert_int_equal(ram(f, OUT)[k - 1], 25);
+    /* a long exponent (constant-time path) on the cached modulus: 5^(2^100) mod 33 */
+    ram(f, KEY)[k - 1] = 0;
+    ram(f, KEY)[k - 1 - 12] = 0x10; /* 2^100 */
+    assert_int_equal(run(f, HPRE_ALG_NC_NCRT, k, HPRE_QTYPE_V2), HPRE_ET_OK);
+    {
+        /* 5 has order 10 mod 33; 2^100 mod 10 = 6 (2^n mod 10 cycles 2,4,8,6 from n = 1) */
+        unsigned v = 1;
+        for (int i = 0; i < 6; i++)
+            v = v * 5 % 33;
+        assert_int_equal(ram(f, OUT)[k - 1], v);
+    }
+    /* CRT with p = 3, q = 11 (n = 33), d = 7 for e = 3: dp = 1, dq = 7, qinv = 11^-1 mod 3 = 2 */
+    memset(ram(f, KEY), 0, 5 * k / 2);
+    ram(f, KEY)[k / 2 - 1] = 7;      /* dq */
+    ram(f, KEY)[k - 1] = 1;          /* dp */
+    ram(f, KEY)[3 * k / 2 - 1] = 11; /* q */
+    ram(f, KEY)[2 * k - 1] = 3;      /* p */
+    ram(f, KEY)[5 * k / 2 - 1] = 2;  /* qinv */
+    memset(ram(f, IN), 0, k);
+    ram(f, IN)[k - 1] = 26; /* 26 = 5^3 mod 33 */
+    assert_int_equal(run(f, HPRE_ALG_NC_CRT, k, HPRE_QTYPE_V2), HPRE_ET_OK);
+    assert_int_equal(ram(f, OUT)[k - 1], 5);
+    for (unsigned i = 0; i < k - 1; i++)
+        assert_int_equal(ram(f, OUT)[i], 0);
+}
+
 /* ---- DH ----------------------------------------------------------------- */
 
 static EVP_PKEY *dh_gen(const char *group)
@@ -974,6 +1023,7 @@ int main(void)
         T(rsa_operand_not_below_n_or_even_modulus_is_an_operand_error),
         T(rsa_key_sizes_outside_512_to_4096_bits_are_bad_lengths),
         T(alternating_rsa_keys_each_get_their_own_modulus),
+        T(degenerate_but_valid_operands_compute_what_arithmetic_says),
         T(dh_ffdhe2048_public_and_shared_agree_with_evp_derive),
         T(dh_ffdhe3072_public_and_shared_agree_with_evp_derive),
         T(dh_sizes_other_than_the_drivers_groups_are_bad_lengths),
