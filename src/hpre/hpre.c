@@ -575,18 +575,21 @@ int hpre_engine_run(struct hpre_engine *e, struct iommu_domain *d, uint32_t sqe[
         why = "DMA fault reading the operand";
         st = HPRE_ET_DMA_FAULT;
     }
-    if (st == HPRE_ET_OK) {
+    if (st == HPRE_ET_OK)
         st = hpre_compute(e, &q, &why);
-        OPENSSL_cleanse(e->key, q.key_len);
-        if (st < 0)
-            return st;
-    } else {
-        OPENSSL_cleanse(e->key, sizeof(e->key));
+    /* Keys and results (a plaintext, a shared secret) do not outlive the
+     * job in the engine. */
+    OPENSSL_cleanse(e->key, sizeof(e->key));
+    if (st < 0) {
+        OPENSSL_cleanse(e->out, sizeof(e->out));
+        return st;
     }
     if (st == HPRE_ET_OK) {
         if (jo->cancelled && jo->cancelled(jopaque))
-            goto cancelled;
-        rc = jo->write(jopaque, q.out_iova, e->out, q.out_len);
+            rc = -ECANCELED;
+        else
+            rc = jo->write(jopaque, q.out_iova, e->out, q.out_len);
+        OPENSSL_cleanse(e->out, q.out_len);
         if (rc == -ECANCELED)
             goto cancelled;
         if (rc) {

@@ -33,7 +33,8 @@
  * - No lock of the domain is held between calls into it.
  * - An engine holds OpenSSL contexts and curve tables for one job at a time:
  *   one per worker thread. hpre_engine_stats_get may be called from any
- *   thread. Key material is wiped from the engine's buffers after each job;
+ *   thread. Key material and results are wiped from the engine's buffers
+ *   after each job (also a cancelled or failed one);
  *   what an engine keeps between jobs is public: the Montgomery context of
  *   the last RSA n-CRT modulus or DH prime (a driver sends many jobs with
  *   one key; setting one up costs as much as an RSA public operation).
