@@ -17,10 +17,14 @@
  * back to back, the order swapped every other round); the ratio of each
  * pair is taken and the median pair reported with the min and max ratios.
  * One JSON object per operation with --json:
- *   {"bench":"engine","engine":"hpre","op":"rsa2048_crt","jobs":..,"rounds":..,
+ *   {"bench":"engine","engine":"hpre","op":"rsa2048_crt","path":"engine","jobs":..,"rounds":..,
  *    "raw_ops_s":..,"engine_ops_s":..,"ratio":..,"ratio_min":..,"ratio_max":..,
  *    "raw_cpu_us_per_op":..,"engine_cpu_us_per_op":..,"cpu_ratio":..,
  *    "load_threads":..}
+ * With --path device the engine side is the whole device path instead: each
+ * job's SQE written into the SQ of a VF of an HPRE device model, the SQ
+ * doorbell (BAR2), the device's worker, the CQE polled (sched_yield between
+ * looks), the CQ doorbell, dw0 checked; "path" says which.
  * ratio = engine_ops_s / raw_ops_s of one pair (1.0: the engine's overhead
  * is nil); cpu_ratio = raw CPU per op / engine CPU per op (the process's
  * CPU time, the --load threads left out; the same sense as ratio), which a
@@ -29,6 +33,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +49,8 @@
 #include "common/common.h"
 #include "hpre/hpre.h"
 #include "iommu/iommu.h"
+#include "qm/qm.h"
+#include "qm/qm_hw.h"
 
 #define BH_IOVA 0x100000ull
 #define BH_SIZE 0x10000ull
@@ -65,6 +72,7 @@ struct bh_opts {
     unsigned rounds;
     unsigned load;
     int json;
+    int device; /* --path device: the engine side goes through the QM */
 };
 
 /* One operation, both ways. */
@@ -84,9 +92,26 @@ static size_t bh_raw_len(const struct bh_case *c)
     return c->op == BH_P256 ? 32u : c->out_len;
 }
 
+/* --path device: one VF of an HPRE device model, two queues (0: RSA and DH,
+ * 1: ECC), rings in their own host memory, doorbells in BAR2, CQEs polled
+ * (no MSI), driven as tests/qm's in-test driver and the Linux VF driver do. */
+#define BH_DEV_VF 1u
+#define BH_DEV_RING_IOVA 0x40000000ull
+#define BH_DEV_RING_SIZE (1ull << 20)
+#define BH_DEV_DEPTH 64u
+
+struct bh_dev {
+    struct qm_dev *dev;
+    uint8_t *rings;
+    uint64_t sq[2], cq[2];
+    uint16_t sq_tail[2], cq_head[2];
+    bool cq_phase[2];
+};
+
 struct bh_ctx {
     struct iommu_domain *d;
     struct hpre_engine *e;
+    struct bh_dev *dev; /* NULL unless --path device */
     uint8_t *ram;
     EVP_PKEY *keys[4];
     uint8_t rsa_m[256], rsa_c[256];
@@ -103,18 +128,22 @@ static void bh_usage(FILE *f)
             "  --jobs N         operations per measurement (default: as --seconds allows)\n"
             "  --seconds S      length of each measurement when --jobs is not given (default 0.2)\n"
             "  --rounds N       raw/engine pairs, the median pair reported (default 7)\n"
+            "  --path engine|device  engine: hpre_engine_run called directly (default);\n"
+            "                   device: each job through a VF of an HPRE device model\n"
+            "                   (SQE in the SQ, doorbell, worker, CQE polled), one at a time\n"
             "  --load N         N CPU-bound threads spin for the whole run (0..64, default 0)\n"
             "  --json           one JSON object per operation\n");
 }
 
 static int bh_parse(int argc, char **argv, struct bh_opts *o)
 {
-    enum { O_ENGINE = 1, O_OP, O_JOBS, O_SECONDS, O_ROUNDS, O_LOAD, O_JSON, O_HELP };
+    enum { O_ENGINE = 1, O_OP, O_JOBS, O_SECONDS, O_ROUNDS, O_LOAD, O_JSON, O_PATH, O_HELP };
     static const struct option lo[] = {
         {"engine", required_argument, NULL, O_ENGINE}, {"op", required_argument, NULL, O_OP},
         {"jobs", required_argument, NULL, O_JOBS},     {"seconds", required_argument, NULL, O_SECONDS},
         {"rounds", required_argument, NULL, O_ROUNDS}, {"load", required_argument, NULL, O_LOAD},
-        {"json", no_argument, NULL, O_JSON},           {"help", no_argument, NULL, O_HELP},
+        {"json", no_argument, NULL, O_JSON},           {"path", required_argument, NULL, O_PATH},
+        {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
     bool any = false;
@@ -162,6 +191,11 @@ static int bh_parse(int argc, char **argv, struct bh_opts *o)
                 return -EINVAL;
             break;
         case O_JSON: o->json = 1; break;
+        case O_PATH:
+            if (strcmp(optarg, "engine") && strcmp(optarg, "device"))
+                goto bad;
+            o->device = !strcmp(optarg, "device");
+            break;
         case O_HELP: bh_usage(stdout); return 1;
         default:
             fprintf(stderr, "accmig bench engine --engine hpre: unknown or incomplete option '%s'\n",
@@ -364,10 +398,168 @@ static int bh_raw_one(struct bh_case *c)
     return EVP_PKEY_derive(c->raw, c->raw_out, &len) == 1 && len == bh_raw_len(c) ? 0 : -EIO;
 }
 
+
+static uint8_t *bh_dev_ring(struct bh_dev *v, uint64_t iova)
+{
+    return v->rings + (iova - BH_DEV_RING_IOVA);
+}
+
+/* One mailbox command as the Linux driver sends it (16 bytes, poll busy). */
+static int bh_dev_mb(struct bh_dev *v, uint8_t cmd, uint16_t qn, uint64_t base)
+{
+    struct qm_mailbox m = {
+        .w0 = (uint16_t)(cmd | 1u << QM_MB_BUSY_SHIFT),
+        .queue_num = qn,
+        .base_l = (uint32_t)base,
+        .base_h = (uint32_t)(base >> 32),
+    };
+    uint32_t w0 = 0;
+
+    if (qm_bar_write(v->dev, BH_DEV_VF, QM_MAILBOX, &m, sizeof(m)))
+        return -EIO;
+    for (int i = 0; i < 100000; i++) {
+        if (qm_bar_read32(v->dev, BH_DEV_VF, QM_MAILBOX, &w0))
+            return -EIO;
+        if (!((w0 >> QM_MB_BUSY_SHIFT) & 1u))
+            return (w0 >> QM_MB_STATUS_SHIFT) & QM_MB_STATUS_MASK ? -EIO : 0;
+    }
+    return -ETIMEDOUT;
+}
+
+static void bh_dev_destroy(struct bh_dev *v)
+{
+    if (!v)
+        return;
+    qm_dev_destroy(v->dev);
+    free(v->rings);
+    free(v);
+}
+
+/* The VF probe (EQC, AEQC, the context tables, VF_STATE) and both queues. */
+static int bh_dev_create(struct bh_ctx *x, struct bh_dev **out)
+{
+    struct bh_dev *v = calloc(1, sizeof(*v));
+    struct qm_dev_config c;
+    uint64_t eqe = BH_DEV_RING_IOVA, aeqe = eqe + QM_EQ_DEPTH * 4, sqc_bt = aeqe + QM_AEQ_DEPTH * 4;
+    uint64_t cqc_bt = sqc_bt + 0x1000, ctx = cqc_bt + 0x1000, next = ctx + 0x1000;
+    struct iommu_domain *d;
+    int rc;
+
+    if (!v)
+        return -ENOMEM;
+    qm_dev_config_default(&c);
+    c.num_vfs = 1;
+    c.workers = 1;
+    c.db_isolation = false;
+    c.engine = QM_ENGINE_HPRE;
+    v->rings = aligned_alloc(IOMMU_PAGE_SIZE, BH_DEV_RING_SIZE);
+    if (!v->rings) {
+        free(v);
+        return -ENOMEM;
+    }
+    memset(v->rings, 0, BH_DEV_RING_SIZE);
+    rc = qm_dev_create(&c, &v->dev);
+    if (rc) {
+        free(v->rings);
+        free(v);
+        return rc;
+    }
+    d = qm_dev_iommu(v->dev, BH_DEV_VF);
+    rc = iommu_map_host(d, BH_DEV_RING_IOVA, BH_DEV_RING_SIZE, v->rings, IOMMU_READ | IOMMU_WRITE);
+    if (!rc) /* the operands: the same memory the engine side uses */
+        rc = iommu_map_host(d, BH_IOVA, BH_SIZE, x->ram, IOMMU_READ | IOMMU_WRITE);
+    for (unsigned q = 0; !rc && q < 2; q++) {
+        v->sq[q] = next;
+        v->cq[q] = next + BH_DEV_DEPTH * HPRE_SQE_SIZE;
+        next = AM_ALIGN_UP(v->cq[q] + BH_DEV_DEPTH * 16, 4096);
+    }
+    if (!rc) {
+        struct qm_eqc eqc = {.base_l = (uint32_t)eqe, .base_h = (uint32_t)(eqe >> 32),
+                             .dw6 = QM_EQC_DW6(QM_EQ_DEPTH, 1)};
+
+        memcpy(bh_dev_ring(v, ctx), &eqc, sizeof(eqc));
+        rc = bh_dev_mb(v, QM_MB_CMD_EQC, 0, ctx);
+    }
+    if (!rc) {
+        struct qm_eqc aeqc = {.base_l = (uint32_t)aeqe, .base_h = (uint32_t)(aeqe >> 32),
+                              .dw6 = QM_EQC_DW6(QM_AEQ_DEPTH, 1)};
+
+        memcpy(bh_dev_ring(v, ctx), &aeqc, sizeof(aeqc));
+        rc = bh_dev_mb(v, QM_MB_CMD_AEQC, 0, ctx);
+    }
+    if (!rc)
+        rc = bh_dev_mb(v, QM_MB_CMD_SQC_BT, 0, sqc_bt);
+    if (!rc)
+        rc = bh_dev_mb(v, QM_MB_CMD_CQC_BT, 0, cqc_bt);
+    if (!rc)
+        rc = qm_bar_write32(v->dev, BH_DEV_VF, QM_PAGE_SIZE, 0) ||
+             qm_bar_write32(v->dev, BH_DEV_VF, QM_VF_STATE, QM_VF_STATE_READY) ? -EIO : 0;
+    for (unsigned q = 0; !rc && q < 2; q++) {
+        struct qm_sqc sqc = {.base_l = (uint32_t)v->sq[q], .base_h = (uint32_t)(v->sq[q] >> 32),
+                             .dw3 = (BH_DEV_DEPTH - 1u) | 6u << 12, /* ilog2(64) */
+                             .cq_num = (uint16_t)q, .w13 = QM_SQC_W13(q)};
+        struct qm_cqc cqc = {.base_l = (uint32_t)v->cq[q], .base_h = (uint32_t)(v->cq[q] >> 32),
+                             .dw3 = QM_CQC_DW3(BH_DEV_DEPTH), .dw6 = QM_CQC_DW6_PHASE};
+
+        memcpy(bh_dev_ring(v, ctx), &sqc, sizeof(sqc));
+        rc = bh_dev_mb(v, QM_MB_CMD_SQC, (uint16_t)q, ctx);
+        if (!rc) {
+            memcpy(bh_dev_ring(v, ctx), &cqc, sizeof(cqc));
+            rc = bh_dev_mb(v, QM_MB_CMD_CQC, (uint16_t)q, ctx);
+        }
+        v->cq_phase[q] = true;
+    }
+    if (rc) {
+        bh_dev_destroy(v);
+        return rc;
+    }
+    *out = v;
+    return 0;
+}
+
+/* One job through queue c->qtype: the SQE into the SQ, the SQ doorbell,
+ * the CQE polled, the CQ doorbell; the SQ slot's dw0 holds the result. */
+static int bh_device_one(struct bh_dev *v, const struct bh_case *c)
+{
+    unsigned q = c->qtype;
+    uint16_t slot = v->sq_tail[q];
+    uint8_t *sqe = bh_dev_ring(v, v->sq[q] + (uint64_t)slot * HPRE_SQE_SIZE);
+    struct qm_cqe *cqe = (struct qm_cqe *)bh_dev_ring(v, v->cq[q] + (uint64_t)v->cq_head[q] * 16);
+    uint64_t deadline = am_now_ns() + 5000000000ull;
+    uint32_t dw0;
+
+    memcpy(sqe, c->sqe, HPRE_SQE_SIZE);
+    v->sq_tail[q] = (uint16_t)((slot + 1u) % BH_DEV_DEPTH);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    if (qm_bar_write64(v->dev, BH_DEV_VF, QM_DB_SQCQ,
+                       qm_db_value((uint16_t)q, QM_DB_CMD_SQ, v->sq_tail[q], 0)))
+        return -EIO;
+    while ((__atomic_load_n(&cqe->w7, __ATOMIC_ACQUIRE) & 1u) != v->cq_phase[q]) {
+        if (am_now_ns() > deadline)
+            return -ETIMEDOUT;
+        /* Yield, not spin: on a busy host the worker (SCHED_BATCH) needs
+         * this CPU more than the poll does. */
+        sched_yield();
+    }
+    if (cqe->sq_head != slot)
+        return -EIO;
+    v->cq_head[q] = (uint16_t)((v->cq_head[q] + 1u) % BH_DEV_DEPTH);
+    if (v->cq_head[q] == 0)
+        v->cq_phase[q] = !v->cq_phase[q];
+    if (qm_bar_write64(v->dev, BH_DEV_VF, QM_DB_SQCQ,
+                       qm_db_value((uint16_t)q, QM_DB_CMD_CQ, v->cq_head[q], 0)))
+        return -EIO;
+    memcpy(&dw0, sqe, sizeof(dw0));
+    return (dw0 & HPRE_DW0_ETYPE_MASK) || dw0 >> HPRE_DW0_DONE_SHIFT != HPRE_DONE_TASK_DONE ? -EIO
+                                                                                          : 0;
+}
+
 static int bh_engine_one(struct bh_ctx *x, struct bh_case *c)
 {
     uint32_t sqe[HPRE_SQE_DWORDS];
 
+    if (x->dev)
+        return bh_device_one(x->dev, c);
     memcpy(sqe, c->sqe, sizeof(sqe));
     if (hpre_engine_run(x->e, x->d, sqe, c->qtype, NULL, NULL) != 0 ||
         (sqe[HPRE_SQE_DW0] & HPRE_DW0_ETYPE_MASK) != 0)
@@ -413,6 +605,7 @@ static void bh_ctx_destroy(struct bh_ctx *x)
 {
     for (unsigned i = 0; i < AM_ARRAY_SIZE(x->keys); i++)
         EVP_PKEY_free(x->keys[i]);
+    bh_dev_destroy(x->dev);
     hpre_engine_destroy(x->e);
     iommu_domain_destroy(x->d);
     free(x->ram);
@@ -466,6 +659,8 @@ int bench_engine_hpre(int argc, char **argv)
     if (ret)
         return ret > 0 ? 0 : 2;
     ret = bh_ctx_create(&x);
+    if (!ret && o.device)
+        ret = bh_dev_create(&x, &x.dev);
     if (ret) {
         fprintf(stderr, "accmig bench engine --engine hpre: setup failed: %s\n", strerror(-ret));
         bh_ctx_destroy(&x);
@@ -476,8 +671,11 @@ int bench_engine_hpre(int argc, char **argv)
         return 2;
     }
     if (!o.json)
-        printf("accmig bench engine --engine hpre: one engine instance, one SQE at a time, "
-               "%u round(s), %u load thread(s)\n", o.rounds, o.load);
+        printf("accmig bench engine --engine hpre: %s, one SQE at a time, %u round(s), "
+               "%u load thread(s)\n",
+               o.device ? "through a VF of the device model (1 worker, CQEs polled)"
+                        : "one engine instance",
+               o.rounds, o.load);
 
     for (unsigned op = 0; op < BH_NOPS && status == 0; op++) {
         struct bh_case c = {.op = op};
@@ -498,14 +696,14 @@ int bench_engine_hpre(int argc, char **argv)
             status = 1;
         }
         if (status == 0 && n == 0) { /* calibrate on the raw side */
-            struct bh_meas cal;
+            struct bh_meas cal = {0};
 
             if (bh_measure(&x, &c, false, 16, load, &cal))
                 status = 1;
             n = AM_MAX((uint64_t)16, (uint64_t)(cal.ops_s * o.seconds));
         }
         for (unsigned r = 0; r < o.rounds && status == 0; r++) {
-            struct bh_meas mr, me;
+            struct bh_meas mr = {0}, me = {0};
             /* Interleaved pairs; the order swaps every other round so
              * neither side always runs second (warm caches). */
             bool engine_first = r % 2;
@@ -530,13 +728,13 @@ int bench_engine_hpre(int argc, char **argv)
 
             bench_spread(ratio, o.rounds, &rs);
             if (o.json)
-                printf("{\"bench\":\"engine\",\"engine\":\"hpre\",\"op\":\"%s\",\"jobs\":%llu,"
+                printf("{\"bench\":\"engine\",\"engine\":\"hpre\",\"op\":\"%s\",\"path\":\"%s\",\"jobs\":%llu,"
                        "\"rounds\":%u,\"raw_ops_s\":%.0f,\"engine_ops_s\":%.0f,\"ratio\":%.3f,"
                        "\"ratio_min\":%.3f,\"ratio_max\":%.3f,\"raw_cpu_us_per_op\":%.1f,"
                        "\"engine_cpu_us_per_op\":%.1f,\"cpu_ratio\":%.3f,\"load_threads\":%u}\n",
-                       bh_op_names[op], (unsigned long long)n, o.rounds, raw_med, eng_med,
-                       bench_median(ratio, o.rounds), rs.min, rs.max, rc_med, ec_med,
-                       rc_med / AM_MAX(ec_med, 1e-9), o.load);
+                       bh_op_names[op], o.device ? "device" : "engine", (unsigned long long)n,
+                       o.rounds, raw_med, eng_med, bench_median(ratio, o.rounds), rs.min, rs.max,
+                       rc_med, ec_med, rc_med / AM_MAX(ec_med, 1e-9), o.load);
             else
                 printf("  %-12s %6llu jobs x %u: raw %8.0f op/s, engine %8.0f op/s, ratio %.3f "
                        "(min %.3f, max %.3f); CPU per op raw %.1f us, engine %.1f us\n",
