@@ -9,6 +9,8 @@
 
 /* ZIP throughput through the whole device path vs the raw ISA-L codec. */
 int bench_engine(int argc, char **argv);
+/* `bench engine --engine hpre`: the HPRE engine vs raw libcrypto (bench_hpre.c). */
+int bench_engine_hpre(int argc, char **argv);
 /* The vfio-user path vs a bare UNIX socket ping-pong (bench_vfu.c). */
 int bench_vfu(int argc, char **argv);
 /* Guest RAM migration over vmstream vs a raw TCP copy (bench_ramcopy.c). */

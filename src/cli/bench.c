@@ -13,7 +13,8 @@ struct bench_entry {
 };
 
 static const struct bench_entry bench_entries[] = {
-    {"engine", bench_engine, "ZIP (or --engine sec) throughput through the whole device path vs raw ISA-L (libcrypto)"},
+    {"engine", bench_engine, "ZIP throughput through the whole device path vs raw ISA-L\n"
+                             "             (--engine sec|hpre: that engine vs raw libcrypto)"},
     {"vfu", bench_vfu, "vfio-user round trips vs a bare UNIX socket ping-pong"},
     {"ramcopy", bench_ram_copy_main, "guest RAM migration over vmstream vs a raw TCP copy"},
     {"migrate", bench_migrate_main, "VF device state and device downtime under load vs idle"},

@@ -33,7 +33,7 @@ static void usage(FILE *f)
             "  --hw      v4: migration through the PF's per-VF window (default);\n"
             "            v3: through the VF BAR's upper half (the guest sees 32 KiB)\n"
             "  --engine %s  the engine behind the queues (default zip); the\n"
-            "            VFs' PCI device id is its (zip a251, sec a256)\n"
+            "            VFs' PCI device id is its (zip a251, sec a256, hpre a259)\n"
             "  --worker-cpus LIST  run the device's job workers only on these CPUs\n"
             "            (0..63; \"0\", \"0,2\", \"0-3,6\"; default: any CPU)\n"
             "  --no-db-isolation  the old doorbell layout: no BAR4, QUE_ISO_CFG reads 0,\n"

@@ -5,6 +5,7 @@
 
 #include "common/common.h"
 #include "qm/qm_engine.h"
+#include "qm/qm_engine_tables.h"
 #include "qm/qm_hw.h"
 #include "sec/sec.h"
 #include "zip/zip.h"
@@ -229,6 +230,7 @@ _Static_assert(SEC_SQE_SIZE == 1u << 7 && SEC_CHUNK <= QM_ENGINE_WRITE_MAX, "SEC
 static const struct qm_engine *const qm_engines[QM_ENGINE_COUNT] = {
     [QM_ENGINE_ZIP] = &qm_engine_zip,
     [QM_ENGINE_SEC] = &qm_engine_sec,
+    [QM_ENGINE_HPRE] = &qm_engine_hpre,
 };
 
 const struct qm_engine *qm_engine_get(enum qm_engine_type type)
@@ -257,7 +259,7 @@ const struct qm_engine *qm_engine_by_vf_device_id(uint16_t vf_device_id)
 const char *qm_engine_names(void)
 {
     /* Keep in step with qm_engines[]. */
-    return "zip|sec";
+    return "zip|sec|hpre";
 }
 
 uint32_t qm_engine_cap_read(const struct qm_engine *e, uint32_t off)

@@ -24,7 +24,9 @@
 # ACCMIG_QEMU_HW="v4 v3 v4-noiso" (the cases; "sec" and "sec-v3" run the
 # hisi_sec2 VF driver against `accmig serve --engine sec` instead, with
 # tests/qemu/guest/init-sec: every algorithm the driver registers must show
-# "selftest : passed" in /proc/crypto, its jobs counted by the driver).
+# "selftest : passed" in /proc/crypto, its jobs counted by the driver;
+# "hpre" and "hpre-v3" the same with hisi_hpre, `--engine hpre` and
+# tests/qemu/guest/init-hpre).
 set -uo pipefail
 
 ACCMIG=${1:?usage: run-driver-test.sh ACCMIG_BINARY [WORKDIR]}
@@ -88,6 +90,31 @@ case " $HWS " in
     ;;
 esac
 
+# The HPRE cases' initramfs: init-hpre, hisi_qm + hisi_hpre, the modules
+# hisi_hpre links against and those of the default RNG (ECDH key generation;
+# jitterentropy_rng is left out: it fails its health test under TCG, and
+# drbg seeds itself without it).
+HPRE_CRYPTO="ecc ecdh_generic libcurve25519-generic sha512_generic drbg"
+case " $HWS " in
+*" hpre"*)
+    [ -e "${ACCMIG_HISI_HPRE_KO:-}" ] && [ -d "${ACCMIG_KMODULES:-}" ] ||
+        skip "no hisi_hpre.ko or guest kernel modules in $envf"
+    R=$W/root-hpre
+    mkdir -p "$R/bin" "$R/lib/crypto" "$R/proc" "$R/sys" "$R/dev" "$R/tmp"
+    cp "$ACCMIG_BUSYBOX" "$R/bin/busybox"
+    cp "$HERE/guest/init-hpre" "$R/init"; chmod 755 "$R/init"
+    cp "$ACCMIG_HISI_KO/hisi_qm.ko" "$ACCMIG_HISI_HPRE_KO" "$R/lib/"
+    for m in $HPRE_CRYPTO; do
+        f=$(find "$ACCMIG_KMODULES/kernel" -name "$m.ko" | head -1)
+        [ -n "$f" ] || skip "guest kernel module $m.ko not found under $ACCMIG_KMODULES"
+        cp "$f" "$R/lib/crypto/"
+        echo "$m" >>"$R/lib/crypto/order"
+    done
+    (cd "$R" && find . | "$ACCMIG_BUSYBOX" cpio -o -H newc 2>/dev/null | gzip -1 >"$W/initrd-hpre.gz") ||
+        skip "cannot build the HPRE initramfs"
+    ;;
+esac
+
 # --- one run: server + QEMU, two boots ----------------------------------------
 srv_pid=""; qemu_pid=""
 cleanup() {
@@ -145,6 +172,8 @@ run_hw() {
     case $hw in
     sec*) hw=${hw#sec}; hw=${hw#-}; hw=${hw:-v4}
           extra+=(--engine sec --qps 8); initrd="$W/initrd-sec.gz" ;;
+    hpre*) hw=${hw#hpre}; hw=${hw#-}; hw=${hw:-v4}
+          extra+=(--engine hpre --qps 8); initrd="$W/initrd-hpre.gz" ;;
     esac
     say "case $case: starting accmig serve"
     ACCMIG_LOG=info "$ACCMIG" serve --dir "$D" --vfs 2 --hw "$hw" "${extra[@]}" 2>"$slog" &
