@@ -324,9 +324,11 @@ bool qm_db_poll_turn_locked(struct qm_dev *dev, const struct qm_worker *w, bool 
     if (dev->ring_count == 0 && !dev->stopping) {
         struct timespec ts;
 
-        /* Every holder kicks: the timer is only the fallback for one that
-         * broke its promise. */
-        if (qm_db_every_holder_kicks(dev))
+        /* In the sleep phase with every holder kicking, the timer is only
+         * the fallback for one that broke its promise. Not in a nap: a nap
+         * follows an event or a function whose lock was busy (its pages
+         * may still say ON), and the next sweep is due soon. */
+        if (ns > QM_DB_NAP_NS && qm_db_every_holder_kicks(dev))
             ns = QM_DB_SLEEP_KICKED_NS;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         uint64_t until = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + ns;
