@@ -40,9 +40,15 @@
 #include "qm/qm.h"
 #include "vmm/net.h"
 #include "vmm/vm.h"
+#include "vmm/vmstream.h"
 
 #define VMCLI_MAX_CONNS 8
 #define VMCLI_POLL_MS 100
+/* After quit or SIGTERM, a vfio-user request unanswered for this long means
+ * a frozen server: the connection is cut so that the exit does not wait for
+ * the request's timeout (the whole exit stays well under 1 s). */
+#define VMCLI_FROZEN_NS (250ull * 1000 * 1000)
+#define VMCLI_WATCH_MS 25
 #define VMCLI_HOLD_ENV "ACCMIG_VM_HOLD"
 #define VMCLI_FAULT_ENV "ACCMIG_VM_FAULT" /* POINT:ACTION, tests only (docs/vm.md) */
 
@@ -63,6 +69,70 @@ struct vmcli_conn {
 };
 
 enum vmcli_job { VMCLI_JOB_NONE, VMCLI_JOB_MIGRATE, VMCLI_JOB_INCOMING };
+
+/* The exit's watchdog: runs from quit until the VMM is torn down, and cuts
+ * the device connection when a request on it is stuck (a SIGSTOPped or
+ * otherwise frozen server). A frozen migration peer needs no watchdog:
+ * vm_abort already shut the migration's sockets down. */
+struct vmcli_watch {
+    struct vm *vm;
+    pthread_mutex_t lock; /* protects done */
+    pthread_cond_t cond;
+    bool done;
+    bool on;
+    pthread_t th;
+};
+
+static void *vmcli_watch_main(void *arg)
+{
+    struct vmcli_watch *w = arg;
+    bool cut = false;
+
+    pthread_mutex_lock(&w->lock);
+    while (!w->done) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += VMCLI_WATCH_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+        if (!w->done && !cut && vm_device_waiting_ns(w->vm) > VMCLI_FROZEN_NS) {
+            cut = true;
+            fprintf(stderr, "accmig vm: the device server has not answered for %llu ms while "
+                            "exiting (frozen?): cutting the vfio-user connection\n",
+                    (unsigned long long)(vm_device_waiting_ns(w->vm) / 1000000u));
+            vm_device_cut(w->vm);
+        }
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+static void vmcli_watch_start(struct vmcli_watch *w, struct vm *vm)
+{
+    w->vm = vm;
+    w->done = false;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    w->on = pthread_create(&w->th, NULL, vmcli_watch_main, w) == 0;
+}
+
+static void vmcli_watch_stop(struct vmcli_watch *w)
+{
+    if (!w->on)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->done = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->th, NULL);
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->cond);
+    w->on = false;
+}
 
 struct vmcli {
     struct vmcli_opts o;
@@ -87,7 +157,20 @@ struct vmcli {
     bool dev_unwatched; /* it hung up after the guest left: nothing to fail */
     bool incoming_failed;
     int exit_status;
+    struct vmcli_watch watch; /* started by quit / SIGTERM */
 };
+
+/* quit or SIGTERM: a migration under way is aborted (its sockets shut
+ * down), and the watchdog makes sure no frozen device server holds the exit
+ * up. The control socket keeps being answered meanwhile. */
+static void vmcli_quit(struct vmcli *x)
+{
+    if (!x->quit)
+        vmcli_watch_start(&x->watch, x->vm);
+    x->quit = true;
+    if (x->job != VMCLI_JOB_NONE)
+        vm_abort(x->vm);
+}
 
 static void vmcli_usage(FILE *f)
 {
@@ -345,7 +428,7 @@ static void vmcli_cmd_status(struct vmcli *x, struct vmcli_conn *c)
     vmcli_reply(c, j);
 }
 
-/* "migrate ENDPOINT [downtime_ms=N] [max_rounds=N] [timeout_ms=N]" */
+/* "migrate ENDPOINT [downtime_ms=N] [max_rounds=N] [timeout_ms=N] [channels=N]" */
 static void vmcli_cmd_migrate(struct vmcli *x, struct vmcli_conn *c, char *args)
 {
     struct vm_mig_opts mo = {0};
@@ -373,6 +456,8 @@ static void vmcli_cmd_migrate(struct vmcli *x, struct vmcli_conn *c, char *args)
             mo.max_rounds = (uint32_t)v;
         else if (strcmp(tok, "timeout_ms") == 0)
             mo.timeout_ms = (int)v;
+        else if (strcmp(tok, "channels") == 0 && v <= VMSTREAM_CHANNELS_MAX)
+            mo.channels = (uint32_t)v;
         else {
             vmcli_reply_error(c, "migrate: unknown option '%s'", tok);
             return;
@@ -466,9 +551,7 @@ static void vmcli_command(struct vmcli *x, struct vmcli_conn *c, char *line)
     } else if (strcmp(line, "resolve") == 0) {
         vmcli_cmd_resolve(x, c, args);
     } else if (strcmp(line, "quit") == 0) {
-        x->quit = true;
-        if (x->job != VMCLI_JOB_NONE)
-            vm_abort(x->vm);
+        vmcli_quit(x);
         vmcli_reply(c, vmcli_ok());
     } else {
         vmcli_reply_error(c, "unknown command '%.64s' (status, report, migrate, hold, continue, "
@@ -642,9 +725,7 @@ static void vmcli_signal(struct vmcli *x)
 
     if (read(x->sig_fd, &si, sizeof(si)) != sizeof(si))
         return;
-    x->quit = true;
-    if (x->job != VMCLI_JOB_NONE)
-        vm_abort(x->vm);
+    vmcli_quit(x);
 }
 
 /* The server's socket hung up (a dead server, not a slow one): fail the VM
@@ -909,6 +990,8 @@ int cli_vm(int argc, char **argv)
         x->job = VMCLI_JOB_NONE;
     }
     status = vmcli_finish(x);
+    vm_halt(x->vm);
+    vmcli_watch_stop(&x->watch); /* before vm_destroy: it looks at the device */
     vmcli_cleanup(x);
     free(x);
     return status;

@@ -133,6 +133,8 @@ struct vm_mig_opts {
     uint32_t downtime_ms; /* goal; 0: VM_DEFAULT_DOWNTIME_MS */
     uint32_t max_rounds;  /* precopy rounds before stop-copy regardless; 0: default */
     int timeout_ms;       /* connect + every stream wait; 0: the VM's timeout */
+    uint32_t channels;    /* RAM channels besides the main one (multifd), 0..16; 0: pages on
+                           * the main connection. The destination may agree to fewer. */
 };
 
 /* One migration as one side saw it. Durations in microseconds; 0 when the
@@ -154,6 +156,7 @@ struct vm_mig_report {
     uint64_t final_ram_pages; /* pages (data + zero) in the stop-copy round */
     uint64_t device_state_bytes;
     uint64_t ram_bytes_per_s; /* RAM wire bytes over the time spent sending rounds */
+    uint32_t channels;        /* RAM channels in use (0: pages on the main connection) */
     uint64_t total_us;       /* connect .. ack */
     uint64_t precopy_us;     /* handshake done .. vCPUs asked to pause */
     uint64_t downtime_us;    /* vCPUs asked to pause .. ack received */
@@ -206,6 +209,10 @@ int vm_create(const struct vm_config *cfg, struct vm **out);
 /* Stops the guest threads (no teardown), detaches from the VF (the server
  * resets it) and frees the RAM. NULL is a no-op. */
 void vm_destroy(struct vm *vm);
+/* Stops the guest's vCPU threads and frees its workload (the report is gone
+ * with it), leaving the rest for vm_destroy: an exit calls it while it still
+ * watches the device (vm_device_cut). NULL workload: a no-op. */
+void vm_halt(struct vm *vm);
 
 const struct vmstream_profile *vm_profile(const struct vm *vm);
 uint64_t vm_ram_bytes(const struct vm *vm);
@@ -287,6 +294,13 @@ void vm_status_get(struct vm *vm, struct vm_status *st);
  * call (or the caller aborts it). Neither call waits on a device call. */
 int vm_device_fd(const struct vm *vm);
 void vm_device_gone(struct vm *vm);
+/* How long the vfio-user request now on the wire (one at a time) has waited
+ * for its reply, in ns (0: none): a frozen server shows as a growing wait. */
+uint64_t vm_device_waiting_ns(const struct vm *vm);
+/* Cuts the vfio-user connection (vfu_client_cut): every request blocked on
+ * a frozen server fails at once, and so does every later one; the device
+ * is gone for this VMM (as vm_device_gone). For an exit that must not wait. */
+void vm_device_cut(struct vm *vm);
 
 /* JSON views for the control socket, `accmig migrate`, the demo and the
  * benchmark (new objects; the caller puts them). */
