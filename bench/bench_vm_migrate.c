@@ -580,13 +580,14 @@ static void bv_print(const struct bv_opts *o, const struct bv_round *r, unsigned
             const struct vm_mig_report *m = &r[i].rep;
             printf("%s{\"raw_mb_s\":%.1f,\"ram_mb_s\":%.1f,\"ratio\":%.3f,\"total_ms\":%.1f,"
                    "\"downtime_us\":%llu,\"pause_us\":%llu,\"quiesce_us\":%llu,\"save_us\":%llu,"
-                   "\"final_ram_us\":%llu,\"last_pages\":%llu,\"device_send_us\":%llu,"
+                   "\"final_ram_us\":%llu,\"final_collect_us\":%llu,\"handover_us\":%llu,\"last_pages\":%llu,\"device_send_us\":%llu,"
                    "\"end_to_ack_us\":%llu,\"restore_us\":%llu,\"resume_us\":%llu,"
                    "\"guest_start_us\":%llu,\"precopy_rounds\":%llu,\"guest_busy\":%s}",
                    i ? "," : "", r[i].raw_mb_s, r[i].ram_mb_s, r[i].ratio,
                    (double)m->total_us / 1e3, (unsigned long long)m->downtime_us,
                    (unsigned long long)m->pause_us, (unsigned long long)m->quiesce_us,
                    (unsigned long long)m->save_us, (unsigned long long)m->final_ram_us,
+                   (unsigned long long)m->final_collect_us, (unsigned long long)m->handover_us,
                    (unsigned long long)m->final_ram_pages, (unsigned long long)m->device_send_us,
                    (unsigned long long)m->end_us, (unsigned long long)m->dest_restore_us,
                    (unsigned long long)m->dest_resume_us, (unsigned long long)m->dest_guest_us,

@@ -891,8 +891,12 @@ static int vm_out_send_pages(void *opaque, uint64_t *map, unsigned round, bool l
 static int vm_out_collect(void *opaque, uint64_t *map, bool last)
 {
     struct vm_out *x = opaque;
+    uint64_t t = am_now_ns();
     int ret = vm_collect_dirty(x->vm, map, x->dma);
     char eb[96];
+
+    if (last)
+        x->rep->final_collect_us = us_since(t);
 
     if (ret)
         vm_fail_note(x->rep, last ? "stop-copy" : "precopy", ret,
@@ -1739,6 +1743,7 @@ json_object *vm_mig_report_json(const struct vm_mig_report *r)
     j_u64(j, "quiesce_us", r->quiesce_us);
     j_u64(j, "save_us", r->save_us);
     j_u64(j, "final_ram_us", r->final_ram_us);
+    j_u64(j, "final_collect_us", r->final_collect_us);
     j_u64(j, "device_send_us", r->device_send_us);
     j_u64(j, "end_to_ack_us", r->end_us);
     j_u64(j, "handover_us", r->handover_us);

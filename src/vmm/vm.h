@@ -164,6 +164,7 @@ struct vm_mig_report {
     uint64_t quiesce_us;     /* device -> PRE_COPY_P2P (PAUSE_QM) */
     uint64_t save_us;        /* device -> STOP_COPY (write-back + register save) */
     uint64_t final_ram_us;   /* logs collected + last RAM round sent */
+    uint64_t final_collect_us; /* of which: reading both dirty logs (the device's over vfio-user) */
     uint64_t device_send_us; /* STOP_COPY device state read + sent */
     uint64_t end_us;         /* END sent .. READY received (destination restore) */
     uint64_t handover_us;    /* COMMIT sent .. COMMITTED received (destination resume) */

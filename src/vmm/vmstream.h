@@ -150,8 +150,11 @@ int vmstream_send_device(struct vmstream *s, const struct vmstream_device_source
 int vmstream_device_check(struct vmstream *s);
 
 /* S: sends every page whose bit is set in bitmap (vm_ram_bitmap_words(ram)
- * words, left unchanged): untouched (never backed) pages as zero runs
- * without reading them, every backed page as data. ram must have the negotiated
+ * words, left unchanged). The first round sends untouched (never backed)
+ * pages as zero runs without reading them and every backed page as data;
+ * later rounds send every page set as data (a page logged dirty since the
+ * first round was written, so it is backed; one that was not reads as
+ * zeros). ram must have the negotiated
  * size (-EINVAL). Before the stop-copy marker the guest may still write:
  * the caller resends what it logs. out (may be NULL) gets the counts. A
  * failure the destination reported meanwhile is returned as -EREMOTEIO. */
