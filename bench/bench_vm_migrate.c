@@ -23,6 +23,12 @@
  * ratio = that / the same round's raw copy. The medians over the rounds are
  * printed with the worst downtime. At the end the guest is shut down and its
  * job table checked (no job failed, duplicated or lost). MB = 10^6 bytes.
+ * --channels N migrates over N RAM channels (multifd) and adds, before and
+ * after each migration, a raw copy of the same bytes over N connections at
+ * once (slice i on connection i): the ratio against N raw streams beside the
+ * one against a single stream. --load N spins N CPU-bound threads for the
+ * whole run. The JSON also has the process CPU time per MB moved (the
+ * guest's vCPUs included, for both) and the load average at start and end.
  */
 #include <errno.h>
 #include <getopt.h>

@@ -47,8 +47,9 @@
 /* After quit or SIGTERM, a vfio-user request unanswered for this long means
  * a frozen server: the connection is cut so that the exit does not wait for
  * the request's timeout (the whole exit stays well under 1 s). */
-#define VMCLI_FROZEN_NS (250ull * 1000 * 1000)
+#define VMCLI_FROZEN_NS (400ull * 1000 * 1000)
 #define VMCLI_WATCH_MS 25
+#define VMCLI_PROBE_MS 100
 #define VMCLI_HOLD_ENV "ACCMIG_VM_HOLD"
 #define VMCLI_FAULT_ENV "ACCMIG_VM_FAULT" /* POINT:ACTION, tests only (docs/vm.md) */
 
@@ -72,16 +73,52 @@ enum vmcli_job { VMCLI_JOB_NONE, VMCLI_JOB_MIGRATE, VMCLI_JOB_INCOMING };
 
 /* The exit's watchdog: runs from quit until the VMM is torn down, and cuts
  * the device connection when a request on it is stuck (a SIGSTOPped or
- * otherwise frozen server). A frozen migration peer needs no watchdog:
- * vm_abort already shut the migration's sockets down. */
+ * otherwise frozen server). The exit may wait on the device without any
+ * request on the wire (the guest's shutdown waits for its jobs' completions,
+ * which a frozen server never writes), so a probe thread keeps one harmless
+ * request going every VMCLI_PROBE_MS: a frozen server then shows as a stuck
+ * request either way. A frozen migration peer needs no watchdog: vm_abort
+ * already shut the migration's sockets down. */
 struct vmcli_watch {
     struct vm *vm;
-    pthread_mutex_t lock; /* protects done */
+    pthread_mutex_t lock; /* protects done, probe_done */
     pthread_cond_t cond;
-    bool done;
-    bool on;
-    pthread_t th;
+    bool done, probe_done;
+    bool on, probe_on;
+    pthread_t th, probe;
 };
+
+static void vmcli_watch_sleep_locked(struct vmcli_watch *w, long ms)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += ms * 1000000L;
+    while (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+}
+
+static void *vmcli_probe_main(void *arg)
+{
+    struct vmcli_watch *w = arg;
+
+    pthread_mutex_lock(&w->lock);
+    while (!w->probe_done) {
+        pthread_mutex_unlock(&w->lock);
+        if (vm_device_probe(w->vm) != 0) {
+            pthread_mutex_lock(&w->lock);
+            break; /* gone or cut: nothing more to learn */
+        }
+        pthread_mutex_lock(&w->lock);
+        if (!w->probe_done)
+            vmcli_watch_sleep_locked(w, VMCLI_PROBE_MS);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
 
 static void *vmcli_watch_main(void *arg)
 {
@@ -90,15 +127,7 @@ static void *vmcli_watch_main(void *arg)
 
     pthread_mutex_lock(&w->lock);
     while (!w->done) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += VMCLI_WATCH_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+        vmcli_watch_sleep_locked(w, VMCLI_WATCH_MS);
         if (!w->done && !cut && vm_device_waiting_ns(w->vm) > VMCLI_FROZEN_NS) {
             cut = true;
             fprintf(stderr, "accmig vm: the device server has not answered for %llu ms while "
@@ -114,19 +143,28 @@ static void *vmcli_watch_main(void *arg)
 static void vmcli_watch_start(struct vmcli_watch *w, struct vm *vm)
 {
     w->vm = vm;
-    w->done = false;
+    w->done = w->probe_done = false;
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->cond, NULL);
     w->on = pthread_create(&w->th, NULL, vmcli_watch_main, w) == 0;
+    w->probe_on = w->on && pthread_create(&w->probe, NULL, vmcli_probe_main, w) == 0;
 }
 
 static void vmcli_watch_stop(struct vmcli_watch *w)
 {
     if (!w->on)
         return;
+    /* The probe first: a probe stuck on a frozen server returns once the
+     * watchdog, still running, has cut the connection. */
+    pthread_mutex_lock(&w->lock);
+    w->probe_done = true;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    if (w->probe_on)
+        pthread_join(w->probe, NULL);
     pthread_mutex_lock(&w->lock);
     w->done = true;
-    pthread_cond_signal(&w->cond);
+    pthread_cond_broadcast(&w->cond);
     pthread_mutex_unlock(&w->lock);
     pthread_join(w->th, NULL);
     pthread_mutex_destroy(&w->lock);

@@ -440,6 +440,13 @@ uint64_t vm_device_waiting_ns(const struct vm *vm)
     return vfu_client_waiting_ns(vm->c);
 }
 
+int vm_device_probe(struct vm *vm)
+{
+    enum vfio_mig_state st;
+
+    return vfu_client_mig_state_get(vm->c, &st);
+}
+
 void vm_device_cut(struct vm *vm)
 {
     vm_device_gone(vm);

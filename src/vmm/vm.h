@@ -302,6 +302,10 @@ uint64_t vm_device_waiting_ns(const struct vm *vm);
  * a frozen server fails at once, and so does every later one; the device
  * is gone for this VMM (as vm_device_gone). For an exit that must not wait. */
 void vm_device_cut(struct vm *vm);
+/* One harmless request to the device server (the migration state): 0 it
+ * answered; it blocks up to the timeout when the server is frozen, which
+ * vm_device_waiting_ns then shows. Any thread. */
+int vm_device_probe(struct vm *vm);
 
 /* JSON views for the control socket, `accmig migrate`, the demo and the
  * benchmark (new objects; the caller puts them). */
