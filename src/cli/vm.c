@@ -854,10 +854,21 @@ static void vmcli_loop(struct vmcli *x)
 static int vmcli_finish(struct vmcli *x)
 {
     struct workload_report r;
-    enum vm_state st = vm_guest_poll(x->vm);
-    bool have = vm_guest_report(x->vm, &r) == 0;
+    enum vm_state st;
+    bool have;
     const char *outcome;
     int status = 0;
+
+    /* Quitting: is the server still there? The guest's shutdown waits on
+     * the device (queue stops, seconds each when it never answers), so a
+     * frozen one (the watchdog cuts the probe within 0.5 s) means the same
+     * as a dead one: the vCPUs are stopped, not shut down. */
+    if (x->quit && !x->dev_gone && vm_device_probe(x->vm) != 0) {
+        x->dev_gone = true;
+        vm_device_gone(x->vm);
+    }
+    st = vm_guest_poll(x->vm);
+    have = vm_guest_report(x->vm, &r) == 0;
 
     /* A guest whose device is gone is not shut down: that talks to the
      * device (and waits on it); vm_destroy only stops its vCPUs. */

@@ -2,8 +2,9 @@
  * nothing answers) keeps answering its control socket and ends on SIGTERM
  * at once, whatever it was waiting for: a running guest's vCPUs blocked on
  * MMIO, a migration source blocked in precopy or in stop-copy, a
- * destination blocked in the handover. A migration blocked on a frozen
- * server fails after --timeout-ms with an error that says so. The reaction
+ * destination blocked in the handover; and a source whose migration peer
+ * is frozen. A migration blocked on a frozen server fails after
+ * --timeout-ms with an error that says so. The reaction
  * times are printed (the log is the measurement), never asserted on beyond
  * a bound that only catches a hang. argv[1] is the accmig binary. */
 #include <setjmp.h>
@@ -222,6 +223,32 @@ static void test_a_migration_blocked_on_a_frozen_server_fails_after_the_timeout(
     pt_kill(t, "A", SIGCONT);
 }
 
+/* The migration peer frozen instead (the destination VMM SIGSTOPped while
+ * the RAM goes over two channels): the source answers and ends on SIGTERM
+ * at once (its abort shuts the main connection and both channels down);
+ * the destination, thawed, discards. */
+static void test_a_source_whose_migration_peer_freezes_answers_and_ends_on_sigterm(void **state)
+{
+    struct pt *t = *state;
+    char listen[128], st[64];
+    double ms;
+
+    running_guest(t, NULL);
+    incoming_vm(t, listen, sizeof(listen));
+    json_object_put(pt_ctl(t, "vm0", "hold precopy"));
+    pt_migrate_start(t, "vm0", listen, "--channels=2");
+    pt_wait_status(t, "vm0", "held", "precopy");
+    pt_kill(t, "vm1", SIGSTOP);
+    json_object_put(pt_ctl(t, "vm0", "continue"));
+    usleep(BLOCK_MS * 1000);
+    ms = status_answer_ms(t, "vm0", st, sizeof(st));
+    printf("reaction: source over 2 channels, destination VMM frozen: status '%s' answered in "
+           "%.1f ms\n", st, ms);
+    sigterm_and_time(t, "vm0", "source over 2 channels, destination VMM frozen");
+    pt_kill(t, "vm1", SIGCONT);
+    assert_int_equal(pt_wait(t, "vm1", PT_EXIT_MS), 1);
+}
+
 int main(int argc, char **argv)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -231,6 +258,7 @@ int main(int argc, char **argv)
         T(test_a_source_in_stop_copy_answers_and_ends_on_sigterm_when_its_server_freezes),
         T(test_a_destination_in_the_handover_answers_and_ends_on_sigterm_when_its_server_freezes),
         T(test_a_migration_blocked_on_a_frozen_server_fails_after_the_timeout),
+        T(test_a_source_whose_migration_peer_freezes_answers_and_ends_on_sigterm),
     };
 #undef T
     if (argc < 2) {
