@@ -496,7 +496,11 @@ static void vmcli_cmd_migrate(struct vmcli *x, struct vmcli_conn *c, char *args)
             mo.timeout_ms = (int)v;
         else if (strcmp(tok, "channels") == 0 && v <= VMSTREAM_CHANNELS_MAX)
             mo.channels = (uint32_t)v;
-        else {
+        else if (strcmp(tok, "channels") == 0) {
+            vmcli_reply_error(c, "migrate: channels=%llu, at most %d", (unsigned long long)v,
+                              VMSTREAM_CHANNELS_MAX);
+            return;
+        } else {
             vmcli_reply_error(c, "migrate: unknown option '%s'", tok);
             return;
         }

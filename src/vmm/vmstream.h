@@ -195,7 +195,9 @@ void vmstream_send_abort(struct vmstream *s);
 int vmstream_recv_loop(struct vmstream *s, struct vm_ram *ram,
                        const struct vmstream_device_ops *ops);
 /* D, after vmstream_recv_loop returned 0: waits (timeout_ms) for the
- * source's word. 0 COMMIT (*id its migration id): the guest is D's to run;
+ * source's word. 0 COMMIT (*id its migration id, which must be the one the
+ * source's hello named, when it named one: -EBADMSG otherwise): the guest
+ * is D's to run;
  * -ECONNABORTED ABORT: S keeps the guest, D discards; any other errno
  * (-ECONNRESET, -ETIMEDOUT, -ECANCELED, -EBADMSG): in doubt, S may or may
  * not have committed, and D must neither run nor drop the guest by itself. */

@@ -433,7 +433,9 @@ static void test_the_control_socket_refuses_bad_commands_with_a_reason(void **st
     struct pt *t = *state;
     char ctl[160], reply[1024], big[1200];
     const char *const bad[] = {"frobnicate", "migrate", "migrate tcp:nowhere", "hold sometime",
-                               "migrate tcp:127.0.0.1:1 downtime_ms=0", "migrate unix:/x x=1"};
+                               "migrate tcp:127.0.0.1:1 downtime_ms=0", "migrate unix:/x x=1",
+                               "migrate tcp:127.0.0.1:1 channels=17",
+                               "migrate tcp:127.0.0.1:1 channels=0"};
 
     pt_server(t, "A", 4, NULL);
     pt_vm(t, "vm0", "A", 0, JOBS, NULL, NULL);
