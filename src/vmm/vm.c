@@ -847,6 +847,8 @@ static int vm_out_round(struct vm_out *x, bool barrier)
         ret = vmstream_device_check(x->s);
     if (ret)
         return ret;
+    if (x->round_bytes == 0 && am_now_ns() > t0)
+        x->rep->round0_bytes_per_s = rr.bytes * 1000000000u / (am_now_ns() - t0);
     x->round_ns += am_now_ns() - t0;
     x->round_bytes += rr.bytes;
     x->rep->ram_bytes += rr.bytes;
@@ -1741,6 +1743,7 @@ json_object *vm_mig_report_json(const struct vm_mig_report *r)
     j_u64(j, "last_pages", r->final_ram_pages);
     j_u64(j, "device_state_bytes", r->device_state_bytes);
     j_dbl(j, "ram_mb_s", (double)r->ram_bytes_per_s / 1e6, 1);
+    j_dbl(j, "round0_mb_s", (double)r->round0_bytes_per_s / 1e6, 1);
     j_u64(j, "total_us", r->total_us);
     j_u64(j, "precopy_us", r->precopy_us);
     j_u64(j, "channels", r->channels);

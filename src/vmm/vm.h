@@ -156,6 +156,7 @@ struct vm_mig_report {
     uint64_t final_ram_pages; /* pages (data + zero) in the stop-copy round */
     uint64_t device_state_bytes;
     uint64_t ram_bytes_per_s; /* RAM wire bytes over the time spent sending rounds */
+    uint64_t round0_bytes_per_s; /* the same for the first round alone (every page) */
     uint32_t channels;        /* RAM channels in use (0: pages on the main connection) */
     uint64_t total_us;       /* connect .. ack */
     uint64_t precopy_us;     /* handshake done .. vCPUs asked to pause */
