@@ -20,6 +20,7 @@
 #include "cli/cli.h"
 #include "common/common.h"
 #include "vmm/vm.h"
+#include "vmm/vmstream.h"
 
 static void migrate_usage(FILE *f)
 {
@@ -30,6 +31,8 @@ static void migrate_usage(FILE *f)
             "  --downtime-ms N   downtime goal that ends precopy (default %d)\n"
             "  --max-rounds N    precopy rounds at most (default %d)\n"
             "  --timeout-ms N    give up when the peer is silent that long (default: the VMM's)\n"
+            "  --channels N      RAM pages over N connections of their own, one thread each\n"
+            "                    (multifd; 1..16; default: on the migration connection)\n"
             "  --json            print the migration report as one JSON object\n"
             "usage: accmig migrate --resolve [--vm CONTROL] [--peer DEST-CONTROL] [--side S]\n"
             "Exit status: 0 migrated, 1 the migration failed (the guest keeps running at\n"
@@ -226,6 +229,7 @@ int cli_migrate(int argc, char **argv)
         {"downtime-ms", required_argument, NULL, 'd'},
         {"max-rounds", required_argument, NULL, 'r'},
         {"timeout-ms", required_argument, NULL, 'T'},
+        {"channels", required_argument, NULL, 'c'},
         {"json", no_argument, NULL, 'j'},
         {"resolve", no_argument, NULL, 'R'},
         {"peer", required_argument, NULL, 'p'},
@@ -236,7 +240,7 @@ int cli_migrate(int argc, char **argv)
     const char *ctl = NULL, *to = NULL, *peer = NULL, *side = NULL;
     bool resolve = false;
     char line[VM_CONTROL_LINE_MAX], opt[64], *reply;
-    uint64_t downtime = 0, rounds = 0, timeout = 0;
+    uint64_t downtime = 0, rounds = 0, timeout = 0, channels = 0;
     json_object *j, *m, *v;
     bool json = false, ok;
     size_t len;
@@ -254,6 +258,7 @@ int cli_migrate(int argc, char **argv)
         case 'd': num = &downtime; name = "--downtime-ms"; break;
         case 'r': num = &rounds; name = "--max-rounds"; break;
         case 'T': num = &timeout; name = "--timeout-ms"; break;
+        case 'c': num = &channels; name = "--channels"; break;
         case 'j': json = true; break;
         case 'R': resolve = true; break;
         case 'p': peer = optarg; break;
@@ -297,6 +302,15 @@ int cli_migrate(int argc, char **argv)
     }
     if (timeout) {
         snprintf(opt, sizeof(opt), " timeout_ms=%llu", (unsigned long long)timeout);
+        len += (size_t)snprintf(line + len, sizeof(line) > len ? sizeof(line) - len : 0, "%s", opt);
+    }
+    if (channels > VMSTREAM_CHANNELS_MAX) {
+        fprintf(stderr, "accmig migrate: --channels wants 1..%d, not %llu\n",
+                VMSTREAM_CHANNELS_MAX, (unsigned long long)channels);
+        return 2;
+    }
+    if (channels) {
+        snprintf(opt, sizeof(opt), " channels=%llu", (unsigned long long)channels);
         len += (size_t)snprintf(line + len, sizeof(line) > len ? sizeof(line) - len : 0, "%s", opt);
     }
     if (len >= sizeof(line)) {

@@ -40,9 +40,16 @@
 #include "qm/qm.h"
 #include "vmm/net.h"
 #include "vmm/vm.h"
+#include "vmm/vmstream.h"
 
 #define VMCLI_MAX_CONNS 8
 #define VMCLI_POLL_MS 100
+/* After quit or SIGTERM, a vfio-user request unanswered for this long means
+ * a frozen server: the connection is cut so that the exit does not wait for
+ * the request's timeout (the whole exit stays well under 1 s). */
+#define VMCLI_FROZEN_NS (400ull * 1000 * 1000)
+#define VMCLI_WATCH_MS 25
+#define VMCLI_PROBE_MS 100
 #define VMCLI_HOLD_ENV "ACCMIG_VM_HOLD"
 #define VMCLI_FAULT_ENV "ACCMIG_VM_FAULT" /* POINT:ACTION, tests only (docs/vm.md) */
 
@@ -63,6 +70,107 @@ struct vmcli_conn {
 };
 
 enum vmcli_job { VMCLI_JOB_NONE, VMCLI_JOB_MIGRATE, VMCLI_JOB_INCOMING };
+
+/* The exit's watchdog: runs from quit until the VMM is torn down, and cuts
+ * the device connection when a request on it is stuck (a SIGSTOPped or
+ * otherwise frozen server). The exit may wait on the device without any
+ * request on the wire (the guest's shutdown waits for its jobs' completions,
+ * which a frozen server never writes), so a probe thread keeps one harmless
+ * request going every VMCLI_PROBE_MS: a frozen server then shows as a stuck
+ * request either way. A frozen migration peer needs no watchdog: vm_abort
+ * already shut the migration's sockets down. */
+struct vmcli_watch {
+    struct vm *vm;
+    pthread_mutex_t lock; /* protects done, probe_done */
+    pthread_cond_t cond;
+    bool done, probe_done;
+    bool on, probe_on;
+    pthread_t th, probe;
+};
+
+static void vmcli_watch_sleep_locked(struct vmcli_watch *w, long ms)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += ms * 1000000L;
+    while (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+}
+
+static void *vmcli_probe_main(void *arg)
+{
+    struct vmcli_watch *w = arg;
+
+    pthread_mutex_lock(&w->lock);
+    while (!w->probe_done) {
+        pthread_mutex_unlock(&w->lock);
+        if (vm_device_probe(w->vm) != 0) {
+            pthread_mutex_lock(&w->lock);
+            break; /* gone or cut: nothing more to learn */
+        }
+        pthread_mutex_lock(&w->lock);
+        if (!w->probe_done)
+            vmcli_watch_sleep_locked(w, VMCLI_PROBE_MS);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+static void *vmcli_watch_main(void *arg)
+{
+    struct vmcli_watch *w = arg;
+    bool cut = false;
+
+    pthread_mutex_lock(&w->lock);
+    while (!w->done) {
+        vmcli_watch_sleep_locked(w, VMCLI_WATCH_MS);
+        if (!w->done && !cut && vm_device_waiting_ns(w->vm) > VMCLI_FROZEN_NS) {
+            cut = true;
+            fprintf(stderr, "accmig vm: the device server has not answered for %llu ms while "
+                            "exiting (frozen?): cutting the vfio-user connection\n",
+                    (unsigned long long)(vm_device_waiting_ns(w->vm) / 1000000u));
+            vm_device_cut(w->vm);
+        }
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+static void vmcli_watch_start(struct vmcli_watch *w, struct vm *vm)
+{
+    w->vm = vm;
+    w->done = w->probe_done = false;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    w->on = pthread_create(&w->th, NULL, vmcli_watch_main, w) == 0;
+    w->probe_on = w->on && pthread_create(&w->probe, NULL, vmcli_probe_main, w) == 0;
+}
+
+static void vmcli_watch_stop(struct vmcli_watch *w)
+{
+    if (!w->on)
+        return;
+    /* The probe first: a probe stuck on a frozen server returns once the
+     * watchdog, still running, has cut the connection. */
+    pthread_mutex_lock(&w->lock);
+    w->probe_done = true;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    if (w->probe_on)
+        pthread_join(w->probe, NULL);
+    pthread_mutex_lock(&w->lock);
+    w->done = true;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->th, NULL);
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->cond);
+    w->on = false;
+}
 
 struct vmcli {
     struct vmcli_opts o;
@@ -87,7 +195,20 @@ struct vmcli {
     bool dev_unwatched; /* it hung up after the guest left: nothing to fail */
     bool incoming_failed;
     int exit_status;
+    struct vmcli_watch watch; /* started by quit / SIGTERM */
 };
+
+/* quit or SIGTERM: a migration under way is aborted (its sockets shut
+ * down), and the watchdog makes sure no frozen device server holds the exit
+ * up. The control socket keeps being answered meanwhile. */
+static void vmcli_quit(struct vmcli *x)
+{
+    if (!x->quit)
+        vmcli_watch_start(&x->watch, x->vm);
+    x->quit = true;
+    if (x->job != VMCLI_JOB_NONE)
+        vm_abort(x->vm);
+}
 
 static void vmcli_usage(FILE *f)
 {
@@ -345,7 +466,7 @@ static void vmcli_cmd_status(struct vmcli *x, struct vmcli_conn *c)
     vmcli_reply(c, j);
 }
 
-/* "migrate ENDPOINT [downtime_ms=N] [max_rounds=N] [timeout_ms=N]" */
+/* "migrate ENDPOINT [downtime_ms=N] [max_rounds=N] [timeout_ms=N] [channels=N]" */
 static void vmcli_cmd_migrate(struct vmcli *x, struct vmcli_conn *c, char *args)
 {
     struct vm_mig_opts mo = {0};
@@ -373,7 +494,13 @@ static void vmcli_cmd_migrate(struct vmcli *x, struct vmcli_conn *c, char *args)
             mo.max_rounds = (uint32_t)v;
         else if (strcmp(tok, "timeout_ms") == 0)
             mo.timeout_ms = (int)v;
-        else {
+        else if (strcmp(tok, "channels") == 0 && v <= VMSTREAM_CHANNELS_MAX)
+            mo.channels = (uint32_t)v;
+        else if (strcmp(tok, "channels") == 0) {
+            vmcli_reply_error(c, "migrate: channels=%llu, at most %d", (unsigned long long)v,
+                              VMSTREAM_CHANNELS_MAX);
+            return;
+        } else {
             vmcli_reply_error(c, "migrate: unknown option '%s'", tok);
             return;
         }
@@ -466,9 +593,7 @@ static void vmcli_command(struct vmcli *x, struct vmcli_conn *c, char *line)
     } else if (strcmp(line, "resolve") == 0) {
         vmcli_cmd_resolve(x, c, args);
     } else if (strcmp(line, "quit") == 0) {
-        x->quit = true;
-        if (x->job != VMCLI_JOB_NONE)
-            vm_abort(x->vm);
+        vmcli_quit(x);
         vmcli_reply(c, vmcli_ok());
     } else {
         vmcli_reply_error(c, "unknown command '%.64s' (status, report, migrate, hold, continue, "
@@ -642,9 +767,7 @@ static void vmcli_signal(struct vmcli *x)
 
     if (read(x->sig_fd, &si, sizeof(si)) != sizeof(si))
         return;
-    x->quit = true;
-    if (x->job != VMCLI_JOB_NONE)
-        vm_abort(x->vm);
+    vmcli_quit(x);
 }
 
 /* The server's socket hung up (a dead server, not a slow one): fail the VM
@@ -735,10 +858,21 @@ static void vmcli_loop(struct vmcli *x)
 static int vmcli_finish(struct vmcli *x)
 {
     struct workload_report r;
-    enum vm_state st = vm_guest_poll(x->vm);
-    bool have = vm_guest_report(x->vm, &r) == 0;
+    enum vm_state st;
+    bool have;
     const char *outcome;
     int status = 0;
+
+    /* Quitting: is the server still there? The guest's shutdown waits on
+     * the device (queue stops, seconds each when it never answers), so a
+     * frozen one (the watchdog cuts the probe within 0.5 s) means the same
+     * as a dead one: the vCPUs are stopped, not shut down. */
+    if (x->quit && !x->dev_gone && vm_device_probe(x->vm) != 0) {
+        x->dev_gone = true;
+        vm_device_gone(x->vm);
+    }
+    st = vm_guest_poll(x->vm);
+    have = vm_guest_report(x->vm, &r) == 0;
 
     /* A guest whose device is gone is not shut down: that talks to the
      * device (and waits on it); vm_destroy only stops its vCPUs. */
@@ -909,6 +1043,8 @@ int cli_vm(int argc, char **argv)
         x->job = VMCLI_JOB_NONE;
     }
     status = vmcli_finish(x);
+    vm_halt(x->vm);
+    vmcli_watch_stop(&x->watch); /* before vm_destroy: it looks at the device */
     vmcli_cleanup(x);
     free(x);
     return status;

@@ -54,6 +54,8 @@ struct vfu_client {
     bool broken;
     bool posted_writes;
     int timeout_ms;
+    uint64_t waiting_since_ns; /* atomic: a request's send time while its reply is due, else 0 */
+    int broken_err;            /* atomic: the errno that made the connection unusable */
     uint64_t our_max_xfer;
     struct vfu_client_server_caps caps;
 
@@ -157,7 +159,9 @@ static int client_call_msg(struct vfu_client *c, uint16_t cmd, const struct iove
     ret = client_send_locked(c, &h, parts, nparts, fds, nfds);
     if (ret)
         goto out_broken;
+    __atomic_store_n(&c->waiting_since_ns, am_now_ns(), __ATOMIC_RELAXED);
     ret = vfu_rx_recv(&c->rx, &c->tran, &m);
+    __atomic_store_n(&c->waiting_since_ns, 0, __ATOMIC_RELAXED);
     if (ret < 0)
         goto out_broken;
     if (m.hdr.msg_id != h.msg_id || m.hdr.cmd != cmd) {
@@ -174,6 +178,7 @@ static int client_call_msg(struct vfu_client *c, uint16_t cmd, const struct iove
 out_broken:
     /* Replies can no longer be matched to requests. */
     c->broken = true;
+    __atomic_store_n(&c->broken_err, ret, __ATOMIC_RELAXED);
 out:
     pthread_mutex_unlock(&c->lock);
     return ret;
@@ -1168,6 +1173,25 @@ static int vfio_irq_wait(void *opaque, unsigned vector, int timeout_ms)
 static int vfio_db_write(void *opaque, uint64_t off, const void *data, unsigned size)
 {
     return vfu_client_region_write(opaque, VFU_REGION_BAR4, off, data, size);
+}
+
+uint64_t vfu_client_waiting_ns(const struct vfu_client *c)
+{
+    uint64_t since = __atomic_load_n(&c->waiting_since_ns, __ATOMIC_RELAXED), now = am_now_ns();
+
+    return since != 0 && now > since ? now - since : 0;
+}
+
+int vfu_client_broken(const struct vfu_client *c)
+{
+    return __atomic_load_n(&c->broken_err, __ATOMIC_RELAXED);
+}
+
+void vfu_client_cut(struct vfu_client *c)
+{
+    shutdown(c->fd, SHUT_RDWR);
+    if (c->twin_fd >= 0)
+        shutdown(c->twin_fd, SHUT_RDWR);
 }
 
 int vfu_client_fd(const struct vfu_client *c)

@@ -84,6 +84,18 @@ void vfu_client_server_caps(const struct vfu_client *c, struct vfu_client_server
 /* The connection's socket, for poll only (to see the server hang up at
  * once): never read, write or close it. Valid until vfu_client_destroy. */
 int vfu_client_fd(const struct vfu_client *c);
+/* How long the request now on the wire has waited for its reply, in ns (0:
+ * none is waiting). Any thread. */
+uint64_t vfu_client_waiting_ns(const struct vfu_client *c);
+/* 0 while the connection is usable; else the errno of the request that made
+ * it unusable (-ETIMEDOUT: a reply did not come in time), which later calls'
+ * -EIO stands for. Any thread. */
+int vfu_client_broken(const struct vfu_client *c);
+/* Cuts the connection (shutdown, both sockets) from any thread: a request
+ * blocked on a frozen server returns at once with an error, and every later
+ * call fails (-EIO or -ECONNRESET). For an exit that must not wait; the
+ * client is still destroyed as usual. */
+void vfu_client_cut(struct vfu_client *c);
 
 /* Raw request: sends cmd with req (req_len bytes) and fds, waits for the
  * reply and copies its payload (up to rep_cap bytes; -EMSGSIZE if longer,

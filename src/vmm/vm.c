@@ -126,6 +126,18 @@ const char *vm_state_name(enum vm_state s)
     return (unsigned)s < AM_ARRAY_SIZE(names) && names[s] ? names[s] : "unknown";
 }
 
+/* A device call's error as a sentence: a timeout means the server did not
+ * answer at all (frozen or overloaded), which strerror does not say. */
+static const char *vm_dev_strerror(const struct vm *vm, int err, char *buf, size_t len)
+{
+    if (err == -ETIMEDOUT || (err == -EIO && vfu_client_broken(vm->c) == -ETIMEDOUT))
+        snprintf(buf, len, "the device server did not answer within %d ms (frozen?)",
+                 vm->timeout_ms);
+    else
+        snprintf(buf, len, "%s", strerror(-err));
+    return buf;
+}
+
 static uint64_t us_since(uint64_t t0_ns)
 {
     return (am_now_ns() - t0_ns) / 1000u;
@@ -423,6 +435,24 @@ int vm_device_fd(const struct vm *vm)
     return vm->dev_fd;
 }
 
+uint64_t vm_device_waiting_ns(const struct vm *vm)
+{
+    return vfu_client_waiting_ns(vm->c);
+}
+
+int vm_device_probe(struct vm *vm)
+{
+    enum vfio_mig_state st;
+
+    return vfu_client_mig_state_get(vm->c, &st);
+}
+
+void vm_device_cut(struct vm *vm)
+{
+    vm_device_gone(vm);
+    vfu_client_cut(vm->c);
+}
+
 void vm_device_gone(struct vm *vm)
 {
     pthread_mutex_lock(&vm->lock);
@@ -510,6 +540,17 @@ err_free:
     pthread_mutex_destroy(&vm->lock);
     free(vm);
     return ret;
+}
+
+void vm_halt(struct vm *vm)
+{
+    struct workload *w;
+
+    pthread_mutex_lock(&vm->lock);
+    w = vm->w;
+    vm->w = NULL;
+    pthread_mutex_unlock(&vm->lock);
+    workload_destroy(w);
 }
 
 void vm_destroy(struct vm *vm)
@@ -779,6 +820,7 @@ struct vm_out {
     uint64_t best, sent;            /* precopy convergence (vm_out_precopy_done) */
     unsigned stalled;
     uint64_t t_open, t_pause, t_final; /* precopy start, vCPU pause, final round start */
+    uint64_t id;                       /* the migration's id: channel hellos and COMMIT */
     int fd;
 };
 
@@ -805,6 +847,8 @@ static int vm_out_round(struct vm_out *x, bool barrier)
         ret = vmstream_device_check(x->s);
     if (ret)
         return ret;
+    if (x->round_bytes == 0 && am_now_ns() > t0)
+        x->rep->round0_bytes_per_s = rr.bytes * 1000000000u / (am_now_ns() - t0);
     x->round_ns += am_now_ns() - t0;
     x->round_bytes += rr.bytes;
     x->rep->ram_bytes += rr.bytes;
@@ -856,11 +900,17 @@ static int vm_out_send_pages(void *opaque, uint64_t *map, unsigned round, bool l
 static int vm_out_collect(void *opaque, uint64_t *map, bool last)
 {
     struct vm_out *x = opaque;
+    uint64_t t = am_now_ns();
     int ret = vm_collect_dirty(x->vm, map, x->dma);
+    char eb[96];
+
+    if (last)
+        x->rep->final_collect_us = us_since(t);
 
     if (ret)
         vm_fail_note(x->rep, last ? "stop-copy" : "precopy", ret,
-                     "reading the dirty logs failed: %s", strerror(-ret));
+                     "reading the dirty logs failed: %s",
+                     vm_dev_strerror(x->vm, ret, eb, sizeof(eb)));
     return ret;
 }
 
@@ -919,19 +969,21 @@ static int vm_out_stop_device(void *opaque)
     struct vm *vm = x->vm;
     struct vm_mig_report *rep = x->rep;
     uint64_t t = am_now_ns();
+    char eb[96];
     int ret;
 
     ret = vfu_client_mig_state_set(vm->c, VFIO_MIG_STATE_PRE_COPY_P2P);
     if (ret) {
         vm_fail_note(rep, "stop-copy", ret, "device quiesce (PRE_COPY_P2P) failed: %s",
-                     strerror(-ret));
+                     vm_dev_strerror(vm, ret, eb, sizeof(eb)));
         return ret;
     }
     rep->quiesce_us = us_since(t);
     t = am_now_ns();
     ret = vfu_client_mig_state_set(vm->c, VFIO_MIG_STATE_STOP_COPY);
     if (ret) {
-        vm_fail_note(rep, "stop-copy", ret, "device STOP_COPY failed: %s", strerror(-ret));
+        vm_fail_note(rep, "stop-copy", ret, "device STOP_COPY failed: %s",
+                     vm_dev_strerror(vm, ret, eb, sizeof(eb)));
         return ret;
     }
     rep->save_us = us_since(t);
@@ -990,7 +1042,7 @@ static int vm_out_handover(void *opaque)
     struct vm_out *x = opaque;
     struct vm *vm = x->vm;
     struct vm_mig_report *rep = x->rep;
-    uint64_t t, id = vm_new_migration_id();
+    uint64_t t, id = x->id;
     int ret;
 
     vm_set_phase(vm, "handover");
@@ -1072,9 +1124,30 @@ static int vm_out_open(void *opaque)
     }
     vm_set_stream(vm, x->s);
     vm_set_phase(vm, "handshake");
-    ret = vmstream_handshake(x->s, &vm->profile, NULL);
+    ret = vmstream_set_channels(x->s, x->o->channels, x->id);
+    if (ret == 0)
+        ret = vmstream_handshake(x->s, &vm->profile, NULL);
     if (ret) {
         vm_fail_stream(rep, "handshake", ret, x->s, "handshake");
+        return ret;
+    }
+    /* The RAM channels: one more connection each, to the same endpoint. */
+    rep->channels = vmstream_channels(x->s);
+    for (unsigned i = 0; i < rep->channels && ret == 0; i++) {
+        int cfd = -1;
+
+        ret = vm_net_connect(&ep, x->o->timeout_ms, &cfd);
+        if (ret) {
+            vm_fail_note(rep, "handshake", ret, "cannot connect RAM channel %u to %s: %s", i + 1,
+                         to, strerror(-ret));
+            return ret;
+        }
+        ret = vmstream_attach_channel(x->s, cfd);
+    }
+    if (ret == 0)
+        ret = vmstream_channels_wait(x->s);
+    if (ret) {
+        vm_fail_stream(rep, "handshake", ret, x->s, "RAM channels");
         return ret;
     }
     /* Logs on before the first page is read: whatever is written from
@@ -1084,7 +1157,8 @@ static int vm_out_open(void *opaque)
     if (ret == 0 && page_size != VM_RAM_PAGE_SIZE)
         ret = -EOPNOTSUPP;
     if (ret) {
-        vm_fail_note(rep, "device", ret, "device DMA logging: %s", strerror(-ret));
+        vm_fail_note(rep, "device", ret, "device DMA logging: %s",
+                     vm_dev_strerror(vm, ret, why, sizeof(why)));
         if (ret == -EOPNOTSUPP)
             vfu_client_dma_logging_stop(vm->c);
         return ret;
@@ -1094,7 +1168,8 @@ static int vm_out_open(void *opaque)
     ret = vfu_client_mig_state_set(vm->c, VFIO_MIG_STATE_PRE_COPY);
     x->undo.device_moved = true; /* even a failed SET may have moved it */
     if (ret) {
-        vm_fail_note(rep, "device", ret, "device PRE_COPY failed: %s", strerror(-ret));
+        vm_fail_note(rep, "device", ret, "device PRE_COPY failed: %s",
+                     vm_dev_strerror(vm, ret, why, sizeof(why)));
         return ret;
     }
     ret = vm_send_device(vm, x->s, &rep->device_state_bytes);
@@ -1179,7 +1254,8 @@ int vm_migrate_out(struct vm *vm, const char *to, const struct vm_mig_opts *opts
                    struct vm_mig_report *rep)
 {
     struct vm_mig_opts o = opts ? *opts : (struct vm_mig_opts){0};
-    struct vm_out x = {.vm = vm, .to = to, .o = &o, .rep = rep, .best = UINT64_MAX, .fd = -1};
+    struct vm_out x = {.vm = vm, .to = to, .o = &o, .rep = rep, .best = UINT64_MAX, .fd = -1,
+                       .id = vm_new_migration_id()};
     enum vm_state was = vm->state;
     uint64_t t0 = am_now_ns();
     int ret;
@@ -1251,7 +1327,10 @@ int vm_migrate_out(struct vm *vm, const char *to, const struct vm_mig_opts *opts
         return ret;
     }
     pthread_mutex_lock(&vm->lock);
-    vm->state = was;
+    /* A rollback that could not bring the device back leaves the guest
+     * paused for good: failed, not running (a shutdown would wait for
+     * vCPUs that never resume). */
+    vm->state = rep->rolled_back ? was : VM_FAILED;
     vm->phase[0] = '\0';
     pthread_mutex_unlock(&vm->lock);
     return ret;
@@ -1418,11 +1497,30 @@ int vm_incoming(struct vm *vm, int listen_fd, int accept_timeout_ms, struct vm_m
     }
     vm_set_stream(vm, s);
     vm_set_phase(vm, "handshake");
-    ret = vmstream_handshake(s, &vm->profile, &peer);
+    ret = vmstream_set_channels(s, VMSTREAM_CHANNELS_MAX, 0);
+    if (ret == 0)
+        ret = vmstream_handshake(s, &vm->profile, &peer);
     if (ret) {
         vm_fail_stream(rep, "handshake", ret, s, "handshake");
         goto fail;
     }
+    /* The source's RAM channels connect to the same listening socket. */
+    rep->channels = vmstream_channels(s);
+    for (unsigned i = 0; i < rep->channels && ret == 0; i++) {
+        int cfd = -1;
+
+        ret = vm_accept(vm, listen_fd, vm->timeout_ms, &cfd);
+        if (ret) {
+            vm_fail_note(rep, "handshake", ret, "RAM channel %u of %u did not connect: %s", i + 1,
+                         rep->channels, strerror(-ret));
+            goto fail;
+        }
+        ret = vmstream_accept_channel(s, cfd);
+        if (ret)
+            vm_fail_stream(rep, "handshake", ret, s, "RAM channels");
+    }
+    if (ret)
+        goto fail;
     ret = vm_hold_point(vm, "incoming");
     if (ret) {
         vm_fail_note(rep, "handshake", ret, "migration aborted");
@@ -1431,7 +1529,8 @@ int vm_incoming(struct vm *vm, int listen_fd, int accept_timeout_ms, struct vm_m
     vm_set_phase(vm, "receive");
     ret = vfu_client_mig_state_set(vm->c, VFIO_MIG_STATE_RESUMING);
     if (ret) {
-        vm_fail_note(rep, "receive", ret, "device RESUMING failed: %s", strerror(-ret));
+        vm_fail_note(rep, "receive", ret, "device RESUMING failed: %s",
+                     vm_dev_strerror(vm, ret, why, sizeof(why)));
         goto fail;
     }
     ret = vmstream_recv_loop(s, vm->ram, &ops);
@@ -1644,14 +1743,17 @@ json_object *vm_mig_report_json(const struct vm_mig_report *r)
     j_u64(j, "last_pages", r->final_ram_pages);
     j_u64(j, "device_state_bytes", r->device_state_bytes);
     j_dbl(j, "ram_mb_s", (double)r->ram_bytes_per_s / 1e6, 1);
+    j_dbl(j, "round0_mb_s", (double)r->round0_bytes_per_s / 1e6, 1);
     j_u64(j, "total_us", r->total_us);
     j_u64(j, "precopy_us", r->precopy_us);
+    j_u64(j, "channels", r->channels);
     j_u64(j, "downtime_us", r->downtime_us);
     j_u64(j, "expected_downtime_us", r->expected_downtime_us);
     j_u64(j, "pause_us", r->pause_us);
     j_u64(j, "quiesce_us", r->quiesce_us);
     j_u64(j, "save_us", r->save_us);
     j_u64(j, "final_ram_us", r->final_ram_us);
+    j_u64(j, "final_collect_us", r->final_collect_us);
     j_u64(j, "device_send_us", r->device_send_us);
     j_u64(j, "end_to_ack_us", r->end_us);
     j_u64(j, "handover_us", r->handover_us);

@@ -133,6 +133,8 @@ struct vm_mig_opts {
     uint32_t downtime_ms; /* goal; 0: VM_DEFAULT_DOWNTIME_MS */
     uint32_t max_rounds;  /* precopy rounds before stop-copy regardless; 0: default */
     int timeout_ms;       /* connect + every stream wait; 0: the VM's timeout */
+    uint32_t channels;    /* RAM channels besides the main one (multifd), 0..16; 0: pages on
+                           * the main connection. The destination may agree to fewer. */
 };
 
 /* One migration as one side saw it. Durations in microseconds; 0 when the
@@ -154,6 +156,8 @@ struct vm_mig_report {
     uint64_t final_ram_pages; /* pages (data + zero) in the stop-copy round */
     uint64_t device_state_bytes;
     uint64_t ram_bytes_per_s; /* RAM wire bytes over the time spent sending rounds */
+    uint64_t round0_bytes_per_s; /* the same for the first round alone (every page) */
+    uint32_t channels;        /* RAM channels in use (0: pages on the main connection) */
     uint64_t total_us;       /* connect .. ack */
     uint64_t precopy_us;     /* handshake done .. vCPUs asked to pause */
     uint64_t downtime_us;    /* vCPUs asked to pause .. ack received */
@@ -161,6 +165,7 @@ struct vm_mig_report {
     uint64_t quiesce_us;     /* device -> PRE_COPY_P2P (PAUSE_QM) */
     uint64_t save_us;        /* device -> STOP_COPY (write-back + register save) */
     uint64_t final_ram_us;   /* logs collected + last RAM round sent */
+    uint64_t final_collect_us; /* of which: reading both dirty logs (the device's over vfio-user) */
     uint64_t device_send_us; /* STOP_COPY device state read + sent */
     uint64_t end_us;         /* END sent .. READY received (destination restore) */
     uint64_t handover_us;    /* COMMIT sent .. COMMITTED received (destination resume) */
@@ -206,6 +211,10 @@ int vm_create(const struct vm_config *cfg, struct vm **out);
 /* Stops the guest threads (no teardown), detaches from the VF (the server
  * resets it) and frees the RAM. NULL is a no-op. */
 void vm_destroy(struct vm *vm);
+/* Stops the guest's vCPU threads and frees its workload (the report is gone
+ * with it), leaving the rest for vm_destroy: an exit calls it while it still
+ * watches the device (vm_device_cut). NULL workload: a no-op. */
+void vm_halt(struct vm *vm);
 
 const struct vmstream_profile *vm_profile(const struct vm *vm);
 uint64_t vm_ram_bytes(const struct vm *vm);
@@ -287,6 +296,17 @@ void vm_status_get(struct vm *vm, struct vm_status *st);
  * call (or the caller aborts it). Neither call waits on a device call. */
 int vm_device_fd(const struct vm *vm);
 void vm_device_gone(struct vm *vm);
+/* How long the vfio-user request now on the wire (one at a time) has waited
+ * for its reply, in ns (0: none): a frozen server shows as a growing wait. */
+uint64_t vm_device_waiting_ns(const struct vm *vm);
+/* Cuts the vfio-user connection (vfu_client_cut): every request blocked on
+ * a frozen server fails at once, and so does every later one; the device
+ * is gone for this VMM (as vm_device_gone). For an exit that must not wait. */
+void vm_device_cut(struct vm *vm);
+/* One harmless request to the device server (the migration state): 0 it
+ * answered; it blocks up to the timeout when the server is frozen, which
+ * vm_device_waiting_ns then shows. Any thread. */
+int vm_device_probe(struct vm *vm);
 
 /* JSON views for the control socket, `accmig migrate`, the demo and the
  * benchmark (new objects; the caller puts them). */

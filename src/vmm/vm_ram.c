@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -158,10 +159,19 @@ int vm_ram_zero_range(struct vm_ram *ram, uint64_t gpa, uint64_t len)
 int vm_ram_find_data(const struct vm_ram *ram, uint64_t gpa, uint64_t *data_start,
                      uint64_t *data_end)
 {
+    struct stat st;
     off_t d, h;
 
     if (gpa >= ram->guest.size)
         return -ERANGE;
+    /* Every page backed (prefaulted or all written, swapped ones counted):
+     * no hole to look for. SEEK_HOLE would walk the page cache from gpa to
+     * the end, 1.6 ms for 256 MiB. */
+    if (fstat(ram->fd, &st) == 0 && (uint64_t)st.st_blocks * 512u >= ram->guest.size) {
+        *data_start = AM_ALIGN_DOWN(gpa, VM_RAM_PAGE_SIZE);
+        *data_end = ram->guest.size;
+        return 0;
+    }
     d = lseek(ram->fd, (off_t)gpa, SEEK_DATA);
     if (d < 0) {
         if (errno != ENXIO)

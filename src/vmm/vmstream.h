@@ -46,8 +46,9 @@
  *   waiting. Records are read with every length, type, gpa and
  *   count checked against the negotiated RAM size before use; allocations
  *   are fixed at create time (about 1 MiB).
- * - Thread safety: one thread drives a channel; vmstream_abort() may be
- *   called from any other thread to end a blocked transfer.
+ * - Thread safety: one thread drives a stream (the RAM channels' threads
+ *   are the stream's own); vmstream_abort() may be called from any other
+ *   thread to end a blocked transfer, on every channel.
  */
 #ifndef ACCMIG_VMM_VMSTREAM_H
 #define ACCMIG_VMM_VMSTREAM_H
@@ -59,7 +60,8 @@
 #include "vmm/vm_ram.h"
 
 #define VMSTREAM_VERSION_MAJOR 2 /* 2: END is answered READY, the handover follows */
-#define VMSTREAM_VERSION_MINOR 0
+#define VMSTREAM_VERSION_MINOR 1 /* 1: RAM channels (the hello's 16-byte extension) */
+#define VMSTREAM_CHANNELS_MAX 16 /* RAM channels besides the main one */
 #define VMSTREAM_REASON_MAX 512 /* bytes of a refusal reason on the wire */
 
 enum vmstream_role {
@@ -148,8 +150,11 @@ int vmstream_send_device(struct vmstream *s, const struct vmstream_device_source
 int vmstream_device_check(struct vmstream *s);
 
 /* S: sends every page whose bit is set in bitmap (vm_ram_bitmap_words(ram)
- * words, left unchanged): untouched (never backed) pages as zero runs
- * without reading them, every backed page as data. ram must have the negotiated
+ * words, left unchanged). The first round sends untouched (never backed)
+ * pages as zero runs without reading them and every backed page as data;
+ * later rounds send every page set as data (a page logged dirty since the
+ * first round was written, so it is backed; one that was not reads as
+ * zeros). ram must have the negotiated
  * size (-EINVAL). Before the stop-copy marker the guest may still write:
  * the caller resends what it logs. out (may be NULL) gets the counts. A
  * failure the destination reported meanwhile is returned as -EREMOTEIO. */
@@ -190,7 +195,9 @@ void vmstream_send_abort(struct vmstream *s);
 int vmstream_recv_loop(struct vmstream *s, struct vm_ram *ram,
                        const struct vmstream_device_ops *ops);
 /* D, after vmstream_recv_loop returned 0: waits (timeout_ms) for the
- * source's word. 0 COMMIT (*id its migration id): the guest is D's to run;
+ * source's word. 0 COMMIT (*id its migration id, which must be the one the
+ * source's hello named, when it named one: -EBADMSG otherwise): the guest
+ * is D's to run;
  * -ECONNABORTED ABORT: S keeps the guest, D discards; any other errno
  * (-ECONNRESET, -ETIMEDOUT, -ECANCELED, -EBADMSG): in doubt, S may or may
  * not have committed, and D must neither run nor drop the guest by itself. */
@@ -198,6 +205,40 @@ int vmstream_recv_commit(struct vmstream *s, uint64_t *id);
 /* D, after COMMIT: err 0 tells S the guest runs here; otherwise that it does
  * not and never will (reason). 0 or the send's errno. */
 int vmstream_send_committed(struct vmstream *s, int err, const char *reason);
+
+/* ---- RAM channels (multifd) ----
+ * With channels, RAM pages travel over n extra connections, each driven by
+ * its own thread inside the stream; the hello, device state, rounds,
+ * stop-copy, END and the handover stay on the main one
+ * (docs/vm-stream-format.md, "Channels").
+ *
+ * S: vmstream_set_channels(s, n, id) before the handshake asks for n
+ *   channels (0..VMSTREAM_CHANNELS_MAX) under migration id (non-zero when
+ *   n > 0); D: vmstream_set_channels(s, max, 0) sets how many it accepts
+ *   (default 0). -EINVAL on a bad count or a zero id, or after the
+ *   handshake. After the handshake vmstream_channels() is the agreed count
+ *   (min of both; 0 with a 2.0 peer: pages then go on the main channel), and
+ *   vmstream_migration_id() S's id.
+ * S: vmstream_attach_channel(s, fd) for each agreed channel, in index order
+ *   (1..n): sends the channel hello and starts the channel's thread; the
+ *   stream owns fd from then on, even on failure (it closes it at destroy).
+ *   vmstream_channels_wait(s) then reads D's answer: 0 all channels are in,
+ *   -EREMOTEIO with D's reason. Later calls (send_ram_round, send_end) spread
+ *   the pages over the channels and end every round with a per-channel SYNC.
+ * D: vmstream_accept_channel(s, fd) for each connection accepted after the
+ *   handshake: reads and checks the channel hello (magic, version, migration
+ *   id, index 1..n, no duplicate, channel count); the stream owns fd from
+ *   then on. 0 taken (after the n-th, D has told S that all are in);
+ *   -EBADMSG/-EPROTONOSUPPORT the hello was wrong (D has refused the
+ *   migration with the reason), -ECONNRESET/-ETIMEDOUT it did not come.
+ *   vmstream_recv_loop then runs one receiving thread per channel.
+ */
+int vmstream_set_channels(struct vmstream *s, unsigned n, uint64_t id);
+unsigned vmstream_channels(const struct vmstream *s);
+uint64_t vmstream_migration_id(const struct vmstream *s);
+int vmstream_attach_channel(struct vmstream *s, int fd);
+int vmstream_channels_wait(struct vmstream *s);
+int vmstream_accept_channel(struct vmstream *s, int fd);
 
 /* Ends a blocked transfer from another thread: the driving call returns
  * -ECANCELED (and so does every later call). */

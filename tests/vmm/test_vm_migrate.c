@@ -138,6 +138,26 @@ static void test_accmig_migrate_moves_a_running_guest_and_frees_the_source_vf(vo
     pt_assert_vf_serves_a_new_guest(t, "A", "vm2");
 }
 
+/* `accmig migrate --channels 3`: the RAM goes over three more connections
+ * (multifd); the destination's report says it took three, and every job
+ * still completes exactly once. */
+static void test_accmig_migrate_over_three_ram_channels_moves_the_guest(void **state)
+{
+    struct pt *t = *state;
+    char listen[128];
+    json_object *rep;
+
+    two_hosts(t, 4, listen, sizeof(listen));
+    assert_int_equal(pt_migrate_cli(t, "vm0", listen, "--channels=3", &rep), 0);
+    assert_non_null(rep);
+    assert_true(jbool(rep, "ok"));
+    assert_int_equal(pt_int(rep, "channels"), 3);
+    assert_true(pt_int(rep, "ram_pages") > 0);
+    json_object_put(rep);
+    pt_expect_exit(t, "vm0", 0);
+    pt_assert_guest_ok(t, "vm1", JOBS);
+}
+
 /* vm0 (doorbells as src_extra says) migrates its busy guest to vm1 (as
  * dst_extra says); every job completes exactly once on vm1. */
 static void migrate_with_doorbells(struct pt *t, const char *const *src_extra, const char *src_db,
@@ -413,7 +433,9 @@ static void test_the_control_socket_refuses_bad_commands_with_a_reason(void **st
     struct pt *t = *state;
     char ctl[160], reply[1024], big[1200];
     const char *const bad[] = {"frobnicate", "migrate", "migrate tcp:nowhere", "hold sometime",
-                               "migrate tcp:127.0.0.1:1 downtime_ms=0", "migrate unix:/x x=1"};
+                               "migrate tcp:127.0.0.1:1 downtime_ms=0", "migrate unix:/x x=1",
+                               "migrate tcp:127.0.0.1:1 channels=17",
+                               "migrate tcp:127.0.0.1:1 channels=0"};
 
     pt_server(t, "A", 4, NULL);
     pt_vm(t, "vm0", "A", 0, JOBS, NULL, NULL);
@@ -436,6 +458,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         T(test_the_demo_migrates_a_busy_guest_back_and_forth_and_every_job_completes_once),
         T(test_accmig_migrate_moves_a_running_guest_and_frees_the_source_vf),
+        T(test_accmig_migrate_over_three_ram_channels_moves_the_guest),
         T(test_a_guest_with_trapped_doorbells_migrates_and_every_job_completes_once),
         T(test_a_guest_from_trapped_doorbells_uses_the_destinations_mapped_pages),
         T(test_a_destination_vmm_killed_during_precopy_leaves_the_source_guest_running),

@@ -241,6 +241,30 @@ static void test_find_data_reports_backed_ranges_and_skips_holes(void **state)
     vm_ram_destroy(ram);
 }
 
+static void test_find_data_on_fully_backed_ram_reports_one_range_to_the_end(void **state)
+{
+    struct vm_ram *ram = ram_new(MiB);
+    uint64_t start, end;
+
+    (void)state;
+    memset(vm_ram_host(ram), 0x5a, MiB); /* every page backed: the fstat short cut */
+    assert_int_equal(vm_ram_find_data(ram, 0, &start, &end), 0);
+    assert_int_equal(start, 0);
+    assert_int_equal(end, MiB);
+    assert_int_equal(vm_ram_find_data(ram, 7 * PG, &start, &end), 0);
+    assert_int_equal(start, 7 * PG);
+    assert_int_equal(end, MiB);
+    /* 32 pages given back (hole-punched): the holes are looked for again. */
+    assert_int_equal(vm_ram_zero_range(ram, 32 * PG, 32 * PG), 0);
+    assert_int_equal(vm_ram_find_data(ram, 0, &start, &end), 0);
+    assert_int_equal(start, 0);
+    assert_int_equal(end, 32 * PG);
+    assert_int_equal(vm_ram_find_data(ram, 32 * PG, &start, &end), 0);
+    assert_int_equal(start, 64 * PG);
+    assert_int_equal(end, MiB);
+    vm_ram_destroy(ram);
+}
+
 struct marker {
     const struct guest_ram *g;
     uint64_t pages;
@@ -288,6 +312,7 @@ int main(void)
         cmocka_unit_test(test_merge_dma_refuses_bad_page_sizes_alignment_and_ranges),
         cmocka_unit_test(test_zero_range_clears_small_and_large_ranges_and_checks_bounds),
         cmocka_unit_test(test_find_data_reports_backed_ranges_and_skips_holes),
+        cmocka_unit_test(test_find_data_on_fully_backed_ram_reports_one_range_to_the_end),
         cmocka_unit_test(test_collect_while_the_guest_marks_loses_no_page),
     };
 

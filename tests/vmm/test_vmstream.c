@@ -257,17 +257,17 @@ struct plan {
     uint64_t last_round_pages;
 };
 
-static int source_migrate(struct side *sd)
+/* The source's flow after the handshake (and its channels). */
+static int source_migrate_open(struct side *sd)
 {
     struct plan *p = sd->ctx;
     uint64_t words = vm_ram_bitmap_words(sd->ram);
     uint64_t *bitmap = calloc(words, sizeof(uint64_t));
     struct vmstream_round rr;
-    int ret;
+    int ret = 0;
 
     assert_non_null(bitmap);
-    ret = vmstream_handshake(sd->s, &sd->prof, NULL);
-    if (ret == 0 && p->dev != NULL) {
+    if (p->dev != NULL) {
         ret = vmstream_send_device(sd->s, &(struct vmstream_device_source){dev_src_read, p->dev},
                                    NULL);
         if (ret == 0)
@@ -310,6 +310,13 @@ static int source_migrate(struct side *sd)
 out:
     free(bitmap);
     return ret;
+}
+
+static int source_migrate(struct side *sd)
+{
+    int ret = vmstream_handshake(sd->s, &sd->prof, NULL);
+
+    return ret != 0 ? ret : source_migrate_open(sd);
 }
 
 /* ---- the handover: READY, then COMMIT or ABORT ---- */
@@ -1203,7 +1210,7 @@ static void test_another_major_version_is_refused_with_both_versions_named(void 
 
     (void)state;
     craft_hello(&c, "ACCMIGVM", 1, 48, VMSTREAM_SOURCE, &p);
-    expect_refused(&c, -EPROTONOSUPPORT, "stream version 1.0, this side 2.0");
+    expect_refused(&c, -EPROTONOSUPPORT, "stream version 1.0, this side 2.1");
     craft_free(&c);
 }
 
@@ -1565,6 +1572,485 @@ static void test_a_refusal_reason_is_shown_printable(void **state)
     craft_free(&c);
 }
 
+/* ---- RAM channels (docs/vm-stream-format.md, "Channels") ---- */
+
+#define CH_ID 0x5eed1234abcd0001ull
+#define CH_MAX 4
+
+/* A real source and destination with n RAM channels: the channels' fds
+ * are handed over by the test (attach / accept own them). */
+struct chan_sides {
+    int fds[CH_MAX][2];
+    unsigned n;     /* asked for by the source */
+    unsigned max;   /* accepted by the destination */
+    unsigned agreed_src, agreed_dst;
+    struct plan plan;
+};
+
+static int chan_source(struct side *sd)
+{
+    struct chan_sides *c = sd->ctx;
+    struct side inner = *sd;
+    int ret = vmstream_set_channels(sd->s, c->n, CH_ID);
+
+    if (ret != 0)
+        return ret;
+    /* source_migrate does the handshake; the channels go right after it,
+     * so attach them from the plan's first hook instead: simpler to do the
+     * whole flow here. */
+    ret = vmstream_handshake(sd->s, &sd->prof, NULL);
+    if (ret != 0)
+        return ret;
+    c->agreed_src = vmstream_channels(sd->s);
+    for (unsigned i = 0; i < c->agreed_src && ret == 0; i++) {
+        ret = vmstream_attach_channel(sd->s, c->fds[i][0]);
+        c->fds[i][0] = -1;
+    }
+    if (ret == 0)
+        ret = vmstream_channels_wait(sd->s);
+    if (ret != 0)
+        return ret;
+    inner.ctx = &c->plan;
+    c->plan.rounds = c->plan.rounds ? c->plan.rounds : 3;
+    return source_migrate_open(&inner);
+}
+
+static int chan_dest(struct side *sd)
+{
+    struct chan_sides *c = sd->ctx;
+    int ret = vmstream_set_channels(sd->s, c->max, 0);
+
+    if (ret == 0)
+        ret = vmstream_handshake(sd->s, &sd->prof, NULL);
+    if (ret != 0)
+        return ret;
+    c->agreed_dst = vmstream_channels(sd->s);
+    for (unsigned i = 0; i < c->agreed_dst && ret == 0; i++) {
+        ret = vmstream_accept_channel(sd->s, c->fds[i][1]);
+        c->fds[i][1] = -1;
+    }
+    return ret != 0 ? ret : vmstream_recv_loop(sd->s, sd->ram, NULL);
+}
+
+static void chan_migrate_and_compare(bool tcp, uint64_t size, unsigned n, unsigned max)
+{
+    struct vm_ram *sram = ram_new(size), *dram = ram_new(size);
+    struct chan_sides c = {.n = n, .max = max, .plan = {.rounds = 3, .mutate = mutate_pages}};
+    struct side src = {.prof = profile(size), .ram = sram, .run = chan_source, .ctx = &c};
+    struct side dst = {.prof = profile(size), .ram = dram, .run = chan_dest, .ctx = &c};
+    unsigned want = AM_MIN(n, max);
+
+    for (unsigned i = 0; i < CH_MAX; i++)
+        c.fds[i][0] = c.fds[i][1] = -1;
+    for (unsigned i = 0; i < want; i++)
+        socket_pair(tcp, c.fds[i]);
+    memset(vm_ram_host(dram), 0xee, size);
+    ram_populate(sram);
+    run_pair(tcp, &src, &dst);
+    if (src.ret != 0 || dst.ret != 0)
+        fail_msg("source %d (%s), destination %d (%s)", src.ret, src.err, dst.ret, dst.err);
+    assert_int_equal(c.agreed_src, want);
+    assert_int_equal(c.agreed_dst, want);
+    assert_memory_equal(vm_ram_host(sram), vm_ram_host(dram), size);
+    assert_int_equal(src.st.rounds, 4);
+    assert_int_equal(dst.st.rounds, 4);
+    assert_int_equal(dst.st.ram_pages, src.st.ram_pages);
+    assert_int_equal(dst.st.zero_pages, src.st.zero_pages);
+    assert_int_equal(dst.st.bytes, src.st.bytes);
+    assert_true(src.st.ram_pages >= vm_ram_pages(sram) * 4 / 5);
+    assert_true(c.plan.last_round_pages > 0 && c.plan.last_round_pages < 100);
+    for (unsigned i = 0; i < CH_MAX; i++) {
+        if (c.fds[i][0] >= 0)
+            close(c.fds[i][0]);
+        if (c.fds[i][1] >= 0)
+            close(c.fds[i][1]);
+    }
+    vm_ram_destroy(sram);
+    vm_ram_destroy(dram);
+}
+
+static void test_ram_over_three_channels_arrives_identical_over_loopback_tcp(void **state)
+{
+    (void)state;
+    chan_migrate_and_compare(true, 16 * MiB + 3 * PG, 3, 3);
+}
+
+static void test_ram_over_two_channels_arrives_identical_over_socketpairs(void **state)
+{
+    (void)state;
+    chan_migrate_and_compare(false, 8 * MiB, 2, 4);
+}
+
+static void test_a_destination_accepting_fewer_channels_gets_that_many(void **state)
+{
+    (void)state;
+    chan_migrate_and_compare(false, 4 * MiB, 4, 1);
+}
+
+static void test_a_destination_without_channels_gets_the_pages_on_the_main_one(void **state)
+{
+    (void)state;
+    chan_migrate_and_compare(false, 4 * MiB, 2, 0);
+}
+
+/* Hand-made channel streams. */
+
+static void craft_hello_ch(struct craft *c, uint64_t ram_size, uint32_t channels, uint64_t id)
+{
+    struct vmstream_profile p = profile(ram_size);
+    uint8_t ext[16] = {0};
+
+    craft_hello(c, "ACCMIGVM", VMSTREAM_VERSION_MAJOR, 48, VMSTREAM_SOURCE, &p);
+    am_st16(c->buf + 10, 1);  /* minor */
+    am_st32(c->buf + 12, 64); /* hello length */
+    am_st32(ext, channels);
+    am_st64(ext + 8, id);
+    craft_put(c, ext, sizeof(ext));
+}
+
+static void craft_chan_hello(struct craft *c, const char *magic, uint16_t major, uint64_t id,
+                             uint32_t index, uint32_t channels)
+{
+    uint8_t h[32] = {0};
+
+    memcpy(h, magic, 8);
+    am_st16(h + 8, major);
+    am_st16(h + 10, 1);
+    am_st32(h + 12, 32);
+    am_st64(h + 16, id);
+    am_st32(h + 24, index);
+    am_st32(h + 28, channels);
+    craft_put(c, h, sizeof(h));
+}
+
+static void craft_round(struct craft *c, uint16_t type, uint32_t round)
+{
+    uint8_t r[24] = {0};
+
+    am_st32(r, round);
+    craft_rec(c, type, 0, r, sizeof(r));
+}
+
+/* Main stream with channels: two rounds announced, the stop-copy between. */
+static void craft_main_ch(struct craft *m, uint32_t channels)
+{
+    craft_hello_ch(m, MiB, channels, CH_ID);
+    craft_round(m, 6, 0);
+    craft_rec(m, 7, 0, NULL, 0);
+    craft_round(m, 6, 1);
+    craft_end(m);
+}
+
+/* A well-formed channel: pages of round 0, SYNC, stop-copy, round 1's,
+ * SYNC, END. first_page picks which pages it carries. */
+static void craft_chan_ok(struct craft *c, uint32_t index, uint32_t channels, uint64_t first_page)
+{
+    uint64_t run[2] = {first_page * PG, 2};
+
+    craft_chan_hello(c, "ACCMIGCH", VMSTREAM_VERSION_MAJOR, CH_ID, index, channels);
+    craft_ram(c, 2, run, 1, 2);
+    craft_round(c, 11, 0);
+    craft_rec(c, 7, 0, NULL, 0);
+    craft_ram(c, 2, run, 1, 2);
+    craft_round(c, 11, 1);
+    craft_end(c);
+}
+
+/* The destination against a hand-made main stream and n hand-made
+ * channels (accepted in array order). */
+static void run_dest_ch(const struct craft *m, const struct craft *ch, unsigned n, unsigned max,
+                        struct vm_ram *ram, struct dest_result *r)
+{
+    struct vmstream_profile p = profile(vm_ram_size(ram));
+    struct feeder f[1 + CH_MAX];
+    pthread_t t[1 + CH_MAX];
+    int fds[1 + CH_MAX][2];
+    struct vmstream *d;
+    uint8_t back[4096];
+    size_t got = 0, k = 0;
+
+    memset(r, 0, sizeof(*r));
+    for (unsigned i = 0; i <= n; i++) {
+        socket_pair(false, fds[i]);
+        f[i] = (struct feeder){.fd = fds[i][0], .buf = i ? ch[i - 1].buf : m->buf,
+                               .len = i ? ch[i - 1].len : m->len};
+        assert_int_equal(pthread_create(&t[i], NULL, feed, &f[i]), 0);
+    }
+    assert_int_equal(vmstream_create(fds[0][1], VMSTREAM_DEST, TIMEOUT_MS, &d), 0);
+    assert_int_equal(vmstream_set_channels(d, max, 0), 0);
+    r->ret = vmstream_handshake(d, &p, NULL);
+    for (unsigned i = 1; i <= n; i++) {
+        if (r->ret == 0)
+            r->ret = vmstream_accept_channel(d, fds[i][1]);
+        else
+            close(fds[i][1]);
+    }
+    if (r->ret == 0)
+        r->ret = vmstream_recv_loop(d, ram, NULL);
+    snprintf(r->err, sizeof(r->err), "%s", vmstream_error(d));
+    vmstream_stats_get(d, &r->st);
+    vmstream_destroy(d); /* closes the channels it took */
+    shutdown(fds[0][1], SHUT_RDWR);
+    for (unsigned i = 0; i <= n; i++)
+        pthread_join(t[i], NULL);
+    vm_net_set_timeout(fds[0][0], 200);
+    vm_net_read_full(fds[0][0], back, sizeof(back), &got);
+    for (size_t i = 0; i < got && k + 1 < sizeof(r->answer); i++)
+        if (back[i] >= 0x20 && back[i] < 0x7f)
+            r->answer[k++] = (char)back[i];
+    r->answer[k] = '\0';
+    close(fds[0][1]);
+    for (unsigned i = 0; i <= n; i++)
+        close(fds[i][0]);
+}
+
+static void expect_ch(const struct craft *m, const struct craft *ch, unsigned n, int err,
+                      const char *needle, bool answered)
+{
+    struct vm_ram *ram = ram_new(MiB);
+    struct dest_result r;
+
+    run_dest_ch(m, ch, n, CH_MAX, ram, &r);
+    if (r.ret != err)
+        fail_msg("expected %d, got %d (%s)", err, r.ret, r.err);
+    if (needle != NULL)
+        assert_err_mentions(r.err, needle);
+    if (needle != NULL && answered)
+        assert_err_mentions(r.answer, needle); /* the source heard why */
+    vm_ram_destroy(ram);
+}
+
+static void chan_case_free(struct craft *m, struct craft *ch, unsigned n)
+{
+    craft_free(m);
+    for (unsigned i = 0; i < n; i++)
+        craft_free(&ch[i]);
+}
+
+static void test_a_hand_made_two_channel_stream_is_accepted(void **state)
+{
+    struct craft m = {0}, ch[2] = {{0}};
+    struct vm_ram *ram = ram_new(MiB);
+    struct dest_result r;
+
+    (void)state;
+    craft_main_ch(&m, 2);
+    craft_chan_ok(&ch[0], 1, 2, 0);
+    craft_chan_ok(&ch[1], 2, 2, 10);
+    run_dest_ch(&m, ch, 2, CH_MAX, ram, &r);
+    if (r.ret != 0)
+        fail_msg("refused: %s", r.err);
+    assert_int_equal(r.st.ram_pages, 8);
+    assert_int_equal(r.st.rounds, 2);
+    /* Page data as crafted (craft_ram's pattern starts after the run table). */
+    assert_int_equal(vm_ram_host(ram)[10 * PG], (uint8_t)(16 * 13 + 1));
+    chan_case_free(&m, ch, 2);
+    vm_ram_destroy(ram);
+}
+
+static void test_a_channel_hello_with_another_migration_id_is_refused(void **state)
+{
+    struct craft m = {0}, ch[2] = {{0}};
+
+    (void)state;
+    craft_main_ch(&m, 2);
+    craft_chan_ok(&ch[0], 1, 2, 0);
+    craft_chan_hello(&ch[1], "ACCMIGCH", VMSTREAM_VERSION_MAJOR, CH_ID + 1, 2, 2);
+    expect_ch(&m, ch, 2, -EBADMSG, "migration id 0x5eed1234abcd0002, this migration is "
+              "0x5eed1234abcd0001", true);
+    chan_case_free(&m, ch, 2);
+}
+
+static void test_a_channel_index_outside_the_agreed_count_is_refused(void **state)
+{
+    static const uint32_t bad[] = {0, 3, 0xffffffffu};
+
+    (void)state;
+    for (unsigned i = 0; i < AM_ARRAY_SIZE(bad); i++) {
+        struct craft m = {0}, ch[1] = {{0}};
+
+        craft_main_ch(&m, 2);
+        craft_chan_hello(&ch[0], "ACCMIGCH", VMSTREAM_VERSION_MAJOR, CH_ID, bad[i], 2);
+        expect_ch(&m, ch, 1, -EBADMSG, "outside 1..2", true);
+        chan_case_free(&m, ch, 1);
+    }
+}
+
+static void test_a_duplicate_channel_is_refused(void **state)
+{
+    struct craft m = {0}, ch[2] = {{0}};
+
+    (void)state;
+    craft_main_ch(&m, 2);
+    craft_chan_ok(&ch[0], 1, 2, 0);
+    craft_chan_ok(&ch[1], 1, 2, 10);
+    expect_ch(&m, ch, 2, -EBADMSG, "a second channel 1", true);
+    chan_case_free(&m, ch, 2);
+}
+
+static void test_a_bad_channel_hello_is_refused_naming_what_is_wrong(void **state)
+{
+    struct craft m = {0}, ch[1] = {{0}};
+
+    (void)state;
+    craft_main_ch(&m, 1);
+    craft_chan_hello(&ch[0], "ACCMIGVM", VMSTREAM_VERSION_MAJOR, CH_ID, 1, 1);
+    expect_ch(&m, ch, 1, -EBADMSG, "not a RAM channel", true);
+    chan_case_free(&m, ch, 1);
+
+    memset(&m, 0, sizeof(m));
+    memset(ch, 0, sizeof(ch));
+    craft_main_ch(&m, 1);
+    craft_chan_hello(&ch[0], "ACCMIGCH", 3, CH_ID, 1, 1);
+    expect_ch(&m, ch, 1, -EPROTONOSUPPORT, "version 3.1", true);
+    chan_case_free(&m, ch, 1);
+
+    memset(&m, 0, sizeof(m));
+    memset(ch, 0, sizeof(ch));
+    craft_main_ch(&m, 1);
+    craft_chan_hello(&ch[0], "ACCMIGCH", VMSTREAM_VERSION_MAJOR, CH_ID, 1, 2);
+    expect_ch(&m, ch, 1, -EBADMSG, "2 channels announced, 1 were agreed", true);
+    chan_case_free(&m, ch, 1);
+
+    /* Cut short: 20 of its 32 bytes. */
+    memset(&m, 0, sizeof(m));
+    memset(ch, 0, sizeof(ch));
+    craft_main_ch(&m, 1);
+    craft_chan_hello(&ch[0], "ACCMIGCH", VMSTREAM_VERSION_MAJOR, CH_ID, 1, 1);
+    ch[0].len = 20;
+    expect_ch(&m, ch, 1, -ECONNRESET, "truncated after 20 of 32 bytes", true);
+    chan_case_free(&m, ch, 1);
+}
+
+static void test_a_source_asking_for_too_many_channels_is_refused(void **state)
+{
+    struct craft m = {0};
+
+    (void)state;
+    craft_hello_ch(&m, MiB, VMSTREAM_CHANNELS_MAX + 1, CH_ID);
+    expect_ch(&m, NULL, 0, -EBADMSG, "asks for 17 RAM channels, at most 16", true);
+    craft_free(&m);
+    memset(&m, 0, sizeof(m));
+    craft_hello_ch(&m, MiB, 2, 0);
+    expect_ch(&m, NULL, 0, -EBADMSG, "without a migration id", true);
+    craft_free(&m);
+}
+
+/* A channel whose records are wrong: each case a good hello, then what
+ * goes wrong; the other channel is well-formed. */
+static void expect_bad_channel(void (*make)(struct craft *c), int err, const char *needle)
+{
+    struct craft m = {0}, ch[2] = {{0}};
+
+    craft_main_ch(&m, 2);
+    craft_chan_ok(&ch[0], 1, 2, 0);
+    craft_chan_hello(&ch[1], "ACCMIGCH", VMSTREAM_VERSION_MAJOR, CH_ID, 2, 2);
+    make(&ch[1]);
+    expect_ch(&m, ch, 2, err, needle, err != -ECONNRESET);
+    chan_case_free(&m, ch, 2);
+}
+
+static void bad_oversized(struct craft *c)
+{
+    uint8_t h[16] = {0};
+
+    am_st16(h, 2);
+    am_st32(h + 4, 64u << 20);
+    am_st32(h + 8, 1);
+    craft_put(c, h, sizeof(h));
+}
+
+static void bad_out_of_range(struct craft *c)
+{
+    uint64_t run[2] = {MiB - PG, 2};
+
+    craft_ram(c, 2, run, 1, 2);
+}
+
+static void bad_dev_on_channel(struct craft *c)
+{
+    craft_rec(c, 4, 0, "abcd", 4);
+}
+
+static void bad_short_frame(struct craft *c)
+{
+    uint64_t run[2] = {20 * PG, 4};
+
+    craft_ram(c, 2, run, 1, 4);
+    c->len -= PG + 100; /* the connection ends inside the page data */
+}
+
+static void bad_sync_round(struct craft *c)
+{
+    craft_round(c, 11, 5);
+}
+
+static void bad_crc(struct craft *c)
+{
+    uint64_t run[2] = {20 * PG, 1};
+
+    craft_round(c, 11, 0);
+    craft_rec(c, 7, 0, NULL, 0);
+    craft_ram(c, 2, run, 1, 1);
+    craft_round(c, 11, 1);
+    c->buf[c->len - 24 - 16 - 10] ^= 1; /* a final page's byte, after the checksum */
+    craft_end(c);
+}
+
+static void bad_end_before_stop(struct craft *c)
+{
+    craft_round(c, 11, 0);
+    craft_end(c);
+}
+
+static void test_malformed_channel_records_are_refused_with_a_reason(void **state)
+{
+    (void)state;
+    expect_bad_channel(bad_oversized, -EBADMSG, "RAM channel 2: record 0 (RAM) at stream byte "
+                       "0: length 67108864 exceeds the largest record");
+    expect_bad_channel(bad_out_of_range, -EBADMSG, "RAM channel 2: record 0 (RAM) at stream "
+                       "byte 0: run 0: gpa 0xff000 + 2 pages is beyond RAM");
+    expect_bad_channel(bad_dev_on_channel, -EBADMSG, "a DEV record does not belong on a RAM "
+                       "channel");
+    expect_bad_channel(bad_short_frame, -ECONNRESET, "RAM channel 2: stream truncated");
+    expect_bad_channel(bad_sync_round, -EBADMSG, "sync of round 5, expected 0");
+    expect_bad_channel(bad_crc, -EBADMSG, "channel CRC32C mismatch");
+    expect_bad_channel(bad_end_before_stop, -EBADMSG, "END before the channel's stop-copy");
+}
+
+static void test_pages_on_the_main_channel_are_refused_when_channels_carry_them(void **state)
+{
+    struct craft m = {0}, ch[1] = {{0}};
+    uint64_t run[2] = {0, 1};
+
+    (void)state;
+    craft_hello_ch(&m, MiB, 1, CH_ID);
+    craft_ram(&m, 2, run, 1, 1);
+    craft_chan_ok(&ch[0], 1, 1, 0);
+    expect_ch(&m, ch, 1, -EBADMSG, "pages on the main channel while 1 RAM channels carry them",
+              true);
+    chan_case_free(&m, ch, 1);
+}
+
+static void test_channel_calls_out_of_order_are_refused(void **state)
+{
+    struct vmstream *s;
+    int fds[2], cfd[2];
+
+    (void)state;
+    socket_pair(false, fds);
+    assert_int_equal(vmstream_create(fds[0], VMSTREAM_SOURCE, TIMEOUT_MS, &s), 0);
+    assert_int_equal(vmstream_set_channels(s, VMSTREAM_CHANNELS_MAX + 1, CH_ID), -EINVAL);
+    assert_int_equal(vmstream_set_channels(s, 2, 0), -EINVAL);
+    socket_pair(false, cfd);
+    assert_int_equal(vmstream_attach_channel(s, cfd[0]), -EINVAL); /* before the handshake */
+    assert_int_equal(vmstream_channels(s), 0);
+    vmstream_destroy(s);
+    close(cfd[1]);
+    close(fds[0]);
+    close(fds[1]);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, fds_setup, fds_teardown)
 
 int main(void)
@@ -1604,6 +2090,19 @@ int main(void)
         T(test_a_source_gone_after_ready_leaves_the_destination_in_doubt),
         T(test_a_destination_gone_after_commit_leaves_the_source_in_doubt),
         T(test_a_destination_refusing_after_commit_gives_the_guest_back),
+        T(test_ram_over_three_channels_arrives_identical_over_loopback_tcp),
+        T(test_ram_over_two_channels_arrives_identical_over_socketpairs),
+        T(test_a_destination_accepting_fewer_channels_gets_that_many),
+        T(test_a_destination_without_channels_gets_the_pages_on_the_main_one),
+        T(test_a_hand_made_two_channel_stream_is_accepted),
+        T(test_a_channel_hello_with_another_migration_id_is_refused),
+        T(test_a_channel_index_outside_the_agreed_count_is_refused),
+        T(test_a_duplicate_channel_is_refused),
+        T(test_a_bad_channel_hello_is_refused_naming_what_is_wrong),
+        T(test_a_source_asking_for_too_many_channels_is_refused),
+        T(test_malformed_channel_records_are_refused_with_a_reason),
+        T(test_pages_on_the_main_channel_are_refused_when_channels_carry_them),
+        T(test_channel_calls_out_of_order_are_refused),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
