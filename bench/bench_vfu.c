@@ -729,7 +729,10 @@ static int bv_job_measure(const struct bv_opts *o, const struct bench_load *load
 
         while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
             ;
-        *idle_pct = 100.0 * (double)(bench_cpu_ns(load) - c0) / (double)(am_now_ns() - t0);
+        uint64_t c1 = bench_cpu_ns(load);
+
+        /* c1 < c0 only by the load's share between two reads: nothing. */
+        *idle_pct = 100.0 * (double)(c1 - AM_MIN(c0, c1)) / (double)(am_now_ns() - t0);
     }
     bv_job_stop(&jt);
     bv_job_stop(&jm);

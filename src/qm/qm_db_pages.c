@@ -233,6 +233,16 @@ static bool qm_db_spin_due(const struct qm_db_poll *p, uint64_t now)
     return done >= db && now - done < QM_DB_SPIN_NS;
 }
 
+/* The turn sweeps within microseconds now: it spins, or naps between two
+ * sweeps (QM_DB_POLL_ON is true to the guest in both). */
+static bool qm_db_polls_now(const struct qm_db_poll *p, uint64_t now)
+{
+    uint64_t db = atomic_load_explicit(&p->last_db_ns, memory_order_relaxed);
+    uint64_t done = atomic_load_explicit(&p->last_done_ns, memory_order_relaxed);
+
+    return qm_db_spin_due(p, now) || now - AM_MAX(db, done) < QM_DB_NAP_PHASE_NS;
+}
+
 /* After a sweep: how long the turn's owner waits before the next one (0:
  * spin on). Under sched_lock (sleep_ns). */
 static uint64_t qm_db_poll_wait_ns(struct qm_db_poll *p, bool found)
@@ -284,12 +294,14 @@ bool qm_db_poll_turn_locked(struct qm_dev *dev, const struct qm_worker *w, bool 
         return false;
     p->owner = w;
     p->owner_waits = false;
-    /* The pages say ON only while this turn spins (QM_DB_POLL_STATE). */
-    bool spin = qm_db_spin_due(p, am_now_ns());
+    /* The pages say ON only while this turn spins or naps (QM_DB_POLL_STATE):
+     * a doorbell stored then is seen within a nap, sooner than a kick's
+     * round trip through the server would bring it. */
+    bool polls = qm_db_polls_now(p, am_now_ns());
     uint64_t done0 = atomic_load_explicit(&p->ndone, memory_order_relaxed);
 
     pthread_mutex_unlock(&dev->sched_lock);
-    bool found = qm_db_sweep(dev, spin ? QM_DB_POLL_ON : QM_DB_POLL_OFF);
+    bool found = qm_db_sweep(dev, polls ? QM_DB_POLL_ON : QM_DB_POLL_OFF);
 
     pthread_mutex_lock(&dev->sched_lock);
     if (p->owner != w)
@@ -303,8 +315,8 @@ bool qm_db_poll_turn_locked(struct qm_dev *dev, const struct qm_worker *w, bool 
         pthread_mutex_lock(&dev->sched_lock);
         return true;
     }
-    if (spin) {
-        /* The spin ends: the guests are told first, and a doorbell stored
+    if (polls && ns > QM_DB_NAP_NS) {
+        /* The naps end: the guests are told first, and a doorbell stored
          * before they could see it is found by one more sweep. */
         pthread_mutex_unlock(&dev->sched_lock);
         found = qm_db_sweep(dev, QM_DB_POLL_OFF);
@@ -325,9 +337,9 @@ bool qm_db_poll_turn_locked(struct qm_dev *dev, const struct qm_worker *w, bool 
         struct timespec ts;
 
         /* In the sleep phase with every holder kicking, the timer is only
-         * the fallback for one that broke its promise. Not in a nap: a nap
-         * follows an event or a function whose lock was busy (its pages
-         * may still say ON), and the next sweep is due soon. */
+         * the fallback for one that broke its promise. Not in a nap: the
+         * pages say ON then, and a function whose lock a sweep could not
+         * take may still say ON (the sweep counts it as found: a nap). */
         if (ns > QM_DB_NAP_NS && qm_db_every_holder_kicks(dev))
             ns = QM_DB_SLEEP_KICKED_NS;
         clock_gettime(CLOCK_MONOTONIC, &ts);

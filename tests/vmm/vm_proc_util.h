@@ -69,7 +69,8 @@ static inline pid_t pt_spawn_argv(struct pt *t, const char *name, const char *co
         if (t->kids[i].pid == 0)
             k = &t->kids[i];
     assert_non_null(k);
-    snprintf(k->name, sizeof(k->name), "%s", name);
+    /* A name that does not fit is a bug in the test. */
+    assert_true((size_t)snprintf(k->name, sizeof(k->name), "%s", name) < sizeof(k->name));
     snprintf(k->log, sizeof(k->log), "%s/%s.log", t->dir, name);
     fd = open(k->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     assert_true(fd >= 0);
