@@ -32,6 +32,7 @@
  * threads from before the first measurement to after the last.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <getopt.h>
 #include <sched.h>
 #include <stdio.h>
@@ -534,7 +535,11 @@ static int bh_device_one(struct bh_dev *v, const struct bh_case *c)
     if (qm_bar_write64(v->dev, BH_DEV_VF, QM_DB_SQCQ,
                        qm_db_value((uint16_t)q, QM_DB_CMD_SQ, v->sq_tail[q], 0)))
         return -EIO;
-    while ((__atomic_load_n(&cqe->w7, __ATOMIC_ACQUIRE) & 1u) != v->cq_phase[q]) {
+    /* CQEs are 16-byte aligned in the ring, so w7 is 2-byte aligned: an
+     * aligned atomic load, not a libatomic call for a packed member. */
+    const uint16_t *w7 = (const uint16_t *)((const uint8_t *)cqe + offsetof(struct qm_cqe, w7));
+
+    while ((__atomic_load_n(w7, __ATOMIC_ACQUIRE) & 1u) != v->cq_phase[q]) {
         if (am_now_ns() > deadline)
             return -ETIMEDOUT;
         /* Yield, not spin: on a busy host the worker (SCHED_BATCH) needs

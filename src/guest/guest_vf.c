@@ -193,20 +193,25 @@ static int gvf_db_page(struct guest_vf *vf, uint16_t qn, uint64_t v)
         }
     }
     atomic_store_explicit(w, v, memory_order_release);
-    /* A device between sweeps is kicked: the same doorbell, trapped
-     * (QM_DB_POLL_STATE). The fence pairs with the device's between its
-     * poll-state store and its sweep: either it finds this doorbell, or
-     * this load sees it is not polling. */
+    /* A device between sweeps is kicked: a trapped write to the queue's
+     * poll-state word, which takes the stored word (QM_DB_POLL_STATE). The
+     * fence pairs with the device's between its poll-state store and its
+     * sweep: either it finds this doorbell, or this load sees it is not
+     * polling. */
     atomic_thread_fence(memory_order_seq_cst);
-    _Atomic uint64_t *state = (_Atomic uint64_t *)((uint8_t *)vf->io.db_pages + off - QM_DB_SQCQ +
-                                                   QM_DB_POLL_STATE);
+    uint64_t state_off = off - QM_DB_SQCQ + QM_DB_POLL_STATE, kick = 0;
+    _Atomic uint64_t *state = (_Atomic uint64_t *)((uint8_t *)vf->io.db_pages + state_off);
 
     if (vf->io.db_write && atomic_load_explicit(state, memory_order_relaxed) != QM_DB_POLL_ON) {
         gvf_stat_add(vf, &vf->st->stats.doorbell_kicks, 1);
-        /* The store was the doorbell; the kick only hurries it. A refused
-         * kick (the host stopped the device for a migration) leaves it to
-         * the device's resume or next sweep. */
-        (void)vf->io.db_write(vf->io.opaque, off, &v, 8);
+        /* The store was the doorbell; the kick only hurries it, posted
+         * where the transport can (the vCPU does not wait for the host). A
+         * refused kick (the host stopped the device for a migration) leaves
+         * it to the device's resume or next sweep. */
+        if (vf->io.db_kick)
+            vf->io.db_kick(vf->io.opaque, state_off, &kick, 8);
+        else
+            (void)vf->io.db_write(vf->io.opaque, state_off, &kick, 8);
     }
     return 0;
 }

@@ -25,6 +25,10 @@ struct vf_io {
      * doorbell there with release order and the device polls), or is NULL
      * and db_write reaches them trapped (size 8). */
     int (*db_write)(void *opaque, uint64_t off, const void *data, unsigned size);
+    /* Optional: db_write posted (no reply awaited, errors not reported),
+     * for kicks (qm_hw.h, QM_DB_POLL_STATE), which carry no doorbell and
+     * may arrive late. NULL: kicks use db_write. */
+    void (*db_kick)(void *opaque, uint64_t off, const void *data, unsigned size);
     void *db_pages;
     uint64_t db_pages_size;
     void *opaque;

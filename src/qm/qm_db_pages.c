@@ -593,11 +593,17 @@ int qm_db_bar_write(struct qm_dev *dev, unsigned fnum, uint64_t off, const void 
     struct qm_fn *fn = dev->fn[fnum];
     bool is_db = size == 8 && off % QM_DB_PAGE_SIZE == QM_DB_SQCQ &&
                  off / QM_DB_PAGE_SIZE < qm_db_queues(fn);
+    bool is_kick = size == 8 && off % QM_DB_PAGE_SIZE == QM_DB_POLL_STATE &&
+                   off / QM_DB_PAGE_SIZE < qm_db_queues(fn);
     struct qm_deferred d = {0};
     struct qm_access a = {.dev = dev, .fn = fn, .port = QM_PORT_FN, .d = &d};
 
     qm_fn_lock(fn);
-    if (is_db) {
+    if (is_kick) {
+        /* The queue's stored doorbell, if any, now (qm_hw.h). */
+        QM_COUNT(fn, doorbell_kicks);
+        qm_db_take_one_locked(&a, (unsigned)(off / QM_DB_PAGE_SIZE));
+    } else if (is_db) {
         /* Taken at once, after any doorbell already stored in the page. */
         qm_db_take_one_locked(&a, (unsigned)(off / QM_DB_PAGE_SIZE));
         qm_db_page_execute(&a, (unsigned)(off / QM_DB_PAGE_SIZE), am_le64(data));

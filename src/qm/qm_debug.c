@@ -22,6 +22,7 @@ int qm_debug_fn_counters(struct qm_dev *dev, unsigned f, struct qm_fn_counters *
         .doorbells_ignored = QM_LOAD(fn, doorbells_ignored),
         .doorbells_held = QM_LOAD(fn, doorbells_held),
         .doorbells_paged = QM_LOAD(fn, doorbells_paged),
+        .doorbell_kicks = QM_LOAD(fn, doorbell_kicks),
         .access_errors = QM_LOAD(fn, access_errors),
         .unknown_reads = QM_LOAD(fn, unknown_reads),
         .unknown_writes = QM_LOAD(fn, unknown_writes),

@@ -29,6 +29,7 @@ struct qm_fn_counters {
     uint64_t doorbells_ignored;  /* malformed or out-of-range doorbells */
     uint64_t doorbells_held;     /* SQ tails recorded while paused */
     uint64_t doorbells_paged;    /* doorbells taken from BAR4 pages (mapped or trapped) */
+    uint64_t doorbell_kicks;     /* trapped writes to a QM_DB_POLL_STATE word (qm_hw.h) */
     uint64_t access_errors;      /* bad size / alignment / beyond the BAR */
     uint64_t unknown_reads;      /* reads of unlisted offsets (read 0) */
     uint64_t unknown_writes;     /* writes to unlisted offsets (ignored) */

@@ -273,10 +273,13 @@ _Static_assert(sizeof(struct qm_mailbox) == 16, "struct qm_mailbox is 16 bytes")
  * device sweeps the pages continuously, so a stored doorbell is seen within
  * microseconds; anything else means the device may wait up to milliseconds
  * between sweeps. A guest that stores a doorbell, then (after a full fence)
- * reads anything but QM_DB_POLL_ON here, rings the same doorbell trapped
- * too: a kick (doorbells are idempotent). The device never depends on the
- * word: it only spares a kick. As virtio's used-ring flags and NVMe's
- * shadow-doorbell event index spare notifications. */
+ * reads anything but QM_DB_POLL_ON here, kicks: a trapped 8-byte write to
+ * this word (any value; the word keeps what the device wrote), which takes
+ * the queue's stored doorbell word at once. A kick carries no doorbell, so
+ * it may be posted and arrive late: it only takes what is stored then. The
+ * device never depends on the word: it only spares a kick. As virtio's
+ * used-ring flags and NVMe's shadow-doorbell event index spare
+ * notifications. */
 #define QM_DB_POLL_STATE (QM_DB_SQCQ + 8u)
 #define QM_DB_POLL_ON 1u
 #define QM_DB_POLL_OFF 0u

@@ -284,6 +284,7 @@ struct qm_xeq {               /* EQ or AEQ */
 struct qm_fn_stats {          /* qm_debug.h counters, relaxed atomics */
     atomic_uint_fast64_t jobs_done, jobs_cancelled, jobs_failed, jobs_dma_fault;
     atomic_uint_fast64_t doorbells, doorbells_ignored, doorbells_held, doorbells_paged;
+    atomic_uint_fast64_t doorbell_kicks;
     atomic_uint_fast64_t access_errors, unknown_reads, unknown_writes, ro_writes;
     atomic_uint_fast64_t mb_commands, mb_errors, mb_ignored;
     atomic_uint_fast64_t ring_faults, cq_full_stalls;

@@ -1165,6 +1165,17 @@ static int vfio_mmio_write(void *opaque, uint64_t off, const void *data, unsigne
     return vfu_client_region_write(opaque, VFU_REGION_BAR2, off, data, size);
 }
 
+/* A kick (QM_DB_POLL_STATE): REGION_WRITE with no reply. It carries no
+ * doorbell, so arriving after later requests is harmless; a broken link
+ * shows at the next call. */
+static void vfio_db_kick(void *opaque, uint64_t off, const void *data, unsigned size)
+{
+    struct vfu_region_access req = {.offset = off, .region = VFU_REGION_BAR4, .count = size};
+    struct iovec parts[2] = {{&req, sizeof(req)}, {(void *)data, size}};
+
+    (void)client_post_msg(opaque, VFU_CMD_REGION_WRITE, parts, 2);
+}
+
 static int vfio_irq_wait(void *opaque, unsigned vector, int timeout_ms)
 {
     return vfu_client_irq_wait(opaque, vector, timeout_ms);
@@ -1205,6 +1216,7 @@ void vfu_client_vf_io(struct vfu_client *c, struct vf_io *io)
     io->mmio_write = vfio_mmio_write;
     io->irq_wait = vfio_irq_wait;
     io->db_write = vfio_db_write;
+    io->db_kick = vfio_db_kick;
     pthread_mutex_lock(&c->map_lock);
     io->db_pages = c->maps[VFU_REGION_BAR4].base;
     io->db_pages_size = io->db_pages ? c->maps[VFU_REGION_BAR4].size : 0;

@@ -54,6 +54,8 @@ struct fixture {
     pthread_mutex_t lock;
     struct db_rec bar2[MAX_REC], trapped[MAX_REC], taken[MAX_REC];
     unsigned nbar2, ntrapped, ntaken;
+    struct db_rec kicks[MAX_REC];
+    unsigned nkicks, nposted; /* kicks; of those, through io.db_kick */
     /* The device side of the mapped pages: a thread that takes words. */
     pthread_t poller;
     atomic_bool polling, stop, poll_failed;
@@ -108,19 +110,34 @@ static int fake_irq_wait(void *opaque, unsigned vector, int timeout_ms)
 static int take_word(struct fixture *f, unsigned qn);
 
 /* A trapped BAR4 doorbell, as the device takes it: the word already stored
- * in the page (if mapped) first, then this one. */
+ * in the page (if mapped) first, then this one. A write to a poll-state
+ * word is a kick: it takes the stored word only (qm_hw.h). */
 static int fake_db_write(void *opaque, uint64_t off, const void *data, unsigned size)
 {
     struct fixture *f = opaque;
     uint64_t v;
 
     assert_int_equal(size, 8);
-    assert_int_equal(off % QM_DB_PAGE_SIZE, QM_DB_SQCQ);
     memcpy(&v, data, 8);
+    if (off % QM_DB_PAGE_SIZE == QM_DB_POLL_STATE) {
+        assert_non_null(f->pages);
+        rec_add(f, f->kicks, &f->nkicks, off, v);
+        return take_word(f, (unsigned)(off / QM_DB_PAGE_SIZE)) < 0 ? -EIO : 0;
+    }
+    assert_int_equal(off % QM_DB_PAGE_SIZE, QM_DB_SQCQ);
     if (f->pages)
         assert_true(take_word(f, (unsigned)(off / QM_DB_PAGE_SIZE)) >= 0);
     rec_add(f, f->trapped, &f->ntrapped, off, v);
     return forward(f, v);
+}
+
+/* A posted kick (vf_io.db_kick). */
+static void fake_db_kick(void *opaque, uint64_t off, const void *data, unsigned size)
+{
+    struct fixture *f = opaque;
+
+    f->nposted++;
+    (void)fake_db_write(f, off, data, size);
 }
 
 /* Takes queue qn's word as the device does (swap QM_DB_IDLE in); 1 when it
@@ -507,9 +524,10 @@ static void test_a_doorbell_that_would_overwrite_a_pending_one_goes_trapped_afte
     assert_int_equal(f->ndone, 2);
 }
 
-/* A page that says the device is not polling: the stored doorbell is rung
- * trapped too (a kick, the same value); one that says it polls: a store
- * alone. Anything but QM_DB_POLL_ON counts as not polling. */
+/* A page that says the device is not polling: the stored doorbell is
+ * followed by a kick (a trapped write to the poll-state word, which takes
+ * the stored word); one that says it polls: a store alone. Anything but
+ * QM_DB_POLL_ON counts as not polling. */
 static void test_a_stored_doorbell_kicks_a_device_that_is_not_polling(void **state)
 {
     struct fixture *f = *state;
@@ -527,17 +545,17 @@ static void test_a_stored_doorbell_kicks_a_device_that_is_not_polling(void **sta
         set_poll_state(f, states[i]);
         build_job(sqe, ++tail);
         assert_int_equal(guest_vf_submit(f->vf, 2, sqe), 0);
-        assert_int_equal(f->ntrapped, i + 1);
-        assert_true(f->trapped[i].off == db4(2) &&
-                    f->trapped[i].val == qm_db_value(2, QM_DB_CMD_SQ, tail, 0));
-        /* The kick took the stored word first: one doorbell, both ways. */
-        assert_true(f->taken[f->ntaken - 1].val == f->trapped[i].val);
+        /* A kick to queue 2's poll-state word; it took the stored doorbell. */
+        assert_int_equal(f->nkicks, i + 1);
+        assert_true(f->kicks[i].off == db4(2) - QM_DB_SQCQ + QM_DB_POLL_STATE);
+        assert_true(f->taken[f->ntaken - 1].val == qm_db_value(2, QM_DB_CMD_SQ, tail, 0));
         assert_true(word(f, 2) == QM_DB_IDLE);
     }
+    assert_int_equal(f->ntrapped, 0); /* no doorbell went trapped */
     set_poll_state(f, QM_DB_POLL_ON);
     build_job(sqe, ++tail);
     assert_int_equal(guest_vf_submit(f->vf, 2, sqe), 0);
-    assert_int_equal(f->ntrapped, (sizeof(states) / sizeof(states[0])));
+    assert_int_equal(f->nkicks, (sizeof(states) / sizeof(states[0])));
     assert_true(word(f, 2) == qm_db_value(2, QM_DB_CMD_SQ, tail, 0));
     guest_vf_stats_get(f->vf, &st);
     assert_int_equal(st.doorbell_kicks, (sizeof(states) / sizeof(states[0])));
@@ -547,6 +565,34 @@ static void test_a_stored_doorbell_kicks_a_device_that_is_not_polling(void **sta
         assert_true(guest_vf_poll(f->vf, irq) >= 0);
     }
     assert_int_equal(f->ndone, tail);
+}
+
+/* Where the transport posts writes, the kick is posted: the vCPU does not
+ * wait for the host's reply (a kick carries no doorbell, so a late one is
+ * harmless). */
+static void test_a_kick_is_posted_where_the_transport_can(void **state)
+{
+    struct fixture *f = *state;
+    uint32_t sqe[ZIP_SQE_DWORDS];
+
+    f->iso = QM_QUE_ISO_EN;
+    map_pages(f, BAR4_SIZE);
+    f->io.db_write = fake_db_write;
+    f->io.db_kick = fake_db_kick;
+    init_guest(f);
+    assert_int_equal(guest_vf_qp_start(f->vf, 2, ZIP_ALG_COMPRESS), 0);
+    set_poll_state(f, QM_DB_POLL_OFF);
+    build_job(sqe, 1);
+    assert_int_equal(guest_vf_submit(f->vf, 2, sqe), 0);
+    assert_int_equal(f->nposted, 1);
+    assert_int_equal(f->nkicks, 1);
+    assert_int_equal(f->ntrapped, 0);
+    start_poller(f);
+    for (int i = 0; i < 2000 && f->ndone < 1; i++) {
+        int irq = guest_vf_irq_wait(f->vf, 10) == 0;
+        assert_true(guest_vf_poll(f->vf, irq) >= 0);
+    }
+    assert_int_equal(f->ndone, 1);
 }
 
 /* ---- attach ---- */
@@ -604,6 +650,8 @@ int main(void)
             teardown),
         cmocka_unit_test_setup_teardown(test_a_stored_doorbell_kicks_a_device_that_is_not_polling,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_kick_is_posted_where_the_transport_can, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(
             test_attach_reads_the_register_again_and_uses_the_new_transport, setup, teardown),
     };

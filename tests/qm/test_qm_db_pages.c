@@ -349,14 +349,18 @@ static void test_the_pages_say_whether_the_device_polls_and_a_kick_is_acted_on(v
     struct tjob j = tjob_new(&e, 1, 4096, 9);
 
     t_wait_poll_state(&e, 1, QM_DB_POLL_OFF);
-    /* A kick: stored, then the same doorbell trapped. */
+    /* A kick: stored, then a trapped write to the queue's poll-state word,
+     * which takes the stored word at once and is not itself stored. */
     tjob_sqe(&j, sqe, 1);
     t_submit_stored(&v, 1, sqe);
-    uint64_t db = qm_db_value(1, QM_DB_CMD_SQ, v.qp[1].sq_tail, 0);
+    uint64_t junk = 0x5a5a5a5a5a5a5a5aull;
+    uint64_t state_off = (uint64_t)1 * QM_DB_PAGE_SIZE + QM_DB_POLL_STATE;
 
-    assert_int_equal(qm_db_bar_write(e.dev, 1, (uint64_t)1 * QM_DB_PAGE_SIZE + QM_DB_SQCQ, &db, 8),
-                     0);
+    assert_int_equal(qm_db_bar_write(e.dev, 1, state_off, &junk, 8), 0);
+    assert_int_equal(atomic_load(t_word(&e, 1, 1)), QM_DB_IDLE); /* taken by the kick */
     assert_true(twait_jobs_done(&e, 1, 1, T_TIMEOUT_MS));
+    assert_int_equal(tcounters(&e, 1).doorbell_kicks, 1);
+    assert_true(*(uint64_t *)(e.db[1] + state_off) != junk);
     /* Idle again: the spin after the completion ends, the pages say so. */
     t_wait_poll_state(&e, 1, QM_DB_POLL_OFF);
     /* No kick this time: a later sweep (a nap's or the fallback's) finds it. */
