@@ -104,8 +104,8 @@ struct vfu_caps {
     /* "accmig_cooperative_doorbells": the client's guest stores a doorbell
      * into a mapped BAR4 page only once the device has taken the previous
      * one (docs/doorbells.md), so mapping the pages loses nothing, and
-     * rings a stored doorbell trapped too when the page's poll-state word
-     * says the device is not polling (qm_hw.h, QM_DB_POLL_STATE). */
+     * kicks after a store when the page's poll-state word says the device
+     * is not polling (qm_hw.h, QM_DB_POLL_STATE). */
     bool has_coop_db, coop_db;
     bool has_twin_fd_index;
     uint64_t twin_fd_index;
