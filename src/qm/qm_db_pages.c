@@ -233,14 +233,21 @@ static bool qm_db_spin_due(const struct qm_db_poll *p, uint64_t now)
     return done >= db && now - done < QM_DB_SPIN_NS;
 }
 
-/* The turn sweeps within microseconds now: it spins, or naps between two
- * sweeps (QM_DB_POLL_ON is true to the guest in both). */
-static bool qm_db_polls_now(const struct qm_db_poll *p, uint64_t now)
+/* Within QM_DB_NAP_PHASE_NS of the last event (a doorbell taken, a job
+ * completed): the turn naps between sweeps, it does not sleep. */
+static bool qm_db_nap_due(const struct qm_db_poll *p, uint64_t now)
 {
     uint64_t db = atomic_load_explicit(&p->last_db_ns, memory_order_relaxed);
     uint64_t done = atomic_load_explicit(&p->last_done_ns, memory_order_relaxed);
 
-    return qm_db_spin_due(p, now) || now - AM_MAX(db, done) < QM_DB_NAP_PHASE_NS;
+    return now - AM_MAX(db, done) < QM_DB_NAP_PHASE_NS;
+}
+
+/* The turn sweeps within microseconds now: it spins, or naps between two
+ * sweeps (QM_DB_POLL_ON is true to the guest in both). */
+static bool qm_db_polls_now(const struct qm_db_poll *p, uint64_t now)
+{
+    return qm_db_spin_due(p, now) || qm_db_nap_due(p, now);
 }
 
 /* After a sweep: how long the turn's owner waits before the next one (0:
@@ -257,10 +264,7 @@ static uint64_t qm_db_poll_wait_ns(struct qm_db_poll *p, bool found)
         p->sleep_ns = QM_DB_SLEEP_MIN_NS;
         return 0;
     }
-    uint64_t db = atomic_load_explicit(&p->last_db_ns, memory_order_relaxed);
-    uint64_t done = atomic_load_explicit(&p->last_done_ns, memory_order_relaxed);
-
-    if (now - AM_MAX(db, done) < QM_DB_NAP_PHASE_NS) {
+    if (qm_db_nap_due(p, now)) {
         p->sleep_ns = QM_DB_SLEEP_MIN_NS;
         return QM_DB_NAP_NS;
     }
@@ -342,11 +346,7 @@ bool qm_db_poll_turn_locked(struct qm_dev *dev, const struct qm_worker *w, bool 
          * take may still say ON (the sweep counts it as found: a nap). */
         if (ns > QM_DB_NAP_NS && qm_db_every_holder_kicks(dev))
             ns = QM_DB_SLEEP_KICKED_NS;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t until = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + ns;
-
-        ts.tv_sec = (time_t)(until / 1000000000ull);
-        ts.tv_nsec = (long)(until % 1000000000ull);
+        qm_ns_to_timespec(am_now_ns() + ns, &ts);
         p->owner_waits = true;
         /* Work put on the ring (a trapped doorbell, a kick, a resume)
          * signals this condition; pages handed out or a stop broadcast it. */

@@ -117,7 +117,7 @@ void qm_fn_wake_waiters_locked(struct qm_fn *fn)
         pthread_cond_broadcast(&fn->cond);
 }
 
-static void qm_ns_to_timespec(uint64_t ns, struct timespec *ts)
+void qm_ns_to_timespec(uint64_t ns, struct timespec *ts)
 {
     ts->tv_sec = (time_t)(ns / 1000000000u);
     ts->tv_nsec = (long)(ns % 1000000000u);

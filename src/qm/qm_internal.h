@@ -53,6 +53,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "common/ratelimit.h"
 #include "qm/qm.h"
@@ -406,6 +407,9 @@ void qm_fn_msi_locked(struct qm_fn *fn, struct qm_deferred *d, unsigned v);
 bool qm_fn_v4(const struct qm_dev *dev);
 bool qm_fn_can_run_locked(const struct qm_fn *fn);
 void qm_fn_wake_waiters_locked(struct qm_fn *fn);
+/* An absolute CLOCK_MONOTONIC time in ns (am_now_ns) as a timespec for
+ * pthread_cond_timedwait on the model's conditions (all CLOCK_MONOTONIC). */
+void qm_ns_to_timespec(uint64_t ns, struct timespec *ts);
 /* Wait on fn->cond until done(fn) or deadline (absolute, CLOCK_MONOTONIC ns;
  * 0 = no deadline). Returns done(fn). */
 bool qm_fn_wait_locked(struct qm_fn *fn, bool (*done)(struct qm_fn *, void *), void *arg,

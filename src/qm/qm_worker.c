@@ -81,9 +81,9 @@ static void qm_freeze_point(struct qm_dev *dev, enum qm_freeze_stage stage)
 static bool qm_freeze_wait_locked(struct qm_freeze *f, bool (*done)(const struct qm_freeze *),
                                   int timeout_ms)
 {
-    uint64_t deadline = am_now_ns() + (uint64_t)timeout_ms * 1000000u;
-    struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000u),
-                          .tv_nsec = (long)(deadline % 1000000000u)};
+    struct timespec ts;
+
+    qm_ns_to_timespec(am_now_ns() + (uint64_t)timeout_ms * 1000000u, &ts);
 
     while (!done(f))
         if (pthread_cond_timedwait(&f->cond, &f->lock, &ts) == ETIMEDOUT)

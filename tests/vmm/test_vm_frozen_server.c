@@ -105,26 +105,39 @@ static void test_a_running_guests_vmm_answers_and_ends_on_sigterm_when_its_serve
     pt_kill(t, "A", SIGCONT);
 }
 
+/* vm0 runs a guest and migrates to an incoming vm1, held at `phase`; the
+ * server `host` ("A": the source's, "B": the destination's) is frozen and
+ * the migration let go into it. After BLOCK_MS, vm's status is asked for
+ * (into st) and the reaction time printed under `what`. */
+static void migrate_into_a_frozen_server(struct pt *t, const char *phase, const char *host,
+                                         const char *vm, const char *what, char *st, size_t cap)
+{
+    char listen[128], hold[64];
+    double ms;
+
+    running_guest(t, NULL);
+    incoming_vm(t, listen, sizeof(listen));
+    snprintf(hold, sizeof(hold), "hold %s", phase);
+    json_object_put(pt_ctl(t, "vm0", hold));
+    pt_migrate_start(t, "vm0", listen, NULL);
+    pt_wait_status(t, "vm0", "held", phase);
+    pt_kill(t, host, SIGSTOP);
+    json_object_put(pt_ctl(t, "vm0", "continue"));
+    usleep(BLOCK_MS * 1000);
+    ms = status_answer_ms(t, vm, st, cap);
+    printf("reaction: %s: status '%s' answered in %.1f ms\n", what, st, ms);
+}
+
 /* The source's server frozen while its migration is held in precopy, then
  * let go: the source blocks on its next device call (the DMA log). */
 static void test_a_source_in_precopy_answers_and_ends_on_sigterm_when_its_server_freezes(
     void **state)
 {
     struct pt *t = *state;
-    char listen[128], st[64];
-    double ms;
+    char st[64];
 
-    running_guest(t, NULL);
-    incoming_vm(t, listen, sizeof(listen));
-    json_object_put(pt_ctl(t, "vm0", "hold precopy"));
-    pt_migrate_start(t, "vm0", listen, NULL);
-    pt_wait_status(t, "vm0", "held", "precopy");
-    pt_kill(t, "A", SIGSTOP);
-    json_object_put(pt_ctl(t, "vm0", "continue"));
-    usleep(BLOCK_MS * 1000);
-    ms = status_answer_ms(t, "vm0", st, sizeof(st));
-    printf("reaction: source in precopy, server frozen: status '%s' answered in %.1f ms\n", st,
-           ms);
+    migrate_into_a_frozen_server(t, "precopy", "A", "vm0", "source in precopy, server frozen",
+                                 st, sizeof(st));
     assert_string_equal(st, "migrating"); /* still blocked on the server: not done, not failed */
     sigterm_and_time(t, "vm0", "source in precopy, server frozen");
     /* The destination hears the source hang up and discards. */
@@ -138,20 +151,10 @@ static void test_a_source_in_stop_copy_answers_and_ends_on_sigterm_when_its_serv
     void **state)
 {
     struct pt *t = *state;
-    char listen[128], st[64];
-    double ms;
+    char st[64];
 
-    running_guest(t, NULL);
-    incoming_vm(t, listen, sizeof(listen));
-    json_object_put(pt_ctl(t, "vm0", "hold stop-copy"));
-    pt_migrate_start(t, "vm0", listen, NULL);
-    pt_wait_status(t, "vm0", "held", "stop-copy");
-    pt_kill(t, "A", SIGSTOP);
-    json_object_put(pt_ctl(t, "vm0", "continue"));
-    usleep(BLOCK_MS * 1000);
-    ms = status_answer_ms(t, "vm0", st, sizeof(st));
-    printf("reaction: source in stop-copy, server frozen: status '%s' answered in %.1f ms\n", st,
-           ms);
+    migrate_into_a_frozen_server(t, "stop-copy", "A", "vm0", "source in stop-copy, server frozen",
+                                 st, sizeof(st));
     sigterm_and_time(t, "vm0", "source in stop-copy, server frozen");
     assert_int_equal(pt_wait(t, "vm1", PT_EXIT_MS), 1);
     pt_kill(t, "A", SIGCONT);
@@ -165,20 +168,11 @@ static void test_a_destination_in_the_handover_answers_and_ends_on_sigterm_when_
     void **state)
 {
     struct pt *t = *state;
-    char listen[128], st[64];
+    char st[64];
     double ms;
 
-    running_guest(t, NULL);
-    incoming_vm(t, listen, sizeof(listen));
-    json_object_put(pt_ctl(t, "vm0", "hold src-ready"));
-    pt_migrate_start(t, "vm0", listen, NULL);
-    pt_wait_status(t, "vm0", "held", "src-ready");
-    pt_kill(t, "B", SIGSTOP);
-    json_object_put(pt_ctl(t, "vm0", "continue"));
-    usleep(BLOCK_MS * 1000);
-    ms = status_answer_ms(t, "vm1", st, sizeof(st));
-    printf("reaction: destination in the handover, server frozen: status '%s' answered in "
-           "%.1f ms\n", st, ms);
+    migrate_into_a_frozen_server(t, "src-ready", "B", "vm1",
+                                 "destination in the handover, server frozen", st, sizeof(st));
     ms = status_answer_ms(t, "vm0", st, sizeof(st));
     printf("reaction: its source waiting for COMMITTED: status '%s' answered in %.1f ms\n", st,
            ms);
