@@ -24,7 +24,7 @@
 #define GVF_MB_MIN_POLLS 100u          /* 1 ms of 10 us polls, however long a sleep lasts */
 /* A mapped doorbell word still holding a doorbell the device has not taken
  * yet, which the next one must not overwrite, and a transport with no
- * trapped way to BAR4: how long to wait for the device's poller (it skips a
+ * trapped way to BAR4: how long to wait for the device's sweep (it skips a
  * function whose lock is busy, e.g. during a mailbox command, so allow for
  * a scheduler that keeps it off its CPU). */
 #define GVF_DB_TAKE_BUDGET_NS 1000000000ull
@@ -166,7 +166,7 @@ static int gvf_db_supersedes(uint64_t cur, uint64_t next)
  * busy host): this one then goes trapped, and the device takes the pending
  * word before it acts on a trapped doorbell (qm_db_bar_write), so both
  * arrive in order at the cost of one exit. Only a transport without a
- * trapped path waits for the poller instead. */
+ * trapped path waits for the device's sweep instead. */
 static int gvf_db_page(struct guest_vf *vf, uint16_t qn, uint64_t v)
 {
     uint64_t off = (uint64_t)qn * QM_DB_PAGE_SIZE + QM_DB_SQCQ;
@@ -179,7 +179,7 @@ static int gvf_db_page(struct guest_vf *vf, uint16_t qn, uint64_t v)
         uint64_t deadline = am_now_ns() + GVF_DB_TAKE_BUDGET_NS;
 
         for (unsigned spins = 1;; spins++) {
-            /* The poller may share our CPU: give it the core. */
+            /* The polling worker may share our CPU: give it the core. */
             sched_yield();
             cur = atomic_load_explicit(w, memory_order_relaxed);
             if (cur == QM_DB_IDLE || gvf_db_supersedes(cur, v))
