@@ -189,7 +189,8 @@ unsigned guest_vf_qp_inflight_tags(const struct guest_vf *vf, unsigned qp, uint6
  * (the slot is then not counted as submitted). */
 int guest_vf_submit(struct guest_vf *vf, unsigned qp, const uint32_t sqe[ZIP_SQE_DWORDS]);
 
-/* Wait for MSI vector 0 (EQ) up to timeout_ms: 0 when it fired, -ETIMEDOUT. */
+/* Wait for MSI vector 0 (EQ) up to timeout_ms: 0 when it fired, -ETIMEDOUT,
+ * -EINTR when the transport's irq_wake ended the wait (vf_io.h). */
 int guest_vf_irq_wait(struct guest_vf *vf, int timeout_ms);
 
 /* The completion path (the driver's interrupt handler): read EQ_INT_SOURCE

@@ -9,7 +9,10 @@
  * passes (-ETIMEDOUT); it consumes the pending indication (several MSIs
  * before one wait count as one, as a pending bit does). timeout_ms 0 only
  * tests and consumes; a negative timeout or a vector >= 4 is -EINVAL. All
- * three may be called from several threads at once.
+ * three may be called from several threads at once. irq_wake (optional)
+ * makes one irq_wait in progress return -EINTR at once, or the next one if
+ * none is waiting; it consumes no firing, so a guest can stop its interrupt
+ * thread for a pause without waiting out its timeout.
  */
 #ifndef ACCMIG_GUEST_VF_IO_H
 #define ACCMIG_GUEST_VF_IO_H
@@ -20,6 +23,7 @@ struct vf_io {
     int (*mmio_read)(void *opaque, uint64_t off, void *data, unsigned size);
     int (*mmio_write)(void *opaque, uint64_t off, const void *data, unsigned size);
     int (*irq_wait)(void *opaque, unsigned vector, int timeout_ms);
+    void (*irq_wake)(void *opaque);
     /* BAR4, the doorbell pages (when QUE_ISO_CFG bit0 is set): db_pages
      * maps them (db_pages_size bytes; the guest stores each 64-bit
      * doorbell there with release order and the device polls), or is NULL

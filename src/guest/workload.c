@@ -930,9 +930,15 @@ static void wl_worker(struct workload *w, unsigned idx)
         pthread_mutex_unlock(&w->done_lock);
         r = wl_vcpu_step(w, idx);
         if (r == WL_DONE) {
+            bool last;
+
             pthread_mutex_lock(&w->lock);
-            w->finished++;
+            last = ++w->finished == w->cfg.vcpus;
             pthread_mutex_unlock(&w->lock);
+            /* The interrupt thread exits once it sees every vCPU done, but
+             * no MSI follows the last completion. */
+            if (last && w->io.irq_wake)
+                w->io.irq_wake(w->io.opaque);
             return;
         }
         if (r == WL_WAIT) {
@@ -961,8 +967,10 @@ static void wl_irq_thread(struct workload *w)
         pthread_mutex_unlock(&w->lock);
         if (finished == w->cfg.vcpus)
             return;
-        irq = guest_vf_irq_wait(w->vf, WL_IRQ_WAIT_MS) == 0;
-        n = guest_vf_poll(w->vf, irq);
+        irq = guest_vf_irq_wait(w->vf, WL_IRQ_WAIT_MS);
+        if (irq == -EINTR)
+            continue; /* woken for a pause: to the step boundary */
+        n = guest_vf_poll(w->vf, irq == 0);
         if (n < 0)
             am_log(AM_LOG_ERR, "workload", "completion path failed: %d", n);
         if (n > 0) {
@@ -1188,14 +1196,24 @@ static unsigned wl_finished_in_ram(const struct workload *w)
     return n;
 }
 
+/* After a pause or stop request: wake the vCPUs waiting for completions
+ * and the interrupt thread in its MSI wait (up to WL_IRQ_WAIT_MS
+ * otherwise), so they reach their step boundaries now. */
+static void wl_wake_waiters(struct workload *w)
+{
+    pthread_mutex_lock(&w->done_lock);
+    pthread_cond_broadcast(&w->done_cond);
+    pthread_mutex_unlock(&w->done_lock);
+    if (w->io.irq_wake)
+        w->io.irq_wake(w->io.opaque);
+}
+
 int workload_vcpus_pause(struct workload *w)
 {
     if (!w->started || atomic_load(&w->pause_req))
         return -EINVAL;
     atomic_store(&w->pause_req, 1);
-    pthread_mutex_lock(&w->done_lock);
-    pthread_cond_broadcast(&w->done_cond);
-    pthread_mutex_unlock(&w->done_lock);
+    wl_wake_waiters(w);
     pthread_mutex_lock(&w->lock);
     while (w->parked + w->exited < w->nthreads)
         pthread_cond_wait(&w->cond, &w->lock);
@@ -1283,9 +1301,7 @@ static void wl_threads_stop(struct workload *w)
     atomic_store(&w->stop_req, 1);
     pthread_cond_broadcast(&w->cond);
     pthread_mutex_unlock(&w->lock);
-    pthread_mutex_lock(&w->done_lock);
-    pthread_cond_broadcast(&w->done_cond);
-    pthread_mutex_unlock(&w->done_lock);
+    wl_wake_waiters(w);
     for (unsigned i = 0; i < w->nthreads; i++)
         pthread_join(w->threads[i], NULL);
     w->started = 0;

@@ -62,6 +62,8 @@ struct vfu_client {
     /* MSI eventfds; changed only by irqs_enable/irqs_disable. */
     int msi_efd[CLIENT_MAX_VECTORS];
     unsigned nvec;
+    /* Written by vfu_client_irq_wake: ends one irq_wait early. */
+    int wake_efd;
 
     /* The twin socket and the thread serving DMA_READ/DMA_WRITE on it.
      * host_lock protects hosts/nhosts against that thread. */
@@ -394,6 +396,11 @@ int vfu_client_connect(const char *path, const struct vfu_client_opts *opts,
     if (!c)
         return -ENOMEM;
     c->fd = c->twin_fd = -1;
+    c->wake_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (c->wake_efd < 0) {
+        free(c);
+        return -errno;
+    }
     for (unsigned v = 0; v < CLIENT_MAX_VECTORS; v++)
         c->msi_efd[v] = -1;
     for (unsigned i = 0; i < VFU_NUM_REGIONS; i++)
@@ -448,6 +455,7 @@ void vfu_client_destroy(struct vfu_client *c)
     for (unsigned v = 0; v < CLIENT_MAX_VECTORS; v++)
         if (c->msi_efd[v] >= 0)
             close(c->msi_efd[v]);
+    close(c->wake_efd);
     vfu_rx_reset(&c->rx);
     free(c->hosts);
     /* The mappings outlive the connection (a file mapping holds its file):
@@ -771,25 +779,40 @@ int vfu_client_irqs_disable(struct vfu_client *c)
 
 int vfu_client_irq_wait(struct vfu_client *c, unsigned vector, int timeout_ms)
 {
-    struct pollfd p;
+    struct pollfd p[2];
     uint64_t v;
     int ret;
 
     if (vector >= c->nvec || c->msi_efd[vector] < 0)
         return -EINVAL;
-    p.fd = c->msi_efd[vector];
-    p.events = POLLIN;
+    p[0] = (struct pollfd){.fd = c->msi_efd[vector], .events = POLLIN};
+    p[1] = (struct pollfd){.fd = c->wake_efd, .events = POLLIN};
     do {
-        ret = poll(&p, 1, timeout_ms);
+        ret = poll(p, 2, timeout_ms);
     } while (ret < 0 && errno == EINTR);
     if (ret < 0)
         return -errno;
     if (ret == 0)
         return -ETIMEDOUT;
-    /* Another waiter may have taken it (EAGAIN): that firing is consumed. */
-    if (read(p.fd, &v, sizeof(v)) != sizeof(v) && errno != EAGAIN)
+    if (p[0].revents) {
+        /* Another waiter may have taken it (EAGAIN): that firing is consumed. */
+        if (read(p[0].fd, &v, sizeof(v)) != sizeof(v) && errno != EAGAIN)
+            return -errno;
+        return 0;
+    }
+    /* Another waiter may have taken the wake: it ends one wait only. */
+    if (read(c->wake_efd, &v, sizeof(v)) != sizeof(v) && errno != EAGAIN)
         return -errno;
-    return 0;
+    return -EINTR;
+}
+
+void vfu_client_irq_wake(struct vfu_client *c)
+{
+    uint64_t one = 1;
+    /* Fails only with EAGAIN on a full counter, which wakes anyway. */
+    ssize_t n = write(c->wake_efd, &one, sizeof(one));
+
+    (void)n;
 }
 
 int vfu_client_reset(struct vfu_client *c)
@@ -1181,6 +1204,11 @@ static int vfio_irq_wait(void *opaque, unsigned vector, int timeout_ms)
     return vfu_client_irq_wait(opaque, vector, timeout_ms);
 }
 
+static void vfio_irq_wake(void *opaque)
+{
+    vfu_client_irq_wake(opaque);
+}
+
 static int vfio_db_write(void *opaque, uint64_t off, const void *data, unsigned size)
 {
     return vfu_client_region_write(opaque, VFU_REGION_BAR4, off, data, size);
@@ -1215,6 +1243,7 @@ void vfu_client_vf_io(struct vfu_client *c, struct vf_io *io)
     io->mmio_read = vfio_mmio_read;
     io->mmio_write = vfio_mmio_write;
     io->irq_wait = vfio_irq_wait;
+    io->irq_wake = vfio_irq_wake;
     io->db_write = vfio_db_write;
     io->db_kick = vfio_db_kick;
     pthread_mutex_lock(&c->map_lock);

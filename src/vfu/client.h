@@ -131,10 +131,12 @@ int vfu_client_dma_unmap(struct vfu_client *c, uint64_t iova, uint64_t size);
 int vfu_client_dma_unmap_all(struct vfu_client *c);
 
 /* MSI vectors 0..nvec-1 (nvec <= 4) on eventfds; wait consumes a firing.
- * irq_wait: -ETIMEDOUT, -EINVAL for a vector not enabled. */
+ * irq_wait: -ETIMEDOUT, -EINVAL for a vector not enabled, -EINTR when
+ * irq_wake ended it (one wait, in progress or the next; no firing taken). */
 int vfu_client_irqs_enable(struct vfu_client *c, unsigned nvec);
 int vfu_client_irqs_disable(struct vfu_client *c);
 int vfu_client_irq_wait(struct vfu_client *c, unsigned vector, int timeout_ms);
+void vfu_client_irq_wake(struct vfu_client *c);
 
 int vfu_client_reset(struct vfu_client *c);
 

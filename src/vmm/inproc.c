@@ -9,10 +9,11 @@
 #include "vmm/inproc.h"
 
 struct vmm_irq_line {
-    /* Protects pending and count; cond signals pending becoming true. */
+    /* Protects pending, wake and count; cond signals either becoming true. */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     bool pending;
+    bool wake; /* vmm_irq_wake: the next wait returns -EINTR */
     uint64_t count;
 };
 
@@ -102,14 +103,31 @@ int vmm_irq_wait(struct vmm_irq_router *r, unsigned fn, unsigned vector, int tim
         dl.tv_nsec -= 1000000000L;
     }
     pthread_mutex_lock(&l->lock);
-    while (!l->pending && ret == 0)
+    while (!l->pending && !l->wake && ret == 0)
         ret = timeout_ms == 0 ? ETIMEDOUT : pthread_cond_timedwait(&l->cond, &l->lock, &dl);
     if (l->pending) {
         l->pending = false;
         ret = 0;
+    } else if (l->wake) {
+        l->wake = false;
+        ret = EINTR;
     }
     pthread_mutex_unlock(&l->lock);
-    return ret ? -ETIMEDOUT : 0;
+    return ret == 0 ? 0 : ret == EINTR ? -EINTR : -ETIMEDOUT;
+}
+
+void vmm_irq_wake(struct vmm_irq_router *r, unsigned fn)
+{
+    for (unsigned v = 0; v < QM_NUM_VECTORS; v++) {
+        struct vmm_irq_line *l = vmm_irq_line(r, fn, v);
+
+        if (!l)
+            return;
+        pthread_mutex_lock(&l->lock);
+        l->wake = true;
+        pthread_mutex_unlock(&l->lock);
+        pthread_cond_broadcast(&l->cond);
+    }
 }
 
 uint64_t vmm_irq_count(struct vmm_irq_router *r, unsigned fn, unsigned vector)
@@ -160,6 +178,12 @@ static int vmm_inproc_irq_wait(void *opaque, unsigned vector, int timeout_ms)
     return vmm_irq_wait(v->irq, v->fn, vector, timeout_ms);
 }
 
+static void vmm_inproc_irq_wake(void *opaque)
+{
+    struct vmm_inproc_vf *v = opaque;
+    vmm_irq_wake(v->irq, v->fn);
+}
+
 int vmm_inproc_vf_create(struct qm_dev *dev, unsigned fn, struct vmm_irq_router *irq,
                          const struct guest_ram *ram, struct vmm_inproc_vf **out)
 {
@@ -187,6 +211,7 @@ int vmm_inproc_vf_create(struct qm_dev *dev, unsigned fn, struct vmm_irq_router 
         .mmio_read = vmm_inproc_read,
         .mmio_write = vmm_inproc_write,
         .irq_wait = vmm_inproc_irq_wait,
+        .irq_wake = vmm_inproc_irq_wake,
         .db_write = vmm_inproc_db_write,
         .db_pages_size = qm_db_bar_size(dev, fn),
         .opaque = v,

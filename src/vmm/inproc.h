@@ -35,8 +35,12 @@ int vmm_irq_router_create(unsigned num_fns, struct vmm_irq_router **out);
 void vmm_irq_router_destroy(struct vmm_irq_router *r);
 struct qm_irq_sink vmm_irq_router_sink(struct vmm_irq_router *r);
 /* Wait until vector of fn fired since the last wait (consumes it);
- * 0, -ETIMEDOUT (timeout_ms 0 = just test), -EINVAL bad fn/vector. */
+ * 0, -ETIMEDOUT (timeout_ms 0 = just test), -EINVAL bad fn/vector, -EINTR
+ * when vmm_irq_wake ended it. */
 int vmm_irq_wait(struct vmm_irq_router *r, unsigned fn, unsigned vector, int timeout_ms);
+/* End the wait in progress on each vector of fn, or the next one (vf_io.h,
+ * irq_wake). */
+void vmm_irq_wake(struct vmm_irq_router *r, unsigned fn);
 /* MSIs delivered to fn/vector so far (for reports and tests). */
 uint64_t vmm_irq_count(struct vmm_irq_router *r, unsigned fn, unsigned vector);
 

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -698,6 +699,101 @@ static void test_a_job_that_never_completes_is_declared_lost_and_fails_the_run(v
     fixture_free(f);
 }
 
+/* A transport whose MSI wait ignores its timeout: only a firing or a wake
+ * ends it (or 600 s, past the test's own time limit), as for a guest that
+ * sleeps until its interrupt. The last completion is followed by no MSI, so
+ * without a wake when the last vCPU is done the wait at the end would hang. */
+struct patient_io {
+    const struct vf_io *real;
+    atomic_int wakes, woken;
+};
+
+static int patient_irq_wait(void *opaque, unsigned vector, int timeout_ms)
+{
+    struct patient_io *p = opaque;
+    int ret = -ETIMEDOUT;
+    (void)timeout_ms;
+
+    for (int i = 0; i < 60000 && ret == -ETIMEDOUT; i++)
+        ret = p->real->irq_wait(p->real->opaque, vector, 10);
+    if (ret == -EINTR)
+        atomic_fetch_add(&p->woken, 1);
+    return ret;
+}
+
+static void patient_irq_wake(void *opaque)
+{
+    struct patient_io *p = opaque;
+
+    atomic_fetch_add(&p->wakes, 1);
+    p->real->irq_wake(p->real->opaque);
+}
+
+static int patient_read(void *opaque, uint64_t off, void *data, unsigned size)
+{
+    struct patient_io *p = opaque;
+    return p->real->mmio_read(p->real->opaque, off, data, size);
+}
+
+static int patient_write(void *opaque, uint64_t off, const void *data, unsigned size)
+{
+    struct patient_io *p = opaque;
+    return p->real->mmio_write(p->real->opaque, off, data, size);
+}
+
+static int patient_db_write(void *opaque, uint64_t off, const void *data, unsigned size)
+{
+    struct patient_io *p = opaque;
+    return p->real->db_write(p->real->opaque, off, data, size);
+}
+
+/* A pause must not wait for the interrupt thread's MSI wait to time out:
+ * it wakes that wait, which takes no firing and counts no interrupt. */
+static void test_a_pause_wakes_the_interrupt_thread_out_of_its_msi_wait(void **state)
+{
+    struct workload_config c;
+    struct fixture *f;
+    struct patient_io p = {0};
+    struct vf_io io = {.mmio_read = patient_read,
+                       .mmio_write = patient_write,
+                       .irq_wait = patient_irq_wait,
+                       .irq_wake = patient_irq_wake,
+                       .db_write = patient_db_write,
+                       .opaque = &p};
+    struct workload_report r;
+    (void)state;
+
+    small_config(&c);
+    c.jobs = 60;
+    c.vcpus = 2;
+    f = fixture_new(&c);
+    workload_destroy(f->w);
+    p.real = vmm_inproc_vf_io(f->host.vf);
+    io.db_pages_size = p.real->db_pages_size;
+    assert_int_equal(workload_attach(f->g, &io, &f->w), 0);
+    assert_int_equal(workload_vcpus_start(f->w), 0);
+    for (int round = 1; round <= 4 && !workload_done(f->w); round++) {
+        uint64_t t0;
+
+        wait_steps(f->w, (uint64_t)round * 40);
+        t0 = am_now_ns();
+        assert_int_equal(workload_vcpus_pause(f->w), 0);
+        print_message("pause %d took %llu us\n", round, (unsigned long long)((am_now_ns() - t0) / 1000));
+        assert_int_equal(atomic_load(&p.wakes), round);
+        assert_int_equal(workload_check_paused(f->w, NULL, 0), 0);
+        assert_int_equal(workload_vcpus_resume(f->w, NULL, NULL), 0);
+    }
+    assert_int_equal(workload_wait(f->w, 120000), 0);
+    assert_int_equal(workload_shutdown(f->w), 0);
+    assert_all_verified_once(f->w, c.jobs);
+    workload_report_get(f->w, &r);
+    assert_int_equal(r.driver.spurious_irqs, 0);
+    /* Every wake ended a wait, or is still pending for one that never came
+     * (a wait cannot end twice on one wake). */
+    assert_true(atomic_load(&p.woken) <= atomic_load(&p.wakes));
+    fixture_free(f);
+}
+
 static void test_config_check_names_what_is_wrong(void **state)
 {
     struct workload_config c;
@@ -750,6 +846,7 @@ int main(void)
         cmocka_unit_test(test_a_guest_resumed_on_a_copy_behind_another_device_finishes_exactly_once),
         cmocka_unit_test(test_every_changed_page_is_in_the_cpu_or_the_dma_dirty_log),
         cmocka_unit_test(test_a_job_that_never_completes_is_declared_lost_and_fails_the_run),
+        cmocka_unit_test(test_a_pause_wakes_the_interrupt_thread_out_of_its_msi_wait),
         cmocka_unit_test(test_config_check_names_what_is_wrong),
         cmocka_unit_test(test_a_run_of_stream_jobs_verifies_every_stream_and_piece_once),
         cmocka_unit_test(test_a_mix_with_stream_jobs_keeps_the_other_jobs_as_they_were),
