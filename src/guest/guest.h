@@ -51,7 +51,10 @@ struct guest_engine_desc {
     unsigned num_alg_types;    /* SQC w13 alg_type 0..n-1 the engine serves */
     unsigned tag_dw;           /* the 64-bit tag the driver tracks: dwords tag_dw, tag_dw + 1 */
     unsigned result_dw;        /* the dword the engine writes its result in */
-    uint32_t alg_bitmap_need;  /* bits the driver alg bitmap (0x3144) must have */
+    /* The driver alg bitmap (0x3144) must have every bit of need and none
+     * of forbid: how the guest tells the engines apart, since vf_io gives
+     * it no config space (ZIP 0x3f, SEC 0x018000ff, HPRE 0x27). */
+    uint32_t alg_bitmap_need, alg_bitmap_forbid;
 };
 /* NULL for an engine out of range. */
 const struct guest_engine_desc *guest_engine_desc(enum guest_engine e);

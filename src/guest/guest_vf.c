@@ -38,6 +38,7 @@
 #define GVF_V3_QP_DEPTH 0x04000400u
 #define GVF_IRQ_TYPE_ENABLE (1u << 16)
 #define GVF_ALG_DEFLATE (3u << 4)
+#define GVF_ALG_DES3 (3u << 23) /* SEC: ecb/cbc(des3_ede), which no other engine has */
 /* Polling mode: CQEs reaped but not yet acknowledged by a CQ doorbell, at
  * most (heads are cumulative, so one doorbell acknowledges them all). */
 #define GVF_CQ_DB_BATCH 32u
@@ -132,12 +133,13 @@ struct guest_vf {
 static const struct guest_engine_desc gvf_engines[GUEST_ENGINE_COUNT] = {
     [GUEST_ENGINE_ZIP] = {.name = "zip", .sqe_size = ZIP_SQE_SIZE, .sqe_size_log2 = 7,
                           .num_alg_types = 2, .tag_dw = ZIP_SQE_TAG_L, .result_dw = ZIP_SQE_DW3,
-                          .alg_bitmap_need = GVF_ALG_DEFLATE},
+                          .alg_bitmap_need = GVF_ALG_DEFLATE, .alg_bitmap_forbid = GVF_ALG_DES3},
     [GUEST_ENGINE_SEC] = {.name = "sec", .sqe_size = 128, .sqe_size_log2 = 7, .num_alg_types = 1,
-                          .tag_dw = 2, .result_dw = 28, .alg_bitmap_need = 0x1u /* ecb(aes) */},
+                          .tag_dw = 2, .result_dw = 28, .alg_bitmap_need = GVF_ALG_DES3},
     [GUEST_ENGINE_HPRE] = {.name = "hpre", .sqe_size = 64, .sqe_size_log2 = 6,
                            .num_alg_types = 2, .tag_dw = 14, .result_dw = 0,
-                           .alg_bitmap_need = 0x23u /* rsa, dh, x25519 */},
+                           .alg_bitmap_need = 0x23u /* rsa, dh, x25519 */,
+                           .alg_bitmap_forbid = 0x18u /* ZIP's and SEC's bits 3-4 */},
 };
 
 const struct guest_engine_desc *guest_engine_desc(enum guest_engine e)
@@ -480,9 +482,11 @@ static int gvf_read_caps(struct guest_vf *vf)
     }
     st->eq_vector = eq_irq & 0xffffu;
     st->aeq_vector = aeq_irq & 0xffffu;
-    if ((st->alg_bitmap & vf->eng->alg_bitmap_need) != vf->eng->alg_bitmap_need) {
-        am_log(AM_LOG_ERR, "guest", "not a %s VF: alg bitmap 0x%x lacks 0x%x", vf->eng->name,
-               st->alg_bitmap, vf->eng->alg_bitmap_need);
+    if ((st->alg_bitmap & vf->eng->alg_bitmap_need) != vf->eng->alg_bitmap_need ||
+        (st->alg_bitmap & vf->eng->alg_bitmap_forbid)) {
+        am_log(AM_LOG_ERR, "guest", "not a %s VF: alg bitmap 0x%x (needs 0x%x, not 0x%x)",
+               vf->eng->name, st->alg_bitmap, vf->eng->alg_bitmap_need,
+               vf->eng->alg_bitmap_forbid);
         return -ENODEV;
     }
     return 0;
