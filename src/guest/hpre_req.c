@@ -43,9 +43,9 @@ static const char *const hpre_req_kind_names[HPRE_REQ_KINDS] = {
     [HPRE_REQ_DH2048] = "dh-2048", [HPRE_REQ_X25519] = "x25519",
 };
 
-/* An RSA key as the SQEs carry it (big-endian, right-aligned). */
+/* An RSA key as the SQEs carry it (big-endian, right-aligned), key_idx
+ * 0: 1024 bits, 1: 2048 (hpre_req_ksz). Bytes only: it lives in guest RAM. */
 struct hpre_req_rsa {
-    unsigned ksz;
     uint8_t n[256], e[256], d[256];
     uint8_t p[128], q[128], dp[128], dq[128], qinv[128];
 };
@@ -90,10 +90,9 @@ static int hpre_req_rsa_derive(struct hpre_req_rsa *k, unsigned bits, uint64_t *
     BIGNUM *p = BN_new(), *q = BN_new(), *n = BN_new(), *e = BN_new(), *d = BN_new(),
            *p1 = BN_new(), *q1 = BN_new(), *phi = BN_new(), *dp = BN_new(), *dq = BN_new(),
            *qinv = BN_new();
-    const unsigned half = bits / 16;
+    const unsigned ksz = bits / 8, half = bits / 16;
     int ret = -ENOMEM;
 
-    k->ksz = bits / 8;
     if (!p || !q || !n || !e || !d || !p1 || !q1 || !phi || !dp || !dq || !qinv)
         goto out;
     ret = hpre_req_prime(p, bits / 2, s, bn);
@@ -107,8 +106,8 @@ static int hpre_req_rsa_derive(struct hpre_req_rsa *k, unsigned bits, uint64_t *
         !BN_mul(phi, p1, q1, bn) || !BN_mod_inverse(d, e, phi, bn) || !BN_mod(dp, d, p1, bn) ||
         !BN_mod(dq, d, q1, bn) || !BN_mod_inverse(qinv, q, p, bn))
         goto out;
-    if (BN_bn2binpad(n, k->n, (int)k->ksz) < 0 || BN_bn2binpad(e, k->e, (int)k->ksz) < 0 ||
-        BN_bn2binpad(d, k->d, (int)k->ksz) < 0 || BN_bn2binpad(p, k->p, (int)half) < 0 ||
+    if (BN_bn2binpad(n, k->n, (int)ksz) < 0 || BN_bn2binpad(e, k->e, (int)ksz) < 0 ||
+        BN_bn2binpad(d, k->d, (int)ksz) < 0 || BN_bn2binpad(p, k->p, (int)half) < 0 ||
         BN_bn2binpad(q, k->q, (int)half) < 0 || BN_bn2binpad(dp, k->dp, (int)half) < 0 ||
         BN_bn2binpad(dq, k->dq, (int)half) < 0 || BN_bn2binpad(qinv, k->qinv, (int)half) < 0)
         goto out;
@@ -128,32 +127,19 @@ out:
     return ret;
 }
 
-static int hpre_req_ctx_new(const struct workload_config *cfg, struct wlc_ctx **out)
+static int hpre_req_ctx_derive(const struct workload_config *cfg, struct wlc_ctx *c)
 {
-    struct wlc_ctx *c = calloc(1, sizeof(*c));
     BN_CTX *bn = BN_CTX_new();
     uint64_t s = wlc_job_seed(cfg->seed, 0, HPRE_REQ_KEY_SALT);
     int ret = -ENOMEM;
 
-    if (c && bn) {
+    if (bn) {
         ret = hpre_req_rsa_derive(&c->rsa[0], 1024, &s, bn);
         if (!ret)
             ret = hpre_req_rsa_derive(&c->rsa[1], 2048, &s, bn);
     }
     BN_CTX_free(bn);
-    if (ret) {
-        free(c);
-        return ret;
-    }
-    *out = c;
-    return 0;
-}
-
-static void hpre_req_ctx_free(struct wlc_ctx *ctx)
-{
-    if (ctx)
-        memset(ctx, 0, sizeof(*ctx));
-    free(ctx);
+    return ret;
 }
 
 static void hpre_req_draw(const struct wlc_ctx *ctx, const struct workload_config *cfg,
@@ -167,7 +153,7 @@ static void hpre_req_draw(const struct wlc_ctx *ctx, const struct workload_confi
     case HPRE_REQ_RSA1024:
     case HPRE_REQ_RSA2048:
         j->key_idx = j->kind == HPRE_REQ_RSA2048;
-        j->key_len = ctx ? ctx->rsa[j->key_idx].ksz : (j->key_idx ? 256u : 128u);
+        j->key_len = j->key_idx ? 256u : 128u;
         break;
     case HPRE_REQ_DH2048: j->key_len = HPRE_REQ_DH_KSZ; break;
     default: j->key_len = HPRE_X25519_KSZ; break;
@@ -432,8 +418,8 @@ const struct wlc_ops wlc_hpre_ops = {
     .nkinds = HPRE_REQ_KINDS,
     .kind_names = hpre_req_kind_names,
     .queue_alg_type = hpre_req_alg_type,
-    .ctx_new = hpre_req_ctx_new,
-    .ctx_free = hpre_req_ctx_free,
+    .ctx_size = sizeof(struct wlc_ctx),
+    .ctx_derive = hpre_req_ctx_derive,
     .draw = hpre_req_draw,
     .gen = hpre_req_gen,
     .sqe = hpre_req_sqe,

@@ -35,18 +35,6 @@ static unsigned sec_req_alg_type(unsigned qp)
     return 0; /* hisi_sec2's queues are all type 0 */
 }
 
-static int sec_req_ctx_new(const struct workload_config *cfg, struct wlc_ctx **out)
-{
-    (void)cfg;
-    *out = NULL; /* nothing to derive */
-    return 0;
-}
-
-static void sec_req_ctx_free(struct wlc_ctx *ctx)
-{
-    (void)ctx;
-}
-
 /* Log-uniform in [lo, hi], as the ZIP jobs draw their sizes. */
 static uint32_t sec_req_size(uint64_t *s, uint32_t lo, uint32_t hi)
 {
@@ -227,8 +215,7 @@ const struct wlc_ops wlc_sec_ops = {
     .nkinds = SEC_REQ_KINDS,
     .kind_names = sec_req_kind_names,
     .queue_alg_type = sec_req_alg_type,
-    .ctx_new = sec_req_ctx_new,
-    .ctx_free = sec_req_ctx_free,
+    .ctx_size = 0, /* nothing to derive: the keys come with each job */
     .draw = sec_req_draw,
     .gen = sec_req_gen,
     .sqe = sec_req_sqe,

@@ -17,8 +17,8 @@
  * deterministic from (seed, job), so a checker outside the guest (the
  * demo's ledger) recomputes op 0's result from the configuration alone.
  * Derived keys that are costly to find (the RSA primes) come from the seed
- * only and are kept in a host-side context, never in guest RAM: any host
- * derives the same ones.
+ * only; the guest derives them once into its RAM (they migrate with it), and
+ * a checker outside derives its own copy.
  */
 #ifndef ACCMIG_GUEST_WL_CRYPTO_H
 #define ACCMIG_GUEST_WL_CRYPTO_H
@@ -65,9 +65,12 @@ struct wlc_ops {
     const char *const *kind_names;
     /* The SQC alg type of queue qp. */
     unsigned (*queue_alg_type)(unsigned qp);
-    /* Host-side derived keys for cfg's seed; 0 or -ENOMEM/-EIO. */
-    int (*ctx_new)(const struct workload_config *cfg, struct wlc_ctx **out);
-    void (*ctx_free)(struct wlc_ctx *ctx);
+    /* The keys derived from cfg's seed: ctx_size bytes of plain data (no
+     * pointers, no lengths: they live in guest RAM and migrate with it),
+     * written by ctx_derive (0 or -ENOMEM/-EIO). ctx_size 0: none, and
+     * the ops get a NULL ctx. */
+    size_t ctx_size;
+    int (*ctx_derive)(const struct workload_config *cfg, struct wlc_ctx *ctx);
     void (*draw)(const struct wlc_ctx *ctx, const struct workload_config *cfg, uint32_t job,
                  struct wlc_job *j);
     /* Write the job's input and aux data into b (guest RAM). */

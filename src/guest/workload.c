@@ -247,7 +247,7 @@ static uint64_t wl_sgl_cap(uint64_t data_cap)
 }
 
 struct wl_layout {
-    uint64_t jobs_gpa, driver_gpa, driver_len, bufs_gpa;
+    uint64_t jobs_gpa, driver_gpa, driver_len, keys_gpa, bufs_gpa;
     uint64_t in_cap, comp_cap, out_cap, sgl_cap, ctx_cap, per_vcpu, total;
 };
 
@@ -256,8 +256,14 @@ static void wl_layout(const struct workload_config *c, struct wl_layout *l)
     l->jobs_gpa = WORKLOAD_ROOT_GPA + AM_ALIGN_UP((uint64_t)sizeof(struct wl_root), WL_PAGE);
     l->driver_gpa = l->jobs_gpa + AM_ALIGN_UP((uint64_t)c->jobs * sizeof(struct wl_job), WL_PAGE);
     l->driver_len = guest_vf_state_size(c->qps);
-    l->bufs_gpa = l->driver_gpa + l->driver_len;
+    l->keys_gpa = l->driver_gpa + l->driver_len;
+    l->bufs_gpa = l->keys_gpa;
     if (c->engine != GUEST_ENGINE_ZIP) {
+        const struct wlc_ops *ops = wlc_ops_for(c->engine);
+
+        /* The derived keys live in guest RAM, as a guest's keys do: they
+         * migrate with it, and no host derives them again at resume. */
+        l->bufs_gpa += AM_ALIGN_UP((uint64_t)(ops ? ops->ctx_size : 0), WL_PAGE);
         /* in = AAD | payload (or an operand); out1 = result | tag; out2;
          * the aux area (keys, IVs) where ZIP has its source SGLs. */
         l->in_cap = AM_ALIGN_UP((uint64_t)AM_MAX(c->max_size, WLC_MIN_IN) + WLC_IN_EXTRA, WL_PAGE);
@@ -1217,17 +1223,22 @@ static int wl_new(const struct guest_ram *ram, const struct vf_io *io, struct wo
     return 0;
 }
 
-/* SEC/HPRE: the job kinds and the keys derived from w->cfg's seed. */
-static int wl_crypto_setup(struct workload *w)
+/* SEC/HPRE: the job kinds, and the keys in guest RAM at l's keys_gpa
+ * (derived from w->cfg's seed when derive, else those already there). */
+static int wl_crypto_setup(struct workload *w, const struct wl_layout *l, bool derive)
 {
     w->cops = wlc_ops_for(w->cfg.engine);
-    return w->cops ? w->cops->ctx_new(&w->cfg, &w->cctx) : 0;
+    if (!w->cops || !w->cops->ctx_size)
+        return 0;
+    w->cctx = wl_ptr(w, l->keys_gpa);
+    if (!derive)
+        return 0;
+    wl_dirty(w, w->cctx, w->cops->ctx_size);
+    return w->cops->ctx_derive(&w->cfg, w->cctx);
 }
 
 static void wl_free(struct workload *w)
 {
-    if (w->cops)
-        w->cops->ctx_free(w->cctx);
     guest_vf_detach(w->vf);
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->cond);
@@ -1253,7 +1264,7 @@ int workload_create(const struct workload_config *cfg, const struct guest_ram *r
     if (ret)
         return ret;
     w->cfg = *cfg;
-    ret = wl_crypto_setup(w);
+    ret = wl_crypto_setup(w, &l, true);
     if (ret) {
         wl_free(w);
         return ret;
@@ -1350,6 +1361,7 @@ static int wl_root_valid(const struct guest_ram *ram, const struct wl_root *root
 int workload_attach(const struct guest_ram *ram, const struct vf_io *io, struct workload **out)
 {
     struct workload *w;
+    struct wl_layout l;
     int ret;
 
     if (!ram || !ram->host || ram->size < WORKLOAD_ROOT_GPA + sizeof(struct wl_root))
@@ -1361,7 +1373,8 @@ int workload_attach(const struct guest_ram *ram, const struct vf_io *io, struct 
         return ret;
     w->root = wl_ptr(w, WORKLOAD_ROOT_GPA);
     w->cfg = w->root->cfg;
-    ret = wl_crypto_setup(w);
+    wl_layout(&w->cfg, &l);
+    ret = wl_crypto_setup(w, &l, false);
     if (!ret)
         ret = guest_vf_attach(&w->io, &w->ram, w->root->driver_gpa, &w->vf);
     if (!ret && guest_vf_engine(w->vf) != (enum guest_engine)w->cfg.engine) {
@@ -1546,6 +1559,7 @@ void workload_destroy(struct workload *w)
 void workload_report_get(const struct workload *w, struct workload_report *r)
 {
     memset(r, 0, sizeof(*r));
+    r->engine = w->cfg.engine;
     r->jobs = w->cfg.jobs;
     r->first_failed_job = UINT64_MAX;
     r->stray_completions = __atomic_load_n(&w->root->stray_completions, __ATOMIC_RELAXED);
@@ -1711,7 +1725,7 @@ const char *workload_kind_name(const struct workload_config *cfg, unsigned kind)
 struct workload_checker {
     struct workload_config cfg;
     const struct wlc_ops *ops;
-    struct wlc_ctx *ctx;
+    struct wlc_ctx *ctx; /* its own keys, derived from cfg, not the guest's */
 };
 
 int workload_checker_new(const struct workload_config *cfg, struct workload_checker **out)
@@ -1726,10 +1740,13 @@ int workload_checker_new(const struct workload_config *cfg, struct workload_chec
         return -ENOMEM;
     c->cfg = *cfg;
     c->ops = wlc_ops_for(cfg->engine);
-    ret = c->ops->ctx_new(cfg, &c->ctx);
-    if (ret) {
-        free(c);
-        return ret;
+    if (c->ops->ctx_size) {
+        c->ctx = calloc(1, c->ops->ctx_size);
+        ret = c->ctx ? c->ops->ctx_derive(cfg, c->ctx) : -ENOMEM;
+        if (ret) {
+            workload_checker_free(c);
+            return ret;
+        }
     }
     *out = c;
     return 0;
@@ -1761,6 +1778,8 @@ void workload_checker_free(struct workload_checker *c)
 {
     if (!c)
         return;
-    c->ops->ctx_free(c->ctx);
+    if (c->ctx)
+        explicit_bzero(c->ctx, c->ops->ctx_size);
+    free(c->ctx);
     free(c);
 }

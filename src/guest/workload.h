@@ -179,6 +179,7 @@ int workload_shutdown(struct workload *w);
 void workload_destroy(struct workload *w);
 
 struct workload_report {
+    uint32_t engine;           /* the workload's (enum guest_engine): names jobs_by_type */
     uint64_t jobs;             /* configured */
     uint64_t jobs_submitted;   /* compression doorbelled */
     uint64_t jobs_completed;   /* every submitted tag completed */
