@@ -21,6 +21,7 @@
 #include "qm/qm.h"
 #include "vmm/inproc.h"
 #include "vmm/vm_ram.h"
+#include "wl_migrate.h"
 
 #define VF 1u
 
@@ -157,30 +158,6 @@ static void test_a_small_hpre_run_verifies_every_job_exactly_once(void **state)
     small_run(GUEST_ENGINE_HPRE);
 }
 
-/* Stop-and-copy the paused guest and its VF from host A to host B. */
-static void migrate_stop_and_copy(struct vmm_inproc_host *a_host, struct vm_ram *a_ram,
-                                  struct vmm_inproc_host *b_host, struct vm_ram *b_ram)
-{
-    struct mig_dev *src, *dst;
-    uint8_t buf[4096];
-    ssize_t n, total = 0;
-
-    assert_int_equal(mig_dev_create(a_host->dev, VF, MIG_HW_V4, &src), 0);
-    assert_int_equal(mig_dev_create(b_host->dev, VF, MIG_HW_V4, &dst), 0);
-    assert_int_equal(mig_set_state(dst, VFIO_MIG_STATE_RESUMING), 0);
-    assert_int_equal(mig_set_state(src, VFIO_MIG_STATE_STOP_COPY), 0);
-    while ((n = mig_read(src, buf + total, sizeof(buf) - (size_t)total)) > 0)
-        total += n;
-    assert_int_equal(n, 0);
-    memcpy(vm_ram_host(b_ram), vm_ram_host(a_ram), vm_ram_size(a_ram));
-    assert_int_equal(mig_write(dst, buf, (size_t)total), total);
-    if (mig_set_state(dst, VFIO_MIG_STATE_RUNNING) != 0)
-        fail_msg("destination refused: %s", mig_last_error(dst));
-    assert_int_equal(mig_reset(src), 0);
-    mig_dev_destroy(src);
-    mig_dev_destroy(dst);
-}
-
 /* Two hops A -> B -> A mid-run, the second guest bound by workload_attach
  * on the RAM copy alone (a new VMM process), every job exactly once. */
 static void migrated_run(enum guest_engine e)
@@ -208,7 +185,7 @@ static void migrated_run(enum guest_engine e)
         for (unsigned q = 0; q < c.qps; q++)
             in_flight += guest_vf_qp_inflight(workload_vf(f->w), q);
         if (hop == 0) {
-            migrate_stop_and_copy(&f->host, f->ram, &b_host, b_ram);
+            wl_migrate_stop_and_copy(VF, &f->host, f->ram, &b_host, b_ram);
             /* A new VMM on B: only the RAM copy says what the guest was doing. */
             workload_destroy(f->w);
             f->w = NULL;
@@ -218,7 +195,7 @@ static void migrated_run(enum guest_engine e)
             workload_result_sink(f->w, sink, f);
             assert_int_equal(workload_vcpus_start(f->w), 0);
         } else {
-            migrate_stop_and_copy(&b_host, b_ram, &f->host, f->ram);
+            wl_migrate_stop_and_copy(VF, &b_host, b_ram, &f->host, f->ram);
             assert_int_equal(workload_vcpus_resume(f->w, f->g, vmm_inproc_vf_io(f->host.vf)), 0);
         }
     }
