@@ -51,6 +51,16 @@ int cli_opt_workload(const char *cmd, int which, const char *arg, struct workloa
 
     if (which == CLI_OPT_WL_SEED)
         return cli_opt_num(cmd, "--seed", arg, 0, UINT64_MAX, &wl->seed);
+    if (which == CLI_OPT_WL_ENGINE) {
+        enum guest_engine e;
+
+        if (guest_engine_from_name(arg, &e) != 0) {
+            fprintf(stderr, "accmig %s: --engine is zip, sec or hpre, not '%s'\n", cmd, arg);
+            return -EINVAL;
+        }
+        wl->engine = (uint32_t)e;
+        return 0;
+    }
     for (size_t i = 0; i < AM_ARRAY_SIZE(cli_opt_wl_u32s); i++) {
         const struct cli_opt_wl_u32 *o = &cli_opt_wl_u32s[i];
 

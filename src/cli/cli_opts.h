@@ -20,6 +20,7 @@ enum {
     CLI_OPT_WL_SEED,
     CLI_OPT_WL_SGL_PERCENT,
     CLI_OPT_WL_STREAM_PERCENT,
+    CLI_OPT_WL_ENGINE,
 };
 
 /* The workload's entries of a struct option table: put it inside the
@@ -33,7 +34,8 @@ enum {
     {"max-size", required_argument, NULL, CLI_OPT_WL_MAX_SIZE},      \
     {"seed", required_argument, NULL, CLI_OPT_WL_SEED},              \
     {"sgl-percent", required_argument, NULL, CLI_OPT_WL_SGL_PERCENT},    \
-    {"stream-percent", required_argument, NULL, CLI_OPT_WL_STREAM_PERCENT}
+    {"stream-percent", required_argument, NULL, CLI_OPT_WL_STREAM_PERCENT}, \
+    {"engine", required_argument, NULL, CLI_OPT_WL_ENGINE}
 
 /* Parses ARG (as am_parse_u64 does: decimal, 0x hex, K/M/G suffixes) into
  * *out if it lies in min..max. Otherwise prints

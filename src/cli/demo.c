@@ -1,6 +1,7 @@
-/* accmig demo: run the guest compression workload on a VF of the device
- * model and check every job (zlib + the device's own inflate, exactly-once
- * per tag).
+/* accmig demo: run the guest workload on a VF of the device model and
+ * check every job, exactly-once per tag: ZIP (zlib + the device's own
+ * inflate), or with --engine sec|hpre the crypto jobs checked against
+ * libcrypto (guest/workload.h).
  *
  * The run is built from three pieces so that live migration slots in
  * without rewriting it:
@@ -29,6 +30,7 @@
 #include "common/common.h"
 #include "guest/workload.h"
 #include "qm/qm.h"
+#include "qm/qm_engine.h"
 #include "vmm/inproc.h"
 #include "vmm/migrate_inproc.h"
 #include "vmm/vm_ram.h"
@@ -62,8 +64,11 @@ static void demo_usage(FILE *f)
 {
     fprintf(f,
             "usage: accmig demo [options]\n"
-            "  Run a compression workload through a VF of the device model and verify\n"
-            "  every job (zlib inflate + device decompression, exactly once per tag).\n"
+            "  Run a workload through a VF of the device model and verify every job,\n"
+            "  exactly once per tag (ZIP: zlib inflate + device decompression; SEC and\n"
+            "  HPRE: both operations of a job against libcrypto).\n"
+            "  --engine E          zip (default) | sec (AES-CBC/CTR/XTS/GCM encrypt, then\n"
+            "                      decrypt) | hpre (RSA public + CRT, DH-2048, X25519)\n"
             "  --jobs N            jobs to run (default 2000)\n"
             "  --qps N             queues used, even: half compress, half decompress (default 4)\n"
             "  --vcpus N           guest vCPU threads (default 4)\n"
@@ -176,6 +181,13 @@ static int demo_parse(int argc, char **argv, struct demo_opts *o)
 }
 
 /* A device instance with enough queues per VF, the guest's VF attached. */
+/* The device engine that serves a workload of engine e (enum guest_engine). */
+static enum qm_engine_type demo_qm_engine(uint32_t e)
+{
+    return e == GUEST_ENGINE_SEC ? QM_ENGINE_SEC : e == GUEST_ENGINE_HPRE ? QM_ENGINE_HPRE
+                                                                            : QM_ENGINE_ZIP;
+}
+
 static int demo_host_create(struct vmm_inproc_host *h, const struct demo_opts *o,
                             const struct guest_ram *ram)
 {
@@ -184,6 +196,7 @@ static int demo_host_create(struct vmm_inproc_host *h, const struct demo_opts *o
     qm_dev_config_default(&cfg);
     cfg.qps_per_vf = AM_MAX(cfg.qps_per_vf, o->wl.qps);
     cfg.workers = o->workers;
+    cfg.engine = demo_qm_engine(o->wl.engine);
     return vmm_inproc_host_create(&cfg, DEMO_VF_FN, ram, h);
 }
 
@@ -199,6 +212,7 @@ static int demo_run_migrating(struct demo_run *run)
     vmm_mig_host_config_default(&hc);
     hc.dev.qps_per_vf = AM_MAX(hc.dev.qps_per_vf, run->opts.wl.qps);
     hc.dev.workers = run->opts.workers;
+    hc.dev.engine = demo_qm_engine(run->opts.wl.engine);
     hc.vf_fn = DEMO_VF_FN;
     ret = vm_ram_create(vm_ram_size(run->ram), &run->peer_ram);
     if (!ret)
@@ -250,6 +264,7 @@ static void demo_print_json(const struct demo_run *run, const struct workload_re
 
     json_object_object_add(j, "verdict", json_object_new_string(ok ? "ok" : "failed"));
     json_object_object_add(j, "transport", json_object_new_string("inproc"));
+    json_object_object_add(j, "engine", json_object_new_string(workload_engine_name(o->wl.engine)));
     json_object_object_add(j, "jobs", json_object_new_int64((int64_t)r->jobs));
     json_object_object_add(j, "jobs_submitted", json_object_new_int64((int64_t)r->jobs_submitted));
     json_object_object_add(j, "jobs_completed", json_object_new_int64((int64_t)r->jobs_completed));
@@ -264,10 +279,12 @@ static void demo_print_json(const struct demo_run *run, const struct workload_re
     json_object_object_add(j, "stream_jobs", json_object_new_int64((int64_t)r->stream_jobs));
     json_object_object_add(j, "stream_pieces", json_object_new_int64((int64_t)r->stream_pieces));
     json_object_object_add(j, "queues_fatal", json_object_new_int64((int64_t)r->queues_fatal));
-    json_object_object_add(t, "deflate", json_object_new_int64((int64_t)r->jobs_by_type[ZIP_REQ_DEFLATE]));
-    json_object_object_add(t, "zlib", json_object_new_int64((int64_t)r->jobs_by_type[ZIP_REQ_ZLIB]));
-    json_object_object_add(t, "gzip", json_object_new_int64((int64_t)r->jobs_by_type[ZIP_REQ_GZIP]));
-    json_object_object_add(j, "jobs_by_format", t);
+    /* ZIP: jobs_by_format (deflate, zlib, gzip); SEC/HPRE: jobs_by_kind. */
+    for (unsigned k = 0; k < AM_ARRAY_SIZE(r->jobs_by_type); k++)
+        if (workload_kind_name(&o->wl, k))
+            json_object_object_add(t, workload_kind_name(&o->wl, k),
+                                   json_object_new_int64((int64_t)r->jobs_by_type[k]));
+    json_object_object_add(j, o->wl.engine == GUEST_ENGINE_ZIP ? "jobs_by_format" : "jobs_by_kind", t);
     json_object_object_add(j, "qps", json_object_new_int64(o->wl.qps));
     json_object_object_add(j, "vcpus", json_object_new_int64(o->wl.vcpus));
     json_object_object_add(j, "seed", json_object_new_int64((int64_t)o->wl.seed));
@@ -327,14 +344,23 @@ static void demo_print_text(const struct demo_run *run, const struct workload_re
 {
     double s = (double)run->elapsed_ns / 1e9;
 
-    printf("accmig demo: %llu jobs on %u queues (%u vCPUs), seed %llu, transport inproc, "
+    const struct workload_config *wl = &run->opts.wl;
+
+    printf("accmig demo: %llu %s jobs on %u queues (%u vCPUs), seed %llu, transport inproc, "
            "%u migrations\n",
-           (unsigned long long)r->jobs, run->opts.wl.qps, run->opts.wl.vcpus,
-           (unsigned long long)run->opts.wl.seed, run->opts.migrations);
-    printf("  formats: %llu deflate, %llu zlib, %llu gzip; %llu on hardware SGLs\n",
-           (unsigned long long)r->jobs_by_type[ZIP_REQ_DEFLATE],
-           (unsigned long long)r->jobs_by_type[ZIP_REQ_ZLIB],
-           (unsigned long long)r->jobs_by_type[ZIP_REQ_GZIP], (unsigned long long)r->sgl_jobs);
+           (unsigned long long)r->jobs, workload_engine_name(wl->engine), wl->qps, wl->vcpus,
+           (unsigned long long)wl->seed, run->opts.migrations);
+    if (wl->engine == GUEST_ENGINE_ZIP)
+        printf("  formats: %llu deflate, %llu zlib, %llu gzip; %llu on hardware SGLs\n",
+               (unsigned long long)r->jobs_by_type[ZIP_REQ_DEFLATE],
+               (unsigned long long)r->jobs_by_type[ZIP_REQ_ZLIB],
+               (unsigned long long)r->jobs_by_type[ZIP_REQ_GZIP], (unsigned long long)r->sgl_jobs);
+    else
+        printf("  kinds: %llu %s, %llu %s, %llu %s, %llu %s (each checked against libcrypto)\n",
+               (unsigned long long)r->jobs_by_type[0], workload_kind_name(wl, 0),
+               (unsigned long long)r->jobs_by_type[1], workload_kind_name(wl, 1),
+               (unsigned long long)r->jobs_by_type[2], workload_kind_name(wl, 2),
+               (unsigned long long)r->jobs_by_type[3], workload_kind_name(wl, 3));
     if (r->stream_jobs)
         printf("  streams: %llu jobs in %llu pieces\n", (unsigned long long)r->stream_jobs,
                (unsigned long long)r->stream_pieces);

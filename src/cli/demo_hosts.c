@@ -119,10 +119,13 @@ static void dh_usage(FILE *f)
     fprintf(f,
             "usage: accmig demo [options]\n"
             "  The main job: two device servers (accmig serve, one per host) and mini-VMMs\n"
-            "  (accmig vm) as separate processes; the guest's compression workload runs on\n"
-            "  host A's VF and is live-migrated (RAM + VF state over TCP on loopback) while\n"
-            "  it works, back and forth; every job is checked (zlib + the device's inflate,\n"
-            "  exactly once per tag).\n"
+            "  (accmig vm) as separate processes; the guest's workload runs on host A's VF\n"
+            "  and is live-migrated (RAM + VF state over TCP on loopback) while it works,\n"
+            "  back and forth; every job is checked exactly once per tag, by the guest and\n"
+            "  again by this supervisor (ZIP: zlib + the device's inflate; SEC and HPRE:\n"
+            "  libcrypto).\n"
+            "  --engine E          zip (default) | sec (AES-CBC/CTR/XTS/GCM encrypt, then\n"
+            "                      decrypt) | hpre (RSA public + CRT, DH-2048, X25519)\n"
             "  --jobs N            jobs to run (default 2000)\n"
             "  --qps N             queues used, even: half compress, half decompress (default 4)\n"
             "  --vcpus N           guest vCPU threads (default 4)\n"
@@ -595,7 +598,8 @@ static void dh_ctl_path(const struct dh *d, unsigned g, unsigned vm, char *buf, 
 static int dh_server_start(struct dh *d, char host)
 {
     char name[16], file[16], sdir[PATH_MAX], sock[PATH_MAX + 16], qps[16], vfs[16];
-    const char *args[] = {"serve", "--dir", sdir, "--vfs", vfs, "--qps", qps, NULL};
+    const char *args[] = {"serve", "--dir", sdir, "--vfs", vfs, "--qps", qps,
+                          "--engine", workload_engine_name(d->o.wl.engine), NULL};
     unsigned nvfs = 2 * d->o.guests;
     int ret;
 
@@ -612,8 +616,9 @@ static int dh_server_start(struct dh *d, char host)
     snprintf(sock, sizeof(sock), "%s/vf%u.sock", sdir, nvfs - 1);
     ret = dh_wait_path(d, sock, name);
     if (ret == 0)
-        dh_say(d, "host %c: device server up (%u VFs, %u queue pairs each), pid %d", host, nvfs,
-               d->qps_per_vf, (int)dh_kid_find(d, name)->pid);
+        dh_say(d, "host %c: device server up (%u VFs, %u queue pairs each, engine %s), pid %d",
+               host, nvfs, d->qps_per_vf, workload_engine_name(d->o.wl.engine),
+               (int)dh_kid_find(d, name)->pid);
     return ret;
 }
 
@@ -666,7 +671,7 @@ static int dh_vm_start(struct dh *d, unsigned g, unsigned k)
     char name[16], sock[PATH_MAX + 16], ctl[PATH_MAX + 16], ram[32], jobs[16], qps[16], vcpus[16],
         mins[16], maxs[16], seed[32], sgl[16], strm[16];
     char results[PATH_MAX + 32];
-    const char *args[34] = {"vm", "--attach", sock, "--control", ctl, "--stay", "--ram", ram,
+    const char *args[36] = {"vm", "--attach", sock, "--control", ctl, "--stay", "--ram", ram,
                             "--results", results};
     unsigned n = 10;
     int ret;
@@ -693,7 +698,8 @@ static int dh_vm_start(struct dh *d, unsigned g, unsigned k)
         snprintf(strm, sizeof(strm), "%u", d->o.wl.stream_percent);
         const char *wl[] = {"--jobs", jobs, "--qps", qps, "--vcpus", vcpus, "--min-size", mins,
                             "--max-size", maxs, "--seed", seed, "--sgl-percent", sgl,
-                            "--stream-percent", strm};
+                            "--stream-percent", strm, "--engine",
+                            workload_engine_name(d->o.wl.engine)};
         for (size_t i = 0; i < AM_ARRAY_SIZE(wl); i++)
             args[n++] = wl[i];
     }
@@ -1210,16 +1216,16 @@ static void dh_print(struct dh *d, json_object *rep, bool ok, double elapsed_ms)
         return;
     }
     if (d->o.guests > 1)
-        printf("accmig demo: %u guests, %u jobs each on %u queues (%u vCPUs), seeds %llu..%llu, "
-               "transport vfio-user, %u host%s, %u of %u migrations (%u round%s)\n",
-               d->o.guests, wl->jobs, wl->qps, wl->vcpus, (unsigned long long)wl->seed,
+        printf("accmig demo: %u guests, %u %s jobs each on %u queues (%u vCPUs), seeds "
+               "%llu..%llu, transport vfio-user, %u host%s, %u of %u migrations (%u round%s)\n",
+               d->o.guests, wl->jobs, workload_engine_name(wl->engine), wl->qps, wl->vcpus, (unsigned long long)wl->seed,
                (unsigned long long)(wl->seed + d->o.guests - 1), d->o.migrations ? 2 : 1,
                d->o.migrations ? "s" : "", d->migrations_done, planned, d->o.migrations,
                d->o.migrations == 1 ? "" : "s");
     else
-        printf("accmig demo: %u jobs on %u queues (%u vCPUs), seed %llu, transport vfio-user, "
-               "%u host%s, %u of %u migrations\n",
-               wl->jobs, wl->qps, wl->vcpus, (unsigned long long)wl->seed,
+        printf("accmig demo: %u %s jobs on %u queues (%u vCPUs), seed %llu, transport "
+               "vfio-user, %u host%s, %u of %u migrations\n",
+               wl->jobs, workload_engine_name(wl->engine), wl->qps, wl->vcpus, (unsigned long long)wl->seed,
                d->o.migrations ? 2 : 1, d->o.migrations ? "s" : "", d->migrations_done, planned);
     for (size_t i = 0; i < json_object_array_length(d->log); i++)
         dh_print_migration(d, json_object_array_get_idx(d->log, i));
@@ -1228,11 +1234,20 @@ static void dh_print(struct dh *d, json_object *rep, bool ok, double elapsed_ms)
             dh_print_guest(d, g);
     if (rep) {
         double s = elapsed_ms / 1e3;
-        json_object_object_get_ex(rep, "jobs_by_format", &t);
         json_object_object_get_ex(rep, "driver", &drv);
-        printf("  formats: %lld deflate, %lld zlib, %lld gzip; %lld on hardware SGLs\n",
-               (long long)dh_int(t, "deflate"), (long long)dh_int(t, "zlib"),
-               (long long)dh_int(t, "gzip"), (long long)dh_int(rep, "sgl_jobs"));
+        if (wl->engine == GUEST_ENGINE_ZIP) {
+            json_object_object_get_ex(rep, "jobs_by_format", &t);
+            printf("  formats: %lld deflate, %lld zlib, %lld gzip; %lld on hardware SGLs\n",
+                   (long long)dh_int(t, "deflate"), (long long)dh_int(t, "zlib"),
+                   (long long)dh_int(t, "gzip"), (long long)dh_int(rep, "sgl_jobs"));
+        } else {
+            json_object_object_get_ex(rep, "jobs_by_kind", &t);
+            printf("  kinds:");
+            for (unsigned k = 0; workload_kind_name(wl, k); k++)
+                printf("%s %lld %s", k ? "," : "", (long long)dh_int(t, workload_kind_name(wl, k)),
+                       workload_kind_name(wl, k));
+            printf(" (both operations of each checked against libcrypto)\n");
+        }
         if (wl->stream_percent)
             printf("  streams: %llu stream jobs in the mix (%u%%)\n",
                    (unsigned long long)dh_stream_jobs(d), wl->stream_percent);
@@ -1247,8 +1262,9 @@ static void dh_print(struct dh *d, json_object *rep, bool ok, double elapsed_ms)
                s > 0 ? (double)dh_int(rep, "bytes_in") / s / 1e6 : 0.0);
         printf("  driver: %lld MSIs, %lld CQEs, %lld bad CQEs\n", (long long)dh_int(drv, "irqs"),
                (long long)dh_int(drv, "cqes"), (long long)dh_int(drv, "bad_cqes"));
-        printf("  ledger (the supervisor's own check, zlib): %llu of %llu jobs checked, %llu "
+        printf("  ledger (the supervisor's own check, %s): %llu of %llu jobs checked, %llu "
                "mismatches (%llu missing, %llu done twice, %llu bad output)\n",
+               wl->engine == GUEST_ENGINE_ZIP ? "zlib" : "libcrypto",
                (unsigned long long)d->ledger.jobs_checked, (unsigned long long)d->ledger.jobs,
                (unsigned long long)d->ledger.mismatches, (unsigned long long)d->ledger.missing,
                (unsigned long long)d->ledger.duplicated, (unsigned long long)d->ledger.bad_output);

@@ -35,6 +35,32 @@
 
 #define GUEST_VF_MAX_QPS 64u
 
+/* The engine behind the QM (docs/engines.md): what the driver needs to know
+ * of it to run a queue. The SQE itself is the caller's (zip_req.c,
+ * sec_req.c, hpre_req.c); the driver copies sqe_size bytes, keeps the tag
+ * it finds at dwords tag_dw..tag_dw+1, and hands back result_dw. */
+enum guest_engine { GUEST_ENGINE_ZIP = 0, GUEST_ENGINE_SEC = 1, GUEST_ENGINE_HPRE = 2 };
+#define GUEST_ENGINE_COUNT 3u
+#define GUEST_SQE_MAX_SIZE 128u
+#define GUEST_SQE_MAX_DWORDS (GUEST_SQE_MAX_SIZE / 4u)
+
+struct guest_engine_desc {
+    const char *name;          /* "zip", "sec", "hpre" (accmig serve --engine) */
+    unsigned sqe_size;         /* bytes: 128, 128, 64 */
+    unsigned sqe_size_log2;    /* the SQC's entry size field */
+    unsigned num_alg_types;    /* SQC w13 alg_type 0..n-1 the engine serves */
+    unsigned tag_dw;           /* the 64-bit tag the driver tracks: dwords tag_dw, tag_dw + 1 */
+    unsigned result_dw;        /* the dword the engine writes its result in */
+    /* The driver alg bitmap (0x3144) must have every bit of need and none
+     * of forbid: how the guest tells the engines apart, since vf_io gives
+     * it no config space (ZIP 0x3f, SEC 0x018000ff, HPRE 0x27). */
+    uint32_t alg_bitmap_need, alg_bitmap_forbid;
+};
+/* NULL for an engine out of range. */
+const struct guest_engine_desc *guest_engine_desc(enum guest_engine e);
+/* 0 and *out for "zip", "sec" or "hpre"; -EINVAL otherwise. */
+int guest_engine_from_name(const char *name, enum guest_engine *out);
+
 /* Per-queue state as kept in guest RAM. */
 enum guest_qp_state {
     GUEST_QP_IDLE = 0,    /* never started (or the VF was re-initialised) */
@@ -64,10 +90,10 @@ struct guest_vf_stats {
 struct guest_vf_completion {
     unsigned qp;
     uint16_t sq_slot;
-    uint64_t tag;      /* SQE dw26-27 as the device returned it */
-    uint32_t status;   /* SQE dw3[7:0] (zip_status) */
-    uint32_t consumed; /* SQE dw0 */
-    uint32_t produced; /* SQE dw1 */
+    uint64_t tag;      /* the SQE's tag dwords (ZIP dw26-27, SEC dw2-3, HPRE dw14-15) */
+    uint32_t status;   /* ZIP: dw3[7:0] (zip_status); SEC: dw28; HPRE: dw0 (the result dword) */
+    uint32_t consumed; /* ZIP: SQE dw0; 0 for the other engines */
+    uint32_t produced; /* ZIP: SQE dw1; 0 for the other engines */
 };
 
 /* Called for every completion, in CQ order, from guest_vf_poll or
@@ -95,6 +121,12 @@ uint64_t guest_vf_state_size(unsigned nqps);
  * copied; ram->host must stay valid until guest_vf_detach. */
 int guest_vf_init(const struct vf_io *io, const struct guest_ram *ram, uint64_t state_gpa,
                   uint64_t state_len, struct guest_vf **out);
+/* The same for a VF of engine eng (guest_vf_init is GUEST_ENGINE_ZIP): the
+ * engine is kept in the driver state, so attach needs no argument. -ENODEV
+ * when the device's alg bitmap lacks the engine's bits (a VF of another
+ * engine), -EINVAL for an unknown engine. */
+int guest_vf_init_engine(const struct vf_io *io, const struct guest_ram *ram, uint64_t state_gpa,
+                         uint64_t state_len, enum guest_engine eng, struct guest_vf **out);
 
 /* Bind a new handle to driver state that already lives in ram at state_gpa
  * (a migrated copy, or the same RAM after the old handle was detached). The
@@ -135,6 +167,7 @@ unsigned guest_vf_sq_depth(const struct guest_vf *vf);
 /* Driver algorithm bitmap (0x3144) the device reported. */
 uint32_t guest_vf_alg_bitmap(const struct guest_vf *vf);
 uint64_t guest_vf_state_gpa(const struct guest_vf *vf);
+enum guest_engine guest_vf_engine(const struct guest_vf *vf);
 
 /* How a queue's completions are found. */
 enum guest_qp_mode {
@@ -164,6 +197,10 @@ enum guest_qp_mode {
 int guest_vf_qp_start(struct guest_vf *vf, unsigned qp, enum zip_alg_dir dir);
 int guest_vf_qp_start_mode(struct guest_vf *vf, unsigned qp, enum zip_alg_dir dir,
                            enum guest_qp_mode mode);
+/* Any engine: alg_type goes into the SQC (ZIP: enum zip_alg_dir; SEC: 0;
+ * HPRE: 0 RSA/DH, 1 ECC), -EINVAL when the engine has no such type. */
+int guest_vf_qp_start_type(struct guest_vf *vf, unsigned qp, unsigned alg_type,
+                           enum guest_qp_mode mode);
 /* The mode qp was last started in (GUEST_QP_MODE_IRQ for a bad qp). */
 enum guest_qp_mode guest_vf_qp_mode(const struct guest_vf *vf, unsigned qp);
 
@@ -188,6 +225,8 @@ unsigned guest_vf_qp_inflight_tags(const struct guest_vf *vf, unsigned qp, uint6
  * or fatal), -EBUSY SQ full (depth-1 in flight), or the doorbell's MMIO error
  * (the slot is then not counted as submitted). */
 int guest_vf_submit(struct guest_vf *vf, unsigned qp, const uint32_t sqe[ZIP_SQE_DWORDS]);
+/* The same for any engine: sqe holds the engine's sqe_size bytes. */
+int guest_vf_submit_sqe(struct guest_vf *vf, unsigned qp, const void *sqe);
 
 /* Wait for MSI vector 0 (EQ) up to timeout_ms: 0 when it fired, -ETIMEDOUT,
  * -EINTR when the transport's irq_wake ended the wait (vf_io.h). */

@@ -16,7 +16,7 @@
 #include "guest/guest.h"
 
 #define GVF_MAGIC 0x31465647u /* "GVF1" */
-#define GVF_VERSION 1u
+#define GVF_VERSION 2u /* 2: the engine and its SQE size in the state */
 #define GVF_PAGE 4096u
 
 #define GVF_MB_POLL_NS 10000ull        /* the Linux driver polls busy every 10 us */
@@ -38,6 +38,7 @@
 #define GVF_V3_QP_DEPTH 0x04000400u
 #define GVF_IRQ_TYPE_ENABLE (1u << 16)
 #define GVF_ALG_DEFLATE (3u << 4)
+#define GVF_ALG_DES3 (3u << 23) /* SEC: ecb/cbc(des3_ede), which no other engine has */
 /* Polling mode: CQEs reaped but not yet acknowledged by a CQ doorbell, at
  * most (heads are cumulative, so one doorbell acknowledges them all). */
 #define GVF_CQ_DB_BATCH 32u
@@ -75,6 +76,8 @@ struct gvf_state {
     uint32_t eq_vector, aeq_vector;
     uint32_t eq_head, eq_phase, aeq_head, aeq_phase;
     uint32_t ready; /* 1 between init and uninit */
+    uint32_t engine; /* enum guest_engine */
+    uint32_t rsvd0;
     uint64_t eq_gpa, aeq_gpa, sqc_bt_gpa, cqc_bt_gpa, scratch_gpa;
     struct guest_vf_stats stats;
     struct gvf_qp qp[GUEST_VF_MAX_QPS];
@@ -89,7 +92,7 @@ struct gvf_state {
 #define GVF_OFF_AEQ (GVF_OFF_EQ + GVF_EQ_BYTES)
 #define GVF_AEQ_BYTES AM_ALIGN_UP((uint64_t)QM_AEQ_DEPTH * 4u, GVF_PAGE)
 #define GVF_OFF_RINGS (GVF_OFF_AEQ + GVF_AEQ_BYTES)
-#define GVF_SQ_BYTES ((uint64_t)QM_SQ_DEPTH * ZIP_SQE_SIZE)
+#define GVF_SQ_BYTES ((uint64_t)QM_SQ_DEPTH * GUEST_SQE_MAX_SIZE) /* any engine's SQEs fit */
 #define GVF_CQ_BYTES AM_ALIGN_UP((uint64_t)QM_CQ_DEPTH * sizeof(struct qm_cqe), GVF_PAGE)
 #define GVF_TAGS_BYTES AM_ALIGN_UP((uint64_t)QM_SQ_DEPTH * sizeof(struct gvf_tag), GVF_PAGE)
 #define GVF_QP_BYTES (GVF_SQ_BYTES + GVF_CQ_BYTES + GVF_TAGS_BYTES)
@@ -104,6 +107,7 @@ enum gvf_db_mode {
 
 struct guest_vf {
     struct vf_io io;
+    const struct guest_engine_desc *eng; /* derived from st->engine */
     enum gvf_db_mode db_mode; /* host-side: a new handle reads the register again */
     struct guest_ram ram;
     uint64_t state_gpa;
@@ -117,6 +121,41 @@ struct guest_vf {
     guest_vf_complete_fn cb;
     void *cb_opaque;
 };
+
+/* ---- engines ---- */
+
+/* What differs per engine for the driver (docs/engines.md, the QM's own
+ * table in qm_engine.c): the SQE size, the SQC alg types, where the tag the
+ * driver tracks lives, the result dword, the algorithms that must be there.
+ * HPRE's own tag (dw8) is 16 bits, the Linux driver's request index; the
+ * guest keeps its 64-bit tag in the reserved dw14-15, which the engine
+ * never reads or writes. */
+static const struct guest_engine_desc gvf_engines[GUEST_ENGINE_COUNT] = {
+    [GUEST_ENGINE_ZIP] = {.name = "zip", .sqe_size = ZIP_SQE_SIZE, .sqe_size_log2 = 7,
+                          .num_alg_types = 2, .tag_dw = ZIP_SQE_TAG_L, .result_dw = ZIP_SQE_DW3,
+                          .alg_bitmap_need = GVF_ALG_DEFLATE, .alg_bitmap_forbid = GVF_ALG_DES3},
+    [GUEST_ENGINE_SEC] = {.name = "sec", .sqe_size = 128, .sqe_size_log2 = 7, .num_alg_types = 1,
+                          .tag_dw = 2, .result_dw = 28, .alg_bitmap_need = GVF_ALG_DES3},
+    [GUEST_ENGINE_HPRE] = {.name = "hpre", .sqe_size = 64, .sqe_size_log2 = 6,
+                           .num_alg_types = 2, .tag_dw = 14, .result_dw = 0,
+                           .alg_bitmap_need = 0x23u /* rsa, dh, x25519 */,
+                           .alg_bitmap_forbid = 0x18u /* ZIP's and SEC's bits 3-4 */},
+};
+
+const struct guest_engine_desc *guest_engine_desc(enum guest_engine e)
+{
+    return (unsigned)e < GUEST_ENGINE_COUNT ? &gvf_engines[e] : NULL;
+}
+
+int guest_engine_from_name(const char *name, enum guest_engine *out)
+{
+    for (unsigned i = 0; name && i < GUEST_ENGINE_COUNT; i++)
+        if (strcmp(name, gvf_engines[i].name) == 0) {
+            *out = (enum guest_engine)i;
+            return 0;
+        }
+    return -EINVAL;
+}
 
 /* ---- guest RAM and MMIO helpers ---- */
 
@@ -443,8 +482,11 @@ static int gvf_read_caps(struct guest_vf *vf)
     }
     st->eq_vector = eq_irq & 0xffffu;
     st->aeq_vector = aeq_irq & 0xffffu;
-    if ((st->alg_bitmap & GVF_ALG_DEFLATE) == 0) {
-        am_log(AM_LOG_ERR, "guest", "device offers no deflate (alg bitmap 0x%x)", st->alg_bitmap);
+    if ((st->alg_bitmap & vf->eng->alg_bitmap_need) != vf->eng->alg_bitmap_need ||
+        (st->alg_bitmap & vf->eng->alg_bitmap_forbid)) {
+        am_log(AM_LOG_ERR, "guest", "not a %s VF: alg bitmap 0x%x (needs 0x%x, not 0x%x)",
+               vf->eng->name, st->alg_bitmap, vf->eng->alg_bitmap_need,
+               vf->eng->alg_bitmap_forbid);
         return -ENODEV;
     }
     return 0;
@@ -549,11 +591,19 @@ static int gvf_qm_start(struct guest_vf *vf)
 int guest_vf_init(const struct vf_io *io, const struct guest_ram *ram, uint64_t state_gpa,
                   uint64_t state_len, struct guest_vf **out)
 {
+    return guest_vf_init_engine(io, ram, state_gpa, state_len, GUEST_ENGINE_ZIP, out);
+}
+
+int guest_vf_init_engine(const struct vf_io *io, const struct guest_ram *ram, uint64_t state_gpa,
+                         uint64_t state_len, enum guest_engine eng, struct guest_vf **out)
+{
     struct guest_vf *vf;
     struct gvf_state *st;
     uint64_t rings;
     int ret;
 
+    if (!guest_engine_desc(eng))
+        return -EINVAL;
     if (state_len < guest_vf_state_size(1))
         return io && ram && out ? -ENOSPC : -EINVAL;
     ret = gvf_handle_new(io, ram, state_gpa, state_len, &vf);
@@ -563,6 +613,8 @@ int guest_vf_init(const struct vf_io *io, const struct guest_ram *ram, uint64_t 
     memset(st, 0, sizeof(*st));
     st->magic = GVF_MAGIC;
     st->version = GVF_VERSION;
+    st->engine = (uint32_t)eng;
+    vf->eng = guest_engine_desc(eng);
     st->scratch_gpa = state_gpa + GVF_OFF_SCRATCH;
     st->sqc_bt_gpa = state_gpa + GVF_OFF_SQC_BT;
     st->cqc_bt_gpa = state_gpa + GVF_OFF_CQC_BT;
@@ -626,8 +678,9 @@ int guest_vf_attach(const struct vf_io *io, const struct guest_ram *ram, uint64_
         return ret;
     st = vf->st;
     ret = -EINVAL;
-    if (st->magic != GVF_MAGIC || st->version != GVF_VERSION)
+    if (st->magic != GVF_MAGIC || st->version != GVF_VERSION || st->engine >= GUEST_ENGINE_COUNT)
         goto err_free;
+    vf->eng = guest_engine_desc((enum guest_engine)st->engine);
     if (st->qp_num < 1 || st->qp_num > GUEST_VF_MAX_QPS || st->qp_rings > st->qp_num ||
         st->eq_depth < 2 || st->eq_depth > QM_EQ_DEPTH || st->aeq_depth < 2 ||
         st->aeq_depth > QM_AEQ_DEPTH || st->sq_depth < 2 || st->sq_depth > QM_SQ_DEPTH ||
@@ -680,6 +733,11 @@ unsigned guest_vf_qp_rings(const struct guest_vf *vf) { return vf->st->qp_rings;
 unsigned guest_vf_qp_base(const struct guest_vf *vf) { return vf->st->qp_base; }
 unsigned guest_vf_sq_depth(const struct guest_vf *vf) { return vf->st->sq_depth; }
 uint32_t guest_vf_alg_bitmap(const struct guest_vf *vf) { return vf->st->alg_bitmap; }
+enum guest_engine guest_vf_engine(const struct guest_vf *vf)
+{
+    return (enum guest_engine)vf->st->engine;
+}
+
 uint64_t guest_vf_state_gpa(const struct guest_vf *vf) { return vf->state_gpa; }
 
 void guest_vf_stats_get(const struct guest_vf *vf, struct guest_vf_stats *out)
@@ -774,13 +832,21 @@ int guest_vf_qp_start(struct guest_vf *vf, unsigned qp, enum zip_alg_dir dir)
 int guest_vf_qp_start_mode(struct guest_vf *vf, unsigned qp, enum zip_alg_dir dir,
                            enum guest_qp_mode mode)
 {
+    if (dir != ZIP_ALG_COMPRESS && dir != ZIP_ALG_DECOMPRESS)
+        return -EINVAL;
+    return guest_vf_qp_start_type(vf, qp, (unsigned)dir, mode);
+}
+
+int guest_vf_qp_start_type(struct guest_vf *vf, unsigned qp, unsigned alg_type,
+                           enum guest_qp_mode mode)
+{
     struct gvf_state *st = vf->st;
     struct gvf_qp *q;
     struct qm_sqc sqc = {0};
     struct qm_cqc cqc = {0};
     int ret;
 
-    if (qp >= st->qp_num || (dir != ZIP_ALG_COMPRESS && dir != ZIP_ALG_DECOMPRESS) ||
+    if (qp >= st->qp_num || alg_type >= vf->eng->num_alg_types ||
         (mode != GUEST_QP_MODE_IRQ && mode != GUEST_QP_MODE_POLL))
         return -EINVAL;
     if (qp >= st->qp_rings)
@@ -796,7 +862,7 @@ int guest_vf_qp_start_mode(struct guest_vf *vf, unsigned qp, enum zip_alg_dir di
     gvf_dirty(vf, gvf_ptr(vf, q->cq_gpa), GVF_CQ_BYTES);
     memset(gvf_ptr(vf, q->tags_gpa), 0, GVF_TAGS_BYTES);
     gvf_dirty(vf, gvf_ptr(vf, q->tags_gpa), GVF_TAGS_BYTES);
-    q->alg = dir;
+    q->alg = alg_type;
     q->sq_tail = 0;
     q->cq_head = 0;
     q->cq_phase = 1;
@@ -807,9 +873,10 @@ int guest_vf_qp_start_mode(struct guest_vf *vf, unsigned qp, enum zip_alg_dir di
 
     sqc.base_l = (uint32_t)q->sq_gpa;
     sqc.base_h = (uint32_t)(q->sq_gpa >> 32);
-    sqc.dw3 = QM_SQC_DW3(st->sq_depth);
+    /* The entry size the engine's SQEs have (QM_MK_SQC_DW3_V2(sqe_size, depth)). */
+    sqc.dw3 = (st->sq_depth - 1u) | vf->eng->sqe_size_log2 << 12;
     sqc.cq_num = (uint16_t)qp;
-    sqc.w13 = QM_SQC_W13(dir);
+    sqc.w13 = QM_SQC_W13(alg_type);
     ret = gvf_mb_load(vf, QM_MB_CMD_SQC, (uint16_t)qp, &sqc, sizeof(sqc));
     if (!ret) {
         cqc.base_l = (uint32_t)q->cq_gpa;
@@ -829,6 +896,13 @@ int guest_vf_qp_start_mode(struct guest_vf *vf, unsigned qp, enum zip_alg_dir di
 
 int guest_vf_submit(struct guest_vf *vf, unsigned qp, const uint32_t sqe[ZIP_SQE_DWORDS])
 {
+    return guest_vf_submit_sqe(vf, qp, sqe);
+}
+
+int guest_vf_submit_sqe(struct guest_vf *vf, unsigned qp, const void *sqe_bytes)
+{
+    const unsigned sqe_size = vf->eng->sqe_size, tag_dw = vf->eng->tag_dw;
+    const uint32_t *sqe = sqe_bytes;
     struct gvf_state *st = vf->st;
     struct gvf_qp *q;
     struct gvf_tag *tags;
@@ -851,11 +925,11 @@ int guest_vf_submit(struct guest_vf *vf, unsigned qp, const uint32_t sqe[ZIP_SQE
     }
     tail = q->sq_tail;
     next = (uint16_t)((tail + 1u) % st->sq_depth);
-    slot = gvf_ptr(vf, q->sq_gpa + (uint64_t)tail * ZIP_SQE_SIZE);
-    memcpy(slot, sqe, ZIP_SQE_SIZE);
-    gvf_dirty(vf, slot, ZIP_SQE_SIZE);
+    slot = gvf_ptr(vf, q->sq_gpa + (uint64_t)tail * sqe_size);
+    memcpy(slot, sqe, sqe_size);
+    gvf_dirty(vf, slot, sqe_size);
     tags = gvf_ptr(vf, q->tags_gpa);
-    tags[tail].tag = (uint64_t)sqe[ZIP_SQE_TAG_H] << 32 | sqe[ZIP_SQE_TAG_L];
+    tags[tail].tag = (uint64_t)sqe[tag_dw + 1] << 32 | sqe[tag_dw];
     tags[tail].busy = 1;
     gvf_dirty(vf, &tags[tail], sizeof(tags[tail]));
     /* A polled queue acknowledges CQEs in batches; the device fetches this
@@ -933,13 +1007,16 @@ static int gvf_cq_take(struct guest_vf *vf, unsigned qp, struct guest_vf_complet
             am_log(AM_LOG_ERR, "guest", "qp %u: CQE %u names sq %u slot %u (busy %u): dropped", qp,
                    q->cq_head, cqe->sq_num, slot, slot < st->sq_depth ? tags[slot].busy : 0);
         } else {
-            sqe = gvf_ptr(vf, q->sq_gpa + (uint64_t)slot * ZIP_SQE_SIZE);
+            const struct guest_engine_desc *eng = vf->eng;
+            const int zip = eng == &gvf_engines[GUEST_ENGINE_ZIP];
+
+            sqe = gvf_ptr(vf, q->sq_gpa + (uint64_t)slot * eng->sqe_size);
             c[n].qp = qp;
             c[n].sq_slot = slot;
-            c[n].tag = (uint64_t)sqe[ZIP_SQE_TAG_H] << 32 | sqe[ZIP_SQE_TAG_L];
-            c[n].status = sqe[ZIP_SQE_DW3] & ZIP_DW3_STATUS_MASK;
-            c[n].consumed = sqe[ZIP_SQE_CONSUMED];
-            c[n].produced = sqe[ZIP_SQE_PRODUCED];
+            c[n].tag = (uint64_t)sqe[eng->tag_dw + 1] << 32 | sqe[eng->tag_dw];
+            c[n].status = zip ? sqe[ZIP_SQE_DW3] & ZIP_DW3_STATUS_MASK : sqe[eng->result_dw];
+            c[n].consumed = zip ? sqe[ZIP_SQE_CONSUMED] : 0;
+            c[n].produced = zip ? sqe[ZIP_SQE_PRODUCED] : 0;
             if (c[n].tag != tags[slot].tag) {
                 gvf_stat_add(vf, &st->stats.bad_cqes, 1);
                 am_log(AM_LOG_ERR, "guest", "qp %u slot %u: tag 0x%llx, submitted 0x%llx", qp, slot,

@@ -11,10 +11,11 @@
 #include <zlib.h>
 
 #include "common/common.h"
+#include "guest/wl_crypto.h"
 #include "guest/workload.h"
 
 #define WL_MAGIC 0x314b4c57u /* "WLK1" */
-#define WL_VERSION 2u /* 2: stream jobs (config, job fields, context buffers) */
+#define WL_VERSION 3u /* 2: stream jobs (config, job fields, context buffers); 3: engines */
 #define WL_PAGE 4096u
 #define WL_TAG_MAGIC 0xacc0ull
 #define WL_IRQ_WAIT_MS 10
@@ -49,6 +50,11 @@ enum wl_fail {
     WL_FAIL_DECOMP_DATA,
     WL_FAIL_LOST_COMP,
     WL_FAIL_LOST_DECOMP,
+    WL_FAIL_OP0_STATUS,
+    WL_FAIL_OP0_RESULT,
+    WL_FAIL_OP1_STATUS,
+    WL_FAIL_OP1_RESULT,
+    WL_FAIL_GEN,
     WL_FAIL_COUNT,
 };
 
@@ -62,6 +68,11 @@ static const char *const wl_fail_names[WL_FAIL_COUNT] = {
     [WL_FAIL_DECOMP_DATA] = "decompression did not give the input back",
     [WL_FAIL_LOST_COMP] = "compression never completed",
     [WL_FAIL_LOST_DECOMP] = "decompression never completed",
+    [WL_FAIL_OP0_STATUS] = "the first operation's status not OK",
+    [WL_FAIL_OP0_RESULT] = "the first operation's result differs from libcrypto's",
+    [WL_FAIL_OP1_STATUS] = "the second operation's status not OK",
+    [WL_FAIL_OP1_RESULT] = "the second operation's result differs from libcrypto's",
+    [WL_FAIL_GEN] = "the job's keys or inputs could not be made (libcrypto)",
 };
 
 #define WL_DATA_KINDS 3u
@@ -87,7 +98,7 @@ struct wl_job {
     uint32_t decomp_status, decomp_produced, decomp_consumed;
     uint16_t piece_mask;
     uint8_t piece, piece_dups;
-    uint32_t rsvd1;
+    uint32_t qsel; /* SEC/HPRE: bit d set = operation d runs on the pair's odd queue */
 };
 _Static_assert(sizeof(struct wl_job) == 80, "struct wl_job is 80 bytes");
 
@@ -128,6 +139,10 @@ struct workload {
     uint32_t miscount_job; /* job + 1 counted verified without running; 0 none */
     struct wl_root *root; /* derived from ram; never stored in guest RAM */
     struct workload_config cfg;
+    /* SEC/HPRE (NULL for ZIP): the job kinds, and keys derived from the
+     * seed alone (host side: every host derives the same). */
+    const struct wlc_ops *cops;
+    struct wlc_ctx *cctx;
     unsigned nthreads;
 
     /* Protects started, parked, exited, finished; cond signals changes. */
@@ -192,6 +207,10 @@ int workload_config_check(const struct workload_config *c, char *why, size_t why
         return wl_why(why, why_len, "stream percent must be 0..100");
     if (c->job_timeout_ms < 1)
         return wl_why(why, why_len, "job timeout must be at least 1 ms");
+    if (c->engine >= GUEST_ENGINE_COUNT)
+        return wl_why(why, why_len, "engine must be zip, sec or hpre");
+    if (c->engine != GUEST_ENGINE_ZIP && c->stream_percent)
+        return wl_why(why, why_len, "stream jobs are ZIP's: stream percent must be 0 with sec or hpre");
     return 0;
 }
 
@@ -228,7 +247,7 @@ static uint64_t wl_sgl_cap(uint64_t data_cap)
 }
 
 struct wl_layout {
-    uint64_t jobs_gpa, driver_gpa, driver_len, bufs_gpa;
+    uint64_t jobs_gpa, driver_gpa, driver_len, keys_gpa, bufs_gpa;
     uint64_t in_cap, comp_cap, out_cap, sgl_cap, ctx_cap, per_vcpu, total;
 };
 
@@ -237,7 +256,25 @@ static void wl_layout(const struct workload_config *c, struct wl_layout *l)
     l->jobs_gpa = WORKLOAD_ROOT_GPA + AM_ALIGN_UP((uint64_t)sizeof(struct wl_root), WL_PAGE);
     l->driver_gpa = l->jobs_gpa + AM_ALIGN_UP((uint64_t)c->jobs * sizeof(struct wl_job), WL_PAGE);
     l->driver_len = guest_vf_state_size(c->qps);
-    l->bufs_gpa = l->driver_gpa + l->driver_len;
+    l->keys_gpa = l->driver_gpa + l->driver_len;
+    l->bufs_gpa = l->keys_gpa;
+    if (c->engine != GUEST_ENGINE_ZIP) {
+        const struct wlc_ops *ops = wlc_ops_for(c->engine);
+
+        /* The derived keys live in guest RAM, as a guest's keys do: they
+         * migrate with it, and no host derives them again at resume. */
+        l->bufs_gpa += AM_ALIGN_UP((uint64_t)(ops ? ops->ctx_size : 0), WL_PAGE);
+        /* in = AAD | payload (or an operand); out1 = result | tag; out2;
+         * the aux area (keys, IVs) where ZIP has its source SGLs. */
+        l->in_cap = AM_ALIGN_UP((uint64_t)AM_MAX(c->max_size, WLC_MIN_IN) + WLC_IN_EXTRA, WL_PAGE);
+        l->comp_cap = l->in_cap + WL_PAGE;
+        l->out_cap = l->in_cap;
+        l->sgl_cap = WLC_AUX_CAP;
+        l->ctx_cap = 0;
+        l->per_vcpu = l->in_cap + l->comp_cap + l->out_cap + 2 * l->sgl_cap;
+        l->total = l->bufs_gpa + (uint64_t)c->vcpus * l->per_vcpu;
+        return;
+    }
     l->in_cap = AM_ALIGN_UP((uint64_t)c->max_size, WL_PAGE);
     l->comp_cap = wl_comp_cap(c->max_size);
     l->out_cap = l->in_cap;
@@ -395,6 +432,21 @@ static void wl_dirty(const struct workload *w, const void *p, uint64_t len)
     guest_ram_mark_dirty(&w->ram, (uint64_t)((const uint8_t *)p - w->ram.host), len);
 }
 
+/* Which queue of its pair operation dir of job j goes to: ZIP compresses
+ * on 2k and decompresses on 2k+1; SEC and HPRE say per job (qsel). */
+static unsigned wl_op_parity(const struct workload *w, uint32_t j, unsigned dir)
+{
+    if (!w->cops)
+        return dir;
+    return (__atomic_load_n(&wl_job(w, j)->qsel, __ATOMIC_ACQUIRE) >> dir) & 1u;
+}
+
+static unsigned wl_op_qp(const struct workload *w, const struct wl_vcpu *v, uint32_t j,
+                         unsigned dir)
+{
+    return wl_op_parity(w, j, dir) ? v->decomp_qp : v->comp_qp;
+}
+
 /* The completion path's callback: count the tag, keep the result. */
 static void wl_on_complete(void *opaque, const struct guest_vf_completion *c)
 {
@@ -403,7 +455,7 @@ static void wl_on_complete(void *opaque, const struct guest_vf_completion *c)
     uint32_t j;
     unsigned dir, piece;
 
-    if (wl_tag_decode(w, c->tag, &j, &dir, &piece) || (c->qp % 2) != dir ||
+    if (wl_tag_decode(w, c->tag, &j, &dir, &piece) || (c->qp % 2) != wl_op_parity(w, j, dir) ||
         (piece && (dir != ZIP_ALG_COMPRESS || piece >= wl_job(w, j)->pieces))) {
         __atomic_fetch_add(&w->root->stray_completions, 1, __ATOMIC_RELAXED);
         wl_dirty(w, &w->root->stray_completions, sizeof(uint64_t));
@@ -556,6 +608,8 @@ void workload_test_miscount(struct workload *w, uint32_t job_plus_one)
     w->miscount_job = job_plus_one;
 }
 
+static enum wl_result wl_cstep_gen(struct workload *w, struct wl_vcpu *v, struct wl_job *job);
+
 static enum wl_result wl_step_gen(struct workload *w, struct wl_vcpu *v)
 {
     struct wl_job *job = wl_job(w, v->job);
@@ -574,6 +628,8 @@ static enum wl_result wl_step_gen(struct workload *w, struct wl_vcpu *v)
         v->step = WL_STEP_PICK;
         return WL_PROGRESS;
     }
+    if (w->cops)
+        return wl_cstep_gen(w, v, job);
     job->state = WL_JOB_RUNNING;
     job->in_len = p.in_len;
     job->kind = p.kind;
@@ -622,15 +678,15 @@ static int wl_bufs(struct workload *w, const struct wl_vcpu *v, const struct wl_
     return ret;
 }
 
-static enum wl_result wl_submit(struct workload *w, unsigned idx, struct wl_vcpu *v,
-                                struct wl_job *job, unsigned dir, const struct guest_zip_req *r)
+/* Submit sqe (built by the caller: ret its builder's result) for
+ * operation dir of the vCPU's job. */
+static enum wl_result wl_submit_sqe(struct workload *w, unsigned idx, struct wl_vcpu *v,
+                                    struct wl_job *job, unsigned dir, const uint32_t *sqe, int ret)
 {
-    uint32_t sqe[ZIP_SQE_DWORDS];
-    unsigned qp = dir == ZIP_ALG_COMPRESS ? v->comp_qp : v->decomp_qp;
-    int ret = guest_zip_sqe_build(sqe, r);
+    unsigned qp = wl_op_qp(w, v, v->job, dir);
 
     if (!ret)
-        ret = guest_vf_submit(w->vf, qp, sqe);
+        ret = guest_vf_submit_sqe(w->vf, qp, sqe);
     if (ret == -EBUSY)
         return WL_WAIT; /* SQ full: a completion will free a slot */
     if (ret) {
@@ -646,6 +702,15 @@ static enum wl_result wl_submit(struct workload *w, unsigned idx, struct wl_vcpu
     w->wait_since_ns[idx] = am_now_ns();
     v->step = dir == ZIP_ALG_COMPRESS ? WL_STEP_WAIT_COMP : WL_STEP_WAIT_DECOMP;
     return WL_PROGRESS;
+}
+
+static enum wl_result wl_submit(struct workload *w, unsigned idx, struct wl_vcpu *v,
+                                struct wl_job *job, unsigned dir, const struct guest_zip_req *r)
+{
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    int ret = guest_zip_sqe_build(sqe, r);
+
+    return wl_submit_sqe(w, idx, v, job, dir, sqe, ret);
 }
 
 /* The stream's context buffer: the vCPU's last region (wl_layout). */
@@ -860,12 +925,146 @@ static enum wl_result wl_step_check(struct workload *w, struct wl_vcpu *v)
     return WL_PROGRESS;
 }
 
+/* ---- SEC and HPRE jobs (wl_crypto.h) ---- */
+
+static void wl_cbufs(const struct workload *w, const struct wl_vcpu *v, struct wlc_bufs *b)
+{
+    b->in_gpa = v->in_gpa;
+    b->out1_gpa = v->comp_gpa;
+    b->out2_gpa = v->out_gpa;
+    b->aux_gpa = v->sgl_src_gpa;
+    b->in = wl_ptr(w, b->in_gpa);
+    b->out1 = wl_ptr(w, b->out1_gpa);
+    b->out2 = wl_ptr(w, b->out2_gpa);
+    b->aux = wl_ptr(w, b->aux_gpa);
+}
+
+/* The job's draw, checked against what the guest recorded at GEN (a job
+ * table entry in RAM that disagrees with the configuration is a failure,
+ * never an overrun). */
+static int wl_cdraw(const struct workload *w, const struct wl_vcpu *v, const struct wl_job *job,
+                    struct wlc_job *cj)
+{
+    w->cops->draw(w->cctx, &w->cfg, v->job, cj);
+    if (cj->kind != job->type || cj->in_len != job->in_len ||
+        (uint64_t)cj->aad_len + cj->in_len > w->root->in_cap ||
+        (uint64_t)cj->res_off + cj->res_len > w->root->comp_cap ||
+        (uint64_t)cj->out2_off + cj->out2_len > w->root->out_cap)
+        return -EINVAL;
+    return 0;
+}
+
+static enum wl_result wl_cstep_gen(struct workload *w, struct wl_vcpu *v, struct wl_job *job)
+{
+    struct wlc_bufs b;
+    struct wlc_job cj;
+
+    wl_cbufs(w, v, &b);
+    w->cops->draw(w->cctx, &w->cfg, v->job, &cj);
+    job->state = WL_JOB_RUNNING;
+    job->type = (uint8_t)cj.kind;
+    job->in_len = cj.in_len;
+    job->comp_len = cj.res_len;
+    job->qsel = cj.parity[0] | cj.parity[1] << 1;
+    wl_dirty(w, job, sizeof(*job));
+    if (wl_cdraw(w, v, job, &cj) || w->cops->gen(w->cctx, &cj, &b)) {
+        wl_job_fail(w, job, v->job, WL_FAIL_GEN, WL_JOB_FAILED);
+        v->step = WL_STEP_PICK;
+        return WL_PROGRESS;
+    }
+    wl_dirty(w, b.in, (uint64_t)cj.aad_len + cj.in_len);
+    wl_dirty(w, b.out1, (uint64_t)cj.res_off + cj.res_len);
+    wl_dirty(w, b.out2, (uint64_t)cj.out2_off + cj.out2_len);
+    wl_dirty(w, b.aux, WLC_AUX_CAP);
+    job->in_crc = am_crc32c(0, b.in, (size_t)cj.aad_len + cj.in_len);
+    wl_dirty(w, job, sizeof(*job));
+    v->step = WL_STEP_SUBMIT_COMP;
+    return WL_PROGRESS;
+}
+
+static enum wl_result wl_cstep_submit(struct workload *w, unsigned idx, struct wl_vcpu *v,
+                                      unsigned op)
+{
+    struct wl_job *job = wl_job(w, v->job);
+    uint32_t sqe[GUEST_SQE_MAX_DWORDS];
+    struct wlc_bufs b;
+    struct wlc_job cj;
+    int ret;
+
+    wl_cbufs(w, v, &b);
+    ret = wl_cdraw(w, v, job, &cj);
+    if (!ret)
+        ret = w->cops->sqe(&cj, &b, op, wl_tag(v->job, op), sqe);
+    return wl_submit_sqe(w, idx, v, job, op, sqe, ret);
+}
+
+/* Operation op's result in guest RAM against libcrypto's. */
+static enum wl_result wl_cstep_verify(struct workload *w, struct wl_vcpu *v, unsigned op)
+{
+    struct wl_job *job = wl_job(w, v->job);
+    uint32_t status = op == 0 ? job->comp_status : job->decomp_status;
+    struct wlc_bufs b;
+    struct wlc_job cj;
+    const uint8_t *got;
+    uint8_t *want = NULL;
+    uint32_t len;
+    int ok;
+
+    v->step = WL_STEP_PICK;
+    wl_cbufs(w, v, &b);
+    if (wl_cdraw(w, v, job, &cj)) {
+        wl_job_fail(w, job, v->job, WL_FAIL_GEN, WL_JOB_FAILED);
+        return WL_PROGRESS;
+    }
+    if (!w->cops->status_ok(status)) {
+        wl_job_fail(w, job, v->job, op == 0 ? WL_FAIL_OP0_STATUS : WL_FAIL_OP1_STATUS,
+                    WL_JOB_FAILED);
+        return WL_PROGRESS;
+    }
+    got = op == 0 ? b.out1 + cj.res_off : b.out2 + cj.out2_off;
+    len = op == 0 ? cj.res_len : cj.out2_len;
+    if (op == 0 && w->result_fn) {
+        /* Exported before the guest's own check: whoever reads it checks
+         * for itself. */
+        struct workload_result res = {.job = v->job, .tag = wl_tag(v->job, 0),
+                                      .type = (enum zip_req_type)job->type, .data = got,
+                                      .len = len};
+        w->result_fn(w->result_opaque, &res);
+    }
+    want = malloc(AM_MAX(len, 1u));
+    ok = want && w->cops->expect(w->cctx, &cj, op, want, len) == 0 && memcmp(want, got, len) == 0;
+    free(want);
+    if (!ok) {
+        wl_job_fail(w, job, v->job, op == 0 ? WL_FAIL_OP0_RESULT : WL_FAIL_OP1_RESULT,
+                    WL_JOB_FAILED);
+        return WL_PROGRESS;
+    }
+    if (op == 0) {
+        v->step = WL_STEP_SUBMIT_DECOMP;
+        return WL_PROGRESS;
+    }
+    job->state = WL_JOB_VERIFIED;
+    wl_dirty(w, job, sizeof(*job));
+    return WL_PROGRESS;
+}
+
 /* One step of vCPU idx. Atomic with respect to pausing: it runs whole. */
 static enum wl_result wl_vcpu_step(struct workload *w, unsigned idx)
 {
     struct wl_vcpu *v = &w->root->vcpu[idx];
     enum wl_result r;
 
+    if (w->cops && v->step != WL_STEP_PICK && v->step != WL_STEP_WAIT_COMP &&
+        v->step != WL_STEP_WAIT_DECOMP && v->step < WL_STEP_DONE) {
+        switch (v->step) {
+        case WL_STEP_GEN: r = wl_step_gen(w, v); break;
+        case WL_STEP_SUBMIT_COMP: r = wl_cstep_submit(w, idx, v, 0); break;
+        case WL_STEP_VERIFY: r = wl_cstep_verify(w, v, 0); break;
+        case WL_STEP_SUBMIT_DECOMP: r = wl_cstep_submit(w, idx, v, 1); break;
+        default: r = wl_cstep_verify(w, v, 1); break; /* WL_STEP_CHECK */
+        }
+        goto stepped;
+    }
     switch (v->step) {
     case WL_STEP_PICK: r = wl_step_pick(w, v); break;
     case WL_STEP_GEN: r = wl_step_gen(w, v); break;
@@ -877,6 +1076,7 @@ static enum wl_result wl_vcpu_step(struct workload *w, unsigned idx)
     case WL_STEP_CHECK: r = wl_step_check(w, v); break;
     default: return WL_DONE;
     }
+stepped:
     if (r == WL_PROGRESS) {
         v->steps++;
         __atomic_fetch_add(&w->root->steps, 1, __ATOMIC_RELAXED);
@@ -1023,6 +1223,20 @@ static int wl_new(const struct guest_ram *ram, const struct vf_io *io, struct wo
     return 0;
 }
 
+/* SEC/HPRE: the job kinds, and the keys in guest RAM at l's keys_gpa
+ * (derived from w->cfg's seed when derive, else those already there). */
+static int wl_crypto_setup(struct workload *w, const struct wl_layout *l, bool derive)
+{
+    w->cops = wlc_ops_for(w->cfg.engine);
+    if (!w->cops || !w->cops->ctx_size)
+        return 0;
+    w->cctx = wl_ptr(w, l->keys_gpa);
+    if (!derive)
+        return 0;
+    wl_dirty(w, w->cctx, w->cops->ctx_size);
+    return w->cops->ctx_derive(&w->cfg, w->cctx);
+}
+
 static void wl_free(struct workload *w)
 {
     guest_vf_detach(w->vf);
@@ -1050,6 +1264,11 @@ int workload_create(const struct workload_config *cfg, const struct guest_ram *r
     if (ret)
         return ret;
     w->cfg = *cfg;
+    ret = wl_crypto_setup(w, &l, true);
+    if (ret) {
+        wl_free(w);
+        return ret;
+    }
     root = w->root = wl_ptr(w, WORKLOAD_ROOT_GPA);
     memset(root, 0, sizeof(*root));
     root->magic = WL_MAGIC;
@@ -1081,7 +1300,8 @@ int workload_create(const struct workload_config *cfg, const struct guest_ram *r
     wl_dirty(w, wl_ptr(w, l.jobs_gpa), (uint64_t)cfg->jobs * sizeof(struct wl_job));
     wl_dirty(w, root, sizeof(*root));
 
-    ret = guest_vf_init(&w->io, &w->ram, l.driver_gpa, l.driver_len, &w->vf);
+    ret = guest_vf_init_engine(&w->io, &w->ram, l.driver_gpa, l.driver_len,
+                               (enum guest_engine)cfg->engine, &w->vf);
     if (ret)
         goto err_free;
     if (guest_vf_qp_num(w->vf) < cfg->qps) {
@@ -1092,7 +1312,10 @@ int workload_create(const struct workload_config *cfg, const struct guest_ram *r
     }
     guest_vf_set_complete_cb(w->vf, wl_on_complete, w);
     for (unsigned q = 0; q < cfg->qps; q++) {
-        ret = guest_vf_qp_start(w->vf, q, q % 2 ? ZIP_ALG_DECOMPRESS : ZIP_ALG_COMPRESS);
+        /* ZIP: compress on 2k, decompress on 2k+1; the others as their
+         * ops say (SEC: all type 0; HPRE: type 0 on 2k, ECC on 2k+1). */
+        unsigned type = w->cops ? w->cops->queue_alg_type(q) : q % 2;
+        ret = guest_vf_qp_start_type(w->vf, q, type, GUEST_QP_MODE_IRQ);
         if (ret)
             goto err_uninit;
     }
@@ -1138,6 +1361,7 @@ static int wl_root_valid(const struct guest_ram *ram, const struct wl_root *root
 int workload_attach(const struct guest_ram *ram, const struct vf_io *io, struct workload **out)
 {
     struct workload *w;
+    struct wl_layout l;
     int ret;
 
     if (!ram || !ram->host || ram->size < WORKLOAD_ROOT_GPA + sizeof(struct wl_root))
@@ -1149,7 +1373,15 @@ int workload_attach(const struct guest_ram *ram, const struct vf_io *io, struct 
         return ret;
     w->root = wl_ptr(w, WORKLOAD_ROOT_GPA);
     w->cfg = w->root->cfg;
-    ret = guest_vf_attach(&w->io, &w->ram, w->root->driver_gpa, &w->vf);
+    wl_layout(&w->cfg, &l);
+    ret = wl_crypto_setup(w, &l, false);
+    if (!ret)
+        ret = guest_vf_attach(&w->io, &w->ram, w->root->driver_gpa, &w->vf);
+    if (!ret && guest_vf_engine(w->vf) != (enum guest_engine)w->cfg.engine) {
+        am_log(AM_LOG_ERR, "workload", "the driver state is for engine %u, the workload %u",
+               guest_vf_engine(w->vf), w->cfg.engine);
+        ret = -EINVAL;
+    }
     if (ret) {
         wl_free(w);
         return ret;
@@ -1327,6 +1559,7 @@ void workload_destroy(struct workload *w)
 void workload_report_get(const struct workload *w, struct workload_report *r)
 {
     memset(r, 0, sizeof(*r));
+    r->engine = w->cfg.engine;
     r->jobs = w->cfg.jobs;
     r->first_failed_job = UINT64_MAX;
     r->stray_completions = __atomic_load_n(&w->root->stray_completions, __ATOMIC_RELAXED);
@@ -1370,8 +1603,8 @@ void workload_report_get(const struct workload *w, struct workload_report *r)
             r->jobs_lost++;
         if (cd > 0) {
             r->bytes_in += job->in_len;
-            r->bytes_out += job->pieces ? job->comp_len
-                                        : job->hdr_len + (uint64_t)job->comp_produced;
+            r->bytes_out += job->pieces || w->cops ? job->comp_len
+                                                   : job->hdr_len + (uint64_t)job->comp_produced;
         }
     }
     for (unsigned q = 0; q < w->cfg.qps; q++)
@@ -1410,7 +1643,7 @@ int workload_check_paused(const struct workload *w, char *why, size_t why_len)
             continue;
         job = wl_job(w, v->job);
         dir = (v->step == WL_STEP_WAIT_COMP || v->step == WL_STEP_SUBMIT_COMP) ? 0 : 1;
-        qp = dir ? v->decomp_qp : v->comp_qp;
+        qp = wl_op_qp(w, v, v->job, dir);
         piece = !dir && job->pieces ? job->piece : 0;
         if (!dir && job->pieces) {
             /* A stream job's vCPU owns its current piece's tag only. */
@@ -1464,4 +1697,89 @@ const struct workload_config *workload_config_get(const struct workload *w)
 uint64_t workload_steps(const struct workload *w)
 {
     return __atomic_load_n(&w->root->steps, __ATOMIC_RELAXED);
+}
+
+/* ---- engines, kinds and the checker outside the guest ---- */
+
+const char *workload_engine_name(uint32_t engine)
+{
+    const struct guest_engine_desc *d = guest_engine_desc((enum guest_engine)engine);
+
+    return d ? d->name : "?";
+}
+
+const char *workload_kind_name(const struct workload_config *cfg, unsigned kind)
+{
+    static const char *const zip_kinds[] = {
+        [ZIP_REQ_DEFLATE] = "deflate", [ZIP_REQ_ZLIB] = "zlib", [ZIP_REQ_GZIP] = "gzip",
+    };
+    const struct wlc_ops *ops = cfg ? wlc_ops_for(cfg->engine) : NULL;
+
+    if (!cfg)
+        return NULL;
+    if (ops)
+        return kind < ops->nkinds ? ops->kind_names[kind] : NULL;
+    return kind < AM_ARRAY_SIZE(zip_kinds) ? zip_kinds[kind] : NULL;
+}
+
+struct workload_checker {
+    struct workload_config cfg;
+    const struct wlc_ops *ops;
+    struct wlc_ctx *ctx; /* its own keys, derived from cfg, not the guest's */
+};
+
+int workload_checker_new(const struct workload_config *cfg, struct workload_checker **out)
+{
+    struct workload_checker *c;
+    int ret;
+
+    if (!out || workload_config_check(cfg, NULL, 0) || !wlc_ops_for(cfg->engine))
+        return -EINVAL;
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->cfg = *cfg;
+    c->ops = wlc_ops_for(cfg->engine);
+    if (c->ops->ctx_size) {
+        c->ctx = calloc(1, c->ops->ctx_size);
+        ret = c->ctx ? c->ops->ctx_derive(cfg, c->ctx) : -ENOMEM;
+        if (ret) {
+            workload_checker_free(c);
+            return ret;
+        }
+    }
+    *out = c;
+    return 0;
+}
+
+int workload_checker_check(struct workload_checker *c, uint32_t job, uint32_t type,
+                           const uint8_t *data, uint32_t len)
+{
+    struct wlc_job cj;
+    uint8_t *want;
+    int ret;
+
+    if (!c || job >= c->cfg.jobs || (len && !data))
+        return -EINVAL;
+    c->ops->draw(c->ctx, &c->cfg, job, &cj);
+    if (type != cj.kind || len != cj.res_len)
+        return -EBADMSG;
+    want = malloc(AM_MAX(len, 1u));
+    if (!want)
+        return -ENOMEM;
+    ret = c->ops->expect(c->ctx, &cj, 0, want, len);
+    if (ret == 0 && memcmp(want, data, len) != 0)
+        ret = -EBADMSG;
+    free(want);
+    return ret == -ENOMEM ? ret : ret ? -EBADMSG : 0;
+}
+
+void workload_checker_free(struct workload_checker *c)
+{
+    if (!c)
+        return;
+    if (c->ctx)
+        explicit_bzero(c->ctx, c->ops->ctx_size);
+    free(c->ctx);
+    free(c);
 }

@@ -61,6 +61,12 @@ struct workload_config {
     uint32_t sgl_percent;    /* share of jobs on hardware SGLs, 0..100; default 25 */
     uint32_t job_timeout_ms; /* running time before a job is declared lost; default 30000 */
     uint32_t stream_percent; /* share of stream jobs, 0..100; default 0 */
+    /* enum guest_engine: the VF's engine and so the job kind (default ZIP).
+     * SEC: AES-CBC/CTR/XTS/GCM encrypt on 2k, decrypt on 2k+1, sizes as
+     * for ZIP; HPRE: RSA-1024/-2048, DH-2048, X25519, sizes from the keys
+     * (min/max_size unused). Both check every result against libcrypto,
+     * on flat buffers (sgl_percent unused); stream jobs are ZIP's only. */
+    uint32_t engine;
 };
 
 void workload_config_default(struct workload_config *cfg);
@@ -86,6 +92,26 @@ int workload_job_input(const struct workload_config *cfg, uint32_t job, uint8_t 
  * outside the guest (the demo counts its stream jobs). */
 unsigned workload_job_stream_pieces(const struct workload_config *cfg, uint32_t job);
 
+/* The engine's name ("zip", "sec", "hpre"), or "?" for a bad value. */
+const char *workload_engine_name(uint32_t engine);
+/* The name of job kind `kind` (jobs_by_type's index) for cfg's engine:
+ * "deflate", "zlib", "gzip" for ZIP; "cbc(aes)", "ctr(aes)", "xts(aes)",
+ * "gcm(aes)" for SEC; "rsa-1024", "rsa-2048", "dh-2048", "x25519" for HPRE;
+ * NULL past the last. */
+const char *workload_kind_name(const struct workload_config *cfg, unsigned kind);
+
+/* A checker outside the guest for a SEC or HPRE workload (the demo's
+ * ledger): the first operation's result of each job (what the result sink
+ * exports) recomputed with libcrypto from cfg alone. new: 0, -EINVAL (bad
+ * config, or ZIP: check ZIP results with zlib), -ENOMEM/-EIO. check: 0
+ * when data (len bytes, kind type) is job's expected result, -EBADMSG when
+ * it is not, -EINVAL for a job out of range. */
+struct workload_checker;
+int workload_checker_new(const struct workload_config *cfg, struct workload_checker **out);
+int workload_checker_check(struct workload_checker *c, uint32_t job, uint32_t type,
+                           const uint8_t *data, uint32_t len);
+void workload_checker_free(struct workload_checker *c);
+
 /* Guest RAM the workload needs (from 0, including the unused first page),
  * rounded up to 4 KiB; 0 for an invalid config. */
 uint64_t workload_ram_size(const struct workload_config *cfg);
@@ -110,8 +136,8 @@ int workload_attach(const struct guest_ram *ram, const struct vf_io *io, struct 
  * data points into guest RAM and is valid only during the call. */
 struct workload_result {
     uint32_t job;
-    uint64_t tag;            /* the compression SQE's tag */
-    enum zip_req_type type;
+    uint64_t tag;            /* the compression SQE's tag (SEC/HPRE: the first operation's) */
+    enum zip_req_type type;  /* SEC/HPRE: the job kind; data is the first operation's result */
     const uint8_t *data;
     uint32_t len;
 };
@@ -153,6 +179,7 @@ int workload_shutdown(struct workload *w);
 void workload_destroy(struct workload *w);
 
 struct workload_report {
+    uint32_t engine;           /* the workload's (enum guest_engine): names jobs_by_type */
     uint64_t jobs;             /* configured */
     uint64_t jobs_submitted;   /* compression doorbelled */
     uint64_t jobs_completed;   /* every submitted tag completed */
@@ -165,7 +192,8 @@ struct workload_report {
     uint64_t bytes_out;        /* compressed bytes (headers included) of those */
     uint64_t sgl_jobs;
     uint64_t queues_fatal;     /* queues an AEQE killed (driver state FATAL) */
-    uint64_t jobs_by_type[4];  /* index = zip_req_type */
+    uint64_t jobs_by_type[4];  /* index = zip_req_type, or the SEC/HPRE job kind
+                                * (workload_kind_name) */
     uint64_t stream_jobs;      /* jobs compressed as a stream of pieces */
     uint64_t stream_pieces;    /* their pieces completed */
     uint64_t streams_open;     /* stream jobs with some but not all pieces completed */

@@ -1816,10 +1816,15 @@ json_object *vm_workload_report_json(const struct workload_report *r)
     j_u64(j, "bytes_in", r->bytes_in);
     j_u64(j, "bytes_out", r->bytes_out);
     j_u64(j, "sgl_jobs", r->sgl_jobs);
-    j_u64(t, "deflate", r->jobs_by_type[ZIP_REQ_DEFLATE]);
-    j_u64(t, "zlib", r->jobs_by_type[ZIP_REQ_ZLIB]);
-    j_u64(t, "gzip", r->jobs_by_type[ZIP_REQ_GZIP]);
-    json_object_object_add(j, "jobs_by_format", t);
+    j_str(j, "engine", workload_engine_name(r->engine));
+    /* ZIP: jobs_by_format (deflate, zlib, gzip); SEC/HPRE: jobs_by_kind. */
+    for (unsigned k = 0; k < AM_ARRAY_SIZE(r->jobs_by_type); k++) {
+        const char *kind = workload_kind_name(&(struct workload_config){.engine = r->engine}, k);
+
+        if (kind)
+            j_u64(t, kind, r->jobs_by_type[k]);
+    }
+    json_object_object_add(j, r->engine == GUEST_ENGINE_ZIP ? "jobs_by_format" : "jobs_by_kind", t);
     if (r->first_failed_job != UINT64_MAX) {
         j_u64(j, "first_failed_job", r->first_failed_job);
         j_str(j, "first_failure", r->first_failure);

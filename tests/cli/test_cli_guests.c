@@ -112,7 +112,7 @@ static void test_the_text_report_has_a_line_per_guest(void **state)
     out = pt_log_read(t, "demo");
     assert_non_null(strstr(out, "host A: device server up (4 VFs"));
     assert_non_null(strstr(out, "guest 1: migration 1: done"));
-    assert_non_null(strstr(out, "2 guests, 40 jobs each"));
+    assert_non_null(strstr(out, "2 guests, 40 zip jobs each"));
     assert_non_null(strstr(out, "2 of 2 migrations"));
     assert_non_null(strstr(out, "guest 0 (seed 1): 40/40 verified, 0 failed, 0 duplicated, 0 lost"));
     assert_non_null(strstr(out, "guest 1 (seed 2): 40/40 verified, 0 failed, 0 duplicated, 0 lost"));

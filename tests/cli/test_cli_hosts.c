@@ -127,6 +127,53 @@ static void test_the_vfio_user_demo_without_migrations_uses_one_server(void **st
     free(out);
 }
 
+/* --engine sec|hpre: both servers serve that engine, the guest's crypto jobs
+ * live-migrate back and forth, and the supervisor's ledger recomputes every
+ * job's first result with libcrypto from the configuration alone. */
+static void demo_engine_migrates_twice(struct pt *t, const char *engine, const char *const *kinds)
+{
+    const char *args[] = {"demo", "--engine", engine, "--jobs", "48", "--max-size", "32K",
+                          "--migrations", "2", "--json", NULL};
+    json_object *j, *by_kind, *v;
+    int64_t sum = 0;
+    char *out, *line;
+
+    assert_int_equal(pt_run_once(t, engine, args, PT_EXIT_MS * 2), 0);
+    out = pt_log_read(t, engine);
+    assert_non_null(strstr(out, engine));
+    line = strstr(out, "{\"verdict\"");
+    assert_non_null(line);
+    j = json_tokener_parse(line);
+    assert_non_null(j);
+    assert_string_equal(pt_str(j, "verdict"), "ok");
+    assert_string_equal(pt_str(j, "engine"), engine);
+    assert_int_equal(pt_int(j, "migrations"), 2);
+    assert_int_equal(pt_int(j, "jobs_verified"), 48);
+    assert_int_equal(pt_int(j, "jobs_duplicated"), 0);
+    assert_int_equal(pt_int(j, "jobs_lost"), 0);
+    assert_true(json_object_object_get_ex(j, "jobs_by_kind", &by_kind));
+    for (unsigned k = 0; kinds[k]; k++) {
+        assert_true(json_object_object_get_ex(by_kind, kinds[k], &v));
+        sum += json_object_get_int64(v);
+    }
+    assert_int_equal(sum, 48);
+    assert_false(json_object_object_get_ex(j, "jobs_by_format", &v));
+    assert_true(json_object_object_get_ex(j, "ledger", &v));
+    assert_int_equal(pt_int(v, "jobs_checked"), 48);
+    assert_int_equal(pt_int(v, "mismatches"), 0);
+    json_object_put(j);
+    free(out);
+}
+
+static void test_sec_and_hpre_demos_migrate_twice_and_the_ledger_checks_them(void **state)
+{
+    static const char *const sec[] = {"cbc(aes)", "ctr(aes)", "xts(aes)", "gcm(aes)", NULL};
+    static const char *const hpre[] = {"rsa-1024", "rsa-2048", "dh-2048", "x25519", NULL};
+
+    demo_engine_migrates_twice(*state, "sec", sec);
+    demo_engine_migrates_twice(*state, "hpre", hpre);
+}
+
 /* A guest whose own counters lie (test-only knob: job 5 counted verified,
  * never run): its report says every job was verified, and the demo fails
  * anyway, on the ledger the supervisor keeps. */
@@ -249,6 +296,8 @@ static void test_the_command_lines_refuse_what_they_cannot_do_with_a_clear_messa
     const char *demo_m[] = {"demo", "--migrations", "1001", NULL};
     const char *demo_t[] = {"demo", "--transport", "pigeon", NULL};
     const char *demo_d[] = {"demo", "--downtime-ms", "0", NULL};
+    const char *demo_e[] = {"demo", "--engine", "rng", NULL};
+    const char *vm_e[] = {"vm", "--attach", "x", "--engine", "", NULL};
 
     expect_usage(t, "vm_none", vm_none, "--attach SOCK is required");
     expect_usage(t, "vm_sock", vm_sock, "cannot attach to /nonexistent/vf0.sock");
@@ -262,6 +311,8 @@ static void test_the_command_lines_refuse_what_they_cannot_do_with_a_clear_messa
     expect_usage(t, "demo_m", demo_m, "--migrations");
     expect_usage(t, "demo_t", demo_t, "pigeon");
     expect_usage(t, "demo_d", demo_d, "--downtime-ms");
+    expect_usage(t, "demo_e", demo_e, "--engine is zip, sec or hpre, not 'rng'");
+    expect_usage(t, "vm_e", vm_e, "--engine is zip, sec or hpre, not ''");
 }
 
 int main(int argc, char **argv)
@@ -270,6 +321,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         T(test_the_default_demo_prints_progress_a_migration_and_the_verdict),
         T(test_the_vfio_user_demo_without_migrations_uses_one_server),
+        T(test_sec_and_hpre_demos_migrate_twice_and_the_ledger_checks_them),
         T(test_a_guest_that_miscounts_its_jobs_cannot_make_the_demo_pass),
         T(test_an_interrupted_demo_stops_every_child_and_removes_its_directory),
         T(test_a_killed_demo_takes_its_children_with_it),

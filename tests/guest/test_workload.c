@@ -22,6 +22,7 @@
 #include "qm/qm_debug.h"
 #include "vmm/inproc.h"
 #include "vmm/vm_ram.h"
+#include "wl_migrate.h"
 
 #define VF 1u
 
@@ -273,33 +274,6 @@ static void test_resume_on_ram_without_a_workload_is_refused_and_stays_paused(vo
     fixture_free(f);
 }
 
-/* Stop-and-copy the paused guest and its VF from host A to host B (a second
- * device instance with its own RAM), the way a VMM would, using mig.h only
- * for the device. Returns after B's VF runs. */
-static void migrate_stop_and_copy(struct vmm_inproc_host *a_host, struct vm_ram *a_ram,
-                                  struct vmm_inproc_host *b_host, struct vm_ram *b_ram)
-{
-    struct mig_dev *src, *dst;
-    uint8_t buf[4096];
-    ssize_t n, total = 0;
-
-    assert_int_equal(mig_dev_create(a_host->dev, VF, MIG_HW_V4, &src), 0);
-    assert_int_equal(mig_dev_create(b_host->dev, VF, MIG_HW_V4, &dst), 0);
-    assert_int_equal(mig_set_state(dst, VFIO_MIG_STATE_RESUMING), 0);
-    assert_int_equal(mig_set_state(src, VFIO_MIG_STATE_STOP_COPY), 0);
-    while ((n = mig_read(src, buf + total, sizeof(buf) - (size_t)total)) > 0)
-        total += n;
-    assert_int_equal(n, 0);
-    /* RAM last: STOP_COPY wrote the queue positions into guest RAM. */
-    memcpy(vm_ram_host(b_ram), vm_ram_host(a_ram), vm_ram_size(a_ram));
-    assert_int_equal(mig_write(dst, buf, (size_t)total), total);
-    if (mig_set_state(dst, VFIO_MIG_STATE_RUNNING) != 0)
-        fail_msg("destination refused: %s", mig_last_error(dst));
-    assert_int_equal(mig_reset(src), 0); /* the source VF is done with */
-    mig_dev_destroy(src);
-    mig_dev_destroy(dst);
-}
-
 static void test_a_guest_resumed_on_a_copy_behind_another_device_finishes_exactly_once(void **state)
 {
     struct workload_config c;
@@ -323,11 +297,11 @@ static void test_a_guest_resumed_on_a_copy_behind_another_device_finishes_exactl
         if (workload_check_paused(f->w, why, sizeof(why)) != 0)
             fail_msg("paused guest is inconsistent: %s", why);
         if (hop == 0) {
-            migrate_stop_and_copy(&f->host, f->ram, &b_host, b_ram);
+            wl_migrate_stop_and_copy(VF, &f->host, f->ram, &b_host, b_ram);
             assert_int_equal(workload_vcpus_resume(f->w, vm_ram_guest(b_ram),
                                                    vmm_inproc_vf_io(b_host.vf)), 0);
         } else { /* and back again, onto A's device and RAM */
-            migrate_stop_and_copy(&b_host, b_ram, &f->host, f->ram);
+            wl_migrate_stop_and_copy(VF, &b_host, b_ram, &f->host, f->ram);
             assert_int_equal(workload_vcpus_resume(f->w, f->g, vmm_inproc_vf_io(f->host.vf)), 0);
         }
     }
@@ -536,11 +510,11 @@ static void test_streams_cut_by_migrations_resume_and_inflate_whole(void **state
                 cut += (tags[t] >> 40 & 0xff) != 0;
         }
         if (hops % 2 == 0) {
-            migrate_stop_and_copy(&f->host, f->ram, &b_host, b_ram);
+            wl_migrate_stop_and_copy(VF, &f->host, f->ram, &b_host, b_ram);
             assert_int_equal(workload_vcpus_resume(f->w, vm_ram_guest(b_ram),
                                                    vmm_inproc_vf_io(b_host.vf)), 0);
         } else {
-            migrate_stop_and_copy(&b_host, b_ram, &f->host, f->ram);
+            wl_migrate_stop_and_copy(VF, &b_host, b_ram, &f->host, f->ram);
             assert_int_equal(workload_vcpus_resume(f->w, f->g, vmm_inproc_vf_io(f->host.vf)), 0);
         }
     }

@@ -1,8 +1,8 @@
 /* The demo's ledger (vmm/ledger.h): results files checked against inputs
- * regenerated from the workload's configuration, with zlib; every way a
- * file can be wrong (a job missing, done twice, bad output, a job or tag
- * the guest never had, a garbled or truncated record) is counted, never
- * crashes. */
+ * regenerated from the workload's configuration, with zlib (ZIP) or
+ * libcrypto (SEC, HPRE); every way a file can be wrong (a job missing, done
+ * twice, bad output, a job or tag the guest never had, a garbled or
+ * truncated record) is counted, never crashes. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -232,6 +232,45 @@ static void test_bad_arguments_are_refused(void **state)
     assert_int_equal(l.jobs_checked, 0);
 }
 
+/* A SEC or HPRE ledger recomputes each job's first result with libcrypto:
+ * bytes that are not it (right length or not, right kind or not) are bad
+ * output, never trusted, and the job counts as unchecked. */
+static void engine_ledger_refuses_garbage(struct files *f, enum guest_engine e)
+{
+    struct workload_config c = cfg_of();
+    uint8_t junk[512];
+    struct vm_ledger l;
+    FILE *fp;
+
+    c.engine = e;
+    memset(junk, 0x5a, sizeof(junk));
+    fp = fopen(f->a, "wb");
+    assert_non_null(fp);
+    for (uint32_t j = 0; j < JOBS - 1; j++)
+        put_rec(fp, VM_LEDGER_MAGIC, j, tag_of(j), j % 4, junk, 16u << (j % 4));
+    fclose(fp);
+    fp = fopen(f->b, "wb");
+    assert_non_null(fp);
+    fclose(fp);
+    {
+        const char *files[] = {f->a, f->b};
+
+        assert_int_equal(vm_ledger_check(&c, files, 2, &l), 0);
+    }
+    assert_int_equal(l.records, JOBS - 1);
+    assert_int_equal(l.bad_output, JOBS - 1);
+    assert_int_equal(l.missing, 1);
+    assert_int_equal(l.jobs_checked, 0);
+    assert_int_equal(l.mismatches, JOBS);
+    assert_non_null(strstr(l.first_problem, "libcrypto"));
+}
+
+static void test_sec_and_hpre_ledgers_refuse_results_libcrypto_does_not_give(void **state)
+{
+    engine_ledger_refuses_garbage(*state, GUEST_ENGINE_SEC);
+    engine_ledger_refuses_garbage(*state, GUEST_ENGINE_HPRE);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -241,6 +280,7 @@ int main(void)
         T(test_a_missing_job_and_a_bad_output_are_mismatches),
         T(test_garbled_truncated_and_foreign_records_are_counted_not_trusted),
         T(test_bad_arguments_are_refused),
+        T(test_sec_and_hpre_ledgers_refuse_results_libcrypto_does_not_give),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
