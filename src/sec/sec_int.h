@@ -60,6 +60,12 @@ struct sec_engine {
      * implementation up again. */
     EVP_CIPHER *fetched[SEC_EVP_SLOTS];
     EVP_MAC *hmac;
+    /* One HMAC context for the engine's life (made on first use), and the
+     * a_alg its digest is set for (0: none yet, or after a failure): a job
+     * with the same a_alg only loads its key, without the digest fetch
+     * that setting the digest parameter costs. */
+    EVP_MAC_CTX *hctx;
+    unsigned hctx_aalg;
     /* The job's image: the source's bytes, then the destination's as the
      * computation overwrites them in place. */
     uint8_t *buf;

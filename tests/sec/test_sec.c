@@ -898,6 +898,61 @@ static void test_a_reused_cipher_context_takes_each_jobs_key_iv_and_direction(vo
     assert_memory_equal(ram(f, DST), first, ctr.len); /* CTR: both directions agree */
 }
 
+/* An HMAC-only BD over [0, len) of SRC with akey_len bytes of key. */
+static void bd_hmac(uint32_t *bd, unsigned aalg, unsigned mac_len, unsigned akey_len, uint32_t len)
+{
+    memset(bd, 0, SEC_SQE_SIZE);
+    bd[SEC_DW_BD_PARAM] = SEC_BD_TYPE3;
+    put64(bd, SEC_DW_SRC_L, SRC);
+    put64(bd, SEC_DW_AKEY_L, AKEY);
+    put64(bd, SEC_DW_MAC_L, MAC);
+    bd[SEC_DW_AUTH] = SEC_AUTH_MAC | (mac_len / 4) << SEC_MAC_LEN_SHIFT |
+                      (akey_len / 4) << SEC_AKEY_LEN_SHIFT | aalg << SEC_AALG_SHIFT;
+    bd[SEC_DW_AUTH_LEN] = len;
+}
+
+/* The engine keeps its HMAC context and sets the digest only when a_alg
+ * changes: each job still gets its own key (an empty one too) and digest,
+ * also after a cancelled HMAC job. */
+static void test_a_reused_hmac_context_takes_each_jobs_key_and_digest(void **state)
+{
+    struct fx *f = *state;
+    static const struct {
+        unsigned aalg, akey_len, digest;
+        const EVP_MD *(*md)(void);
+    } jobs[] = {
+        {SEC_AALG_HMAC_SHA256, 32, 32, EVP_sha256}, {SEC_AALG_HMAC_SHA256, 64, 32, EVP_sha256},
+        {SEC_AALG_HMAC_SHA256, 0, 32, EVP_sha256},  {SEC_AALG_HMAC_SHA1, 0, 20, EVP_sha1},
+        {SEC_AALG_HMAC_SHA1, 20, 20, EVP_sha1},     {SEC_AALG_HMAC_SHA512, 128, 64, EVP_sha512},
+        {SEC_AALG_HMAC_SHA256, 32, 32, EVP_sha256},
+    };
+    static const uint8_t nokey[1];
+    const uint32_t len = 200 * 1024;
+    struct cancel_ctl cc = {.d = f->d, .cancel_after_writes = ~0u, .cancel_after_polls = 1};
+    uint8_t want[64];
+    uint32_t bd[SEC_SQE_DWORDS];
+
+    rnd(ram(f, SRC), len);
+    for (size_t i = 0; i < AM_ARRAY_SIZE(jobs); i++) {
+        unsigned maclen = 0;
+
+        rnd(ram(f, AKEY), 128);
+        assert_non_null(HMAC(jobs[i].md(), jobs[i].akey_len ? ram(f, AKEY) : nokey,
+                             (int)jobs[i].akey_len, ram(f, SRC), len, want, &maclen));
+        assert_int_equal(maclen, jobs[i].digest);
+        memset(ram(f, MAC), 0, 64);
+        bd_hmac(bd, jobs[i].aalg, jobs[i].digest, jobs[i].akey_len, len);
+        run_ok(f, bd, SEC_FLAG_AEAD);
+        assert_memory_equal(ram(f, MAC), want, jobs[i].digest);
+        if (i == 3) {
+            /* Stopped after its first 64 KiB piece: the next job starts
+             * the context over. */
+            cc.polls = 0;
+            assert_int_equal(sec_engine_run(f->e, f->d, bd, 0, &ctl_ops, &cc), -ECANCELED);
+        }
+    }
+}
+
 static void test_bad_arguments_are_einval_and_touch_nothing(void **state)
 {
     struct fx *f = *state;
@@ -930,6 +985,7 @@ int main(void)
         T(test_malformed_sgls_are_error_statuses),
         T(test_a_cancelled_job_leaves_the_bd_untouched),
         T(test_a_reused_cipher_context_takes_each_jobs_key_iv_and_direction),
+        T(test_a_reused_hmac_context_takes_each_jobs_key_and_digest),
         T(test_bad_arguments_are_einval_and_touch_nothing),
 #undef T
     };
