@@ -35,13 +35,11 @@ void sec_engine_destroy(struct sec_engine *e)
     if (e == NULL)
         return;
     EVP_CIPHER_CTX_free(e->cctx);
+    sec_crypto_release(e);
     EVP_MAC_free(e->hmac);
-    if (e->in)
-        OPENSSL_cleanse(e->in, e->cap);
-    if (e->out)
-        OPENSSL_cleanse(e->out, e->cap);
-    free(e->in);
-    free(e->out);
+    if (e->buf)
+        OPENSSL_cleanse(e->buf, e->cap);
+    free(e->buf);
     sec_buf_free(&e->src);
     sec_buf_free(&e->dst);
     free(e);
@@ -170,25 +168,17 @@ static int sec_decode(struct sec_engine *e, const uint32_t *bd, struct sec_job *
 static int sec_reserve(struct sec_engine *e, uint64_t len)
 {
     size_t want = len + 16; /* GCM's final may write nothing past len; room to spare */
-    uint8_t *in, *out;
+    uint8_t *buf;
 
     if (want <= e->cap)
         return 0;
-    in = malloc(want);
-    out = malloc(want);
-    if (in == NULL || out == NULL) {
-        free(in);
-        free(out);
+    buf = malloc(want);
+    if (buf == NULL)
         return -ENOMEM;
-    }
-    if (e->in)
-        OPENSSL_cleanse(e->in, e->cap);
-    if (e->out)
-        OPENSSL_cleanse(e->out, e->cap);
-    free(e->in);
-    free(e->out);
-    e->in = in;
-    e->out = out;
+    if (e->buf)
+        OPENSSL_cleanse(e->buf, e->cap);
+    free(e->buf);
+    e->buf = buf;
     e->cap = want;
     return 0;
 }
@@ -217,7 +207,7 @@ static int sec_execute(struct sec_engine *e, const struct sec_job *j)
         return r;
     r = sec_buf_describe(e, &e->src, j->src_type, j->src, j->total);
     if (r == 0)
-        r = sec_buf_gather(e, &e->src, e->in, j->total);
+        r = sec_buf_gather(e, &e->src, e->buf, j->total);
     if (r == 0)
         r = sec_read(e, j->ckey, ckey, klen, "cipher key");
     if (r == 0 && j->auth != SEC_AUTH_NONE)
@@ -245,27 +235,22 @@ static int sec_execute(struct sec_engine *e, const struct sec_job *j)
         goto out;
     }
 
-    /* The destination image: the source's bytes, the payload ciphered (a
-     * MAC over the output covers what it spans of either). */
+    /* The destination image is the source's bytes with the payload
+     * ciphered in place: what precedes the payload (the AAD) and follows it
+     * stays, and a MAC over the output covers what it spans of either. An
+     * input MAC (seq 1, or auth without a cipher) is taken before the
+     * cipher overwrites the payload; CCM/GCM's AAD lies before it. */
     out_len = j->dir ? (uint64_t)j->c_off + j->c_len : 0;
-    if (out_len == 0) {
-        memcpy(e->out, e->in, j->total);
-    } else {
-        /* The payload is overwritten by the cipher: copy only around it. */
-        memcpy(e->out, e->in, j->c_off);
-        memcpy(e->out + out_len, e->in + out_len, j->total - out_len);
-    }
     if (j->xcm) {
-        r = sec_crypto_aead(e, j, ckey, iv, e->in + j->a_off, j->a_len, e->in + j->c_off,
-                            e->out + j->c_off, j->c_len, j->dir == SEC_DIR_ENC ? mac : want_mac);
+        r = sec_crypto_aead(e, j, ckey, iv, e->buf + j->a_off, j->a_len, e->buf + j->c_off,
+                            e->buf + j->c_off, j->c_len, j->dir == SEC_DIR_ENC ? mac : want_mac);
     } else {
-        /* Authenticate the input first (seq 1, or auth without a cipher). */
         if (j->auth != SEC_AUTH_NONE && (j->auth_first || j->dir == SEC_DIR_NONE))
-            r = sec_crypto_hmac(e, j->aalg, akey, j->akey_len, e->in + j->a_off, j->a_len, mac);
+            r = sec_crypto_hmac(e, j->aalg, akey, j->akey_len, e->buf + j->a_off, j->a_len, mac);
         if (r == 0 && j->dir != SEC_DIR_NONE)
-            r = sec_crypto_cipher(e, j, ckey, iv, e->in + j->c_off, e->out + j->c_off, j->c_len);
+            r = sec_crypto_cipher(e, j, ckey, iv, e->buf + j->c_off, e->buf + j->c_off, j->c_len);
         if (r == 0 && j->auth != SEC_AUTH_NONE && !j->auth_first && j->dir != SEC_DIR_NONE)
-            r = sec_crypto_hmac(e, j->aalg, akey, j->akey_len, e->out + j->a_off, j->a_len, mac);
+            r = sec_crypto_hmac(e, j->aalg, akey, j->akey_len, e->buf + j->a_off, j->a_len, mac);
         if (r == 0 && j->auth == SEC_AUTH_VERIFY && CRYPTO_memcmp(mac, want_mac, j->mac_len) != 0)
             r = sec_fail(e, SEC_ICV_MISMATCH, "HMAC does not verify");
     }
@@ -277,7 +262,7 @@ static int sec_execute(struct sec_engine *e, const struct sec_job *j)
 
         r = sec_buf_describe(e, &e->dst, j->dst_type, j->dst, out_len);
         if (r == 0)
-            r = sec_buf_scatter(e, &e->dst, from, e->out + from, out_len - from);
+            r = sec_buf_scatter(e, &e->dst, from, e->buf + from, out_len - from);
     }
     if (r == 0 && (j->auth == SEC_AUTH_MAC || (j->xcm && j->dir == SEC_DIR_ENC)))
         r = sec_write_flat(e, j->mac, mac, j->mac_len);

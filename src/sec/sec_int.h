@@ -1,7 +1,7 @@
 /* sec_int: private to the SEC engine. A job's buffers are described as
- * ordered DMA segments (sec_buf.c), gathered into host memory, computed
- * there with libcrypto (sec_crypto.c) and scattered back through the
- * caller's write op. */
+ * ordered DMA segments (sec_buf.c), gathered into one host buffer, computed
+ * there in place with libcrypto (sec_crypto.c) and scattered back through
+ * the caller's write op. */
 #ifndef ACCMIG_SEC_INT_H
 #define ACCMIG_SEC_INT_H
 
@@ -45,10 +45,30 @@ struct sec_job {
     uint64_t total;     /* bytes of the source the job reads */
 };
 
+/* Library ciphers by c_alg (1..3), c_mode (0..7) and key size (128, 192,
+ * 256 bits; 3DES: slot 0). */
+#define SEC_EVP_SLOTS (4u * 8u * 3u)
+
 struct sec_engine {
     EVP_CIPHER_CTX *cctx;
+    /* The cipher cctx was last set up with for a plain (non-AEAD) pass, so
+     * the next job with the same cipher only loads its key and IV; NULL
+     * after an AEAD job or a failed setup. */
+    const EVP_CIPHER *cctx_cipher;
+    /* Each cipher fetched from the provider once, on first use: passing
+     * libcrypto's EVP_aes_*() objects makes every init look the
+     * implementation up again. */
+    EVP_CIPHER *fetched[SEC_EVP_SLOTS];
     EVP_MAC *hmac;
-    uint8_t *in, *out;  /* host copies of source and destination image */
+    /* One HMAC context for the engine's life (made on first use), and the
+     * a_alg its digest is set for (0: none yet, or after a failure): a job
+     * with the same a_alg only loads its key, without the digest fetch
+     * that setting the digest parameter costs. */
+    EVP_MAC_CTX *hctx;
+    unsigned hctx_aalg;
+    /* The job's image: the source's bytes, then the destination's as the
+     * computation overwrites them in place. */
+    uint8_t *buf;
     size_t cap;
     struct sec_buf src, dst;
     /* the job in progress */
@@ -75,6 +95,7 @@ int sec_fail(struct sec_engine *e, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* sec_crypto.c: in and out are host buffers of len bytes (may be equal). */
+void sec_crypto_release(struct sec_engine *e);
 int sec_crypto_cipher(struct sec_engine *e, const struct sec_job *j, const uint8_t *key,
                       const uint8_t *iv, const uint8_t *in, uint8_t *out, uint32_t len);
 /* CCM/GCM: aad (alen bytes), in -> out (len); tag: made (encrypt) or

@@ -823,6 +823,136 @@ static void test_a_cancelled_job_leaves_the_bd_untouched(void **state)
     assert_memory_equal(bd, before, sizeof(bd));
 }
 
+/* One cipher job on f's engine, flat out of place, checked against
+ * libcrypto with the key and IV now in guest RAM. */
+static void rerun_cipher(struct fx *f, const struct cipher_case *c, bool enc, const uint8_t *in)
+{
+    static uint8_t want[8 * 1024];
+    uint32_t bd[SEC_SQE_DWORDS];
+
+    assert_true(c->len <= sizeof(want));
+    ref_cipher(c->evp(), enc, ram(f, KEYS), c->ivlen ? ram(f, CIV) : NULL, in, want, (int)c->len);
+    memcpy(ram(f, SRC), in, c->len);
+    memset(ram(f, DST), 0xa5, c->len);
+    bd_cipher(bd, c->calg, c->cmode, c->code, enc, SRC, DST, SEC_ADDR_PBUF, c->len);
+    run_ok(f, bd, SEC_FLAG_CIPHER);
+    assert_memory_equal(ram(f, DST), want, c->len);
+}
+
+/* The engine keeps its cipher context between jobs and only reloads key
+ * and IV when the cipher is the same: a new key, IV or direction takes
+ * effect, a stream mode's partial block does not carry into the next job,
+ * and neither an AEAD job nor a cancelled job in between leaves state
+ * behind. */
+static void test_a_reused_cipher_context_takes_each_jobs_key_iv_and_direction(void **state)
+{
+    struct fx *f = *state;
+    const struct cipher_case cbc = {"cbc(aes)-128", SEC_ALG_AES, SEC_MODE_CBC, 0, 16, 16, 4096,
+                                    EVP_aes_128_cbc};
+    const struct cipher_case ctr = {"ctr(aes)-128", SEC_ALG_AES, SEC_MODE_CTR, 0, 16, 16, 1000,
+                                    EVP_aes_128_ctr};
+    const struct cipher_case ecb = {"ecb(aes)-128", SEC_ALG_AES, SEC_MODE_ECB, 0, 16, 0, 512,
+                                    EVP_aes_128_ecb};
+    static uint8_t in[8 * 1024], first[8 * 1024];
+    uint32_t bd[SEC_SQE_DWORDS];
+    struct cancel_ctl cc = {.d = f->d, .cancel_after_writes = ~0u, .cancel_after_polls = 1};
+
+    rnd(in, sizeof(in));
+    rnd(ram(f, KEYS), 64);
+    rnd(ram(f, CIV), 16);
+    rerun_cipher(f, &cbc, true, in);
+    memcpy(first, ram(f, DST), cbc.len);
+    rnd(ram(f, KEYS), 16); /* a new key only */
+    rerun_cipher(f, &cbc, true, in);
+    assert_memory_not_equal(ram(f, DST), first, cbc.len);
+    rnd(ram(f, CIV), 16); /* a new IV only */
+    rerun_cipher(f, &cbc, true, in);
+    rerun_cipher(f, &cbc, false, in); /* the other direction */
+    rerun_cipher(f, &cbc, true, in);
+
+    /* 1000 bytes end in a partial counter block; the same job again gives
+     * the same bytes. */
+    rerun_cipher(f, &ctr, true, in);
+    memcpy(first, ram(f, DST), ctr.len);
+    rerun_cipher(f, &ctr, true, in);
+    assert_memory_equal(ram(f, DST), first, ctr.len);
+
+    /* XTS sets the ECB cipher up twice (tweak key, data key): a plain ECB
+     * job after it gets its own key and direction. */
+    rerun_cipher(f, &cipher_cases[9], true, in); /* xts(aes)-128 */
+    rerun_cipher(f, &ecb, false, in);
+
+    /* A GCM job in between. */
+    memcpy(ram(f, SRC), in, 64);
+    bd_cipher(bd, SEC_ALG_AES, SEC_MODE_GCM, 0, true, SRC, DST, SEC_ADDR_PBUF, 48);
+    bd_xcm(bd, 16, true, 16);
+    run_ok(f, bd, SEC_FLAG_AEAD);
+    rerun_cipher(f, &cbc, false, in);
+
+    /* A cancelled job (stopped after its first 64 KiB piece) in between. */
+    memcpy(ram(f, SRC), in, sizeof(in));
+    bd_cipher(bd, SEC_ALG_AES, SEC_MODE_CBC, 0, true, SRC, DST, SEC_ADDR_PBUF, 256 * 1024);
+    assert_int_equal(sec_engine_run(f->e, f->d, bd, 0, &ctl_ops, &cc), -ECANCELED);
+    rerun_cipher(f, &cbc, true, in);
+    rerun_cipher(f, &ctr, false, in);
+    assert_memory_equal(ram(f, DST), first, ctr.len); /* CTR: both directions agree */
+}
+
+/* An HMAC-only BD over [0, len) of SRC with akey_len bytes of key. */
+static void bd_hmac(uint32_t *bd, unsigned aalg, unsigned mac_len, unsigned akey_len, uint32_t len)
+{
+    memset(bd, 0, SEC_SQE_SIZE);
+    bd[SEC_DW_BD_PARAM] = SEC_BD_TYPE3;
+    put64(bd, SEC_DW_SRC_L, SRC);
+    put64(bd, SEC_DW_AKEY_L, AKEY);
+    put64(bd, SEC_DW_MAC_L, MAC);
+    bd[SEC_DW_AUTH] = SEC_AUTH_MAC | (mac_len / 4) << SEC_MAC_LEN_SHIFT |
+                      (akey_len / 4) << SEC_AKEY_LEN_SHIFT | aalg << SEC_AALG_SHIFT;
+    bd[SEC_DW_AUTH_LEN] = len;
+}
+
+/* The engine keeps its HMAC context and sets the digest only when a_alg
+ * changes: each job still gets its own key (an empty one too) and digest,
+ * also after a cancelled HMAC job. */
+static void test_a_reused_hmac_context_takes_each_jobs_key_and_digest(void **state)
+{
+    struct fx *f = *state;
+    static const struct {
+        unsigned aalg, akey_len, digest;
+        const EVP_MD *(*md)(void);
+    } jobs[] = {
+        {SEC_AALG_HMAC_SHA256, 32, 32, EVP_sha256}, {SEC_AALG_HMAC_SHA256, 64, 32, EVP_sha256},
+        {SEC_AALG_HMAC_SHA256, 0, 32, EVP_sha256},  {SEC_AALG_HMAC_SHA1, 0, 20, EVP_sha1},
+        {SEC_AALG_HMAC_SHA1, 20, 20, EVP_sha1},     {SEC_AALG_HMAC_SHA512, 128, 64, EVP_sha512},
+        {SEC_AALG_HMAC_SHA256, 32, 32, EVP_sha256},
+    };
+    static const uint8_t nokey[1];
+    const uint32_t len = 200 * 1024;
+    struct cancel_ctl cc = {.d = f->d, .cancel_after_writes = ~0u, .cancel_after_polls = 1};
+    uint8_t want[64];
+    uint32_t bd[SEC_SQE_DWORDS];
+
+    rnd(ram(f, SRC), len);
+    for (size_t i = 0; i < AM_ARRAY_SIZE(jobs); i++) {
+        unsigned maclen = 0;
+
+        rnd(ram(f, AKEY), 128);
+        assert_non_null(HMAC(jobs[i].md(), jobs[i].akey_len ? ram(f, AKEY) : nokey,
+                             (int)jobs[i].akey_len, ram(f, SRC), len, want, &maclen));
+        assert_int_equal(maclen, jobs[i].digest);
+        memset(ram(f, MAC), 0, 64);
+        bd_hmac(bd, jobs[i].aalg, jobs[i].digest, jobs[i].akey_len, len);
+        run_ok(f, bd, SEC_FLAG_AEAD);
+        assert_memory_equal(ram(f, MAC), want, jobs[i].digest);
+        if (i == 3) {
+            /* Stopped after its first 64 KiB piece: the next job starts
+             * the context over. */
+            cc.polls = 0;
+            assert_int_equal(sec_engine_run(f->e, f->d, bd, 0, &ctl_ops, &cc), -ECANCELED);
+        }
+    }
+}
+
 static void test_bad_arguments_are_einval_and_touch_nothing(void **state)
 {
     struct fx *f = *state;
@@ -854,6 +984,8 @@ int main(void)
         T(test_dma_faults_are_error_statuses),
         T(test_malformed_sgls_are_error_statuses),
         T(test_a_cancelled_job_leaves_the_bd_untouched),
+        T(test_a_reused_cipher_context_takes_each_jobs_key_iv_and_direction),
+        T(test_a_reused_hmac_context_takes_each_jobs_key_and_digest),
         T(test_bad_arguments_are_einval_and_touch_nothing),
 #undef T
     };
