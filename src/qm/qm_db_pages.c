@@ -451,8 +451,13 @@ void qm_db_poll_leave_locked(struct qm_dev *dev, const struct qm_worker *w, unsi
         return;
     p->owner = NULL;
     p->owner_waits = false;
+    /* A worker whose turn was taken over while it waited still sits in
+     * ppoll, where the condition does not reach it: it is the one woken
+     * when no worker waits on the condition. */
     if (idle_workers > 0)
         pthread_cond_signal(&dev->sched_cond);
+    else
+        (void)qm_db_poll_wake_locked(dev, 1);
 }
 
 /* A sealed memfd, all idle: the VMM that maps it can write doorbells but can
@@ -495,14 +500,16 @@ static int qm_db_kick_fd_new(void)
 
 static int qm_db_pages_map(struct qm_fn *fn, uint64_t size)
 {
-    int r = qm_db_pages_new(size, &fn->db_pages, &fn->db_fd);
+    int kick_fd = qm_db_kick_fd_new(), r;
 
-    if (r)
+    if (kick_fd < 0)
+        return kick_fd;
+    r = qm_db_pages_new(size, &fn->db_pages, &fn->db_fd);
+    if (r) {
+        close(kick_fd);
         return r;
-    r = qm_db_kick_fd_new();
-    if (r < 0)
-        return r;
-    fn->db_kick_fd = r;
+    }
+    fn->db_kick_fd = kick_fd;
     fn->db_size = size;
     fn->db_poll_state = QM_DB_IDLE; /* as the fresh words read */
     fn->regs[QM_R_QUE_ISO_CFG] = QM_QUE_ISO_EN;
