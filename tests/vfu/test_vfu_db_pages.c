@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <zlib.h>
 
+#include "qm/qm_debug.h"
 #include "qm/qm_hw.h"
 #include "vfu/client.h"
 #include "vfu/vfu_pci.h"
@@ -1042,6 +1043,197 @@ static void test_the_next_client_gets_pages_the_last_one_cannot_reach(void **sta
     vfu_client_destroy(c2);
 }
 
+/* ---- the kick's ioeventfd (DEVICE_GET_REGION_IO_FDS) ---- */
+
+/* One GET_REGION_IO_FDS over a raw connection, as raw_region_info. */
+static int raw_io_fds(struct raw_conn *rc, uint32_t index, uint32_t argsz, uint8_t *rep,
+                      size_t cap, size_t *len, int *fds, size_t *nfds)
+{
+    struct vfu_region_io_fds req = {.argsz = argsz, .index = index};
+    struct vfu_msg m;
+    int ret = raw_send(rc, VFU_CMD_DEVICE_GET_REGION_IO_FDS, 0, &req, sizeof(req), NULL, 0);
+
+    if (ret)
+        return ret;
+    ret = raw_recv(rc, &m);
+    if (ret)
+        return ret;
+    if (m.hdr.flags & VFU_HDR_ERROR) {
+        ret = -(int)m.hdr.error;
+        vfu_msg_release(&m);
+        return ret;
+    }
+    *len = m.len;
+    memcpy(rep, m.payload, AM_MIN(m.len, cap));
+    *nfds = m.nfds;
+    for (size_t i = 0; i < m.nfds; i++) {
+        int fd = vfu_msg_take_fd(&m, i);
+        if (fds)
+            fds[i] = fd;
+        else
+            close(fd);
+    }
+    vfu_msg_release(&m);
+    return 0;
+}
+
+/* BAR4's ioeventfds: one sub-region per queue, its poll-state word (8
+ * bytes, no datamatch), all on one eventfd, and only once the pages were
+ * handed to this client; the argsz rule of REGION_INFO (a short argsz
+ * gets the header alone, with the argsz needed and no descriptor);
+ * malformed requests are refused and nothing leaks. */
+static void test_region_io_fds_of_bar4_names_each_queue_s_poll_state_word_on_one_eventfd(
+    void **state)
+{
+    struct fixture *f = *state;
+    const uint32_t need = sizeof(struct vfu_region_io_fds) +
+                          QPS * sizeof(struct vfu_sub_region_ioeventfd);
+    struct raw_conn rc;
+    uint8_t rep[512];
+    struct vfu_region_io_fds h;
+    size_t len, nfds;
+    int fds[4];
+
+    assert_int_equal(raw_open_coop(&rc, test_sock(&f->ts, 0)), 0);
+    /* Before REGION_INFO handed the pages out: none. */
+    assert_int_equal(raw_io_fds(&rc, VFU_REGION_BAR4, need, rep, sizeof(rep), &len, NULL, &nfds), 0);
+    memcpy(&h, rep, sizeof(h));
+    assert_int_equal(len, 16);
+    assert_int_equal(h.count, 0);
+    assert_int_equal(h.argsz, 16);
+    assert_int_equal(nfds, 0);
+    assert_int_equal(raw_region_info(&rc, VFU_REGION_BAR4, 64, rep, sizeof(rep), &len, NULL, &nfds),
+                     0);
+    assert_int_equal(nfds, 1);
+    /* argsz 16: the header says what the whole reply needs; no descriptor. */
+    assert_int_equal(raw_io_fds(&rc, VFU_REGION_BAR4, 16, rep, sizeof(rep), &len, NULL, &nfds), 0);
+    memcpy(&h, rep, sizeof(h));
+    assert_int_equal(len, 16);
+    assert_int_equal(h.argsz, need);
+    assert_int_equal(h.count, QPS);
+    assert_int_equal(h.index, VFU_REGION_BAR4);
+    assert_int_equal(nfds, 0);
+    /* The whole reply. */
+    assert_int_equal(raw_io_fds(&rc, VFU_REGION_BAR4, need, rep, sizeof(rep), &len, fds, &nfds), 0);
+    memcpy(&h, rep, sizeof(h));
+    assert_int_equal(len, need);
+    assert_int_equal(h.argsz, need);
+    assert_int_equal(h.count, QPS);
+    assert_int_equal(h.flags, 0);
+    assert_int_equal(nfds, 1);
+    for (unsigned qn = 0; qn < QPS; qn++) {
+        struct vfu_sub_region_ioeventfd e;
+
+        memcpy(&e, rep + sizeof(h) + qn * sizeof(e), sizeof(e));
+        assert_int_equal(e.offset, (uint64_t)qn * QM_DB_PAGE_SIZE + QM_DB_POLL_STATE);
+        assert_int_equal(e.size, 8);
+        assert_int_equal(e.fd_index, 0);
+        assert_int_equal(e.type, VFU_IO_FD_TYPE_IOEVENTFD);
+        assert_int_equal(e.flags, 0);
+        assert_int_equal(e.datamatch, 0);
+    }
+    /* It is an eventfd (8-byte increments only). */
+    uint64_t one = 1;
+    uint32_t short_write = 1;
+
+    assert_int_equal(write(fds[0], &one, sizeof(one)), sizeof(one));
+    assert_true(write(fds[0], &short_write, sizeof(short_write)) < 0);
+    close(fds[0]);
+    /* A larger argsz than needed is fine; malformed ones are not. */
+    assert_int_equal(raw_io_fds(&rc, VFU_REGION_BAR4, need + 100, rep, sizeof(rep), &len, NULL,
+                                &nfds),
+                     0);
+    assert_int_equal(len, need);
+    assert_int_equal(raw_io_fds(&rc, VFU_REGION_BAR4, 1u << 30, rep, sizeof(rep), &len, NULL, &nfds),
+                     -EINVAL);
+    assert_int_equal(raw_io_fds(&rc, VFU_REGION_BAR4, 8, rep, sizeof(rep), &len, NULL, &nfds),
+                     -EINVAL);
+    assert_int_equal(raw_io_fds(&rc, VFU_NUM_REGIONS, need, rep, sizeof(rep), &len, NULL, &nfds),
+                     -EINVAL);
+    raw_close(&rc);
+    /* A client that was not offered the mapping gets no ioeventfd either. */
+    struct vfu_client *c = connect_as(f, false);
+
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -ENOTSUP);
+    vfu_client_destroy(c);
+    assert_int_equal(test_wait_fds(f->base_fds), f->base_fds);
+}
+
+/* Waits (bounded) until queue 0's page says the device does not poll. */
+static void wait_poll_off(struct guest *g)
+{
+    uint64_t deadline = am_now_ns() + (uint64_t)CQE_WAIT_MS * 1000000u;
+
+    while (word_at(g->db, QM_DB_POLL_STATE) != QM_DB_POLL_OFF) {
+        assert_true(am_now_ns() < deadline);
+        usleep(200);
+    }
+}
+
+/* Waits (bounded) until the device took the word at off. */
+static void wait_word_idle(struct guest *g, uint64_t off)
+{
+    uint64_t deadline = am_now_ns() + (uint64_t)CQE_WAIT_MS * 1000000u;
+
+    while (word_at(g->db, off) != QM_DB_IDLE) {
+        assert_true(am_now_ns() < deadline);
+        usleep(100);
+    }
+}
+
+/* The guest's kick (vf_io.db_kick) with the ioeventfd: an eventfd write,
+ * no message; the device runs the stored doorbell and counts no trapped
+ * kick. Without it (a server that offers none), the kick is a trapped write
+ * and counted. */
+static void test_a_kick_goes_by_the_ioeventfd_when_the_client_has_it_and_trapped_otherwise(
+    void **state)
+{
+    struct fixture *f = *state;
+    struct qm_fn_counters cnt;
+    const uint64_t zero = 0;
+    struct guest g;
+    uint16_t head;
+
+    for (int with_fd = 1; with_fd >= 0; with_fd--) {
+        guest_start(f, &g);
+        if (with_fd) {
+            assert_int_equal(vfu_client_region_io_fds(g.c, VFU_REGION_BAR4), QPS);
+            assert_int_equal(vfu_client_region_io_fds(g.c, VFU_REGION_BAR4), -EEXIST);
+            assert_int_equal(vfu_client_region_io_fds(g.c, VFU_REGION_BAR2), -ENOTSUP);
+            assert_int_equal(vfu_client_region_io_fds(g.c, VFU_NUM_REGIONS), -EINVAL);
+        }
+        assert_int_equal(qm_debug_fn_counters(model(f), 1, &cnt), 0);
+        uint64_t kicks0 = cnt.doorbell_kicks;
+
+        for (unsigned n = 0; n < 3; n++) {
+            uint64_t *sq_db = (uint64_t *)(void *)(g.db + QM_DB_SQCQ);
+
+            wait_poll_off(&g);
+            head = guest_queue_job(&g, 10 + n);
+            __atomic_store_n(sq_db, qm_db_value(0, QM_DB_CMD_SQ, head, 0), __ATOMIC_RELEASE);
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            g.io.db_kick(g.io.opaque, QM_DB_POLL_STATE, &zero, 8);
+            assert_true(guest_cqe_wait(&g, &head));
+            assert_int_equal(head, n);
+            guest_check_output(&g, n);
+            /* The CQ head, stored too once the SQ doorbell was taken; the
+             * device takes it before it stops polling. */
+            wait_word_idle(&g, QM_DB_SQCQ);
+            __atomic_store_n(sq_db, qm_db_value(0, QM_DB_CMD_CQ, g.cq_head, 0), __ATOMIC_RELEASE);
+            wait_poll_off(&g);
+            wait_word_idle(&g, QM_DB_SQCQ);
+        }
+        /* A read through the socket: every trapped kick before it was handled. */
+        uint32_t st;
+
+        assert_int_equal(vfu_client_region_read(g.c, VFU_REGION_BAR2, QM_VF_STATE, &st, 4), 0);
+        assert_int_equal(qm_debug_fn_counters(model(f), 1, &cnt), 0);
+        assert_int_equal(cnt.doorbell_kicks - kicks0, with_fd ? 0 : 3);
+        guest_stop(&g);
+        test_wait_fds(f->base_fds);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1059,6 +1251,8 @@ int main(void)
         TA(test_policy_always_offers_every_client_the_mapping),
         TN(test_policy_never_offers_nobody_the_mapping),
         T(test_the_next_client_gets_pages_the_last_one_cannot_reach),
+        T(test_region_io_fds_of_bar4_names_each_queue_s_poll_state_word_on_one_eventfd),
+        T(test_a_kick_goes_by_the_ioeventfd_when_the_client_has_it_and_trapped_otherwise),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
