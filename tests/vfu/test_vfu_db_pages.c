@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <zlib.h>
@@ -674,6 +675,11 @@ struct evil {
     size_t len, need;
     int fd;
     bool ignore_argsz;
+    /* GET_REGION_IO_FDS: io_reply (io_len bytes) to an argsz of at least
+     * io_need, else its first 16 bytes; io_fd (dup'ed) with the long one. */
+    uint8_t io_reply[512];
+    size_t io_len, io_need;
+    int io_fd;
 };
 
 static void *evil_main(void *arg)
@@ -698,6 +704,20 @@ static void *evil_main(void *arg)
         if (m.hdr.cmd == VFU_CMD_VERSION) {
             part = (struct iovec){&v, sizeof(v)};
             vfu_send(&t, &h, &part, 1, NULL, 0);
+        } else if (m.hdr.cmd == VFU_CMD_DEVICE_GET_REGION_IO_FDS) {
+            memcpy(&req, m.payload, AM_MIN(m.len, sizeof(req)));
+            pthread_mutex_lock(&e->mu);
+            if (req.argsz >= e->io_need) {
+                part = (struct iovec){e->io_reply, e->io_len};
+                if (e->io_fd >= 0)
+                    out_fd = dup(e->io_fd);
+            } else {
+                part = (struct iovec){e->io_reply, sizeof(struct vfu_region_io_fds)};
+            }
+            vfu_send(&t, &h, &part, 1, out_fd >= 0 ? &out_fd : NULL, out_fd >= 0 ? 1 : 0);
+            pthread_mutex_unlock(&e->mu);
+            if (out_fd >= 0)
+                close(out_fd);
         } else {
             memcpy(&req, m.payload, AM_MIN(m.len, sizeof(req)));
             pthread_mutex_lock(&e->mu);
@@ -933,6 +953,118 @@ static void test_a_hostile_region_info_never_makes_the_client_map_outside_its_re
     pthread_mutex_destroy(&e.mu);
     close(memfd);
     close(small);
+    close(e.listen_fd);
+    unlink(path);
+    assert_int_equal(test_wait_fds(f->base_fds), f->base_fds);
+}
+
+/* A scripted IO_FDS reply: count sub-regions (entries of stride bytes,
+ * the first 40 of each from subs), argsz as claimed, fd with it. */
+static void evil_io_script(struct evil *e, uint32_t index, uint32_t count, size_t stride,
+                           const struct vfu_sub_region_ioeventfd *subs, int fd)
+{
+    struct vfu_region_io_fds h = {.index = index, .count = count};
+
+    pthread_mutex_lock(&e->mu);
+    e->io_len = sizeof(h) + count * stride;
+    assert_true(e->io_len <= sizeof(e->io_reply));
+    h.argsz = (uint32_t)e->io_len;
+    e->io_need = e->io_len;
+    memset(e->io_reply, 0, sizeof(e->io_reply));
+    memcpy(e->io_reply, &h, sizeof(h));
+    for (uint32_t i = 0; i < count; i++)
+        memcpy(e->io_reply + sizeof(h) + i * stride, &subs[i], AM_MIN(stride, sizeof(subs[i])));
+    e->io_fd = fd;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* A hostile GET_REGION_IO_FDS reply is refused whole (-EPROTO) and leaves
+ * nothing behind: a descriptor with count 0, another index, an entry
+ * outside the region or naming a descriptor that did not come, entries
+ * below 40 bytes, no descriptor, a reply larger than asked or an argsz
+ * that never fits. Only ioregionfds or port I/O: -ENOTSUP. A good reply
+ * makes the guest's kick an increment of that eventfd. */
+static void test_a_hostile_region_io_fds_reply_is_refused_and_leaks_nothing(void **state)
+{
+    struct fixture *f = *state;
+    const uint64_t S = 2 * (uint64_t)QM_DB_PAGE_SIZE;
+    struct evil e = {.listen_fd = -1, .fd = -1, .io_fd = -1};
+    struct vfu_sparse_mmap_area a = {0, S};
+    struct vfu_sub_region_ioeventfd good[2] = {
+        {.offset = QM_DB_POLL_STATE, .size = 8, .type = VFU_IO_FD_TYPE_IOEVENTFD},
+        {.offset = QM_DB_PAGE_SIZE + QM_DB_POLL_STATE, .size = 8,
+         .type = VFU_IO_FD_TYPE_IOEVENTFD}};
+    struct vfu_sub_region_ioeventfd bad[2];
+    const size_t W = sizeof(struct vfu_sub_region_ioeventfd);
+    struct vfu_client *c = NULL;
+    char path[128];
+    unsigned fds_before;
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+
+    assert_true(efd >= 0);
+    snprintf(path, sizeof(path), "%s/evil-io.sock", f->ts.dir);
+    assert_int_equal(vfu_sock_listen(path, &e.listen_fd), 0);
+    pthread_mutex_init(&e.mu, NULL);
+    assert_int_equal(pthread_create(&e.thread, NULL, evil_main, &e), 0);
+    assert_int_equal(vfu_client_connect(path, NULL, &c), 0);
+    evil_script(&e, S, 0, &a, 1, -1); /* REGION_INFO: a region of S bytes */
+    fds_before = test_count_fds();
+
+    evil_io_script(&e, VFU_REGION_BAR4, 0, W, good, efd); /* count 0, yet a descriptor */
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -EPROTO);
+    evil_io_script(&e, VFU_REGION_BAR2, 2, W, good, efd); /* another region's */
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -EPROTO);
+    memcpy(bad, good, sizeof(bad));
+    bad[1].offset = S - 4; /* past the end */
+    evil_io_script(&e, VFU_REGION_BAR4, 2, W, bad, efd);
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -EPROTO);
+    bad[1].offset = UINT64_MAX - 3; /* wrapping */
+    evil_io_script(&e, VFU_REGION_BAR4, 2, W, bad, efd);
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -EPROTO);
+    memcpy(bad, good, sizeof(bad));
+    bad[0].fd_index = 1; /* one descriptor came */
+    evil_io_script(&e, VFU_REGION_BAR4, 2, W, bad, efd);
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -EPROTO);
+    evil_io_script(&e, VFU_REGION_BAR4, 2, 24, good, efd); /* entries below 40 bytes */
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -EPROTO);
+    evil_io_script(&e, VFU_REGION_BAR4, 2, W, good, -1); /* no descriptor */
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -EPROTO);
+    evil_io_script(&e, VFU_REGION_BAR4, 2, W, good, efd); /* the whole reply to any argsz */
+    pthread_mutex_lock(&e.mu);
+    e.io_need = 0;
+    pthread_mutex_unlock(&e.mu);
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -EPROTO);
+    evil_io_script(&e, VFU_REGION_BAR4, 2, W, good, efd); /* an argsz that never fits */
+    pthread_mutex_lock(&e.mu);
+    e.io_need = SIZE_MAX;
+    pthread_mutex_unlock(&e.mu);
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -EPROTO);
+    memcpy(bad, good, sizeof(bad));
+    bad[0].type = VFU_IO_FD_TYPE_IOREGIONFD;
+    bad[1].flags = 1u << 1; /* KVM_IOEVENTFD_FLAG_PIO */
+    evil_io_script(&e, VFU_REGION_BAR4, 2, W, bad, efd);
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -ENOTSUP);
+    assert_int_equal(test_count_fds(), fds_before);
+
+    /* A good reply (entries may be longer than 40 bytes): the kick at the
+     * second queue's word is an eventfd increment; one at another offset
+     * is not. */
+    struct vf_io io;
+    const uint64_t zero = 0;
+    uint64_t n = 0;
+
+    evil_io_script(&e, VFU_REGION_BAR4, 2, W + 8, good, efd);
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), 2);
+    vfu_client_vf_io(c, &io);
+    io.db_kick(io.opaque, QM_DB_PAGE_SIZE + QM_DB_POLL_STATE, &zero, 8);
+    assert_int_equal(read(efd, &n, sizeof(n)), sizeof(n));
+    assert_int_equal(n, 1);
+    io.db_kick(io.opaque, QM_DB_PAGE_SIZE + QM_DB_SQCQ, &zero, 8); /* trapped: not ours */
+    assert_true(read(efd, &n, sizeof(n)) < 0);
+    vfu_client_destroy(c);
+    pthread_join(e.thread, NULL);
+    pthread_mutex_destroy(&e.mu);
+    close(efd);
     close(e.listen_fd);
     unlink(path);
     assert_int_equal(test_wait_fds(f->base_fds), f->base_fds);
@@ -1253,6 +1385,7 @@ int main(void)
         T(test_the_next_client_gets_pages_the_last_one_cannot_reach),
         T(test_region_io_fds_of_bar4_names_each_queue_s_poll_state_word_on_one_eventfd),
         T(test_a_kick_goes_by_the_ioeventfd_when_the_client_has_it_and_trapped_otherwise),
+        T(test_a_hostile_region_io_fds_reply_is_refused_and_leaks_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
