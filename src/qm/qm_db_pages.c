@@ -20,7 +20,10 @@
  *   (new work on the ring or a kick ends it at once).
  *   Waiting, not sched_yield(): a thread that yields stays runnable and
  *   waits behind every CPU hog for its turn (milliseconds on a loaded
- *   host);
+ *   host). No nap while every holder has its kick eventfd (a kick then
+ *   wakes the owner directly, so the pages say ON only during the spin),
+ *   unless a sweep found a function's lock busy (its pages may still say
+ *   ON);
  * - sleep: then waits from QM_DB_SLEEP_MIN_NS doubling up to
  *   QM_DB_SLEEP_MAX_NS between sweeps.
  * The owner waits in ppoll() on its own wake eventfd and on an epoll set of
@@ -85,6 +88,13 @@ struct qm_db_poll {
      * is not polling (qm_db_bar_holder_kicks), so its pages need no sweep
      * on a timer. Reset by renew. */
     atomic_bool *kicks;
+    /* kick_fd_out[f]: VF f's holder was given its kick eventfd
+     * (qm_db_bar_kick_fd), so its kicks wake the turn's owner with no
+     * server thread. While every holder has it the turn does not nap: the
+     * pages say ON only while it spins, and the owner sleeps after that (a
+     * kick wakes it), instead of waking every 10 us for 200 us, CPU a
+     * loaded host's guests need. Reset by renew. */
+    atomic_bool *kick_fd_out;
 };
 
 /* A short wait in a spin loop that tells the CPU so (an SMT sibling or a
@@ -203,7 +213,7 @@ static void qm_db_poll_state_publish_locked(struct qm_fn *fn, uint64_t state)
  * the doorbell loads pairs with the guest's between its doorbell store and
  * its poll-state load: a guest either sees QM_DB_POLL_OFF and kicks, or its
  * doorbell is found by this sweep. */
-static bool qm_db_sweep(struct qm_dev *dev, uint64_t state, bool drain)
+static bool qm_db_sweep(struct qm_dev *dev, uint64_t state, bool drain, bool *busy)
 {
     bool found = false;
 
@@ -214,6 +224,7 @@ static bool qm_db_sweep(struct qm_dev *dev, uint64_t state, bool drain)
             continue;
         if (pthread_mutex_trylock(&fn->lock) != 0) {
             found = true;
+            *busy = true;
             continue;
         }
         struct qm_deferred d = {0};
@@ -248,6 +259,16 @@ static bool qm_db_every_holder_kicks(const struct qm_dev *dev)
     return true;
 }
 
+/* Every handed-out holder was given its kick eventfd (kick_fd_out). */
+static bool qm_db_every_holder_has_kick_fd(const struct qm_dev *dev)
+{
+    for (unsigned f = 1; f < dev->nfn; f++)
+        if (atomic_load_explicit(&dev->poll->handed[f], memory_order_relaxed) &&
+            !atomic_load_explicit(&dev->poll->kick_fd_out[f], memory_order_relaxed))
+            return false;
+    return true;
+}
+
 /* The guest's next doorbell is due: a job completed within QM_DB_SPIN_NS
  * and no doorbell was taken since. */
 static bool qm_db_spin_due(const struct qm_db_poll *p, uint64_t now)
@@ -270,14 +291,16 @@ static bool qm_db_nap_due(const struct qm_db_poll *p, uint64_t now)
 
 /* The turn sweeps within microseconds now: it spins, or naps between two
  * sweeps (QM_DB_POLL_ON is true to the guest in both). */
-static bool qm_db_polls_now(const struct qm_db_poll *p, uint64_t now)
+static bool qm_db_polls_now(const struct qm_db_poll *p, uint64_t now, bool naps)
 {
-    return qm_db_spin_due(p, now) || qm_db_nap_due(p, now);
+    return qm_db_spin_due(p, now) || (naps && qm_db_nap_due(p, now));
 }
 
 /* After a sweep: how long the turn's owner waits before the next one (0:
- * spin on). Under sched_lock (sleep_ns). */
-static uint64_t qm_db_poll_wait_ns(struct qm_db_poll *p, bool found)
+ * spin on). naps: the nap phase applies (not every holder has its kick
+ * eventfd, or a function's lock was busy, so its pages may still say ON).
+ * Under sched_lock (sleep_ns). */
+static uint64_t qm_db_poll_wait_ns(struct qm_db_poll *p, bool found, bool naps)
 {
     uint64_t now = am_now_ns();
 
@@ -291,7 +314,8 @@ static uint64_t qm_db_poll_wait_ns(struct qm_db_poll *p, bool found)
     }
     if (qm_db_nap_due(p, now)) {
         p->sleep_ns = QM_DB_SLEEP_MIN_NS;
-        return QM_DB_NAP_NS;
+        if (naps)
+            return QM_DB_NAP_NS;
     }
     uint64_t ns = p->sleep_ns;
 
@@ -369,18 +393,19 @@ bool qm_db_poll_turn_locked(struct qm_dev *dev, struct qm_worker *w, bool back_f
     /* The pages say ON only while this turn spins or naps (QM_DB_POLL_STATE):
      * a doorbell stored then is seen within a nap, sooner than a kick's
      * round trip through the server would bring it. */
-    bool polls = qm_db_polls_now(p, am_now_ns());
+    bool naps = !qm_db_every_holder_has_kick_fd(dev), busy = false;
+    bool polls = qm_db_polls_now(p, am_now_ns(), naps);
     uint64_t done0 = atomic_load_explicit(&p->ndone, memory_order_relaxed);
     bool drain = p->drain_kicks;
 
     p->drain_kicks = false;
     pthread_mutex_unlock(&dev->sched_lock);
-    bool found = qm_db_sweep(dev, polls ? QM_DB_POLL_ON : QM_DB_POLL_OFF, drain);
+    bool found = qm_db_sweep(dev, polls ? QM_DB_POLL_ON : QM_DB_POLL_OFF, drain, &busy);
 
     pthread_mutex_lock(&dev->sched_lock);
     if (p->owner != w)
         return true;
-    uint64_t ns = qm_db_poll_wait_ns(p, found);
+    uint64_t ns = qm_db_poll_wait_ns(p, found, naps || busy);
 
     if (ns == 0) {
         pthread_mutex_unlock(&dev->sched_lock);
@@ -393,12 +418,12 @@ bool qm_db_poll_turn_locked(struct qm_dev *dev, struct qm_worker *w, bool back_f
         /* The naps end: the guests are told first, and a doorbell stored
          * before they could see it is found by one more sweep. */
         pthread_mutex_unlock(&dev->sched_lock);
-        found = qm_db_sweep(dev, QM_DB_POLL_OFF, false);
+        found = qm_db_sweep(dev, QM_DB_POLL_OFF, false, &busy);
         pthread_mutex_lock(&dev->sched_lock);
         if (p->owner != w)
             return true;
         if (found) {
-            (void)qm_db_poll_wait_ns(p, true);
+            (void)qm_db_poll_wait_ns(p, true, naps || busy);
             return true;
         }
     }
@@ -555,8 +580,10 @@ int qm_db_bar_renew(struct qm_dev *dev, unsigned fnum)
         atomic_fetch_sub_explicit(&dev->poll->nhanded, 1, memory_order_relaxed);
         (void)epoll_ctl(dev->poll->epfd, EPOLL_CTL_DEL, old_kick_fd, NULL);
     }
-    if (dev->poll != NULL)
+    if (dev->poll != NULL) {
         atomic_store_explicit(&dev->poll->kicks[fnum], false, memory_order_relaxed);
+        atomic_store_explicit(&dev->poll->kick_fd_out[fnum], false, memory_order_relaxed);
+    }
     pthread_mutex_unlock(&fn->lock);
     munmap(old, fn->db_size);
     close(old_fd);
@@ -588,13 +615,15 @@ int qm_db_pages_create(struct qm_dev *dev)
         return -ENOMEM;
     p->handed = calloc(dev->nfn, sizeof(*p->handed));
     p->kicks = calloc(dev->nfn, sizeof(*p->kicks));
+    p->kick_fd_out = calloc(dev->nfn, sizeof(*p->kick_fd_out));
     p->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (p->handed == NULL || p->kicks == NULL || p->epfd < 0) {
+    if (p->handed == NULL || p->kicks == NULL || p->kick_fd_out == NULL || p->epfd < 0) {
         r = p->epfd < 0 ? -errno : -ENOMEM;
         if (p->epfd >= 0)
             close(p->epfd);
         free(p->handed);
         free(p->kicks);
+        free(p->kick_fd_out);
         free(p);
         return r;
     }
@@ -610,6 +639,7 @@ void qm_db_pages_destroy(struct qm_dev *dev)
         close(dev->poll->epfd);
         free(dev->poll->handed);
         free(dev->poll->kicks);
+        free(dev->poll->kick_fd_out);
         free(dev->poll);
         dev->poll = NULL;
     }
@@ -676,6 +706,8 @@ int qm_db_bar_kick_fd(struct qm_dev *dev, unsigned fn)
     qm_fn_lock(dev->fn[fn]);
     fd = atomic_load_explicit(&dev->poll->handed[fn], memory_order_relaxed)
              ? dev->fn[fn]->db_kick_fd : -EPERM;
+    if (fd >= 0)
+        atomic_store_explicit(&dev->poll->kick_fd_out[fn], true, memory_order_relaxed);
     pthread_mutex_unlock(&dev->fn[fn]->lock);
     return fd;
 }
