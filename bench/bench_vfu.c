@@ -663,6 +663,13 @@ static int bv_job_vfu_start(struct bench_server *s, unsigned vf, bool map, struc
         if (ret)
             fprintf(stderr, "accmig bench vfu: cannot map BAR4: %s\n", strerror(-ret));
     }
+    /* Kicks by the poll-state words' ioeventfd, as the mini-VMM does. */
+    if (!ret && map) {
+        ret = vfu_client_region_io_fds(*c, VFU_REGION_BAR4);
+        if (ret < 0)
+            fprintf(stderr, "accmig bench vfu: no ioeventfd for BAR4: %s\n", strerror(-ret));
+        ret = ret < 0 ? ret : 0;
+    }
     if (!ret) {
         vfu_client_vf_io(*c, &io);
         if (map != (io.db_pages != NULL)) {

@@ -145,6 +145,16 @@ int qm_db_bar_fd(struct qm_dev *dev, unsigned fn);
  * only delays its own doorbells, to the device's next sweep. 0, or -ENODEV
  * when fn has no pages. */
 int qm_db_bar_holder_kicks(struct qm_dev *dev, unsigned fn);
+/* The kick eventfd of fn's pages (the device's, borrowed until the next
+ * qm_db_bar_renew of fn: dup it to hand it out): writing it does what a
+ * trapped 8-byte write to a poll-state word does (qm_hw.h,
+ * QM_DB_POLL_STATE: the pages' stored doorbells are taken now), without a
+ * trapped access. A kick carries no value and names no queue: the device
+ * takes every stored word of fn. -ENODEV when fn has no pages, -EPERM when
+ * they have not been handed out (qm_db_bar_fd) since the last renew: only
+ * their holder kicks. The renew closes it; a kick written after that
+ * reaches nothing. */
+int qm_db_bar_kick_fd(struct qm_dev *dev, unsigned fn);
 /* Fresh pages (all idle, a new memfd) for a new owner of the VF, so one that
  * kept the old fd or mapping reaches nothing; the old fd is closed (get the
  * new one with qm_db_bar_fd). Doorbells still in the old pages are dropped.

@@ -16,13 +16,23 @@
  *   The worker that completes a job takes the turn over from a worker that
  *   naps or sleeps, so the spin is always the completer's own;
  * - nap: until QM_DB_NAP_PHASE_NS after the last event (a doorbell taken or
- *   a job completed), sweeps with a wait of QM_DB_NAP_NS between them on
- *   the scheduler's condition (new work on the ring ends it at once).
+ *   a job completed), sweeps with a wait of QM_DB_NAP_NS between them
+ *   (new work on the ring or a kick ends it at once).
  *   Waiting, not sched_yield(): a thread that yields stays runnable and
  *   waits behind every CPU hog for its turn (milliseconds on a loaded
- *   host);
+ *   host). No nap while every holder has its kick eventfd (a kick then
+ *   wakes the owner directly, so the pages say ON only during the spin),
+ *   unless a sweep found a function's lock busy (its pages may still say
+ *   ON);
  * - sleep: then waits from QM_DB_SLEEP_MIN_NS doubling up to
  *   QM_DB_SLEEP_MAX_NS between sweeps.
+ * The owner waits in ppoll() on its own wake eventfd and on an epoll set of
+ * the handed-out pages' kick eventfds (qm_db_bar_kick_fd): a client that
+ * was given its pages' kick fd kicks by writing it, so a guest's kick wakes
+ * the owner straight away, with no server thread in between (the trapped
+ * kick, a REGION_WRITE to the poll-state word, still works). A kick carries
+ * no value: the woken owner sweeps, and the sweep drains each kick fd under
+ * its function's lock before it looks at the words.
  * A worker that takes a job while holding the turn gives it up and wakes
  * one idle worker, if any, to take it: another VF's doorbell does not wait
  * for this job. A worker that completes a job first takes its own
@@ -31,10 +41,14 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,12 +63,18 @@
 #define QM_DB_SLEEP_MAX_NS 2000000ull /* idle: ~500 sweeps a second */
 #define QM_DB_SLEEP_KICKED_NS 100000000ull /* every holder kicks: 10 sweeps a second */
 
-/* The poll turn. dev->sched_lock protects owner, owner_waits and sleep_ns;
- * the rest is atomic. */
+/* The poll turn. dev->sched_lock protects owner, owner_waits, drain_kicks
+ * and sleep_ns; the rest is atomic or set up once. */
 struct qm_db_poll {
-    const struct qm_worker *owner;    /* the worker whose turn it is, or NULL */
+    struct qm_worker *owner;          /* the worker whose turn it is, or NULL */
     bool owner_waits;                 /* ... and it waits between two sweeps */
+    bool drain_kicks;                 /* a wait ended: the next sweep drains kick fds */
     uint64_t sleep_ns;                /* the sleep phase's next wait */
+    /* The kick eventfds of the VFs whose pages are handed out (data.u32:
+     * the function number). Added by qm_db_bar_fd and removed by renew,
+     * both under the function's lock, so no descriptor is closed while in
+     * the set. Waited on (as one fd) by the owner's ppoll. */
+    int epfd;
     atomic_uint_fast64_t last_db_ns;  /* a doorbell taken */
     atomic_uint_fast64_t last_done_ns; /* a job completed */
     atomic_uint_fast64_t ndone;        /* jobs completed: a turn that saw it change
@@ -68,6 +88,13 @@ struct qm_db_poll {
      * is not polling (qm_db_bar_holder_kicks), so its pages need no sweep
      * on a timer. Reset by renew. */
     atomic_bool *kicks;
+    /* kick_fd_out[f]: VF f's holder was given its kick eventfd
+     * (qm_db_bar_kick_fd), so its kicks wake the turn's owner with no
+     * server thread. While every holder has it the turn does not nap: the
+     * pages say ON only while it spins, and the owner sleeps after that (a
+     * kick wakes it), instead of waking every 10 us for 200 us, CPU a
+     * loaded host's guests need. Reset by renew. */
+    atomic_bool *kick_fd_out;
 };
 
 /* A short wait in a spin loop that tells the CPU so (an SMT sibling or a
@@ -186,7 +213,7 @@ static void qm_db_poll_state_publish_locked(struct qm_fn *fn, uint64_t state)
  * the doorbell loads pairs with the guest's between its doorbell store and
  * its poll-state load: a guest either sees QM_DB_POLL_OFF and kicks, or its
  * doorbell is found by this sweep. */
-static bool qm_db_sweep(struct qm_dev *dev, uint64_t state)
+static bool qm_db_sweep(struct qm_dev *dev, uint64_t state, bool drain, bool *busy)
 {
     bool found = false;
 
@@ -197,12 +224,21 @@ static bool qm_db_sweep(struct qm_dev *dev, uint64_t state)
             continue;
         if (pthread_mutex_trylock(&fn->lock) != 0) {
             found = true;
+            *busy = true;
             continue;
         }
         struct qm_deferred d = {0};
         struct qm_access a = {.dev = dev, .fn = fn, .port = QM_PORT_FN, .d = &d};
 
         if (fn->db_pages != NULL) {
+            uint64_t kicks;
+
+            /* Before the words: a kick drained here was written after its
+             * doorbell was stored, so the loads below see that doorbell. A
+             * kick not drained (no wait since the last sweep) ends the
+             * next wait at once, and that sweep drains it. */
+            if (drain)
+                (void)!read(fn->db_kick_fd, &kicks, sizeof(kicks));
             qm_db_poll_state_publish_locked(fn, state);
             atomic_thread_fence(memory_order_seq_cst);
             for (unsigned qn = 0; qn < qm_db_queues(fn); qn++)
@@ -219,6 +255,16 @@ static bool qm_db_every_holder_kicks(const struct qm_dev *dev)
     for (unsigned f = 1; f < dev->nfn; f++)
         if (atomic_load_explicit(&dev->poll->handed[f], memory_order_relaxed) &&
             !atomic_load_explicit(&dev->poll->kicks[f], memory_order_relaxed))
+            return false;
+    return true;
+}
+
+/* Every handed-out holder was given its kick eventfd (kick_fd_out). */
+static bool qm_db_every_holder_has_kick_fd(const struct qm_dev *dev)
+{
+    for (unsigned f = 1; f < dev->nfn; f++)
+        if (atomic_load_explicit(&dev->poll->handed[f], memory_order_relaxed) &&
+            !atomic_load_explicit(&dev->poll->kick_fd_out[f], memory_order_relaxed))
             return false;
     return true;
 }
@@ -245,14 +291,16 @@ static bool qm_db_nap_due(const struct qm_db_poll *p, uint64_t now)
 
 /* The turn sweeps within microseconds now: it spins, or naps between two
  * sweeps (QM_DB_POLL_ON is true to the guest in both). */
-static bool qm_db_polls_now(const struct qm_db_poll *p, uint64_t now)
+static bool qm_db_polls_now(const struct qm_db_poll *p, uint64_t now, bool naps)
 {
-    return qm_db_spin_due(p, now) || qm_db_nap_due(p, now);
+    return qm_db_spin_due(p, now) || (naps && qm_db_nap_due(p, now));
 }
 
 /* After a sweep: how long the turn's owner waits before the next one (0:
- * spin on). Under sched_lock (sleep_ns). */
-static uint64_t qm_db_poll_wait_ns(struct qm_db_poll *p, bool found)
+ * spin on). naps: the nap phase applies (not every holder has its kick
+ * eventfd, or a function's lock was busy, so its pages may still say ON).
+ * Under sched_lock (sleep_ns). */
+static uint64_t qm_db_poll_wait_ns(struct qm_db_poll *p, bool found, bool naps)
 {
     uint64_t now = am_now_ns();
 
@@ -266,7 +314,8 @@ static uint64_t qm_db_poll_wait_ns(struct qm_db_poll *p, bool found)
     }
     if (qm_db_nap_due(p, now)) {
         p->sleep_ns = QM_DB_SLEEP_MIN_NS;
-        return QM_DB_NAP_NS;
+        if (naps)
+            return QM_DB_NAP_NS;
     }
     uint64_t ns = p->sleep_ns;
 
@@ -285,32 +334,78 @@ void qm_db_poll_state_on_locked(struct qm_fn *fn)
         qm_db_poll_state_publish_locked(fn, QM_DB_POLL_ON);
 }
 
-bool qm_db_poll_turn_locked(struct qm_dev *dev, const struct qm_worker *w, bool back_from_job)
+/* The owner's wait of ns between two sweeps: ppoll on its wake eventfd and
+ * on the kick eventfds (the epoll set, readable while one is). Entered and
+ * left under sched_lock. Not on sched_cond: a condition variable cannot
+ * wait for a descriptor. */
+static void qm_db_poll_wait_locked(struct qm_dev *dev, struct qm_worker *w, uint64_t ns)
+{
+    struct qm_db_poll *p = dev->poll;
+    struct pollfd pf[2] = {{.fd = p->epfd, .events = POLLIN}, {.fd = w->wake_fd, .events = POLLIN}};
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000u), .tv_nsec = (long)(ns % 1000000000u)};
+    uint64_t v;
+
+    p->owner_waits = true;
+    w->in_poll = true;
+    w->woken = false;
+    pthread_mutex_unlock(&dev->sched_lock);
+    (void)ppoll(pf, 2, &ts, NULL);
+    pthread_mutex_lock(&dev->sched_lock);
+    /* Every write to wake_fd was made while in_poll was set, for this wait. */
+    (void)!read(w->wake_fd, &v, sizeof(v));
+    w->in_poll = false;
+    w->woken = false;
+    if (p->owner == w) {
+        p->owner_waits = false;
+        p->drain_kicks = true; /* a kick may have ended it */
+    }
+}
+
+/* Ends w's ppoll, if it waits there and nobody did already. */
+static bool qm_db_poll_wake_one_locked(struct qm_worker *w)
+{
+    uint64_t one = 1;
+
+    if (w == NULL || !w->in_poll || w->woken)
+        return false;
+    w->woken = true;
+    (void)!write(w->wake_fd, &one, sizeof(one));
+    return true;
+}
+
+bool qm_db_poll_turn_locked(struct qm_dev *dev, struct qm_worker *w, bool back_from_job)
 {
     struct qm_db_poll *p = dev->poll;
 
     if (p == NULL || atomic_load_explicit(&p->nhanded, memory_order_relaxed) == 0)
         return false;
     /* A waiting owner hands the turn to a worker back from a job (whose
-     * guest rings next); on waking it finds the turn gone and waits for
-     * work like any idle worker. */
+     * guest rings next); it is left in its wait (waking it would cost a
+     * context switch per job), and on waking finds the turn gone and waits
+     * for work like any idle worker. Until then it is one of the workers
+     * qm_db_poll_wake_locked wakes for new work. */
     if (p->owner != NULL && p->owner != w && !(back_from_job && p->owner_waits))
         return false;
+    if (p->owner != w)
+        p->drain_kicks = true; /* the old owner's last wait may have been kicked */
     p->owner = w;
     p->owner_waits = false;
     /* The pages say ON only while this turn spins or naps (QM_DB_POLL_STATE):
      * a doorbell stored then is seen within a nap, sooner than a kick's
      * round trip through the server would bring it. */
-    bool polls = qm_db_polls_now(p, am_now_ns());
+    bool naps = !qm_db_every_holder_has_kick_fd(dev), busy = false;
+    bool polls = qm_db_polls_now(p, am_now_ns(), naps);
     uint64_t done0 = atomic_load_explicit(&p->ndone, memory_order_relaxed);
+    bool drain = p->drain_kicks;
 
+    p->drain_kicks = false;
     pthread_mutex_unlock(&dev->sched_lock);
-    bool found = qm_db_sweep(dev, polls ? QM_DB_POLL_ON : QM_DB_POLL_OFF);
+    bool found = qm_db_sweep(dev, polls ? QM_DB_POLL_ON : QM_DB_POLL_OFF, drain, &busy);
 
     pthread_mutex_lock(&dev->sched_lock);
     if (p->owner != w)
         return true;
-    uint64_t ns = qm_db_poll_wait_ns(p, found);
+    uint64_t ns = qm_db_poll_wait_ns(p, found, naps || busy);
 
     if (ns == 0) {
         pthread_mutex_unlock(&dev->sched_lock);
@@ -323,12 +418,12 @@ bool qm_db_poll_turn_locked(struct qm_dev *dev, const struct qm_worker *w, bool 
         /* The naps end: the guests are told first, and a doorbell stored
          * before they could see it is found by one more sweep. */
         pthread_mutex_unlock(&dev->sched_lock);
-        found = qm_db_sweep(dev, QM_DB_POLL_OFF);
+        found = qm_db_sweep(dev, QM_DB_POLL_OFF, false, &busy);
         pthread_mutex_lock(&dev->sched_lock);
         if (p->owner != w)
             return true;
         if (found) {
-            (void)qm_db_poll_wait_ns(p, true);
+            (void)qm_db_poll_wait_ns(p, true, naps || busy);
             return true;
         }
     }
@@ -338,31 +433,39 @@ bool qm_db_poll_turn_locked(struct qm_dev *dev, const struct qm_worker *w, bool 
     if (atomic_load_explicit(&p->ndone, memory_order_relaxed) != done0)
         return true;
     if (dev->ring_count == 0 && !dev->stopping) {
-        struct timespec ts;
-
         /* In the sleep phase with every holder kicking, the timer is only
          * the fallback for one that broke its promise. Not in a nap: the
          * pages say ON then, and a function whose lock a sweep could not
          * take may still say ON (the sweep counts it as found: a nap). */
         if (ns > QM_DB_NAP_NS && qm_db_every_holder_kicks(dev))
             ns = QM_DB_SLEEP_KICKED_NS;
-        qm_ns_to_timespec(am_now_ns() + ns, &ts);
-        p->owner_waits = true;
-        /* Work put on the ring (a trapped doorbell, a kick, a resume)
-         * signals this condition; pages handed out or a stop broadcast it. */
-        pthread_cond_timedwait(&dev->sched_cond, &dev->sched_lock, &ts);
-        if (p->owner == w)
-            p->owner_waits = false;
+        /* Work put on the ring (a trapped doorbell, a trapped kick, a
+         * resume: qm_sched_wake), pages handed out or a stop end the wait
+         * through w->wake_fd; a kick eventfd ends it by itself. */
+        qm_db_poll_wait_locked(dev, w, ns);
     }
     return true;
 }
 
-void qm_db_poll_wake_owner_locked(struct qm_dev *dev)
+bool qm_db_poll_wake_owner_locked(struct qm_dev *dev)
 {
     struct qm_db_poll *p = dev->poll;
 
-    if (p != NULL && p->owner != NULL && p->owner_waits)
-        pthread_cond_broadcast(&dev->sched_cond);
+    return p != NULL && p->owner_waits && qm_db_poll_wake_one_locked(p->owner);
+}
+
+unsigned qm_db_poll_wake_locked(struct qm_dev *dev, unsigned n)
+{
+    unsigned woken = 0;
+
+    if (dev->poll == NULL || n == 0)
+        return 0;
+    if (qm_db_poll_wake_owner_locked(dev))
+        woken++;
+    for (unsigned i = 0; i < dev->nstarted && woken < n; i++)
+        if (qm_db_poll_wake_one_locked(&dev->workers[i]))
+            woken++;
+    return woken;
 }
 
 void qm_db_poll_leave_locked(struct qm_dev *dev, const struct qm_worker *w, unsigned idle_workers)
@@ -373,8 +476,13 @@ void qm_db_poll_leave_locked(struct qm_dev *dev, const struct qm_worker *w, unsi
         return;
     p->owner = NULL;
     p->owner_waits = false;
+    /* A worker whose turn was taken over while it waited still sits in
+     * ppoll, where the condition does not reach it: it is the one woken
+     * when no worker waits on the condition. */
     if (idle_workers > 0)
         pthread_cond_signal(&dev->sched_cond);
+    else
+        (void)qm_db_poll_wake_locked(dev, 1);
 }
 
 /* A sealed memfd, all idle: the VMM that maps it can write doorbells but can
@@ -408,12 +516,25 @@ static int qm_db_pages_new(uint64_t size, uint8_t **pages, int *fdp)
     return 0;
 }
 
+static int qm_db_kick_fd_new(void)
+{
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+
+    return fd < 0 ? -errno : fd;
+}
+
 static int qm_db_pages_map(struct qm_fn *fn, uint64_t size)
 {
-    int r = qm_db_pages_new(size, &fn->db_pages, &fn->db_fd);
+    int kick_fd = qm_db_kick_fd_new(), r;
 
-    if (r)
+    if (kick_fd < 0)
+        return kick_fd;
+    r = qm_db_pages_new(size, &fn->db_pages, &fn->db_fd);
+    if (r) {
+        close(kick_fd);
         return r;
+    }
+    fn->db_kick_fd = kick_fd;
     fn->db_size = size;
     fn->db_poll_state = QM_DB_IDLE; /* as the fresh words read */
     fn->regs[QM_R_QUE_ISO_CFG] = QM_QUE_ISO_EN;
@@ -423,7 +544,7 @@ static int qm_db_pages_map(struct qm_fn *fn, uint64_t size)
 int qm_db_bar_renew(struct qm_dev *dev, unsigned fnum)
 {
     uint8_t *pages, *old;
-    int fd, old_fd, r;
+    int fd, old_fd, kick_fd, old_kick_fd, r;
 
     if (dev == NULL || fnum >= dev->nfn)
         return -EINVAL;
@@ -434,23 +555,39 @@ int qm_db_bar_renew(struct qm_dev *dev, unsigned fnum)
     r = qm_db_pages_new(fn->db_size, &pages, &fd);
     if (r)
         return r;
+    kick_fd = qm_db_kick_fd_new();
+    if (kick_fd < 0) {
+        munmap(pages, fn->db_size);
+        close(fd);
+        return kick_fd;
+    }
     /* Doorbells left in the old pages belonged to the previous owner, who
-     * is gone: they are dropped with the pages. */
+     * is gone: they are dropped with the pages. So are its kicks: its copy
+     * of the old kick fd reaches an eventfd nobody waits on. */
     qm_fn_lock(fn);
     old = fn->db_pages;
     old_fd = fn->db_fd;
+    old_kick_fd = fn->db_kick_fd;
     fn->db_pages = pages;
     fn->db_fd = fd;
+    fn->db_kick_fd = kick_fd;
     fn->db_poll_state = QM_DB_IDLE;
-    /* Nobody holds the new pages yet: no sweep until they are handed out. */
+    /* Nobody holds the new pages yet: no sweep until they are handed out.
+     * Out of the epoll set before it is closed: the client still holds the
+     * file, so closing ours would not remove it. */
     if (dev->poll != NULL &&
-        atomic_exchange_explicit(&dev->poll->handed[fnum], false, memory_order_relaxed))
+        atomic_exchange_explicit(&dev->poll->handed[fnum], false, memory_order_relaxed)) {
         atomic_fetch_sub_explicit(&dev->poll->nhanded, 1, memory_order_relaxed);
-    if (dev->poll != NULL)
+        (void)epoll_ctl(dev->poll->epfd, EPOLL_CTL_DEL, old_kick_fd, NULL);
+    }
+    if (dev->poll != NULL) {
         atomic_store_explicit(&dev->poll->kicks[fnum], false, memory_order_relaxed);
+        atomic_store_explicit(&dev->poll->kick_fd_out[fnum], false, memory_order_relaxed);
+    }
     pthread_mutex_unlock(&fn->lock);
     munmap(old, fn->db_size);
     close(old_fd);
+    close(old_kick_fd);
     return 0;
 }
 
@@ -460,8 +597,10 @@ int qm_db_pages_create(struct qm_dev *dev)
     struct qm_db_poll *p;
     int r;
 
-    for (unsigned f = 0; f < dev->nfn; f++)
+    for (unsigned f = 0; f < dev->nfn; f++) {
         dev->fn[f]->db_fd = -1;
+        dev->fn[f]->db_kick_fd = -1;
+    }
     if (!dev->cfg.db_isolation)
         return 0;
     while (size < (uint64_t)dev->cfg.qps_per_vf * QM_DB_PAGE_SIZE)
@@ -476,11 +615,17 @@ int qm_db_pages_create(struct qm_dev *dev)
         return -ENOMEM;
     p->handed = calloc(dev->nfn, sizeof(*p->handed));
     p->kicks = calloc(dev->nfn, sizeof(*p->kicks));
-    if (p->handed == NULL || p->kicks == NULL) {
+    p->kick_fd_out = calloc(dev->nfn, sizeof(*p->kick_fd_out));
+    p->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (p->handed == NULL || p->kicks == NULL || p->kick_fd_out == NULL || p->epfd < 0) {
+        r = p->epfd < 0 ? -errno : -ENOMEM;
+        if (p->epfd >= 0)
+            close(p->epfd);
         free(p->handed);
         free(p->kicks);
+        free(p->kick_fd_out);
         free(p);
-        return -ENOMEM;
+        return r;
     }
     p->sleep_ns = QM_DB_SLEEP_MIN_NS;
     dev->poll = p;
@@ -491,8 +636,10 @@ int qm_db_pages_create(struct qm_dev *dev)
 void qm_db_pages_destroy(struct qm_dev *dev)
 {
     if (dev->poll != NULL) {
+        close(dev->poll->epfd);
         free(dev->poll->handed);
         free(dev->poll->kicks);
+        free(dev->poll->kick_fd_out);
         free(dev->poll);
         dev->poll = NULL;
     }
@@ -503,8 +650,11 @@ void qm_db_pages_destroy(struct qm_dev *dev)
             continue;
         munmap(fn->db_pages, fn->db_size);
         close(fn->db_fd);
+        if (fn->db_kick_fd >= 0)
+            close(fn->db_kick_fd);
         fn->db_pages = NULL;
         fn->db_fd = -1;
+        fn->db_kick_fd = -1;
     }
 }
 
@@ -521,16 +671,45 @@ int qm_db_bar_fd(struct qm_dev *dev, unsigned fn)
 
     if (dev == NULL || fn >= dev->nfn || dev->fn[fn]->db_pages == NULL)
         return -ENODEV;
-    /* Whoever gets the fd can map the pages: from now on they are swept;
-     * an idle worker waiting for work takes the poll turn. */
+    /* Whoever gets the fd can map the pages: from now on they are swept
+     * and their kick fd is waited on; an idle worker waiting for work takes
+     * the poll turn, and an owner that waits sweeps once more (its wait
+     * was set for the holders before this one). */
     p = dev->poll;
-    if (p != NULL && !atomic_exchange(&p->handed[fn], true)) {
-        pthread_mutex_lock(&dev->sched_lock);
-        atomic_fetch_add(&p->nhanded, 1);
-        pthread_cond_broadcast(&dev->sched_cond);
-        pthread_mutex_unlock(&dev->sched_lock);
+    if (p != NULL) {
+        struct qm_fn *f = dev->fn[fn];
+
+        qm_fn_lock(f);
+        if (!atomic_exchange(&p->handed[fn], true)) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.u32 = fn};
+
+            if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, f->db_kick_fd, &ev) != 0)
+                am_log(AM_LOG_ERR, QM_LOG, "fn %u: kick eventfd not waited on (errno %d): "
+                       "its kicks wait for a sweep", fn, errno);
+            pthread_mutex_lock(&dev->sched_lock);
+            atomic_fetch_add(&p->nhanded, 1);
+            pthread_cond_broadcast(&dev->sched_cond);
+            (void)qm_db_poll_wake_owner_locked(dev);
+            pthread_mutex_unlock(&dev->sched_lock);
+        }
+        pthread_mutex_unlock(&f->lock);
     }
     return dev->fn[fn]->db_fd;
+}
+
+int qm_db_bar_kick_fd(struct qm_dev *dev, unsigned fn)
+{
+    int fd;
+
+    if (dev == NULL || fn >= dev->nfn || dev->fn[fn]->db_pages == NULL || dev->poll == NULL)
+        return -ENODEV;
+    qm_fn_lock(dev->fn[fn]);
+    fd = atomic_load_explicit(&dev->poll->handed[fn], memory_order_relaxed)
+             ? dev->fn[fn]->db_kick_fd : -EPERM;
+    if (fd >= 0)
+        atomic_store_explicit(&dev->poll->kick_fd_out[fn], true, memory_order_relaxed);
+    pthread_mutex_unlock(&dev->fn[fn]->lock);
+    return fd;
 }
 
 int qm_db_bar_holder_kicks(struct qm_dev *dev, unsigned fn)

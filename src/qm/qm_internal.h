@@ -328,6 +328,11 @@ struct qm_fn {
     uint8_t *db_pages;
     uint64_t db_size;
     int db_fd;
+    /* The pages' kick eventfd (qm_db_bar_kick_fd): a holder's client writes
+     * it instead of sending a trapped kick. Under lock, renewed with the
+     * pages; in the poll turn's epoll set while the pages are handed out;
+     * drained by a sweep under lock. -1 without pages. */
+    int db_kick_fd;
     uint64_t db_poll_state;   /* what the pages' QM_DB_POLL_STATE words hold */
     struct am_ratelimit log_rl; /* guest-triggered log lines (its own lock) */
 };
@@ -361,6 +366,12 @@ struct qm_worker {
     pthread_t thread;
     struct qm_job job;
     uint32_t sqe[QM_ENGINE_SQE_DWORDS_MAX];
+    /* The poll turn's wait (qm_db_pages.c): an eventfd that ends this
+     * worker's ppoll (-1 without doorbell isolation); in_poll and woken are
+     * under dev->sched_lock: it waits in ppoll, and someone wrote wake_fd
+     * since it began to. */
+    int wake_fd;
+    bool in_poll, woken;
 };
 
 /* Test hook (qm_debug_freeze_*): the next worker to reach `armed` blocks
@@ -491,16 +502,23 @@ void qm_db_poll_note_done(struct qm_dev *dev);
 /* An idle worker w, under dev->sched_lock with the ring empty: if pages are
  * handed out and the poll turn is free (or its owner waits and w is back
  * from a job), w takes the turn: one sweep, then the phase's pause or wait
- * on sched_cond. Returns true with sched_lock held again (look at the ring
+ * in ppoll on w->wake_fd and the handed-out pages' kick eventfds (not on
+ * sched_cond: whoever wakes a waiting owner uses qm_db_poll_wake_locked or
+ * qm_db_poll_wake_owner_locked). Returns true with sched_lock held again (look at the ring
  * again), false when w should wait for work. */
-bool qm_db_poll_turn_locked(struct qm_dev *dev, const struct qm_worker *w, bool back_from_job);
+bool qm_db_poll_turn_locked(struct qm_dev *dev, struct qm_worker *w, bool back_from_job);
 /* A job of fn is about to complete: its pages say QM_DB_POLL_ON (if they
  * were handed out), as the completing worker spins next. */
 void qm_db_poll_state_on_locked(struct qm_fn *fn);
 /* A worker back from a job takes another from the ring instead of polling:
  * the job's commit told its guest the device polls, so a waiting turn owner
- * is woken to sweep. Under dev->sched_lock. */
-void qm_db_poll_wake_owner_locked(struct qm_dev *dev);
+ * is woken to sweep. Returns whether it woke it. Under dev->sched_lock. */
+bool qm_db_poll_wake_owner_locked(struct qm_dev *dev);
+/* Wakes up to n workers waiting in the poll turn's ppoll (the owner first,
+ * then workers whose turn was taken over while they waited), as
+ * pthread_cond_signal wakes the workers waiting for work; returns how many
+ * it woke. Under dev->sched_lock. */
+unsigned qm_db_poll_wake_locked(struct qm_dev *dev, unsigned n);
 /* w takes a job: if it held the turn, it gives it up and signals one of
  * idle_workers, if any, to take it. Under dev->sched_lock. */
 void qm_db_poll_leave_locked(struct qm_dev *dev, const struct qm_worker *w, unsigned idle_workers);

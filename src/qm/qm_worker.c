@@ -8,10 +8,13 @@
  * and puts it back at the end of the ring otherwise (fair sharing without a
  * hand-off per job). */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <sched.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/common.h"
 #include "qm/qm_internal.h"
@@ -45,6 +48,10 @@ void qm_sched_wake(struct qm_dev *dev, struct qm_deferred *d)
         return;
     d->sched_wake = 0;
     pthread_mutex_lock(&dev->sched_lock);
+    /* A worker waiting in the poll turn (qm_db_pages.c) is idle too, but
+     * waits in ppoll, not on the condition: it goes first (it is the one a
+     * kick or a doorbell would have woken anyway). */
+    n -= qm_db_poll_wake_locked(dev, n);
     if (n >= dev->nworkers) {
         pthread_cond_broadcast(&dev->sched_cond);
     } else {
@@ -404,7 +411,7 @@ static void *qm_worker_main(void *arg)
         q->queued = false;
         qm_db_poll_leave_locked(dev, w, dev->idle_waiting);
         if (back_from_job)
-            qm_db_poll_wake_owner_locked(dev);
+            (void)qm_db_poll_wake_owner_locked(dev);
         back_from_job = false;
         atomic_fetch_add(&dev->serving, 1);
         pthread_mutex_unlock(&dev->sched_lock);
@@ -435,6 +442,8 @@ int qm_workers_start(struct qm_dev *dev)
     if (dev->workers == NULL)
         return -ENOMEM;
     dev->nworkers = dev->cfg.workers;
+    for (unsigned i = 0; i < dev->nworkers; i++)
+        dev->workers[i].wake_fd = -1; /* qm_workers_stop closes what was opened */
     for (unsigned i = 0; i < dev->nworkers; i++) {
         struct qm_worker *w = &dev->workers[i];
 
@@ -445,6 +454,12 @@ int qm_workers_start(struct qm_dev *dev)
         r = dev->engine->create(&w->eng);
         if (r)
             return r;
+        /* The poll turn's wait (qm_db_pages.c) ends on it. */
+        if (dev->poll != NULL) {
+            w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+            if (w->wake_fd < 0)
+                return -errno;
+        }
         r = pthread_create(&w->thread, NULL, qm_worker_main, w);
         if (r)
             return -r;
@@ -460,6 +475,7 @@ void qm_workers_stop(struct qm_dev *dev)
     pthread_mutex_lock(&dev->sched_lock);
     dev->stopping = true;
     pthread_cond_broadcast(&dev->sched_cond);
+    (void)qm_db_poll_wake_locked(dev, UINT_MAX);
     pthread_mutex_unlock(&dev->sched_lock);
     /* A frozen worker first: revocation may wait for its copy. */
     pthread_mutex_lock(&dev->freeze.lock);
@@ -484,6 +500,8 @@ void qm_workers_stop(struct qm_dev *dev)
     for (unsigned i = 0; dev->workers && i < dev->nworkers; i++) {
         if (dev->workers[i].eng)
             dev->engine->destroy(dev->workers[i].eng);
+        if (dev->workers[i].wake_fd >= 0)
+            close(dev->workers[i].wake_fd);
         pthread_mutex_destroy(&dev->workers[i].job.gate);
         pthread_cond_destroy(&dev->workers[i].job.write_done);
     }

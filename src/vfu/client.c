@@ -2,7 +2,9 @@
 #include <assert.h>
 #include <errno.h>
 #include <poll.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -33,6 +35,28 @@ struct region_map {
     uint8_t *base;
     uint64_t size;
     size_t len;
+};
+
+/* The sub-regions of a region IO FDS reply we take (DEVICE_GET_REGION_IO_FDS):
+ * more is -EPROTO. Room for every queue of a VF's BAR4 many times over. */
+#define CLIENT_IO_FDS_MAX 1024u
+#define CLIENT_IO_FDS_TRIES 3
+
+/* One ioeventfd the server named for a region: an exact write of size
+ * bytes at offset (any size when 0; with match, only of that value) may be
+ * an increment of fd instead (KVM_IOEVENTFD's rule). */
+struct io_fd_sub {
+    uint64_t offset, size, datamatch;
+    bool match;
+    int fd;
+};
+
+/* A region's ioeventfds, set once (vfu_client_region_io_fds) and read
+ * without a lock; the descriptors are the client's until destroy. */
+struct io_fds {
+    uint32_t nsub, nfds;
+    struct io_fd_sub *sub;
+    int fds[VFU_MSG_MAX_FDS];
 };
 
 /* Memory served to the server over the twin socket. */
@@ -80,6 +104,9 @@ struct vfu_client {
     pthread_mutex_t map_lock;
     struct region_map maps[VFU_NUM_REGIONS];
     int region_fd[VFU_NUM_REGIONS];
+    /* Set (release) under map_lock by vfu_client_region_io_fds, then only
+     * read (acquire), by the guest's kicks; freed by destroy. */
+    _Atomic(struct io_fds *) io_fds[VFU_NUM_REGIONS];
 };
 
 /* ---- request / reply ---- */
@@ -465,6 +492,14 @@ void vfu_client_destroy(struct vfu_client *c)
             munmap(c->maps[i].base, c->maps[i].len);
         if (c->region_fd[i] >= 0)
             close(c->region_fd[i]);
+        struct io_fds *f = atomic_load_explicit(&c->io_fds[i], memory_order_relaxed);
+
+        if (f) {
+            for (uint32_t k = 0; k < f->nfds; k++)
+                close(f->fds[k]);
+            free(f->sub);
+            free(f);
+        }
     }
     pthread_mutex_destroy(&c->map_lock);
     pthread_mutex_destroy(&c->host_lock);
@@ -1176,6 +1211,177 @@ int vfu_client_region_map(struct vfu_client *c, uint32_t region, void **base, ui
     return 0;
 }
 
+/* ---- ioeventfds (DEVICE_GET_REGION_IO_FDS) ---- */
+
+static void io_fds_close(int *fds, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+}
+
+/* The reply (len bytes of buf, argsz and count checked by the caller) as
+ * sub-regions of a region of region_size bytes, into f; the descriptors
+ * stay in f->fds (closed by the caller on failure). Sub-regions we cannot
+ * use (ioregionfd, port I/O, unknown flags) are skipped; a descriptor no
+ * sub-region uses is closed. */
+static int io_fds_parse(const uint8_t *buf, uint32_t count, size_t stride, uint64_t region_size,
+                        struct io_fds *f)
+{
+    bool used[VFU_MSG_MAX_FDS] = {false};
+
+    f->sub = calloc(count, sizeof(*f->sub));
+    if (!f->sub)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < count; i++) {
+        struct vfu_sub_region_ioeventfd e;
+        uint64_t end;
+
+        memcpy(&e, buf + sizeof(struct vfu_region_io_fds) + i * stride, sizeof(e));
+        if (e.fd_index >= f->nfds)
+            return -EPROTO;
+        if (am_add_overflows_u64(e.offset, e.size, &end) || end > region_size)
+            return -EPROTO;
+        if (e.type != VFU_IO_FD_TYPE_IOEVENTFD || (e.flags & ~VFU_IOEVENTFD_FLAG_DATAMATCH))
+            continue;
+        f->sub[f->nsub++] = (struct io_fd_sub){.offset = e.offset, .size = e.size,
+                                               .datamatch = e.datamatch,
+                                               .match = e.flags & VFU_IOEVENTFD_FLAG_DATAMATCH,
+                                               .fd = f->fds[e.fd_index]};
+        used[e.fd_index] = true;
+    }
+    for (uint32_t k = 0; k < f->nfds; k++) {
+        if (!used[k]) {
+            close(f->fds[k]);
+            f->fds[k] = -1;
+        } else {
+            /* A kick must never block a vCPU: a full counter is a wake
+             * already pending. */
+            int fl = fcntl(f->fds[k], F_GETFL);
+
+            if (fl < 0 || fcntl(f->fds[k], F_SETFL, fl | O_NONBLOCK) != 0)
+                return -errno;
+        }
+    }
+    return f->nsub ? 0 : -ENOTSUP;
+}
+
+int vfu_client_region_io_fds(struct vfu_client *c, uint32_t region)
+{
+    struct vfu_region_info info;
+    uint32_t argsz = sizeof(struct vfu_region_io_fds);
+    int ret;
+
+    if (region >= VFU_NUM_REGIONS)
+        return -EINVAL;
+    if (atomic_load_explicit(&c->io_fds[region], memory_order_acquire))
+        return -EEXIST;
+    ret = vfu_client_region_info(c, region, &info);
+    if (ret)
+        return ret;
+    for (int tries = 0; tries < CLIENT_IO_FDS_TRIES; tries++) {
+        struct vfu_region_io_fds req = {.argsz = argsz, .index = region}, got;
+        struct iovec part = {&req, sizeof(req)};
+        uint8_t *buf = malloc(argsz);
+        struct client_rep r = {.iov = {{buf, argsz}}, .niov = 1, .take_fds = true};
+        struct io_fds *f;
+        size_t stride;
+
+        if (!buf)
+            return -ENOMEM;
+        ret = client_call_msg(c, VFU_CMD_DEVICE_GET_REGION_IO_FDS, &part, 1, NULL, 0, &r);
+        if (ret) {
+            free(buf);
+            return ret == -EMSGSIZE ? -EPROTO : ret; /* larger than argsz: the rule is broken */
+        }
+        if (r.len < sizeof(got)) {
+            ret = -EPROTO;
+            goto out_reply;
+        }
+        memcpy(&got, buf, sizeof(got));
+        if (got.index != region || got.flags != 0 || got.count > CLIENT_IO_FDS_MAX) {
+            ret = -EPROTO;
+            goto out_reply;
+        }
+        if (got.count == 0) {
+            ret = r.nfds ? -EPROTO : -ENOTSUP; /* the server offers none */
+            goto out_reply;
+        }
+        /* argsz: the whole reply's size; each entry (argsz - 16) / count
+         * bytes, at least the 40 we read. */
+        if (got.argsz < sizeof(got) || (got.argsz - sizeof(got)) % got.count != 0 ||
+            (got.argsz - sizeof(got)) / got.count < sizeof(struct vfu_sub_region_ioeventfd)) {
+            ret = -EPROTO;
+            goto out_reply;
+        }
+        if (got.argsz > argsz) { /* asked with too little: again, with what it names */
+            io_fds_close(r.fds, r.nfds);
+            free(buf);
+            argsz = got.argsz;
+            continue;
+        }
+        if (r.len != got.argsz || r.nfds == 0) {
+            ret = -EPROTO;
+            goto out_reply;
+        }
+        stride = (got.argsz - sizeof(got)) / got.count;
+        f = calloc(1, sizeof(*f));
+        if (!f) {
+            ret = -ENOMEM;
+            goto out_reply;
+        }
+        f->nfds = (uint32_t)r.nfds;
+        memcpy(f->fds, r.fds, r.nfds * sizeof(int));
+        ret = io_fds_parse(buf, got.count, stride, info.size, f);
+        free(buf);
+        if (!ret) {
+            pthread_mutex_lock(&c->map_lock);
+            if (atomic_load_explicit(&c->io_fds[region], memory_order_relaxed)) {
+                ret = -EEXIST; /* another thread was quicker */
+            } else {
+                atomic_store_explicit(&c->io_fds[region], f, memory_order_release);
+                ret = (int)f->nsub;
+            }
+            pthread_mutex_unlock(&c->map_lock);
+            if (ret > 0)
+                return ret;
+        }
+        io_fds_close(f->fds, f->nfds);
+        free(f->sub);
+        free(f);
+        return ret;
+out_reply:
+        io_fds_close(r.fds, r.nfds);
+        free(buf);
+        return ret;
+    }
+    return -EPROTO; /* a server that asks for more every time */
+}
+
+/* The ioeventfd an exact write of size bytes of data at off in region may
+ * go to instead, or -1. */
+static int io_fd_find(struct vfu_client *c, uint32_t region, uint64_t off, const void *data,
+                      unsigned size)
+{
+    const struct io_fds *f = atomic_load_explicit(&c->io_fds[region], memory_order_acquire);
+    uint64_t v = 0;
+
+    if (!f)
+        return -1;
+    if (size <= sizeof(v))
+        memcpy(&v, data, size);
+    for (uint32_t i = 0; i < f->nsub; i++) {
+        const struct io_fd_sub *e = &f->sub[i];
+
+        if (e->offset != off || (e->size != 0 && e->size != size))
+            continue;
+        if (e->match && (size > sizeof(v) || e->datamatch != v))
+            continue;
+        return e->fd;
+    }
+    return -1;
+}
+
 /* ---- the guest's door ---- */
 
 static int vfio_mmio_read(void *opaque, uint64_t off, void *data, unsigned size)
@@ -1188,14 +1394,21 @@ static int vfio_mmio_write(void *opaque, uint64_t off, const void *data, unsigne
     return vfu_client_region_write(opaque, VFU_REGION_BAR2, off, data, size);
 }
 
-/* A kick (QM_DB_POLL_STATE): REGION_WRITE with no reply. It carries no
- * doorbell, so arriving after later requests is harmless; a broken link
- * shows at the next call. */
+/* A kick (QM_DB_POLL_STATE): an increment of the ioeventfd the server gave
+ * for that word (vfu_client_region_io_fds), which wakes the device with no
+ * message and no server thread; else REGION_WRITE with no reply. It
+ * carries no doorbell, so arriving after later requests is harmless; a
+ * broken link shows at the next call. A full eventfd (EAGAIN) is a wake
+ * already pending. */
 static void vfio_db_kick(void *opaque, uint64_t off, const void *data, unsigned size)
 {
     struct vfu_region_access req = {.offset = off, .region = VFU_REGION_BAR4, .count = size};
     struct iovec parts[2] = {{&req, sizeof(req)}, {(void *)data, size}};
+    int efd = io_fd_find(opaque, VFU_REGION_BAR4, off, data, size);
+    uint64_t one = 1;
 
+    if (efd >= 0 && (write(efd, &one, sizeof(one)) == sizeof(one) || errno == EAGAIN))
+        return;
     (void)client_post_msg(opaque, VFU_CMD_REGION_WRITE, parts, 2);
 }
 

@@ -174,6 +174,21 @@ int vfu_client_mig_write(struct vfu_client *c, const void *buf, size_t len);
  * areas; mmap's errno otherwise. Nothing is mapped after a failure. */
 int vfu_client_region_map(struct vfu_client *c, uint32_t region, void **base, uint64_t *size);
 
+/* Asks for region's ioeventfds (DEVICE_GET_REGION_IO_FDS, argsz grown as
+ * the reply names, as for REGION_INFO) and keeps them until
+ * vfu_client_destroy. Only the guest's kick uses them (vf_io.db_kick, the
+ * one write whose value does not matter): a kick at an offset one of them
+ * covers is an eventfd increment, with no message; every other write stays
+ * REGION_WRITE. Returns how many sub-regions were kept (> 0); -ENOTSUP when
+ * the server offers none we can use (count 0, or only ioregionfds or port
+ * I/O), the server's error for a server that does not implement the
+ * command, -EEXIST when already done, -EPROTO for a reply that breaks the
+ * rules (larger than asked, index or flags not as asked, more than 1024
+ * sub-regions, an entry below 40 bytes, no descriptor, an fd_index beyond
+ * the descriptors, a sub-region outside the region, or argsz growing three
+ * times). Nothing is kept after a failure. */
+int vfu_client_region_io_fds(struct vfu_client *c, uint32_t region);
+
 /* The guest's door over vfio-user: BAR2 MMIO and MSI waits (irqs must be
  * enabled for irq_wait); doorbells in BAR4 mapped if vfu_client_region_map
  * mapped it before, else trapped (REGION_WRITE). */

@@ -18,6 +18,7 @@ struct vfu_device {
     unsigned num_vfs;
     enum mig_hw_mode hw;
     enum vfu_db_mmap db_mmap;
+    unsigned qps_per_vf;
     /* The PF driver's VF message service; set once after the model is
      * created, read by the irq sink (atomically: an IFC MSI may come first). */
     struct mig_pf_msg *pf_msg;
@@ -176,6 +177,24 @@ static int ops_region_fd(void *ctx, uint32_t region, bool holder_kicks)
     return fd < 0 ? -errno : fd;
 }
 
+static int ops_region_io_fd(void *ctx, uint32_t region, unsigned *nqueues)
+{
+    struct vfu_vf *vf = ctx;
+    int fd;
+
+    if (region != VFU_REGION_BAR4)
+        return -ENOTSUP;
+    fd = qm_db_bar_kick_fd(vf->qm, vf->fn);
+    if (fd < 0)
+        return fd;
+    *nqueues = vf->owner->qps_per_vf;
+    if ((uint64_t)*nqueues * QM_DB_PAGE_SIZE > vf->db_size)
+        *nqueues = (unsigned)(vf->db_size / QM_DB_PAGE_SIZE);
+    /* Borrowed from the model, as the pages' memfd is. */
+    fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    return fd < 0 ? -errno : fd;
+}
+
 static int ops_reset(void *ctx)
 {
     return vfu_vf_reset(ctx);
@@ -293,6 +312,7 @@ const struct vfu_dev_ops vfu_dev_ops_qm = {
     .region_read = ops_region_read,
     .region_write = ops_region_write,
     .region_fd = ops_region_fd,
+    .region_io_fd = ops_region_io_fd,
     .reset = ops_reset,
     .release = ops_release,
     .mig_flags = ops_mig_flags,
@@ -438,6 +458,7 @@ int vfu_device_create(const struct vfu_device_config *cfg, struct vfu_device **o
     d->num_vfs = cfg->num_vfs;
     d->hw = cfg->hw;
     d->db_mmap = cfg->db_mmap;
+    d->qps_per_vf = cfg->qps_per_vf;
     d->vfs = calloc(cfg->num_vfs, sizeof(*d->vfs));
     if (!d->vfs) {
         free(d);

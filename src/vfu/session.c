@@ -552,17 +552,70 @@ static int handle_region_info(struct vfu_session *s, struct vfu_msg *m, struct r
     return 0;
 }
 
+/* ioeventfds: only BAR4's kick words (the poll-state word of each queue's
+ * page, one eventfd for them all, no datamatch: a kick carries no value),
+ * and only to the client the pages were handed to (REGION_INFO with the
+ * descriptor): nobody else can store a doorbell there to kick for. Any
+ * other existing region, or BAR4 of a client that did not get the pages,
+ * has none: count 0, no descriptor. The argsz rule is REGION_INFO's: the
+ * reply says the argsz the full reply needs, and carries the sub-regions
+ * and the descriptor only when that fits (libvfio-user does the same). */
 static int handle_region_io_fds(struct vfu_session *s, struct vfu_msg *m, struct reply *r)
 {
     struct vfu_region_io_fds req;
+    unsigned nq = 0;
+    size_t need;
+    int fd = -1;
 
-    (void)s;
     if (m->len != sizeof(req))
         return fail(r, -EINVAL, "payload is not a struct vfu_region_io_fds");
     memcpy(&req, m->payload, sizeof(req));
-    if (req.argsz < sizeof(req) || req.flags != 0 || req.index >= VFU_NUM_REGIONS)
-        return fail(r, -EINVAL, "bad argsz, flags or region index");
-    return fail(r, -ENOTSUP, "no ioeventfd/ioregionfd sub-regions are offered");
+    if (req.flags != 0 || req.count != 0)
+        return fail(r, -EINVAL, "flags and count must be zero");
+    if (req.argsz < sizeof(req))
+        return fail(r, -EINVAL, "argsz below 16");
+    if (req.argsz > SESSION_MAX_XFER)
+        return fail(r, -EINVAL, "argsz above max_data_xfer_size");
+    if (req.index >= VFU_NUM_REGIONS)
+        return fail(r, -EINVAL, "no such region index");
+    if (region_size(s, req.index) == 0)
+        return fail(r, -EINVAL, "the device has no such region");
+    if (s->ops->region_io_fd && region_mmapable(s, req.index)) {
+        fd = s->ops->region_io_fd(s->ctx, req.index, &nq);
+        if (fd == -EPERM || fd == -ENOTSUP) {
+            fd = -1; /* this client was not given the pages: none for it */
+            nq = 0;
+        } else if (fd < 0) {
+            return fail(r, fd, "the region's ioeventfd cannot be handed out");
+        }
+    }
+    need = sizeof(req) + (size_t)nq * sizeof(struct vfu_sub_region_ioeventfd);
+    if (req.argsz < need && fd >= 0) {
+        close(fd); /* a short reply: the client asks again with argsz */
+        fd = -1;
+    }
+    bool whole = req.argsz >= need;
+
+    if (!reply_alloc(r, whole ? need : sizeof(req))) {
+        if (fd >= 0)
+            close(fd);
+        return -ENOMEM;
+    }
+    r->fd = fd; /* closed by the reply path, sent or not */
+    req.argsz = (uint32_t)need;
+    req.count = nq;
+    memcpy(r->data, &req, sizeof(req));
+    for (unsigned qn = 0; whole && qn < nq; qn++) {
+        struct vfu_sub_region_ioeventfd e = {
+            .offset = (uint64_t)qn * QM_DB_PAGE_SIZE + QM_DB_POLL_STATE,
+            .size = 8,
+            .fd_index = 0,
+            .type = VFU_IO_FD_TYPE_IOEVENTFD,
+        };
+
+        memcpy(r->data + sizeof(req) + qn * sizeof(e), &e, sizeof(e));
+    }
+    return 0;
 }
 
 static uint32_t irq_count(uint32_t index)

@@ -42,6 +42,13 @@ struct vfu_dev_ops {
      * the device is mmap-able. holder_kicks: the client said its guest kicks
      * a device that is not polling (qm_db_bar_holder_kicks). */
     int (*region_fd)(void *ctx, uint32_t region, bool holder_kicks);
+    /* The ioeventfd of region's kick words (VFU_REGION_BAR4: a
+     * close-on-exec dup of qm_db_bar_kick_fd; the words are the poll-state
+     * word of each of *nqueues queue pages): a new descriptor the caller
+     * owns, or -ENOTSUP (the region has none), -EPERM (its pages were not
+     * handed out by region_fd), -ENODEV, -EMFILE / -ENFILE. NULL: no
+     * region of the device has one. */
+    int (*region_io_fd)(void *ctx, uint32_t region, unsigned *nqueues);
     /* VFIO_USER_DEVICE_RESET: vfu_vf_reset. */
     int (*reset)(void *ctx);
     /* The session ended (after its reset): nothing the client kept (a BAR4

@@ -229,6 +229,29 @@ struct vfu_region_io_fds {
 } __attribute__((packed));
 _Static_assert(sizeof(struct vfu_region_io_fds) == 16, "struct vfu_region_io_fds is 16 bytes");
 
+/* One sub-region of the reply, after the struct vfu_region_io_fds (count
+ * of them; argsz = 16 + count * 40, the size the full reply needs: a reply
+ * to a smaller argsz carries the header alone and no descriptor). A write
+ * of size bytes (0: any size) at offset in the region may instead be an
+ * increment of the eventfd the reply's descriptor fd_index is. accmig
+ * offers, for BAR4, one eventfd shared by every queue's poll-state word
+ * (qm_hw.h QM_DB_POLL_STATE, 8 bytes, no datamatch): a kick. */
+#define VFU_IO_FD_TYPE_IOEVENTFD 0u
+#define VFU_IO_FD_TYPE_IOREGIONFD 1u
+#define VFU_IOEVENTFD_FLAG_DATAMATCH (1u << 0) /* KVM_IOEVENTFD_FLAG_DATAMATCH */
+
+struct vfu_sub_region_ioeventfd {
+    uint64_t offset;
+    uint64_t size;
+    uint32_t fd_index;
+    uint32_t type;
+    uint32_t flags;
+    uint32_t padding;
+    uint64_t datamatch;
+} __attribute__((packed));
+_Static_assert(sizeof(struct vfu_sub_region_ioeventfd) == 40,
+               "struct vfu_sub_region_ioeventfd is 40 bytes");
+
 /* ---- DEVICE_GET_IRQ_INFO (7) / DEVICE_SET_IRQS (8) ---- */
 enum vfu_irq_index {
     VFU_IRQ_INTX = 0,

@@ -382,6 +382,13 @@ static int vm_setup_doorbells(struct vm *vm, bool trap)
     if (ret)
         return ret;
     vm->doorbells = VM_DB_MAPPED;
+    /* The guest's kicks (a device that stopped polling) go by the
+     * ioeventfd the server gives for the poll-state words, straight to the
+     * device; a server that gives none gets them trapped. */
+    ret = vfu_client_region_io_fds(vm->c, VFU_REGION_BAR4);
+    if (ret < 0)
+        am_log(AM_LOG_INFO, "vm", "%s: no ioeventfd for BAR4 (%s): kicks stay trapped", vm->attach,
+               strerror(-ret));
     return 0;
 }
 

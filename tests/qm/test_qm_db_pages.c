@@ -445,6 +445,171 @@ static void test_renewed_pages_cut_off_the_previous_owner(void **state)
     tenv_fini(&e);
 }
 
+/* The kick eventfd's counter, read through a copy of it (a kick the
+ * device consumed reads 0, one nobody waits on keeps its count). */
+static uint64_t t_kicks_pending(int kick_fd)
+{
+    uint64_t n = 0;
+    int fl = fcntl(kick_fd, F_GETFL);
+
+    assert_true(fl >= 0 && (fl & O_NONBLOCK));
+    if (read(kick_fd, &n, sizeof(n)) != sizeof(n)) {
+        assert_int_equal(errno, EAGAIN);
+        return 0;
+    }
+    return n;
+}
+
+static void t_pause(struct tenv *e, unsigned vf)
+{
+    assert_int_equal(tmb(e, tdoor_window(vf), QM_MB_CMD_PAUSE_QM, 0, 0, false, NULL), 0);
+    for (int i = 0; i < 100000; i++) {
+        if (thost_rd32(e, tdoor_window(vf), QM_WIN_PAUSE_STATUS) == 3)
+            return;
+        tsleep_us(10);
+    }
+    fail_msg("PAUSE_STATUS never showed the jobs retired");
+}
+
+/* The kick eventfd (qm_db_bar_kick_fd): only for a VF whose pages were
+ * handed out; a write to it does what a trapped kick does, with no trapped
+ * access at all (the trapped kick counter stays 0), and the device consumes
+ * it. Every holder kicks, so without it the device would wait 100 ms. */
+static void test_a_kick_by_the_eventfd_takes_the_stored_doorbells(void **state)
+{
+    struct tenv e;
+    struct tvf v;
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    uint64_t one = 1;
+
+    (void)state;
+    tenv_init(&e, NULL);
+    assert_int_equal(qm_db_bar_kick_fd(e.dev, 0), -ENODEV);
+    assert_int_equal(qm_db_bar_kick_fd(e.dev, 99), -ENODEV);
+    assert_int_equal(qm_db_bar_holder_kicks(e.dev, 1), 0);
+    int kfd = dup(qm_db_bar_kick_fd(e.dev, 1));
+
+    assert_true(kfd >= 0);
+    tvf_probe(&e, &v, 1);
+    tvf_start_qp(&v, 0, ZIP_ALG_COMPRESS);
+    tvf_start_qp(&v, 1, ZIP_ALG_COMPRESS);
+    struct tjob j0 = tjob_new(&e, 1, 4096, 12), j1 = tjob_new(&e, 1, 4096, 15);
+    uint16_t slot0 = 0, slot1 = 0;
+
+    for (unsigned n = 1; n <= 6; n++) {
+        t_wait_poll_state(&e, 1, QM_DB_POLL_OFF);
+        /* Two queues' doorbells stored, one kick: it names no queue. */
+        tjob_sqe(&j0, sqe, 2 * n);
+        t_submit_stored(&v, 0, sqe);
+        tjob_sqe(&j1, sqe, 2 * n + 1);
+        t_submit_stored(&v, 1, sqe);
+        assert_int_equal(write(kfd, &one, sizeof(one)), sizeof(one));
+        assert_true(twait_jobs_done(&e, 1, 2 * n, T_TIMEOUT_MS));
+        t_wait_taken(&e, 1, 0);
+        t_wait_taken(&e, 1, 1);
+        assert_true(tvf_cqe_wait(&v, 0, &slot0, T_TIMEOUT_MS));
+        assert_true(tvf_cqe_wait(&v, 1, &slot1, T_TIMEOUT_MS));
+    }
+    assert_int_equal(tcounters(&e, 1).doorbell_kicks, 0); /* none was trapped */
+    assert_int_equal(tcounters(&e, 1).doorbells_ignored, 0);
+    /* Every kick was consumed (the device drains the eventfd when it sweeps). */
+    t_wait_poll_state(&e, 1, QM_DB_POLL_OFF);
+    assert_int_equal(t_kicks_pending(kfd), 0);
+    uint32_t back[ZIP_SQE_DWORDS];
+
+    tvf_sqe(&v, 0, slot0, back);
+    tjob_check(&v, &j0, back);
+    tvf_sqe(&v, 1, slot1, back);
+    tjob_check(&v, &j1, back);
+    close(kfd);
+    tenv_fini(&e);
+}
+
+/* A renew closes the device's kick eventfd and takes it out of what the
+ * workers wait on: a stale holder's copy reaches nothing (its count stays
+ * unread, nothing runs), the new pages get a new one, refused (-EPERM)
+ * until they are handed out. */
+static void test_after_a_renew_the_old_kick_eventfd_reaches_nothing(void **state)
+{
+    struct tenv e;
+    struct tvf v;
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    uint64_t one = 1;
+    uint16_t slot;
+
+    (void)state;
+    tenv_init(&e, NULL);
+    tvf_probe(&e, &v, 1);
+    tvf_start_qp(&v, 0, ZIP_ALG_COMPRESS);
+    uint8_t *old = e.db[1];
+    int old_kfd = dup(qm_db_bar_kick_fd(e.dev, 1));
+
+    assert_true(old_kfd >= 0);
+    assert_int_equal(qm_db_bar_renew(e.dev, 1), 0);
+    assert_int_equal(qm_db_bar_kick_fd(e.dev, 1), -EPERM); /* not handed out yet */
+    e.db[1] = mmap(NULL, e.db_size[1], PROT_READ | PROT_WRITE, MAP_SHARED, qm_db_bar_fd(e.dev, 1), 0);
+    assert_true(e.db[1] != MAP_FAILED);
+    int new_kfd = qm_db_bar_kick_fd(e.dev, 1);
+
+    assert_true(new_kfd >= 0);
+    struct tjob j = tjob_new(&e, 1, 4096, 13);
+
+    /* The old holder stores through its stale mapping and kicks its stale fd. */
+    tjob_sqe(&j, sqe, 0);
+    t_place(&v, 0, sqe);
+    atomic_store((_Atomic uint64_t *)(old + QM_DB_SQCQ), qm_db_value(0, QM_DB_CMD_SQ, 1, 0));
+    assert_int_equal(write(old_kfd, &one, sizeof(one)), sizeof(one));
+    tsleep_us(20000);
+    (void)trd32(&e, tdoor_vf(1), QM_VF_STATE);
+    assert_int_equal(tcounters(&e, 1).jobs_done, 0);
+    assert_int_equal(t_kicks_pending(old_kfd), 1); /* nobody read it */
+    /* The new owner's store and kick work. */
+    atomic_store(t_word(&e, 1, 0), qm_db_value(0, QM_DB_CMD_SQ, 1, 0));
+    assert_int_equal(write(new_kfd, &one, sizeof(one)), sizeof(one));
+    assert_true(tvf_cqe_wait(&v, 0, &slot, T_TIMEOUT_MS));
+    munmap(old, e.db_size[1]);
+    close(old_kfd);
+    tenv_fini(&e);
+}
+
+/* A kick while the function is paused: the stored doorbell is taken and
+ * held (not run, not lost), and runs at RESUME_QM. */
+static void test_a_kick_while_paused_is_held_and_acted_on_at_resume(void **state)
+{
+    struct tenv e;
+    struct tvf v;
+    uint32_t sqe[ZIP_SQE_DWORDS];
+    uint64_t one = 1;
+    uint16_t slot;
+
+    (void)state;
+    tenv_init(&e, NULL);
+    tvf_probe(&e, &v, 1);
+    tvf_start_qp(&v, 0, ZIP_ALG_COMPRESS);
+    int kfd = qm_db_bar_kick_fd(e.dev, 1);
+
+    assert_true(kfd >= 0);
+    struct tjob j = tjob_new(&e, 1, 4096, 14);
+
+    t_pause(&e, 1);
+    tjob_sqe(&j, sqe, 0);
+    t_submit_stored(&v, 0, sqe);
+    assert_int_equal(write(kfd, &one, sizeof(one)), sizeof(one));
+    t_wait_taken(&e, 1, 0);
+    tsleep_us(20000);
+    assert_int_equal(tcounters(&e, 1).jobs_done, 0);
+    assert_int_equal(tcounters(&e, 1).doorbells_held, 1);
+    assert_int_equal(tqueue(&e, 1, 0).sq_tail, 1);
+    assert_int_equal(tmb(&e, tdoor_window(1), QM_MB_CMD_RESUME_QM, 0, 0, false, NULL), 0);
+    assert_true(tvf_cqe_wait(&v, 0, &slot, T_TIMEOUT_MS));
+    assert_int_equal(slot, 0);
+    uint32_t back[ZIP_SQE_DWORDS];
+
+    tvf_sqe(&v, 0, slot, back);
+    tjob_check(&v, &j, back);
+    tenv_fini(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -458,6 +623,9 @@ int main(void)
         cmocka_unit_test(test_the_pages_say_whether_the_device_polls_and_a_kick_is_acted_on),
         cmocka_unit_test(test_a_trapped_access_takes_the_doorbells_stored_before_it),
         cmocka_unit_test(test_renewed_pages_cut_off_the_previous_owner),
+        cmocka_unit_test(test_a_kick_by_the_eventfd_takes_the_stored_doorbells),
+        cmocka_unit_test(test_after_a_renew_the_old_kick_eventfd_reaches_nothing),
+        cmocka_unit_test(test_a_kick_while_paused_is_held_and_acted_on_at_resume),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,10 +11,12 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <zlib.h>
 
+#include "qm/qm_debug.h"
 #include "qm/qm_hw.h"
 #include "vfu/client.h"
 #include "vfu/vfu_pci.h"
@@ -673,6 +675,11 @@ struct evil {
     size_t len, need;
     int fd;
     bool ignore_argsz;
+    /* GET_REGION_IO_FDS: io_reply (io_len bytes) to an argsz of at least
+     * io_need, else its first 16 bytes; io_fd (dup'ed) with the long one. */
+    uint8_t io_reply[512];
+    size_t io_len, io_need;
+    int io_fd;
 };
 
 static void *evil_main(void *arg)
@@ -697,6 +704,20 @@ static void *evil_main(void *arg)
         if (m.hdr.cmd == VFU_CMD_VERSION) {
             part = (struct iovec){&v, sizeof(v)};
             vfu_send(&t, &h, &part, 1, NULL, 0);
+        } else if (m.hdr.cmd == VFU_CMD_DEVICE_GET_REGION_IO_FDS) {
+            memcpy(&req, m.payload, AM_MIN(m.len, sizeof(req)));
+            pthread_mutex_lock(&e->mu);
+            if (req.argsz >= e->io_need) {
+                part = (struct iovec){e->io_reply, e->io_len};
+                if (e->io_fd >= 0)
+                    out_fd = dup(e->io_fd);
+            } else {
+                part = (struct iovec){e->io_reply, sizeof(struct vfu_region_io_fds)};
+            }
+            vfu_send(&t, &h, &part, 1, out_fd >= 0 ? &out_fd : NULL, out_fd >= 0 ? 1 : 0);
+            pthread_mutex_unlock(&e->mu);
+            if (out_fd >= 0)
+                close(out_fd);
         } else {
             memcpy(&req, m.payload, AM_MIN(m.len, sizeof(req)));
             pthread_mutex_lock(&e->mu);
@@ -937,6 +958,118 @@ static void test_a_hostile_region_info_never_makes_the_client_map_outside_its_re
     assert_int_equal(test_wait_fds(f->base_fds), f->base_fds);
 }
 
+/* A scripted IO_FDS reply: count sub-regions (entries of stride bytes,
+ * the first 40 of each from subs), argsz as claimed, fd with it. */
+static void evil_io_script(struct evil *e, uint32_t index, uint32_t count, size_t stride,
+                           const struct vfu_sub_region_ioeventfd *subs, int fd)
+{
+    struct vfu_region_io_fds h = {.index = index, .count = count};
+
+    pthread_mutex_lock(&e->mu);
+    e->io_len = sizeof(h) + count * stride;
+    assert_true(e->io_len <= sizeof(e->io_reply));
+    h.argsz = (uint32_t)e->io_len;
+    e->io_need = e->io_len;
+    memset(e->io_reply, 0, sizeof(e->io_reply));
+    memcpy(e->io_reply, &h, sizeof(h));
+    for (uint32_t i = 0; i < count; i++)
+        memcpy(e->io_reply + sizeof(h) + i * stride, &subs[i], AM_MIN(stride, sizeof(subs[i])));
+    e->io_fd = fd;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* A hostile GET_REGION_IO_FDS reply is refused whole (-EPROTO) and leaves
+ * nothing behind: a descriptor with count 0, another index, an entry
+ * outside the region or naming a descriptor that did not come, entries
+ * below 40 bytes, no descriptor, a reply larger than asked or an argsz
+ * that never fits. Only ioregionfds or port I/O: -ENOTSUP. A good reply
+ * makes the guest's kick an increment of that eventfd. */
+static void test_a_hostile_region_io_fds_reply_is_refused_and_leaks_nothing(void **state)
+{
+    struct fixture *f = *state;
+    const uint64_t S = 2 * (uint64_t)QM_DB_PAGE_SIZE;
+    struct evil e = {.listen_fd = -1, .fd = -1, .io_fd = -1};
+    struct vfu_sparse_mmap_area a = {0, S};
+    struct vfu_sub_region_ioeventfd good[2] = {
+        {.offset = QM_DB_POLL_STATE, .size = 8, .type = VFU_IO_FD_TYPE_IOEVENTFD},
+        {.offset = QM_DB_PAGE_SIZE + QM_DB_POLL_STATE, .size = 8,
+         .type = VFU_IO_FD_TYPE_IOEVENTFD}};
+    struct vfu_sub_region_ioeventfd bad[2];
+    const size_t W = sizeof(struct vfu_sub_region_ioeventfd);
+    struct vfu_client *c = NULL;
+    char path[128];
+    unsigned fds_before;
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+
+    assert_true(efd >= 0);
+    snprintf(path, sizeof(path), "%s/evil-io.sock", f->ts.dir);
+    assert_int_equal(vfu_sock_listen(path, &e.listen_fd), 0);
+    pthread_mutex_init(&e.mu, NULL);
+    assert_int_equal(pthread_create(&e.thread, NULL, evil_main, &e), 0);
+    assert_int_equal(vfu_client_connect(path, NULL, &c), 0);
+    evil_script(&e, S, 0, &a, 1, -1); /* REGION_INFO: a region of S bytes */
+    fds_before = test_count_fds();
+
+    evil_io_script(&e, VFU_REGION_BAR4, 0, W, good, efd); /* count 0, yet a descriptor */
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -EPROTO);
+    evil_io_script(&e, VFU_REGION_BAR2, 2, W, good, efd); /* another region's */
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -EPROTO);
+    memcpy(bad, good, sizeof(bad));
+    bad[1].offset = S - 4; /* past the end */
+    evil_io_script(&e, VFU_REGION_BAR4, 2, W, bad, efd);
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -EPROTO);
+    bad[1].offset = UINT64_MAX - 3; /* wrapping */
+    evil_io_script(&e, VFU_REGION_BAR4, 2, W, bad, efd);
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -EPROTO);
+    memcpy(bad, good, sizeof(bad));
+    bad[0].fd_index = 1; /* one descriptor came */
+    evil_io_script(&e, VFU_REGION_BAR4, 2, W, bad, efd);
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -EPROTO);
+    evil_io_script(&e, VFU_REGION_BAR4, 2, 24, good, efd); /* entries below 40 bytes */
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -EPROTO);
+    evil_io_script(&e, VFU_REGION_BAR4, 2, W, good, -1); /* no descriptor */
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -EPROTO);
+    evil_io_script(&e, VFU_REGION_BAR4, 2, W, good, efd); /* the whole reply to any argsz */
+    pthread_mutex_lock(&e.mu);
+    e.io_need = 0;
+    pthread_mutex_unlock(&e.mu);
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -EPROTO);
+    evil_io_script(&e, VFU_REGION_BAR4, 2, W, good, efd); /* an argsz that never fits */
+    pthread_mutex_lock(&e.mu);
+    e.io_need = SIZE_MAX;
+    pthread_mutex_unlock(&e.mu);
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -EPROTO);
+    memcpy(bad, good, sizeof(bad));
+    bad[0].type = VFU_IO_FD_TYPE_IOREGIONFD;
+    bad[1].flags = 1u << 1; /* KVM_IOEVENTFD_FLAG_PIO */
+    evil_io_script(&e, VFU_REGION_BAR4, 2, W, bad, efd);
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -ENOTSUP);
+    assert_int_equal(test_count_fds(), fds_before);
+
+    /* A good reply (entries may be longer than 40 bytes): the kick at the
+     * second queue's word is an eventfd increment; one at another offset
+     * is not. */
+    struct vf_io io;
+    const uint64_t zero = 0;
+    uint64_t n = 0;
+
+    evil_io_script(&e, VFU_REGION_BAR4, 2, W + 8, good, efd);
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), 2);
+    vfu_client_vf_io(c, &io);
+    io.db_kick(io.opaque, QM_DB_PAGE_SIZE + QM_DB_POLL_STATE, &zero, 8);
+    assert_int_equal(read(efd, &n, sizeof(n)), sizeof(n));
+    assert_int_equal(n, 1);
+    io.db_kick(io.opaque, QM_DB_PAGE_SIZE + QM_DB_SQCQ, &zero, 8); /* trapped: not ours */
+    assert_true(read(efd, &n, sizeof(n)) < 0);
+    vfu_client_destroy(c);
+    pthread_join(e.thread, NULL);
+    pthread_mutex_destroy(&e.mu);
+    close(efd);
+    close(e.listen_fd);
+    unlink(path);
+    assert_int_equal(test_wait_fds(f->base_fds), f->base_fds);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 #define T0(fn) cmocka_unit_test_setup_teardown(fn, setup_no_isolation, teardown)
 #define TA(fn) cmocka_unit_test_setup_teardown(fn, setup_always, teardown)
@@ -1042,6 +1175,197 @@ static void test_the_next_client_gets_pages_the_last_one_cannot_reach(void **sta
     vfu_client_destroy(c2);
 }
 
+/* ---- the kick's ioeventfd (DEVICE_GET_REGION_IO_FDS) ---- */
+
+/* One GET_REGION_IO_FDS over a raw connection, as raw_region_info. */
+static int raw_io_fds(struct raw_conn *rc, uint32_t index, uint32_t argsz, uint8_t *rep,
+                      size_t cap, size_t *len, int *fds, size_t *nfds)
+{
+    struct vfu_region_io_fds req = {.argsz = argsz, .index = index};
+    struct vfu_msg m;
+    int ret = raw_send(rc, VFU_CMD_DEVICE_GET_REGION_IO_FDS, 0, &req, sizeof(req), NULL, 0);
+
+    if (ret)
+        return ret;
+    ret = raw_recv(rc, &m);
+    if (ret)
+        return ret;
+    if (m.hdr.flags & VFU_HDR_ERROR) {
+        ret = -(int)m.hdr.error;
+        vfu_msg_release(&m);
+        return ret;
+    }
+    *len = m.len;
+    memcpy(rep, m.payload, AM_MIN(m.len, cap));
+    *nfds = m.nfds;
+    for (size_t i = 0; i < m.nfds; i++) {
+        int fd = vfu_msg_take_fd(&m, i);
+        if (fds)
+            fds[i] = fd;
+        else
+            close(fd);
+    }
+    vfu_msg_release(&m);
+    return 0;
+}
+
+/* BAR4's ioeventfds: one sub-region per queue, its poll-state word (8
+ * bytes, no datamatch), all on one eventfd, and only once the pages were
+ * handed to this client; the argsz rule of REGION_INFO (a short argsz
+ * gets the header alone, with the argsz needed and no descriptor);
+ * malformed requests are refused and nothing leaks. */
+static void test_region_io_fds_of_bar4_names_each_queue_s_poll_state_word_on_one_eventfd(
+    void **state)
+{
+    struct fixture *f = *state;
+    const uint32_t need = sizeof(struct vfu_region_io_fds) +
+                          QPS * sizeof(struct vfu_sub_region_ioeventfd);
+    struct raw_conn rc;
+    uint8_t rep[512];
+    struct vfu_region_io_fds h;
+    size_t len, nfds;
+    int fds[4];
+
+    assert_int_equal(raw_open_coop(&rc, test_sock(&f->ts, 0)), 0);
+    /* Before REGION_INFO handed the pages out: none. */
+    assert_int_equal(raw_io_fds(&rc, VFU_REGION_BAR4, need, rep, sizeof(rep), &len, NULL, &nfds), 0);
+    memcpy(&h, rep, sizeof(h));
+    assert_int_equal(len, 16);
+    assert_int_equal(h.count, 0);
+    assert_int_equal(h.argsz, 16);
+    assert_int_equal(nfds, 0);
+    assert_int_equal(raw_region_info(&rc, VFU_REGION_BAR4, 64, rep, sizeof(rep), &len, NULL, &nfds),
+                     0);
+    assert_int_equal(nfds, 1);
+    /* argsz 16: the header says what the whole reply needs; no descriptor. */
+    assert_int_equal(raw_io_fds(&rc, VFU_REGION_BAR4, 16, rep, sizeof(rep), &len, NULL, &nfds), 0);
+    memcpy(&h, rep, sizeof(h));
+    assert_int_equal(len, 16);
+    assert_int_equal(h.argsz, need);
+    assert_int_equal(h.count, QPS);
+    assert_int_equal(h.index, VFU_REGION_BAR4);
+    assert_int_equal(nfds, 0);
+    /* The whole reply. */
+    assert_int_equal(raw_io_fds(&rc, VFU_REGION_BAR4, need, rep, sizeof(rep), &len, fds, &nfds), 0);
+    memcpy(&h, rep, sizeof(h));
+    assert_int_equal(len, need);
+    assert_int_equal(h.argsz, need);
+    assert_int_equal(h.count, QPS);
+    assert_int_equal(h.flags, 0);
+    assert_int_equal(nfds, 1);
+    for (unsigned qn = 0; qn < QPS; qn++) {
+        struct vfu_sub_region_ioeventfd e;
+
+        memcpy(&e, rep + sizeof(h) + qn * sizeof(e), sizeof(e));
+        assert_int_equal(e.offset, (uint64_t)qn * QM_DB_PAGE_SIZE + QM_DB_POLL_STATE);
+        assert_int_equal(e.size, 8);
+        assert_int_equal(e.fd_index, 0);
+        assert_int_equal(e.type, VFU_IO_FD_TYPE_IOEVENTFD);
+        assert_int_equal(e.flags, 0);
+        assert_int_equal(e.datamatch, 0);
+    }
+    /* It is an eventfd (8-byte increments only). */
+    uint64_t one = 1;
+    uint32_t short_write = 1;
+
+    assert_int_equal(write(fds[0], &one, sizeof(one)), sizeof(one));
+    assert_true(write(fds[0], &short_write, sizeof(short_write)) < 0);
+    close(fds[0]);
+    /* A larger argsz than needed is fine; malformed ones are not. */
+    assert_int_equal(raw_io_fds(&rc, VFU_REGION_BAR4, need + 100, rep, sizeof(rep), &len, NULL,
+                                &nfds),
+                     0);
+    assert_int_equal(len, need);
+    assert_int_equal(raw_io_fds(&rc, VFU_REGION_BAR4, 1u << 30, rep, sizeof(rep), &len, NULL, &nfds),
+                     -EINVAL);
+    assert_int_equal(raw_io_fds(&rc, VFU_REGION_BAR4, 8, rep, sizeof(rep), &len, NULL, &nfds),
+                     -EINVAL);
+    assert_int_equal(raw_io_fds(&rc, VFU_NUM_REGIONS, need, rep, sizeof(rep), &len, NULL, &nfds),
+                     -EINVAL);
+    raw_close(&rc);
+    /* A client that was not offered the mapping gets no ioeventfd either. */
+    struct vfu_client *c = connect_as(f, false);
+
+    assert_int_equal(vfu_client_region_io_fds(c, VFU_REGION_BAR4), -ENOTSUP);
+    vfu_client_destroy(c);
+    assert_int_equal(test_wait_fds(f->base_fds), f->base_fds);
+}
+
+/* Waits (bounded) until queue 0's page says the device does not poll. */
+static void wait_poll_off(struct guest *g)
+{
+    uint64_t deadline = am_now_ns() + (uint64_t)CQE_WAIT_MS * 1000000u;
+
+    while (word_at(g->db, QM_DB_POLL_STATE) != QM_DB_POLL_OFF) {
+        assert_true(am_now_ns() < deadline);
+        usleep(200);
+    }
+}
+
+/* Waits (bounded) until the device took the word at off. */
+static void wait_word_idle(struct guest *g, uint64_t off)
+{
+    uint64_t deadline = am_now_ns() + (uint64_t)CQE_WAIT_MS * 1000000u;
+
+    while (word_at(g->db, off) != QM_DB_IDLE) {
+        assert_true(am_now_ns() < deadline);
+        usleep(100);
+    }
+}
+
+/* The guest's kick (vf_io.db_kick) with the ioeventfd: an eventfd write,
+ * no message; the device runs the stored doorbell and counts no trapped
+ * kick. Without it (a server that offers none), the kick is a trapped write
+ * and counted. */
+static void test_a_kick_goes_by_the_ioeventfd_when_the_client_has_it_and_trapped_otherwise(
+    void **state)
+{
+    struct fixture *f = *state;
+    struct qm_fn_counters cnt;
+    const uint64_t zero = 0;
+    struct guest g;
+    uint16_t head;
+
+    for (int with_fd = 1; with_fd >= 0; with_fd--) {
+        guest_start(f, &g);
+        if (with_fd) {
+            assert_int_equal(vfu_client_region_io_fds(g.c, VFU_REGION_BAR4), QPS);
+            assert_int_equal(vfu_client_region_io_fds(g.c, VFU_REGION_BAR4), -EEXIST);
+            assert_int_equal(vfu_client_region_io_fds(g.c, VFU_REGION_BAR2), -ENOTSUP);
+            assert_int_equal(vfu_client_region_io_fds(g.c, VFU_NUM_REGIONS), -EINVAL);
+        }
+        assert_int_equal(qm_debug_fn_counters(model(f), 1, &cnt), 0);
+        uint64_t kicks0 = cnt.doorbell_kicks;
+
+        for (unsigned n = 0; n < 3; n++) {
+            uint64_t *sq_db = (uint64_t *)(void *)(g.db + QM_DB_SQCQ);
+
+            wait_poll_off(&g);
+            head = guest_queue_job(&g, 10 + n);
+            __atomic_store_n(sq_db, qm_db_value(0, QM_DB_CMD_SQ, head, 0), __ATOMIC_RELEASE);
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            g.io.db_kick(g.io.opaque, QM_DB_POLL_STATE, &zero, 8);
+            assert_true(guest_cqe_wait(&g, &head));
+            assert_int_equal(head, n);
+            guest_check_output(&g, n);
+            /* The CQ head, stored too once the SQ doorbell was taken; the
+             * device takes it before it stops polling. */
+            wait_word_idle(&g, QM_DB_SQCQ);
+            __atomic_store_n(sq_db, qm_db_value(0, QM_DB_CMD_CQ, g.cq_head, 0), __ATOMIC_RELEASE);
+            wait_poll_off(&g);
+            wait_word_idle(&g, QM_DB_SQCQ);
+        }
+        /* A read through the socket: every trapped kick before it was handled. */
+        uint32_t st;
+
+        assert_int_equal(vfu_client_region_read(g.c, VFU_REGION_BAR2, QM_VF_STATE, &st, 4), 0);
+        assert_int_equal(qm_debug_fn_counters(model(f), 1, &cnt), 0);
+        assert_int_equal(cnt.doorbell_kicks - kicks0, with_fd ? 0 : 3);
+        guest_stop(&g);
+        test_wait_fds(f->base_fds);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1059,6 +1383,9 @@ int main(void)
         TA(test_policy_always_offers_every_client_the_mapping),
         TN(test_policy_never_offers_nobody_the_mapping),
         T(test_the_next_client_gets_pages_the_last_one_cannot_reach),
+        T(test_region_io_fds_of_bar4_names_each_queue_s_poll_state_word_on_one_eventfd),
+        T(test_a_kick_goes_by_the_ioeventfd_when_the_client_has_it_and_trapped_otherwise),
+        T(test_a_hostile_region_io_fds_reply_is_refused_and_leaks_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -586,14 +586,52 @@ static void test_v3_mode_shows_only_the_lower_32k_of_bar2(void **state)
     assert_int_equal(call(f, VFU_CMD_REGION_READ, &a, sizeof(a), NULL, 0, NULL), 0);
 }
 
-static void test_region_io_fds_is_not_offered_and_checks_its_index(void **state)
+/* GET_REGION_IO_FDS: BAR2 (trapped registers) and config space have no
+ * ioeventfd: count 0, no descriptor; BAR4's come only to the client its
+ * pages were handed to (test_vfu_db_pages.c). Malformed requests get
+ * EINVAL, each for its own reason. */
+static void test_region_io_fds_offers_none_outside_bar4_and_refuses_malformed_requests(
+    void **state)
 {
     struct fixture *f = *state;
-    struct vfu_region_io_fds r = {.argsz = 16, .index = VFU_REGION_BAR2};
+    struct vfu_region_io_fds r = {.argsz = 16, .index = VFU_REGION_BAR2}, rep;
+    size_t got = 0;
 
-    assert_int_equal(call(f, VFU_CMD_DEVICE_GET_REGION_IO_FDS, &r, sizeof(r), NULL, 0, NULL), -ENOTSUP);
+    assert_int_equal(call(f, VFU_CMD_DEVICE_GET_REGION_IO_FDS, &r, sizeof(r), &rep, sizeof(rep),
+                          &got),
+                     0);
+    assert_int_equal(got, 16);
+    assert_int_equal(rep.argsz, 16);
+    assert_int_equal(rep.count, 0);
+    assert_int_equal(rep.index, VFU_REGION_BAR2);
+    r.index = VFU_REGION_CONFIG;
+    assert_int_equal(call(f, VFU_CMD_DEVICE_GET_REGION_IO_FDS, &r, sizeof(r), &rep, sizeof(rep),
+                          &got),
+                     0);
+    assert_int_equal(rep.count, 0);
+    /* a region index beyond the device's, and one the device does not have */
     r.index = 9;
     assert_int_equal(call(f, VFU_CMD_DEVICE_GET_REGION_IO_FDS, &r, sizeof(r), NULL, 0, NULL), -EINVAL);
+    r.index = UINT32_MAX;
+    assert_int_equal(call(f, VFU_CMD_DEVICE_GET_REGION_IO_FDS, &r, sizeof(r), NULL, 0, NULL), -EINVAL);
+    r.index = VFU_REGION_BAR0;
+    assert_int_equal(call(f, VFU_CMD_DEVICE_GET_REGION_IO_FDS, &r, sizeof(r), NULL, 0, NULL), -EINVAL);
+    /* argsz below the struct, and above anything a reply could be */
+    r.index = VFU_REGION_BAR2;
+    r.argsz = 15;
+    assert_int_equal(call(f, VFU_CMD_DEVICE_GET_REGION_IO_FDS, &r, sizeof(r), NULL, 0, NULL), -EINVAL);
+    r.argsz = UINT32_MAX;
+    assert_int_equal(call(f, VFU_CMD_DEVICE_GET_REGION_IO_FDS, &r, sizeof(r), NULL, 0, NULL), -EINVAL);
+    /* flags and count must be zero; the payload must be the struct */
+    r.argsz = 16;
+    r.flags = 1;
+    assert_int_equal(call(f, VFU_CMD_DEVICE_GET_REGION_IO_FDS, &r, sizeof(r), NULL, 0, NULL), -EINVAL);
+    r.flags = 0;
+    r.count = 1;
+    assert_int_equal(call(f, VFU_CMD_DEVICE_GET_REGION_IO_FDS, &r, sizeof(r), NULL, 0, NULL), -EINVAL);
+    r.count = 0;
+    assert_int_equal(call(f, VFU_CMD_DEVICE_GET_REGION_IO_FDS, &r, 12, NULL, 0, NULL), -EINVAL);
+    assert_int_equal(test_count_fds(), f->base_fds);
 }
 
 static void test_irq_info_gives_4_msi_vectors_and_refuses_index_5(void **state)
@@ -1230,7 +1268,7 @@ int main(void)
         T(test_device_info_says_pci_with_reset_9_regions_5_irqs),
         T(test_region_info_gives_bar2_64k_config_4k_and_refuses_index_9),
         T3(test_v3_mode_shows_only_the_lower_32k_of_bar2),
-        T(test_region_io_fds_is_not_offered_and_checks_its_index),
+        T(test_region_io_fds_offers_none_outside_bar4_and_refuses_malformed_requests),
         T(test_irq_info_gives_4_msi_vectors_and_refuses_index_5),
         T(test_set_irqs_eventfds_deliver_loopback_triggers_and_disable_closes_them),
         T(test_set_irqs_refuses_fd_count_mismatch_and_closes_the_fds),
