@@ -11,8 +11,9 @@
  * thread is woken, and while jobs flow only the guest and one worker need a
  * CPU. With no VF handed out the workers just wait for work.
  * Phases of the poll turn (docs/doorbells.md gives what each costs):
- * - spin: for QM_DB_SPIN_NS after a completion (the guest's next doorbell
- *   usually follows within microseconds), sweeps with a pause between them.
+ * - spin: for spin_ns after a completion (the guest's next doorbell
+ *   usually follows within microseconds), sweeps with a pause between them;
+ *   spin_ns adapts to the guests' gaps (qm_db_spin_adapt), up to 20 us.
  *   The worker that completes a job takes the turn over from a worker that
  *   naps or sleeps, so the spin is always the completer's own;
  * - nap: until QM_DB_NAP_PHASE_NS after the last event (a doorbell taken or
@@ -56,7 +57,6 @@
 #include "common/common.h"
 #include "qm/qm_internal.h"
 
-#define QM_DB_SPIN_NS 20000ull        /* pause-spin this long after a completion */
 #define QM_DB_NAP_NS 10000ull         /* nap between sweeps ... */
 #define QM_DB_NAP_PHASE_NS 200000ull  /* ... for this long after any event */
 #define QM_DB_SLEEP_MIN_NS 20000ull   /* first sleep once idle */
@@ -77,6 +77,8 @@ struct qm_db_poll {
     int epfd;
     atomic_uint_fast64_t last_db_ns;  /* a doorbell taken */
     atomic_uint_fast64_t last_done_ns; /* a job completed */
+    atomic_uint_fast64_t spin_ns;      /* the spin after a completion (qm_db_spin_adapt) */
+    atomic_bool ring_awaited;          /* a job completed, no SQ/CQ doorbell since */
     atomic_uint_fast64_t ndone;        /* jobs completed: a turn that saw it change
                                         * since its sweep began sweeps again */
     /* handed[f]: VF f's pages were handed out since its last renew (no
@@ -189,6 +191,26 @@ void qm_db_poll_note_done(struct qm_dev *dev)
     if (p != NULL && atomic_load_explicit(&p->nhanded, memory_order_relaxed) != 0) {
         atomic_store_explicit(&p->last_done_ns, am_now_ns(), memory_order_relaxed);
         atomic_fetch_add_explicit(&p->ndone, 1, memory_order_relaxed);
+        atomic_store_explicit(&p->ring_awaited, true, memory_order_relaxed);
+    }
+}
+
+void qm_db_poll_note_ring(struct qm_dev *dev)
+{
+    struct qm_db_poll *p = dev->poll;
+
+    /* The first ring since a completion, by whatever path (a page, a
+     * trapped write): how long its guest took is what the spin adapts to. */
+    if (p != NULL && atomic_load_explicit(&p->nhanded, memory_order_relaxed) != 0 &&
+        atomic_load_explicit(&p->ring_awaited, memory_order_relaxed) &&
+        atomic_exchange_explicit(&p->ring_awaited, false, memory_order_relaxed)) {
+        uint64_t now = am_now_ns();
+        uint64_t done = atomic_load_explicit(&p->last_done_ns, memory_order_relaxed);
+        uint64_t spin = atomic_load_explicit(&p->spin_ns, memory_order_relaxed);
+
+        if (now >= done)
+            atomic_store_explicit(&p->spin_ns, qm_db_spin_adapt(spin, now - done),
+                                  memory_order_relaxed);
     }
 }
 
@@ -269,14 +291,14 @@ static bool qm_db_every_holder_has_kick_fd(const struct qm_dev *dev)
     return true;
 }
 
-/* The guest's next doorbell is due: a job completed within QM_DB_SPIN_NS
- * and no doorbell was taken since. */
+/* The guest's next doorbell is due: a job completed within spin_ns and no
+ * doorbell was taken since. */
 static bool qm_db_spin_due(const struct qm_db_poll *p, uint64_t now)
 {
     uint64_t db = atomic_load_explicit(&p->last_db_ns, memory_order_relaxed);
     uint64_t done = atomic_load_explicit(&p->last_done_ns, memory_order_relaxed);
 
-    return done >= db && now - done < QM_DB_SPIN_NS;
+    return done >= db && now - done < atomic_load_explicit(&p->spin_ns, memory_order_relaxed);
 }
 
 /* Within QM_DB_NAP_PHASE_NS of the last event (a doorbell taken, a job
@@ -628,6 +650,7 @@ int qm_db_pages_create(struct qm_dev *dev)
         return r;
     }
     p->sleep_ns = QM_DB_SLEEP_MIN_NS;
+    atomic_init(&p->spin_ns, QM_DB_SPIN_MAX_NS);
     dev->poll = p;
     return 0;
 }

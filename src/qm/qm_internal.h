@@ -499,6 +499,31 @@ void qm_db_pages_take_locked(struct qm_access *a);
 void qm_db_pages_reset_locked(struct qm_fn *fn);
 /* A job completed: the guest will likely ring again soon, so spin. */
 void qm_db_poll_note_done(struct qm_dev *dev);
+
+/* A guest rang an SQ or CQ doorbell (any path: a page, a trapped write):
+ * the first since a completion adapts the spin (qm_db_spin_adapt). Under
+ * the function's lock. */
+void qm_db_poll_note_ring(struct qm_dev *dev);
+
+/* How long the poll turn spins after a completion adapts to how long the
+ * guests take to ring again (KVM's halt polling does the same for a vCPU):
+ * gap_ns, from a completion to the next SQ or CQ doorbell. A doorbell within
+ * the spin keeps it; one that a longer spin would have caught (up to
+ * QM_DB_SPIN_MAX_NS) doubles it, from QM_DB_SPIN_START_NS; one later than
+ * that halves it, to 0 below the start: a guest that is not running (a
+ * loaded host deschedules it for whole time slices) gets the CPU back
+ * instead of a spin that cannot find its doorbell, and rings by kick.
+ * Returns the new spin time. */
+#define QM_DB_SPIN_START_NS 2500ull
+#define QM_DB_SPIN_MAX_NS 20000ull
+static inline uint64_t qm_db_spin_adapt(uint64_t spin_ns, uint64_t gap_ns)
+{
+    if (gap_ns <= spin_ns)
+        return spin_ns;
+    if (gap_ns <= QM_DB_SPIN_MAX_NS)
+        return AM_MIN(AM_MAX(spin_ns * 2, QM_DB_SPIN_START_NS), QM_DB_SPIN_MAX_NS);
+    return spin_ns / 2 < QM_DB_SPIN_START_NS ? 0 : spin_ns / 2;
+}
 /* An idle worker w, under dev->sched_lock with the ring empty: if pages are
  * handed out and the poll turn is free (or its owner waits and w is back
  * from a job), w takes the turn: one sweep, then the phase's pause or wait

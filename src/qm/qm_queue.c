@@ -714,6 +714,7 @@ void qm_db_execute(struct qm_access *a, uint64_t db, bool eq_port)
     struct qm_queue *q = &fn->q[qn];
 
     qm_queue_ensure_loaded_locked(fn, q);
+    qm_db_poll_note_ring(fn->dev);
     if (cmd == QM_DB_CMD_SQ)
         qm_db_sq(a, db, q, index, prio);
     else

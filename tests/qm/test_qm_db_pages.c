@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/common.h"
+#include "qm/qm_internal.h"
 
 static _Atomic uint64_t *t_word(struct tenv *e, unsigned fn, unsigned qn)
 {
@@ -610,6 +611,34 @@ static void test_a_kick_while_paused_is_held_and_acted_on_at_resume(void **state
     tenv_fini(&e);
 }
 
+/* The poll turn's spin after a completion (qm_db_spin_adapt, as KVM's halt
+ * polling): a guest that rings within it keeps it, one a longer spin would
+ * have caught grows it, from the start value, up to the cap, and one that
+ * rings later than any spin would wait (a descheduled guest) shrinks it,
+ * to none. */
+static void test_the_spin_adapts_to_how_soon_guests_ring_again(void **state)
+{
+    uint64_t spin = QM_DB_SPIN_MAX_NS;
+
+    (void)state;
+    assert_int_equal(qm_db_spin_adapt(spin, 1000), spin);          /* caught: kept */
+    assert_int_equal(qm_db_spin_adapt(spin, spin), spin);
+    for (int i = 0; i < 3; i++)                                     /* rings 2 ms late */
+        spin = qm_db_spin_adapt(spin, 2000000);
+    assert_int_equal(spin, QM_DB_SPIN_MAX_NS / 8);
+    spin = qm_db_spin_adapt(spin, 2000000);
+    assert_int_equal(spin, 0);                                      /* below the start: none */
+    assert_int_equal(qm_db_spin_adapt(0, 2000000), 0);
+    spin = qm_db_spin_adapt(0, 3000);                               /* back: grows from the start */
+    assert_int_equal(spin, QM_DB_SPIN_START_NS);
+    spin = qm_db_spin_adapt(spin, 3000);
+    assert_int_equal(spin, 2 * QM_DB_SPIN_START_NS);
+    for (int i = 0; i < 8; i++)
+        spin = qm_db_spin_adapt(spin, QM_DB_SPIN_MAX_NS);
+    assert_int_equal(spin, QM_DB_SPIN_MAX_NS);                      /* capped */
+    assert_int_equal(qm_db_spin_adapt(spin, QM_DB_SPIN_MAX_NS + 1), QM_DB_SPIN_MAX_NS / 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -626,6 +655,7 @@ int main(void)
         cmocka_unit_test(test_a_kick_by_the_eventfd_takes_the_stored_doorbells),
         cmocka_unit_test(test_after_a_renew_the_old_kick_eventfd_reaches_nothing),
         cmocka_unit_test(test_a_kick_while_paused_is_held_and_acted_on_at_resume),
+        cmocka_unit_test(test_the_spin_adapts_to_how_soon_guests_ring_again),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
