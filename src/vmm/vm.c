@@ -176,6 +176,14 @@ static bool vm_aborted(struct vm *vm)
     return a;
 }
 
+static bool vm_dev_is_gone(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    bool g = vm->dev_gone;
+    pthread_mutex_unlock(&vm->lock);
+    return g;
+}
+
 static bool vm_name_known(const char *name, const char *const *names, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -1455,6 +1463,11 @@ static int vm_accept(struct vm *vm, int listen_fd, int timeout_ms, int *fd)
 
         if (vm_aborted(vm))
             return -ECANCELED;
+        /* A guest arriving now would have no device: stop waiting. Seen
+         * here too, not only through vm_abort, because the server's hang-up
+         * may come before this wait began. */
+        if (vm_dev_is_gone(vm))
+            return -ENODEV;
         if (timeout_ms >= 0) {
             uint64_t now = am_now_ns();
             if (now >= deadline)
