@@ -485,7 +485,7 @@ static void test_streams_cut_by_migrations_resume_and_inflate_whole(void **state
     (void)state;
 
     stream_config(&c);
-    c.jobs = 60;
+    c.jobs = 240; /* enough that the hops go on until one cuts a later piece */
     stream_sink_init(&k, &c);
     f = fixture_new(&c);
     workload_result_sink(f->w, stream_sink_fn, &k);
