@@ -22,7 +22,7 @@
 #include "qm/qm_debug.h"
 #include "vmm/inproc.h"
 #include "vmm/vm_ram.h"
-#include "wl_migrate.h"
+#include "wl_test.h"
 
 #define VF 1u
 
@@ -83,18 +83,6 @@ static void assert_all_verified_once(const struct workload *w, uint64_t jobs)
     assert_int_equal(r.driver.bad_cqes, 0);
     assert_int_equal(r.jobs_by_type[1] + r.jobs_by_type[2] + r.jobs_by_type[3], jobs);
     assert_true(r.bytes_in > 0);
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static void wait_steps(struct workload *w, uint64_t steps)
-{
-    for (int i = 0; i < 6000 && workload_steps(w) < steps && !workload_done(w); i++)
-        sleep_ms(5);
 }
 
 static void test_a_small_run_verifies_every_job_exactly_once(void **state)
@@ -187,7 +175,7 @@ static void pause_and_check(struct fixture *f)
     }
     steps = workload_steps(f->w);
     workload_report_get(f->w, &r1);
-    sleep_ms(30);
+    wl_sleep_ms(30);
     workload_report_get(f->w, &r2);
     assert_int_equal(workload_steps(f->w), steps);
     assert_int_equal(r1.jobs_submitted, r2.jobs_submitted);
@@ -208,7 +196,7 @@ static void test_pausing_mid_run_leaves_nothing_half_submitted_and_resume_finish
     assert_int_equal(workload_vcpus_start(f->w), 0);
     assert_int_equal(workload_check_paused(f->w, NULL, 0), -EPROTO); /* running */
     for (unsigned round = 1; round <= 6 && !workload_done(f->w); round++) {
-        wait_steps(f->w, round * 80);
+        wl_wait_steps(f->w, round * 80);
         pause_and_check(f);
         /* alternate a plain resume and a re-bind to the same RAM and VF */
         if (round % 2)
@@ -233,7 +221,7 @@ static void test_a_guest_reattached_from_ram_alone_finishes_the_run(void **state
     c.jobs = 80;
     f = fixture_new(&c);
     assert_int_equal(workload_vcpus_start(f->w), 0);
-    wait_steps(f->w, 150);
+    wl_wait_steps(f->w, 150);
     pause_and_check(f);
     steps = workload_steps(f->w);
     /* The "VMM process" goes away; a new one finds everything in RAM. */
@@ -292,7 +280,7 @@ static void test_a_guest_resumed_on_a_copy_behind_another_device_finishes_exactl
     assert_int_equal(vmm_inproc_host_create(&dc, VF, vm_ram_guest(b_ram), &b_host), 0);
     assert_int_equal(workload_vcpus_start(f->w), 0);
     for (unsigned hop = 0; hop < 2; hop++) {
-        wait_steps(f->w, 250 + hop * 250);
+        wl_wait_steps(f->w, 250 + hop * 250);
         assert_int_equal(workload_vcpus_pause(f->w), 0);
         if (workload_check_paused(f->w, why, sizeof(why)) != 0)
             fail_msg("paused guest is inconsistent: %s", why);
@@ -496,7 +484,7 @@ static void test_streams_cut_by_migrations_resume_and_inflate_whole(void **state
     /* At least 8 hops, and on until one of them carried a piece other than
      * a stream's first in flight (tag bits 40-47, docs/guest.md). */
     for (; (hops < 8 || !cut) && hops < 40 && !workload_done(f->w); hops++) {
-        wait_steps(f->w, prev + 40);
+        wl_wait_steps(f->w, prev + 40);
         assert_int_equal(workload_vcpus_pause(f->w), 0);
         prev = workload_steps(f->w);
         if (workload_check_paused(f->w, why, sizeof(why)) != 0)
@@ -749,7 +737,7 @@ static void test_a_pause_wakes_the_interrupt_thread_out_of_its_msi_wait(void **s
     for (int round = 1; round <= 4 && !workload_done(f->w); round++) {
         uint64_t t0;
 
-        wait_steps(f->w, (uint64_t)round * 40);
+        wl_wait_steps(f->w, (uint64_t)round * 40);
         t0 = am_now_ns();
         assert_int_equal(workload_vcpus_pause(f->w), 0);
         print_message("pause %d took %llu us\n", round, (unsigned long long)((am_now_ns() - t0) / 1000));

@@ -21,7 +21,7 @@
 #include "qm/qm.h"
 #include "vmm/inproc.h"
 #include "vmm/vm_ram.h"
-#include "wl_migrate.h"
+#include "wl_test.h"
 
 #define VF 1u
 
@@ -114,18 +114,6 @@ static void assert_all_verified_once(const struct fixture *f, uint64_t jobs)
             fail_msg("no %s job ran", workload_kind_name(&f->cfg, k));
 }
 
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static void wait_steps(struct workload *w, uint64_t steps)
-{
-    for (int i = 0; i < 6000 && workload_steps(w) < steps && !workload_done(w); i++)
-        sleep_ms(5);
-}
-
 static void small_run(enum guest_engine e)
 {
     struct workload_config c;
@@ -178,7 +166,7 @@ static void migrated_run(enum guest_engine e)
     assert_int_equal(vmm_inproc_host_create(&dc, VF, vm_ram_guest(b_ram), &b_host), 0);
     assert_int_equal(workload_vcpus_start(f->w), 0);
     for (unsigned hop = 0; hop < 2; hop++) {
-        wait_steps(f->w, 120 + hop * 150);
+        wl_wait_steps(f->w, 120 + hop * 150);
         assert_int_equal(workload_vcpus_pause(f->w), 0);
         if (workload_check_paused(f->w, why, sizeof(why)) != 0)
             fail_msg("paused guest is inconsistent: %s", why);

@@ -239,6 +239,17 @@ int tmb(struct tenv *e, struct tdoor d, uint8_t cmd, uint16_t qn, uint64_t base,
     return tmb_split(e, d, cmd, qn, base, op, 0, data);
 }
 
+void tpause(struct tenv *e, unsigned vf)
+{
+    assert_int_equal(tmb(e, tdoor_window(vf), QM_MB_CMD_PAUSE_QM, 0, 0, false, NULL), 0);
+    for (int i = 0; i < 100000; i++) {
+        if (thost_rd32(e, tdoor_window(vf), QM_WIN_PAUSE_STATUS) == 3)
+            return;
+        tsleep_us(10);
+    }
+    fail_msg("PAUSE_STATUS never showed the jobs retired");
+}
+
 /* ---- the VF driver ------------------------------------------------------- */
 
 void tvf_probe(struct tenv *e, struct tvf *v, unsigned fn)

@@ -107,6 +107,11 @@ int tmb_split(struct tenv *e, struct tdoor d, uint8_t cmd, uint16_t qn, uint64_t
 int tmb(struct tenv *e, struct tdoor d, uint8_t cmd, uint16_t qn, uint64_t base, bool op,
         uint64_t *data);
 
+/* The migration driver's PAUSE_QM on VF vf's PF window, then its poll of
+ * PAUSE_STATUS until the in-flight jobs retired (fails the test if they
+ * never do). */
+void tpause(struct tenv *e, unsigned vf);
+
 /* The Linux VF probe + hisi_qm_start sequence on the VF's own door. */
 void tvf_probe(struct tenv *e, struct tvf *v, unsigned fn);
 void tvf_start_qp(struct tvf *v, unsigned qn, unsigned alg_type);

@@ -461,17 +461,6 @@ static uint64_t t_kicks_pending(int kick_fd)
     return n;
 }
 
-static void t_pause(struct tenv *e, unsigned vf)
-{
-    assert_int_equal(tmb(e, tdoor_window(vf), QM_MB_CMD_PAUSE_QM, 0, 0, false, NULL), 0);
-    for (int i = 0; i < 100000; i++) {
-        if (thost_rd32(e, tdoor_window(vf), QM_WIN_PAUSE_STATUS) == 3)
-            return;
-        tsleep_us(10);
-    }
-    fail_msg("PAUSE_STATUS never showed the jobs retired");
-}
-
 /* The kick eventfd (qm_db_bar_kick_fd): only for a VF whose pages were
  * handed out; a write to it does what a trapped kick does, with no trapped
  * access at all (the trapped kick counter stays 0), and the device consumes
@@ -592,7 +581,7 @@ static void test_a_kick_while_paused_is_held_and_acted_on_at_resume(void **state
     assert_true(kfd >= 0);
     struct tjob j = tjob_new(&e, 1, 4096, 14);
 
-    t_pause(&e, 1);
+    tpause(&e, 1);
     tjob_sqe(&j, sqe, 0);
     t_submit_stored(&v, 0, sqe);
     assert_int_equal(write(kfd, &one, sizeof(one)), sizeof(one));

@@ -44,18 +44,6 @@ static void t_check_big(struct tvf *v, const struct tbig *b, const uint32_t sqe[
     assert_memory_equal(out, tmem_ptr(v->env, v->fn, b->src), T_BIG);
 }
 
-static void t_pause(struct tenv *e, unsigned vf)
-{
-    assert_int_equal(tmb(e, tdoor_window(vf), QM_MB_CMD_PAUSE_QM, 0, 0, false, NULL), 0);
-    /* The migration driver polls until in-flight jobs have retired. */
-    for (int i = 0; i < 100000; i++) {
-        if (thost_rd32(e, tdoor_window(vf), QM_WIN_PAUSE_STATUS) == 3)
-            return;
-        tsleep_us(10);
-    }
-    fail_msg("PAUSE_STATUS never showed the jobs retired");
-}
-
 static void t_resume(struct tenv *e, unsigned vf)
 {
     assert_int_equal(tmb(e, tdoor_window(vf), QM_MB_CMD_RESUME_QM, 0, 0, false, NULL), 0);
@@ -86,7 +74,7 @@ static void test_pause_cancels_an_in_flight_job_which_then_completes_exactly_onc
         }
         while (!tqueue(&e, 1, 0).busy && tqueue(&e, 1, 0).sq_head != v.qp[0].sq_tail)
             ;
-        t_pause(&e, 1);
+        tpause(&e, 1);
         struct qm_queue_debug q = tqueue(&e, 1, 0);
         uint64_t done = tcounters(&e, 1).jobs_done;
 
@@ -146,7 +134,7 @@ static void test_sq_doorbells_while_paused_are_kept_and_run_after_resume(void **
     dst = tmem_alloc(&e, 1, 8192, 64);
     tfill(tmem_ptr(&e, 1, src), 4096, 1);
     tsqe_flat(sqe, ZIP_REQ_DEFLATE, src, 4096, dst, 8192, 0);
-    t_pause(&e, 1);
+    tpause(&e, 1);
     for (unsigned i = 0; i < 3; i++)
         tvf_submit(&v, 0, sqe);
     tsleep_us(20000);
@@ -179,7 +167,7 @@ static void test_interrupts_while_paused_are_held_shown_and_delivered_on_resume(
     twr32(&e, v.door, QM_EQ_INT_MASK, 1);
     tvf_submit(&v, 0, sqe);
     assert_true(twait_jobs_done(&e, 1, 1, T_TIMEOUT_MS));
-    t_pause(&e, 1);
+    tpause(&e, 1);
     /* The guest unmasks while paused: the MSI is remembered, not sent. */
     twr32(&e, v.door, QM_EQ_INT_MASK, 0);
     assert_int_equal(tenv_irqs(&e, 1, QM_VEC_EQ), 0);
@@ -192,7 +180,7 @@ static void test_interrupts_while_paused_are_held_shown_and_delivered_on_resume(
     t_resume(&e, 1);
     assert_true(twait_jobs_done(&e, 1, 2, T_TIMEOUT_MS));
     tvf_eq_drain(&v, NULL, 0);
-    t_pause(&e, 1);
+    tpause(&e, 1);
     uint64_t eqes = tcounters(&e, 1).eqes_posted;
 
     tvf_cq_rearm(&v, 0);
@@ -291,7 +279,7 @@ static void t_restore(struct tenv *e, unsigned vf, const struct tsaved *s)
 {
     struct tdoor w = tdoor_window(vf);
 
-    t_pause(e, vf); /* held until the end of the restore */
+    tpause(e, vf); /* held until the end of the restore */
     twr32(e, w, QM_VF_STATE, s->vf_state);
     twr32(e, w, QM_EQ_INT_MASK, s->eq_mask);
     twr32(e, w, QM_AEQ_INT_MASK, s->aeq_mask);
@@ -341,7 +329,7 @@ static void test_a_function_migrated_to_another_device_completes_every_job_once(
             taken++;
         }
     }
-    t_pause(&a, 1);
+    tpause(&a, 1);
     t_save(&a, 1, &s);
     assert_int_equal(s.qp_active, 3);
     assert_int_equal(s.vf_state, QM_VF_STATE_READY);
@@ -410,7 +398,7 @@ static void test_doorbells_stored_in_the_page_while_paused_run_once_after_migrat
     tvf_start_qp(&v, 0, ZIP_ALG_COMPRESS);
     src = tmem_alloc(&a, 1, 4096, 4096);
     tfill(tmem_ptr(&a, 1, src), 4096, 5);
-    t_pause(&a, 1);
+    tpause(&a, 1);
     _Atomic uint64_t *w = (_Atomic uint64_t *)(a.db[1] + QM_DB_SQCQ);
 
     for (unsigned i = 0; i < 6; i++) {
@@ -524,7 +512,7 @@ static void test_a_function_reset_cancels_running_jobs_and_lifts_the_pause(void 
     assert_int_equal(tcounters(&e, 1).jobs_done, done);
     assert_int_equal(trd32(&e, v.door, QM_VF_STATE), 1);
     assert_false(tqueue(&e, 1, 0).busy);
-    t_pause(&e, 1);
+    tpause(&e, 1);
     assert_int_equal(qm_function_reset(e.dev, 1), 0);
     assert_int_equal(thost_rd32(&e, tdoor_window(1), QM_WIN_PAUSE_STATUS), 0);
     assert_int_equal(tcounters(&e, 1).resets, 2);
@@ -560,7 +548,7 @@ static void test_pause_with_sixty_four_busy_queues_retires_every_job(void **stat
     }
     for (unsigned round = 0; round < 5; round++) {
         t0 = am_now_ns();
-        t_pause(&e, 1);
+        tpause(&e, 1);
         worst = AM_MAX(worst, am_now_ns() - t0);
         struct qm_fn_debug d;
 

@@ -1,11 +1,27 @@
 /* tests/guest: helpers shared by the workload tests (include after
  * cmocka.h). */
-#ifndef ACCMIG_TESTS_GUEST_WL_MIGRATE_H
-#define ACCMIG_TESTS_GUEST_WL_MIGRATE_H
+#ifndef ACCMIG_TESTS_GUEST_WL_TEST_H
+#define ACCMIG_TESTS_GUEST_WL_TEST_H
 
+#include <time.h>
+
+#include "guest/workload.h"
 #include "mig/mig.h"
 #include "vmm/inproc.h"
 #include "vmm/vm_ram.h"
+
+static inline void wl_sleep_ms(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Until w has taken steps steps, finished, or 30 s passed. */
+static inline void wl_wait_steps(struct workload *w, uint64_t steps)
+{
+    for (int i = 0; i < 6000 && workload_steps(w) < steps && !workload_done(w); i++)
+        wl_sleep_ms(5);
+}
 
 /* Stop-and-copy the paused guest and VF vf from host A to host B (a second
  * device instance with its own RAM), the way a VMM would, using mig.h only
