@@ -83,6 +83,7 @@ struct bv_server {
 
 struct bv_round {
     double raw_mb_s, ram_mb_s, ratio;
+    double raw_before_mb_s, raw_after_mb_s; /* raw_mb_s is their mean */
     double rawn_mb_s, ratio_n; /* against N raw streams (--channels N) */
     double rawd_mb_s, ratio_d; /* against one raw stream into the destination VMM's own RAM */
     double cpu_raw_ns_mb, cpu_mig_ns_mb; /* process CPU (the guest's included) per MB moved */
@@ -511,6 +512,8 @@ static int bv_round(const struct bv_opts *o, const struct bench_load *l,
     *cur = in.vm;
     if ((ret = bv_raw_pair(o, l, *cur, &raw[1], &rawn[1], &cpu[1])) != 0)
         return ret;
+    r->raw_before_mb_s = raw[0];
+    r->raw_after_mb_s = raw[1];
     r->raw_mb_s = (raw[0] + raw[1]) / 2;
     r->rawn_mb_s = (rawn[0] + rawn[1]) / 2;
     r->ram_mb_s = (double)r->rep.ram_bytes_per_s / 1e6;
@@ -606,13 +609,15 @@ static void bv_print(const struct bv_opts *o, const struct bv_round *r, unsigned
                (unsigned long long)r[0].rep.device_state_bytes);
         for (unsigned i = 0; i < n; i++) {
             const struct vm_mig_report *m = &r[i].rep;
-            printf("%s{\"raw_mb_s\":%.1f,\"ram_mb_s\":%.1f,\"round0_mb_s\":%.1f,\"ratio\":%.3f,"
+            printf("%s{\"raw_mb_s\":%.1f,\"raw_before_mb_s\":%.1f,\"raw_after_mb_s\":%.1f,"
+                   "\"ram_mb_s\":%.1f,\"round0_mb_s\":%.1f,\"ratio\":%.3f,"
                    "\"raw_dst_mb_s\":%.1f,\"ratio_dst\":%.3f,\"total_ms\":%.1f,"
                    "\"downtime_us\":%llu,\"pause_us\":%llu,\"quiesce_us\":%llu,\"save_us\":%llu,"
                    "\"final_ram_us\":%llu,\"final_collect_us\":%llu,\"handover_us\":%llu,\"last_pages\":%llu,\"device_send_us\":%llu,"
                    "\"end_to_ack_us\":%llu,\"restore_us\":%llu,\"resume_us\":%llu,"
                    "\"guest_start_us\":%llu,\"precopy_rounds\":%llu,\"guest_busy\":%s}",
-                   i ? "," : "", r[i].raw_mb_s, r[i].ram_mb_s, (double)m->round0_bytes_per_s / 1e6,
+                   i ? "," : "", r[i].raw_mb_s, r[i].raw_before_mb_s, r[i].raw_after_mb_s,
+                   r[i].ram_mb_s, (double)m->round0_bytes_per_s / 1e6,
                    r[i].ratio, r[i].rawd_mb_s, r[i].ratio_d,
                    (double)m->total_us / 1e3, (unsigned long long)m->downtime_us,
                    (unsigned long long)m->pause_us, (unsigned long long)m->quiesce_us,
