@@ -24,8 +24,9 @@
  * printed with the worst downtime. At the end the guest is shut down and its
  * job table checked (no job failed, duplicated or lost). MB = 10^6 bytes.
  * Before each migration (after a settle) the same bytes are also copied raw
- * into the incoming VMM's own RAM, the memory the migration then writes:
- * raw_dst_mb_s / ratio_dst (it takes bytes slower than a fresh memfd).
+ * into the incoming VMM's own RAM, the memory the migration then writes, and
+ * after it into the RAM the source VMM leaves: the mean of the two is
+ * raw_dst_mb_s / ratio_dst (such RAM takes bytes slower than a fresh memfd).
  * --channels N migrates over N RAM channels (multifd) and adds, before and
  * after each migration, a raw copy of the same bytes over N connections at
  * once (slice i on connection i): the ratio against N raw streams beside the
@@ -445,7 +446,7 @@ static int bv_raw_pair(const struct bv_opts *o, const struct bench_load *l, stru
 static int bv_round(const struct bv_opts *o, const struct bench_load *l,
                     const struct bv_server *dst_host, struct vm **cur, struct bv_round *r)
 {
-    double raw[2] = {0, 0}, rawn[2] = {0, 0};
+    double raw[2] = {0, 0}, rawn[2] = {0, 0}, rawd[2] = {0, 0};
     uint64_t cpu[2] = {0, 0}, c0, cpu_mig, cpu_d = 0;
     struct bv_incoming in = {.lfd = -1};
     struct vm_mig_opts mo = {.downtime_ms = o->downtime_ms, .timeout_ms = BV_TIMEOUT_MS,
@@ -465,10 +466,10 @@ static int bv_round(const struct bv_opts *o, const struct bench_load *l,
     }
     /* The same bytes into the memory the migration will write: the
      * incoming VMM's RAM (prefaulted, shared with its device server), which
-     * takes them slower than a fresh memfd does. Only before: afterwards it
-     * holds the guest. */
+     * takes them slower than a fresh memfd does. After the migration the
+     * mirror image: the guest's bytes into the RAM the source VMM leaves. */
     usleep(BV_SETTLE_MS * 1000);
-    ret = bv_raw_copy(vm_ram_get(*cur), vm_ram_get(in.vm), false, 1, l, &r->rawd_mb_s, &cpu_d);
+    ret = bv_raw_copy(vm_ram_get(*cur), vm_ram_get(in.vm), false, 1, l, &rawd[0], &cpu_d);
     if (ret) {
         fprintf(stderr, "accmig bench migrate: raw copy: %s\n", strerror(-ret));
         vm_destroy(in.vm);
@@ -508,13 +509,20 @@ static int bv_round(const struct bv_opts *o, const struct bench_load *l,
     r->rep.dest_restore_us = in.rep.dest_restore_us;
     r->rep.dest_resume_us = in.rep.dest_resume_us;
     r->rep.dest_guest_us = in.rep.dest_guest_us;
+    usleep(BV_SETTLE_MS * 1000);
+    ret = bv_raw_copy(vm_ram_get(in.vm), vm_ram_get(*cur), false, 1, l, &rawd[1], &cpu_d);
     vm_destroy(*cur); /* migrated away: its VF was reset */
     *cur = in.vm;
+    if (ret) {
+        fprintf(stderr, "accmig bench migrate: raw copy: %s\n", strerror(-ret));
+        return ret;
+    }
     if ((ret = bv_raw_pair(o, l, *cur, &raw[1], &rawn[1], &cpu[1])) != 0)
         return ret;
     r->raw_before_mb_s = raw[0];
     r->raw_after_mb_s = raw[1];
     r->raw_mb_s = (raw[0] + raw[1]) / 2;
+    r->rawd_mb_s = (rawd[0] + rawd[1]) / 2;
     r->rawn_mb_s = (rawn[0] + rawn[1]) / 2;
     r->ram_mb_s = (double)r->rep.ram_bytes_per_s / 1e6;
     r->ratio = r->raw_mb_s > 0 ? r->ram_mb_s / r->raw_mb_s : 0;
