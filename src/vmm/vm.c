@@ -1438,6 +1438,8 @@ static void vm_send_epilogue(struct vm *vm, int fd, const struct vmstream_stats 
 static void vm_discard(struct vm *vm)
 {
     struct workload *w;
+    uint64_t t;
+    int ret;
 
     pthread_mutex_lock(&vm->lock);
     w = vm->w;
@@ -1445,8 +1447,16 @@ static void vm_discard(struct vm *vm)
     vm->state = VM_FAILED;
     pthread_mutex_unlock(&vm->lock);
     workload_destroy(w);
-    if (vfu_client_reset(vm->c) != 0)
-        am_log(AM_LOG_ERR, "vm", "the VF did not take the reset; detaching resets it");
+    /* The one device call here; timed, so a slow or stuck server shows in
+     * the log rather than as a VMM that seems to hang. */
+    t = am_now_ns();
+    ret = vfu_client_reset(vm->c);
+    if (ret != 0)
+        am_log(AM_LOG_ERR, "vm", "discard: the VF did not take the reset (%s, after %llu ms); "
+               "detaching resets it", strerror(-ret), (unsigned long long)us_since(t) / 1000u);
+    else
+        am_log(AM_LOG_INFO, "vm", "discard: device reset took %llu ms",
+               (unsigned long long)us_since(t) / 1000u);
     vm_ram_zero_range(vm->ram, 0, vm_ram_size(vm->ram));
     pthread_mutex_lock(&vm->lock);
     if (vm->ho == VM_HO_IN_DOUBT)

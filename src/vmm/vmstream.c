@@ -193,6 +193,10 @@ struct vmstream {
     bool quit;
     int chan_err;
     char chan_msg[360];
+    /* S's main, under lock: END went out and COMMIT has not begun, so the
+     * main connection's sender is idle and an ABORT may be written by
+     * whoever aborts first (the worker's rollback or vmstream_abort). */
+    bool abort_due;
     /* a channel's own */
     struct vmstream_round job_out; /* S: what the last job sent */
     uint32_t rx_rounds;            /* D: SYNCs read */
@@ -357,6 +361,8 @@ static void chan_shutdown_all(struct vmstream *s, int how)
     pthread_mutex_unlock(&s->lock);
 }
 
+static void abort_tell_locked(struct vmstream *s);
+
 void vmstream_abort(struct vmstream *s)
 {
     __atomic_store_n(&s->aborted, 1, __ATOMIC_RELEASE);
@@ -364,6 +370,10 @@ void vmstream_abort(struct vmstream *s)
     for (unsigned i = 0; i < VMSTREAM_CHANNELS_MAX; i++)
         if (s->chan[i] != NULL)
             __atomic_store_n(&s->chan[i]->aborted, 1, __ATOMIC_RELEASE);
+    /* Before the shutdown below, which would leave the rollback nothing to
+     * send it on: a destination that has the whole stream (it may be
+     * frozen and read it later) then discards instead of waiting in doubt. */
+    abort_tell_locked(s);
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
     chan_shutdown_all(s, SHUT_RDWR);
@@ -1011,6 +1021,9 @@ int vmstream_send_end(struct vmstream *s)
     if (ret != 0)
         return send_fail(s, ret, "the end record", sizeof(e));
     s->st.end_ns = am_now_ns();
+    pthread_mutex_lock(&s->lock);
+    s->abort_due = true;
+    pthread_mutex_unlock(&s->lock);
     ret = read_reply(s, VMS_PHASE_END);
     if (ret != 0)
         return ret;
@@ -1027,8 +1040,15 @@ int vmstream_send_commit(struct vmstream *s, uint64_t id)
 
     if (ret != 0)
         return ret;
-    if (__atomic_load_n(&s->aborted, __ATOMIC_ACQUIRE))
+    /* Under the lock: either an abort told ABORT and this refuses, or this
+     * goes ahead and no ABORT is written any more. */
+    pthread_mutex_lock(&s->lock);
+    if (__atomic_load_n(&s->aborted, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_unlock(&s->lock);
         return vms_fail(s, -ECANCELED, "aborted before the handover");
+    }
+    s->abort_due = false;
+    pthread_mutex_unlock(&s->lock);
     /* From the first byte on, the destination may run the guest. */
     s->state = VMS_COMMIT;
     ret = send_record(s, VMS_REC_COMMIT, 0, 0, &iov, 1, 1);
@@ -1057,20 +1077,34 @@ int vmstream_wait_committed(struct vmstream *s)
     return 0;
 }
 
-void vmstream_send_abort(struct vmstream *s)
+/* ABORT, once, if it is due (abort_due); lock held. Best effort and past
+ * any sticky failure: a destination that reads it discards at once instead
+ * of waiting in doubt. Never blocks (a frozen destination's full buffer
+ * loses it: that destination is in doubt, as without it). */
+static void abort_tell_locked(struct vmstream *s)
 {
     struct vms_rec h = {.type = VMS_REC_ABORT, .seq = s->tx_seq};
 
-    /* After END (READY read or not: a frozen destination may still send
-     * it and wait for our word). */
-    if (s->role != VMSTREAM_SOURCE || __atomic_load_n(&s->aborted, __ATOMIC_ACQUIRE) ||
-        !(s->state == VMS_READY || (s->state == VMS_STOPPED && s->st.end_ns != 0)))
+    if (!s->abort_due)
         return;
-    /* Best effort and past any sticky failure: a destination that reads it
-     * discards at once instead of waiting in doubt. */
-    if (vm_net_write_full(s->fd, &h, sizeof(h)) == 0)
+    s->abort_due = false;
+    if (send(s->fd, &h, sizeof(h), MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(h))
         s->tx_seq++;
-    shutdown(s->fd, SHUT_RDWR);
+}
+
+void vmstream_send_abort(struct vmstream *s)
+{
+    bool due;
+
+    /* After END (READY read or not: a frozen destination may still send
+     * it and wait for our word), unless vmstream_abort told it already
+     * (and shut the connection down). */
+    pthread_mutex_lock(&s->lock);
+    due = s->abort_due;
+    abort_tell_locked(s);
+    pthread_mutex_unlock(&s->lock);
+    if (due)
+        shutdown(s->fd, SHUT_RDWR);
 }
 
 /* ---- Destination ---- */

@@ -180,8 +180,8 @@ int vmstream_send_commit(struct vmstream *s, uint64_t id);
  * doubt, vmstream_error says why. */
 int vmstream_wait_committed(struct vmstream *s);
 /* S, after END (READY read or not) and instead of COMMIT: tells D, best
- * effort, that the source keeps the guest; then hangs up. A no-op before END
- * and after COMMIT. */
+ * effort (never blocking), that the source keeps the guest; then hangs up.
+ * A no-op before END, after COMMIT, and once vmstream_abort told D. */
 void vmstream_send_abort(struct vmstream *s);
 
 /* D: after a successful handshake, receives records into ram (which must
@@ -241,7 +241,10 @@ int vmstream_channels_wait(struct vmstream *s);
 int vmstream_accept_channel(struct vmstream *s, int fd);
 
 /* Ends a blocked transfer from another thread: the driving call returns
- * -ECANCELED (and so does every later call). */
+ * -ECANCELED (and so does every later call). A source between END and
+ * COMMIT first tells D ABORT, as vmstream_send_abort would (the connection
+ * is shut down here, so its rollback could not), and COMMIT is then
+ * refused: D, even one that reads the stream later (frozen), discards. */
 void vmstream_abort(struct vmstream *s);
 
 /* The last error sentence ("" if none). */

@@ -277,7 +277,7 @@ static void test_a_destination_server_killed_during_stop_copy_leaves_the_source_
 
 static void hurt_stop(struct pt *t, void *arg)
 {
-    pt_kill(t, arg, SIGSTOP);
+    pt_freeze(t, arg);
 }
 
 static void test_a_frozen_destination_times_out_and_the_source_guest_carries_on(void **state)

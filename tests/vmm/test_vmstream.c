@@ -183,6 +183,7 @@ typedef int (*side_fn)(struct side *sd);
 
 struct side {
     struct vmstream *s;
+    int fd; /* its end of the connection (run_pair) */
     struct vmstream_profile prof;
     struct vm_ram *ram;
     side_fn run;
@@ -209,6 +210,8 @@ static void run_pair(bool tcp, struct side *src, struct side *dst)
     int fds[2];
 
     socket_pair(tcp, fds);
+    src->fd = fds[0];
+    dst->fd = fds[1];
     assert_int_equal(vmstream_create(fds[0], VMSTREAM_SOURCE, TIMEOUT_MS, &src->s), 0);
     assert_int_equal(vmstream_create(fds[1], VMSTREAM_DEST, TIMEOUT_MS, &dst->s), 0);
     assert_int_equal(pthread_create(&ts, NULL, side_thread, src), 0);
@@ -322,7 +325,7 @@ static int source_migrate(struct side *sd)
 /* ---- the handover: READY, then COMMIT or ABORT ---- */
 
 /* What each side does after READY. */
-enum ho_src { HO_COMMIT, HO_ABORT, HO_VANISH };
+enum ho_src { HO_COMMIT, HO_ABORT, HO_ABORTED, HO_VANISH };
 enum ho_dst { HO_ACCEPT, HO_REFUSE, HO_VANISH_AFTER_COMMIT };
 
 struct ho_plan {
@@ -346,8 +349,15 @@ static int source_handover(struct side *sd)
         vmstream_send_abort(sd->s);
         return 0;
     }
+    if (h->src == HO_ABORTED) {
+        /* As quit / SIGTERM does, from the control thread: ABORT goes out
+         * before the shutdown, and COMMIT is refused from then on. */
+        vmstream_abort(sd->s);
+        ret = vmstream_send_commit(sd->s, 0x1234abcdull);
+        return ret == -ECANCELED ? 0 : -EPROTO;
+    }
     if (h->src == HO_VANISH) {
-        vmstream_abort(sd->s); /* the connection ends, no word said */
+        shutdown(sd->fd, SHUT_RDWR); /* the connection ends, no word said (a crash) */
         return 0;
     }
     ret = vmstream_send_commit(sd->s, 0x1234abcdull);
@@ -403,6 +413,19 @@ static void test_commit_carries_the_migration_id_and_committed_ends_both_sides(v
 static void test_an_abort_after_ready_tells_the_destination_to_discard(void **state)
 {
     struct ho_plan h = {.src = HO_ABORT};
+    struct side src, dst;
+
+    (void)state;
+    handover_pair(&h, &src, &dst);
+    assert_int_equal(src.ret, 0);
+    assert_int_equal(dst.ret, -ECONNABORTED);
+    assert_err_mentions(dst.err, "ABORT");
+}
+
+static void test_a_source_aborted_after_ready_tells_the_destination_and_refuses_commit(
+    void **state)
+{
+    struct ho_plan h = {.src = HO_ABORTED};
     struct side src, dst;
 
     (void)state;
@@ -2087,6 +2110,7 @@ int main(void)
         T(test_a_refusal_reason_is_shown_printable),
         T(test_commit_carries_the_migration_id_and_committed_ends_both_sides),
         T(test_an_abort_after_ready_tells_the_destination_to_discard),
+        T(test_a_source_aborted_after_ready_tells_the_destination_and_refuses_commit),
         T(test_a_source_gone_after_ready_leaves_the_destination_in_doubt),
         T(test_a_destination_gone_after_commit_leaves_the_source_in_doubt),
         T(test_a_destination_refusing_after_commit_gives_the_guest_back),

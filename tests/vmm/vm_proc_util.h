@@ -5,6 +5,7 @@
 #ifndef ACCMIG_TESTS_VM_PROC_UTIL_H
 #define ACCMIG_TESTS_VM_PROC_UTIL_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -125,6 +126,84 @@ static inline void pt_dump_log(const struct pt_kid *k)
     print_message("---- %s log (tail):\n%s\n", k->name, buf);
 }
 
+static inline void pt_ctl_path(struct pt *t, const char *vm, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s.ctl", t->dir, vm);
+}
+
+/* Every child's log tail, the reaped ones' too (their logs stay until
+ * pt_cleanup): what a failed check on one process needs from the others. */
+static inline void pt_dump_logs(const struct pt *t)
+{
+    for (unsigned i = 0; i < PT_MAX_KIDS; i++)
+        if (t->kids[i].name[0])
+            pt_dump_log(&t->kids[i]);
+}
+
+/* Prints a file's first lines (a /proc entry), prefixed. */
+static inline void pt_print_file(const char *prefix, const char *path)
+{
+    char buf[512];
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    if (!f)
+        return;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && buf[n - 1] == '\n')
+        buf[--n] = '\0';
+    print_message("%s%s\n", prefix, buf);
+}
+
+/* What a child that should have exited is doing: each thread's name,
+ * kernel wait channel and system call (number and arguments), and its
+ * backtraces when gdb is installed; for a VMM, its status if it answers. */
+static inline void pt_dump_stuck(struct pt *t, const char *name)
+{
+    const struct pt_kid *k = pt_find(t, name);
+    char path[200], ctl[160], cmd[256], reply[4096];
+    struct dirent *e;
+    DIR *d;
+
+    print_message("---- %s (pid %d) still runs; its threads:\n", name, (int)k->pid);
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)k->pid);
+    d = opendir(path);
+    while (d && (e = readdir(d)) != NULL) {
+        char base[240], pre[64];
+
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(base, sizeof(base), "%s/%.16s", path, e->d_name);
+        snprintf(pre, sizeof(pre), "  tid %.16s comm: ", e->d_name);
+        snprintf(cmd, sizeof(cmd), "%s/comm", base);
+        pt_print_file(pre, cmd);
+        snprintf(pre, sizeof(pre), "  tid %.16s wchan: ", e->d_name);
+        snprintf(cmd, sizeof(cmd), "%s/wchan", base);
+        pt_print_file(pre, cmd);
+        snprintf(pre, sizeof(pre), "  tid %.16s syscall: ", e->d_name);
+        snprintf(cmd, sizeof(cmd), "%s/syscall", base);
+        pt_print_file(pre, cmd);
+    }
+    if (d)
+        closedir(d);
+    pt_ctl_path(t, name, ctl, sizeof(ctl));
+    if (access(ctl, F_OK) == 0) {
+        int ret = vm_control_request(ctl, "status", reply, sizeof(reply), 2000);
+
+        print_message("---- %s status: %s\n", name, ret ? strerror(-ret) : reply);
+    }
+    if (access("/usr/bin/gdb", X_OK) == 0) {
+        fflush(NULL);
+        snprintf(cmd, sizeof(cmd), "timeout 60 gdb -nx -batch -p %d -ex 'thread apply all bt' "
+                 "</dev/null 2>&1 | grep -v '^\\[New LWP' | head -300", (int)k->pid);
+        print_message("---- %s backtraces:\n", name);
+        if (system(cmd) != 0)
+            print_message("(gdb failed)\n");
+    }
+}
+
 /* Waits for the child's exit: its status (128+signal when killed), or -1
  * after timeout_ms. */
 static inline int pt_wait(struct pt *t, const char *name, int timeout_ms)
@@ -145,17 +224,29 @@ static inline int pt_wait(struct pt *t, const char *name, int timeout_ms)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* The child exits with status want within timeout_ms; when it does not,
+ * what it is doing (pt_dump_stuck) and every child's log are shown, and
+ * the message says after what (`after`, e.g. "its source was killed"). */
+static inline void pt_expect_exit_within(struct pt *t, const char *name, int want,
+                                         int timeout_ms, const char *after)
+{
+    int got = pt_wait(t, name, timeout_ms);
+
+    if (got == want)
+        return;
+    if (got < 0)
+        pt_dump_stuck(t, name);
+    pt_dump_logs(t);
+    if (got < 0)
+        fail_msg("%s still runs %d ms after %s (expected exit status %d)", name, timeout_ms,
+                 after, want);
+    fail_msg("%s exited with %d after %s, expected %d", name, got, after, want);
+}
+
 /* The child exits with status want (its log is shown when not). */
 static inline void pt_expect_exit(struct pt *t, const char *name, int want)
 {
-    struct pt_kid *k = pt_find(t, name);
-    struct pt_kid copy = *k;
-    int got = pt_wait(t, name, PT_EXIT_MS * 2);
-
-    if (got != want) {
-        pt_dump_log(&copy);
-        fail_msg("%s exited with %d, expected %d", name, got, want);
-    }
+    pt_expect_exit_within(t, name, want, PT_EXIT_MS * 2, "its end was due");
 }
 
 static inline bool pt_running(struct pt *t, const char *name)
@@ -169,6 +260,68 @@ static inline bool pt_running(struct pt *t, const char *name)
 static inline void pt_kill(struct pt *t, const char *name, int sig)
 {
     assert_int_equal(kill(pt_find(t, name)->pid, sig), 0);
+}
+
+/* Whether every thread of pid is stopped (state T or t in its stat);
+ * false when a thread runs or the process is gone. */
+static inline bool pt_threads_stopped(pid_t pid)
+{
+    char path[64], line[512];
+    struct dirent *e;
+    bool all = true;
+    unsigned n = 0;
+    DIR *d;
+
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    d = opendir(path);
+    if (!d)
+        return false;
+    while (all && (e = readdir(d)) != NULL) {
+        char stat[128];
+        const char *rp;
+        FILE *f;
+
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(stat, sizeof(stat), "%s/%.16s/stat", path, e->d_name);
+        f = fopen(stat, "r");
+        if (!f)
+            continue; /* the thread ended */
+        line[0] = '\0';
+        if (!fgets(line, sizeof(line), f))
+            line[0] = '\0';
+        fclose(f);
+        rp = strrchr(line, ')'); /* the name in parentheses may hold anything */
+        all = rp && rp[1] == ' ' && (rp[2] == 'T' || rp[2] == 't');
+        n++;
+    }
+    closedir(d);
+    return all && n > 0;
+}
+
+/* Freezes child `name` (SIGSTOP) and returns only once every one of its
+ * threads has stopped; the time that took, in ms. kill() returns with the
+ * stop only pending: one thread is woken to take it, and the others are
+ * told to stop only when that one runs, so on a loaded machine they go on
+ * for a while. A test that carried on at once could see its "frozen"
+ * server answer the next requests, or its "frozen" destination VMM take a
+ * whole migration (vm_frozen_server failed so in CI). */
+static inline double pt_freeze(struct pt *t, const char *name)
+{
+    pid_t pid = pt_find(t, name)->pid;
+    uint64_t t0 = am_now_ns(), deadline = t0 + (uint64_t)PT_START_MS * 1000000u;
+
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    while (!pt_threads_stopped(pid)) {
+        if (!pt_running(t, name)) {
+            pt_dump_log(pt_find(t, name));
+            fail_msg("%s ended instead of stopping", name);
+        }
+        if (am_now_ns() > deadline)
+            fail_msg("%s did not stop within %d ms of SIGSTOP", name, PT_START_MS);
+        usleep(1000);
+    }
+    return (double)(am_now_ns() - t0) / 1e6;
 }
 
 /* Waits for a file (a socket) to appear while its creator runs. */
@@ -197,9 +350,14 @@ static inline int pt_rm(const char *p, const struct stat *s, int f, struct FTW *
 }
 
 /* Every child stopped and reaped (SIGTERM, then SIGKILL), the directory
- * removed. */
+ * removed; with ACCMIG_TEST_LOGS set, every child's log shown first (to
+ * read what a passing run did). */
 static inline void pt_cleanup(struct pt *t)
 {
+    const char *show = getenv("ACCMIG_TEST_LOGS");
+
+    if (show && show[0])
+        pt_dump_logs(t);
     for (unsigned i = 0; i < PT_MAX_KIDS; i++) {
         struct pt_kid *k = &t->kids[i];
         uint64_t deadline = am_now_ns() + 5000000000ull;
@@ -298,10 +456,6 @@ static inline void pt_sock(struct pt *t, const char *server, unsigned vf, char *
     snprintf(buf, len, "%s/%s/vf%u.sock", t->dir, server, vf);
 }
 
-static inline void pt_ctl_path(struct pt *t, const char *vm, char *buf, size_t len)
-{
-    snprintf(buf, len, "%s/%s.ctl", t->dir, vm);
-}
 
 #define PT_RAM "8M" /* both ends agree; enough for the workloads below */
 
@@ -353,14 +507,19 @@ static inline json_object *pt_ctl(struct pt *t, const char *vm, const char *cmd)
     assert_non_null(reply);
     ret = vm_control_request(ctl, cmd, reply, VM_CONTROL_REPLY_MAX, 30000);
     if (ret) {
+        free(reply); /* fail_msg does not return */
         for (unsigned i = 0; i < PT_MAX_KIDS; i++)
             if (strcmp(t->kids[i].name, vm) == 0)
                 pt_dump_log(&t->kids[i]);
         fail_msg("%s: '%s': %s", vm, cmd, strerror(-ret));
     }
     j = json_tokener_parse(reply);
-    if (!j || !json_object_object_get_ex(j, "ok", &v) || !json_object_get_boolean(v))
-        fail_msg("%s: '%s' answered %s", vm, cmd, reply);
+    if (!j || !json_object_object_get_ex(j, "ok", &v) || !json_object_get_boolean(v)) {
+        print_message("%s: '%s' answered %s\n", vm, cmd, reply);
+        free(reply);
+        json_object_put(j);
+        fail_msg("%s: '%s' failed", vm, cmd);
+    }
     free(reply);
     return j;
 }
