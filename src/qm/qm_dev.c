@@ -19,6 +19,7 @@ void qm_dev_config_default(struct qm_dev_config *cfg)
     cfg->db_isolation = true;
     cfg->msi_mod_max = 8;
     cfg->msi_mod_job_ns = 100000;
+    cfg->msi_mod_hold_ns = 500000;
 }
 
 /* ---- the function lock ------------------------------------------------ */

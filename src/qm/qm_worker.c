@@ -14,9 +14,10 @@
  * same turn, the MSI waits for that next completion (fn->msi_mod_held). The
  * EQE and CQE are written as always; only the interrupt is later. It is
  * never held past cfg.msi_mod_max completions (default 8), nor when the job
- * took more than cfg.msi_mod_job_ns (default 100 us: a long job next would
- * hold it too long), nor once it has waited that long (checked between the
- * pieces of the next job). Everything else raises it at once (qm_fn_msi_mod_flush_locked):
+ * took more than cfg.msi_mod_job_ns (default 100 us: the next one may well
+ * be as long), nor once it has waited cfg.msi_mod_hold_ns (default 500 us;
+ * checked at each commit and between the pieces of the next job, so a long
+ * job after short ones holds it no longer). Everything else raises it at once (qm_fn_msi_mod_flush_locked):
  * the queue running dry or its CQ full, the worker letting the queue go,
  * any other EQE of the function, a revocation (PAUSE_QM, FLR, SQC reload,
  * halt, device stop). A guest that took the EQE meanwhile (it polled) gets
@@ -204,7 +205,7 @@ static void qm_fn_msi_mod_commit_locked(struct qm_fn *fn, struct qm_deferred *d,
     if (!decided && fn->msi_mod_held == 0)
         return; /* nothing to hold: the CQ was not armed, or other vectors too */
     if (!keep || job_ns > cfg->msi_mod_job_ns || fn->msi_mod_held >= cfg->msi_mod_max ||
-        (fn->msi_mod_held > 0 && now - fn->msi_mod_since_ns > cfg->msi_mod_job_ns)) {
+        (fn->msi_mod_held > 0 && now - fn->msi_mod_since_ns > cfg->msi_mod_hold_ns)) {
         qm_fn_msi_mod_flush_locked(fn, d);
         return;
     }
@@ -230,7 +231,7 @@ static void qm_worker_msi_mod_expire(struct qm_worker *w)
     struct qm_fn *fn = w->job.sq->fn;
     struct qm_deferred d = {0};
 
-    if (w->mod_since_ns == 0 || am_now_ns() - w->mod_since_ns <= w->dev->cfg.msi_mod_job_ns)
+    if (w->mod_since_ns == 0 || am_now_ns() - w->mod_since_ns <= w->dev->cfg.msi_mod_hold_ns)
         return;
     w->mod_since_ns = 0;
     qm_fn_lock(fn);

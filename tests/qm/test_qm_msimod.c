@@ -5,10 +5,9 @@
  * interrupt: these tests drive the queue the way the Linux driver does (wait
  * for the MSI, walk the EQ by phase, take the CQEs, re-arm the CQ) and
  * count what the device raised.
- * The job-time bound is set far above any job here (msi_mod_job_ns), so
- * what is held depends only on the order of events, never on timing; one
- * test sets it to 0 to show that a job longer than the bound is never
- * held. */
+ * The time bounds (msi_mod_job_ns, msi_mod_hold_ns) are set far above any
+ * job here, so what is held depends only on the order of events, never on
+ * timing; two tests set one of them to 0 to show what it cuts short. */
 #include "qm_tdrv.h"
 
 #include <stdlib.h>
@@ -26,7 +25,7 @@ struct menv {
 };
 
 /* One VF, queue 0 started, one worker (so job order is the only order). */
-static void menv_init(struct menv *m, unsigned mod_max, uint64_t job_ns)
+static void menv_init_hold(struct menv *m, unsigned mod_max, uint64_t job_ns, uint64_t hold_ns)
 {
     struct qm_dev_config cfg;
 
@@ -34,9 +33,15 @@ static void menv_init(struct menv *m, unsigned mod_max, uint64_t job_ns)
     cfg.workers = 1;
     cfg.msi_mod_max = mod_max;
     cfg.msi_mod_job_ns = job_ns;
+    cfg.msi_mod_hold_ns = hold_ns;
     tenv_init(&m->e, &cfg);
     tvf_probe(&m->e, &m->v, 1);
     tvf_start_qp(&m->v, 0, ZIP_ALG_COMPRESS);
+}
+
+static void menv_init(struct menv *m, unsigned mod_max, uint64_t job_ns)
+{
+    menv_init_hold(m, mod_max, job_ns, UINT64_MAX);
 }
 
 /* Write n SQEs behind the SQ tail and ring the doorbell once: the worker
@@ -197,6 +202,25 @@ static void test_a_job_longer_than_the_bound_never_holds_its_msi(void **state)
     tenv_fini(&m.e);
 }
 
+static void test_an_msi_held_longer_than_the_hold_bound_goes_out_at_the_next_commit(void **state)
+{
+    struct menv m;
+    struct tjob j[3];
+    uint16_t next = 0;
+
+    (void)state;
+    menv_init_hold(&m, M_MOD_MAX, UINT64_MAX, 0); /* any hold is too long by the next commit */
+    msubmit_jobs(&m, j, 3, M_SMALL);
+    /* The guest does not answer: job 1 held its MSI, job 2 found it held
+     * too long and raised it, job 3 had nothing to hold (CQ disarmed). */
+    mwait_jobs_done(&m, 3);
+    assert_true(tenv_irq_wait(&m.e, 1, QM_VEC_EQ, 0, T_TIMEOUT_MS));
+    assert_int_equal(tcounters(&m.e, 1).msi_moderated, 1);
+    assert_int_equal(meq_irqs(&m), 1);
+    assert_int_equal(mhandle_irq(&m, &next), 3);
+    tenv_fini(&m.e);
+}
+
 static void test_moderation_off_holds_nothing(void **state)
 {
     struct menv m;
@@ -341,6 +365,7 @@ int main(void)
         cmocka_unit_test(test_no_more_than_msi_mod_max_completions_wait_behind_one_msi),
         cmocka_unit_test(test_every_completion_of_a_burst_reaches_a_driver_that_only_waits_for_msis),
         cmocka_unit_test(test_a_job_longer_than_the_bound_never_holds_its_msi),
+        cmocka_unit_test(test_an_msi_held_longer_than_the_hold_bound_goes_out_at_the_next_commit),
         cmocka_unit_test(test_moderation_off_holds_nothing),
         cmocka_unit_test(test_a_pause_in_the_middle_of_a_burst_keeps_the_held_msi_for_resume),
         cmocka_unit_test(test_an_flr_with_an_msi_held_leaves_nothing_behind),
