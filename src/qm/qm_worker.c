@@ -17,12 +17,13 @@
  * took more than cfg.msi_mod_job_ns (default 100 us: the next one may well
  * be as long), nor once it has waited cfg.msi_mod_hold_ns (default 500 us;
  * checked at each commit and between the pieces of the next job, so a long
- * job after short ones holds it no longer). Everything else raises it at once (qm_fn_msi_mod_flush_locked):
- * the queue running dry or its CQ full, the worker letting the queue go,
- * any other EQE of the function, a revocation (PAUSE_QM, FLR, SQC reload,
- * halt, device stop). A guest that took the EQE meanwhile (it polled) gets
- * no needless interrupt: the flush raises only for an EQ still non-empty
- * and unmasked, which is what a driver that loops on the phase bit needs. */
+ * job after short ones holds it no longer). Everything else raises it at
+ * once (qm_fn_msi_mod_flush_locked): the queue running dry or its CQ full,
+ * the worker letting the queue go, any other EQE of the function, a
+ * revocation (PAUSE_QM, FLR, SQC reload, halt, device stop). A guest that
+ * took the EQE meanwhile (it polled) gets no needless interrupt: the flush
+ * raises only for an EQ still non-empty and unmasked, which is what a
+ * driver that loops on the phase bit needs. */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
