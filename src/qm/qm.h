@@ -93,11 +93,22 @@ struct qm_dev_config {
     uint64_t worker_cpus;  /* bit c: workers may run on CPU c; 0 = anywhere */
     bool db_isolation;     /* VF doorbells in BAR4 pages (default true) */
     enum qm_engine_type engine; /* the engine behind the queues (default ZIP); qm_engine.h */
+    /* Interrupt moderation for a busy queue (qm_worker.c): at most
+     * msi_mod_max completions (0..QM_MSI_MOD_MAX_LIMIT, 0: off) wait behind
+     * one held EQ MSI while the queue's worker runs its next job; a job that
+     * took longer than msi_mod_job_ns raises it at once, and none is held
+     * longer than msi_mod_hold_ns (checked at each commit and between the
+     * pieces of a job). */
+    unsigned msi_mod_max;
+    uint64_t msi_mod_job_ns;
+    uint64_t msi_mod_hold_ns;
     struct qm_irq_sink irq;
 };
+#define QM_MSI_MOD_MAX_LIMIT 64u
 
 /* Fills the defaults: 4 VFs, 4 queue pairs each, v4, 2 workers, doorbell
- * isolation, the ZIP engine, no irq sink. */
+ * isolation, the ZIP engine, moderation of up to 8 completions (jobs of at
+ * most 100 us, held at most 500 us), no irq sink. */
 void qm_dev_config_default(struct qm_dev_config *cfg);
 
 /* Creates the device with its VFT programmed (each VF gets qps_per_vf

@@ -38,6 +38,7 @@ int qm_debug_fn_counters(struct qm_dev *dev, unsigned f, struct qm_fn_counters *
         .aeqes_dropped = QM_LOAD(fn, aeqes_dropped),
         .msi_raised = QM_LOAD(fn, msi_raised),
         .msi_held = QM_LOAD(fn, msi_held),
+        .msi_moderated = QM_LOAD(fn, msi_moderated),
         .cache_writebacks = QM_LOAD(fn, cache_writebacks),
         .table_loads = QM_LOAD(fn, table_loads),
         .pauses = QM_LOAD(fn, pauses),

@@ -45,6 +45,7 @@ struct qm_fn_counters {
     uint64_t aeqes_dropped;
     uint64_t msi_raised;         /* irq sink calls */
     uint64_t msi_held;           /* MSIs remembered while paused */
+    uint64_t msi_moderated;      /* EQ MSIs held back for a busy queue's next completion */
     uint64_t cache_writebacks;   /* CACHE_WB_START executions */
     uint64_t table_loads;        /* contexts loaded from the SQC/CQC tables */
     uint64_t pauses;

@@ -17,6 +17,9 @@ void qm_dev_config_default(struct qm_dev_config *cfg)
     cfg->revision = QM_REV_V4;
     cfg->workers = 2;
     cfg->db_isolation = true;
+    cfg->msi_mod_max = 8;
+    cfg->msi_mod_job_ns = 100000;
+    cfg->msi_mod_hold_ns = 500000;
 }
 
 /* ---- the function lock ------------------------------------------------ */
@@ -169,6 +172,8 @@ static void qm_fn_reset_locked(struct qm_fn *fn, struct qm_deferred *d)
     fn->paused = false;
     fn->halted = false;
     fn->int_pending = 0;
+    fn->msi_mod_held = 0;
+    fn->msi_mod_queue = NULL;
     atomic_store(&fn->ifc_in, 0);
     atomic_store(&fn->ifc_out, 0);
 }
@@ -196,7 +201,7 @@ int qm_function_reset(struct qm_dev *dev, unsigned fnum)
     fn->resetting = true;
     /* Revocation waits at most for one output write; then MSIs already
      * decided and a paused job's late copy: no deadline needed. */
-    qm_fn_revoke_jobs_locked(fn, false);
+    qm_fn_revoke_jobs_locked(fn, &d, false);
     qm_fn_wait_locked(fn, qm_fn_idle, NULL, 0);
     qm_fn_reset_locked(fn, &d);
     fn->resetting = false;
@@ -444,7 +449,8 @@ int qm_dev_create(const struct qm_dev_config *cfg, struct qm_dev **out)
     if (cfg == NULL || out == NULL || cfg->num_vfs < 1 || cfg->num_vfs > QM_MAX_VFS ||
         cfg->qps_per_vf < 2 || cfg->qps_per_vf > QM_MAX_QPS_PER_VF ||
         (cfg->revision != QM_REV_V3 && cfg->revision != QM_REV_V4) || cfg->workers < 1 ||
-        cfg->workers > QM_MAX_WORKERS || qm_engine_get(cfg->engine) == NULL)
+        cfg->workers > QM_MAX_WORKERS || qm_engine_get(cfg->engine) == NULL ||
+        cfg->msi_mod_max > QM_MSI_MOD_MAX_LIMIT)
         return -EINVAL;
     r = qm_regs_check_tables();
     if (r)

@@ -290,7 +290,7 @@ struct qm_fn_stats {          /* qm_debug.h counters, relaxed atomics */
     atomic_uint_fast64_t mb_commands, mb_errors, mb_ignored;
     atomic_uint_fast64_t ring_faults, cq_full_stalls;
     atomic_uint_fast64_t eqes_posted, eqes_dropped, aeqes_posted, aeqes_dropped;
-    atomic_uint_fast64_t msi_raised, msi_held;
+    atomic_uint_fast64_t msi_raised, msi_held, msi_moderated;
     atomic_uint_fast64_t cache_writebacks, table_loads, pauses, resumes, resets, cfg_errors;
 };
 #define QM_COUNT(fn, field) atomic_fetch_add_explicit(&(fn)->st.field, 1, memory_order_relaxed)
@@ -316,6 +316,13 @@ struct qm_fn {
     unsigned mb_delay_reads;  /* test mode: qm_debug_set_mailbox_delay */
     atomic_uint quiesce_waiters; /* threads waiting on cond (read without lock) */
     unsigned int_pending;     /* vectors held while paused */
+    /* Interrupt moderation (qm_worker.c): EQ MSIs of mod_queue's last
+     * completions not raised yet, because its worker runs that queue's next
+     * job in the same turn; 0: none held. Raised (or found needless) by
+     * qm_fn_msi_mod_flush_locked. */
+    unsigned msi_mod_held;
+    struct qm_queue *msi_mod_queue;
+    uint64_t msi_mod_since_ns; /* when the first held one was decided */
     atomic_uint irq_inflight; /* MSIs decided but not yet raised (no lock) */
     unsigned stale_writes;    /* revoked jobs' copies still running (Revocation) */
     atomic_uint_fast64_t ifc_in;  /* PF->VF message (PF SRC, VF DST): no lock */
@@ -372,6 +379,9 @@ struct qm_worker {
      * since it began to. */
     int wake_fd;
     bool in_poll, woken;
+    /* Worker only: when it last held an EQ MSI back (interrupt moderation,
+     * qm_worker.c), 0 when it holds none as far as it knows. */
+    uint64_t mod_since_ns;
 };
 
 /* Test hook (qm_debug_freeze_*): the next worker to reach `armed` blocks
@@ -560,6 +570,8 @@ void qm_sched_wake(struct qm_dev *dev, struct qm_deferred *d);
 /* Revokes q's job, if it has one (see Revocation above). help: land a write
  * in progress instead of waiting for it (PAUSE_QM). */
 void qm_job_revoke_locked(struct qm_fn *fn, struct qm_queue *q, bool help);
-void qm_fn_revoke_jobs_locked(struct qm_fn *fn, bool help);
+/* Raise the EQ MSI that interrupt moderation holds back, if any (qm_worker.c). */
+void qm_fn_msi_mod_flush_locked(struct qm_fn *fn, struct qm_deferred *d);
+void qm_fn_revoke_jobs_locked(struct qm_fn *fn, struct qm_deferred *d, bool help);
 
 #endif

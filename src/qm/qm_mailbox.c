@@ -315,7 +315,7 @@ static uint8_t handle_pause_qm(struct qm_access *a, struct qm_mb_port *p,
         fn->paused = true;
         QM_COUNT(fn, pauses);
     }
-    qm_fn_revoke_jobs_locked(fn, true);
+    qm_fn_revoke_jobs_locked(fn, a->d, true);
     qm_fn_wait_locked(fn, qm_fn_quiesced, NULL, am_now_ns() + QM_PAUSE_WAIT_NS);
     return QM_MB_ST_OK;
 }

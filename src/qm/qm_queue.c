@@ -314,7 +314,7 @@ void qm_xeq_state_set_locked(struct qm_fn *fn, struct qm_deferred *d, uint32_t v
     qm_xeq_set_broken(&fn->aeq, v & QM_XEQ_ST_AEQ_BROKEN);
     fn->halted = v & QM_XEQ_ST_HALTED;
     if (fn->halted && !was_halted)
-        qm_fn_revoke_jobs_locked(fn, false);
+        qm_fn_revoke_jobs_locked(fn, d, false);
     else if (!fn->halted && was_halted)
         qm_fn_kick_all_locked(fn, d);
 }
@@ -361,7 +361,7 @@ void qm_post_aeqe_locked(struct qm_fn *fn, struct qm_deferred *d, uint16_t qn,
         QM_COUNT(fn, ring_faults);
         qm_xeq_set_broken(x, true);
         fn->halted = true;
-        qm_fn_revoke_jobs_locked(fn, false);
+        qm_fn_revoke_jobs_locked(fn, d, false);
         QM_GUEST_LOG(fn, "AEQ ring not writable: function halted%s", "");
         return;
     }
@@ -373,6 +373,8 @@ static void qm_post_eqe_locked(struct qm_fn *fn, struct qm_deferred *d, uint16_t
     struct qm_xeq *x = &fn->eq;
 
     qm_fn_assert_locked(fn);
+    /* An EQE behind one whose MSI is held back would raise none itself. */
+    qm_fn_msi_mod_flush_locked(fn, d);
     if (!x->valid) {
         QM_COUNT(fn, eqes_dropped);
         return;

@@ -6,7 +6,24 @@
  * complete in order.
  * With more work on its queue a worker keeps it while no other queue waits,
  * and puts it back at the end of the ring otherwise (fair sharing without a
- * hand-off per job). */
+ * hand-off per job).
+ *
+ * Interrupt moderation (as NAPI or NVMe interrupt coalescing, invisible to
+ * the driver): when a worker commits a job whose only effect on interrupts
+ * is the EQ's MSI, and it keeps the queue for that queue's next job in the
+ * same turn, the MSI waits for that next completion (fn->msi_mod_held). The
+ * EQE and CQE are written as always; only the interrupt is later. It is
+ * never held past cfg.msi_mod_max completions (default 8), nor when the job
+ * took more than cfg.msi_mod_job_ns (default 100 us: the next one may well
+ * be as long), nor once it has waited cfg.msi_mod_hold_ns (default 500 us;
+ * checked at each commit and between the pieces of the next job, so a long
+ * job after short ones holds it no longer). Everything else raises it at
+ * once (qm_fn_msi_mod_flush_locked): the queue running dry or its CQ full,
+ * the worker letting the queue go, any other EQE of the function, a
+ * revocation (PAUSE_QM, FLR, SQC reload, halt, device stop). A guest that
+ * took the EQE meanwhile (it polled) gets no needless interrupt: the flush
+ * raises only for an EQ still non-empty and unmasked, which is what a
+ * driver that loops on the phase bit needs. */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -161,6 +178,69 @@ int qm_debug_freeze_release(struct qm_dev *dev, int timeout_ms)
     return ok ? 0 : -ETIMEDOUT;
 }
 
+/* ---- interrupt moderation (see the header) ----------------------------- */
+
+void qm_fn_msi_mod_flush_locked(struct qm_fn *fn, struct qm_deferred *d)
+{
+    qm_fn_assert_locked(fn);
+    if (fn->msi_mod_held == 0)
+        return;
+    fn->msi_mod_held = 0;
+    fn->msi_mod_queue = NULL;
+    if (qm_xeq_source(&fn->eq) && !(fn->regs[QM_R_EQ_INT_MASK] & 1u))
+        qm_fn_msi_locked(fn, d, QM_VEC_EQ);
+}
+
+/* After the commit of a job of q that took job_ns: hold the EQ MSI it
+ * decided (in *d) for q's next completion, or raise what is held. keep: the
+ * worker runs q's next job right away. */
+static void qm_fn_msi_mod_commit_locked(struct qm_fn *fn, struct qm_deferred *d,
+                                        struct qm_queue *q, bool keep, uint64_t job_ns,
+                                        uint64_t now)
+{
+    const struct qm_dev_config *cfg = &fn->dev->cfg;
+    bool decided = d->irq_vectors == (1u << QM_VEC_EQ);
+
+    if (fn->msi_mod_held > 0 && fn->msi_mod_queue != q)
+        qm_fn_msi_mod_flush_locked(fn, d);
+    if (!decided && fn->msi_mod_held == 0)
+        return; /* nothing to hold: the CQ was not armed, or other vectors too */
+    if (!keep || job_ns > cfg->msi_mod_job_ns || fn->msi_mod_held >= cfg->msi_mod_max ||
+        (fn->msi_mod_held > 0 && now - fn->msi_mod_since_ns > cfg->msi_mod_hold_ns)) {
+        qm_fn_msi_mod_flush_locked(fn, d);
+        return;
+    }
+    if (decided) {
+        /* Undo what qm_fn_msi_locked counted for this vector alone. */
+        d->irq_vectors = 0;
+        atomic_fetch_sub(&fn->irq_inflight, 1);
+    }
+    if (fn->msi_mod_held == 0) {
+        fn->msi_mod_queue = q;
+        fn->msi_mod_since_ns = now;
+    }
+    fn->msi_mod_held++;
+    QM_COUNT(fn, msi_moderated);
+}
+
+/* Between two pieces of a job: an MSI held since before it has waited long
+ * enough. w->mod_since_ns is the worker's own note that it held one (the
+ * fn's state may have been flushed by someone else since: then this finds
+ * nothing). */
+static void qm_worker_msi_mod_expire(struct qm_worker *w)
+{
+    struct qm_fn *fn = w->job.sq->fn;
+    struct qm_deferred d = {0};
+
+    if (w->mod_since_ns == 0 || am_now_ns() - w->mod_since_ns <= w->dev->cfg.msi_mod_hold_ns)
+        return;
+    w->mod_since_ns = 0;
+    qm_fn_lock(fn);
+    if (fn->msi_mod_queue == w->job.sq)
+        qm_fn_msi_mod_flush_locked(fn, &d);
+    qm_fn_unlock(fn, &d);
+}
+
 /* ---- a job and its revocation ------------------------------------------ */
 
 /* A revoked job's copy has ended: RESUME_QM / FLR may be waiting for it. */
@@ -215,6 +295,7 @@ static bool qm_job_cancelled(void *opaque)
 
     if (w->job.polls++ == 1)
         qm_freeze_point(w->dev, QM_FREEZE_MID_CODEC);
+    qm_worker_msi_mod_expire(w);
     return atomic_load_explicit(&w->job.revoked, memory_order_acquire);
 }
 
@@ -254,13 +335,36 @@ void qm_job_revoke_locked(struct qm_fn *fn, struct qm_queue *q, bool help)
     qm_fn_wake_waiters_locked(fn);
 }
 
-void qm_fn_revoke_jobs_locked(struct qm_fn *fn, bool help)
+void qm_fn_revoke_jobs_locked(struct qm_fn *fn, struct qm_deferred *d, bool help)
 {
+    /* Nothing keeps an interrupt back past a revocation: the vector goes
+     * where any other would now (held while paused, dropped in an FLR). A
+     * one-queue revocation (SQC reload) leaves it to the worker, which
+     * raises it when it finds its job revoked or its queue gone. */
+    qm_fn_msi_mod_flush_locked(fn, d);
     for (unsigned i = 0; i < QM_MAX_QPS_PER_VF; i++)
         qm_job_revoke_locked(fn, &fn->q[i], help);
 }
 
-/* One job of q. Returns true when q can fetch again right away. */
+/* Whether the worker of q, which can fetch again, keeps it for its next
+ * job: no other queue waits. Otherwise q goes back on the ring (no wakeup:
+ * this worker takes the ring's head next). Under fn->lock, so that a held
+ * MSI is decided together with the queue's fate. */
+static bool qm_worker_keeps_locked(struct qm_dev *dev, struct qm_queue *q)
+{
+    bool others;
+
+    pthread_mutex_lock(&dev->sched_lock);
+    others = dev->ring_count > 0 || dev->stopping;
+    if (others)
+        (void)qm_sched_push_locked(dev, q);
+    pthread_mutex_unlock(&dev->sched_lock);
+    return !others;
+}
+
+/* One job of q. Returns true when the worker keeps q and fetches from it
+ * again right away; q went back on the ring when it can fetch but others
+ * wait. */
 static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
 {
     struct qm_fn *fn = q->fn;
@@ -270,13 +374,16 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
     struct qm_queue *c;
     unsigned alg;
     uint16_t slot;
+    uint64_t t0, t1;
     int r;
 
-    bool more;
+    bool more, keep;
 
     qm_fn_lock(fn);
     c = qm_queue_fetchable_locked(fn, q);
     if (c == NULL) {
+        qm_fn_msi_mod_flush_locked(fn, &d); /* the queue ran dry or stopped */
+        w->mod_since_ns = 0;
         qm_queue_settle_locked(fn, &d, q); /* a STOP_QP may wait on it */
         qm_fn_unlock(fn, &d);
         return false;
@@ -285,6 +392,8 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
     if (iommu_dma_read(fn->dom, q->sq.base + (uint64_t)slot * e->sqe_size, w->sqe, e->sqe_size)) {
         QM_COUNT(fn, ring_faults);
         q->sq.broken = true;
+        qm_fn_msi_mod_flush_locked(fn, &d);
+        w->mod_since_ns = 0;
         qm_post_aeqe_locked(fn, &d, q->qn, QM_AEQE_CQE_ERROR);
         qm_queue_settle_locked(fn, &d, q);
         qm_fn_unlock(fn, &d);
@@ -303,6 +412,7 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
     qm_fn_unlock(fn, &d);
 
     qm_freeze_point(w->dev, QM_FREEZE_FETCHED);
+    t0 = am_now_ns();
     if (alg >= e->num_alg_types) {
         /* The queue's alg_type is none the engine has (for ZIP: neither
          * compress nor decompress). */
@@ -311,12 +421,16 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
     } else {
         r = e->run(w->eng, fn->dom, w->sqe, alg, &qm_job_ops, w);
     }
+    t1 = am_now_ns();
     qm_freeze_point(w->dev, QM_FREEZE_BEFORE_COMMIT);
 
     qm_fn_lock(fn);
     if (atomic_load(&j->revoked)) {
         /* Its revoker took the job off the queue and counted it; the queue
-         * may already be someone else's. Touch nothing. */
+         * may already be someone else's. Touch nothing of it; an MSI still
+         * held (an SQC reload revokes one queue only) goes out. */
+        qm_fn_msi_mod_flush_locked(fn, &d);
+        w->mod_since_ns = 0;
         qm_fn_unlock(fn, &d);
         return false;
     }
@@ -354,9 +468,12 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
             am_log(AM_LOG_ERR, QM_LOG, "fn %u q %u: engine failed: %d", fn->idx, q->qn, r);
     }
     more = qm_queue_settle_locked(fn, &d, q);
+    keep = more && qm_worker_keeps_locked(w->dev, q);
+    qm_fn_msi_mod_commit_locked(fn, &d, q, keep, t1 - t0, t1);
+    w->mod_since_ns = fn->msi_mod_held > 0 ? fn->msi_mod_since_ns : 0;
     qm_fn_wake_waiters_locked(fn);
     qm_fn_unlock(fn, &d);
-    return more;
+    return keep;
 }
 
 /* SCHED_BATCH (qm_internal.h, Scheduling) and the configured CPUs, if any.
@@ -415,17 +532,8 @@ static void *qm_worker_main(void *arg)
         back_from_job = false;
         atomic_fetch_add(&dev->serving, 1);
         pthread_mutex_unlock(&dev->sched_lock);
-        while (qm_worker_serve(w, q)) {
-            bool others;
-
-            pthread_mutex_lock(&dev->sched_lock);
-            others = dev->ring_count > 0 || dev->stopping;
-            if (others) /* no wakeup: this worker takes the ring's head next */
-                (void)qm_sched_push_locked(dev, q);
-            pthread_mutex_unlock(&dev->sched_lock);
-            if (others)
-                break;
-        }
+        while (qm_worker_serve(w, q))
+            ;
         atomic_fetch_sub(&dev->serving, 1);
         back_from_job = true;
         pthread_mutex_lock(&dev->sched_lock);
@@ -492,7 +600,7 @@ void qm_workers_stop(struct qm_dev *dev)
         struct qm_deferred d = {0};
 
         qm_fn_lock(fn);
-        qm_fn_revoke_jobs_locked(fn, false);
+        qm_fn_revoke_jobs_locked(fn, &d, false);
         qm_fn_unlock(fn, &d);
     }
     for (unsigned i = 0; i < dev->nstarted; i++)

@@ -199,6 +199,11 @@ static int sec_execute(struct sec_engine *e, const struct sec_job *j)
     const unsigned klen = j->dir ? sec_cipher_key_bytes(j->calg, j->cmode, j->ckey_code) : 0;
     const unsigned ivlen = j->dir ? sec_cipher_iv_bytes(j->calg, j->cmode) : 0;
     const bool verify = j->auth == SEC_AUTH_VERIFY || (j->xcm && j->dir == SEC_DIR_DEC);
+    /* A plain cipher reads its payload straight from guest memory
+     * (sec_crypto_cipher_src): only the bytes before it are gathered, and
+     * only when they are copied to a separate destination. */
+    const bool direct = j->dir != SEC_DIR_NONE && j->auth == SEC_AUTH_NONE && !j->xcm &&
+                        j->cmode != SEC_MODE_XTS;
     uint64_t out_len;
     int r;
 
@@ -207,7 +212,7 @@ static int sec_execute(struct sec_engine *e, const struct sec_job *j)
         return r;
     r = sec_buf_describe(e, &e->src, j->src_type, j->src, j->total);
     if (r == 0)
-        r = sec_buf_gather(e, &e->src, e->buf, j->total);
+        r = sec_buf_gather(e, &e->src, e->buf, direct ? (j->de ? j->c_off : 0) : j->total);
     if (r == 0)
         r = sec_read(e, j->ckey, ckey, klen, "cipher key");
     if (r == 0 && j->auth != SEC_AUTH_NONE)
@@ -247,7 +252,9 @@ static int sec_execute(struct sec_engine *e, const struct sec_job *j)
     } else {
         if (j->auth != SEC_AUTH_NONE && (j->auth_first || j->dir == SEC_DIR_NONE))
             r = sec_crypto_hmac(e, j->aalg, akey, j->akey_len, e->buf + j->a_off, j->a_len, mac);
-        if (r == 0 && j->dir != SEC_DIR_NONE)
+        if (r == 0 && direct)
+            r = sec_crypto_cipher_src(e, j, ckey, iv, &e->src, e->buf + j->c_off);
+        else if (r == 0 && j->dir != SEC_DIR_NONE)
             r = sec_crypto_cipher(e, j, ckey, iv, e->buf + j->c_off, e->buf + j->c_off, j->c_len);
         if (r == 0 && j->auth != SEC_AUTH_NONE && !j->auth_first && j->dir != SEC_DIR_NONE)
             r = sec_crypto_hmac(e, j->aalg, akey, j->akey_len, e->buf + j->a_off, j->a_len, mac);

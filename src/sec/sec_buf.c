@@ -140,6 +140,71 @@ int sec_buf_gather(struct sec_engine *e, const struct sec_buf *b, uint8_t *to, u
     return 0;
 }
 
+/* One piece of at most SEC_DIRECT_PIECE bytes: in place when the domain
+ * serves a pointer, through e->bounce otherwise. */
+static int sec_piece(struct sec_engine *e, uint64_t iova, uint32_t n,
+                     int (*fn)(struct sec_engine *e, const uint8_t *p, uint32_t n, void *arg),
+                     void *arg)
+{
+    void *p;
+    int r;
+
+    iommu_dma_begin(e->d);
+    r = iommu_translate(e->d, iova, n, IOMMU_READ, &p);
+    if (r == 0)
+        r = fn(e, p, n, arg);
+    iommu_dma_end(e->d);
+    if (r == 0)
+        return 0;
+    if (r == -EFAULT) /* counted by the domain */
+        return sec_fail(e, SEC_E_DMA_FAULT, "read of %u bytes at %#llx faulted", n,
+                        (unsigned long long)iova);
+    if (r != -EREMOTE)
+        return r; /* fn's */
+    if (iommu_dma_read(e->d, iova, e->bounce, n) != 0)
+        return sec_fail(e, SEC_E_DMA_FAULT, "read of %u bytes at %#llx faulted", n,
+                        (unsigned long long)iova);
+    return fn(e, e->bounce, n, arg);
+}
+
+int sec_buf_read_pieces(struct sec_engine *e, const struct sec_buf *b, uint64_t off, uint64_t len,
+                        int (*fn)(struct sec_engine *e, const uint8_t *p, uint32_t n, void *arg),
+                        void *arg)
+{
+    uint64_t pos = 0, handed = 0, next_poll = SEC_CHUNK; /* pos: buffer offset of segment i */
+
+    for (unsigned i = 0; i < b->nsegs && len > 0; pos += b->segs[i].len, i++) {
+        const struct sec_seg *s = &b->segs[i];
+        uint64_t skip, n;
+
+        if (off >= pos + s->len)
+            continue;
+        skip = off - pos;
+        n = s->len - skip < len ? s->len - skip : len;
+        for (uint64_t k = 0; k < n;) {
+            uint32_t piece = n - k < SEC_DIRECT_PIECE ? (uint32_t)(n - k) : SEC_DIRECT_PIECE;
+            int r;
+
+            if (handed >= next_poll) {
+                if (sec_job_cancelled(e))
+                    return -ECANCELED;
+                next_poll += SEC_CHUNK;
+            }
+            r = sec_piece(e, s->iova + skip + k, piece, fn, arg);
+            if (r)
+                return r;
+            k += piece;
+            handed += piece;
+        }
+        off += n;
+        len -= n;
+    }
+    if (len > 0)
+        return sec_fail(e, SEC_E_BAD_SGL, "source holds %llu bytes too few",
+                        (unsigned long long)len);
+    return 0;
+}
+
 /* One write through the caller (or straight to the domain without ops). */
 static int sec_write(struct sec_engine *e, uint64_t iova, const uint8_t *p, uint64_t n)
 {

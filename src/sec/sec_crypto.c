@@ -302,19 +302,15 @@ out:
     return r ? sec_fail(e, -EIO, "libcrypto XTS stealing failed") : 0;
 }
 
-int sec_crypto_cipher(struct sec_engine *e, const struct sec_job *j, const uint8_t *key,
-                      const uint8_t *iv, const uint8_t *in, uint8_t *out, uint32_t len)
+/* Sets cctx up for the job's plain (non-XTS) cipher with key and iv. */
+static int sec_plain_setup(struct sec_engine *e, const struct sec_job *j, const uint8_t *key,
+                           const uint8_t *iv)
 {
     const unsigned keylen = sec_cipher_key_bytes(j->calg, j->cmode, j->ckey_code);
-    const bool enc = j->dir == SEC_DIR_ENC;
     uint8_t k3[24];
     const EVP_CIPHER *c;
-    int r;
+    int r = 0;
 
-    if (len == 0)
-        return 0;
-    if (j->cmode == SEC_MODE_XTS)
-        return sec_xts(e, enc, key, keylen, iv, in, out, len);
     if (j->calg == SEC_ALG_3DES && keylen == 16) {
         /* Two keys: K1 K2 K1. */
         memcpy(k3, key, 16);
@@ -323,13 +319,60 @@ int sec_crypto_cipher(struct sec_engine *e, const struct sec_job *j, const uint8
     }
     c = sec_engine_cipher(e, j->calg, j->cmode, keylen);
     if (c == NULL)
-        return sec_fail(e, SEC_E_BAD_ALG, "libcrypto has no cipher for alg %u mode %u", j->calg,
-                        j->cmode);
-    if (sec_cipher_setup(e, c, key, iv, enc))
+        r = sec_fail(e, SEC_E_BAD_ALG, "libcrypto has no cipher for alg %u mode %u", j->calg,
+                     j->cmode);
+    else if (sec_cipher_setup(e, c, key, iv, j->dir == SEC_DIR_ENC))
         r = sec_fail(e, -EIO, "libcrypto cipher init failed");
-    else
-        r = sec_update_chunks(e, in, out, len);
     OPENSSL_cleanse(k3, sizeof(k3));
+    return r;
+}
+
+int sec_crypto_cipher(struct sec_engine *e, const struct sec_job *j, const uint8_t *key,
+                      const uint8_t *iv, const uint8_t *in, uint8_t *out, uint32_t len)
+{
+    const unsigned keylen = sec_cipher_key_bytes(j->calg, j->cmode, j->ckey_code);
+    int r;
+
+    if (len == 0)
+        return 0;
+    if (j->cmode == SEC_MODE_XTS)
+        return sec_xts(e, j->dir == SEC_DIR_ENC, key, keylen, iv, in, out, len);
+    r = sec_plain_setup(e, j, key, iv);
+    return r ? r : sec_update_chunks(e, in, out, len);
+}
+
+struct sec_src_pass {
+    uint8_t *out;
+    uint32_t produced;
+};
+
+static int sec_src_piece(struct sec_engine *e, const uint8_t *p, uint32_t n, void *arg)
+{
+    struct sec_src_pass *pass = arg;
+    int outl = 0;
+
+    if (EVP_CipherUpdate(e->cctx, pass->out + pass->produced, &outl, p, (int)n) != 1 || outl < 0)
+        return sec_fail(e, -EIO, "libcrypto cipher update failed");
+    pass->produced += (uint32_t)outl;
+    return 0;
+}
+
+int sec_crypto_cipher_src(struct sec_engine *e, const struct sec_job *j, const uint8_t *key,
+                          const uint8_t *iv, const struct sec_buf *src, uint8_t *out)
+{
+    struct sec_src_pass pass = {.out = out};
+    int r;
+
+    if (j->c_len == 0)
+        return 0;
+    r = sec_plain_setup(e, j, key, iv);
+    if (r == 0)
+        r = sec_buf_read_pieces(e, src, j->c_off, j->c_len, sec_src_piece, &pass);
+    /* Pieces of an SGL need not be whole blocks: the context carries a
+     * partial one over, and the payload is whole blocks (sec_decode). */
+    if (r == 0 && pass.produced != j->c_len)
+        r = sec_fail(e, -EIO, "libcrypto cipher produced %u of %u bytes", pass.produced,
+                     j->c_len);
     return r;
 }
 

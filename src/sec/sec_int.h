@@ -1,7 +1,10 @@
 /* sec_int: private to the SEC engine. A job's buffers are described as
  * ordered DMA segments (sec_buf.c), gathered into one host buffer, computed
  * there in place with libcrypto (sec_crypto.c) and scattered back through
- * the caller's write op. */
+ * the caller's write op. A plain cipher (no MAC, not XTS) skips the gather
+ * of its payload: it reads the source from guest memory in pieces into the
+ * host buffer (sec_buf_read_pieces), and the output goes back the same way
+ * as the others'. */
 #ifndef ACCMIG_SEC_INT_H
 #define ACCMIG_SEC_INT_H
 
@@ -15,6 +18,10 @@
 #define SEC_LOG "sec"
 #define SEC_SGL_MAX_ENTRIES 255u /* per SGL */
 #define SEC_SGL_MAX_CHAIN 256u   /* SGLs in one chain before it counts as a loop */
+/* Source bytes a plain cipher takes per piece straight from guest memory
+ * (sec_buf_read_pieces): the domain's mapping table stays pinned for one
+ * piece's cipher work, about as long as a 64 KiB copy holds it. */
+#define SEC_DIRECT_PIECE 4096u
 
 struct sec_seg {
     uint64_t iova;
@@ -71,6 +78,8 @@ struct sec_engine {
     uint8_t *buf;
     size_t cap;
     struct sec_buf src, dst;
+    /* A source piece that cannot be read in place (sec_buf_read_pieces). */
+    uint8_t bounce[SEC_DIRECT_PIECE];
     /* the job in progress */
     struct iommu_domain *d;
     const struct sec_job_ops *ops;
@@ -85,6 +94,21 @@ struct sec_engine {
 int sec_buf_describe(struct sec_engine *e, struct sec_buf *b, unsigned type, uint64_t addr,
                      uint64_t len);
 int sec_buf_gather(struct sec_engine *e, const struct sec_buf *b, uint8_t *to, uint64_t len);
+/* Hands bytes [off, off+len) of b to fn in order, in pieces of at most
+ * SEC_DIRECT_PIECE bytes. A piece inside one mapping that iommu_translate
+ * serves (host memory, or an fd mapping sealed against shrinking: memory
+ * that cannot fault) is handed as a pointer into guest memory, valid only
+ * during the call, with the domain pinned (iommu_dma_begin) for that piece
+ * alone; any other piece (a remote or unsealed mapping, one that spans two
+ * mappings) is first copied into e->bounce by iommu_dma_read, guarded as
+ * every copy is. The guest may change the bytes while fn reads them, as it
+ * could under a real device's DMA: fn must only compute from them. Asks
+ * cancelled before each SEC_CHUNK bytes after the first. Returns 0,
+ * SEC_E_DMA_FAULT, SEC_E_BAD_SGL (b is shorter), -ECANCELED, or what fn
+ * returned (fn's non-zero return ends the walk). */
+int sec_buf_read_pieces(struct sec_engine *e, const struct sec_buf *b, uint64_t off, uint64_t len,
+                        int (*fn)(struct sec_engine *e, const uint8_t *p, uint32_t n, void *arg),
+                        void *arg);
 int sec_buf_scatter(struct sec_engine *e, const struct sec_buf *b, uint64_t off,
                     const uint8_t *from, uint64_t len);
 /* Writes len bytes at a flat device address in SEC_CHUNK pieces. */
@@ -98,6 +122,11 @@ int sec_fail(struct sec_engine *e, int err, const char *fmt, ...)
 void sec_crypto_release(struct sec_engine *e);
 int sec_crypto_cipher(struct sec_engine *e, const struct sec_job *j, const uint8_t *key,
                       const uint8_t *iv, const uint8_t *in, uint8_t *out, uint32_t len);
+/* The same for a plain cipher (not XTS) whose input is bytes [c_off,
+ * c_off + c_len) of src, read from guest memory piece by piece
+ * (sec_buf_read_pieces) instead of gathered first; out gets c_len bytes. */
+int sec_crypto_cipher_src(struct sec_engine *e, const struct sec_job *j, const uint8_t *key,
+                          const uint8_t *iv, const struct sec_buf *src, uint8_t *out);
 /* CCM/GCM: aad (alen bytes), in -> out (len); tag: made (encrypt) or
  * checked (decrypt). Returns 0, a sec_error, SEC_ICV_MISMATCH, or -errno. */
 #define SEC_ICV_MISMATCH 0x100

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <openssl/evp.h>
@@ -967,6 +968,169 @@ static void test_bad_arguments_are_einval_and_touch_nothing(void **state)
     assert_memory_equal(bd, before, sizeof(bd));
 }
 
+/* ---- a plain cipher reads its source in place where it can --------------- */
+
+#define FAR_IOVA UINT64_C(0x40000000) /* mappings of the tests below */
+#define FAR_SIZE (256 * KIB)
+
+struct remote_mem {
+    uint8_t *host;
+    uint64_t base, bytes_read;
+};
+
+static int remote_read(void *opaque, uint64_t iova, void *buf, uint64_t len)
+{
+    struct remote_mem *m = opaque;
+
+    memcpy(buf, m->host + (iova - m->base), len);
+    m->bytes_read += len;
+    return 0;
+}
+
+static int remote_write(void *opaque, uint64_t iova, const void *buf, uint64_t len)
+{
+    struct remote_mem *m = opaque;
+
+    memcpy(m->host + (iova - m->base), buf, len);
+    return 0;
+}
+
+static const struct iommu_remote_ops remote_ops = {.read = remote_read, .write = remote_write};
+
+/* cbc(aes)-128 of len bytes at src (already there as `in`) into DST, checked
+ * against libcrypto; returns the bytes the domain copied for the job. */
+static uint64_t cbc_from(struct fx *f, uint64_t src, const uint8_t *in, uint32_t len)
+{
+    static uint8_t want[FAR_SIZE];
+    uint8_t key[16], iv[16];
+    uint32_t bd[SEC_SQE_DWORDS];
+    struct iommu_stats a, b;
+
+    rnd(key, sizeof(key));
+    rnd(iv, sizeof(iv));
+    memcpy(ram(f, KEYS), key, 16);
+    memcpy(ram(f, CIV), iv, 16);
+    ref_cipher(EVP_aes_128_cbc(), 1, key, iv, in, want, (int)len);
+    memset(ram(f, DST), 0xa5, len + 16);
+    bd_cipher(bd, SEC_ALG_AES, SEC_MODE_CBC, 0, true, src, DST, SEC_ADDR_PBUF, len);
+    iommu_stats_get(f->d, &a);
+    run_ok(f, bd, SEC_FLAG_CIPHER);
+    iommu_stats_get(f->d, &b);
+    assert_memory_equal(ram(f, DST), want, len);
+    assert_int_equal(ram(f, DST)[len], 0xa5);
+    return b.bytes_read - a.bytes_read;
+}
+
+static void test_a_plain_cipher_reads_host_memory_in_place_and_copies_nothing_of_it(void **state)
+{
+    struct fx *f = *state;
+    static uint8_t in[200 * KIB];
+
+    rnd(in, sizeof(in));
+    memcpy(ram(f, SRC), in, sizeof(in));
+    /* Only the key and the IV went through iommu_dma_read. */
+    assert_int_equal(cbc_from(f, SRC, in, sizeof(in)), 32);
+    /* An odd offset into the page: pieces cross page boundaries. */
+    memcpy(ram(f, SRC + 5), in, 4096 * 3);
+    assert_int_equal(cbc_from(f, SRC + 5, in, 4096 * 3), 32);
+}
+
+static void test_a_source_in_remote_memory_goes_through_the_copy_path(void **state)
+{
+    struct fx *f = *state;
+    static uint8_t in[FAR_SIZE];
+    struct remote_mem m = {.base = FAR_IOVA};
+
+    m.host = calloc(1, FAR_SIZE);
+    assert_non_null(m.host);
+    assert_int_equal(iommu_map_remote(f->d, FAR_IOVA, FAR_SIZE, IOMMU_READ | IOMMU_WRITE,
+                                      &remote_ops, &m), 0);
+    rnd(in, sizeof(in));
+    memcpy(m.host, in, sizeof(in));
+    assert_int_equal(cbc_from(f, FAR_IOVA, in, 100 * KIB), 100 * KIB + 32);
+    assert_int_equal(m.bytes_read, 100 * KIB);
+    assert_int_equal(iommu_unmap(f->d, FAR_IOVA, FAR_SIZE), 0);
+    free(m.host);
+}
+
+static void test_a_source_in_an_unsealed_file_goes_through_the_guarded_copy(void **state)
+{
+    struct fx *f = *state;
+    static uint8_t in[64 * KIB];
+    int fd = memfd_create("sec-unsealed", MFD_CLOEXEC); /* no MFD_ALLOW_SEALING */
+    uint8_t *p;
+
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, FAR_SIZE), 0);
+    p = mmap(NULL, FAR_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    assert_true(p != MAP_FAILED);
+    assert_int_equal(iommu_map_fd(f->d, FAR_IOVA, FAR_SIZE, fd, 0, IOMMU_READ | IOMMU_WRITE), 0);
+    rnd(in, sizeof(in));
+    memcpy(p, in, sizeof(in));
+    /* iommu_translate refuses an unsealed file: every byte is copied. */
+    assert_int_equal(cbc_from(f, FAR_IOVA, in, sizeof(in)), sizeof(in) + 32);
+    /* The file shrinks under the source: the job reports a DMA fault and
+     * the process goes on. */
+    {
+        uint32_t bd[SEC_SQE_DWORDS];
+
+        assert_int_equal(ftruncate(fd, 4096), 0);
+        bd_cipher(bd, SEC_ALG_AES, SEC_MODE_CBC, 0, true, FAR_IOVA, DST, SEC_ADDR_PBUF,
+                  sizeof(in));
+        run_err(f, bd, SEC_E_DMA_FAULT);
+    }
+    assert_int_equal(iommu_unmap(f->d, FAR_IOVA, FAR_SIZE), 0);
+    munmap(p, FAR_SIZE);
+    close(fd);
+}
+
+static void test_a_source_across_two_mappings_is_read_piece_by_piece(void **state)
+{
+    struct fx *f = *state;
+    static uint8_t in[40 * KIB];
+    uint8_t *a = mmap(NULL, 2 * FAR_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                      -1, 0);
+    uint64_t src = FAR_IOVA + FAR_SIZE - 10000; /* 10000 bytes in the first, the rest beyond */
+
+    assert_true(a != MAP_FAILED);
+    /* Two host mappings, adjacent in IOVA, apart in the host. */
+    assert_int_equal(iommu_map_host(f->d, FAR_IOVA, FAR_SIZE, a + FAR_SIZE, IOMMU_READ), 0);
+    assert_int_equal(iommu_map_host(f->d, FAR_IOVA + FAR_SIZE, FAR_SIZE, a, IOMMU_READ), 0);
+    rnd(in, sizeof(in));
+    memcpy(a + 2 * FAR_SIZE - 10000, in, 10000);
+    memcpy(a, in + 10000, sizeof(in) - 10000);
+    /* Only the piece that straddles the edge is copied (at most one piece). */
+    uint64_t copied = cbc_from(f, src, in, sizeof(in)) - 32;
+
+    assert_true(copied > 0 && copied <= 4096);
+    assert_int_equal(iommu_unmap(f->d, FAR_IOVA, FAR_SIZE), 0);
+    assert_int_equal(iommu_unmap(f->d, FAR_IOVA + FAR_SIZE, FAR_SIZE), 0);
+    munmap(a, 2 * FAR_SIZE);
+}
+
+static void test_a_plain_cipher_at_an_offset_copies_the_bytes_before_it_to_a_separate_destination(
+    void **state)
+{
+    struct fx *f = *state;
+    uint8_t key[16], iv[16], in[48 + 4096], want[4096];
+    uint32_t bd[SEC_SQE_DWORDS];
+
+    rnd(key, sizeof(key));
+    rnd(iv, sizeof(iv));
+    rnd(in, sizeof(in));
+    memcpy(ram(f, KEYS), key, 16);
+    memcpy(ram(f, CIV), iv, 16);
+    memcpy(ram(f, SRC), in, sizeof(in));
+    memset(ram(f, DST), 0xa5, sizeof(in) + 16);
+    ref_cipher(EVP_aes_128_cbc(), 1, key, iv, in + 48, want, 4096);
+    bd_cipher(bd, SEC_ALG_AES, SEC_MODE_CBC, 0, true, SRC, DST, SEC_ADDR_PBUF, 4096);
+    bd[SEC_DW_OFFSETS] = 48u << 16;
+    run_ok(f, bd, SEC_FLAG_CIPHER);
+    assert_memory_equal(ram(f, DST), in, 48);
+    assert_memory_equal(ram(f, DST) + 48, want, 4096);
+    assert_int_equal(ram(f, DST)[48 + 4096], 0xa5);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -987,6 +1151,11 @@ int main(void)
         T(test_a_reused_cipher_context_takes_each_jobs_key_iv_and_direction),
         T(test_a_reused_hmac_context_takes_each_jobs_key_and_digest),
         T(test_bad_arguments_are_einval_and_touch_nothing),
+        T(test_a_plain_cipher_reads_host_memory_in_place_and_copies_nothing_of_it),
+        T(test_a_source_in_remote_memory_goes_through_the_copy_path),
+        T(test_a_source_in_an_unsealed_file_goes_through_the_guarded_copy),
+        T(test_a_source_across_two_mappings_is_read_piece_by_piece),
+        T(test_a_plain_cipher_at_an_offset_copies_the_bytes_before_it_to_a_separate_destination),
 #undef T
     };
 
