@@ -104,6 +104,7 @@ struct be_ctx {
     uint64_t sq_gpa;             /* SEC: the SQ ring, to read each BD's dw28 */
     EVP_CIPHER_CTX *raw_cipher;  /* SEC: the raw side's context ... */
     EVP_CIPHER *raw_aes;         /* ... set up once with the fetched cipher */
+    uint32_t raw_out_crc;        /* SEC: CRC32C of the raw side's last output */
 };
 
 static void be_usage(FILE *f)
@@ -287,8 +288,10 @@ static int be_ctx_create(struct be_ctx *x, const struct be_opts *o, const struct
     ret = vmm_inproc_host_create(&cfg, BE_VF_FN, vm_ram_guest(x->ram), &x->host);
     if (ret)
         return ret;
-    ret = guest_vf_init(vmm_inproc_vf_io(x->host.vf), vm_ram_guest(x->ram), BE_STATE_GPA, state_len,
-                        &x->vf);
+    ret = guest_vf_init_engine(vmm_inproc_vf_io(x->host.vf), vm_ram_guest(x->ram), BE_STATE_GPA,
+                               state_len,
+                               o->engine == QM_ENGINE_SEC ? GUEST_ENGINE_SEC : GUEST_ENGINE_ZIP,
+                               &x->vf);
     if (ret)
         return ret;
     guest_vf_set_complete_cb(x->vf, be_on_complete, x);
@@ -342,6 +345,7 @@ static int be_run_raw_sec(struct be_ctx *x, uint32_t size, uint64_t jobs, struct
         r->out_bytes = (uint64_t)n;
     }
     be_rates(r, (double)size * (double)jobs, am_now_ns() - t0, bench_cpu_ns(x->load) - c0);
+    x->raw_out_crc = am_crc32c(0, be_host(x, x->out_gpa), size);
     return 0;
 }
 
@@ -444,7 +448,16 @@ static int be_run_engine(struct be_ctx *x, uint32_t size, uint64_t jobs, struct 
     }
     be_rates(r, (double)size * (double)jobs, am_now_ns() - t0, bench_cpu_ns(x->load) - c0);
     r->out_bytes = x->last_produced;
-    return x->failed ? -EIO : 0;
+    if (x->failed)
+        return -EIO;
+    /* Same input, key and IV for every job: each slot must hold what the
+     * raw side computed (slot 0 is the first job's, the raw side's too). */
+    if (x->o->engine == QM_ENGINE_SEC &&
+        am_crc32c(0, be_host(x, x->out_gpa), size) != x->raw_out_crc) {
+        fprintf(stderr, "accmig bench engine: the SEC VF's ciphertext differs from libcrypto's\n");
+        return -EIO;
+    }
+    return 0;
 }
 
 struct be_summary {
