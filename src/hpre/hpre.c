@@ -42,6 +42,9 @@ struct hpre_engine {
     uint8_t key[HPRE_KEY_BUF];
     uint8_t in[HPRE_IO_BUF];
     uint8_t out[HPRE_IO_BUF];
+    /* Bytes of out held for the caller's commit (write_at_commit): the
+     * result is cleansed at the next job instead of at once. */
+    uint32_t out_held;
     /* The numbers the current job took from bn, wiped before its frame
      * ends (BN_CTX_end keeps them, values and all, for the next job). */
     BIGNUM *held[HPRE_MAX_HELD];
@@ -141,7 +144,26 @@ void hpre_engine_destroy(struct hpre_engine *e)
     BN_free(e->mont_mod);
     EVP_PKEY_CTX_free(e->x25519_import);
     OPENSSL_cleanse(e->key, sizeof(e->key));
+    OPENSSL_cleanse(e->out, sizeof(e->out));
     free(e);
+}
+
+static bool hpre_ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+    uint64_t aend, bend;
+
+    if (alen == 0 || blen == 0)
+        return false;
+    if (am_add_overflows_u64(a, alen, &aend) || am_add_overflows_u64(b, blen, &bend))
+        return true;
+    return a < bend && b < aend;
+}
+
+/* The result lands on the operand or the key block: a rerun would read it. */
+static bool hpre_req_in_place(const struct hpre_req *q)
+{
+    return hpre_ranges_overlap(q->out_iova, q->out_len, q->in_iova, q->in_len) ||
+           hpre_ranges_overlap(q->out_iova, q->out_len, q->key_iova, q->key_len);
 }
 
 static uint64_t hpre_sqe_addr(const uint32_t *sqe, unsigned lo)
@@ -563,6 +585,10 @@ int hpre_engine_run(struct hpre_engine *e, struct iommu_domain *d, uint32_t sqe[
 
     if (!e || !d || !sqe || (ops && !ops->write))
         return -EINVAL;
+    if (e->out_held) { /* the last job's commit is done */
+        OPENSSL_cleanse(e->out, e->out_held);
+        e->out_held = 0;
+    }
     if (jo->cancelled && jo->cancelled(jopaque))
         goto cancelled;
 
@@ -585,11 +611,18 @@ int hpre_engine_run(struct hpre_engine *e, struct iommu_domain *d, uint32_t sqe[
         return st;
     }
     if (st == HPRE_ET_OK) {
+        bool held = jo->write_at_commit != NULL && hpre_req_in_place(&q);
+
         if (jo->cancelled && jo->cancelled(jopaque))
             rc = -ECANCELED;
+        else if (held)
+            rc = jo->write_at_commit(jopaque, q.out_iova, e->out, q.out_len);
         else
             rc = jo->write(jopaque, q.out_iova, e->out, q.out_len);
-        OPENSSL_cleanse(e->out, q.out_len);
+        if (held && rc == 0)
+            e->out_held = q.out_len;
+        else
+            OPENSSL_cleanse(e->out, q.out_len);
         if (rc == -ECANCELED)
             goto cancelled;
         if (rc) {

@@ -94,6 +94,12 @@ struct hpre_job_ops {
     int (*write)(void *opaque, uint64_t iova, const void *buf, uint64_t len);
     /* Asked before the job reads and before it writes: true stops it. */
     bool (*cancelled)(void *opaque);
+    /* NULL, or how a job whose result overlaps its operand or key block
+     * writes it: queued to land with the caller's commit (the result stays
+     * in the engine until its next job), so that a job cancelled before it
+     * and run again reads what it read the first time. 0, -ECANCELED,
+     * -ENOMEM. NULL: such a result goes through write too. */
+    int (*write_at_commit)(void *opaque, uint64_t iova, const void *buf, uint64_t len);
 };
 
 /* alg_type is the queue's type from the SQC (enum hpre_queue_type). ops

@@ -135,7 +135,8 @@ static void qm_sec_destroy(void *eng)
 static int qm_sec_run(void *eng, struct iommu_domain *d, uint32_t *sqe, unsigned alg_type,
                       const struct qm_engine_io *io, void *opaque)
 {
-    const struct sec_job_ops ops = {.write = io->write, .cancelled = io->cancelled};
+    const struct sec_job_ops ops = {.write = io->write, .cancelled = io->cancelled,
+                                    .write_at_commit = io->write_at_commit};
 
     return sec_engine_run(eng, d, sqe, alg_type, &ops, opaque);
 }

@@ -29,7 +29,8 @@
  *   sqe), -ECANCELED (io->cancelled() said so, or io->write returned
  *   -ECANCELED; sqe untouched), -EINVAL (a NULL argument or an alg_type out
  *   of range), -EIO (an engine bug, logged). Output reaches guest memory only
- *   through io->write, in pieces of at most QM_ENGINE_WRITE_MAX bytes; the
+ *   through io->write (or io->write_at_commit), in pieces of at most
+ *   QM_ENGINE_WRITE_MAX bytes; the
  *   engine polls io->cancelled between pieces of work. Every malformed SQE
  *   field and DMA fault is a status in the SQE copy, returning 0.
  * - job_ok(sqe): the driver takes the finished job as a success (counted
@@ -73,6 +74,14 @@ struct qm_engine_io {
     int (*write)(void *opaque, uint64_t iova, const void *buf, uint64_t len);
     /* true stops the job (-ECANCELED). */
     bool (*cancelled)(void *opaque);
+    /* Queues a write of len (<= QM_ENGINE_WRITE_MAX) bytes at iova that
+     * lands with the job's commit, under the lock a revoker takes: for
+     * output that overlaps what the job reads (in place), since a revoked
+     * job runs again and must find its input as it was. buf must stay valid
+     * until the next run() (engine-owned memory). 0, -ECANCELED, -ENOMEM. A
+     * queued write that faults at commit makes the job a DMA fault
+     * (set_dma_fault). */
+    int (*write_at_commit)(void *opaque, uint64_t iova, const void *buf, uint64_t len);
 };
 
 struct qm_engine {

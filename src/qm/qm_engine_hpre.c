@@ -26,7 +26,8 @@ static void qm_hpre_destroy(void *eng)
 static int qm_hpre_run(void *eng, struct iommu_domain *d, uint32_t *sqe, unsigned alg_type,
                        const struct qm_engine_io *io, void *opaque)
 {
-    const struct hpre_job_ops ops = {.write = io->write, .cancelled = io->cancelled};
+    const struct hpre_job_ops ops = {.write = io->write, .cancelled = io->cancelled,
+                                     .write_at_commit = io->write_at_commit};
 
     if (alg_type > HPRE_QTYPE_ECC)
         return -EINVAL;

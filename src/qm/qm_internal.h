@@ -367,12 +367,21 @@ struct qm_job {
     unsigned polls, writes;   /* worker only: for the test freeze points */
 };
 
+/* An output write held for the job's commit (qm_engine_io.write_at_commit). */
+struct qm_commit_write {
+    uint64_t iova, len;
+    const void *buf;
+};
+
 struct qm_worker {
     struct qm_dev *dev;
     void *eng;                  /* dev->engine's instance of this worker */
     pthread_t thread;
     struct qm_job job;
     uint32_t sqe[QM_ENGINE_SQE_DWORDS_MAX];
+    /* Worker only: the job's writes held for its commit, ncw of cap_cw. */
+    struct qm_commit_write *cw;
+    unsigned ncw, cap_cw;
     /* The poll turn's wait (qm_db_pages.c): an eventfd that ends this
      * worker's ppoll (-1 without doorbell isolation); in_poll and woken are
      * under dev->sched_lock: it waits in ppoll, and someone wrote wake_fd

@@ -299,7 +299,42 @@ static bool qm_job_cancelled(void *opaque)
     return atomic_load_explicit(&w->job.revoked, memory_order_acquire);
 }
 
-static const struct qm_engine_io qm_job_ops = {.write = qm_job_write, .cancelled = qm_job_cancelled};
+static int qm_job_write_at_commit(void *opaque, uint64_t iova, const void *buf, uint64_t len)
+{
+    struct qm_worker *w = opaque;
+
+    if (len > QM_ENGINE_WRITE_MAX)
+        return -EINVAL;
+    if (atomic_load(&w->job.revoked))
+        return -ECANCELED;
+    if (w->ncw == w->cap_cw) {
+        unsigned cap = w->cap_cw ? 2 * w->cap_cw : 16;
+        struct qm_commit_write *cw = realloc(w->cw, cap * sizeof(*cw));
+
+        if (cw == NULL)
+            return -ENOMEM;
+        w->cw = cw;
+        w->cap_cw = cap;
+    }
+    w->cw[w->ncw++] = (struct qm_commit_write){.iova = iova, .len = len, .buf = buf};
+    return 0;
+}
+
+static const struct qm_engine_io qm_job_ops = {
+    .write = qm_job_write,
+    .cancelled = qm_job_cancelled,
+    .write_at_commit = qm_job_write_at_commit,
+};
+
+/* The job's held writes, with its commit (fn->lock held): false when one
+ * faulted (the rest are not written). */
+static bool qm_job_land_commit_writes_locked(struct qm_worker *w, struct qm_fn *fn)
+{
+    for (unsigned i = 0; i < w->ncw; i++)
+        if (iommu_dma_write(fn->dom, w->cw[i].iova, w->cw[i].buf, w->cw[i].len) != 0)
+            return false;
+    return true;
+}
 
 /* Takes the job off its queue; the caller decides what the worker sees. */
 static void qm_job_detach_locked(struct qm_fn *fn, struct qm_job *j)
@@ -405,6 +440,7 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
     j->cq_gen = c->cq.gen;
     j->polls = 0;
     j->writes = 0;
+    w->ncw = 0;
     q->job = j;
     fn->jobs_inflight++;
     c->cq.reserved++;
@@ -446,6 +482,10 @@ static bool qm_worker_serve(struct qm_worker *w, struct qm_queue *q)
         if (alg < e->num_alg_types && e->stream_ctx != NULL &&
             e->stream_ctx(w->eng, &ctx_iova, &ctx, &ctx_len) &&
             iommu_dma_write(fn->dom, ctx_iova, ctx, ctx_len) != 0)
+            e->set_dma_fault(w->sqe);
+        /* In-place output lands only now, for the same reason: a job
+         * revoked before this point has changed none of its input. */
+        if (!qm_job_land_commit_writes_locked(w, fn))
             e->set_dma_fault(w->sqe);
         if (!e->job_ok(w->sqe))
             QM_GUEST_LOG(fn, "q %u job tag %016llx: %s error: %s", q->qn,
@@ -608,6 +648,7 @@ void qm_workers_stop(struct qm_dev *dev)
     for (unsigned i = 0; dev->workers && i < dev->nworkers; i++) {
         if (dev->workers[i].eng)
             dev->engine->destroy(dev->workers[i].eng);
+        free(dev->workers[i].cw);
         if (dev->workers[i].wake_fd >= 0)
             close(dev->workers[i].wake_fd);
         pthread_mutex_destroy(&dev->workers[i].job.gate);

@@ -191,6 +191,45 @@ static int sec_read(struct sec_engine *e, uint64_t iova, void *buf, unsigned len
     return 0;
 }
 
+/* Whether the job's output (e->dst, described for out_len bytes, and the
+ * output MAC) overlaps anything it reads: its source, keys, IV or the MAC
+ * it verifies. Such a job, cancelled after a write and run again, would
+ * read its own output: its writes are held for the commit. */
+static bool sec_job_in_place(const struct sec_engine *e, const struct sec_job *j, uint64_t out_len,
+                             bool mac_out, unsigned klen, unsigned ivlen, bool verify)
+{
+    const struct {
+        uint64_t iova, len;
+    } in[] = {
+        {j->ckey, klen},
+        {j->akey, j->auth != SEC_AUTH_NONE ? j->akey_len : 0},
+        {j->civ, ivlen},
+        {j->mac, verify ? j->mac_len : 0},
+    };
+
+    for (unsigned i = 0; out_len && i < e->dst.nsegs; i++) {
+        const struct sec_seg *s = &e->dst.segs[i];
+
+        if (sec_buf_overlaps(&e->src, s->iova, s->len))
+            return true;
+        for (unsigned k = 0; k < AM_ARRAY_SIZE(in); k++)
+            if (in[k].len && sec_buf_overlaps(&e->dst, in[k].iova, in[k].len))
+                return true;
+    }
+    if (mac_out) {
+        if (sec_buf_overlaps(&e->src, j->mac, j->mac_len))
+            return true;
+        for (unsigned k = 0; k < AM_ARRAY_SIZE(in); k++) {
+            struct sec_buf one = {.segs = &(struct sec_seg){.iova = in[k].iova, .len = in[k].len},
+                                  .nsegs = 1};
+
+            if (in[k].len && sec_buf_overlaps(&one, j->mac, j->mac_len))
+                return true;
+        }
+    }
+    return false;
+}
+
 /* The job after decoding. Returns 0, a sec_error, SEC_ICV_MISMATCH, or
  * -errno. */
 static int sec_execute(struct sec_engine *e, const struct sec_job *j)
@@ -205,8 +244,10 @@ static int sec_execute(struct sec_engine *e, const struct sec_job *j)
     const bool direct = j->dir != SEC_DIR_NONE && j->auth == SEC_AUTH_NONE && !j->xcm &&
                         j->cmode != SEC_MODE_XTS;
     uint64_t out_len;
+    bool mac_out;
     int r;
 
+    e->in_place = false;
     r = sec_reserve(e, j->total);
     if (r)
         return r;
@@ -263,16 +304,22 @@ static int sec_execute(struct sec_engine *e, const struct sec_job *j)
     }
     if (r)
         goto out;
+    if (out_len)
+        r = sec_buf_describe(e, &e->dst, j->dst_type, j->dst, out_len);
+    if (r)
+        goto out;
+    mac_out = j->auth == SEC_AUTH_MAC || (j->xcm && j->dir == SEC_DIR_ENC);
+    e->in_place = sec_job_in_place(e, j, out_len, mac_out, klen, ivlen, verify);
     if (out_len) {
         /* In place, only the ciphered bytes change. */
         uint64_t from = j->de ? 0 : j->c_off;
 
-        r = sec_buf_describe(e, &e->dst, j->dst_type, j->dst, out_len);
-        if (r == 0)
-            r = sec_buf_scatter(e, &e->dst, from, e->buf + from, out_len - from);
+        r = sec_buf_scatter(e, &e->dst, from, e->buf + from, out_len - from);
     }
-    if (r == 0 && (j->auth == SEC_AUTH_MAC || (j->xcm && j->dir == SEC_DIR_ENC)))
-        r = sec_write_flat(e, j->mac, mac, j->mac_len);
+    if (r == 0 && mac_out) {
+        memcpy(e->mac_out, mac, j->mac_len);
+        r = sec_write_flat(e, j->mac, e->mac_out, j->mac_len);
+    }
 out:
     OPENSSL_cleanse(ckey, sizeof(ckey));
     OPENSSL_cleanse(akey, sizeof(akey));

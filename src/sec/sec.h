@@ -65,6 +65,12 @@ struct sec_job_ops {
     int (*write)(void *opaque, uint64_t iova, const void *buf, uint64_t len);
     /* Asked between pieces: true stops the job (-ECANCELED). */
     bool (*cancelled)(void *opaque);
+    /* NULL, or how a job whose output overlaps what it reads (in place:
+     * source, key, IV or MAC) writes: queued (len <= SEC_CHUNK, buf valid
+     * until the next job) to land with the caller's commit, so that a job
+     * cancelled before it and run again finds its input unchanged. 0,
+     * -ECANCELED, -ENOMEM. NULL: such output goes through write too. */
+    int (*write_at_commit)(void *opaque, uint64_t iova, const void *buf, uint64_t len);
 };
 
 /* alg_type comes from the queue's SQC; SEC has one (0). ops NULL: writes go

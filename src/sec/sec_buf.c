@@ -205,16 +205,37 @@ int sec_buf_read_pieces(struct sec_engine *e, const struct sec_buf *b, uint64_t 
     return 0;
 }
 
-/* One write through the caller (or straight to the domain without ops). */
+bool sec_buf_overlaps(const struct sec_buf *b, uint64_t iova, uint64_t len)
+{
+    uint64_t end;
+
+    if (len == 0)
+        return false;
+    if (am_add_overflows_u64(iova, len, &end))
+        return true;
+    for (unsigned i = 0; i < b->nsegs; i++) {
+        uint64_t s = b->segs[i].iova, s_end;
+
+        if (am_add_overflows_u64(s, b->segs[i].len, &s_end) ||
+            (b->segs[i].len > 0 && iova < s_end && s < end))
+            return true;
+    }
+    return false;
+}
+
+/* One write through the caller (or straight to the domain without ops);
+ * held for the caller's commit when the job is in place. */
 static int sec_write(struct sec_engine *e, uint64_t iova, const uint8_t *p, uint64_t n)
 {
     int r;
 
     if (e->ops == NULL || e->ops->write == NULL)
         r = iommu_dma_write(e->d, iova, p, n);
+    else if (e->in_place && e->ops->write_at_commit != NULL)
+        r = e->ops->write_at_commit(e->opaque, iova, p, n);
     else
         r = e->ops->write(e->opaque, iova, p, n);
-    if (r == -ECANCELED)
+    if (r == -ECANCELED || r == -ENOMEM)
         return r;
     if (r != 0)
         return sec_fail(e, SEC_E_DMA_FAULT, "write of %llu bytes at %#llx faulted",

@@ -81,6 +81,8 @@ struct sec_engine {
     /* A source piece that cannot be read in place (sec_buf_read_pieces). */
     uint8_t bounce[SEC_DIRECT_PIECE];
     /* the job in progress */
+    bool in_place;       /* its output overlaps its input: held for the commit */
+    uint8_t mac_out[64]; /* its output MAC (held writes must outlive the job) */
     struct iommu_domain *d;
     const struct sec_job_ops *ops;
     void *opaque;
@@ -91,6 +93,9 @@ struct sec_engine {
  * convention of the job's internal steps. */
 
 /* sec_buf.c */
+/* Whether any byte of [iova, iova+len) lies in b's segments (an overflowing
+ * range counts as overlapping). */
+bool sec_buf_overlaps(const struct sec_buf *b, uint64_t iova, uint64_t len);
 int sec_buf_describe(struct sec_engine *e, struct sec_buf *b, unsigned type, uint64_t addr,
                      uint64_t len);
 int sec_buf_gather(struct sec_engine *e, const struct sec_buf *b, uint8_t *to, uint64_t len);

@@ -984,6 +984,79 @@ static void cancelled_jobs_leave_the_sqe_and_the_output_untouched(void **state)
     rsa_key_free(&k);
 }
 
+/* A result held for the commit: recorded with a copy of its bytes as they
+ * are when the job returns (the engine keeps them until its next job). */
+struct held {
+    struct iommu_domain *d;
+    int now, held;
+    uint64_t iova, len;
+    const void *buf;
+};
+
+static int held_write(void *opaque, uint64_t iova, const void *buf, uint64_t len)
+{
+    struct held *h = opaque;
+
+    h->now++;
+    return iommu_dma_write(h->d, iova, buf, len);
+}
+
+static int held_write_at_commit(void *opaque, uint64_t iova, const void *buf, uint64_t len)
+{
+    struct held *h = opaque;
+
+    h->held++;
+    h->iova = iova;
+    h->len = len;
+    h->buf = buf;
+    return 0;
+}
+
+static bool held_cancelled(void *opaque)
+{
+    (void)opaque;
+    return false;
+}
+
+static const struct hpre_job_ops held_ops = {
+    .write = held_write, .cancelled = held_cancelled, .write_at_commit = held_write_at_commit};
+
+/* A result that lands on its own operand (in place) is held for the
+ * commit, the operand intact until then; one written elsewhere goes out at
+ * once. Either way the bytes are libcrypto's. */
+static void a_result_over_its_operand_is_held_for_the_commit(void **state)
+{
+    struct fx *f = *state;
+    struct rsa_key k;
+    uint32_t sqe[HPRE_SQE_DWORDS];
+    struct held h = { .d = f->d };
+    uint8_t operand[128], expect[128];
+
+    prepare_rsa_1024(f, &k);
+    memcpy(operand, ram(f, IN), sizeof(operand));
+    evp_raw(k.pkey, true, operand, expect, 128);
+
+    sqe_make(sqe, HPRE_ALG_NC_NCRT, 128, KEY, IN, OUT);
+    assert_int_equal(hpre_engine_run(f->e, f->d, sqe, HPRE_QTYPE_V2, &held_ops, &h), 0);
+    assert_int_equal((sqe[0] & HPRE_DW0_ETYPE_MASK) >> HPRE_DW0_ETYPE_SHIFT, HPRE_ET_OK);
+    assert_int_equal(h.now, 1);
+    assert_int_equal(h.held, 0);
+    assert_memory_equal(ram(f, OUT), expect, 128);
+
+    h = (struct held){ .d = f->d };
+    sqe_make(sqe, HPRE_ALG_NC_NCRT, 128, KEY, IN, IN);
+    assert_int_equal(hpre_engine_run(f->e, f->d, sqe, HPRE_QTYPE_V2, &held_ops, &h), 0);
+    assert_int_equal((sqe[0] & HPRE_DW0_ETYPE_MASK) >> HPRE_DW0_ETYPE_SHIFT, HPRE_ET_OK);
+    assert_int_equal(h.now, 0);
+    assert_int_equal(h.held, 1);
+    assert_memory_equal(ram(f, IN), operand, 128);
+    assert_int_equal(h.iova, IN);
+    assert_int_equal(h.len, 128);
+    assert_int_equal(iommu_dma_write(f->d, h.iova, h.buf, h.len), 0); /* the commit */
+    assert_memory_equal(ram(f, IN), expect, 128);
+    rsa_key_free(&k);
+}
+
 static void a_stale_etype_is_cleared_and_other_dw0_bits_are_kept(void **state)
 {
     struct fx *f = *state;
@@ -1035,6 +1108,7 @@ int main(void)
         T(unknown_algs_and_queue_types_are_bad_algs),
         T(unmapped_or_partly_mapped_buffers_are_dma_faults),
         T(cancelled_jobs_leave_the_sqe_and_the_output_untouched),
+        T(a_result_over_its_operand_is_held_for_the_commit),
         T(a_stale_etype_is_cleared_and_other_dw0_bits_are_kept),
         T(null_arguments_are_einval_and_touch_nothing),
     };

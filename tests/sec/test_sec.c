@@ -824,6 +824,106 @@ static void test_a_cancelled_job_leaves_the_bd_untouched(void **state)
     assert_memory_equal(bd, before, sizeof(bd));
 }
 
+/* Which writes a job holds for its commit: a counting caller that lands the
+ * held ones only when told (its "commit"). */
+struct hold_ctl {
+    struct iommu_domain *d;
+    unsigned now, held;
+    struct {
+        uint64_t iova, len;
+        const void *buf;
+    } w[64];
+};
+
+static int hold_write(void *opaque, uint64_t iova, const void *buf, uint64_t len)
+{
+    struct hold_ctl *c = opaque;
+
+    c->now++;
+    return iommu_dma_write(c->d, iova, buf, len);
+}
+
+static bool hold_cancelled(void *opaque)
+{
+    (void)opaque;
+    return false;
+}
+
+static int hold_write_at_commit(void *opaque, uint64_t iova, const void *buf, uint64_t len)
+{
+    struct hold_ctl *c = opaque;
+
+    assert_true(len <= SEC_CHUNK);
+    assert_true(c->held < AM_ARRAY_SIZE(c->w));
+    c->w[c->held].iova = iova;
+    c->w[c->held].len = len;
+    c->w[c->held++].buf = buf;
+    return 0;
+}
+
+static void hold_commit(struct hold_ctl *c)
+{
+    for (unsigned i = 0; i < c->held; i++)
+        assert_int_equal(iommu_dma_write(c->d, c->w[i].iova, c->w[i].buf, c->w[i].len), 0);
+}
+
+static const struct sec_job_ops hold_ops = {
+    .write = hold_write, .cancelled = hold_cancelled, .write_at_commit = hold_write_at_commit};
+
+/* A job whose output overlaps what it reads (its source, its key or IV, or
+ * an output MAC over its source) holds every write for the commit, and
+ * guest memory is untouched until then; a job out of place writes at once.
+ * After the "commit" the bytes are libcrypto's either way. */
+static void test_output_over_its_own_input_is_held_for_the_commit(void **state)
+{
+    struct fx *f = *state;
+    const uint32_t len = 200 * 1024;
+    static uint8_t pt[200 * 1024], want[200 * 1024];
+    uint8_t key[16];
+    uint32_t bd[SEC_SQE_DWORDS];
+    struct hold_ctl c;
+
+    rnd(ram(f, KEYS), 16);
+    rnd(ram(f, CIV), 16);
+    rnd(pt, len);
+    memcpy(key, ram(f, KEYS), sizeof(key));
+    ref_cipher(EVP_aes_128_cbc(), true, key, ram(f, CIV), pt, want, (int)len);
+
+    /* Out of place: written at once, nothing held. */
+    memcpy(ram(f, SRC), pt, len);
+    c = (struct hold_ctl){.d = f->d};
+    bd_cipher(bd, SEC_ALG_AES, SEC_MODE_CBC, 0, true, SRC, DST, SEC_ADDR_PBUF, len);
+    assert_int_equal(sec_engine_run(f->e, f->d, bd, 0, &hold_ops, &c), 0);
+    assert_true(sec_bd_ok(bd));
+    assert_int_equal(c.held, 0);
+    assert_true(c.now >= len / SEC_CHUNK);
+    assert_memory_equal(ram(f, DST), want, len);
+
+    /* In place: every write held, the source intact until the commit. */
+    c = (struct hold_ctl){.d = f->d};
+    bd_cipher(bd, SEC_ALG_AES, SEC_MODE_CBC, 0, true, SRC, SRC, SEC_ADDR_PBUF, len);
+    assert_int_equal(sec_engine_run(f->e, f->d, bd, 0, &hold_ops, &c), 0);
+    assert_true(sec_bd_ok(bd));
+    assert_int_equal(c.now, 0);
+    assert_true(c.held >= len / SEC_CHUNK);
+    assert_memory_equal(ram(f, SRC), pt, len);
+    hold_commit(&c);
+    assert_memory_equal(ram(f, SRC), want, len);
+
+    /* A destination whose last bytes are the key and IV: held too (a rerun
+     * must read the same key). */
+    memcpy(ram(f, SRC), pt, len);
+    c = (struct hold_ctl){.d = f->d};
+    bd_cipher(bd, SEC_ALG_AES, SEC_MODE_CBC, 0, true, SRC, KEYS + 0x210 - len, SEC_ADDR_PBUF,
+              len);
+    assert_int_equal(sec_engine_run(f->e, f->d, bd, 0, &hold_ops, &c), 0);
+    assert_true(sec_bd_ok(bd));
+    assert_int_equal(c.now, 0);
+    assert_memory_equal(ram(f, KEYS), key, sizeof(key));
+    hold_commit(&c);
+    assert_memory_equal(ram(f, KEYS + 0x210 - len), want, len);
+}
+
 /* One cipher job on f's engine, flat out of place, checked against
  * libcrypto with the key and IV now in guest RAM. */
 static void rerun_cipher(struct fx *f, const struct cipher_case *c, bool enc, const uint8_t *in)
@@ -1148,6 +1248,7 @@ int main(void)
         T(test_dma_faults_are_error_statuses),
         T(test_malformed_sgls_are_error_statuses),
         T(test_a_cancelled_job_leaves_the_bd_untouched),
+        T(test_output_over_its_own_input_is_held_for_the_commit),
         T(test_a_reused_cipher_context_takes_each_jobs_key_iv_and_direction),
         T(test_a_reused_hmac_context_takes_each_jobs_key_and_digest),
         T(test_bad_arguments_are_einval_and_touch_nothing),

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -15,6 +16,8 @@
 
 #include "mig/mig.h"
 #include "mig/stream.h"
+#include "qm/qm_debug.h"
+#include "qm/qm_engine.h"
 #include "qm_tdrv.h"
 #include "sec/sec.h"
 #include "vfu/vfu_pci.h"
@@ -104,6 +107,23 @@ static void put64(uint32_t *bd, unsigned lo, uint64_t v)
     bd[lo + 1] = (uint32_t)(v >> 32);
 }
 
+/* An encrypting cbc(aes)-256 BD, flat buffers. */
+static void cbc_bd(uint32_t *bd, uint32_t len, uint64_t src, uint64_t dst, uint64_t k,
+                   uint64_t ivp)
+{
+    memset(bd, 0, SEC_SQE_SIZE);
+    bd[SEC_DW_BD_PARAM] = SEC_BD_TYPE3 | 1u << SEC_BD_DE_SHIFT;
+    bd[SEC_DW_CIPHER] = SEC_DIR_ENC | 2u << SEC_CKEY_LEN_SHIFT | SEC_MODE_CBC << SEC_CMODE_SHIFT |
+                        SEC_ALG_AES << SEC_CALG_SHIFT;
+    bd[SEC_DW_AUTH] = 2u << 25;
+    bd[SEC_DW_CIPHER_LEN] = len;
+    put64(bd, SEC_DW_TAG_L, UINT64_C(0xffff888812345678));
+    put64(bd, SEC_DW_SRC_L, src);
+    put64(bd, SEC_DW_DST_L, dst);
+    put64(bd, SEC_DW_CKEY_L, k);
+    put64(bd, SEC_DW_CIV_L, ivp);
+}
+
 /* A cbc(aes) BD through queue 0 of VF 1: the CQE comes, the slot's dw28 is
  * the engine's result and no other dword of the slot changed; the
  * ciphertext is libcrypto's. A queue with alg_type 1 gets the bad-BD
@@ -141,17 +161,7 @@ static void test_a_sec_bd_through_a_queue_writes_back_only_dw28(void **state)
     memcpy(tmem_ptr(&e, 1, src), pt, sizeof(pt));
     memcpy(tmem_ptr(&e, 1, k), key, 32);
     memcpy(tmem_ptr(&e, 1, ivp), iv, 16);
-    memset(bd, 0, sizeof(bd));
-    bd[SEC_DW_BD_PARAM] = SEC_BD_TYPE3 | 1u << SEC_BD_DE_SHIFT;
-    bd[SEC_DW_CIPHER] = SEC_DIR_ENC | 2u << SEC_CKEY_LEN_SHIFT | SEC_MODE_CBC << SEC_CMODE_SHIFT |
-                        SEC_ALG_AES << SEC_CALG_SHIFT;
-    bd[SEC_DW_AUTH] = 2u << 25;
-    bd[SEC_DW_CIPHER_LEN] = sizeof(pt);
-    put64(bd, SEC_DW_TAG_L, UINT64_C(0xffff888812345678));
-    put64(bd, SEC_DW_SRC_L, src);
-    put64(bd, SEC_DW_DST_L, dst);
-    put64(bd, SEC_DW_CKEY_L, k);
-    put64(bd, SEC_DW_CIV_L, ivp);
+    cbc_bd(bd, sizeof(pt), src, dst, k, ivp);
     bd[SEC_DW_DONE] = 0xdead0000u; /* the engine's field: overwritten */
     bd[31] = 0x5a5a5a5au;          /* another dword: kept */
 
@@ -172,6 +182,70 @@ static void test_a_sec_bd_through_a_queue_writes_back_only_dw28(void **state)
     assert_int_equal(sec_bd_error(back), SEC_E_BAD_BD);
     assert_int_equal(tcounters(&e, 1).jobs_failed, 1);
     tenv_fini(&e);
+}
+
+/* An in-place job (source = destination, as hisi_sec2 sends for in-place
+ * requests) revoked by PAUSE_QM after its engine finished, before its
+ * commit: it is not run again on input it already overwrote (its output
+ * was held for the commit, which never came). Its worker is frozen there;
+ * after RESUME the other worker runs it again, and the buffer must hold
+ * libcrypto's ciphertext of the original plaintext, with one CQE. Before
+ * the held writes, the output had landed and the second run enciphered
+ * it again. */
+static void test_an_in_place_job_paused_mid_output_is_not_run_again_on_its_own_output(void **state)
+{
+    enum { LEN = 2 * QM_ENGINE_WRITE_MAX };
+    struct qm_dev_config c;
+    struct tenv e;
+    struct tvf v;
+    uint8_t key[32], iv[16], *pt = malloc(LEN), *want = malloc(LEN);
+    uint32_t bd[SEC_SQE_DWORDS], back[SEC_SQE_DWORDS];
+    uint64_t buf, k, ivp;
+    uint16_t done;
+    EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new();
+    int n = 0;
+    (void)state;
+
+    assert_non_null(pt);
+    assert_non_null(want);
+    assert_int_equal(RAND_bytes(key, 32), 1);
+    assert_int_equal(RAND_bytes(iv, 16), 1);
+    assert_int_equal(RAND_bytes(pt, LEN), 1);
+    assert_int_equal(EVP_EncryptInit_ex(x, EVP_aes_256_cbc(), NULL, key, iv), 1);
+    EVP_CIPHER_CTX_set_padding(x, 0);
+    assert_int_equal(EVP_EncryptUpdate(x, want, &n, pt, LEN), 1);
+    EVP_CIPHER_CTX_free(x);
+
+    sec_config(&c, QM_ENGINE_SEC);
+    tenv_init(&e, &c);
+    tvf_probe(&e, &v, 1);
+    tvf_start_qp(&v, 0, 0);
+    buf = tmem_alloc(&e, 1, LEN, 4096);
+    k = tmem_alloc(&e, 1, 64, 64);
+    ivp = tmem_alloc(&e, 1, 64, 64);
+    memcpy(tmem_ptr(&e, 1, buf), pt, LEN);
+    memcpy(tmem_ptr(&e, 1, k), key, 32);
+    memcpy(tmem_ptr(&e, 1, ivp), iv, 16);
+    cbc_bd(bd, LEN, buf, buf, k, ivp);
+
+    assert_int_equal(qm_debug_freeze_arm(e.dev, QM_FREEZE_BEFORE_COMMIT), 0);
+    tvf_submit(&v, 0, bd);
+    assert_int_equal(qm_debug_freeze_wait(e.dev, T_TIMEOUT_MS), 0);
+    assert_memory_equal(tmem_ptr(&e, 1, buf), pt, LEN); /* nothing landed yet */
+    assert_int_equal(tmb(&e, tdoor_window(1), QM_MB_CMD_PAUSE_QM, 0, 0, false, NULL), 0);
+    assert_int_equal(tmb(&e, tdoor_window(1), QM_MB_CMD_RESUME_QM, 0, 0, false, NULL), 0);
+    assert_true(tvf_cqe_wait(&v, 0, &done, T_TIMEOUT_MS));
+    assert_int_equal(done, 0);
+    tvf_sqe(&v, 0, done, back);
+    assert_true(sec_bd_ok(back));
+    assert_memory_equal(tmem_ptr(&e, 1, buf), want, LEN);
+    assert_int_equal(qm_debug_freeze_release(e.dev, T_TIMEOUT_MS), 0);
+    assert_false(tvf_cqe_take(&v, 0, &done));
+    assert_int_equal(tcounters(&e, 1).jobs_done, 1);
+    assert_memory_equal(tmem_ptr(&e, 1, buf), want, LEN);
+    tenv_fini(&e);
+    free(pt);
+    free(want);
 }
 
 /* A device's VF 1 with its migration driver. */
@@ -357,6 +431,7 @@ int main(void)
         cmocka_unit_test(test_engines_are_found_by_name_and_vf_id),
         cmocka_unit_test(test_config_space_carries_the_engines_device_id),
         cmocka_unit_test(test_a_sec_bd_through_a_queue_writes_back_only_dw28),
+        cmocka_unit_test(test_an_in_place_job_paused_mid_output_is_not_run_again_on_its_own_output),
         cmocka_unit_test(test_a_sec_stream_is_refused_by_a_zip_destination_before_downtime),
         cmocka_unit_test(test_a_started_sec_vf_migrates_and_its_queue_works_on_the_destination),
     };
