@@ -496,6 +496,18 @@ void tsqe_flat(uint32_t sqe[ZIP_SQE_DWORDS], unsigned req_type, uint64_t src, ui
     sqe[ZIP_SQE_TAG_H] = (uint32_t)(tag >> 32);
 }
 
+void tfill_noise(uint8_t *p, size_t n, uint64_t seed)
+{
+    uint64_t x = seed | 1;
+
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        p[i] = (uint8_t)(x >> 24) & 0x7fu;
+    }
+}
+
 void tfill(uint8_t *p, size_t n, unsigned seed)
 {
     static const char words[][8] = {"alpha ", "beta ", "gamma ", "delta ", "qm ", "zip ", "\n"};

@@ -139,6 +139,8 @@ void tsqe_flat(uint32_t sqe[ZIP_SQE_DWORDS], unsigned req_type, uint64_t src, ui
                uint64_t dst, uint32_t out_avail, uint64_t tag);
 /* Compressible test data. */
 void tfill(uint8_t *p, size_t n, unsigned seed);
+/* Barely compressible test data (7-bit xorshift noise): slow jobs. */
+void tfill_noise(uint8_t *p, size_t n, uint64_t seed);
 /* A compression job over fresh buffers in fn's memory (input filled from
  * seed); its SQE; and the check that a finished one inflates back. */
 struct tjob {

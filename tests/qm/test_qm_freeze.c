@@ -31,18 +31,6 @@ struct fview {
     uint8_t *dst, sqe[ZIP_SQE_SIZE], cq[QM_CQ_DEPTH * 16], eq[QM_EQ_DEPTH * 4];
 };
 
-static void frandom_fill(uint8_t *p, size_t n, uint64_t seed)
-{
-    uint64_t x = seed | 1;
-
-    for (size_t i = 0; i < n; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        p[i] = (uint8_t)(x >> 24) & 0x7fu;
-    }
-}
-
 static void fjob_init(struct fjob *f, unsigned workers)
 {
     struct qm_dev_config cfg;
@@ -54,7 +42,7 @@ static void fjob_init(struct fjob *f, unsigned workers)
     tvf_start_qp(&f->v, 0, ZIP_ALG_COMPRESS);
     f->src = tmem_alloc(&f->e, 1, F_IN, 4096);
     f->dst = tmem_alloc(&f->e, 1, F_CAP, 4096);
-    frandom_fill(tmem_ptr(&f->e, 1, f->src), F_IN, 0x5eed);
+    tfill_noise(tmem_ptr(&f->e, 1, f->src), F_IN, 0x5eed);
     memset(tmem_ptr(&f->e, 1, f->dst), 0xa5, F_CAP);
 }
 

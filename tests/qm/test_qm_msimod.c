@@ -240,18 +240,6 @@ static void test_moderation_off_holds_nothing(void **state)
     tenv_fini(&m.e);
 }
 
-static void mrandom_fill(uint8_t *p, size_t n, uint64_t seed)
-{
-    uint64_t x = seed | 1;
-
-    for (size_t i = 0; i < n; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        p[i] = (uint8_t)(x >> 24) & 0x7fu;
-    }
-}
-
 static void test_a_pause_in_the_middle_of_a_burst_keeps_the_held_msi_for_resume(void **state)
 {
     struct menv m;
@@ -265,7 +253,7 @@ static void test_a_pause_in_the_middle_of_a_burst_keeps_the_held_msi_for_resume(
     menv_init(&m, M_MOD_MAX, UINT64_MAX);
     j[0] = tjob_new(&m.e, 1, M_SMALL, 1);
     j[1] = tjob_new(&m.e, 1, M_BIG, 2);
-    mrandom_fill(tmem_ptr(&m.e, 1, j[1].src), M_BIG, 0x5eed);
+    tfill_noise(tmem_ptr(&m.e, 1, j[1].src), M_BIG, 0x5eed);
     tjob_sqe(&j[0], sqes[0], 0);
     tjob_sqe(&j[1], sqes[1], 1);
     /* Job 1 (one output write) commits and holds its MSI for job 2, which
@@ -314,7 +302,7 @@ static void test_an_flr_with_an_msi_held_leaves_nothing_behind(void **state)
     menv_init(&m, M_MOD_MAX, UINT64_MAX);
     j[0] = tjob_new(&m.e, 1, M_SMALL, 1);
     j[1] = tjob_new(&m.e, 1, M_BIG, 2);
-    mrandom_fill(tmem_ptr(&m.e, 1, j[1].src), M_BIG, 0x5eed);
+    tfill_noise(tmem_ptr(&m.e, 1, j[1].src), M_BIG, 0x5eed);
     tjob_sqe(&j[0], sqes[0], 0);
     tjob_sqe(&j[1], sqes[1], 1);
     assert_int_equal(qm_debug_freeze_arm(m.e.dev, QM_FREEZE_MID_OUTPUT), 0);

@@ -435,6 +435,32 @@ static inline char *pt_log_read(struct pt *t, const char *name)
     return buf;
 }
 
+/* A refused command line: `accmig ARGS... OPT VAL --json` exits 2 with msg
+ * in its log and prints no JSON (nothing was measured). args ends with
+ * NULL and has at most 8 entries. */
+static inline void pt_expect_refused(struct pt *t, const char *name, const char *const *args,
+                                     const char *opt, const char *val, const char *msg)
+{
+    const char *argv[12];
+    size_t n = 0;
+    char *log;
+
+    while (args[n] != NULL && n < 8) {
+        argv[n] = args[n];
+        n++;
+    }
+    argv[n++] = opt;
+    argv[n++] = val;
+    argv[n++] = "--json";
+    argv[n] = NULL;
+    assert_int_equal(pt_run_once(t, name, argv, PT_EXIT_MS * 4), 2);
+    log = pt_log_read(t, name);
+    if (!strstr(log, msg))
+        fail_msg("%s %s: no '%s' in:\n%s", opt, val, msg, log);
+    assert_null(strchr(log, '{'));
+    free(log);
+}
+
 /* ---- servers and VMMs ---- */
 
 /* `accmig serve --dir DIR/<name> --vfs 2 --qps Q`, waits for its sockets. */
