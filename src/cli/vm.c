@@ -775,12 +775,10 @@ static void vmcli_signal(struct vmcli *x)
 }
 
 /* The server's socket hung up (a dead server, not a slow one): fail the VM
- * at once rather than when the guest's jobs time out. An outgoing migration
- * fails at its next device call by itself (and says why to its peer). An
- * incoming one before READY is aborted now: it can never restore the
- * device, and its next device call may be a whole stream away (or never
- * come, the source waiting or held). From READY on it is left alone: the
- * source may have committed, and only the handover settles that. */
+ * at once rather than when the guest's jobs time out. A migration under way
+ * fails at its next device call by itself (and says why to its peer); only
+ * a destination still waiting for its source, with no device call to come,
+ * is aborted. */
 static void vmcli_device_gone(struct vmcli *x)
 {
     struct vm_status st;
@@ -792,9 +790,7 @@ static void vmcli_device_gone(struct vmcli *x)
     x->dev_gone = true;
     vm_device_gone(x->vm);
     vm_status_get(x->vm, &st);
-    if (x->job == VMCLI_JOB_INCOMING && (strcmp(st.phase, "wait") == 0 ||
-                                         strcmp(st.phase, "handshake") == 0 ||
-                                         strcmp(st.phase, "receive") == 0))
+    if (x->job == VMCLI_JOB_INCOMING && strcmp(st.phase, "wait") == 0)
         vm_abort(x->vm);
     fprintf(stderr, "accmig vm: the device server went away (%s hung up): the guest's device is "
                     "gone\n", x->o.vm.attach);
