@@ -68,6 +68,10 @@ static void sec_req_draw(const struct wlc_ctx *ctx, const struct workload_config
     j->res_len = len + (j->kind == SEC_REQ_GCM ? SEC_REQ_TAG_LEN : 0u);
     j->out2_off = j->aad_len;
     j->out2_len = len;
+    /* Every other job enciphers in place, as hisi_sec2 does for in-place
+     * requests: a migration that revokes one after its output landed must
+     * not make it run again on that output. */
+    j->in_place = job % 2 == 1;
     j->parity[0] = 0; /* encrypt on 2k */
     j->parity[1] = 1; /* decrypt on 2k+1 */
     j->s = s;
@@ -95,11 +99,14 @@ static void sec_req_data(const struct wlc_job *j, uint8_t *key, uint8_t *iv, uin
 
 static int sec_req_gen(const struct wlc_ctx *ctx, const struct wlc_job *j, const struct wlc_bufs *b)
 {
+    uint8_t *in = j->in_place ? b->out1 : b->in;
+
     (void)ctx;
-    sec_req_data(j, b->aux + SEC_REQ_AUX_KEY, b->aux + SEC_REQ_AUX_IV, b->in, b->in + j->aad_len);
-    /* Poison both outputs: stale bytes of an earlier job never pass. */
+    /* Poison both outputs: stale bytes of an earlier job never pass (in
+     * place, the input then overwrites out1 but for GCM's tag). */
     memset(b->out1, 0xa5, (size_t)j->aad_len + j->res_len);
     memset(b->out2, 0x5a, (size_t)j->aad_len + j->out2_len);
+    sec_req_data(j, b->aux + SEC_REQ_AUX_KEY, b->aux + SEC_REQ_AUX_IV, in, in + j->aad_len);
     return 0;
 }
 
@@ -126,7 +133,8 @@ static int sec_req_sqe(const struct wlc_job *j, const struct wlc_bufs *b, unsign
     if (op > 1 || j->kind >= SEC_REQ_KINDS)
         return -EINVAL;
     memset(sqe, 0, GUEST_SQE_MAX_SIZE);
-    /* Type 3, common scene, a separate destination (de = 1), flat buffers. */
+    /* Type 3, common scene, a destination address (de = 1; for an in-place
+     * op 0 it is the source's), flat buffers. */
     sqe[SEC_DW_BD_PARAM] = SEC_BD_TYPE3 | 1u << SEC_BD_DE_SHIFT;
     sqe[SEC_DW_CIPHER] = (op == 0 ? SEC_DIR_ENC : SEC_DIR_DEC) |
                          (gcm ? SEC_REQ_TAG_LEN << SEC_ICV_LEN_SHIFT : 0u) |
@@ -134,7 +142,7 @@ static int sec_req_sqe(const struct wlc_job *j, const struct wlc_bufs *b, unsign
                          sec_req_mode(j->kind) << SEC_CMODE_SHIFT |
                          (uint32_t)SEC_ALG_AES << SEC_CALG_SHIFT;
     wlc_put64(sqe, SEC_DW_TAG_L, tag);
-    wlc_put64(sqe, SEC_DW_SRC_L, op == 0 ? b->in_gpa : b->out1_gpa);
+    wlc_put64(sqe, SEC_DW_SRC_L, op == 1 || j->in_place ? b->out1_gpa : b->in_gpa);
     wlc_put64(sqe, SEC_DW_DST_L, op == 0 ? b->out1_gpa : b->out2_gpa);
     wlc_put64(sqe, SEC_DW_CKEY_L, b->aux_gpa + SEC_REQ_AUX_KEY);
     wlc_put64(sqe, SEC_DW_CIV_L, b->aux_gpa + SEC_REQ_AUX_IV);

@@ -54,6 +54,7 @@ struct wlc_job {
     uint32_t key_len;    /* SEC: cipher key bytes; HPRE: key_sz */
     uint32_t aad_len;    /* SEC GCM: AAD in front of the payload */
     unsigned key_idx;    /* HPRE RSA: the context's key */
+    bool in_place;       /* SEC: op 0 enciphers out1 in place (its input laid out there) */
     uint64_t s;          /* the job's random state after the draws: its data follow */
 };
 

@@ -976,7 +976,7 @@ static enum wl_result wl_cstep_gen(struct workload *w, struct wl_vcpu *v, struct
     wl_dirty(w, b.out1, (uint64_t)cj.res_off + cj.res_len);
     wl_dirty(w, b.out2, (uint64_t)cj.out2_off + cj.out2_len);
     wl_dirty(w, b.aux, WLC_AUX_CAP);
-    job->in_crc = am_crc32c(0, b.in, (size_t)cj.aad_len + cj.in_len);
+    job->in_crc = am_crc32c(0, cj.in_place ? b.out1 : b.in, (size_t)cj.aad_len + cj.in_len);
     wl_dirty(w, job, sizeof(*job));
     v->step = WL_STEP_SUBMIT_COMP;
     return WL_PROGRESS;
