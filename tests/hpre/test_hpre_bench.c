@@ -81,9 +81,7 @@ static void a_tiny_run_through_the_device_reports_every_operation(void **state)
 static void bad_options_are_refused_before_anything_is_measured(void **state)
 {
     struct pt *t = *state;
-    static const struct {
-        const char *opt, *val, *msg;
-    } bad[] = {
+    static const struct pt_refusal bad[] = {
         {"--op", "rsa9999", "bad value 'rsa9999' for --op"},
         {"--rounds", "0", "bad value '0' for --rounds"},
         {"--jobs", "x", "bad value 'x' for --jobs"},
@@ -94,12 +92,7 @@ static void bad_options_are_refused_before_anything_is_measured(void **state)
 
     static const char *const args[] = {"bench", "engine", "--engine", "hpre", NULL};
 
-    for (size_t i = 0; i < AM_ARRAY_SIZE(bad); i++) {
-        char name[16];
-
-        snprintf(name, sizeof(name), "bad%zu", i);
-        pt_expect_refused(t, name, args, bad[i].opt, bad[i].val, bad[i].msg);
-    }
+    pt_expect_refusals(t, args, bad, AM_ARRAY_SIZE(bad));
 }
 
 int main(int argc, char **argv)

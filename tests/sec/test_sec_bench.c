@@ -84,9 +84,7 @@ static void a_polling_run_reports_every_size_too(void **state)
 static void bad_options_are_refused_before_anything_is_measured(void **state)
 {
     struct pt *t = *state;
-    static const struct {
-        const char *opt, *val, *msg;
-    } bad[] = {
+    static const struct pt_refusal bad[] = {
         {"--engine", "rng", "bad value 'rng' for --engine"},
         {"--size", "4097", "wants a size that is a multiple of 16"},
         {"--size", "0", "bad value '0' for --size"},
@@ -97,12 +95,7 @@ static void bad_options_are_refused_before_anything_is_measured(void **state)
 
     static const char *const args[] = {"bench", "engine", "--engine", "sec", NULL};
 
-    for (size_t i = 0; i < AM_ARRAY_SIZE(bad); i++) {
-        char name[16];
-
-        snprintf(name, sizeof(name), "bad%zu", i);
-        pt_expect_refused(t, name, args, bad[i].opt, bad[i].val, bad[i].msg);
-    }
+    pt_expect_refusals(t, args, bad, AM_ARRAY_SIZE(bad));
 }
 
 int main(int argc, char **argv)

@@ -435,30 +435,38 @@ static inline char *pt_log_read(struct pt *t, const char *name)
     return buf;
 }
 
-/* A refused command line: `accmig ARGS... OPT VAL --json` exits 2 with msg
- * in its log and prints no JSON (nothing was measured). args ends with
- * NULL and has at most 8 entries. */
-static inline void pt_expect_refused(struct pt *t, const char *name, const char *const *args,
-                                     const char *opt, const char *val, const char *msg)
+/* Refused command lines: for each entry, `accmig ARGS... OPT VAL --json`
+ * exits 2 with msg in its log and prints no JSON (nothing was measured).
+ * args ends with NULL and has at most 8 entries. */
+struct pt_refusal {
+    const char *opt, *val, *msg;
+};
+
+static inline void pt_expect_refusals(struct pt *t, const char *const *args,
+                                      const struct pt_refusal *bad, size_t nbad)
 {
     const char *argv[12];
     size_t n = 0;
-    char *log;
 
     while (args[n] != NULL && n < 8) {
         argv[n] = args[n];
         n++;
     }
-    argv[n++] = opt;
-    argv[n++] = val;
-    argv[n++] = "--json";
-    argv[n] = NULL;
-    assert_int_equal(pt_run_once(t, name, argv, PT_EXIT_MS * 4), 2);
-    log = pt_log_read(t, name);
-    if (!strstr(log, msg))
-        fail_msg("%s %s: no '%s' in:\n%s", opt, val, msg, log);
-    assert_null(strchr(log, '{'));
-    free(log);
+    argv[n + 2] = "--json";
+    argv[n + 3] = NULL;
+    for (size_t i = 0; i < nbad; i++) {
+        char name[16], *log;
+
+        argv[n] = bad[i].opt;
+        argv[n + 1] = bad[i].val;
+        snprintf(name, sizeof(name), "bad%zu", i);
+        assert_int_equal(pt_run_once(t, name, argv, PT_EXIT_MS * 4), 2);
+        log = pt_log_read(t, name);
+        if (!strstr(log, bad[i].msg))
+            fail_msg("%s %s: no '%s' in:\n%s", bad[i].opt, bad[i].val, bad[i].msg, log);
+        assert_null(strchr(log, '{'));
+        free(log);
+    }
 }
 
 /* ---- servers and VMMs ---- */
